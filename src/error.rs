@@ -1,0 +1,104 @@
+//! The one error type of sitelog.
+//!
+//! Every fallible library call returns [`Result`]. Variants are typed so that callers (and the
+//! replication layer above) can tell "retry later" (`NoSpace`), "repair from a peer"
+//! (`Corruption`) and "this log is dead until reopened" (`Poisoned`) apart.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout sitelog.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in sitelog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O error that is not one of the more specific cases below.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// The disk is full. The append failed cleanly, nothing was acknowledged, and the log
+    /// accepts writes again once space is freed (for example by `purge_before` or retention).
+    #[error("no space left on device while writing {path}")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
+
+    /// An earlier write or fsync failed; the kernel may have dropped the dirty pages, so nothing
+    /// written since the last successful fsync can be trusted. Every later write fails with this
+    /// error. Reopen the log (recovery decides what survived) or repair from peers.
+    #[error("log is poisoned by an earlier failure and accepts no more writes: {reason}")]
+    Poisoned {
+        /// What failed first.
+        reason: String,
+    },
+
+    /// Bytes on disk that were known durable (at or below the durable watermark, inside a sealed
+    /// segment, or proven acknowledged by a later record) fail their checksum or do not belong
+    /// where they are. Never skipped, never truncated silently.
+    #[error(
+        "corruption in {segment} at file offset {file_offset} (record offset {record_offset:?}): \
+         {detail}"
+    )]
+    Corruption {
+        /// The damaged file.
+        segment: PathBuf,
+        /// Byte position inside that file.
+        file_offset: u64,
+        /// The log offset of the damaged record, when known.
+        record_offset: Option<u64>,
+        /// What check failed.
+        detail: String,
+    },
+
+    /// Another `Log` (in this or another process) holds the directory's lock.
+    #[error("log directory {path} is locked by another process or handle")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+
+    /// The offset is below the log's logical start (purged) or at/after its end.
+    #[error("offset {offset} is out of range [{start}, {end})")]
+    OutOfRange {
+        /// The requested offset.
+        offset: u64,
+        /// First readable offset.
+        start: u64,
+        /// One past the last appended offset.
+        end: u64,
+    },
+
+    /// A caller-supplied argument breaks a documented limit.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The tailing reader's timeout elapsed before a new durable record arrived.
+    #[error("timed out waiting for offset {offset}")]
+    Timeout {
+        /// The offset waited for.
+        offset: u64,
+    },
+}
+
+impl Error {
+    /// Builds the right variant for an OS error on `path`: ENOSPC becomes [`Error::NoSpace`].
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            Error::NoSpace { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    /// True when the failure leaves the log usable (nothing was acknowledged or lost).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::NoSpace { .. } | Error::Timeout { .. })
+    }
+}

@@ -1,0 +1,95 @@
+//! The I/O layer: one trait over every file operation sitelog performs.
+//!
+//! Storage never touches `std::fs` directly; it goes through [`Io`] and [`File`] so that the
+//! same engine runs on
+//! - [`PosixIo`]: pread/pwrite/fdatasync, fsync of directories, `flock` lock files and memmap2
+//!   for sealed segments (the fallback and reference backend);
+//! - [`SimDisk`]: a deterministic in-memory disk with a page-cache model that loses unsynced
+//!   writes and directory entries on a simulated crash, tears sectors and injects faults;
+//! - the io_uring backend (next step), which implements the same trait on a dedicated thread.
+//!
+//! The trait is deliberately synchronous and positional: every call names its file offset and
+//! owns no cursor, so a completion-based backend can submit it as one SQE (or a linked
+//! write+fdatasync pair through [`File::write_at_sync`]) and block only the calling thread.
+
+mod posix;
+mod sim;
+
+pub use posix::PosixIo;
+pub use sim::{SimDisk, SimFaults};
+
+use bytes::Bytes;
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A shared handle to an I/O backend.
+pub type IoRef = Arc<dyn Io>;
+/// A shared handle to an open file.
+pub type FileRef = Arc<dyn File>;
+
+/// A held directory lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// File-system operations on paths.
+pub trait Io: Send + Sync + Debug + 'static {
+    /// Creates `dir` and its parents. Directories are assumed durable once created (sitelog
+    /// creates its directory once, before anything is written into it, and fsyncs its parent).
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for reading and writing; creates it when `create` is set and it is missing.
+    /// A created file's directory entry is durable only after [`Io::sync_dir`] of its parent.
+    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef>;
+    /// Names of the regular files directly inside `dir`, unsorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a file. Durable only after [`Io::sync_dir`] of its parent.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to`. Durable after [`Io::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (created if missing). Fails with
+    /// `ErrorKind::WouldBlock` when any other holder, in this process or another, has it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// Positional operations on one open file.
+pub trait File: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`. On error an unknown prefix may have been written.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write to this file, and its length, durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Writes `buf` at `offset` and then makes the file durable, as one ordered operation.
+    /// Backends with linked submissions (io_uring) override this.
+    fn write_at_sync(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset)?;
+        self.sync_data()
+    }
+    /// Truncates or extends the file (extension reads as zeros).
+    fn set_len(&self, len_bytes: u64) -> io::Result<()>;
+    /// The file's current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// True when the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// A read-only view of the whole file as it is now. [`PosixIo`] maps it with memmap2
+    /// (zero-copy); callers use this only for immutable (sealed) files, because the view of a
+    /// file that is later truncated in place is undefined.
+    fn map(&self) -> io::Result<Bytes>;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` on a short file.
+pub fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
+        }
+        done += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The plain POSIX backend: pread/pwrite/fdatasync through `std`, directory fsync, `flock`
+//! lock files and memmap2 views of sealed files.
+
+use super::{File, FileRef, Io, LockGuard};
+use bytes::Bytes;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The std/POSIX backend. Stateless; clone freely.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PosixIo;
+
+impl PosixIo {
+    /// A shared handle to the backend.
+    pub fn new_ref() -> super::IoRef {
+        Arc::new(PosixIo)
+    }
+}
+
+#[derive(Debug)]
+struct PosixFile {
+    file: fs::File,
+}
+
+#[derive(Debug)]
+struct FlockGuard {
+    // Held only so the descriptor (and with it the flock) lives as long as the guard.
+    _file: fs::File,
+}
+
+impl LockGuard for FlockGuard {}
+
+impl Io for PosixIo {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(PosixFile { file }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
+            }
+            return Err(err);
+        }
+        Ok(Box::new(FlockGuard { _file: file }))
+    }
+}
+
+impl File for PosixFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn set_len(&self, len_bytes: u64) -> io::Result<()> {
+        self.file.set_len(len_bytes)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn map(&self) -> io::Result<Bytes> {
+        if self.len()? == 0 {
+            return Ok(Bytes::new());
+        }
+        // SAFETY: sitelog maps only sealed segments, which are never modified or truncated in
+        // place (truncating into a sealed segment writes a new file and renames it over the old
+        // one, leaving this mapping's inode intact). External modification of the file while it
+        // is mapped is outside the contract, as for any mmap-based reader.
+        let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        Ok(Bytes::from_owner(map))
+    }
+}
