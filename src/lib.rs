@@ -1,7 +1,12 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
+//!
+//! Layers, each depending only on those below it: [`io`] (one trait over file operations),
+//! [`storage`] (the local log, [`Log`]), and, to come, `raft`, `net` and `node`.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod io;
+pub mod storage;
 
 pub use error::{Error, Result};
+pub use storage::{EntryKind, Log, LogOptions, Record, SyncMode};

@@ -1,0 +1,91 @@
+//! Options of a local log, with documented defaults.
+
+use crate::io::{IoRef, PosixIo};
+use crate::storage::record::{self, MAX_PAYLOAD_BYTES};
+use crate::storage::segment::{FOOTER_BYTES, HEADER_REGION_BYTES};
+use crate::{Error, Result};
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `append` returns only after its records (and any new segment's directory entry) are
+    /// fsynced. Concurrent appenders share one fsync (group commit). The default.
+    Always,
+    /// `append` returns once the records are written to the file (readable, not durable);
+    /// call [`crate::Log::sync`] or [`crate::Log::sync_to`] to make them durable.
+    Manual,
+}
+
+/// Options for [`crate::Log::open`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Records go to a new segment once the current one's frames would exceed this.
+    /// Default 64 MiB: a 1 GiB log is 16 files (cheap to open, list and map), a crash rescans
+    /// at most one 64 MiB tail (tens of milliseconds), retention frees space in 64 MiB steps,
+    /// and catch-up can ship 16 segments of a GiB in parallel. Range 16 KiB ..= 1 GiB.
+    pub segment_size_bytes: u64,
+    /// The sparse index keeps one entry per this many bytes of frames. Default 4 KiB
+    /// (2 MiB of index memory per GiB of log; a lookup walks at most 4 KiB).
+    pub index_interval_bytes: u32,
+    /// Largest payload accepted. Default 8 MiB; at most 64 MiB and less than a segment.
+    pub max_record_bytes: u32,
+    /// Most records one `append_batch` call may carry. Default 65 536.
+    pub max_batch_records: usize,
+    /// Durability of appends. Default [`SyncMode::Always`].
+    pub sync: SyncMode,
+    /// How often (at most) a group commit also persists the durable watermark to the
+    /// superblock, off the acknowledgement path. Seals, truncations, purges and `close` always
+    /// persist it. 0 persists it after every fsync. Default 200 ms.
+    pub superblock_interval_ms: u64,
+    /// Retention by size: after each segment seal, the oldest sealed segments are purged while
+    /// the log's files exceed this. Default `None` (keep everything).
+    pub retention_bytes: Option<u64>,
+    /// Retention by age: sealed segments whose newest record is older than this are purged.
+    /// Default `None`.
+    pub retention_age_ms: Option<u64>,
+    /// The I/O backend. Default [`PosixIo`].
+    pub io: IoRef,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_size_bytes: 64 << 20,
+            index_interval_bytes: 4096,
+            max_record_bytes: 8 << 20,
+            max_batch_records: 65_536,
+            sync: SyncMode::Always,
+            superblock_interval_ms: 200,
+            retention_bytes: None,
+            retention_age_ms: None,
+            io: PosixIo::new_ref(),
+        }
+    }
+}
+
+impl LogOptions {
+    /// Checks every limit; called by `Log::open`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if !(16 << 10..=1 << 30).contains(&self.segment_size_bytes) {
+            return bad(format!(
+                "segment_size_bytes {} not in 16 KiB..=1 GiB",
+                self.segment_size_bytes
+            ));
+        }
+        if self.max_record_bytes > MAX_PAYLOAD_BYTES {
+            return bad(format!("max_record_bytes above {MAX_PAYLOAD_BYTES}"));
+        }
+        let largest_frame = record::frame_len(self.max_record_bytes as usize) as u64;
+        if largest_frame + HEADER_REGION_BYTES + FOOTER_BYTES as u64 > self.segment_size_bytes {
+            return bad("max_record_bytes does not fit in a segment".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be positive".into());
+        }
+        if self.max_batch_records == 0 {
+            return bad("max_batch_records must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Readers: a sequential iterator and a tailing reader that waits for durable records.
+
+use super::record::{self, Record};
+use super::segment::Segment;
+use crate::{Error, Log, Result};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes an iterator reads at a time from an unsealed segment.
+const READ_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Sequential reader over records from an offset to the log's end (as it grows).
+///
+/// Sealed segments are walked in their memory map; the unsealed one is read in 1 MiB chunks.
+/// Every frame's checksum is verified; a failure ends the iteration with `Corruption`.
+#[derive(Debug)]
+pub struct Iter {
+    log: Log,
+    next: u64,
+    cursor: Option<Cursor>,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct Cursor {
+    seg: Arc<Segment>,
+    pos: u64,
+    /// Bytes starting at file position `window_pos`.
+    window: Bytes,
+    window_pos: u64,
+}
+
+impl Iter {
+    pub(crate) fn new(log: Log, from: u64) -> Self {
+        Iter {
+            log,
+            next: from,
+            cursor: None,
+            done: false,
+        }
+    }
+
+    /// The offset the next call will return.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn step(&mut self) -> Result<Option<Record>> {
+        if self.next >= self.log.end_offset() {
+            return Ok(None);
+        }
+        let stale = self
+            .cursor
+            .as_ref()
+            .is_none_or(|c| self.next >= c.seg.end_offset());
+        if stale {
+            let seg = self.log.segment_for(self.next)?;
+            let pos = seg.locate(self.next)?;
+            self.cursor = Some(Cursor {
+                seg,
+                pos,
+                window: Bytes::new(),
+                window_pos: 0,
+            });
+        }
+        let Some(c) = self.cursor.as_mut() else {
+            return Ok(None);
+        };
+        let (sealed, data_end) = c.seg.read_state(|s| (s.sealed, s.data_end));
+        let frame = if sealed {
+            c.seg.map()?.slice(c.pos as usize..data_end as usize)
+        } else {
+            c.window_for(data_end)?
+        };
+        let rec = record::decode_record(
+            &frame,
+            self.log.log_id(),
+            Some(self.next),
+            self.log.max_record_bytes(),
+        );
+        match rec {
+            Ok(r) => {
+                c.pos += record::frame_len(r.payload.len()) as u64;
+                self.next += 1;
+                Ok(Some(r))
+            }
+            Err(e) => Err(c.seg.corruption(c.pos, Some(self.next), e.to_string())),
+        }
+    }
+}
+
+impl Cursor {
+    /// Bytes from `pos` onward holding at least the whole frame at `pos` (as far as the
+    /// frame's declared length can be trusted), refilling the window from the file if needed.
+    fn window_for(&mut self, data_end: u64) -> Result<Bytes> {
+        let window_end = self.window_pos + self.window.len() as u64;
+        if self.pos >= self.window_pos && self.pos < window_end {
+            let rest = self.window.slice((self.pos - self.window_pos) as usize..);
+            if declared_frame_len(&rest).is_some_and(|len| len <= rest.len() as u64) {
+                return Ok(rest);
+            }
+        }
+        let mut head = [0u8; record::HEADER_SIZE_BYTES];
+        let head_len =
+            (record::HEADER_SIZE_BYTES as u64).min(data_end.saturating_sub(self.pos)) as usize;
+        crate::io::read_exact_at(&*self.seg.file, &mut head[..head_len], self.pos)
+            .map_err(|e| Error::io(&self.seg.path, e))?;
+        let frame_len = declared_frame_len(&head[..head_len]).unwrap_or(0);
+        let want = READ_CHUNK_BYTES
+            .max(frame_len)
+            .min(data_end.saturating_sub(self.pos));
+        let mut buf = vec![0u8; want as usize];
+        crate::io::read_exact_at(&*self.seg.file, &mut buf, self.pos)
+            .map_err(|e| Error::io(&self.seg.path, e))?;
+        self.window = Bytes::from(buf);
+        self.window_pos = self.pos;
+        Ok(self.window.clone())
+    }
+}
+
+/// The frame length a header declares (bounded by the format's hard limit), unverified.
+fn declared_frame_len(b: &[u8]) -> Option<u64> {
+    if b.len() < record::HEADER_SIZE_BYTES {
+        return None;
+    }
+    let payload_len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]).min(record::MAX_PAYLOAD_BYTES);
+    Some(record::frame_len(payload_len as usize) as u64)
+}
+
+impl Iterator for Iter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Yields durable records in order, waiting for the next one to become durable.
+#[derive(Debug)]
+pub struct TailReader {
+    iter: Iter,
+}
+
+impl TailReader {
+    pub(crate) fn new(log: Log, from: u64) -> Self {
+        TailReader {
+            iter: Iter::new(log, from),
+        }
+    }
+
+    /// The offset the next call will return.
+    pub fn position(&self) -> u64 {
+        self.iter.next
+    }
+
+    /// Returns the next durable record, waiting up to `timeout` for it; `Error::Timeout` if
+    /// none arrived (call again to keep waiting).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Record> {
+        let offset = self.iter.next;
+        self.iter.log.wait_durable(offset, timeout)?;
+        match self.iter.step()? {
+            Some(r) => Ok(r),
+            None => Err(Error::Timeout { offset }),
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The record frame: one appended message (or Raft entry) as it lies on disk and travels on the
+//! wire.
+//!
+//! ```text
+//! byte  size  field          meaning
+//!    0     4  checksum       CRC32C of bytes 4 .. 48 + payload_len (header and payload)
+//!    4     4  payload_len    bytes of payload, <= MAX_PAYLOAD_BYTES
+//!    8     8  offset         the record's log offset
+//!   16     8  log_id         identity of the log (random at creation, kept by replicas)
+//!   24     8  term           Raft term (0 for a local log)
+//!   32     8  timestamp_us   microseconds since the Unix epoch, set by the appender
+//!   40     1  kind           0 normal, 1 blank, 2 membership
+//!   41     1  flags          must be 0 (reserved: compression)
+//!   42     2  reserved       must be 0
+//!   44     4  durable_lag    offset - durable_end at write time; 0 = unknown
+//!   48     n  payload
+//!  48+n    p  zero padding to the next multiple of 8
+//! ```
+//! All integers are little-endian. Because the checksum covers the offset and the log id, a
+//! well-formed frame that sits in the wrong place (misdirected write, stale file, another log)
+//! fails to decode, not only a frame with flipped bits. `durable_lag` lets recovery prove that
+//! an earlier record had been fsynced (and so acknowledged) when a later record was written:
+//! damage to such a record is corruption, never a torn tail.
+
+use bytes::Bytes;
+
+/// Size of the fixed frame header.
+pub const HEADER_SIZE_BYTES: usize = 48;
+/// Frames start and end on this alignment.
+pub const FRAME_ALIGN_BYTES: usize = 8;
+/// Hard upper bound on a payload, whatever the options say; checked before any allocation.
+pub const MAX_PAYLOAD_BYTES: u32 = 64 << 20;
+
+const _: () = assert!(HEADER_SIZE_BYTES % FRAME_ALIGN_BYTES == 0);
+const _: () = assert!(FRAME_ALIGN_BYTES.is_power_of_two());
+
+/// What a record is, in Raft terms. Local logs append `Normal` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// An application message.
+    Normal = 0,
+    /// A Raft blank (no-op) entry written by a new leader.
+    Blank = 1,
+    /// A Raft membership-change entry.
+    Membership = 2,
+}
+
+impl EntryKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(EntryKind::Normal),
+            1 => Some(EntryKind::Blank),
+            2 => Some(EntryKind::Membership),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded record. The payload is a zero-copy slice of a segment map or read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's log offset.
+    pub offset: u64,
+    /// Raft term (0 in a local log).
+    pub term: u64,
+    /// Microseconds since the Unix epoch at append.
+    pub timestamp_us: u64,
+    /// The entry kind.
+    pub kind: EntryKind,
+    /// The payload bytes.
+    pub payload: Bytes,
+}
+
+/// The header fields of a frame that decoded and verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The record's log offset.
+    pub offset: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Entry kind.
+    pub kind: EntryKind,
+    /// Payload length in bytes.
+    pub payload_len: u32,
+    /// `offset - durable_end` when written; 0 when unknown.
+    pub durable_lag: u32,
+    /// The stored checksum.
+    pub checksum: u32,
+}
+
+impl FrameHeader {
+    /// Total bytes the frame occupies, padding included.
+    pub fn frame_len(&self) -> usize {
+        frame_len(self.payload_len as usize)
+    }
+
+    /// The durable end (exclusive) the writer knew of when it wrote this frame, if known.
+    pub fn durable_end_hint(&self) -> Option<u64> {
+        (self.durable_lag != 0).then(|| self.offset.saturating_sub(u64::from(self.durable_lag)))
+    }
+}
+
+/// Why bytes are not a valid frame at a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than the header or the declared payload.
+    Truncated,
+    /// `payload_len` above the limit.
+    TooLong,
+    /// Unknown kind, non-zero flags or reserved bits.
+    BadHeader,
+    /// Checksum mismatch.
+    BadChecksum,
+    /// Valid frame of another log.
+    WrongLog,
+    /// Valid frame, but for another offset than the one expected here.
+    WrongOffset,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            FrameError::Truncated => "frame truncated",
+            FrameError::TooLong => "payload length above limit",
+            FrameError::BadHeader => "malformed header",
+            FrameError::BadChecksum => "checksum mismatch",
+            FrameError::WrongLog => "frame belongs to another log",
+            FrameError::WrongOffset => "frame belongs at another offset",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Bytes a frame with `payload_len` bytes of payload occupies.
+pub fn frame_len(payload_len: usize) -> usize {
+    (HEADER_SIZE_BYTES + payload_len + FRAME_ALIGN_BYTES - 1) & !(FRAME_ALIGN_BYTES - 1)
+}
+
+/// The fields of a record to encode.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// Log offset.
+    pub offset: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Entry kind.
+    pub kind: EntryKind,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// Appends the frame for `rec` to `out`. `durable_end` is the exclusive end of what is known
+/// fsynced at this moment.
+pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u64) {
+    assert!(
+        rec.payload.len() <= MAX_PAYLOAD_BYTES as usize,
+        "payload bounded by caller"
+    );
+    debug_assert!(
+        durable_end <= rec.offset,
+        "a record cannot be durable before it is written"
+    );
+    let start = out.len();
+    let lag = rec.offset - durable_end.min(rec.offset);
+    let durable_lag = u32::try_from(lag).unwrap_or(0);
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&rec.offset.to_le_bytes());
+    out.extend_from_slice(&log_id.to_le_bytes());
+    out.extend_from_slice(&rec.term.to_le_bytes());
+    out.extend_from_slice(&rec.timestamp_us.to_le_bytes());
+    out.extend_from_slice(&[rec.kind as u8, 0, 0, 0]);
+    out.extend_from_slice(&durable_lag.to_le_bytes());
+    debug_assert_eq!(out.len() - start, HEADER_SIZE_BYTES);
+    out.extend_from_slice(rec.payload);
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.resize(start + frame_len(rec.payload.len()), 0);
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes and verifies the frame at the start of `buf` (which may continue past it).
+///
+/// Checks, in order: enough bytes for a header, length bound, header well-formed, enough bytes
+/// for the payload, checksum, log id, and (when given) the expected offset. Nothing is
+/// allocated; the declared length is bounded by `max_payload_bytes` and by `buf` itself.
+pub fn decode_header(
+    buf: &[u8],
+    log_id: u64,
+    expected_offset: Option<u64>,
+    max_payload_bytes: u32,
+) -> Result<FrameHeader, FrameError> {
+    if buf.len() < HEADER_SIZE_BYTES {
+        return Err(FrameError::Truncated);
+    }
+    let payload_len = u32_at(buf, 4);
+    if payload_len > max_payload_bytes.min(MAX_PAYLOAD_BYTES) {
+        return Err(FrameError::TooLong);
+    }
+    let kind = EntryKind::from_u8(buf[40]).ok_or(FrameError::BadHeader)?;
+    if buf[41] != 0 || buf[42] != 0 || buf[43] != 0 {
+        return Err(FrameError::BadHeader);
+    }
+    let body_end = HEADER_SIZE_BYTES + payload_len as usize;
+    if buf.len() < body_end {
+        return Err(FrameError::Truncated);
+    }
+    let checksum = u32_at(buf, 0);
+    if crc32c::crc32c(&buf[4..body_end]) != checksum {
+        return Err(FrameError::BadChecksum);
+    }
+    if u64_at(buf, 16) != log_id {
+        return Err(FrameError::WrongLog);
+    }
+    let offset = u64_at(buf, 8);
+    if expected_offset.is_some_and(|e| e != offset) {
+        return Err(FrameError::WrongOffset);
+    }
+    Ok(FrameHeader {
+        offset,
+        term: u64_at(buf, 24),
+        timestamp_us: u64_at(buf, 32),
+        kind,
+        payload_len,
+        durable_lag: u32_at(buf, 44),
+        checksum,
+    })
+}
+
+/// Decodes the frame at the start of `frame` into a [`Record`] whose payload shares `frame`.
+pub fn decode_record(
+    frame: &Bytes,
+    log_id: u64,
+    expected_offset: Option<u64>,
+    max_payload_bytes: u32,
+) -> Result<Record, FrameError> {
+    let h = decode_header(frame, log_id, expected_offset, max_payload_bytes)?;
+    let payload = frame.slice(HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + h.payload_len as usize);
+    Ok(Record {
+        offset: h.offset,
+        term: h.term,
+        timestamp_us: h.timestamp_us,
+        kind: h.kind,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(offset: u64, payload: &[u8]) -> RecordRef<'_> {
+        RecordRef {
+            offset,
+            term: 3,
+            timestamp_us: 99,
+            kind: EntryKind::Membership,
+            payload,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_alignment() {
+        for len in [0usize, 1, 7, 8, 9, 100, 4096] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut buf = Vec::new();
+            encode(&mut buf, 42, rec(10, &payload), 5);
+            assert_eq!(buf.len(), frame_len(len));
+            assert_eq!(buf.len() % FRAME_ALIGN_BYTES, 0);
+            let r = decode_record(&Bytes::from(buf), 42, Some(10), MAX_PAYLOAD_BYTES).unwrap();
+            assert_eq!(r.payload.as_ref(), &payload[..]);
+            assert_eq!(
+                (r.offset, r.term, r.timestamp_us, r.kind),
+                (10, 3, 99, EntryKind::Membership)
+            );
+        }
+    }
+
+    #[test]
+    fn durable_hint_round_trips() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 1, rec(100, b"x"), 90);
+        let h = decode_header(&buf, 1, None, MAX_PAYLOAD_BYTES).unwrap();
+        assert_eq!(h.durable_end_hint(), Some(90));
+        let mut buf = Vec::new();
+        encode(&mut buf, 1, rec(100, b"x"), 100);
+        assert_eq!(
+            decode_header(&buf, 1, None, MAX_PAYLOAD_BYTES)
+                .unwrap()
+                .durable_end_hint(),
+            None
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, rec(1, b"hello world"), 0);
+        let body = HEADER_SIZE_BYTES + 11;
+        for bit in 0..body * 8 {
+            let mut copy = buf.clone();
+            copy[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_header(&copy, 7, Some(1), MAX_PAYLOAD_BYTES).is_err(),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn misplaced_frames_are_rejected() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, rec(1, b"abc"), 0);
+        assert_eq!(
+            decode_header(&buf, 8, Some(1), MAX_PAYLOAD_BYTES),
+            Err(FrameError::WrongLog)
+        );
+        assert_eq!(
+            decode_header(&buf, 7, Some(2), MAX_PAYLOAD_BYTES),
+            Err(FrameError::WrongOffset)
+        );
+        assert_eq!(
+            decode_header(&buf[..20], 7, None, MAX_PAYLOAD_BYTES),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(decode_header(&buf, 7, None, 2), Err(FrameError::TooLong));
+        assert_eq!(
+            decode_header(&[0u8; 64], 7, None, 100),
+            Err(FrameError::BadChecksum)
+        );
+    }
+}

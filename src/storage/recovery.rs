@@ -1,0 +1,419 @@
+//! Opening a log directory: identity, sealed segments, and the unsealed tail.
+//!
+//! Recovery reads, per sealed segment, only its header, footer and stored index (a few
+//! hundred KiB per GiB), and scans frames only in the last, unsealed segment. Decision table for
+//! the first frame of the tail that fails to decode, at offset `o`:
+//!
+//! | condition                                                     | outcome                  |
+//! |---------------------------------------------------------------|--------------------------|
+//! | `o < durable_end` of the superblock                           | `Error::Corruption`      |
+//! | a later valid frame says `durable_end > o` when it was written| `Error::Corruption`      |
+//! | otherwise (never proven durable, so never acknowledged)       | torn tail: truncate here |
+//!
+//! Everything else that is wrong (a sealed segment with a bad footer, index or header, a gap
+//! between segments, a missing superblock beside existing segments, fewer records than the
+//! watermark) is `Error::Corruption` too. After a torn tail is cut, the tail file is fsynced:
+//! after a kill -9 the surviving bytes may still be only in the page cache.
+
+use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
+use super::options::LogOptions;
+use super::record::{self, FrameHeader};
+use super::segment::{self, Footer, Segment, SegmentState, FOOTER_BYTES, HEADER_REGION_BYTES};
+use super::superblock::{self, Superblock, SuperblockWriter, NO_TRUNCATION};
+use crate::io::{read_exact_at, FileRef, IoRef};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Name of the superblock file.
+pub const SUPERBLOCK_FILE: &str = "superblock";
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// What recovery found, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files in use after recovery.
+    pub segments: usize,
+    /// Frames scanned in the unsealed tail.
+    pub tail_records_scanned: u64,
+    /// Bytes of torn, never-acknowledged tail that were cut.
+    pub torn_bytes_truncated: u64,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: usize,
+}
+
+pub(crate) struct Recovered {
+    pub log_id: u64,
+    pub superblock: SuperblockWriter,
+    pub segments: BTreeMap<u64, Arc<Segment>>,
+    /// The unsealed last segment and the running CRC of its bytes.
+    pub active: Option<(Arc<Segment>, u32)>,
+    pub end_offset: u64,
+    pub report: RecoveryReport,
+}
+
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+struct Ctx<'a> {
+    io: &'a IoRef,
+    dir: &'a Path,
+    opts: &'a LogOptions,
+}
+
+impl Ctx<'_> {
+    fn io_err(&self, path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        let path = path.to_path_buf();
+        move |e| Error::io(path.clone(), e)
+    }
+
+    fn corrupt(
+        path: &Path,
+        file_offset: u64,
+        offset: Option<u64>,
+        detail: impl Into<String>,
+    ) -> Error {
+        Error::Corruption {
+            segment: path.to_path_buf(),
+            file_offset,
+            record_offset: offset,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Opens or creates the log in `dir`.
+pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recovered> {
+    let ctx = Ctx { io, dir, opts };
+    let mut report = RecoveryReport::default();
+    let mut names = io.list(dir).map_err(ctx.io_err(dir))?;
+    names.sort();
+    for name in names.iter().filter(|n| n.ends_with(segment::TEMP_SUFFIX)) {
+        io.remove(&dir.join(name)).map_err(ctx.io_err(dir))?;
+        report.temp_files_removed += 1;
+    }
+    let bases: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n))
+        .collect();
+    let sb_path = dir.join(SUPERBLOCK_FILE);
+    if !names.iter().any(|n| n == SUPERBLOCK_FILE) {
+        if let Some(first) = bases.first() {
+            let path = Segment::path_in(dir, *first);
+            return Err(Ctx::corrupt(
+                &path,
+                0,
+                None,
+                "segments exist but the superblock is missing",
+            ));
+        }
+        return create(&ctx, &sb_path, report);
+    }
+    let sb_file = io.open(&sb_path, false).map_err(ctx.io_err(&sb_path))?;
+    let sb = superblock::read(&*sb_file)
+        .map_err(ctx.io_err(&sb_path))?
+        .ok_or_else(|| Ctx::corrupt(&sb_path, 0, None, "both superblock copies are invalid"))?;
+    let mut segments = BTreeMap::new();
+    let mut active = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let path = Segment::path_in(dir, base);
+        let file = io.open(&path, false).map_err(ctx.io_err(&path))?;
+        let is_last = i + 1 == bases.len();
+        match load_sealed(&ctx, &path, &file, sb.log_id, base)? {
+            Some(state) => {
+                let seg = Segment::new(path, file, sb.log_id, base, opts.max_record_bytes, state);
+                segments.insert(base, Arc::new(seg));
+            }
+            None if is_last => {
+                if let Some((seg, crc)) = scan_tail(&ctx, &path, file, &sb, base, &mut report)? {
+                    let seg = Arc::new(seg);
+                    segments.insert(base, seg.clone());
+                    active = Some((seg, crc));
+                }
+            }
+            None => {
+                return Err(Ctx::corrupt(
+                    &path,
+                    0,
+                    None,
+                    "segment before the last is not sealed",
+                ));
+            }
+        }
+    }
+    if report.temp_files_removed > 0 {
+        io.sync_dir(dir).map_err(ctx.io_err(dir))?;
+    }
+    finish(&ctx, sb_file, sb, segments, active, report)
+}
+
+fn create(ctx: &Ctx<'_>, sb_path: &Path, report: RecoveryReport) -> Result<Recovered> {
+    let log_id = loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            break id;
+        }
+    };
+    let sb = Superblock {
+        sequence: 0,
+        log_id,
+        created_us: now_us(),
+        start_offset: 0,
+        durable_end: 0,
+        truncate_from: NO_TRUNCATION,
+    };
+    let file = ctx.io.open(sb_path, true).map_err(ctx.io_err(sb_path))?;
+    file.set_len(0).map_err(ctx.io_err(sb_path))?;
+    file.write_at_sync(&sb.encode(), 0)
+        .map_err(ctx.io_err(sb_path))?;
+    ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
+    Ok(Recovered {
+        log_id,
+        superblock: SuperblockWriter::new(file, sb),
+        segments: BTreeMap::new(),
+        active: None,
+        end_offset: 0,
+        report,
+    })
+}
+
+/// Validates segment order, watermark and start; drops segments a purge had already released.
+fn finish(
+    ctx: &Ctx<'_>,
+    sb_file: FileRef,
+    sb: Superblock,
+    mut segments: BTreeMap<u64, Arc<Segment>>,
+    active: Option<(Arc<Segment>, u32)>,
+    mut report: RecoveryReport,
+) -> Result<Recovered> {
+    let mut expected: Option<u64> = None;
+    for seg in segments.values() {
+        if let Some(e) = expected {
+            if seg.base_offset != e {
+                let detail = format!("gap or overlap: previous segment ends at {e}");
+                return Err(Ctx::corrupt(&seg.path, 0, Some(seg.base_offset), detail));
+            }
+        }
+        expected = Some(seg.end_offset());
+    }
+    let end_offset = expected.unwrap_or(sb.start_offset).max(sb.start_offset);
+    let durable_floor = sb.durable_end.min(sb.truncate_from);
+    if end_offset < durable_floor {
+        let path = segments
+            .values()
+            .last()
+            .map_or_else(|| ctx.dir.to_path_buf(), |s| s.path.clone());
+        let detail =
+            format!("log ends at {end_offset} but offsets below {durable_floor} were durable");
+        return Err(Ctx::corrupt(&path, 0, Some(end_offset), detail));
+    }
+    // A crash between a purge's superblock write and its deletes leaves released segments.
+    let last_base = segments.keys().last().copied();
+    let released: Vec<u64> = segments
+        .values()
+        .filter(|s| s.end_offset() <= sb.start_offset && Some(s.base_offset) != last_base)
+        .map(|s| s.base_offset)
+        .collect();
+    for base in &released {
+        if let Some(seg) = segments.remove(base) {
+            ctx.io.remove(&seg.path).map_err(ctx.io_err(&seg.path))?;
+        }
+    }
+    if !released.is_empty() {
+        ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
+    }
+    if let Some(first) = segments.values().next() {
+        if first.base_offset > sb.start_offset {
+            let detail = format!(
+                "segments before {} are missing (log starts at {})",
+                first.base_offset, sb.start_offset
+            );
+            return Err(Ctx::corrupt(&first.path, 0, Some(sb.start_offset), detail));
+        }
+    }
+    report.segments = segments.len();
+    Ok(Recovered {
+        log_id: sb.log_id,
+        superblock: SuperblockWriter::new(sb_file, sb),
+        segments,
+        active,
+        end_offset,
+        report,
+    })
+}
+
+/// Loads a segment through its footer; `Ok(None)` when it has no valid footer (unsealed).
+fn load_sealed(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    file: &FileRef,
+    log_id: u64,
+    base: u64,
+) -> Result<Option<SegmentState>> {
+    let io_err = ctx.io_err(path);
+    let file_len = file.len().map_err(&io_err)?;
+    if file_len < HEADER_REGION_BYTES + FOOTER_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut foot = [0u8; FOOTER_BYTES];
+    read_exact_at(&**file, &mut foot, file_len - FOOTER_BYTES as u64).map_err(&io_err)?;
+    let Some(footer) = Footer::decode(&foot, log_id, base, file_len) else {
+        return Ok(None);
+    };
+    let mut head = vec![0u8; segment::HEADER_BYTES];
+    read_exact_at(&**file, &mut head, 0).map_err(&io_err)?;
+    segment::check_header(&head, log_id, base).map_err(|d| Ctx::corrupt(path, 0, Some(base), d))?;
+    let mut index_bytes = vec![0u8; footer.index_entries as usize * INDEX_ENTRY_SIZE_BYTES];
+    read_exact_at(&**file, &mut index_bytes, footer.data_end).map_err(&io_err)?;
+    let index = (crc32c::crc32c(&index_bytes) == footer.index_crc)
+        .then(|| SparseIndex::decode(&index_bytes, ctx.opts.index_interval_bytes))
+        .flatten()
+        .ok_or_else(|| {
+            Ctx::corrupt(
+                path,
+                footer.data_end,
+                None,
+                "sealed segment index is damaged",
+            )
+        })?;
+    if index.is_empty() != (footer.end_offset == base) {
+        return Err(Ctx::corrupt(
+            path,
+            footer.data_end,
+            None,
+            "sealed segment index disagrees with its footer",
+        ));
+    }
+    Ok(Some(SegmentState {
+        end_offset: footer.end_offset,
+        data_end: footer.data_end,
+        index,
+        max_timestamp_us: footer.max_timestamp_us,
+        sealed: true,
+        file_len,
+    }))
+}
+
+/// Scans the unsealed last segment, cutting a torn tail; `None` if the file was never
+/// initialised (a crash while creating it) and has been removed.
+fn scan_tail(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    file: FileRef,
+    sb: &Superblock,
+    base: u64,
+    report: &mut RecoveryReport,
+) -> Result<Option<(Segment, u32)>> {
+    let io_err = ctx.io_err(path);
+    let map = file.map().map_err(&io_err)?;
+    if let Err(detail) = segment::check_header(&map, sb.log_id, base) {
+        let never_used = map.len() as u64 <= HEADER_REGION_BYTES;
+        if never_used && base >= sb.durable_end.min(sb.truncate_from) {
+            drop(map);
+            ctx.io.remove(path).map_err(&io_err)?;
+            ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
+            return Ok(None);
+        }
+        return Err(Ctx::corrupt(path, 0, Some(base), detail));
+    }
+    let len = map.len() as u64;
+    let mut crc = crc32c::crc32c(&map[..HEADER_REGION_BYTES as usize]);
+    let mut index = SparseIndex::new(ctx.opts.index_interval_bytes);
+    let (mut pos, mut offset, mut max_ts) = (HEADER_REGION_BYTES, base, 0u64);
+    let max = ctx.opts.max_record_bytes;
+    let failure = loop {
+        if pos == len {
+            break None;
+        }
+        match record::decode_header(&map[pos as usize..], sb.log_id, Some(offset), max) {
+            Ok(h) if pos + h.frame_len() as u64 <= len => {
+                let rel = u32::try_from(offset - base)
+                    .map_err(|_| Ctx::corrupt(path, pos, Some(offset), "too many records"))?;
+                index.observe(rel, pos as u32);
+                let end = pos as usize + h.frame_len();
+                crc = crc32c::crc32c_append(crc, &map[pos as usize..end]);
+                max_ts = max_ts.max(h.timestamp_us);
+                report.tail_records_scanned += 1;
+                pos = end as u64;
+                offset += 1;
+            }
+            Ok(_) => break Some(record::FrameError::Truncated),
+            Err(e) => break Some(e),
+        }
+    };
+    if let Some(err) = failure {
+        let durable_floor = sb.durable_end.min(sb.truncate_from);
+        if offset < durable_floor {
+            let detail = format!("{err}; offsets below {durable_floor} were durable");
+            return Err(Ctx::corrupt(path, pos, Some(offset), detail));
+        }
+        if let Some(proof) = later_proof_of_durability(&map, pos, sb.log_id, offset, max) {
+            let detail = format!(
+                "{err}; record {} was written after this one was durable (durable end {:?})",
+                proof.offset,
+                proof.durable_end_hint()
+            );
+            return Err(Ctx::corrupt(path, pos, Some(offset), detail));
+        }
+        drop(map);
+        tracing::warn!(segment = %path.display(), file_offset = pos, offset, %err, "cutting torn, never-acknowledged tail");
+        report.torn_bytes_truncated += len - pos;
+        file.set_len(pos).map_err(&io_err)?;
+    }
+    file.sync_data().map_err(&io_err)?;
+    let state = SegmentState {
+        end_offset: offset,
+        data_end: pos,
+        index,
+        max_timestamp_us: max_ts,
+        sealed: false,
+        file_len: pos,
+    };
+    let seg = Segment::new(
+        path.to_path_buf(),
+        file,
+        sb.log_id,
+        base,
+        ctx.opts.max_record_bytes,
+        state,
+    );
+    Ok(Some((seg, crc)))
+}
+
+/// Looks past a bad frame for a valid frame of this log, at a higher offset, written when
+/// `offset` was already durable: proof that the bad frame was acknowledged.
+fn later_proof_of_durability(
+    map: &[u8],
+    bad_pos: u64,
+    log_id: u64,
+    offset: u64,
+    max: u32,
+) -> Option<FrameHeader> {
+    let mut p = bad_pos as usize + record::FRAME_ALIGN_BYTES;
+    while p + record::HEADER_SIZE_BYTES <= map.len() {
+        if let Ok(h) = record::decode_header(&map[p..], log_id, None, max) {
+            if h.offset > offset && h.durable_end_hint().is_some_and(|d| d > offset) {
+                return Some(h);
+            }
+        }
+        p += record::FRAME_ALIGN_BYTES;
+    }
+    None
+}
+
+/// The directory's segment paths, for tools.
+pub fn segment_paths(io: &IoRef, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut names = io.list(dir).map_err(|e| Error::io(dir, e))?;
+    names.sort();
+    Ok(names
+        .iter()
+        .filter(|n| segment::parse_file_name(n).is_some())
+        .map(|n| dir.join(n))
+        .collect())
+}

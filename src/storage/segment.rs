@@ -1,0 +1,432 @@
+//! Segment files: a header, record frames, and (once sealed) the sparse index and a footer.
+//!
+//! File name `{base_offset:020}.seg`. Layout:
+//!
+//! ```text
+//! [0, 4096)                  header region; the header below, then zeros
+//! [4096, data_end)           record frames (see record.rs), each 8-byte aligned
+//! sealed only:
+//! [data_end, index_end)      sparse index entries (see index.rs), 8 bytes each
+//! [index_end, index_end+64)  footer; always the last 64 bytes of a sealed file
+//! ```
+//!
+//! Header (64 bytes, little-endian): magic "SLSEGMNT" (8), format version u32 (1), header
+//! region size u32 (4096), log_id u64, base_offset u64, created_us u64, 20 reserved zero bytes,
+//! CRC32C of bytes 0..60 (u32).
+//!
+//! Footer (64 bytes): magic "SLFOOTER" (8), log_id u64, base_offset u64, end_offset u64
+//! (exclusive), data_end u64, max_timestamp_us u64, index entry count u32, CRC32C of the index
+//! bytes u32, CRC32C of footer bytes 0..56 u32, and last the CRC32C of the whole file before
+//! this field (u32): a sealed segment can be shipped to another machine and verified as a file.
+//!
+//! A sealed segment is immutable: it is only ever read (through memmap2), deleted, or, when a
+//! truncation cuts into it, replaced by a new file renamed over it. The header region is 4 KiB
+//! so frames start sector- and page-aligned (room for O_DIRECT writers).
+
+use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
+use super::record::{self, FrameError, FrameHeader, Record, HEADER_SIZE_BYTES};
+use crate::io::{read_exact_at, FileRef};
+use crate::{Error, Result};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::sync::{OnceLock, RwLock};
+
+/// Bytes before the first frame.
+pub const HEADER_REGION_BYTES: u64 = 4096;
+/// Bytes of the encoded header.
+pub const HEADER_BYTES: usize = 64;
+/// Bytes of the footer.
+pub const FOOTER_BYTES: usize = 64;
+const HEADER_MAGIC: &[u8; 8] = b"SLSEGMNT";
+const FOOTER_MAGIC: &[u8; 8] = b"SLFOOTER";
+const VERSION: u32 = 1;
+/// File name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// Suffix of files being written before a rename (cleaned up by recovery).
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+const _: () = assert!(HEADER_BYTES as u64 <= HEADER_REGION_BYTES);
+const _: () = assert!(HEADER_REGION_BYTES % 4096 == 0);
+const _: () = assert!(FOOTER_BYTES % record::FRAME_ALIGN_BYTES == 0);
+
+/// The file name of the segment starting at `base_offset`.
+pub fn file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses a segment file name back to its base offset.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The header region of a new segment.
+pub fn encode_header(log_id: u64, base_offset: u64, created_us: u64) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_REGION_BYTES as usize];
+    b[0..8].copy_from_slice(HEADER_MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&(HEADER_REGION_BYTES as u32).to_le_bytes());
+    b[16..24].copy_from_slice(&log_id.to_le_bytes());
+    b[24..32].copy_from_slice(&base_offset.to_le_bytes());
+    b[32..40].copy_from_slice(&created_us.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Checks a header against the expected identity; returns a reason on mismatch.
+pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Result<(), String> {
+    if b.len() < HEADER_BYTES {
+        return Err("segment shorter than its header".into());
+    }
+    if &b[0..8] != HEADER_MAGIC {
+        return Err("bad segment magic".into());
+    }
+    if crc32c::crc32c(&b[..60]) != u32_at(b, 60) {
+        return Err("segment header checksum mismatch".into());
+    }
+    if u32_at(b, 8) != VERSION || u64::from(u32_at(b, 12)) != HEADER_REGION_BYTES {
+        return Err("unsupported segment format version".into());
+    }
+    if u64_at(b, 16) != log_id {
+        return Err("segment belongs to another log".into());
+    }
+    if u64_at(b, 24) != base_offset {
+        return Err("segment base offset does not match its file name".into());
+    }
+    Ok(())
+}
+
+/// The decoded footer of a sealed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    /// First offset.
+    pub base_offset: u64,
+    /// Exclusive end offset.
+    pub end_offset: u64,
+    /// End of the frames.
+    pub data_end: u64,
+    /// Largest record timestamp (for retention by age).
+    pub max_timestamp_us: u64,
+    /// Number of index entries stored before the footer.
+    pub index_entries: u32,
+    /// CRC32C of the stored index.
+    pub index_crc: u32,
+    /// CRC32C of the whole file before the last four bytes.
+    pub file_crc: u32,
+}
+
+impl Footer {
+    /// Encodes the footer; `crc_before` is the running CRC32C of every file byte before it.
+    pub fn encode(&self, log_id: u64, crc_before: u32) -> [u8; FOOTER_BYTES] {
+        let mut b = [0u8; FOOTER_BYTES];
+        b[0..8].copy_from_slice(FOOTER_MAGIC);
+        b[8..16].copy_from_slice(&log_id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
+        b[24..32].copy_from_slice(&self.end_offset.to_le_bytes());
+        b[32..40].copy_from_slice(&self.data_end.to_le_bytes());
+        b[40..48].copy_from_slice(&self.max_timestamp_us.to_le_bytes());
+        b[48..52].copy_from_slice(&self.index_entries.to_le_bytes());
+        b[52..56].copy_from_slice(&self.index_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..56]);
+        b[56..60].copy_from_slice(&crc.to_le_bytes());
+        let file_crc = crc32c::crc32c_append(crc_before, &b[..60]);
+        b[60..64].copy_from_slice(&file_crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a footer read from the last 64 bytes of a `file_len`-byte file; `None` unless
+    /// magic, checksum, identity and geometry are consistent.
+    pub fn decode(b: &[u8], log_id: u64, base_offset: u64, file_len: u64) -> Option<Footer> {
+        if b.len() != FOOTER_BYTES || &b[0..8] != FOOTER_MAGIC {
+            return None;
+        }
+        if crc32c::crc32c(&b[..56]) != u32_at(b, 56) {
+            return None;
+        }
+        let f = Footer {
+            base_offset: u64_at(b, 16),
+            end_offset: u64_at(b, 24),
+            data_end: u64_at(b, 32),
+            max_timestamp_us: u64_at(b, 40),
+            index_entries: u32_at(b, 48),
+            index_crc: u32_at(b, 52),
+            file_crc: u32_at(b, 60),
+        };
+        let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
+        let geometry_ok = f.data_end >= HEADER_REGION_BYTES
+            && f.data_end + index_bytes + FOOTER_BYTES as u64 == file_len
+            && f.end_offset >= f.base_offset;
+        (u64_at(b, 8) == log_id && f.base_offset == base_offset && geometry_ok).then_some(f)
+    }
+}
+
+/// Mutable state of a segment, guarded by the segment's lock.
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    /// Exclusive end offset of the records readable here.
+    pub end_offset: u64,
+    /// File position after the last frame.
+    pub data_end: u64,
+    /// Sparse index over the frames.
+    pub index: SparseIndex,
+    /// Largest record timestamp.
+    pub max_timestamp_us: u64,
+    /// True once the footer is durable; the file never changes again.
+    pub sealed: bool,
+    /// Bytes of the whole file (including index and footer when sealed).
+    pub file_len: u64,
+}
+
+/// One segment file and its in-memory index.
+#[derive(Debug)]
+pub struct Segment {
+    /// First offset stored in this segment.
+    pub base_offset: u64,
+    /// The file's path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: FileRef,
+    log_id: u64,
+    max_payload_bytes: u32,
+    state: RwLock<SegmentState>,
+    map: OnceLock<Bytes>,
+}
+
+impl Segment {
+    /// Wraps an open segment file whose state recovery (or the writer) has established.
+    pub fn new(
+        path: PathBuf,
+        file: FileRef,
+        log_id: u64,
+        base_offset: u64,
+        max_payload_bytes: u32,
+        state: SegmentState,
+    ) -> Self {
+        debug_assert!(state.end_offset >= base_offset);
+        debug_assert!(state.data_end >= HEADER_REGION_BYTES);
+        Segment {
+            base_offset,
+            path,
+            file,
+            log_id,
+            max_payload_bytes,
+            state: RwLock::new(state),
+            map: OnceLock::new(),
+        }
+    }
+
+    /// A snapshot of the segment's state.
+    pub fn state(&self) -> SegmentState {
+        self.read_state(|s| s.clone())
+    }
+
+    /// Runs `f` on the state under the read lock.
+    pub fn read_state<T>(&self, f: impl FnOnce(&SegmentState) -> T) -> T {
+        // Poisoning would need a panic while the write lock is held; the state stays valid
+        // because every update is a plain field assignment.
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Runs `f` on the state under the write lock.
+    pub fn update_state<T>(&self, f: impl FnOnce(&mut SegmentState) -> T) -> T {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Exclusive end offset.
+    pub fn end_offset(&self) -> u64 {
+        self.read_state(|s| s.end_offset)
+    }
+
+    /// True once sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.read_state(|s| s.sealed)
+    }
+
+    /// Size of the file in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state(|s| s.file_len)
+    }
+
+    /// The read-only map of a sealed segment (created on first use).
+    pub fn map(&self) -> Result<&Bytes> {
+        if let Some(m) = self.map.get() {
+            return Ok(m);
+        }
+        let map = self.file.map().map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.map.get_or_init(|| map))
+    }
+
+    pub(crate) fn corruption(
+        &self,
+        file_offset: u64,
+        offset: Option<u64>,
+        detail: String,
+    ) -> Error {
+        Error::Corruption {
+            segment: self.path.clone(),
+            file_offset,
+            record_offset: offset,
+            detail,
+        }
+    }
+
+    /// Decodes the frame at `pos` that must hold `offset`; `limit` is the end of the frames.
+    /// Returns the frame's header and its bytes.
+    pub fn frame_at(&self, pos: u64, offset: u64, limit: u64) -> Result<(FrameHeader, Bytes)> {
+        let sealed = self.is_sealed();
+        let bytes = if sealed {
+            let map = self.map()?;
+            if limit > map.len() as u64 {
+                return Err(self.corruption(
+                    pos,
+                    Some(offset),
+                    "sealed file shorter than its footer".into(),
+                ));
+            }
+            map.slice(pos as usize..limit as usize)
+        } else {
+            self.pread_frame(pos, offset, limit)?
+        };
+        match record::decode_header(&bytes, self.log_id, Some(offset), self.max_payload_bytes) {
+            Ok(h) => {
+                let len = h.frame_len().min(bytes.len());
+                Ok((h, bytes.slice(..len)))
+            }
+            Err(e) => Err(self.corruption(pos, Some(offset), e.to_string())),
+        }
+    }
+
+    /// Reads one frame of the unsealed segment with two preads (header, then the rest).
+    fn pread_frame(&self, pos: u64, offset: u64, limit: u64) -> Result<Bytes> {
+        if pos + HEADER_SIZE_BYTES as u64 > limit {
+            return Err(self.corruption(pos, Some(offset), FrameError::Truncated.to_string()));
+        }
+        let mut head = [0u8; HEADER_SIZE_BYTES];
+        read_exact_at(&*self.file, &mut head, pos).map_err(|e| Error::io(&self.path, e))?;
+        let payload_len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if payload_len > self.max_payload_bytes {
+            return Err(self.corruption(pos, Some(offset), FrameError::TooLong.to_string()));
+        }
+        let total = record::frame_len(payload_len as usize) as u64;
+        if pos + total > limit {
+            return Err(self.corruption(pos, Some(offset), FrameError::Truncated.to_string()));
+        }
+        let mut buf = vec![0u8; total as usize];
+        buf[..HEADER_SIZE_BYTES].copy_from_slice(&head);
+        read_exact_at(
+            &*self.file,
+            &mut buf[HEADER_SIZE_BYTES..],
+            pos + HEADER_SIZE_BYTES as u64,
+        )
+        .map_err(|e| Error::io(&self.path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Finds the file position of the frame holding `offset` (which must be in this segment)
+    /// by an index lookup and a short walk; verifies every frame it steps over.
+    pub fn locate(&self, offset: u64) -> Result<u64> {
+        let (entry, end_offset, data_end) = self.read_state(|s| {
+            let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+            (s.index.lookup(rel), s.end_offset, s.data_end)
+        });
+        debug_assert!(offset >= self.base_offset && offset < end_offset);
+        let entry =
+            entry.ok_or_else(|| self.corruption(0, Some(offset), "index has no entry".into()))?;
+        let mut at = self.base_offset + u64::from(entry.relative_offset);
+        let mut pos = u64::from(entry.file_pos);
+        while at < offset {
+            let (h, _) = self.frame_at(pos, at, data_end)?;
+            pos += h.frame_len() as u64;
+            at += 1;
+        }
+        Ok(pos)
+    }
+
+    /// Reads the record at `offset`, which must lie in `[base_offset, end_offset)`.
+    pub fn read(&self, offset: u64) -> Result<Record> {
+        let pos = self.locate(offset)?;
+        let data_end = self.read_state(|s| s.data_end);
+        let (h, frame) = self.frame_at(pos, offset, data_end)?;
+        let payload = frame.slice(HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + h.payload_len as usize);
+        Ok(Record {
+            offset,
+            term: h.term,
+            timestamp_us: h.timestamp_us,
+            kind: h.kind,
+            payload,
+        })
+    }
+
+    /// The path of the segment at `base_offset` in `dir`.
+    pub fn path_in(dir: &Path, base_offset: u64) -> PathBuf {
+        dir.join(file_name(base_offset))
+    }
+}
+
+/// Computes the CRC32C of the first `len_bytes` of a file, reading 1 MiB at a time.
+pub fn crc_of_prefix(file: &dyn crate::io::File, len_bytes: u64) -> std::io::Result<u32> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; CHUNK_BYTES as usize];
+    let mut pos = 0u64;
+    while pos < len_bytes {
+        let n = CHUNK_BYTES.min(len_bytes - pos) as usize;
+        read_exact_at(file, &mut buf[..n], pos)?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        pos += n as u64;
+    }
+    Ok(crc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_file_name(&file_name(42)), Some(42));
+        assert_eq!(parse_file_name("00000000000000000042.seg.tmp"), None);
+        assert_eq!(parse_file_name("42.seg"), None);
+    }
+
+    #[test]
+    fn header_and_footer_round_trip() {
+        let h = encode_header(7, 100, 5);
+        assert!(check_header(&h, 7, 100).is_ok());
+        assert!(check_header(&h, 8, 100).is_err());
+        assert!(check_header(&h, 7, 101).is_err());
+        let f = Footer {
+            base_offset: 100,
+            end_offset: 110,
+            data_end: 8192,
+            max_timestamp_us: 3,
+            index_entries: 2,
+            index_crc: 1,
+            file_crc: 0,
+        };
+        let bytes = f.encode(7, 0);
+        let len = 8192 + 16 + 64;
+        let back = Footer::decode(&bytes, 7, 100, len).unwrap();
+        assert_eq!(back.end_offset, 110);
+        assert!(Footer::decode(&bytes, 7, 100, len + 8).is_none());
+        assert!(Footer::decode(&bytes, 6, 100, len).is_none());
+    }
+}
