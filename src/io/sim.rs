@@ -205,6 +205,11 @@ impl SimDisk {
         self.lock_state().faults.clone()
     }
 
+    /// Bytes held by all files (what `capacity_bytes` is compared against).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock_state().used_bytes()
+    }
+
     /// Number of successful `sync_data` calls so far.
     pub fn sync_count(&self) -> u64 {
         self.lock_state().syncs

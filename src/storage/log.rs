@@ -816,12 +816,18 @@ impl Log {
     /// that still hold a deleted segment keep reading it (its map outlives the file name).
     pub fn purge_before(&self, offset: u64) -> Result<PurgeOutcome> {
         self.check_poison()?;
+        // The start must never pass the durable end: a crash could otherwise leave a log whose
+        // last record lies below its start.
+        let target = offset.min(self.end_offset());
+        if target > self.durable_end() {
+            self.sync_until(target)?;
+        }
         let mut w = lock(&self.shared.writer);
         self.purge_locked(&mut w, offset)
     }
 
     fn purge_locked(&self, w: &mut Writer, offset: u64) -> Result<PurgeOutcome> {
-        let new_start = offset.min(w.next_offset);
+        let new_start = offset.min(w.next_offset).min(self.durable_end());
         if new_start > self.start_offset() {
             let mut sbs = lock(&self.shared.superblock);
             let next = super::superblock::Superblock {
@@ -925,6 +931,11 @@ impl Log {
         self.flush()
     }
 
+    /// The segments, oldest first.
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        self.shared.segments.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// Total bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
         self.shared
@@ -945,3 +956,7 @@ impl Log {
             .len()
     }
 }
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

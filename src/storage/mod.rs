@@ -9,9 +9,11 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod superblock;
+pub mod verify;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
 pub use options::{LogOptions, SyncMode};
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};
 pub use recovery::RecoveryReport;
+pub use verify::VerifyReport;

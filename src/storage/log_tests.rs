@@ -1,0 +1,298 @@
+//! Unit tests of the local log on the simulated disk and on the real file system.
+
+use super::*;
+use crate::io::{SimDisk, SimFaults};
+use std::time::Duration;
+
+fn sim_opts(disk: &SimDisk) -> LogOptions {
+    LogOptions { io: disk.io(), segment_size_bytes: 16 << 10, max_record_bytes: 4 << 10, ..Default::default() }
+}
+
+fn payload(offset: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
+}
+
+fn fill(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let offset = log.end_offset();
+            let p = payload(offset, len);
+            assert_eq!(log.append(&p).unwrap(), offset, "record {i}");
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn append_read_reopen_across_segments_on_real_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions { segment_size_bytes: 16 << 10, max_record_bytes: 4096, ..Default::default() };
+    let log = Log::open(dir.path(), opts.clone()).unwrap();
+    let written: Vec<Vec<u8>> = (0..300u64).map(|i| payload(i, (i as usize * 37) % 900)).collect();
+    for (i, p) in written.iter().enumerate() {
+        assert_eq!(log.append(p).unwrap(), i as u64);
+    }
+    let range = log.append_batch(&[b"a".as_slice(), b"bb", b"ccc"]).unwrap();
+    assert_eq!(range, 300..303);
+    assert!(log.segment_count() > 5, "small segments roll");
+    log.close().unwrap();
+    let log = Log::open(dir.path(), opts).unwrap();
+    assert_eq!(log.recovery_report().torn_bytes_truncated, 0);
+    assert_eq!(log.end_offset(), 303);
+    for (i, p) in written.iter().enumerate() {
+        assert_eq!(log.read(i as u64).unwrap().payload.as_ref(), &p[..]);
+    }
+    let all: Vec<Record> = log.iter(0).collect::<Result<_>>().unwrap();
+    assert_eq!(all.len(), 303);
+    assert!(all.iter().enumerate().all(|(i, r)| r.offset == i as u64));
+    assert_eq!(all[302].payload.as_ref(), b"ccc");
+    let report = log.verify().unwrap();
+    assert_eq!(report.records, 303);
+    assert_eq!(report.sealed_segments, log.segment_count() - 1);
+}
+
+#[test]
+fn second_open_is_refused_while_locked() {
+    let disk = SimDisk::new(1);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert!(matches!(Log::open("/l", sim_opts(&disk)), Err(Error::Locked { .. })));
+    drop(log);
+    Log::open("/l", sim_opts(&disk)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let real = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert!(matches!(Log::open(dir.path(), LogOptions::default()), Err(Error::Locked { .. })));
+    drop(real);
+}
+
+#[test]
+fn durable_append_survives_crash_and_syncs_once_per_group() {
+    let disk = SimDisk::new(2);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    let before = disk.sync_count();
+    let written = fill(&log, 50, 100);
+    assert!(disk.sync_count() - before >= 50, "every durable append fsyncs");
+    assert_eq!(log.durable_end(), 50);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.end_offset(), 50);
+    for (i, p) in written.iter().enumerate() {
+        assert_eq!(log.read(i as u64).unwrap().payload.as_ref(), &p[..]);
+    }
+}
+
+#[test]
+fn manual_mode_keeps_only_a_prefix_of_unsynced_records() {
+    for seed in 0..40 {
+        let disk = SimDisk::new(seed);
+        let opts = LogOptions { sync: SyncMode::Manual, ..sim_opts(&disk) };
+        let log = Log::open("/l", opts.clone()).unwrap();
+        let synced = fill(&log, 20, 300);
+        log.sync().unwrap();
+        let unsynced = fill(&log, 40, 300);
+        drop(log);
+        disk.crash();
+        let log = Log::open("/l", opts).unwrap();
+        let end = log.end_offset();
+        assert!((20..=60).contains(&end), "seed {seed}: end {end}");
+        let expected: Vec<&Vec<u8>> = synced.iter().chain(unsynced.iter()).collect();
+        for offset in 0..end {
+            assert_eq!(log.read(offset).unwrap().payload.as_ref(), &expected[offset as usize][..]);
+        }
+    }
+}
+
+#[test]
+fn truncate_in_active_and_sealed_segments_then_append() {
+    let disk = SimDisk::new(3);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 200, 500);
+    let segments = log.segment_count();
+    assert!(segments > 4);
+    log.truncate_after(189).unwrap(); // inside the active segment (probably)
+    assert_eq!(log.end_offset(), 190);
+    log.truncate_after(40).unwrap(); // inside a sealed segment
+    assert_eq!(log.end_offset(), 41);
+    assert!(log.segment_count() < segments);
+    assert!(matches!(log.read(41), Err(Error::OutOfRange { .. })));
+    let fresh = log.append(b"after truncate").unwrap();
+    assert_eq!(fresh, 41);
+    fill(&log, 100, 500);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.end_offset(), 142);
+    assert_eq!(log.read(41).unwrap().payload.as_ref(), b"after truncate");
+    assert_eq!(log.read(40).unwrap().payload.as_ref(), &payload(40, 500)[..]);
+    log.verify().unwrap();
+    log.truncate_from(0).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (0, 0));
+    assert_eq!(log.append(b"x").unwrap(), 0);
+}
+
+#[test]
+fn purge_moves_start_and_deletes_whole_sealed_segments() {
+    let disk = SimDisk::new(4);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 200, 500);
+    let size = log.size_bytes();
+    let outcome = log.purge_before(100).unwrap();
+    assert!(outcome.segments_removed > 0);
+    assert_eq!(log.size_bytes(), size - outcome.bytes_removed);
+    assert_eq!(log.start_offset(), 100);
+    assert!(matches!(log.read(99), Err(Error::OutOfRange { .. })));
+    assert_eq!(log.read(100).unwrap().payload.as_ref(), &payload(100, 500)[..]);
+    assert_eq!(log.iter(100).count(), 100);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.start_offset(), 100);
+    assert_eq!(log.end_offset(), 200);
+    // Purging everything keeps the last segment; the log stays appendable.
+    log.purge_before(u64::MAX).unwrap();
+    assert_eq!(log.start_offset(), 200);
+    assert_eq!(log.append(b"next").unwrap(), 200);
+}
+
+#[test]
+fn retention_by_size_and_age() {
+    let disk = SimDisk::new(5);
+    let opts = LogOptions { retention_bytes: Some(64 << 10), ..sim_opts(&disk) };
+    let log = Log::open("/l", opts).unwrap();
+    fill(&log, 600, 500);
+    assert!(log.size_bytes() <= (64 << 10) + (16 << 10) + 4096, "size {}", log.size_bytes());
+    assert!(log.start_offset() > 0);
+    drop(log);
+    let disk = SimDisk::new(6);
+    let opts = LogOptions { retention_age_ms: Some(60_000), ..sim_opts(&disk) };
+    let log = Log::open("/l", opts).unwrap();
+    let old_us = now_us() - 3_600_000_000;
+    for _ in 0..100 {
+        log.append_records(&[NewRecord { term: 0, kind: EntryKind::Normal, timestamp_us: Some(old_us), payload: &[1; 500] }])
+            .unwrap();
+    }
+    fill(&log, 100, 500);
+    assert!(log.start_offset() >= 60, "old segments purged, start {}", log.start_offset());
+    assert!(log.read(150).is_ok());
+}
+
+#[test]
+fn failed_fsync_poisons_and_reopen_keeps_acknowledged() {
+    let disk = SimDisk::new(7);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    let acked = fill(&log, 10, 200);
+    disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() });
+    let err = log.append(b"doomed").unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(log.poisoned().is_some());
+    assert!(matches!(log.append(b"after"), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.sync(), Err(Error::Poisoned { .. })));
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert!(log.end_offset() >= 10);
+    for (i, p) in acked.iter().enumerate() {
+        assert_eq!(log.read(i as u64).unwrap().payload.as_ref(), &p[..]);
+    }
+    assert_eq!(log.append(b"fine again").unwrap(), log.end_offset() - 1);
+}
+
+#[test]
+fn failed_write_poisons() {
+    let disk = SimDisk::new(8);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 3, 10);
+    disk.set_faults(SimFaults { fail_writes: 1, ..Default::default() });
+    assert!(matches!(log.append(b"x"), Err(Error::Poisoned { .. })));
+    assert!(matches!(log.append(b"y"), Err(Error::Poisoned { .. })));
+}
+
+#[test]
+fn enospc_fails_cleanly_and_recovers_when_space_returns() {
+    let disk = SimDisk::new(9);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    let acked = fill(&log, 20, 500);
+    disk.set_faults(SimFaults { capacity_bytes: Some(40 << 10), ..Default::default() });
+    let mut failures = 0;
+    for i in 0..200u64 {
+        match log.append(&payload(1000 + i, 500)) {
+            Ok(_) => {}
+            Err(Error::NoSpace { .. }) => failures += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(failures > 0);
+    assert!(log.poisoned().is_none());
+    let end = log.end_offset();
+    disk.set_faults(SimFaults::default());
+    let next = log.append(b"space again").unwrap();
+    assert_eq!(next, end);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    for (i, p) in acked.iter().enumerate() {
+        assert_eq!(log.read(i as u64).unwrap().payload.as_ref(), &p[..]);
+    }
+    assert_eq!(log.read(next).unwrap().payload.as_ref(), b"space again");
+    log.verify().unwrap();
+}
+
+#[test]
+fn tail_reader_waits_for_durable_records() {
+    let disk = SimDisk::new(10);
+    let opts = LogOptions { sync: SyncMode::Manual, ..sim_opts(&disk) };
+    let log = Log::open("/l", opts).unwrap();
+    let mut tail = log.tail(0);
+    assert!(matches!(tail.next_timeout(Duration::from_millis(1)), Err(Error::Timeout { offset: 0 })));
+    log.append(b"written, not durable").unwrap();
+    assert!(matches!(tail.next_timeout(Duration::from_millis(1)), Err(Error::Timeout { offset: 0 })));
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..100u64 {
+                log.append(&i.to_le_bytes()).unwrap();
+                log.sync().unwrap();
+            }
+        })
+    };
+    assert_eq!(tail.next_timeout(Duration::from_secs(10)).unwrap().payload.as_ref(), b"written, not durable");
+    for i in 0..100u64 {
+        let r = tail.next_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(r.offset, i + 1);
+        assert_eq!(r.payload.as_ref(), &i.to_le_bytes());
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn concurrent_durable_appenders_share_fsyncs() {
+    let disk = SimDisk::new(11);
+    let opts = LogOptions { segment_size_bytes: 1 << 20, ..sim_opts(&disk) };
+    let log = Log::open("/l", opts).unwrap();
+    let before = disk.sync_count();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..200u64).map(|i| (log.append(&[t as u8; 64]).unwrap(), t, i)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).map(|x| x.0).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
+    assert_eq!(log.durable_end(), 1600);
+    let syncs = disk.sync_count() - before;
+    assert!(syncs <= 1600, "never more than one fsync per append ({syncs})");
+}
+
+#[test]
+fn oversized_and_invalid_arguments_are_rejected() {
+    let disk = SimDisk::new(12);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert!(matches!(log.append(&vec![0u8; (4 << 10) + 1]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(log.sync_to(0), Err(Error::OutOfRange { .. })));
+    let bad = LogOptions { segment_size_bytes: 100, ..sim_opts(&disk) };
+    assert!(matches!(Log::open("/m", bad), Err(Error::InvalidArgument(_))));
+    assert_eq!(log.end_offset(), 0);
+}
