@@ -376,14 +376,9 @@ impl Log {
         let seg = active.seg.clone();
         let data_end = seg.read_state(|s| s.data_end);
         if let Err(e) = seg.file.write_at(buf, data_end) {
-            let err = Error::io(&seg.path, e);
             buf.clear();
             notes.clear();
-            return Err(match err {
-                Error::NoSpace { .. } => err,
-                Error::Io { source, .. } => self.poison_with("segment write", source),
-                other => other,
-            });
+            return Err(self.failed_write(&seg, data_end, e));
         }
         active.file_crc = crc32c::crc32c_append(active.file_crc, buf);
         let new_end = data_end + buf.len() as u64;
@@ -408,6 +403,22 @@ impl Log {
         buf.clear();
         notes.clear();
         Ok(())
+    }
+
+    /// Handles a failed write at `data_end` of the active segment. ENOSPC leaves the log usable:
+    /// the partial write is cut off durably, so that no complete frame of a failed append can
+    /// reappear after a crash. Anything else (or a failure to cut) poisons the log.
+    fn failed_write(&self, seg: &Segment, data_end: u64, e: std::io::Error) -> Error {
+        match Error::io(&seg.path, e) {
+            err @ Error::NoSpace { .. } => {
+                match seg.file.set_len(data_end).and_then(|_| seg.file.sync_data()) {
+                    Ok(()) => err,
+                    Err(e) => self.poison_with("cutting a failed write", e),
+                }
+            }
+            Error::Io { source, .. } => self.poison_with("segment write", source),
+            other => other,
+        }
     }
 
     /// Creates the segment starting at the next offset: header written and fsynced, directory
@@ -482,11 +493,7 @@ impl Log {
         let mut tail = index_bytes;
         tail.extend_from_slice(&footer.encode(self.shared.log_id, crc_before));
         if let Err(e) = seg.file.write_at(&tail, st.data_end) {
-            return Err(match Error::io(&seg.path, e) {
-                err @ Error::NoSpace { .. } => err,
-                Error::Io { source, .. } => self.poison_with("segment seal", source),
-                other => other,
-            });
+            return Err(self.failed_write(&seg, st.data_end, e));
         }
         seg.file
             .sync_data()

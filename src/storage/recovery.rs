@@ -170,8 +170,11 @@ fn create(ctx: &Ctx<'_>, sb_path: &Path, report: RecoveryReport) -> Result<Recov
     };
     let file = ctx.io.open(sb_path, true).map_err(ctx.io_err(sb_path))?;
     file.set_len(0).map_err(ctx.io_err(sb_path))?;
-    file.write_at_sync(&sb.encode(), 0)
-        .map_err(ctx.io_err(sb_path))?;
+    // Both slots are allocated now, so that later superblock writes never grow the file and
+    // cannot fail for lack of space.
+    let mut both = sb.encode().to_vec();
+    both.resize(2 * superblock::SLOT_SIZE_BYTES, 0);
+    file.write_at_sync(&both, 0).map_err(ctx.io_err(sb_path))?;
     ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
     Ok(Recovered {
         log_id,

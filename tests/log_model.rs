@@ -1,0 +1,239 @@
+//! Property test: the local log against an in-memory model, on the simulated disk, with
+//! random appends, syncs, reads, truncations, purges, reopens, crashes, failed fsyncs and full
+//! disks.
+//!
+//! Invariants checked after every reopen and crash:
+//! - every acknowledged record is present, byte-identical, at its offset;
+//! - nothing is returned that was never appended (payloads are unique);
+//! - offsets never change meaning (a record read at an offset is the one appended there);
+//! - unacknowledged records survive or not, but only as a contiguous prefix of what was
+//!   appended after the last acknowledged one.
+
+use proptest::prelude::*;
+use sitelog::io::{SimDisk, SimFaults};
+use sitelog::{Error, Log, LogOptions, SyncMode};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<usize>),
+    Sync,
+    Read(usize),
+    Truncate(usize),
+    Purge(usize),
+    Reopen,
+    Crash,
+    FailNextSync,
+    FullDisk(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => prop::collection::vec(0usize..1500, 1..6).prop_map(Op::Append),
+        3 => Just(Op::Sync),
+        4 => any::<usize>().prop_map(Op::Read),
+        1 => any::<usize>().prop_map(Op::Truncate),
+        1 => any::<usize>().prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
+        3 => Just(Op::Crash),
+        1 => Just(Op::FailNextSync),
+        1 => any::<u16>().prop_map(Op::FullDisk),
+    ]
+}
+
+struct Harness {
+    disk: SimDisk,
+    opts: LogOptions,
+    log: Option<Log>,
+    /// Model: the payload at each offset, as the live process sees the log.
+    records: Vec<Vec<u8>>,
+    start: u64,
+    /// Offsets below this were acknowledged as durable.
+    acked: u64,
+    poisoned: bool,
+    next_payload_id: u64,
+    /// A full-disk limit armed for the next operation only.
+    full_disk: bool,
+    /// The start a failed purge may have made durable.
+    maybe_start: Option<u64>,
+}
+
+impl Harness {
+    fn log(&self) -> &Log {
+        self.log.as_ref().expect("log is open between operations")
+    }
+
+    fn payload(&mut self, len: usize) -> Vec<u8> {
+        self.next_payload_id += 1;
+        let id = self.next_payload_id.to_le_bytes();
+        (0..len.max(8)).map(|i| if i < 8 { id[i] } else { (i as u64 * 7 + self.next_payload_id) as u8 }).collect()
+    }
+
+    fn len(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    /// Records written by a failed append: whatever prefix the log now holds.
+    fn absorb_partial(&mut self, batch: Vec<Vec<u8>>) {
+        let written = self.log().end_offset().saturating_sub(self.len()) as usize;
+        self.records.extend(batch.into_iter().take(written));
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Append(sizes) => self.append(sizes),
+            Op::Sync => match self.log().sync() {
+                Ok(()) => self.acked = self.len(),
+                Err(e) => self.failed(e),
+            },
+            Op::Read(h) if !self.poisoned && self.len() > self.start => {
+                let offset = self.start + (h as u64 % (self.len() - self.start));
+                let rec = self.log().read(offset).expect("readable");
+                assert_eq!(rec.payload.as_ref(), &self.records[offset as usize][..], "offset {offset}");
+            }
+            Op::Truncate(h) if !self.poisoned => {
+                let cut = self.start + (h as u64 % (self.len() - self.start + 1));
+                // A truncation that fails part-way poisons the log; recovery then either
+                // finishes it (its superblock mark was written) or never saw it. Either way the
+                // survivors are a prefix of the old records, and only those below the cut
+                // must survive.
+                match self.log().truncate_from(cut) {
+                    Ok(()) => self.records.truncate(cut as usize),
+                    Err(e) => {
+                        assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+                        self.poisoned = true;
+                    }
+                }
+                self.acked = self.acked.min(cut);
+            }
+            Op::Purge(h) if !self.poisoned => {
+                let to = self.start + (h as u64 % (self.len() - self.start + 1));
+                match self.log().purge_before(to) {
+                    Ok(_) => {
+                        self.acked = self.acked.max(to);
+                        self.start = self.start.max(to);
+                        assert_eq!(self.log().start_offset(), self.start);
+                    }
+                    Err(e) => {
+                        // Failed part-way: the new start may or may not have become durable.
+                        assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+                        self.poisoned = true;
+                        self.maybe_start = Some(to);
+                    }
+                }
+            }
+            Op::Reopen => self.reopen(false),
+            Op::Crash => self.reopen(true),
+            Op::FailNextSync => self.disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() }),
+            Op::FullDisk(headroom) => {
+                let capacity = self.disk.used_bytes() + u64::from(headroom % 8192);
+                self.disk.set_faults(SimFaults { capacity_bytes: Some(capacity), ..Default::default() });
+                self.full_disk = true;
+                return;
+            }
+            _ => {}
+        }
+        if self.full_disk {
+            self.full_disk = false;
+            self.disk.set_faults(SimFaults { fail_syncs: self.disk.faults().fail_syncs, ..Default::default() });
+        }
+    }
+
+    fn append(&mut self, sizes: Vec<usize>) {
+        let batch: Vec<Vec<u8>> = sizes.into_iter().map(|s| self.payload(s)).collect();
+        match self.log().append_batch(&batch) {
+            Ok(range) => {
+                assert!(!self.poisoned, "a poisoned log acknowledged an append");
+                assert_eq!(range.start, self.len());
+                assert_eq!(range.end - range.start, batch.len() as u64);
+                self.records.extend(batch);
+                if self.opts.sync == SyncMode::Always {
+                    self.acked = self.len();
+                }
+            }
+            Err(e) => {
+                self.absorb_partial(batch);
+                self.failed(e);
+            }
+        }
+    }
+
+    fn failed(&mut self, e: Error) {
+        match e {
+            Error::NoSpace { .. } => assert!(self.log().poisoned().is_none(), "ENOSPC must not poison"),
+            Error::Poisoned { .. } => self.poisoned = true,
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    fn reopen(&mut self, crash: bool) {
+        drop(self.log.take());
+        if crash {
+            self.disk.crash();
+        }
+        self.disk.set_faults(SimFaults::default());
+        self.full_disk = false;
+        let log = Log::open("/log", self.opts.clone()).expect("recovery succeeds after crashes");
+        let end = log.end_offset();
+        assert!(end >= self.acked, "acknowledged records lost: end {end} < acked {}", self.acked);
+        assert!(end <= self.len(), "records that were never appended: end {end} > {}", self.len());
+        let start = log.start_offset();
+        assert!(start == self.start || Some(start) == self.maybe_start, "purges are durable");
+        if start > self.start {
+            self.acked = self.acked.max(start);
+            self.start = start;
+        }
+        self.maybe_start = None;
+        let mut expected = self.start;
+        for rec in log.iter(self.start) {
+            let rec = rec.expect("every recovered record verifies");
+            assert_eq!(rec.offset, expected);
+            assert_eq!(rec.payload.as_ref(), &self.records[rec.offset as usize][..], "offset {}", rec.offset);
+            expected += 1;
+        }
+        assert_eq!(expected, end);
+        self.records.truncate(end as usize);
+        self.acked = end;
+        self.poisoned = false;
+        log.verify().expect("verify after recovery");
+        self.log = Some(log);
+    }
+}
+
+fn run(seed: u64, manual: bool, ops: Vec<Op>) {
+    let disk = SimDisk::new(seed);
+    let opts = LogOptions {
+        io: disk.io(),
+        segment_size_bytes: 16 << 10,
+        max_record_bytes: 2048,
+        index_interval_bytes: 512,
+        sync: if manual { SyncMode::Manual } else { SyncMode::Always },
+        superblock_interval_ms: if seed % 2 == 0 { 0 } else { 1_000_000 },
+        ..Default::default()
+    };
+    let log = Log::open("/log", opts.clone()).expect("create");
+    let mut h = Harness {
+        disk,
+        opts,
+        log: Some(log),
+        records: Vec::new(),
+        start: 0,
+        acked: 0,
+        poisoned: false,
+        next_payload_id: 0,
+        full_disk: false,
+        maybe_start: None,
+    };
+    for op in ops {
+        h.apply(op);
+    }
+    h.reopen(true);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_model_across_crashes(seed in any::<u64>(), manual in any::<bool>(), ops in prop::collection::vec(op(), 1..100)) {
+        run(seed, manual, ops);
+    }
+}
