@@ -65,7 +65,15 @@ impl Harness {
     fn payload(&mut self, len: usize) -> Vec<u8> {
         self.next_payload_id += 1;
         let id = self.next_payload_id.to_le_bytes();
-        (0..len.max(8)).map(|i| if i < 8 { id[i] } else { (i as u64 * 7 + self.next_payload_id) as u8 }).collect()
+        (0..len.max(8))
+            .map(|i| {
+                if i < 8 {
+                    id[i]
+                } else {
+                    (i as u64 * 7 + self.next_payload_id) as u8
+                }
+            })
+            .collect()
     }
 
     fn len(&self) -> u64 {
@@ -88,7 +96,11 @@ impl Harness {
             Op::Read(h) if !self.poisoned && self.len() > self.start => {
                 let offset = self.start + (h as u64 % (self.len() - self.start));
                 let rec = self.log().read(offset).expect("readable");
-                assert_eq!(rec.payload.as_ref(), &self.records[offset as usize][..], "offset {offset}");
+                assert_eq!(
+                    rec.payload.as_ref(),
+                    &self.records[offset as usize][..],
+                    "offset {offset}"
+                );
             }
             Op::Truncate(h) if !self.poisoned => {
                 let cut = self.start + (h as u64 % (self.len() - self.start + 1));
@@ -123,10 +135,16 @@ impl Harness {
             }
             Op::Reopen => self.reopen(false),
             Op::Crash => self.reopen(true),
-            Op::FailNextSync => self.disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() }),
+            Op::FailNextSync => self.disk.set_faults(SimFaults {
+                fail_syncs: 1,
+                ..Default::default()
+            }),
             Op::FullDisk(headroom) => {
                 let capacity = self.disk.used_bytes() + u64::from(headroom % 8192);
-                self.disk.set_faults(SimFaults { capacity_bytes: Some(capacity), ..Default::default() });
+                self.disk.set_faults(SimFaults {
+                    capacity_bytes: Some(capacity),
+                    ..Default::default()
+                });
                 self.full_disk = true;
                 return;
             }
@@ -134,7 +152,10 @@ impl Harness {
         }
         if self.full_disk {
             self.full_disk = false;
-            self.disk.set_faults(SimFaults { fail_syncs: self.disk.faults().fail_syncs, ..Default::default() });
+            self.disk.set_faults(SimFaults {
+                fail_syncs: self.disk.faults().fail_syncs,
+                ..Default::default()
+            });
         }
     }
 
@@ -159,7 +180,9 @@ impl Harness {
 
     fn failed(&mut self, e: Error) {
         match e {
-            Error::NoSpace { .. } => assert!(self.log().poisoned().is_none(), "ENOSPC must not poison"),
+            Error::NoSpace { .. } => {
+                assert!(self.log().poisoned().is_none(), "ENOSPC must not poison")
+            }
             Error::Poisoned { .. } => self.poisoned = true,
             other => panic!("unexpected error {other}"),
         }
@@ -174,10 +197,21 @@ impl Harness {
         self.full_disk = false;
         let log = Log::open("/log", self.opts.clone()).expect("recovery succeeds after crashes");
         let end = log.end_offset();
-        assert!(end >= self.acked, "acknowledged records lost: end {end} < acked {}", self.acked);
-        assert!(end <= self.len(), "records that were never appended: end {end} > {}", self.len());
+        assert!(
+            end >= self.acked,
+            "acknowledged records lost: end {end} < acked {}",
+            self.acked
+        );
+        assert!(
+            end <= self.len(),
+            "records that were never appended: end {end} > {}",
+            self.len()
+        );
         let start = log.start_offset();
-        assert!(start == self.start || Some(start) == self.maybe_start, "purges are durable");
+        assert!(
+            start == self.start || Some(start) == self.maybe_start,
+            "purges are durable"
+        );
         if start > self.start {
             self.acked = self.acked.max(start);
             self.start = start;
@@ -187,7 +221,12 @@ impl Harness {
         for rec in log.iter(self.start) {
             let rec = rec.expect("every recovered record verifies");
             assert_eq!(rec.offset, expected);
-            assert_eq!(rec.payload.as_ref(), &self.records[rec.offset as usize][..], "offset {}", rec.offset);
+            assert_eq!(
+                rec.payload.as_ref(),
+                &self.records[rec.offset as usize][..],
+                "offset {}",
+                rec.offset
+            );
             expected += 1;
         }
         assert_eq!(expected, end);
@@ -206,7 +245,11 @@ fn run(seed: u64, manual: bool, ops: Vec<Op>) {
         segment_size_bytes: 16 << 10,
         max_record_bytes: 2048,
         index_interval_bytes: 512,
-        sync: if manual { SyncMode::Manual } else { SyncMode::Always },
+        sync: if manual {
+            SyncMode::Manual
+        } else {
+            SyncMode::Always
+        },
         superblock_interval_ms: if seed % 2 == 0 { 0 } else { 1_000_000 },
         ..Default::default()
     };

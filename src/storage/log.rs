@@ -411,7 +411,11 @@ impl Log {
     fn failed_write(&self, seg: &Segment, data_end: u64, e: std::io::Error) -> Error {
         match Error::io(&seg.path, e) {
             err @ Error::NoSpace { .. } => {
-                match seg.file.set_len(data_end).and_then(|_| seg.file.sync_data()) {
+                match seg
+                    .file
+                    .set_len(data_end)
+                    .and_then(|_| seg.file.sync_data())
+                {
                     Ok(()) => err,
                     Err(e) => self.poison_with("cutting a failed write", e),
                 }
@@ -940,7 +944,13 @@ impl Log {
 
     /// The segments, oldest first.
     pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
-        self.shared.segments.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Total bytes of all segment files.

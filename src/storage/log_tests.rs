@@ -5,7 +5,12 @@ use crate::io::{SimDisk, SimFaults};
 use std::time::Duration;
 
 fn sim_opts(disk: &SimDisk) -> LogOptions {
-    LogOptions { io: disk.io(), segment_size_bytes: 16 << 10, max_record_bytes: 4 << 10, ..Default::default() }
+    LogOptions {
+        io: disk.io(),
+        segment_size_bytes: 16 << 10,
+        max_record_bytes: 4 << 10,
+        ..Default::default()
+    }
 }
 
 fn payload(offset: u64, len: usize) -> Vec<u8> {
@@ -26,9 +31,15 @@ fn fill(log: &Log, n: u64, len: usize) -> Vec<Vec<u8>> {
 #[test]
 fn append_read_reopen_across_segments_on_real_fs() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogOptions { segment_size_bytes: 16 << 10, max_record_bytes: 4096, ..Default::default() };
+    let opts = LogOptions {
+        segment_size_bytes: 16 << 10,
+        max_record_bytes: 4096,
+        ..Default::default()
+    };
     let log = Log::open(dir.path(), opts.clone()).unwrap();
-    let written: Vec<Vec<u8>> = (0..300u64).map(|i| payload(i, (i as usize * 37) % 900)).collect();
+    let written: Vec<Vec<u8>> = (0..300u64)
+        .map(|i| payload(i, (i as usize * 37) % 900))
+        .collect();
     for (i, p) in written.iter().enumerate() {
         assert_eq!(log.append(p).unwrap(), i as u64);
     }
@@ -55,12 +66,18 @@ fn append_read_reopen_across_segments_on_real_fs() {
 fn second_open_is_refused_while_locked() {
     let disk = SimDisk::new(1);
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
-    assert!(matches!(Log::open("/l", sim_opts(&disk)), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Log::open("/l", sim_opts(&disk)),
+        Err(Error::Locked { .. })
+    ));
     drop(log);
     Log::open("/l", sim_opts(&disk)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let real = Log::open(dir.path(), LogOptions::default()).unwrap();
-    assert!(matches!(Log::open(dir.path(), LogOptions::default()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Log::open(dir.path(), LogOptions::default()),
+        Err(Error::Locked { .. })
+    ));
     drop(real);
 }
 
@@ -70,7 +87,10 @@ fn durable_append_survives_crash_and_syncs_once_per_group() {
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     let before = disk.sync_count();
     let written = fill(&log, 50, 100);
-    assert!(disk.sync_count() - before >= 50, "every durable append fsyncs");
+    assert!(
+        disk.sync_count() - before >= 50,
+        "every durable append fsyncs"
+    );
     assert_eq!(log.durable_end(), 50);
     drop(log);
     disk.crash();
@@ -85,7 +105,10 @@ fn durable_append_survives_crash_and_syncs_once_per_group() {
 fn manual_mode_keeps_only_a_prefix_of_unsynced_records() {
     for seed in 0..40 {
         let disk = SimDisk::new(seed);
-        let opts = LogOptions { sync: SyncMode::Manual, ..sim_opts(&disk) };
+        let opts = LogOptions {
+            sync: SyncMode::Manual,
+            ..sim_opts(&disk)
+        };
         let log = Log::open("/l", opts.clone()).unwrap();
         let synced = fill(&log, 20, 300);
         log.sync().unwrap();
@@ -97,7 +120,10 @@ fn manual_mode_keeps_only_a_prefix_of_unsynced_records() {
         assert!((20..=60).contains(&end), "seed {seed}: end {end}");
         let expected: Vec<&Vec<u8>> = synced.iter().chain(unsynced.iter()).collect();
         for offset in 0..end {
-            assert_eq!(log.read(offset).unwrap().payload.as_ref(), &expected[offset as usize][..]);
+            assert_eq!(
+                log.read(offset).unwrap().payload.as_ref(),
+                &expected[offset as usize][..]
+            );
         }
     }
 }
@@ -123,7 +149,10 @@ fn truncate_in_active_and_sealed_segments_then_append() {
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     assert_eq!(log.end_offset(), 142);
     assert_eq!(log.read(41).unwrap().payload.as_ref(), b"after truncate");
-    assert_eq!(log.read(40).unwrap().payload.as_ref(), &payload(40, 500)[..]);
+    assert_eq!(
+        log.read(40).unwrap().payload.as_ref(),
+        &payload(40, 500)[..]
+    );
     log.verify().unwrap();
     log.truncate_from(0).unwrap();
     assert_eq!((log.start_offset(), log.end_offset()), (0, 0));
@@ -141,7 +170,10 @@ fn purge_moves_start_and_deletes_whole_sealed_segments() {
     assert_eq!(log.size_bytes(), size - outcome.bytes_removed);
     assert_eq!(log.start_offset(), 100);
     assert!(matches!(log.read(99), Err(Error::OutOfRange { .. })));
-    assert_eq!(log.read(100).unwrap().payload.as_ref(), &payload(100, 500)[..]);
+    assert_eq!(
+        log.read(100).unwrap().payload.as_ref(),
+        &payload(100, 500)[..]
+    );
     assert_eq!(log.iter(100).count(), 100);
     drop(log);
     disk.crash();
@@ -157,22 +189,41 @@ fn purge_moves_start_and_deletes_whole_sealed_segments() {
 #[test]
 fn retention_by_size_and_age() {
     let disk = SimDisk::new(5);
-    let opts = LogOptions { retention_bytes: Some(64 << 10), ..sim_opts(&disk) };
+    let opts = LogOptions {
+        retention_bytes: Some(64 << 10),
+        ..sim_opts(&disk)
+    };
     let log = Log::open("/l", opts).unwrap();
     fill(&log, 600, 500);
-    assert!(log.size_bytes() <= (64 << 10) + (16 << 10) + 4096, "size {}", log.size_bytes());
+    assert!(
+        log.size_bytes() <= (64 << 10) + (16 << 10) + 4096,
+        "size {}",
+        log.size_bytes()
+    );
     assert!(log.start_offset() > 0);
     drop(log);
     let disk = SimDisk::new(6);
-    let opts = LogOptions { retention_age_ms: Some(60_000), ..sim_opts(&disk) };
+    let opts = LogOptions {
+        retention_age_ms: Some(60_000),
+        ..sim_opts(&disk)
+    };
     let log = Log::open("/l", opts).unwrap();
     let old_us = now_us() - 3_600_000_000;
     for _ in 0..100 {
-        log.append_records(&[NewRecord { term: 0, kind: EntryKind::Normal, timestamp_us: Some(old_us), payload: &[1; 500] }])
-            .unwrap();
+        log.append_records(&[NewRecord {
+            term: 0,
+            kind: EntryKind::Normal,
+            timestamp_us: Some(old_us),
+            payload: &[1; 500],
+        }])
+        .unwrap();
     }
     fill(&log, 100, 500);
-    assert!(log.start_offset() >= 60, "old segments purged, start {}", log.start_offset());
+    assert!(
+        log.start_offset() >= 60,
+        "old segments purged, start {}",
+        log.start_offset()
+    );
     assert!(log.read(150).is_ok());
 }
 
@@ -181,7 +232,10 @@ fn failed_fsync_poisons_and_reopen_keeps_acknowledged() {
     let disk = SimDisk::new(7);
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     let acked = fill(&log, 10, 200);
-    disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() });
+    disk.set_faults(SimFaults {
+        fail_syncs: 1,
+        ..Default::default()
+    });
     let err = log.append(b"doomed").unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(log.poisoned().is_some());
@@ -202,7 +256,10 @@ fn failed_write_poisons() {
     let disk = SimDisk::new(8);
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     fill(&log, 3, 10);
-    disk.set_faults(SimFaults { fail_writes: 1, ..Default::default() });
+    disk.set_faults(SimFaults {
+        fail_writes: 1,
+        ..Default::default()
+    });
     assert!(matches!(log.append(b"x"), Err(Error::Poisoned { .. })));
     assert!(matches!(log.append(b"y"), Err(Error::Poisoned { .. })));
 }
@@ -212,7 +269,10 @@ fn enospc_fails_cleanly_and_recovers_when_space_returns() {
     let disk = SimDisk::new(9);
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     let acked = fill(&log, 20, 500);
-    disk.set_faults(SimFaults { capacity_bytes: Some(40 << 10), ..Default::default() });
+    disk.set_faults(SimFaults {
+        capacity_bytes: Some(40 << 10),
+        ..Default::default()
+    });
     let mut failures = 0;
     for i in 0..200u64 {
         match log.append(&payload(1000 + i, 500)) {
@@ -240,12 +300,21 @@ fn enospc_fails_cleanly_and_recovers_when_space_returns() {
 #[test]
 fn tail_reader_waits_for_durable_records() {
     let disk = SimDisk::new(10);
-    let opts = LogOptions { sync: SyncMode::Manual, ..sim_opts(&disk) };
+    let opts = LogOptions {
+        sync: SyncMode::Manual,
+        ..sim_opts(&disk)
+    };
     let log = Log::open("/l", opts).unwrap();
     let mut tail = log.tail(0);
-    assert!(matches!(tail.next_timeout(Duration::from_millis(1)), Err(Error::Timeout { offset: 0 })));
+    assert!(matches!(
+        tail.next_timeout(Duration::from_millis(1)),
+        Err(Error::Timeout { offset: 0 })
+    ));
     log.append(b"written, not durable").unwrap();
-    assert!(matches!(tail.next_timeout(Duration::from_millis(1)), Err(Error::Timeout { offset: 0 })));
+    assert!(matches!(
+        tail.next_timeout(Duration::from_millis(1)),
+        Err(Error::Timeout { offset: 0 })
+    ));
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -255,7 +324,13 @@ fn tail_reader_waits_for_durable_records() {
             }
         })
     };
-    assert_eq!(tail.next_timeout(Duration::from_secs(10)).unwrap().payload.as_ref(), b"written, not durable");
+    assert_eq!(
+        tail.next_timeout(Duration::from_secs(10))
+            .unwrap()
+            .payload
+            .as_ref(),
+        b"written, not durable"
+    );
     for i in 0..100u64 {
         let r = tail.next_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(r.offset, i + 1);
@@ -267,32 +342,53 @@ fn tail_reader_waits_for_durable_records() {
 #[test]
 fn concurrent_durable_appenders_share_fsyncs() {
     let disk = SimDisk::new(11);
-    let opts = LogOptions { segment_size_bytes: 1 << 20, ..sim_opts(&disk) };
+    let opts = LogOptions {
+        segment_size_bytes: 1 << 20,
+        ..sim_opts(&disk)
+    };
     let log = Log::open("/l", opts).unwrap();
     let before = disk.sync_count();
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
-                (0..200u64).map(|i| (log.append(&[t as u8; 64]).unwrap(), t, i)).collect::<Vec<_>>()
+                (0..200u64)
+                    .map(|i| (log.append(&[t as u8; 64]).unwrap(), t, i))
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).map(|x| x.0).collect();
+    let mut offsets: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .map(|x| x.0)
+        .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
     assert_eq!(log.durable_end(), 1600);
     let syncs = disk.sync_count() - before;
-    assert!(syncs <= 1600, "never more than one fsync per append ({syncs})");
+    assert!(
+        syncs <= 1600,
+        "never more than one fsync per append ({syncs})"
+    );
 }
 
 #[test]
 fn oversized_and_invalid_arguments_are_rejected() {
     let disk = SimDisk::new(12);
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
-    assert!(matches!(log.append(&vec![0u8; (4 << 10) + 1]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        log.append(&vec![0u8; (4 << 10) + 1]),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(log.sync_to(0), Err(Error::OutOfRange { .. })));
-    let bad = LogOptions { segment_size_bytes: 100, ..sim_opts(&disk) };
-    assert!(matches!(Log::open("/m", bad), Err(Error::InvalidArgument(_))));
+    let bad = LogOptions {
+        segment_size_bytes: 100,
+        ..sim_opts(&disk)
+    };
+    assert!(matches!(
+        Log::open("/m", bad),
+        Err(Error::InvalidArgument(_))
+    ));
     assert_eq!(log.end_offset(), 0);
 }

@@ -12,7 +12,7 @@
 //!   40     1  kind           0 normal, 1 blank, 2 membership
 //!   41     1  flags          must be 0 (reserved: compression)
 //!   42     2  reserved       must be 0
-//!   44     4  durable_lag    offset - durable_end at write time; 0 = unknown
+//!   44     4  durable_lag    1 + offset - durable_end at write time; 0 = unknown
 //!   48     n  payload
 //!  48+n    p  zero padding to the next multiple of 8
 //! ```
@@ -85,7 +85,7 @@ pub struct FrameHeader {
     pub kind: EntryKind,
     /// Payload length in bytes.
     pub payload_len: u32,
-    /// `offset - durable_end` when written; 0 when unknown.
+    /// `1 + offset - durable_end` when written; 0 when unknown (too far behind).
     pub durable_lag: u32,
     /// The stored checksum.
     pub checksum: u32,
@@ -99,7 +99,8 @@ impl FrameHeader {
 
     /// The durable end (exclusive) the writer knew of when it wrote this frame, if known.
     pub fn durable_end_hint(&self) -> Option<u64> {
-        (self.durable_lag != 0).then(|| self.offset.saturating_sub(u64::from(self.durable_lag)))
+        (self.durable_lag != 0)
+            .then(|| (self.offset + 1).saturating_sub(u64::from(self.durable_lag)))
     }
 }
 
@@ -166,7 +167,7 @@ pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u
         "a record cannot be durable before it is written"
     );
     let start = out.len();
-    let lag = rec.offset - durable_end.min(rec.offset);
+    let lag = rec.offset - durable_end.min(rec.offset) + 1;
     let durable_lag = u32::try_from(lag).unwrap_or(0);
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
@@ -294,17 +295,23 @@ mod tests {
 
     #[test]
     fn durable_hint_round_trips() {
-        let mut buf = Vec::new();
-        encode(&mut buf, 1, rec(100, b"x"), 90);
-        let h = decode_header(&buf, 1, None, MAX_PAYLOAD_BYTES).unwrap();
-        assert_eq!(h.durable_end_hint(), Some(90));
-        let mut buf = Vec::new();
-        encode(&mut buf, 1, rec(100, b"x"), 100);
-        assert_eq!(
+        let hint = |offset: u64, durable_end: u64| {
+            let mut buf = Vec::new();
+            encode(&mut buf, 1, rec(offset, b"x"), durable_end);
             decode_header(&buf, 1, None, MAX_PAYLOAD_BYTES)
                 .unwrap()
-                .durable_end_hint(),
-            None
+                .durable_end_hint()
+        };
+        assert_eq!(hint(100, 90), Some(90));
+        assert_eq!(
+            hint(100, 100),
+            Some(100),
+            "everything before me was durable"
+        );
+        assert_eq!(
+            hint(u64::from(u32::MAX) + 5, 0),
+            None,
+            "too far behind to encode"
         );
     }
 

@@ -353,11 +353,39 @@ impl Segment {
         let mut at = self.base_offset + u64::from(entry.relative_offset);
         let mut pos = u64::from(entry.file_pos);
         while at < offset {
-            let (h, _) = self.frame_at(pos, at, data_end)?;
-            pos += h.frame_len() as u64;
+            match self.frame_at(pos, at, data_end) {
+                Ok((h, _)) => pos += h.frame_len() as u64,
+                // A damaged neighbour must not make the records after it unreadable.
+                Err(e) => return self.search_forward(pos, offset, data_end)?.ok_or(e),
+            }
             at += 1;
         }
         Ok(pos)
+    }
+
+    /// Looks for the frame of `offset` after a damaged frame at `from`, at every aligned
+    /// position of a sealed segment. A frame only matches if its checksum, log id and offset
+    /// all do, so this cannot return another record's bytes.
+    fn search_forward(&self, from: u64, offset: u64, data_end: u64) -> Result<Option<u64>> {
+        if !self.is_sealed() {
+            return Ok(None);
+        }
+        let map = self.map()?;
+        let end = (data_end as usize).min(map.len());
+        let mut p = from as usize + record::FRAME_ALIGN_BYTES;
+        while p + HEADER_SIZE_BYTES <= end {
+            let found = record::decode_header(
+                &map[p..end],
+                self.log_id,
+                Some(offset),
+                self.max_payload_bytes,
+            );
+            if found.is_ok() {
+                return Ok(Some(p as u64));
+            }
+            p += record::FRAME_ALIGN_BYTES;
+        }
+        Ok(None)
     }
 
     /// Reads the record at `offset`, which must lie in `[base_offset, end_offset)`.

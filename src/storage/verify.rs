@@ -28,8 +28,10 @@ impl Log {
             let io_err = |e| Error::io(&seg.path, e);
             let mut foot = [0u8; FOOTER_BYTES];
             read_exact_at(&*seg.file, &mut foot, len - FOOTER_BYTES as u64).map_err(io_err)?;
-            let footer = Footer::decode(&foot, self.log_id(), seg.base_offset, len)
-                .ok_or_else(|| seg.corruption(len - FOOTER_BYTES as u64, None, "footer damaged".into()))?;
+            let footer =
+                Footer::decode(&foot, self.log_id(), seg.base_offset, len).ok_or_else(|| {
+                    seg.corruption(len - FOOTER_BYTES as u64, None, "footer damaged".into())
+                })?;
             let crc = segment::crc_of_prefix(&*seg.file, len - 4).map_err(io_err)?;
             if crc != footer.file_crc {
                 return Err(seg.corruption(0, None, "whole-file checksum mismatch".into()));
@@ -40,7 +42,9 @@ impl Log {
         for record in self.iter(self.start_offset()) {
             let record = record?;
             report.records += 1;
-            if !segments.iter().any(|s| s.is_sealed() && s.base_offset <= record.offset && record.offset < s.end_offset()) {
+            if !segments.iter().any(|s| {
+                s.is_sealed() && s.base_offset <= record.offset && record.offset < s.end_offset()
+            }) {
                 report.bytes += record.payload.len() as u64;
             }
         }
