@@ -222,9 +222,12 @@ fn misdirected_sector_in_sealed_segment() {
     }
 }
 
+/// Damages a file at a frame position.
+type Damage = dyn Fn(&Env, &Path, u64);
+
 #[test]
 fn damage_in_durable_tail_fails_open_with_location() {
-    let damages: Vec<(&str, Box<dyn Fn(&Env, &Path, u64)>)> = vec![
+    let damages: Vec<(&str, Box<Damage>)> = vec![
         (
             "bit flip",
             Box::new(|env, seg, pos| env.flip_bit(seg, pos + 70)),

@@ -287,10 +287,7 @@ impl SimDisk {
         let mut st = self.lock_state();
         if st.epoch != epoch || !st.inodes.contains_key(&ino) {
             // The handle predates a crash (its process is dead) or the inode is gone.
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                "stale simulated file handle",
-            ));
+            return Err(io::Error::other("stale simulated file handle"));
         }
         f(&mut st, ino)
     }

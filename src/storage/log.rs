@@ -325,8 +325,7 @@ impl Log {
     ) -> Result<()> {
         let seg_size = self.shared.opts.segment_size_bytes;
         let mut notes: Vec<(u64, u64, u64)> = Vec::with_capacity(recs.len());
-        let mut offset = w.next_offset;
-        for r in recs {
+        for (offset, r) in (w.next_offset..).zip(recs) {
             let flen = record::frame_len(r.payload.len()) as u64;
             let mut pos = self.ensure_active(w)? + buf.len() as u64;
             if pos + flen > seg_size && pos > HEADER_REGION_BYTES {
@@ -344,7 +343,6 @@ impl Log {
             };
             record::encode(buf, self.shared.log_id, rec, hint.min(offset));
             notes.push((offset, pos, ts));
-            offset += 1;
         }
         self.flush_locked(w, buf, &mut notes)
     }
