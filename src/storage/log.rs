@@ -434,14 +434,12 @@ impl Log {
         let file: FileRef = io.open(&path, true).map_err(|e| Error::io(&path, e))?;
         let init = file.set_len(0).and_then(|_| file.write_at_sync(&header, 0));
         if let Err(e) = init {
+            // Never referenced by a durable directory entry yet; recovery also removes it.
             let _ = io.remove(&path);
-            return Err(match Error::io(&path, e) {
-                err @ Error::NoSpace { .. } => err,
-                _ => self.poison_with(
-                    "segment create",
-                    std::io::Error::other(path.display().to_string()),
-                ),
-            });
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(Error::NoSpace { path });
+            }
+            return Err(self.poison_with("segment create", e));
         }
         io.sync_dir(&self.shared.dir)
             .map_err(|e| self.poison_with("directory fsync", e))?;
