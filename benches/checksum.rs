@@ -29,11 +29,9 @@ fn checksum(c: &mut Criterion) {
         let mut rng = fastrand::Rng::with_seed(size as u64);
         let buf: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(
-            BenchmarkId::new("crc32c", label(size)),
-            &buf,
-            |b, buf| b.iter(|| crc32c::crc32c(black_box(buf))),
-        );
+        group.bench_with_input(BenchmarkId::new("crc32c", label(size)), &buf, |b, buf| {
+            b.iter(|| crc32c::crc32c(black_box(buf)))
+        });
         group.bench_with_input(
             BenchmarkId::new("crc32fast", label(size)),
             &buf,

@@ -57,7 +57,7 @@ pub struct Log {
 
 struct Active {
     seg: Arc<Segment>,
-    /// Running CRC32C of every byte of the file so far (for the sealed footer).
+    /// Running CRC-32 of every byte of the file so far (for the sealed footer).
     file_crc: u32,
 }
 
@@ -378,7 +378,7 @@ impl Log {
             notes.clear();
             return Err(self.failed_write(&seg, data_end, e));
         }
-        active.file_crc = crc32c::crc32c_append(active.file_crc, buf);
+        active.file_crc = crate::storage::checksum::checksum_append(active.file_crc, buf);
         let new_end = data_end + buf.len() as u64;
         let last = notes.last().map(|n| n.0 + 1);
         seg.update_state(|s| {
@@ -466,7 +466,7 @@ impl Log {
             .insert(base, seg.clone());
         w.active = Some(Active {
             seg,
-            file_crc: crc32c::crc32c(&header),
+            file_crc: crate::storage::checksum::checksum(&header),
         });
         Ok(())
     }
@@ -486,10 +486,10 @@ impl Log {
             data_end: st.data_end,
             max_timestamp_us: st.max_timestamp_us,
             index_entries: st.index.len() as u32,
-            index_crc: crc32c::crc32c(&index_bytes),
+            index_crc: crate::storage::checksum::checksum(&index_bytes),
             file_crc: 0,
         };
-        let crc_before = crc32c::crc32c_append(active.file_crc, &index_bytes);
+        let crc_before = crate::storage::checksum::checksum_append(active.file_crc, &index_bytes);
         let mut tail = index_bytes;
         tail.extend_from_slice(&footer.encode(self.shared.log_id, crc_before));
         if let Err(e) = seg.file.write_at(&tail, st.data_end) {

@@ -1,6 +1,7 @@
 //! The local log: record format, segments, sparse index, superblock, recovery, readers and
 //! retention. Usable on its own through [`Log`], without any network.
 
+pub mod checksum;
 pub mod index;
 pub mod log;
 pub mod options;

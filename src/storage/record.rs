@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! byte  size  field          meaning
-//!    0     4  checksum       CRC32C of bytes 4 .. 48 + payload_len (header and payload)
+//!    0     4  checksum       CRC-32 of bytes 4 .. 48 + payload_len (header and payload)
 //!    4     4  payload_len    bytes of payload, <= MAX_PAYLOAD_BYTES
 //!    8     8  offset         the record's log offset
 //!   16     8  log_id         identity of the log (random at creation, kept by replicas)
@@ -179,7 +179,7 @@ pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u
     out.extend_from_slice(&durable_lag.to_le_bytes());
     debug_assert_eq!(out.len() - start, HEADER_SIZE_BYTES);
     out.extend_from_slice(rec.payload);
-    let crc = crc32c::crc32c(&out[start + 4..]);
+    let crc = crate::storage::checksum::checksum(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + frame_len(rec.payload.len()), 0);
 }
@@ -223,7 +223,7 @@ pub fn decode_header(
         return Err(FrameError::Truncated);
     }
     let checksum = u32_at(buf, 0);
-    if crc32c::crc32c(&buf[4..body_end]) != checksum {
+    if crate::storage::checksum::checksum(&buf[4..body_end]) != checksum {
         return Err(FrameError::BadChecksum);
     }
     if u64_at(buf, 16) != log_id {

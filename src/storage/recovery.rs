@@ -274,7 +274,7 @@ fn load_sealed(
     segment::check_header(&head, log_id, base).map_err(|d| Ctx::corrupt(path, 0, Some(base), d))?;
     let mut index_bytes = vec![0u8; footer.index_entries as usize * INDEX_ENTRY_SIZE_BYTES];
     read_exact_at(&**file, &mut index_bytes, footer.data_end).map_err(&io_err)?;
-    let index = (crc32c::crc32c(&index_bytes) == footer.index_crc)
+    let index = (crate::storage::checksum::checksum(&index_bytes) == footer.index_crc)
         .then(|| SparseIndex::decode(&index_bytes, ctx.opts.index_interval_bytes))
         .flatten()
         .ok_or_else(|| {
@@ -326,7 +326,7 @@ fn scan_tail(
         return Err(Ctx::corrupt(path, 0, Some(base), detail));
     }
     let len = map.len() as u64;
-    let mut crc = crc32c::crc32c(&map[..HEADER_REGION_BYTES as usize]);
+    let mut crc = crate::storage::checksum::checksum(&map[..HEADER_REGION_BYTES as usize]);
     let mut index = SparseIndex::new(ctx.opts.index_interval_bytes);
     let (mut pos, mut offset, mut max_ts) = (HEADER_REGION_BYTES, base, 0u64);
     let max = ctx.opts.max_record_bytes;
@@ -340,7 +340,7 @@ fn scan_tail(
                     .map_err(|_| Ctx::corrupt(path, pos, Some(offset), "too many records"))?;
                 index.observe(rel, pos as u32);
                 let end = pos as usize + h.frame_len();
-                crc = crc32c::crc32c_append(crc, &map[pos as usize..end]);
+                crc = crate::storage::checksum::checksum_append(crc, &map[pos as usize..end]);
                 max_ts = max_ts.max(h.timestamp_us);
                 report.tail_records_scanned += 1;
                 pos = end as u64;

@@ -12,11 +12,11 @@
 //!
 //! Header (64 bytes, little-endian): magic "SLSEGMNT" (8), format version u32 (1), header
 //! region size u32 (4096), log_id u64, base_offset u64, created_us u64, 20 reserved zero bytes,
-//! CRC32C of bytes 0..60 (u32).
+//! CRC-32 of bytes 0..60 (u32).
 //!
 //! Footer (64 bytes): magic "SLFOOTER" (8), log_id u64, base_offset u64, end_offset u64
-//! (exclusive), data_end u64, max_timestamp_us u64, index entry count u32, CRC32C of the index
-//! bytes u32, CRC32C of footer bytes 0..56 u32, and last the CRC32C of the whole file before
+//! (exclusive), data_end u64, max_timestamp_us u64, index entry count u32, CRC-32 of the index
+//! bytes u32, CRC-32 of footer bytes 0..56 u32, and last the CRC-32 of the whole file before
 //! this field (u32): a sealed segment can be shipped to another machine and verified as a file.
 //!
 //! A sealed segment is immutable: it is only ever read (through memmap2), deleted, or, when a
@@ -84,7 +84,7 @@ pub fn encode_header(log_id: u64, base_offset: u64, created_us: u64) -> Vec<u8> 
     b[16..24].copy_from_slice(&log_id.to_le_bytes());
     b[24..32].copy_from_slice(&base_offset.to_le_bytes());
     b[32..40].copy_from_slice(&created_us.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..60]);
+    let crc = crate::storage::checksum::checksum(&b[..60]);
     b[60..64].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -97,7 +97,7 @@ pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Res
     if &b[0..8] != HEADER_MAGIC {
         return Err("bad segment magic".into());
     }
-    if crc32c::crc32c(&b[..60]) != u32_at(b, 60) {
+    if crate::storage::checksum::checksum(&b[..60]) != u32_at(b, 60) {
         return Err("segment header checksum mismatch".into());
     }
     if u32_at(b, 8) != VERSION || u64::from(u32_at(b, 12)) != HEADER_REGION_BYTES {
@@ -125,14 +125,14 @@ pub struct Footer {
     pub max_timestamp_us: u64,
     /// Number of index entries stored before the footer.
     pub index_entries: u32,
-    /// CRC32C of the stored index.
+    /// CRC-32 of the stored index.
     pub index_crc: u32,
-    /// CRC32C of the whole file before the last four bytes.
+    /// CRC-32 of the whole file before the last four bytes.
     pub file_crc: u32,
 }
 
 impl Footer {
-    /// Encodes the footer; `crc_before` is the running CRC32C of every file byte before it.
+    /// Encodes the footer; `crc_before` is the running CRC-32 of every file byte before it.
     pub fn encode(&self, log_id: u64, crc_before: u32) -> [u8; FOOTER_BYTES] {
         let mut b = [0u8; FOOTER_BYTES];
         b[0..8].copy_from_slice(FOOTER_MAGIC);
@@ -143,9 +143,9 @@ impl Footer {
         b[40..48].copy_from_slice(&self.max_timestamp_us.to_le_bytes());
         b[48..52].copy_from_slice(&self.index_entries.to_le_bytes());
         b[52..56].copy_from_slice(&self.index_crc.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..56]);
+        let crc = crate::storage::checksum::checksum(&b[..56]);
         b[56..60].copy_from_slice(&crc.to_le_bytes());
-        let file_crc = crc32c::crc32c_append(crc_before, &b[..60]);
+        let file_crc = crate::storage::checksum::checksum_append(crc_before, &b[..60]);
         b[60..64].copy_from_slice(&file_crc.to_le_bytes());
         b
     }
@@ -156,7 +156,7 @@ impl Footer {
         if b.len() != FOOTER_BYTES || &b[0..8] != FOOTER_MAGIC {
             return None;
         }
-        if crc32c::crc32c(&b[..56]) != u32_at(b, 56) {
+        if crate::storage::checksum::checksum(&b[..56]) != u32_at(b, 56) {
             return None;
         }
         let f = Footer {
@@ -409,7 +409,7 @@ impl Segment {
     }
 }
 
-/// Computes the CRC32C of the first `len_bytes` of a file, reading 1 MiB at a time.
+/// Computes the CRC-32 of the first `len_bytes` of a file, reading 1 MiB at a time.
 pub fn crc_of_prefix(file: &dyn crate::io::File, len_bytes: u64) -> std::io::Result<u32> {
     const CHUNK_BYTES: u64 = 1 << 20;
     let mut crc = 0u32;
@@ -418,7 +418,7 @@ pub fn crc_of_prefix(file: &dyn crate::io::File, len_bytes: u64) -> std::io::Res
     while pos < len_bytes {
         let n = CHUNK_BYTES.min(len_bytes - pos) as usize;
         read_exact_at(file, &mut buf[..n], pos)?;
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        crc = crate::storage::checksum::checksum_append(crc, &buf[..n]);
         pos += n as u64;
     }
     Ok(crc)

@@ -18,7 +18,7 @@
 //!   48     8  durable_end      every offset below this was fsynced: damage below it is corruption
 //!   56     8  truncate_from    u64::MAX, or a truncation in progress: records at or above it go
 //!   64    60  reserved (0)
-//!  124     4  CRC32C of bytes 0..124
+//!  124     4  CRC-32 of bytes 0..124
 //! ```
 
 use crate::io::{read_exact_at, File, FileRef};
@@ -64,7 +64,7 @@ impl Superblock {
         b[40..48].copy_from_slice(&self.start_offset.to_le_bytes());
         b[48..56].copy_from_slice(&self.durable_end.to_le_bytes());
         b[56..64].copy_from_slice(&self.truncate_from.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..ENCODED_BYTES - 4]);
+        let crc = crate::storage::checksum::checksum(&b[..ENCODED_BYTES - 4]);
         b[ENCODED_BYTES - 4..ENCODED_BYTES].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -81,7 +81,7 @@ impl Superblock {
         };
         let mut crc = [0u8; 4];
         crc.copy_from_slice(&b[ENCODED_BYTES - 4..ENCODED_BYTES]);
-        if crc32c::crc32c(&b[..ENCODED_BYTES - 4]) != u32::from_le_bytes(crc) {
+        if crate::storage::checksum::checksum(&b[..ENCODED_BYTES - 4]) != u32::from_le_bytes(crc) {
             return None;
         }
         if b[8..12] != VERSION.to_le_bytes() {
