@@ -14,9 +14,11 @@
 
 mod posix;
 mod sim;
+mod uring;
 
 pub use posix::PosixIo;
 pub use sim::{SimDisk, SimFaults};
+pub use uring::UringIo;
 
 use bytes::Bytes;
 use std::fmt::Debug;
@@ -28,6 +30,13 @@ use std::sync::Arc;
 pub type IoRef = Arc<dyn Io>;
 /// A shared handle to an open file.
 pub type FileRef = Arc<dyn File>;
+
+/// Called once an asynchronous submission has completed (from the backend's I/O thread, or
+/// inline for synchronous backends).
+pub type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// Size of the zero-filled chunks [`Io::prepare_file`] writes by default.
+const PREPARE_CHUNK_BYTES: usize = 1 << 20;
 
 /// A held directory lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + Debug {}
@@ -51,6 +60,23 @@ pub trait Io: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path` (created if missing). Fails with
     /// `ErrorKind::WouldBlock` when any other holder, in this process or another, has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+    /// Creates (or replaces) `path` holding `len_bytes` of written zeros and makes its data
+    /// durable (not its directory entry). Overwriting written blocks later needs no block
+    /// allocation, so an fdatasync after an append commits no file-system metadata.
+    fn prepare_file(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
+        let file = self.open(path, true)?;
+        file.set_len(0)?;
+        let zeros = vec![0u8; PREPARE_CHUNK_BYTES];
+        let mut pos = 0u64;
+        while pos < len_bytes {
+            let n = (len_bytes - pos).min(zeros.len() as u64) as usize;
+            file.write_at(&zeros[..n], pos)?;
+            pos += n as u64;
+        }
+        file.sync_data()
+    }
+    /// A short name for logs and benchmark tables.
+    fn name(&self) -> &'static str;
 }
 
 /// Positional operations on one open file.
@@ -66,6 +92,24 @@ pub trait File: Send + Sync + Debug {
     fn write_at_sync(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write_at(buf, offset)?;
         self.sync_data()
+    }
+    /// Submits a write of `bufs` (contiguous, in order, starting at `offset`) followed, when
+    /// `sync` is set, by an fdatasync ordered after the write. `done` runs when all of it has
+    /// completed. Backends that can overlap several submissions (io_uring) return at once and
+    /// run `done` on their I/O thread; the default runs everything inline.
+    fn submit_write(&self, bufs: Vec<Bytes>, offset: u64, sync: bool, done: Completion) {
+        let result = (|| {
+            let mut pos = offset;
+            for buf in &bufs {
+                self.write_at(buf, pos)?;
+                pos += buf.len() as u64;
+            }
+            if sync {
+                self.sync_data()?;
+            }
+            Ok(())
+        })();
+        done(result)
     }
     /// Truncates or extends the file (extension reads as zeros).
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;

@@ -92,6 +92,10 @@ impl Io for PosixIo {
         }
         Ok(Box::new(FlockGuard { _file: file }))
     }
+
+    fn name(&self) -> &'static str {
+        "posix"
+    }
 }
 
 impl File for PosixFile {

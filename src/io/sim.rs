@@ -398,6 +398,10 @@ impl Io for SimDisk {
             epoch,
         }))
     }
+
+    fn name(&self) -> &'static str {
+        "sim"
+    }
 }
 
 impl File for SimFile {
