@@ -9,4 +9,4 @@ pub mod io;
 pub mod storage;
 
 pub use error::{Error, Result};
-pub use storage::{EntryKind, Log, LogOptions, Record, SyncMode};
+pub use storage::{EntryKind, IoBackend, Log, LogOptions, Record, SyncMode};

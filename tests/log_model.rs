@@ -82,8 +82,16 @@ impl Harness {
 
     /// Records written by a failed append: whatever prefix the log now holds.
     fn absorb_partial(&mut self, batch: Vec<Vec<u8>>) {
+        self.absorb_discard();
         let written = self.log().end_offset().saturating_sub(self.len()) as usize;
         self.records.extend(batch.into_iter().take(written));
+    }
+
+    /// A full disk discards the never-synced tail; acknowledged records must stay.
+    fn absorb_discard(&mut self) {
+        let end = self.log().end_offset();
+        assert!(end >= self.acked, "a discard removed acknowledged records");
+        self.records.truncate(end as usize);
     }
 
     fn apply(&mut self, op: Op) {
@@ -91,7 +99,10 @@ impl Harness {
             Op::Append(sizes) => self.append(sizes),
             Op::Sync => match self.log().sync() {
                 Ok(()) => self.acked = self.len(),
-                Err(e) => self.failed(e),
+                Err(e) => {
+                    self.absorb_discard();
+                    self.failed(e)
+                }
             },
             Op::Read(h) if !self.poisoned && self.len() > self.start => {
                 let offset = self.start + (h as u64 % (self.len() - self.start));
@@ -110,6 +121,8 @@ impl Harness {
                 // must survive.
                 match self.log().truncate_from(cut) {
                     Ok(()) => self.records.truncate(cut as usize),
+                    // A full disk discarded an unsynced tail first; the truncation did not run.
+                    Err(Error::NoSpace { .. }) => self.absorb_discard(),
                     Err(e) => {
                         assert!(matches!(e, Error::Poisoned { .. }), "{e}");
                         self.poisoned = true;
@@ -125,6 +138,7 @@ impl Harness {
                         self.start = self.start.max(to);
                         assert_eq!(self.log().start_offset(), self.start);
                     }
+                    Err(Error::NoSpace { .. }) => self.absorb_discard(),
                     Err(e) => {
                         // Failed part-way: the new start may or may not have become durable.
                         assert!(matches!(e, Error::Poisoned { .. }), "{e}");
@@ -241,7 +255,7 @@ impl Harness {
 fn run(seed: u64, manual: bool, ops: Vec<Op>) {
     let disk = SimDisk::new(seed);
     let opts = LogOptions {
-        io: disk.io(),
+        io: disk.io().into(),
         segment_size_bytes: 16 << 10,
         max_record_bytes: 2048,
         index_interval_bytes: 512,
@@ -250,7 +264,8 @@ fn run(seed: u64, manual: bool, ops: Vec<Op>) {
         } else {
             SyncMode::Always
         },
-        superblock_interval_ms: if seed % 2 == 0 { 0 } else { 1_000_000 },
+        superblock_interval_ms: if seed % 2 == 0 { 1 } else { 1_000_000 },
+        preallocate: false,
         ..Default::default()
     };
     let log = Log::open("/log", opts.clone()).expect("create");

@@ -18,7 +18,7 @@ mod uring;
 
 pub use posix::PosixIo;
 pub use sim::{SimDisk, SimFaults};
-pub use uring::UringIo;
+pub use uring::{UringIo, MAX_IOVECS};
 
 use bytes::Bytes;
 use std::fmt::Debug;
@@ -34,9 +34,6 @@ pub type FileRef = Arc<dyn File>;
 /// Called once an asynchronous submission has completed (from the backend's I/O thread, or
 /// inline for synchronous backends).
 pub type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
-
-/// Size of the zero-filled chunks [`Io::prepare_file`] writes by default.
-const PREPARE_CHUNK_BYTES: usize = 1 << 20;
 
 /// A held directory lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + Debug {}
@@ -60,21 +57,6 @@ pub trait Io: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path` (created if missing). Fails with
     /// `ErrorKind::WouldBlock` when any other holder, in this process or another, has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
-    /// Creates (or replaces) `path` holding `len_bytes` of written zeros and makes its data
-    /// durable (not its directory entry). Overwriting written blocks later needs no block
-    /// allocation, so an fdatasync after an append commits no file-system metadata.
-    fn prepare_file(&self, path: &Path, len_bytes: u64) -> io::Result<()> {
-        let file = self.open(path, true)?;
-        file.set_len(0)?;
-        let zeros = vec![0u8; PREPARE_CHUNK_BYTES];
-        let mut pos = 0u64;
-        while pos < len_bytes {
-            let n = (len_bytes - pos).min(zeros.len() as u64) as usize;
-            file.write_at(&zeros[..n], pos)?;
-            pos += n as u64;
-        }
-        file.sync_data()
-    }
     /// A short name for logs and benchmark tables.
     fn name(&self) -> &'static str;
 }

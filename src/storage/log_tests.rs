@@ -6,9 +6,11 @@ use std::time::Duration;
 
 fn sim_opts(disk: &SimDisk) -> LogOptions {
     LogOptions {
-        io: disk.io(),
+        io: disk.io().into(),
         segment_size_bytes: 16 << 10,
         max_record_bytes: 4 << 10,
+        // No background preparation: keeps the simulated disk's operation order deterministic.
+        preallocate: false,
         ..Default::default()
     }
 }

@@ -1,7 +1,9 @@
 //! The local log: record format, segments, sparse index, superblock, recovery, readers and
 //! retention. Usable on its own through [`Log`], without any network.
 
+pub(crate) mod background;
 pub mod checksum;
+pub mod group_commit;
 pub mod index;
 pub mod log;
 pub mod options;
@@ -10,10 +12,13 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod superblock;
+mod truncate;
 pub mod verify;
+mod writer;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
-pub use options::{LogOptions, SyncMode};
+pub use group_commit::DurableFuture;
+pub use options::{IoBackend, LogOptions, SyncMode};
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};
 pub use recovery::RecoveryReport;

@@ -1,9 +1,10 @@
 //! Options of a local log, with documented defaults.
 
-use crate::io::{IoRef, PosixIo};
+use crate::io::{IoRef, PosixIo, UringIo};
 use crate::storage::record::{self, MAX_PAYLOAD_BYTES};
 use crate::storage::segment::{FOOTER_BYTES, HEADER_REGION_BYTES};
 use crate::{Error, Result};
+use std::sync::Once;
 
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +15,44 @@ pub enum SyncMode {
     /// `append` returns once the records are written to the file (readable, not durable);
     /// call [`crate::Log::sync`] or [`crate::Log::sync_to`] to make them durable.
     Manual,
+}
+
+/// Which I/O backend a log uses.
+#[derive(Debug, Clone, Default)]
+pub enum IoBackend {
+    /// io_uring if the kernel allows it, otherwise POSIX (logged once per process). Default.
+    #[default]
+    Auto,
+    /// io_uring; opening fails if the kernel refuses it.
+    IoUring,
+    /// pread/pwrite/fdatasync.
+    Posix,
+    /// A backend the caller built (the simulated disk, in tests).
+    Custom(IoRef),
+}
+
+impl IoBackend {
+    /// Builds the backend: one io_uring ring and thread per log.
+    pub fn resolve(&self) -> Result<IoRef> {
+        static FALLBACK_LOGGED: Once = Once::new();
+        match self {
+            IoBackend::Auto => match UringIo::new_ref() {
+                Ok(io) => Ok(io),
+                Err(e) => {
+                    FALLBACK_LOGGED.call_once(|| {
+                        tracing::warn!(error = %e, "io_uring unavailable; using the POSIX backend");
+                    });
+                    Ok(PosixIo::new_ref())
+                }
+            },
+            IoBackend::IoUring => UringIo::new_ref().map_err(|e| Error::Io {
+                path: "io_uring_setup".into(),
+                source: e,
+            }),
+            IoBackend::Posix => Ok(PosixIo::new_ref()),
+            IoBackend::Custom(io) => Ok(io.clone()),
+        }
+    }
 }
 
 /// Options for [`crate::Log::open`].
@@ -43,8 +82,17 @@ pub struct LogOptions {
     /// Retention by age: sealed segments whose newest record is older than this are purged.
     /// Default `None`.
     pub retention_age_ms: Option<u64>,
-    /// The I/O backend. Default [`PosixIo`].
-    pub io: IoRef,
+    /// Create segment files ahead of time, filled with written zeros, on a background thread,
+    /// so that an fdatasync after an append commits no file-system metadata (measured here: a
+    /// 1 KiB append + fdatasync takes ~105 µs into written blocks against ~190 µs when it
+    /// extends the file). Default true.
+    pub preallocate: bool,
+    /// How many group-commit groups may be in flight at once on a backend that completes
+    /// asynchronously (io_uring): the next group is written while earlier fdatasyncs run.
+    /// Default 2; range 1..=16.
+    pub max_groups_in_flight: usize,
+    /// The I/O backend. Default [`IoBackend::Auto`].
+    pub io: IoBackend,
 }
 
 impl Default for LogOptions {
@@ -58,7 +106,9 @@ impl Default for LogOptions {
             superblock_interval_ms: 200,
             retention_bytes: None,
             retention_age_ms: None,
-            io: PosixIo::new_ref(),
+            preallocate: true,
+            max_groups_in_flight: 2,
+            io: IoBackend::Auto,
         }
     }
 }
@@ -83,9 +133,18 @@ impl LogOptions {
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be positive".into());
         }
+        if !(1..=16).contains(&self.max_groups_in_flight) {
+            return bad("max_groups_in_flight must be in 1..=16".into());
+        }
         if self.max_batch_records == 0 {
             return bad("max_batch_records must be positive".into());
         }
         Ok(())
+    }
+}
+
+impl From<IoRef> for IoBackend {
+    fn from(io: IoRef) -> Self {
+        IoBackend::Custom(io)
     }
 }

@@ -101,6 +101,13 @@ impl Cursor {
                 return Ok(rest);
             }
         }
+        if let Some(bytes) = self.seg.unwritten_at(self.pos) {
+            self.window = bytes.clone();
+            self.window_pos = self.pos;
+            return Ok(bytes);
+        }
+        // Only what is already in the file; newer bytes are in the unwritten chunks.
+        let data_end = data_end.min(self.seg.written_end());
         let mut head = [0u8; record::HEADER_SIZE_BYTES];
         let head_len =
             (record::HEADER_SIZE_BYTES as u64).min(data_end.saturating_sub(self.pos)) as usize;

@@ -316,7 +316,10 @@ fn scan_tail(
     let io_err = ctx.io_err(path);
     let map = file.map().map_err(&io_err)?;
     if let Err(detail) = segment::check_header(&map, sb.log_id, base) {
-        let never_used = map.len() as u64 <= HEADER_REGION_BYTES;
+        // Created (or renamed from a prepared file) but never written to: nothing after the
+        // header region but zeros.
+        let body = map.get(HEADER_REGION_BYTES as usize..).unwrap_or(&[]);
+        let never_used = body.iter().all(|&b| b == 0);
         if never_used && base >= sb.durable_end.min(sb.truncate_from) {
             drop(map);
             ctx.io.remove(path).map_err(&io_err)?;
@@ -356,18 +359,24 @@ fn scan_tail(
             let detail = format!("{err}; offsets below {durable_floor} were durable");
             return Err(Ctx::corrupt(path, pos, Some(offset), detail));
         }
-        if let Some(proof) = later_proof_of_durability(&map, pos, sb.log_id, offset, max) {
-            let detail = format!(
-                "{err}; record {} was written after this one was durable (durable end {:?})",
-                proof.offset,
-                proof.durable_end_hint()
-            );
-            return Err(Ctx::corrupt(path, pos, Some(offset), detail));
+        // Zeros from here on are preallocated space, not a torn write.
+        let preallocated = is_all_zero(&map[pos as usize..]);
+        if !preallocated {
+            if let Some(proof) = later_proof_of_durability(&map, pos, sb.log_id, offset, max) {
+                let detail = format!(
+                    "{err}; record {} was written after this one was durable (durable end {:?})",
+                    proof.offset,
+                    proof.durable_end_hint()
+                );
+                return Err(Ctx::corrupt(path, pos, Some(offset), detail));
+            }
         }
         drop(map);
-        tracing::warn!(segment = %path.display(), file_offset = pos, offset, %err, "cutting torn, never-acknowledged tail");
-        report.torn_bytes_truncated += len - pos;
-        file.set_len(pos).map_err(&io_err)?;
+        if !preallocated {
+            tracing::warn!(segment = %path.display(), file_offset = pos, offset, %err, "cutting torn, never-acknowledged tail");
+            report.torn_bytes_truncated += len - pos;
+            file.set_len(pos).map_err(&io_err)?;
+        }
     }
     file.sync_data().map_err(&io_err)?;
     let state = SegmentState {
@@ -376,7 +385,7 @@ fn scan_tail(
         index,
         max_timestamp_us: max_ts,
         sealed: false,
-        file_len: pos,
+        file_len: file.len().map_err(&io_err)?,
     };
     let seg = Segment::new(
         path.to_path_buf(),
@@ -387,6 +396,18 @@ fn scan_tail(
         state,
     );
     Ok(Some((seg, crc)))
+}
+
+/// True when every byte is zero (word at a time: this runs over the preallocated rest of the
+/// tail segment at every open).
+fn is_all_zero(bytes: &[u8]) -> bool {
+    // SAFETY: u128 has no invalid bit patterns; align_to only reinterprets aligned middle bytes.
+    let (head, words, tail) = unsafe { bytes.align_to::<u128>() };
+    head.iter().all(|&b| b == 0)
+        && tail.iter().all(|&b| b == 0)
+        && words
+            .chunks(64)
+            .all(|c| c.iter().fold(0u128, |acc, w| acc | w) == 0)
 }
 
 /// Looks past a bad frame for a valid frame of this log, at a higher offset, written when
@@ -400,6 +421,11 @@ fn later_proof_of_durability(
 ) -> Option<FrameHeader> {
     let mut p = bad_pos as usize + record::FRAME_ALIGN_BYTES;
     while p + record::HEADER_SIZE_BYTES <= map.len() {
+        if map[p..p + 8] == [0u8; 8] {
+            // No frame starts with a zero checksum and length (preallocated space).
+            p += record::FRAME_ALIGN_BYTES;
+            continue;
+        }
         if let Ok(h) = record::decode_header(&map[p..], log_id, None, max) {
             if h.offset > offset && h.durable_end_hint().is_some_and(|d| d > offset) {
                 return Some(h);

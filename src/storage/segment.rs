@@ -28,8 +28,9 @@ use super::record::{self, FrameError, FrameHeader, Record, HEADER_SIZE_BYTES};
 use crate::io::{read_exact_at, FileRef};
 use crate::{Error, Result};
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
 
 /// Bytes before the first frame.
 pub const HEADER_REGION_BYTES: u64 = 4096;
@@ -206,6 +207,10 @@ pub struct Segment {
     max_payload_bytes: u32,
     state: RwLock<SegmentState>,
     map: OnceLock<Bytes>,
+    /// Chunks appended but not yet confirmed written to the file, ascending by position.
+    /// Readers find the newest records here; the flusher drops chunks once their write
+    /// completed (from then on the page cache serves them).
+    unwritten: Mutex<VecDeque<(u64, Bytes)>>,
 }
 
 impl Segment {
@@ -228,6 +233,7 @@ impl Segment {
             max_payload_bytes,
             state: RwLock::new(state),
             map: OnceLock::new(),
+            unwritten: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -316,6 +322,10 @@ impl Segment {
 
     /// Reads one frame of the unsealed segment with two preads (header, then the rest).
     fn pread_frame(&self, pos: u64, offset: u64, limit: u64) -> Result<Bytes> {
+        if let Some(bytes) = self.unwritten_at(pos) {
+            return Ok(bytes);
+        }
+        let limit = limit.min(self.written_end());
         if pos + HEADER_SIZE_BYTES as u64 > limit {
             return Err(self.corruption(pos, Some(offset), FrameError::Truncated.to_string()));
         }
@@ -338,6 +348,50 @@ impl Segment {
         )
         .map_err(|e| Error::io(&self.path, e))?;
         Ok(Bytes::from(buf))
+    }
+
+    fn unwritten(&self) -> MutexGuard<'_, VecDeque<(u64, Bytes)>> {
+        // Plain pushes and pops: consistent even if a holder panicked.
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes appended bytes at `pos` readable before they reach the file.
+    pub(crate) fn push_unwritten(&self, pos: u64, bytes: Bytes) {
+        let mut q = self.unwritten();
+        debug_assert!(q.back().is_none_or(|(p, b)| p + b.len() as u64 == pos));
+        q.push_back((pos, bytes));
+    }
+
+    /// The write of everything before `end_pos` completed.
+    pub(crate) fn confirm_written(&self, end_pos: u64) {
+        let mut q = self.unwritten();
+        while q
+            .front()
+            .is_some_and(|(p, b)| p + b.len() as u64 <= end_pos)
+        {
+            q.pop_front();
+        }
+    }
+
+    /// Forgets unwritten chunks (their records were discarded or truncated).
+    pub(crate) fn drop_unwritten(&self) {
+        self.unwritten().clear();
+    }
+
+    /// The bytes from `pos` to the end of the unwritten chunk holding `pos` (chunks hold whole
+    /// frames), if `pos` is not yet written to the file.
+    pub(crate) fn unwritten_at(&self, pos: u64) -> Option<Bytes> {
+        let q = self.unwritten();
+        let (p, b) = q
+            .iter()
+            .find(|(p, b)| *p <= pos && pos < p + b.len() as u64)?;
+        Some(b.slice((pos - p) as usize..))
+    }
+
+    /// File position up to which every appended byte is in the file (page cache or disk).
+    pub(crate) fn written_end(&self) -> u64 {
+        let first_unwritten = self.unwritten().front().map(|(p, _)| *p);
+        first_unwritten.unwrap_or_else(|| self.read_state(|s| s.data_end))
     }
 
     /// Finds the file position of the frame holding `offset` (which must be in this segment)

@@ -1,0 +1,171 @@
+//! The background thread of a log: prepares the next segment file (written zeros, off the
+//! append path) and persists the durable watermark to the superblock every
+//! `superblock_interval_ms`, off the acknowledgement path.
+
+use super::group_commit::GroupCommit;
+use super::superblock::{Superblock, SuperblockWriter, NO_TRUNCATION};
+use crate::io::IoRef;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Name of the prepared segment file (a temporary file: recovery removes it).
+pub const PREPARED_FILE: &str = "prepared.seg.tmp";
+/// Bytes of zeros written per step while preparing (the thread checks for shutdown between).
+const PREPARE_STEP_BYTES: usize = 1 << 20;
+
+/// The superblock writer and when it last wrote.
+pub(crate) struct SuperblockState {
+    pub writer: SuperblockWriter,
+    pub written_at: Instant,
+}
+
+pub(crate) fn lock_sb(sb: &Mutex<SuperblockState>) -> MutexGuard<'_, SuperblockState> {
+    // Updates are single assignments after a successful write: consistent after a panic.
+    sb.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes the durable watermark to the superblock if `force` or if the interval passed.
+pub(crate) fn persist_watermark(
+    sb: &Mutex<SuperblockState>,
+    gc: &GroupCommit,
+    force: bool,
+    interval: Duration,
+) -> crate::Result<()> {
+    let mut sbs = lock_sb(sb);
+    if !force && sbs.written_at.elapsed() < interval {
+        return Ok(());
+    }
+    let durable_end = gc.durable_end();
+    let current = sbs.writer.current();
+    if current.durable_end != durable_end && current.truncate_from == NO_TRUNCATION {
+        let next = Superblock {
+            durable_end,
+            ..current
+        };
+        if let Err(e) = sbs.writer.write(next) {
+            return Err(gc.poison(format!("superblock write failed: {e}")));
+        }
+    }
+    sbs.written_at = Instant::now();
+    Ok(())
+}
+
+struct State {
+    prepared: Option<PathBuf>,
+    want_prepare: bool,
+    shutdown: bool,
+}
+
+/// Shared between the log and its background thread.
+pub(crate) struct Background {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// What the background thread works with.
+pub(crate) struct BackgroundJob {
+    pub bg: Arc<Background>,
+    pub io: IoRef,
+    pub dir: PathBuf,
+    pub segment_size_bytes: u64,
+    pub preallocate: bool,
+    pub superblock: Arc<Mutex<SuperblockState>>,
+    pub gc: Arc<GroupCommit>,
+    pub interval: Duration,
+}
+
+impl Background {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Background {
+            state: Mutex::new(State {
+                prepared: None,
+                want_prepare: false,
+                shutdown: false,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the prepared file, if one is ready.
+    pub fn take_prepared(&self) -> Option<PathBuf> {
+        self.lock().prepared.take()
+    }
+
+    /// Asks for the next segment file to be prepared.
+    pub fn request_prepare(&self) {
+        self.lock().want_prepare = true;
+        self.cv.notify_all();
+    }
+
+    pub fn shutdown(&self) {
+        self.lock().shutdown = true;
+        self.cv.notify_all();
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.lock().shutdown
+    }
+}
+
+impl BackgroundJob {
+    /// The thread's body.
+    pub fn run(self) {
+        loop {
+            let prepare = {
+                let mut st = self.bg.lock();
+                if !st.shutdown && !st.want_prepare {
+                    st = self
+                        .bg
+                        .cv
+                        .wait_timeout(st, self.interval)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if st.shutdown {
+                    return;
+                }
+                let prepare = st.want_prepare && st.prepared.is_none() && self.preallocate;
+                st.want_prepare = false;
+                prepare
+            };
+            if prepare {
+                let path = self.dir.join(PREPARED_FILE);
+                match self.prepare(&path) {
+                    Ok(true) => self.bg.lock().prepared = Some(path),
+                    Ok(false) => return,
+                    Err(e) => {
+                        // Not fatal: the next segment is created without preallocation.
+                        tracing::debug!(error = %e, "could not prepare the next segment file");
+                        let _ = self.io.remove(&path);
+                    }
+                }
+            }
+            if persist_watermark(&self.superblock, &self.gc, false, self.interval).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes the zero-filled file; `Ok(false)` if interrupted by shutdown.
+    fn prepare(&self, path: &Path) -> std::io::Result<bool> {
+        let file = self.io.open(path, true)?;
+        file.set_len(0)?;
+        let zeros = vec![0u8; PREPARE_STEP_BYTES];
+        let mut pos = 0u64;
+        while pos < self.segment_size_bytes {
+            if self.bg.is_shutdown() {
+                return Ok(false);
+            }
+            let n = (self.segment_size_bytes - pos).min(zeros.len() as u64) as usize;
+            file.write_at(&zeros[..n], pos)?;
+            pos += n as u64;
+        }
+        file.sync_data()?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,493 @@
+//! Pipelined group commit: one flusher thread per log turns appended chunks into write (and
+//! fdatasync) submissions and publishes the durable end.
+//!
+//! Appenders never touch the disk: under the writer lock they encode frames into a chunk, make
+//! it readable (the segment keeps unconfirmed chunks in memory) and queue it here. The flusher
+//! takes every queued chunk of one segment, up to [`MAX_GROUP_BYTES`] and
+//! [`MAX_GROUP_CHUNKS`], as one *group*: a vectored write followed, when durability is wanted,
+//! by an fdatasync ordered after it (linked SQEs on io_uring). While one group's fdatasync is in
+//! flight the next group is already being written: up to `max_groups_in_flight` groups overlap
+//! on backends that complete asynchronously (io_uring); synchronous backends run one at a time
+//! on the flusher thread, which still overlaps the appenders' encoding with the disk.
+//!
+//! Groups complete in any order but are retired in submission order, so the durable end only
+//! moves forward over a contiguous prefix, and every waiter is woken exactly when its offset is
+//! durable, never before. No lock is held across any write or fsync.
+//!
+//! Failures: ENOSPC on a group stops the pipeline; waiters for offsets at or after that group's
+//! first offset get `NoSpace`, and the writer discards that never-acknowledged tail before the
+//! next append (see `Log::discard_failed_tail`). Any other error poisons the log.
+
+use super::segment::Segment;
+use crate::{Error, Result};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+/// Most bytes one group writes.
+pub const MAX_GROUP_BYTES: usize = 8 << 20;
+/// Most chunks one group writes (one iovec each).
+pub const MAX_GROUP_CHUNKS: usize = crate::io::MAX_IOVECS;
+
+/// Frames appended by one call, waiting to be written.
+pub(crate) struct Chunk {
+    pub seg: Arc<Segment>,
+    pub pos: u64,
+    pub bytes: Bytes,
+    pub first_offset: u64,
+    pub end_offset: u64,
+}
+
+struct Group {
+    id: u64,
+    seg: Arc<Segment>,
+    start_pos: u64,
+    end_pos: u64,
+    first_offset: u64,
+    end_offset: u64,
+    sync: bool,
+    done: Option<std::io::Result<()>>,
+}
+
+/// The never-acknowledged tail a failed group leaves behind.
+#[derive(Clone)]
+pub(crate) struct FailedTail {
+    pub seg: Arc<Segment>,
+    pub pos: u64,
+    pub first_offset: u64,
+    pub path: PathBuf,
+}
+
+struct State {
+    queue: VecDeque<Chunk>,
+    in_flight: VecDeque<Group>,
+    next_group_id: u64,
+    /// Exclusive end of the offsets written (completed writes, synced or not).
+    written_end: u64,
+    durable_end: u64,
+    /// Manual mode: offsets below this must be made durable.
+    sync_requested: u64,
+    /// The segment the last group wrote, for a bare fdatasync.
+    last_seg: Option<Arc<Segment>>,
+    failed: Option<FailedTail>,
+    wakers: Vec<(u64, Waker)>,
+    shutdown: bool,
+}
+
+/// The shared state of one log's group commit.
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    /// Wakes the flusher.
+    work: Condvar,
+    /// Wakes waiters for durability or idleness.
+    progress: Condvar,
+    poison: OnceLock<String>,
+    sync_always: bool,
+    max_in_flight: usize,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state stays consistent across a panic in a waiter (every update is a plain field
+    // assignment), so a poisoned mutex is recovered rather than spreading the panic.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupCommit {
+    pub fn new(end_offset: u64, sync_always: bool, max_in_flight: usize) -> Arc<Self> {
+        assert!(max_in_flight >= 1);
+        Arc::new(GroupCommit {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                next_group_id: 0,
+                written_end: end_offset,
+                durable_end: end_offset,
+                sync_requested: end_offset,
+                last_seg: None,
+                failed: None,
+                wakers: Vec::new(),
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            poison: OnceLock::new(),
+            sync_always,
+            max_in_flight,
+        })
+    }
+
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poison.get().map(String::as_str)
+    }
+
+    pub fn check_poison(&self) -> Result<()> {
+        match self.poison.get() {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the log (first reason wins) and wakes everyone.
+    pub fn poison(&self, reason: String) -> Error {
+        if self.poison.set(reason.clone()).is_ok() {
+            tracing::error!(%reason, "log poisoned");
+        }
+        self.wake_all(&mut lock(&self.state));
+        Error::Poisoned {
+            reason: self.poison.get().cloned().unwrap_or(reason),
+        }
+    }
+
+    fn wake_all(&self, st: &mut State) {
+        self.progress.notify_all();
+        self.work.notify_all();
+        for (_, w) in st.wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn durable_end(&self) -> u64 {
+        lock(&self.state).durable_end
+    }
+
+    /// Queues a chunk; the flusher writes it.
+    pub fn enqueue(&self, chunk: Chunk) {
+        let mut st = lock(&self.state);
+        // After a failure the chunk stays queued until the writer discards the tail (reset).
+        st.queue.push_back(chunk);
+        drop(st);
+        self.work.notify_one();
+    }
+
+    /// Raises the durable end outside the pipeline (a seal fsynced the segment) and wakes
+    /// waiters.
+    pub fn publish_durable(&self, end: u64) {
+        let mut st = lock(&self.state);
+        st.written_end = st.written_end.max(end);
+        st.durable_end = st.durable_end.max(end);
+        self.wake_ready(&mut st);
+    }
+
+    fn wake_ready(&self, st: &mut State) {
+        self.progress.notify_all();
+        let durable = st.durable_end;
+        st.wakers.retain(|(target, w)| {
+            if *target <= durable {
+                w.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// After a truncation or a discarded tail, which both end with an fdatasync of the cut
+    /// file (and leave only sealed segments before it): everything below `end` is durable,
+    /// nothing at or after it exists.
+    pub fn reset(&self, end: u64) {
+        let mut st = lock(&self.state);
+        debug_assert!(st.in_flight.is_empty());
+        // Chunks queued after a failure belong to the discarded tail.
+        st.queue.clear();
+        st.written_end = end;
+        st.durable_end = end;
+        st.sync_requested = end;
+        st.failed = None;
+        st.last_seg = None;
+        self.wake_ready(&mut st);
+    }
+
+    /// The outcome for a waiter on `end`, if decided.
+    fn outcome(&self, st: &State, end: u64) -> Option<Result<()>> {
+        if let Some(reason) = self.poison.get() {
+            return Some(Err(Error::Poisoned {
+                reason: reason.clone(),
+            }));
+        }
+        if st.durable_end >= end {
+            return Some(Ok(()));
+        }
+        if let Some(f) = st.failed.as_ref().filter(|f| end > f.first_offset) {
+            return Some(Err(Error::NoSpace {
+                path: f.path.clone(),
+            }));
+        }
+        None
+    }
+
+    fn request_sync(&self, st: &mut State, end: u64) {
+        if end > st.sync_requested {
+            st.sync_requested = end;
+            self.work.notify_one();
+        }
+    }
+
+    /// Blocks until every offset below `end` is durable.
+    pub fn wait_durable(&self, end: u64) -> Result<()> {
+        let mut st = lock(&self.state);
+        self.request_sync(&mut st, end);
+        loop {
+            if let Some(r) = self.outcome(&st, end) {
+                return r;
+            }
+            st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Like [`GroupCommit::wait_durable`] with a deadline; `Ok(false)` on timeout. Does not ask
+    /// for a sync (tailing readers only watch).
+    pub fn wait_durable_timeout(&self, end: u64, timeout: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(r) = self.outcome(&st, end) {
+                return r.map(|()| true);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let (g, _) = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner());
+            st = g;
+        }
+    }
+
+    /// A future resolving when every offset below `end` is durable.
+    pub fn durable_future(self: &Arc<Self>, end: u64) -> DurableFuture {
+        DurableFuture {
+            gc: self.clone(),
+            end,
+        }
+    }
+
+    /// Blocks until nothing is queued or in flight. Returns the failed tail, if a group failed
+    /// with ENOSPC (the caller must discard it), or the poison error.
+    pub fn wait_idle(&self) -> Result<Option<FailedTail>> {
+        let mut st = lock(&self.state);
+        loop {
+            self.check_poison()?;
+            if st.in_flight.is_empty() && (st.queue.is_empty() || st.failed.is_some()) {
+                return Ok(st.failed.clone());
+            }
+            self.work.notify_one();
+            st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The failed tail, if any, without waiting.
+    pub fn failed(&self) -> Option<FailedTail> {
+        lock(&self.state).failed.clone()
+    }
+
+    /// Stops the flusher once everything queued has been written.
+    pub fn shutdown(&self) {
+        let mut st = lock(&self.state);
+        st.shutdown = true;
+        drop(st);
+        self.work.notify_all();
+    }
+
+    /// The flusher thread's body.
+    pub fn run_flusher(self: Arc<Self>) {
+        let mut st = lock(&self.state);
+        loop {
+            st = self.retire(st);
+            if let Some(group) = self.next_group(&mut st) {
+                drop(st);
+                self.submit(group);
+                st = lock(&self.state);
+                continue;
+            }
+            if st.shutdown && st.in_flight.is_empty() && (st.queue.is_empty() || self.stopped(&st))
+            {
+                self.wake_all(&mut st);
+                return;
+            }
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn stopped(&self, st: &State) -> bool {
+        st.failed.is_some() || self.poison.get().is_some()
+    }
+
+    /// Retires completed groups at the front, in order. After a failure, later groups are
+    /// retired without effect: their data lies beyond the failed tail and is discarded.
+    fn retire<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let mut progressed = false;
+        while st.in_flight.front().is_some_and(|g| g.done.is_some()) {
+            let Some(g) = st.in_flight.pop_front() else {
+                break;
+            };
+            progressed = true;
+            let Some(result) = g.done else { continue };
+            if self.stopped(&st) {
+                continue;
+            }
+            match result {
+                Ok(()) => {
+                    g.seg.confirm_written(g.end_pos);
+                    st.written_end = st.written_end.max(g.end_offset);
+                    if g.sync {
+                        st.durable_end = st.durable_end.max(g.end_offset);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    st.failed = Some(FailedTail {
+                        path: g.seg.path.clone(),
+                        pos: g.start_pos,
+                        seg: g.seg.clone(),
+                        first_offset: g.first_offset,
+                    });
+                    st.queue.clear();
+                }
+                Err(e) => {
+                    let path = g.seg.path.display();
+                    let reason = format!("write or fdatasync of {path} failed: {e}");
+                    if self.poison.set(reason.clone()).is_ok() {
+                        tracing::error!(%reason, "log poisoned");
+                    }
+                    st.queue.clear();
+                }
+            }
+        }
+        if progressed {
+            self.wake_ready(&mut st);
+            if self.stopped(&st) {
+                self.wake_all(&mut st);
+            }
+        }
+        st
+    }
+
+    /// Forms the next group to submit, if the pipeline has room and there is work.
+    fn next_group(&self, st: &mut State) -> Option<Submission> {
+        if self.stopped(st) || st.in_flight.len() >= self.max_in_flight {
+            return None;
+        }
+        let Some(first) = st.queue.front() else {
+            return self.bare_sync(st);
+        };
+        let seg = first.seg.clone();
+        let start_pos = first.pos;
+        let first_offset = first.first_offset;
+        let (mut end_pos, mut end_offset, mut bytes) = (start_pos, first_offset, 0usize);
+        let mut bufs = Vec::new();
+        while let Some(c) = st.queue.front() {
+            let contiguous = Arc::ptr_eq(&c.seg, &seg) && c.pos == end_pos;
+            let fits = bufs.is_empty()
+                || (bytes + c.bytes.len() <= MAX_GROUP_BYTES && bufs.len() < MAX_GROUP_CHUNKS);
+            if !contiguous || !fits {
+                break;
+            }
+            let Some(c) = st.queue.pop_front() else { break };
+            end_pos += c.bytes.len() as u64;
+            end_offset = c.end_offset;
+            bytes += c.bytes.len();
+            bufs.push(c.bytes);
+        }
+        let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
+        let span = (start_pos, end_pos, first_offset, end_offset);
+        Some(self.push_group(st, seg, span, sync, bufs))
+    }
+
+    /// Manual mode: everything is written but a sync was asked for: a bare fdatasync.
+    fn bare_sync(&self, st: &mut State) -> Option<Submission> {
+        let wanted = st.sync_requested > st.durable_end && st.in_flight.is_empty();
+        let seg = st.last_seg.clone().filter(|_| wanted)?;
+        let end = st.written_end;
+        let pos = seg.read_state(|s| s.data_end);
+        Some(self.push_group(st, seg, (pos, pos, end, end), true, Vec::new()))
+    }
+
+    fn push_group(
+        &self,
+        st: &mut State,
+        seg: Arc<Segment>,
+        (start_pos, end_pos, first_offset, end_offset): (u64, u64, u64, u64),
+        sync: bool,
+        bufs: Vec<Bytes>,
+    ) -> Submission {
+        debug_assert!(first_offset <= end_offset && start_pos <= end_pos);
+        let id = st.next_group_id;
+        st.next_group_id += 1;
+        st.last_seg = Some(seg.clone());
+        st.in_flight.push_back(Group {
+            id,
+            seg: seg.clone(),
+            start_pos,
+            end_pos,
+            first_offset,
+            end_offset,
+            sync,
+            done: None,
+        });
+        Submission {
+            id,
+            seg,
+            bufs,
+            pos: start_pos,
+            sync,
+        }
+    }
+
+    fn submit(self: &Arc<Self>, sub: Submission) {
+        let gc = self.clone();
+        let id = sub.id;
+        let done = Box::new(move |result: std::io::Result<()>| {
+            let mut st = lock(&gc.state);
+            if let Some(g) = st.in_flight.iter_mut().find(|g| g.id == id) {
+                g.done = Some(result);
+            }
+            drop(st);
+            gc.work.notify_one();
+        });
+        sub.seg.file.submit_write(sub.bufs, sub.pos, sub.sync, done);
+    }
+}
+
+/// A group handed to the backend.
+struct Submission {
+    id: u64,
+    seg: Arc<Segment>,
+    bufs: Vec<Bytes>,
+    pos: u64,
+    sync: bool,
+}
+
+/// Resolves when the offsets it waits for are durable (or the log fails).
+pub struct DurableFuture {
+    gc: Arc<GroupCommit>,
+    end: u64,
+}
+
+impl std::fmt::Debug for DurableFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableFuture")
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl Future for DurableFuture {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = lock(&self.gc.state);
+        self.gc.request_sync(&mut st, self.end);
+        if let Some(r) = self.gc.outcome(&st, self.end) {
+            return Poll::Ready(r);
+        }
+        st.wakers.push((self.end, cx.waker().clone()));
+        Poll::Pending
+    }
+}

@@ -1,0 +1,271 @@
+//! Truncation (cut the tail, for Raft), purge (drop a prefix) and retention.
+
+use super::background::lock_sb;
+use super::log::{lock, Active, PurgeOutcome, Writer};
+use super::recovery::now_us;
+use super::segment::{self, Segment};
+use super::superblock::NO_TRUNCATION;
+use crate::{Error, Log, Result};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl Log {
+    /// Removes every record at or after `offset`. Durable on return.
+    pub fn truncate_from(&self, offset: u64) -> Result<()> {
+        self.check_poison()?;
+        let mut w = lock(&self.shared.writer);
+        if offset >= w.next_offset {
+            return Ok(());
+        }
+        if offset < self.start_offset() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate at {offset}, below the log start {}",
+                self.start_offset()
+            )));
+        }
+        self.truncate_locked(&mut w, offset)
+    }
+
+    /// Removes every record after `offset` (keeps `offset`). Durable on return.
+    pub fn truncate_after(&self, offset: u64) -> Result<()> {
+        self.truncate_from(offset.saturating_add(1))
+    }
+
+    /// The truncation protocol; idempotent, so recovery replays it after a crash:
+    /// 1. superblock (both copies): `durable_end = min(durable_end, cut)`, `truncate_from = cut`;
+    /// 2. delete whole segments at or after the cut, newest first, and fsync the directory;
+    /// 3. cut the segment holding the cut (in place if unsealed, by copy and rename if sealed);
+    /// 4. superblock (both copies): no truncation in progress.
+    pub(crate) fn truncate_locked(&self, w: &mut Writer, cut: u64) -> Result<()> {
+        self.quiesce(w)?;
+        let mut sbs = lock_sb(&self.shared.superblock);
+        let cur = sbs.writer.current();
+        let marked = super::superblock::Superblock {
+            durable_end: cur.durable_end.min(cut),
+            truncate_from: cut,
+            ..cur
+        };
+        sbs.writer
+            .write_both(marked)
+            .map_err(|e| self.poison_with("superblock write", e))?;
+        self.shared
+            .written_end
+            .store(cut.min(w.next_offset), Ordering::Release);
+        let doomed: Vec<Arc<Segment>> = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            segs.range(cut..).rev().map(|(_, s)| s.clone()).collect()
+        };
+        for seg in &doomed {
+            self.shared
+                .io
+                .remove(&seg.path)
+                .map_err(|e| self.poison_with("segment delete", e))?;
+            self.shared
+                .segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&seg.base_offset);
+        }
+        if w.active.as_ref().is_some_and(|a| a.seg.base_offset >= cut) {
+            w.active = None;
+        }
+        self.shared
+            .io
+            .sync_dir(&self.shared.dir)
+            .map_err(|e| self.poison_with("directory fsync", e))?;
+        let holder = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            segs.range(..cut).next_back().map(|(_, s)| s.clone())
+        };
+        if let Some(seg) = holder.filter(|s| s.end_offset() > cut) {
+            self.cut_segment(w, &seg, cut)?;
+        }
+        w.next_offset = cut.min(w.next_offset).max(self.start_offset());
+        let cleared = super::superblock::Superblock {
+            truncate_from: NO_TRUNCATION,
+            ..sbs.writer.current()
+        };
+        sbs.writer
+            .write_both(cleared)
+            .map_err(|e| self.poison_with("superblock write", e))?;
+        self.shared
+            .written_end
+            .store(w.next_offset, Ordering::Release);
+        self.shared.gc.reset(w.next_offset);
+        Ok(())
+    }
+
+    /// Shortens `seg` so that it ends just before `cut`; the result is the active segment.
+    fn cut_segment(&self, w: &mut Writer, seg: &Arc<Segment>, cut: u64) -> Result<()> {
+        let pos = seg.locate(cut)?;
+        let rel = (cut - seg.base_offset) as u32;
+        let poison = |what: &'static str| move |e: std::io::Error| self.poison_with(what, e);
+        let target = if seg.is_sealed() {
+            // Never truncate a sealed (possibly mapped) file in place: copy and rename.
+            let tmp = seg
+                .path
+                .with_extension(format!("seg{}", segment::TEMP_SUFFIX));
+            let io = &self.shared.io;
+            let map = seg.map()?.slice(..pos as usize);
+            let file = io.open(&tmp, true).map_err(poison("segment rewrite"))?;
+            file.set_len(0).map_err(poison("segment rewrite"))?;
+            file.write_at_sync(&map, 0)
+                .map_err(poison("segment rewrite"))?;
+            io.rename(&tmp, &seg.path)
+                .map_err(poison("segment rename"))?;
+            io.sync_dir(&self.shared.dir)
+                .map_err(poison("directory fsync"))?;
+            let mut state = seg.state();
+            state.sealed = false;
+            Arc::new(Segment::new(
+                seg.path.clone(),
+                file,
+                self.shared.log_id,
+                seg.base_offset,
+                self.shared.opts.max_record_bytes,
+                state,
+            ))
+        } else {
+            seg.file.set_len(pos).map_err(poison("segment truncate"))?;
+            seg.file
+                .sync_data()
+                .map_err(poison("segment truncate fsync"))?;
+            seg.drop_unwritten();
+            seg.clone()
+        };
+        target.update_state(|s| {
+            s.index.truncate(rel);
+            s.end_offset = cut;
+            s.data_end = pos;
+            s.file_len = pos;
+        });
+        let file_crc =
+            segment::crc_of_prefix(&*target.file, pos).map_err(poison("segment read"))?;
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.base_offset, target.clone());
+        w.active = Some(Active {
+            seg: target,
+            file_crc,
+        });
+        Ok(())
+    }
+
+    /// Drops every record below `offset`: moves the logical start (durably) and deletes
+    /// sealed segments that end at or before it. The active segment is never deleted; readers
+    /// that still hold a deleted segment keep reading it (its map outlives the file name).
+    pub fn purge_before(&self, offset: u64) -> Result<PurgeOutcome> {
+        self.check_poison()?;
+        // The start must never pass the durable end: a crash could otherwise leave a log whose
+        // last record lies below its start.
+        let target = offset.min(self.end_offset());
+        if target > self.durable_end() {
+            self.shared.gc.wait_durable(target)?;
+        }
+        let mut w = lock(&self.shared.writer);
+        self.purge_locked(&mut w, offset)
+    }
+
+    fn purge_locked(&self, w: &mut Writer, offset: u64) -> Result<PurgeOutcome> {
+        let new_start = offset.min(w.next_offset).min(self.durable_end());
+        if new_start > self.start_offset() {
+            let mut sbs = lock_sb(&self.shared.superblock);
+            let next = super::superblock::Superblock {
+                start_offset: new_start,
+                ..sbs.writer.current()
+            };
+            sbs.writer
+                .write_both(next)
+                .map_err(|e| self.poison_with("superblock write", e))?;
+            self.shared.start_offset.store(new_start, Ordering::Release);
+        }
+        let start = self.start_offset();
+        let active_base = w.active.as_ref().map(|a| a.seg.base_offset);
+        let released: Vec<Arc<Segment>> = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let last_base = segs.keys().last().copied();
+            segs.values()
+                .filter(|s| s.is_sealed() && s.end_offset() <= start)
+                .filter(|s| Some(s.base_offset) != active_base && Some(s.base_offset) != last_base)
+                .cloned()
+                .collect()
+        };
+        let mut outcome = PurgeOutcome::default();
+        for seg in released {
+            self.shared
+                .io
+                .remove(&seg.path)
+                .map_err(|e| Error::io(&seg.path, e))?;
+            self.shared
+                .segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&seg.base_offset);
+            outcome.segments_removed += 1;
+            outcome.bytes_removed += seg.size_bytes();
+        }
+        if outcome.segments_removed > 0 {
+            self.shared
+                .io
+                .sync_dir(&self.shared.dir)
+                .map_err(|e| self.poison_with("directory fsync", e))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies the retention options now (also done after every segment seal).
+    pub fn apply_retention(&self) -> Result<PurgeOutcome> {
+        self.check_poison()?;
+        let mut w = lock(&self.shared.writer);
+        self.retention_locked(&mut w)
+    }
+
+    pub(crate) fn retention_locked(&self, w: &mut Writer) -> Result<PurgeOutcome> {
+        let opts = &self.shared.opts;
+        let segs: Vec<Arc<Segment>> = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut total: u64 = segs.iter().map(|s| s.size_bytes()).sum();
+        let age_floor = opts
+            .retention_age_ms
+            .map(|ms| now_us().saturating_sub(ms * 1000));
+        let mut purge_to = None;
+        for seg in segs
+            .iter()
+            .filter(|s| s.is_sealed())
+            .take(segs.len().saturating_sub(1))
+        {
+            let st = seg.state();
+            let too_big = opts.retention_bytes.is_some_and(|max| total > max);
+            let too_old = age_floor.is_some_and(|floor| st.max_timestamp_us < floor);
+            if !(too_big || too_old) {
+                break;
+            }
+            total -= st.file_len;
+            purge_to = Some(st.end_offset);
+        }
+        match purge_to {
+            Some(offset) => self.purge_locked(w, offset),
+            None => Ok(PurgeOutcome::default()),
+        }
+    }
+}

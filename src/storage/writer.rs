@@ -1,0 +1,335 @@
+//! The append path: encode frames into a chunk, publish it to readers, queue it for group
+//! commit; roll, seal and create segments; discard a tail that failed for lack of space.
+
+use super::background::PREPARED_FILE;
+use super::checksum::{checksum, checksum_append};
+use super::group_commit::Chunk;
+use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
+use super::log::{lock, Active, NewRecord, Writer};
+use super::record::{self, RecordRef};
+use super::recovery::now_us;
+use super::segment::{self, Footer, Segment, SegmentState, FOOTER_BYTES, HEADER_REGION_BYTES};
+use crate::io::FileRef;
+use crate::{Error, Log, Result};
+use bytes::Bytes;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where each record of a chunk went: (offset, file position, timestamp).
+type Notes = Vec<(u64, u64, u64)>;
+
+impl Log {
+    fn validate_batch(&self, recs: &[NewRecord<'_>]) -> Result<()> {
+        let opts = &self.shared.opts;
+        if recs.len() > opts.max_batch_records {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} records exceeds max_batch_records {}",
+                recs.len(),
+                opts.max_batch_records
+            )));
+        }
+        if let Some(r) = recs
+            .iter()
+            .find(|r| r.payload.len() > opts.max_record_bytes as usize)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "payload of {} bytes exceeds max_record_bytes {}",
+                r.payload.len(),
+                opts.max_record_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Assigns offsets, makes the records readable and queues them for writing; returns their
+    /// offsets. If it fails part-way across a segment roll, a prefix of the batch may stay in
+    /// the log, unacknowledged, exactly as after a crash.
+    pub(crate) fn write_records(&self, recs: &[NewRecord<'_>]) -> Result<Range<u64>> {
+        self.validate_batch(recs)?;
+        self.check_poison()?;
+        let mut w = lock(&self.shared.writer);
+        self.check_poison()?;
+        if self.shared.gc.failed().is_some() {
+            // Records appended earlier (not yet synced) hit a full disk: they are discarded
+            // now, and this call says so instead of silently reusing their offsets.
+            self.quiesce(&mut w)?;
+        }
+        let first = w.next_offset;
+        let hint = self.durable_end();
+        let seg_size = self.shared.opts.segment_size_bytes;
+        let estimate: usize = recs
+            .iter()
+            .map(|r| record::frame_len(r.payload.len()))
+            .sum();
+        let mut buf = Vec::with_capacity(estimate.min(seg_size as usize));
+        let mut notes: Notes = Vec::with_capacity(recs.len());
+        for (offset, r) in (first..).zip(recs) {
+            let flen = record::frame_len(r.payload.len()) as u64;
+            let (data_end, index_len) = self.ensure_active(&mut w)?;
+            let mut pos = data_end + buf.len() as u64;
+            // Room for this frame, one more index entry and the footer: the sealed file never
+            // outgrows the segment (nor its preallocated space).
+            let seal_bytes = (index_len as u64 + notes.len() as u64 + 1)
+                * INDEX_ENTRY_SIZE_BYTES as u64
+                + FOOTER_BYTES as u64;
+            if pos + flen + seal_bytes > seg_size && pos > HEADER_REGION_BYTES {
+                self.publish_chunk(&mut w, &mut buf, &mut notes);
+                self.roll(&mut w)?;
+                pos = self.ensure_active(&mut w)?.0;
+            }
+            let timestamp_us = r.timestamp_us.unwrap_or_else(now_us);
+            let rec = RecordRef {
+                offset,
+                term: r.term,
+                timestamp_us,
+                kind: r.kind,
+                payload: r.payload,
+            };
+            record::encode(&mut buf, self.shared.log_id, rec, hint.min(offset));
+            notes.push((offset, pos, timestamp_us));
+        }
+        self.publish_chunk(&mut w, &mut buf, &mut notes);
+        Ok(first..w.next_offset)
+    }
+
+    /// Makes sure there is an active segment; returns its data end and index length.
+    fn ensure_active(&self, w: &mut Writer) -> Result<(u64, usize)> {
+        if w.active.is_none() {
+            self.create_segment(w)?;
+        }
+        let state = w
+            .active
+            .as_ref()
+            .map(|a| a.seg.read_state(|s| (s.data_end, s.index.len())));
+        Ok(state.unwrap_or((HEADER_REGION_BYTES, 0)))
+    }
+
+    /// Publishes the encoded frames to readers and queues them for group commit.
+    fn publish_chunk(&self, w: &mut Writer, buf: &mut Vec<u8>, notes: &mut Notes) {
+        let (Some(active), Some(&(first_offset, _, _))) = (w.active.as_mut(), notes.first()) else {
+            return;
+        };
+        let seg = active.seg.clone();
+        let bytes = Bytes::from(std::mem::take(buf));
+        let pos = seg.read_state(|s| s.data_end);
+        debug_assert_eq!(notes[0].1, pos);
+        active.file_crc = checksum_append(active.file_crc, &bytes);
+        let end_offset = first_offset + notes.len() as u64;
+        let new_end = pos + bytes.len() as u64;
+        seg.push_unwritten(pos, bytes.clone());
+        seg.update_state(|s| {
+            debug_assert_eq!(s.end_offset, first_offset);
+            for &(offset, at, ts) in notes.iter() {
+                s.index
+                    .observe((offset - seg.base_offset) as u32, at as u32);
+                s.max_timestamp_us = s.max_timestamp_us.max(ts);
+            }
+            s.data_end = new_end;
+            s.file_len = s.file_len.max(new_end);
+            s.end_offset = end_offset;
+        });
+        w.next_offset = end_offset;
+        self.shared.written_end.store(end_offset, Ordering::Release);
+        self.shared.gc.enqueue(Chunk {
+            seg,
+            pos,
+            bytes,
+            first_offset,
+            end_offset,
+        });
+        notes.clear();
+    }
+
+    /// Waits until group commit is idle. If a group failed for lack of space, discards the
+    /// never-acknowledged tail from that group on and returns `NoSpace`: the caller's operation
+    /// did not happen, and the records it may have seen are gone.
+    pub(crate) fn quiesce(&self, w: &mut Writer) -> Result<()> {
+        let Some(failed) = self.shared.gc.wait_idle()? else {
+            return Ok(());
+        };
+        let seg = failed.seg;
+        debug_assert!(w.active.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &seg)));
+        let cut = seg
+            .file
+            .set_len(failed.pos)
+            .and_then(|_| seg.file.sync_data());
+        cut.map_err(|e| self.poison_with("cutting a tail that failed with ENOSPC", e))?;
+        seg.drop_unwritten();
+        let rel = (failed.first_offset - seg.base_offset) as u32;
+        seg.update_state(|s| {
+            s.index.truncate(rel);
+            s.end_offset = failed.first_offset;
+            s.data_end = failed.pos;
+            s.file_len = failed.pos;
+        });
+        let crc = segment::crc_of_prefix(&*seg.file, failed.pos)
+            .map_err(|e| self.poison_with("segment read", e))?;
+        if let Some(active) = w.active.as_mut() {
+            active.file_crc = crc;
+        }
+        w.next_offset = failed.first_offset;
+        self.shared
+            .written_end
+            .store(failed.first_offset, Ordering::Release);
+        self.shared.gc.reset(failed.first_offset);
+        tracing::warn!(
+            offset = failed.first_offset,
+            "discarded unacknowledged tail after ENOSPC"
+        );
+        Err(Error::NoSpace { path: failed.path })
+    }
+
+    /// Seals the active segment once everything queued for it is written, then opens the next.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.quiesce(w)?;
+        if w.active.is_none() {
+            return Ok(());
+        }
+        self.seal_locked(w)?;
+        self.create_segment(w)
+    }
+
+    /// Writes the index and footer of the active segment, cuts the file to its final size and
+    /// fsyncs it: the segment is then immutable and everything in it durable. The caller has
+    /// quiesced group commit.
+    pub(crate) fn seal_locked(&self, w: &mut Writer) -> Result<()> {
+        let Some(active) = w.active.as_ref() else {
+            return Ok(());
+        };
+        let seg = active.seg.clone();
+        let st = seg.state();
+        let index_bytes = st.index.encode();
+        let footer = Footer {
+            base_offset: seg.base_offset,
+            end_offset: st.end_offset,
+            data_end: st.data_end,
+            max_timestamp_us: st.max_timestamp_us,
+            index_entries: st.index.len() as u32,
+            index_crc: checksum(&index_bytes),
+            file_crc: 0,
+        };
+        let crc_before = checksum_append(active.file_crc, &index_bytes);
+        let mut tail = index_bytes;
+        tail.extend_from_slice(&footer.encode(self.shared.log_id, crc_before));
+        let file_len = st.data_end + tail.len() as u64;
+        let written = seg
+            .file
+            .write_at(&tail, st.data_end)
+            .and_then(|_| seg.file.set_len(file_len));
+        if let Err(e) = written {
+            return Err(self.failed_seal(&seg, st.data_end, e));
+        }
+        seg.file
+            .sync_data()
+            .map_err(|e| self.poison_with("segment seal fsync", e))?;
+        seg.update_state(|s| {
+            s.sealed = true;
+            s.file_len = file_len;
+        });
+        w.active = None;
+        self.shared.gc.publish_durable(st.end_offset);
+        let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
+        super::background::persist_watermark(
+            &self.shared.superblock,
+            &self.shared.gc,
+            true,
+            interval,
+        )?;
+        if self.shared.opts.retention_bytes.is_some() || self.shared.opts.retention_age_ms.is_some()
+        {
+            self.retention_locked(w)?;
+        }
+        Ok(())
+    }
+
+    /// A failed seal write: ENOSPC leaves the segment active (the partial footer is cut off
+    /// durably); anything else poisons.
+    fn failed_seal(&self, seg: &Segment, data_end: u64, e: std::io::Error) -> Error {
+        match Error::io(&seg.path, e) {
+            err @ Error::NoSpace { .. } => {
+                match seg
+                    .file
+                    .set_len(data_end)
+                    .and_then(|_| seg.file.sync_data())
+                {
+                    Ok(()) => err,
+                    Err(e) => self.poison_with("cutting a failed seal", e),
+                }
+            }
+            Error::Io { source, .. } => self.poison_with("segment seal", source),
+            other => other,
+        }
+    }
+
+    /// Creates the segment starting at the next offset, from the prepared (zero-filled) file if
+    /// one is ready: header written and fsynced, directory entry fsynced, before any record
+    /// goes into it.
+    pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
+        debug_assert!(w.active.is_none());
+        let base = w.next_offset;
+        let path = Segment::path_in(&self.shared.dir, base);
+        let io = &self.shared.io;
+        let header = segment::encode_header(self.shared.log_id, base, now_us());
+        let prepared = self
+            .shared
+            .opts
+            .preallocate
+            .then(|| self.shared.background.take_prepared())
+            .flatten();
+        let from_prepared = match &prepared {
+            Some(p) => io.rename(p, &path).is_ok(),
+            None => false,
+        };
+        let file: FileRef = io.open(&path, true).map_err(|e| Error::io(&path, e))?;
+        let init = if from_prepared {
+            file.write_at_sync(&header, 0)
+        } else {
+            file.set_len(0).and_then(|_| file.write_at_sync(&header, 0))
+        };
+        if let Err(e) = init {
+            // Never referenced by a durable directory entry yet; recovery also removes it.
+            let _ = io.remove(&path);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(Error::NoSpace { path });
+            }
+            return Err(self.poison_with("segment create", e));
+        }
+        io.sync_dir(&self.shared.dir)
+            .map_err(|e| self.poison_with("directory fsync", e))?;
+        if self.shared.opts.preallocate {
+            self.shared.background.request_prepare();
+        }
+        let file_len = file.len().map_err(|e| Error::io(&path, e))?;
+        let state = SegmentState {
+            end_offset: base,
+            data_end: HEADER_REGION_BYTES,
+            index: SparseIndex::new(self.shared.opts.index_interval_bytes),
+            max_timestamp_us: 0,
+            sealed: false,
+            file_len,
+        };
+        let opts = &self.shared.opts;
+        let seg = Segment::new(
+            path,
+            file,
+            self.shared.log_id,
+            base,
+            opts.max_record_bytes,
+            state,
+        );
+        let seg = Arc::new(seg);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(base, seg.clone());
+        w.active = Some(Active {
+            seg,
+            file_crc: checksum(&header),
+        });
+        debug_assert!(!from_prepared || prepared.is_some_and(|p| p.ends_with(PREPARED_FILE)));
+        Ok(())
+    }
+}
