@@ -69,7 +69,12 @@ impl Iter {
         };
         let (sealed, data_end) = c.seg.read_state(|s| (s.sealed, s.data_end));
         let frame = if sealed {
-            c.seg.map()?.slice(c.pos as usize..data_end as usize)
+            let map = c.seg.map()?;
+            if c.pos > data_end || data_end > map.len() as u64 {
+                let detail = "frame position outside the sealed segment".to_string();
+                return Err(c.seg.corruption(c.pos, Some(self.next), detail));
+            }
+            map.slice(c.pos as usize..data_end as usize)
         } else {
             c.window_for(data_end)?
         };

@@ -30,6 +30,9 @@ pub const HEADER_SIZE_BYTES: usize = 48;
 pub const FRAME_ALIGN_BYTES: usize = 8;
 /// Hard upper bound on a payload, whatever the options say; checked before any allocation.
 pub const MAX_PAYLOAD_BYTES: u32 = 64 << 20;
+/// Largest offset a record may have (2^62): arithmetic on offsets never overflows, and a
+/// log appending a million records a second takes 146 000 years to get there.
+pub const MAX_OFFSET: u64 = 1 << 62;
 
 const _: () = assert!(HEADER_SIZE_BYTES % FRAME_ALIGN_BYTES == 0);
 const _: () = assert!(FRAME_ALIGN_BYTES.is_power_of_two());
@@ -99,8 +102,10 @@ impl FrameHeader {
 
     /// The durable end (exclusive) the writer knew of when it wrote this frame, if known.
     pub fn durable_end_hint(&self) -> Option<u64> {
-        (self.durable_lag != 0)
-            .then(|| (self.offset + 1).saturating_sub(u64::from(self.durable_lag)))
+        let lag = u64::from(self.durable_lag);
+        // A lag of 0 means unknown; a lag beyond offset + 1 is malformed, and offsets are
+        // bounded by MAX_OFFSET, so offset + 1 cannot overflow.
+        (lag != 0).then(|| (self.offset + 1).checked_sub(lag)).flatten()
     }
 }
 
@@ -167,8 +172,10 @@ pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u
         "a record cannot be durable before it is written"
     );
     let start = out.len();
-    let lag = rec.offset - durable_end.min(rec.offset) + 1;
-    let durable_lag = u32::try_from(lag).unwrap_or(0);
+    // The writer never passes offsets above MAX_OFFSET (decode rejects them); the arithmetic
+    // stays overflow-free for any input all the same.
+    let lag = (rec.offset - durable_end.min(rec.offset)).checked_add(1);
+    let durable_lag = lag.and_then(|l| u32::try_from(l).ok()).unwrap_or(0);
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&rec.offset.to_le_bytes());
@@ -232,6 +239,14 @@ pub fn decode_header(
     let offset = u64_at(buf, 8);
     if expected_offset.is_some_and(|e| e != offset) {
         return Err(FrameError::WrongOffset);
+    }
+    if offset > MAX_OFFSET {
+        return Err(FrameError::BadHeader);
+    }
+    // Padding is not covered by the checksum; the writer zeroes it, so anything else is damage.
+    let padding_end = frame_len(payload_len as usize).min(buf.len());
+    if buf[body_end..padding_end].iter().any(|&b| b != 0) {
+        return Err(FrameError::BadHeader);
     }
     Ok(FrameHeader {
         offset,

@@ -277,6 +277,10 @@ fn load_sealed(
     let index = (crate::storage::checksum::checksum(&index_bytes) == footer.index_crc)
         .then(|| SparseIndex::decode(&index_bytes, ctx.opts.index_interval_bytes))
         .flatten()
+        .filter(|ix| {
+            let records = footer.end_offset - base;
+            ix.fits(HEADER_REGION_BYTES as u32, footer.data_end, records)
+        })
         .ok_or_else(|| {
             Ctx::corrupt(
                 path,
@@ -315,7 +319,12 @@ fn scan_tail(
 ) -> Result<Option<(Segment, u32)>> {
     let io_err = ctx.io_err(path);
     let map = file.map().map_err(&io_err)?;
-    if let Err(detail) = segment::check_header(&map, sb.log_id, base) {
+    let header = if (map.len() as u64) < HEADER_REGION_BYTES {
+        Err("segment shorter than its header region".to_string())
+    } else {
+        segment::check_header(&map, sb.log_id, base)
+    };
+    if let Err(detail) = header {
         // Created (or renamed from a prepared file) but never written to: nothing after the
         // header region but zeros.
         let body = map.get(HEADER_REGION_BYTES as usize..).unwrap_or(&[]);

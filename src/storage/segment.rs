@@ -110,6 +110,9 @@ pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Res
     if u64_at(b, 24) != base_offset {
         return Err("segment base offset does not match its file name".into());
     }
+    if b[40..60].iter().any(|&x| x != 0) {
+        return Err("segment header reserved bytes are not zero".into());
+    }
     Ok(())
 }
 
@@ -170,9 +173,15 @@ impl Footer {
             file_crc: u32_at(b, 60),
         };
         let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
-        let geometry_ok = f.data_end >= HEADER_REGION_BYTES
-            && f.data_end + index_bytes + FOOTER_BYTES as u64 == file_len
-            && f.end_offset >= f.base_offset;
+        let total = f.data_end.checked_add(index_bytes)?.checked_add(FOOTER_BYTES as u64)?;
+        // Every frame takes at least a header: a footer cannot claim more records than that.
+        let max_records = (f.data_end.checked_sub(HEADER_REGION_BYTES)?) / HEADER_SIZE_BYTES as u64;
+        let geometry_ok = total == file_len
+            && f.data_end % record::FRAME_ALIGN_BYTES as u64 == 0
+            && f.end_offset >= f.base_offset
+            && f.end_offset <= record::MAX_OFFSET
+            && f.end_offset - f.base_offset <= max_records
+            && u64::from(f.index_entries) <= f.end_offset - f.base_offset;
         (u64_at(b, 8) == log_id && f.base_offset == base_offset && geometry_ok).then_some(f)
     }
 }
@@ -300,7 +309,7 @@ impl Segment {
         let sealed = self.is_sealed();
         let bytes = if sealed {
             let map = self.map()?;
-            if limit > map.len() as u64 {
+            if pos > limit || limit > map.len() as u64 {
                 return Err(self.corruption(
                     pos,
                     Some(offset),
