@@ -39,6 +39,9 @@ pub struct SimFaults {
     pub fail_syncs: u32,
     /// The next N writes land one or more sectors away from where they were aimed.
     pub misdirect_writes: u32,
+    /// Every `sync_data` sleeps this long before it takes effect (a slow disk); the disk is
+    /// not locked while it sleeps, so writes and other syncs proceed meanwhile.
+    pub sync_delay_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +249,14 @@ impl SimDisk {
         let st = self.lock_state();
         let ino = Self::lookup(&st, path)?;
         Ok(st.inodes[&ino].current.clone())
+    }
+
+    /// The durable contents of the file at `path`: what a crash now would leave, before the
+    /// crash's random choices about unsynced writes.
+    pub fn peek_durable(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let st = self.lock_state();
+        let ino = Self::lookup(&st, path)?;
+        Ok(st.inodes[&ino].durable.clone())
     }
 
     /// Media damage: overwrites bytes at `offset` in both the durable and the cached image
@@ -461,6 +472,10 @@ impl File for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay_ms = self.disk.lock_state().faults.sync_delay_ms;
+        if delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        }
         self.disk.with_inode(self.ino, self.epoch, |st, ino| {
             let fail = st.faults.fail_syncs > 0;
             if fail {
