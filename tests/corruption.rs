@@ -3,7 +3,7 @@
 //! tail is cut; anything else is `Error::Corruption` naming the place) and never in wrong bytes
 //! being returned.
 
-use sitelog::io::{IoRef, PosixIo, SimDisk};
+use sitelog::io::{IoRef, PosixIo, SimDisk, UringIo};
 use sitelog::storage::segment::{self, HEADER_REGION_BYTES};
 use sitelog::{Error, Log, LogOptions, SyncMode};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,12 @@ impl Env {
             dir: PathBuf::from("/log"),
             _tmp: None,
         };
-        vec![sim, real]
+        let mut envs = vec![sim, real];
+        if let Ok(io) = UringIo::new_ref() {
+            let tmp = tempfile::tempdir().unwrap();
+            envs.push(Env { io, dir: tmp.path().join("log"), _tmp: Some(tmp) });
+        }
+        envs
     }
 
     fn opts(&self) -> LogOptions {

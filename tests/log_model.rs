@@ -11,7 +11,8 @@
 
 use proptest::prelude::*;
 use sitelog::io::{SimDisk, SimFaults};
-use sitelog::{Error, Log, LogOptions, SyncMode};
+use sitelog::{Error, IoBackend, Log, LogOptions, SyncMode};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -41,7 +42,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Harness {
-    disk: SimDisk,
+    /// The simulated disk, or None on a real backend (then crashes are process exits and no
+    /// disk faults are injected).
+    disk: Option<SimDisk>,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     opts: LogOptions,
     log: Option<Log>,
     /// Model: the payload at each offset, as the live process sees the log.
@@ -149,27 +154,25 @@ impl Harness {
             }
             Op::Reopen => self.reopen(false),
             Op::Crash => self.reopen(true),
-            Op::FailNextSync => self.disk.set_faults(SimFaults {
-                fail_syncs: 1,
-                ..Default::default()
-            }),
+            Op::FailNextSync => {
+                if let Some(disk) = &self.disk {
+                    disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() });
+                }
+            }
             Op::FullDisk(headroom) => {
-                let capacity = self.disk.used_bytes() + u64::from(headroom % 8192);
-                self.disk.set_faults(SimFaults {
-                    capacity_bytes: Some(capacity),
-                    ..Default::default()
-                });
-                self.full_disk = true;
+                if let Some(disk) = &self.disk {
+                    let capacity = disk.used_bytes() + u64::from(headroom % 8192);
+                    let faults = SimFaults { capacity_bytes: Some(capacity), ..Default::default() };
+                    disk.set_faults(faults);
+                    self.full_disk = true;
+                }
                 return;
             }
             _ => {}
         }
-        if self.full_disk {
+        if let Some(disk) = self.disk.as_ref().filter(|_| self.full_disk) {
+            disk.set_faults(SimFaults { fail_syncs: disk.faults().fail_syncs, ..Default::default() });
             self.full_disk = false;
-            self.disk.set_faults(SimFaults {
-                fail_syncs: self.disk.faults().fail_syncs,
-                ..Default::default()
-            });
         }
     }
 
@@ -204,12 +207,15 @@ impl Harness {
 
     fn reopen(&mut self, crash: bool) {
         drop(self.log.take());
-        if crash {
-            self.disk.crash();
+        // On a real backend a "crash" is a process exit: the page cache keeps what was written.
+        if let Some(disk) = &self.disk {
+            if crash {
+                disk.crash();
+            }
+            disk.set_faults(SimFaults::default());
         }
-        self.disk.set_faults(SimFaults::default());
         self.full_disk = false;
-        let log = Log::open("/log", self.opts.clone()).expect("recovery succeeds after crashes");
+        let log = Log::open(&self.dir, self.opts.clone()).expect("recovery succeeds after crashes");
         let end = log.end_offset();
         assert!(
             end >= self.acked,
@@ -252,25 +258,33 @@ impl Harness {
     }
 }
 
-fn run(seed: u64, manual: bool, ops: Vec<Op>) {
-    let disk = SimDisk::new(seed);
+fn run(seed: u64, manual: bool, ops: Vec<Op>, real: Option<IoBackend>) {
+    let (disk, dir, tmp, io) = match real {
+        None => {
+            let disk = SimDisk::new(seed);
+            let io = disk.io().into();
+            (Some(disk), PathBuf::from("/log"), None, io)
+        }
+        Some(backend) => {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            (None, tmp.path().join("log"), Some(tmp), backend)
+        }
+    };
     let opts = LogOptions {
-        io: disk.io().into(),
+        io,
         segment_size_bytes: 16 << 10,
         max_record_bytes: 2048,
         index_interval_bytes: 512,
-        sync: if manual {
-            SyncMode::Manual
-        } else {
-            SyncMode::Always
-        },
+        sync: if manual { SyncMode::Manual } else { SyncMode::Always },
         superblock_interval_ms: if seed % 2 == 0 { 1 } else { 1_000_000 },
-        preallocate: false,
+        preallocate: disk.is_none() && seed % 3 == 0,
         ..Default::default()
     };
-    let log = Log::open("/log", opts.clone()).expect("create");
+    let log = Log::open(&dir, opts.clone()).expect("create");
     let mut h = Harness {
         disk,
+        dir,
+        _tmp: tmp,
         opts,
         log: Some(log),
         records: Vec::new(),
@@ -292,6 +306,18 @@ proptest! {
 
     #[test]
     fn log_matches_model_across_crashes(seed in any::<u64>(), manual in any::<bool>(), ops in prop::collection::vec(op(), 1..100)) {
-        run(seed, manual, ops);
+        run(seed, manual, ops, None);
+    }
+}
+
+proptest! {
+    // Real fsyncs are slow; fewer cases.
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The same model on the real kernel, through io_uring and through POSIX.
+    #[test]
+    fn log_matches_model_on_real_backends(seed in any::<u64>(), manual in any::<bool>(), uring in any::<bool>(), ops in prop::collection::vec(op(), 1..60)) {
+        let backend = if uring { IoBackend::IoUring } else { IoBackend::Posix };
+        run(seed, manual, ops, Some(backend));
     }
 }
