@@ -35,7 +35,7 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use sitelog::{Log, LogOptions, SyncMode};
+use sitelog::{IoBackend, Log, LogOptions, SyncMode};
 
 const ENV_DIR: &str = "SITELOG_KILL9_CHILD_DIR";
 const ENV_SEED: &str = "SITELOG_KILL9_CHILD_SEED";
@@ -90,6 +90,12 @@ impl Mode {
             sync: match self {
                 Mode::Always => SyncMode::Always,
                 Mode::Manual => SyncMode::Manual,
+            },
+            // Both backends on the real kernel: io_uring (where the kernel allows it) for the
+            // durable-append loop, POSIX for the manual-sync loop.
+            io: match self {
+                Mode::Always => IoBackend::Auto,
+                Mode::Manual => IoBackend::Posix,
             },
             ..LogOptions::default()
         }
