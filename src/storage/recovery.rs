@@ -8,7 +8,14 @@
 //! |---------------------------------------------------------------|--------------------------|
 //! | `o < durable_end` of the superblock                           | `Error::Corruption`      |
 //! | a later valid frame says `durable_end > o` when it was written| `Error::Corruption`      |
-//! | otherwise (never proven durable, so never acknowledged)       | torn tail: truncate here |
+//! | otherwise: nothing proves the record was ever fsynced          | torn tail: truncate here |
+//!
+//! "Nothing proves it" is not quite "never acknowledged": the watermark is persisted off the
+//! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and
+//! close) and each record proves only its predecessors. A record acknowledged after the last
+//! watermark write, with no later record, that the medium then damages before a crash, is cut
+//! like a torn write. Bit rot of freshly fsynced sectors at exactly that moment is the residual
+//! risk; replication re-fetches such a record from the majority that acknowledged it.
 //!
 //! Everything else that is wrong (a sealed segment with a bad footer, index or header, a gap
 //! between segments, a missing superblock beside existing segments, fewer records than the
