@@ -35,7 +35,11 @@ impl Env {
         let mut envs = vec![sim, real];
         if let Ok(io) = UringIo::new_ref() {
             let tmp = tempfile::tempdir().unwrap();
-            envs.push(Env { io, dir: tmp.path().join("log"), _tmp: Some(tmp) });
+            envs.push(Env {
+                io,
+                dir: tmp.path().join("log"),
+                _tmp: Some(tmp),
+            });
         }
         envs
     }
@@ -96,13 +100,15 @@ fn payload(offset: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Writes RECORDS durable records and closes the log cleanly.
+/// Writes RECORDS durable records, persists the watermark and drops the log: sealed segments
+/// plus an unsealed tail below the watermark (`close` would seal the tail too).
 fn build(env: &Env) {
     let log = env.open().unwrap();
     for offset in 0..RECORDS {
         assert_eq!(log.append(&payload(offset)).unwrap(), offset);
     }
-    log.close().unwrap();
+    log.flush().unwrap();
+    drop(log);
     assert!(
         env.segments().len() >= 4,
         "several sealed segments and a tail"

@@ -58,6 +58,8 @@ const MAX_BATCHES_PER_SYNC: u64 = 4;
 const CHILD_MAX_RUNTIME: Duration = Duration::from_secs(60);
 /// How long the parent waits for the child to open the log.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// A whole kill loop normally takes under 10 s; past this the log is taken to be deadlocked.
+const WATCHDOG: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -845,6 +847,31 @@ fn seed() -> u64 {
     }
 }
 
+/// Runs `f` on a thread of its own and fails the test if it has not finished within
+/// [`WATCHDOG`]: a deadlock in the log (the parent's open, iteration or close) must fail the
+/// test, not hang `cargo test`. A stuck thread dies with the test process.
+fn with_watchdog(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done) = mpsc::channel::<()>();
+    let worker = thread::Builder::new()
+        .name("kill9 loop".into())
+        .spawn(move || {
+            f();
+            let _ = done_tx.send(());
+        })
+        .expect("spawn the kill9 loop");
+    match done.recv_timeout(WATCHDOG) {
+        // Finished, or panicked (the sender was dropped): join to pass the panic on.
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no result after {WATCHDOG:?}: the log (or a child) appears to be deadlocked")
+        }
+    }
+}
+
 fn kill9_rounds(mode: Mode, rounds: u32, delay_ms: Range<u64>) {
     let seed = seed();
     eprintln!(
@@ -901,12 +928,12 @@ fn kill9_rounds(mode: Mode, rounds: u32, delay_ms: Range<u64>) {
 /// records, 256 KiB segments; 20 kills.
 #[test]
 fn kill9_loop_preserves_every_acknowledged_record() {
-    kill9_rounds(Mode::Always, 20, 20..300);
+    with_watchdog(|| kill9_rounds(Mode::Always, 20, 20..300));
 }
 
 /// `SyncMode::Manual`, heavy batching (4-64 records of 1 B..4 KiB per batch), explicit
 /// `sync()` before acknowledging; 12 kills.
 #[test]
 fn kill9_manual_sync_batches_preserve_synced_records() {
-    kill9_rounds(Mode::Manual, 12, 20..200);
+    with_watchdog(|| kill9_rounds(Mode::Manual, 12, 20..200));
 }

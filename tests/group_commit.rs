@@ -33,7 +33,10 @@ fn durable_contains(disk: &SimDisk, needle: &[u8]) -> bool {
 #[test]
 fn no_waiter_is_released_before_its_record_is_durable() {
     let disk = SimDisk::new(1);
-    disk.set_faults(SimFaults { sync_delay_ms: 3, ..Default::default() });
+    disk.set_faults(SimFaults {
+        sync_delay_ms: 3,
+        ..Default::default()
+    });
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     let before = disk.sync_count();
     let threads: Vec<_> = (0..16)
@@ -43,7 +46,10 @@ fn no_waiter_is_released_before_its_record_is_durable() {
                 for i in 0..25 {
                     let p = payload(t, i);
                     let offset = log.append(&p).unwrap();
-                    assert!(durable_contains(&disk, &p), "offset {offset} acknowledged before durable");
+                    assert!(
+                        durable_contains(&disk, &p),
+                        "offset {offset} acknowledged before durable"
+                    );
                 }
             })
         })
@@ -52,18 +58,28 @@ fn no_waiter_is_released_before_its_record_is_durable() {
         t.join().unwrap();
     }
     let syncs = disk.sync_count() - before;
-    assert!(syncs < 16 * 25 / 2, "slow fsyncs are shared by many appenders ({syncs} fsyncs)");
+    assert!(
+        syncs < 16 * 25 / 2,
+        "slow fsyncs are shared by many appenders ({syncs} fsyncs)"
+    );
 }
 
 #[test]
 fn a_failed_fsync_releases_no_waiter_as_durable() {
     let disk = SimDisk::new(2);
-    disk.set_faults(SimFaults { sync_delay_ms: 2, ..Default::default() });
+    disk.set_faults(SimFaults {
+        sync_delay_ms: 2,
+        ..Default::default()
+    });
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     for i in 0..10 {
         log.append(&payload(99, i)).unwrap();
     }
-    disk.set_faults(SimFaults { sync_delay_ms: 2, fail_syncs: 1, ..Default::default() });
+    disk.set_faults(SimFaults {
+        sync_delay_ms: 2,
+        fail_syncs: 1,
+        ..Default::default()
+    });
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let (log, disk) = (log.clone(), disk.clone());
@@ -84,21 +100,29 @@ fn a_failed_fsync_releases_no_waiter_as_durable() {
             })
         })
         .collect();
-    let failed: usize = threads.into_iter().map(|t| usize::from(t.join().unwrap())).sum();
+    let failed: usize = threads
+        .into_iter()
+        .map(|t| usize::from(t.join().unwrap()))
+        .sum();
     assert_eq!(failed, 8, "every writer saw the poison");
     assert!(log.poisoned().is_some());
 }
 
 #[test]
 fn async_appends_from_tokio_tasks() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), LogOptions::default()).unwrap());
     let ranges = rt.block_on(async {
         let tasks: Vec<_> = (0..64)
             .map(|t| {
                 let log = log.clone();
-                tokio::spawn(async move { log.append_batch_async(&[payload(t, 0), payload(t, 1)]).await })
+                tokio::spawn(async move {
+                    log.append_batch_async(&[payload(t, 0), payload(t, 1)])
+                        .await
+                })
             })
             .collect();
         let mut ranges = Vec::new();
@@ -116,9 +140,18 @@ fn async_appends_from_tokio_tasks() {
 
 #[test]
 fn durable_future_asks_for_a_sync_in_manual_mode() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let disk = SimDisk::new(3);
-    let log = Log::open("/l", LogOptions { sync: SyncMode::Manual, ..sim_opts(&disk) }).unwrap();
+    let log = Log::open(
+        "/l",
+        LogOptions {
+            sync: SyncMode::Manual,
+            ..sim_opts(&disk)
+        },
+    )
+    .unwrap();
     let range = log.append_nowait(&[payload(1, 1)]).unwrap();
     rt.block_on(log.durable(range.end)).unwrap();
     assert!(durable_contains(&disk, &payload(1, 1)));
@@ -129,7 +162,11 @@ fn durable_future_asks_for_a_sync_in_manual_mode() {
 fn backends_agree() {
     for backend in [IoBackend::IoUring, IoBackend::Posix] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions { io: backend.clone(), segment_size_bytes: 64 << 10, ..Default::default() };
+        let opts = LogOptions {
+            io: backend.clone(),
+            segment_size_bytes: 64 << 10,
+            ..Default::default()
+        };
         let log = match Log::open(dir.path(), opts.clone()) {
             Ok(log) => log,
             Err(e) => {
@@ -140,7 +177,12 @@ fn backends_agree() {
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let log = log.clone();
-                std::thread::spawn(move || (0..200).map(|i| log.append(&payload(t, i)).unwrap()).count())
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        log.append(&payload(t, i)).unwrap();
+                    }
+                    200
+                })
             })
             .collect();
         let n: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
@@ -163,19 +205,30 @@ fn falls_back_to_posix_when_io_uring_is_refused() {
         assert_eq!(log.backend_name(), "posix");
         log.append(b"works").unwrap();
         drop(log);
-        let forced = LogOptions { io: IoBackend::IoUring, ..Default::default() };
+        let forced = LogOptions {
+            io: IoBackend::IoUring,
+            ..Default::default()
+        };
         assert!(Log::open(dir.path(), forced).is_err());
         println!("FALLBACK-OK");
         return;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "falls_back_to_posix_when_io_uring_is_refused", "--nocapture"])
+        .args([
+            "--exact",
+            "falls_back_to_posix_when_io_uring_is_refused",
+            "--nocapture",
+        ])
         .env("SITELOG_FALLBACK_CHILD", "1")
         .env("SITELOG_IO_URING", "off")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("FALLBACK-OK"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("FALLBACK-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And by default, on this kernel, io_uring is what a log uses.
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();

@@ -156,13 +156,19 @@ impl Harness {
             Op::Crash => self.reopen(true),
             Op::FailNextSync => {
                 if let Some(disk) = &self.disk {
-                    disk.set_faults(SimFaults { fail_syncs: 1, ..Default::default() });
+                    disk.set_faults(SimFaults {
+                        fail_syncs: 1,
+                        ..Default::default()
+                    });
                 }
             }
             Op::FullDisk(headroom) => {
                 if let Some(disk) = &self.disk {
                     let capacity = disk.used_bytes() + u64::from(headroom % 8192);
-                    let faults = SimFaults { capacity_bytes: Some(capacity), ..Default::default() };
+                    let faults = SimFaults {
+                        capacity_bytes: Some(capacity),
+                        ..Default::default()
+                    };
                     disk.set_faults(faults);
                     self.full_disk = true;
                 }
@@ -171,7 +177,10 @@ impl Harness {
             _ => {}
         }
         if let Some(disk) = self.disk.as_ref().filter(|_| self.full_disk) {
-            disk.set_faults(SimFaults { fail_syncs: disk.faults().fail_syncs, ..Default::default() });
+            disk.set_faults(SimFaults {
+                fail_syncs: disk.faults().fail_syncs,
+                ..Default::default()
+            });
             self.full_disk = false;
         }
     }
@@ -275,7 +284,11 @@ fn run(seed: u64, manual: bool, ops: Vec<Op>, real: Option<IoBackend>) {
         segment_size_bytes: 16 << 10,
         max_record_bytes: 2048,
         index_interval_bytes: 512,
-        sync: if manual { SyncMode::Manual } else { SyncMode::Always },
+        sync: if manual {
+            SyncMode::Manual
+        } else {
+            SyncMode::Always
+        },
         superblock_interval_ms: if seed % 2 == 0 { 1 } else { 1_000_000 },
         preallocate: disk.is_none() && seed % 3 == 0,
         ..Default::default()

@@ -7,24 +7,39 @@
 //!    an append fails: the error must be `Error::NoSpace`, the log must not be poisoned, and
 //!    every acknowledged record must read back byte-identical; further appends while full must
 //!    fail with `NoSpace` again (or succeed), never poison;
-//! 3. closes and reopens the log while the disk is still full: same start and end, same bytes;
+//! 3. flushes, closes and reopens the log while the disk is still full: same start and end, same
+//!    bytes;
 //! 4. frees space with `purge_before` and fills the disk again (appends work again);
 //! 5. grows the tmpfs with `mount -o remount,size=16m`, appends several MiB, closes, reopens and
 //!    checks that everything acknowledged and not purged is intact.
 //!
-//! The tmpfs is unmounted by a guard, also when an assertion fails.
+//! Scenarios cover single appends, batches, `SyncMode::Manual` with explicit syncs, a disk that
+//! fills inside the first segment, and both backends (io_uring where the kernel allows it, and
+//! POSIX). The tmpfs is unmounted by a guard, also when an assertion fails; a watchdog turns a
+//! deadlock into a failure.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use sitelog::{Error, Log, LogOptions, SyncMode};
+use sitelog::{Error, IoBackend, Log, LogOptions, SyncMode};
 
 const SEGMENT_BYTES: u64 = 1 << 20;
 const MAX_RECORD_BYTES: u32 = 64 << 10;
 /// Safety stop: a 4 MiB tmpfs must be full long before this much has been appended.
 const MAX_FILL_BYTES: u64 = 64 << 20;
+/// All scenarios normally take a few seconds; past this the log is taken to be deadlocked.
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// File systems this process mounted and has not unmounted yet (for the watchdog).
+static MOUNTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn mounted() -> MutexGuard<'static, Vec<PathBuf>> {
+    MOUNTED.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// SplitMix64: a tiny seedable generator.
 struct Rng(u64);
@@ -95,6 +110,7 @@ impl Tmpfs {
             "mount",
             &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", p],
         )?;
+        mounted().push(path.clone());
         Ok(Tmpfs { path, _dir: dir })
     }
 
@@ -112,6 +128,7 @@ impl Drop for Tmpfs {
             eprintln!("{e}; unmounting lazily");
             let _ = run("umount", &["-l", &p]);
         }
+        mounted().retain(|m| m != &self.path);
     }
 }
 
@@ -132,6 +149,8 @@ struct Scenario {
     /// Whether to free space with `purge_before` (needs sealed segments on the disk).
     purge: bool,
     superblock_interval_ms: u64,
+    /// `true`: the POSIX backend; `false`: the default (io_uring where the kernel allows it).
+    posix: bool,
 }
 
 /// The log under test plus what the test knows about it.
@@ -156,7 +175,11 @@ impl Harness<'_> {
     }
 
     fn ctx(&self) -> String {
-        format!("scenario {} (seed {})", self.sc.name, self.sc.seed)
+        let backend = self.log.as_ref().map_or("?", |l| l.backend_name());
+        format!(
+            "scenario {} ({backend}, seed {})",
+            self.sc.name, self.sc.seed
+        )
     }
 
     fn options(&self) -> LogOptions {
@@ -165,6 +188,11 @@ impl Harness<'_> {
             max_record_bytes: MAX_RECORD_BYTES,
             sync: self.sc.sync,
             superblock_interval_ms: self.sc.superblock_interval_ms,
+            io: if self.sc.posix {
+                IoBackend::Posix
+            } else {
+                IoBackend::Auto
+            },
             ..LogOptions::default()
         }
     }
@@ -315,8 +343,12 @@ impl Harness<'_> {
         let ctx = self.ctx();
         let log = self.log.take().expect("log open");
         let (start, end) = (log.start_offset(), log.end_offset());
-        log.close()
-            .unwrap_or_else(|e| panic!("{ctx}: {when}: close: {e}"));
+        log.flush()
+            .unwrap_or_else(|e| panic!("{ctx}: {when}: flush: {e}"));
+        // Everything is durable now: closing has nothing left that needs space.
+        log.close().unwrap_or_else(|e| {
+            panic!("{ctx}: {when}: close failed after a successful flush: {e}")
+        });
         self.acked_end = end;
         self.open();
         let log = self.log();
@@ -376,8 +408,8 @@ fn scenario(sc: &Scenario) -> Result<(), String> {
         appends_since_sync: 0,
         cut: HashMap::new(),
     };
-    let ctx = h.ctx();
     h.open();
+    let ctx = h.ctx();
 
     // 1. Fill the disk.
     let e = h.fill();
@@ -455,6 +487,34 @@ fn full_tmpfs_returns_no_space_and_recovers() {
         eprintln!("skipped: {reason}");
         return;
     }
+    // A deadlock in the log must fail the test, not hang `cargo test`: the scenarios run on a
+    // thread of their own, and on timeout the tmpfs is detached (`umount -l`; the stuck
+    // thread's files keep it alive until the test process exits).
+    let (done_tx, done) = mpsc::channel::<()>();
+    let worker = std::thread::Builder::new()
+        .name("full tmpfs scenarios".into())
+        .spawn(move || {
+            run_scenarios();
+            let _ = done_tx.send(());
+        })
+        .expect("spawn the scenarios");
+    match done.recv_timeout(WATCHDOG) {
+        // Finished, or panicked (the sender was dropped): join to pass the panic on.
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            for path in mounted().drain(..) {
+                let _ = run("umount", &["-l", &path.to_string_lossy()]);
+            }
+            panic!("no result after {WATCHDOG:?}: the log appears to be deadlocked");
+        }
+    }
+}
+
+fn run_scenarios() {
     let scenarios = [
         Scenario {
             name: "always-single",
@@ -464,6 +524,7 @@ fn full_tmpfs_returns_no_space_and_recovers() {
             tmpfs_size: "4m",
             purge: true,
             superblock_interval_ms: 200,
+            posix: false,
         },
         Scenario {
             name: "always-batches",
@@ -473,6 +534,7 @@ fn full_tmpfs_returns_no_space_and_recovers() {
             tmpfs_size: "4m",
             purge: true,
             superblock_interval_ms: 200,
+            posix: false,
         },
         Scenario {
             name: "manual-batches",
@@ -482,6 +544,7 @@ fn full_tmpfs_returns_no_space_and_recovers() {
             tmpfs_size: "4m",
             purge: true,
             superblock_interval_ms: 200,
+            posix: false,
         },
         // The disk fills inside the first segment, before the superblock was ever rewritten.
         Scenario {
@@ -492,6 +555,28 @@ fn full_tmpfs_returns_no_space_and_recovers() {
             tmpfs_size: "512k",
             purge: false,
             superblock_interval_ms: 60_000,
+            posix: false,
+        },
+        // The same full disks through pwrite/fdatasync.
+        Scenario {
+            name: "posix-always-batches",
+            seed: 0x5EED_0005,
+            sync: SyncMode::Always,
+            max_batch: 16,
+            tmpfs_size: "4m",
+            purge: true,
+            superblock_interval_ms: 200,
+            posix: true,
+        },
+        Scenario {
+            name: "posix-manual-batches",
+            seed: 0x5EED_0006,
+            sync: SyncMode::Manual,
+            max_batch: 32,
+            tmpfs_size: "4m",
+            purge: true,
+            superblock_interval_ms: 200,
+            posix: true,
         },
     ];
     for sc in &scenarios {

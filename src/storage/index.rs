@@ -77,7 +77,10 @@ impl SparseIndex {
     /// True when every entry points at an 8-aligned frame position in `[first_pos, data_end)`
     /// and at an offset below `record_count`, starting with the segment's first frame.
     pub fn fits(&self, first_pos: u32, data_end: u64, record_count: u64) -> bool {
-        let first_ok = self.entries.first().is_none_or(|e| e.relative_offset == 0 && e.file_pos == first_pos);
+        let first_ok = self
+            .entries
+            .first()
+            .is_none_or(|e| e.relative_offset == 0 && e.file_pos == first_pos);
         first_ok
             && self.entries.iter().all(|e| {
                 u64::from(e.file_pos) < data_end

@@ -355,9 +355,26 @@ impl Log {
         background::persist_watermark(&self.shared.superblock, &self.shared.gc, true, interval)
     }
 
-    /// Flushes and closes this handle (the directory unlocks when the last clone drops).
+    /// Flushes, seals the active segment if it holds records, and closes this handle (the
+    /// directory unlocks when the last clone drops). Sealing makes the next open read only
+    /// footers and indexes, scanning nothing; the next append starts a new segment.
     pub fn close(self) -> Result<()> {
-        self.flush()
+        self.flush()?;
+        let mut w = lock(&self.shared.writer);
+        let has_records = w
+            .active
+            .as_ref()
+            .is_some_and(|a| a.seg.end_offset() > a.seg.base_offset);
+        if has_records {
+            self.quiesce(&mut w)?;
+            match self.seal_locked(&mut w) {
+                // Everything is durable already; sealing only spares the next open a scan.
+                // On a full disk the segment stays unsealed (the partial footer was cut off).
+                Ok(()) | Err(Error::NoSpace { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Reads the record at `offset`.

@@ -61,7 +61,17 @@ fn append_read_reopen_across_segments_on_real_fs() {
     assert_eq!(all[302].payload.as_ref(), b"ccc");
     let report = log.verify().unwrap();
     assert_eq!(report.records, 303);
-    assert_eq!(report.sealed_segments, log.segment_count() - 1);
+    assert_eq!(
+        report.sealed_segments,
+        log.segment_count(),
+        "close sealed the tail too"
+    );
+    assert_eq!(
+        log.recovery_report().tail_records_scanned,
+        0,
+        "nothing to scan after a close"
+    );
+    assert_eq!(log.append(b"after reopen").unwrap(), 303);
 }
 
 #[test]

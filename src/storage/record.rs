@@ -105,7 +105,9 @@ impl FrameHeader {
         let lag = u64::from(self.durable_lag);
         // A lag of 0 means unknown; a lag beyond offset + 1 is malformed, and offsets are
         // bounded by MAX_OFFSET, so offset + 1 cannot overflow.
-        (lag != 0).then(|| (self.offset + 1).checked_sub(lag)).flatten()
+        (lag != 0)
+            .then(|| (self.offset + 1).checked_sub(lag))
+            .flatten()
     }
 }
 

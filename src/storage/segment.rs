@@ -173,7 +173,10 @@ impl Footer {
             file_crc: u32_at(b, 60),
         };
         let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
-        let total = f.data_end.checked_add(index_bytes)?.checked_add(FOOTER_BYTES as u64)?;
+        let total = f
+            .data_end
+            .checked_add(index_bytes)?
+            .checked_add(FOOTER_BYTES as u64)?;
         // Every frame takes at least a header: a footer cannot claim more records than that.
         let max_records = (f.data_end.checked_sub(HEADER_REGION_BYTES)?) / HEADER_SIZE_BYTES as u64;
         let geometry_ok = total == file_len

@@ -87,7 +87,11 @@ impl Superblock {
         if b[8..12] != VERSION.to_le_bytes() {
             return None;
         }
-        if b[12..16].iter().chain(&b[64..ENCODED_BYTES - 4]).any(|&x| x != 0) {
+        if b[12..16]
+            .iter()
+            .chain(&b[64..ENCODED_BYTES - 4])
+            .any(|&x| x != 0)
+        {
             return None;
         }
         Some(Superblock {

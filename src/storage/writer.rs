@@ -58,7 +58,10 @@ impl Log {
         }
         let first = w.next_offset;
         if first + recs.len() as u64 > record::MAX_OFFSET {
-            return Err(Error::InvalidArgument(format!("offsets above {} are not supported", record::MAX_OFFSET)));
+            return Err(Error::InvalidArgument(format!(
+                "offsets above {} are not supported",
+                record::MAX_OFFSET
+            )));
         }
         let hint = self.durable_end();
         let seg_size = self.shared.opts.segment_size_bytes;
