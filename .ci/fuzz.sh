@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds every cargo-fuzz target in fuzz/ and runs each for a bounded time, starting from the
 # inputs kept in tests/fuzz_regressions/<target>/. Exits non-zero if any target crashes, leaks,
-# times out on an input or exceeds the memory limit; the failing input is printed (base64) so
-# it can be recovered from the CI log into tests/fuzz_regressions/<target>/.
+# times out on an input, exceeds the memory limit or makes a single allocation above 256 MiB
+# (every length the library allocates from must be bounded); the failing input is printed
+# (base64) so it can be recovered from the CI log into tests/fuzz_regressions/<target>/.
 #
 #   FUZZ_SECONDS   seconds per target (default 20)
 #   FUZZ_TARGETS   space-separated subset of targets (default: all)
@@ -30,7 +31,8 @@ for t in $targets; do
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     echo "== fuzz $t for ${seconds}s"
     if cargo fuzz run "$t" "fuzz/corpus/$t" "tests/fuzz_regressions/$t" -- \
-        -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=30 \
+        -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+        -timeout=30 \
         >"$logs/$t.log" 2>&1; then
         grep -E '^Done [0-9]+ runs' "$logs/$t.log" || tail -n 3 "$logs/$t.log"
     else

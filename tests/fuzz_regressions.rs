@@ -1,11 +1,8 @@
 //! Replays every input under `tests/fuzz_regressions/<target>/` through the same checks the
 //! cargo-fuzz targets in `fuzz/` run (the check code lives in `fuzz/checks/` and is compiled
-//! into both). Crashes found by the fuzzers are added there as `<short-name>.bin`; the seeds
-//! make sure the checks run even when there are none.
-//!
-//! The checks step around known library bugs (listed in `fuzz/README.md`) so that CI stays
-//! green while they are open; the ignored `*_strict` tests replay the same inputs without
-//! that, and fail until the bugs are fixed: `cargo test --test fuzz_regressions -- --ignored`.
+//! into both). Crashes found by the fuzzers are added there as `crash-<short-name>.bin`; the
+//! seeds make sure the checks run even when there are none. Inputs that once exposed library
+//! bugs (since fixed, see `fuzz/README.md`) stay as regressions and run with the full checks.
 
 use std::path::{Path, PathBuf};
 
@@ -56,24 +53,6 @@ fn superblock_decode_regressions() {
     replay("superblock_decode", superblock_decode::check);
 }
 
-#[test]
-#[ignore = "known library bugs (fuzz/README.md); fails until they are fixed"]
-fn record_decode_strict() {
-    replay("record_decode", record_decode::check_strict);
-}
-
-#[test]
-#[ignore = "known library bugs (fuzz/README.md); fails until they are fixed"]
-fn recovery_scan_strict() {
-    replay("recovery_scan", recovery_scan::check_strict);
-}
-
-#[test]
-#[ignore = "known library bugs (fuzz/README.md); fails until they are fixed"]
-fn superblock_decode_strict() {
-    replay("superblock_decode", superblock_decode::check_strict);
-}
-
 /// Rewrites the hand-made seed inputs (file names not starting with `crash-`) from the
 /// current encoders, for when the on-disk format changes:
 /// `cargo test --test fuzz_regressions -- --ignored write_seeds`.
@@ -84,8 +63,9 @@ fn write_seeds() {
 }
 
 mod seeds {
+    use sitelog::storage::checksum::checksum;
     use sitelog::storage::index::SparseIndex;
-    use sitelog::storage::record::{self, EntryKind, RecordRef};
+    use sitelog::storage::record::{self, EntryKind, RecordRef, MAX_OFFSET};
     use sitelog::storage::segment::{self, Footer};
     use sitelog::storage::superblock::Superblock;
     use std::path::Path;
@@ -109,9 +89,13 @@ mod seeds {
     }
 
     fn frame(durable_end: u64) -> Vec<u8> {
+        frame_at(7, durable_end)
+    }
+
+    fn frame_at(offset: u64, durable_end: u64) -> Vec<u8> {
         let mut f = Vec::new();
         let rec = RecordRef {
-            offset: 7,
+            offset,
             term: 3,
             timestamp_us: 99,
             kind: EntryKind::Membership,
@@ -168,18 +152,27 @@ mod seeds {
         let mut v = record_params(0b1110_0000, u64::MAX, u64::MAX, u32::MAX, 1 << 40);
         v.extend_from_slice(&[0xff; 100]);
         put(root, t, "encode_extremes", &v);
-        // Known deviation: padding bytes outside the checksum are not checked to be zero.
+        // Fixed: padding bytes outside the checksum were not checked to be zero (now
+        // BadHeader).
         let mut f = frame(5);
         let last = f.len() - 1;
         f[last] = 4;
         put(root, t, "nonzero_padding_accepted", &with(0b011, 0, &f));
-        // Known bug: encode overflows computing the lag of offset u64::MAX, durable end 0.
+        // Fixed: encode overflowed computing the lag of offset u64::MAX, durable end 0.
         put(
             root,
             t,
             "encode_lag_overflow",
             &record_params(0, 1, u64::MAX, 0, 0),
         );
+        // The largest valid offset round-trips, with a durable hint; one above it is encoded
+        // without panicking and rejected (BadHeader), also when found in the decode direction.
+        let mut v = record_params(0b011, 42, MAX_OFFSET, 0, 3);
+        v.extend_from_slice(&frame_at(MAX_OFFSET, MAX_OFFSET - 3));
+        put(root, t, "offset_max_round_trip", &v);
+        let mut v = record_params(0b011, 42, MAX_OFFSET + 1, 0, 0);
+        v.extend_from_slice(&frame_at(MAX_OFFSET + 1, MAX_OFFSET));
+        put(root, t, "offset_above_max_rejected", &v);
 
         // superblock_decode. Modes: bit 0 log id from the body, bit 1 base from the body,
         // bit 2 file length consistent with the footer.
@@ -218,7 +211,7 @@ mod seeds {
         v.extend_from_slice(&ix.encode());
         put(root, t, "valid_index", &v);
         put(root, t, "all_zero", &[0u8; 200]);
-        // Known bug: a checksum-valid footer whose data_end + index + 64 wraps around.
+        // Fixed: a checksum-valid footer whose data_end + index + 64 wraps around overflowed.
         let wrapping = Footer {
             data_end: u64::MAX - 8,
             index_entries: 0,
@@ -227,6 +220,58 @@ mod seeds {
         let mut v = fixed_params(0b111, 0, 0, 0, 4096);
         v.extend_from_slice(&wrapping.encode(7, 0));
         put(root, t, "footer_geometry_overflow", &v);
+        // Checksum-valid footers that break one geometry rule each (file length consistent).
+        let broken = [
+            (
+                "footer_data_end_unaligned",
+                Footer {
+                    data_end: 8196,
+                    ..footer
+                },
+            ),
+            (
+                "footer_too_many_records",
+                Footer {
+                    end_offset: 100 + 86,
+                    ..footer
+                },
+            ),
+            (
+                "footer_index_above_records",
+                Footer {
+                    end_offset: 101,
+                    ..footer
+                },
+            ),
+            (
+                "footer_end_offset_above_max",
+                Footer {
+                    base_offset: MAX_OFFSET - 5,
+                    end_offset: MAX_OFFSET + 1,
+                    ..footer
+                },
+            ),
+        ];
+        for (name, f) in broken {
+            let mut v = fixed_params(0b111, 0, 0, 0, 4096);
+            v.extend_from_slice(&f.encode(7, 0));
+            put(root, t, name, &v);
+        }
+        // Reserved bytes set, checksums redone: rejected.
+        let mut enc = sb.encode();
+        enc[70] = 1;
+        let crc = checksum(&enc[..124]);
+        enc[124..128].copy_from_slice(&crc.to_le_bytes());
+        let mut v = fixed_params(0, 0, 0, 0, 0);
+        v.extend_from_slice(&enc[..128]);
+        put(root, t, "superblock_reserved_nonzero", &v);
+        let mut enc = segment::encode_header(7, 100, 5);
+        enc[50] = 1;
+        let crc = checksum(&enc[..60]);
+        enc[60..64].copy_from_slice(&crc.to_le_bytes());
+        let mut v = fixed_params(0b011, 0, 0, 0, 0);
+        v.extend_from_slice(&enc[..64]);
+        put(root, t, "segment_header_reserved_nonzero", &v);
 
         // recovery_scan. Flags: 1 sync mid, 2 close, 4 crash, 8 eager watermark, 16 dense
         // index, 32 reopen, 64 long records. Mutation op: bits 0-1 file (0/1 tail, 2 first,
@@ -272,7 +317,7 @@ mod seeds {
         let mut v = scan_head(32 | 16, 6, 0, 0, 1);
         v.extend_from_slice(&[12 << 2, 0, 0, 2, 2, 1, 0, 0]);
         put(root, t, "forged_footer_on_tail", &v);
-        // Known bug, reached from Log::open: after a bad frame, the search for a later proof
+        // Fixed bug, reached from Log::open: after a bad frame, the search for a later proof
         // of durability finds a valid frame of offset u64::MAX and `durable_end_hint`
         // overflows. Three 56-byte frames end the tail at 4264; 8 bytes of garbage, then the
         // forged frame at 4272.
@@ -293,28 +338,69 @@ mod seeds {
         ]);
         v.extend_from_slice(&[9 << 2, 0xb0, 0x10, 0, 255, 0, 1, 0]);
         put(root, t, "open_proof_frame_offset_max", &v);
-        // Known bug, reached from Log::open: a checksum-valid footer whose geometry only adds
+        // Fixed bug, reached from Log::open: a checksum-valid footer whose geometry only adds
         // up by wrapping around (Footer::decode overflows).
         let mut v = scan_head(0, 3, 0, 0, 1);
         v.extend_from_slice(&[12 << 2, 0, 0, 0, 2 << 3, 0]);
         put(root, t, "open_footer_geometry_overflow", &v);
-        // Known bug, reached from Log::open: a tail file cut to 1000 bytes keeps a valid
-        // header, and scan_tail slices map[..4096].
+        // Fixed bug, reached from Log::open: a tail file cut to 1000 bytes keeps a valid
+        // header, and scan_tail sliced map[..4096]. Now removed like a never-used file (the
+        // log was not synced, nothing was durable).
         let mut v = scan_head(0, 3, 0, 0, 1);
         v.extend_from_slice(&[3 << 2, 0xe8, 0x03, 0]);
         put(root, t, "open_short_tail_file", &v);
-        // Known bug, reached from Log::read: a checksum-valid index and footer end the tail
-        // of an unsynced log (so it loads as sealed) with data_end 4264 and an entry (1, 4944) past it;
-        // Segment::frame_at slices map[4944..4264].
+        // Fixed bug, reached from Log::read: a checksum-valid index and footer end the tail
+        // of an unsynced log (so it loads as sealed) with data_end 4264 and an entry (1, 4944)
+        // past it; Segment::frame_at sliced map[4944..4264].
         let mut v = scan_head(0, 3, 0, 0, 1);
         v.extend_from_slice(&[12 << 2, 0xa8, 0x10, 2, 0b1010, 0, 100, 0, 0]);
         put(root, t, "read_sealed_index_past_data_end", &v);
-        // Known bug, reached from Log::append: a checksum-valid index and footer end the tail
-        // with end offset u64::MAX; the log opens ending there and the next append overflows.
+        // Fixed bug, reached from Log::append: a checksum-valid index and footer end the tail
+        // with end offset u64::MAX; the log opened ending there and the next append overflowed.
         let mut v = scan_head(32, 3, 0, 0, 1);
         v.extend_from_slice(&[12 << 2, 0, 0, 1, 4]);
         v.extend_from_slice(&u64::MAX.to_le_bytes());
         v.extend_from_slice(&[0, 0]);
         put(root, t, "append_after_footer_end_offset_max", &v);
+        // The same cut after a close with an eager watermark: the tail was durable, so the
+        // short file is corruption, not a never-used file.
+        let mut v = scan_head(2 | 8, 3, 0, 0, 1);
+        v.extend_from_slice(&[3 << 2, 0xe8, 0x03, 0]);
+        put(root, t, "short_tail_below_watermark", &v);
+        // A checksum-valid index with an entry (1, 4100) that is not 8-aligned.
+        let mut v = scan_head(32, 6, 0, 0, 1);
+        v.extend_from_slice(&[12 << 2, 0, 0, 2, 1 | 2 | (3 << 3)]);
+        for x in [0u32, 4096, 1, 4100] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&[0, 0]);
+        put(root, t, "sealed_index_unaligned_position", &v);
+        // A checksum-valid footer ending the tail at MAX_OFFSET (more records than fit).
+        let mut v = scan_head(32, 3, 0, 0, 1);
+        v.extend_from_slice(&[12 << 2, 0, 0, 1, 6 | (3 << 3)]);
+        v.extend_from_slice(&MAX_OFFSET.to_le_bytes());
+        v.extend_from_slice(&[0, 0]);
+        put(root, t, "footer_end_offset_at_max", &v);
+        // A valid frame of offset MAX_OFFSET + 1 past a bad tail frame, where recovery looks
+        // for a later proof of durability.
+        let mut v = scan_head(0, 3, 0, 0, 1);
+        v.extend_from_slice(&[
+            2 << 2,
+            0,
+            0,
+            8,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ]);
+        v.extend_from_slice(&[9 << 2, 0xb0, 0x10, 0, 253]);
+        v.extend_from_slice(&(MAX_OFFSET + 1).to_le_bytes());
+        v.extend_from_slice(&[1, 1]);
+        put(root, t, "open_proof_frame_offset_above_max", &v);
     }
 }

@@ -11,15 +11,19 @@
 //! 29..37  timestamp    37..45  durable end (encode direction)
 //! 45..    body: decoded as a frame, and encoded as a payload
 //! ```
+//!
+//! Offsets above `record::MAX_OFFSET` (2^62) are not valid: `decode_header` rejects them
+//! (`BadHeader`), and `encode` produces, without panicking, a frame that does not decode.
+//! Padding after the payload must be zero as far as the buffer holds it.
 
 use bytes::Bytes;
 use sitelog::storage::checksum::checksum;
 use sitelog::storage::record::{
-    self, EntryKind, FrameError, RecordRef, FRAME_ALIGN_BYTES, HEADER_SIZE_BYTES, MAX_PAYLOAD_BYTES,
+    self, EntryKind, FrameError, RecordRef, FRAME_ALIGN_BYTES, HEADER_SIZE_BYTES, MAX_OFFSET,
+    MAX_PAYLOAD_BYTES,
 };
 
 struct Params {
-    strict: bool,
     mode: u8,
     log_id: u64,
     offset: u64,
@@ -49,27 +53,10 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(a))
 }
 
-/// Runs both directions on one input; panics on any violated property. Known library bugs
-/// are stepped around unless the environment variable `SITELOG_FUZZ_STRICT` is set.
+/// Runs both directions on one input; panics on any violated property.
 pub fn check(data: &[u8]) {
-    run(data, strict_from_env());
-}
-
-/// Like [`check`], but also feeds the inputs that trigger known library bugs.
-#[allow(dead_code)]
-pub fn check_strict(data: &[u8]) {
-    run(data, true);
-}
-
-fn strict_from_env() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("SITELOG_FUZZ_STRICT").is_some_and(|v| v != "0"))
-}
-
-fn run(data: &[u8], strict: bool) {
     let mut input = data;
     let p = Params {
-        strict,
         mode: take::<1>(&mut input)[0],
         log_id: u64::from_le_bytes(take(&mut input)),
         offset: u64::from_le_bytes(take(&mut input)),
@@ -137,13 +124,20 @@ fn decode_direction(p: &Params, buf: &[u8]) {
         "frame of another log accepted"
     );
     assert_eq!(u64_at(buf, 8), Some(h.offset));
+    assert!(
+        h.offset <= MAX_OFFSET,
+        "offset {} above MAX_OFFSET",
+        h.offset
+    );
     assert_eq!(u32_at(buf, 0), Some(h.checksum));
     assert_eq!(u32_at(buf, 44), Some(h.durable_lag));
+    let padding_end = h.frame_len().min(buf.len());
+    assert!(
+        buf[body_end..padding_end].iter().all(|&b| b == 0),
+        "frame decoded although its padding is not zero"
+    );
     // `durable_lag` is `1 + offset - durable_end`, 0 when unknown.
-    // Known bug: `durable_end_hint` computes `offset + 1`, which overflows at u64::MAX.
-    if p.strict || h.offset != u64::MAX || h.durable_lag == 0 {
-        assert_eq!(h.durable_end_hint(), expected_hint(h.offset, h.durable_lag));
-    }
+    assert_eq!(h.durable_end_hint(), expected_hint(h.offset, h.durable_lag));
     assert_eq!(
         (rec.offset, rec.term, rec.timestamp_us, rec.kind),
         (h.offset, h.term, h.timestamp_us, h.kind)
@@ -173,21 +167,16 @@ fn decode_direction(p: &Params, buf: &[u8]) {
         }
     }
     assert_eq!(out.len(), h.frame_len());
-    let n = h.frame_len().min(buf.len());
     assert_eq!(
         &out[..body_end],
         &buf[..body_end],
         "checksummed bytes differ"
     );
-    // Known deviation: `decode_header` does not check that the padding (outside the
-    // checksum) is zero, as the format says it is.
-    if p.strict || buf[body_end..n].iter().all(|&b| b == 0) {
-        assert_eq!(
-            &out[body_end..n],
-            &buf[body_end..n],
-            "frame decoded although its padding is not zero"
-        );
-    }
+    assert_eq!(
+        &out[body_end..padding_end],
+        &buf[body_end..padding_end],
+        "padding differs from what encode writes"
+    );
 
     // The declared length is a hard bound.
     if h.payload_len > 0 {
@@ -220,12 +209,11 @@ fn durable_end_for_lag(offset: u64, lag: u32) -> Option<u64> {
     }
 }
 
-/// `durable_end_hint` as documented: `offset + 1 - durable_lag` (saturating), none for 0.
+/// `durable_end_hint` as documented: `offset + 1 - durable_lag`; none for a lag of 0
+/// (unknown) or above `offset + 1` (malformed).
 fn expected_hint(offset: u64, lag: u32) -> Option<u64> {
-    (lag != 0).then(|| {
-        let back = u64::from(lag) - 1;
-        offset.saturating_sub(back)
-    })
+    let back = u64::from(lag).checked_sub(1)?;
+    offset.checked_sub(back)
 }
 
 /// The reason reported for a frame that does not decode is the first failing check.
@@ -256,8 +244,21 @@ fn check_error_reason(buf: &[u8], log_id: u64, expected: Option<u64>, max: u32, 
         assert_eq!(e, FrameError::WrongLog);
         return;
     }
-    assert!(expected.is_some() && expected != u64_at(buf, 8));
-    assert_eq!(e, FrameError::WrongOffset);
+    let offset = u64_at(buf, 8).unwrap_or(0);
+    if expected.is_some_and(|x| x != offset) {
+        assert_eq!(e, FrameError::WrongOffset);
+        return;
+    }
+    if offset > MAX_OFFSET {
+        assert_eq!(e, FrameError::BadHeader);
+        return;
+    }
+    let padding_end = record::frame_len(payload_len as usize).min(buf.len());
+    assert!(
+        buf[body_end..padding_end].iter().any(|&b| b != 0),
+        "a frame that passes every check was rejected with {e:?}"
+    );
+    assert_eq!(e, FrameError::BadHeader);
 }
 
 /// Arbitrary fields through `encode`, then back through `decode_header` / `decode_record`.
@@ -272,13 +273,9 @@ fn encode_direction(p: &Params, payload: &[u8]) {
     } else {
         p.durable.min(p.offset)
     };
-    // Known bug: `encode` computes `offset - durable_end + 1`, which overflows for offset
-    // u64::MAX with durable end 0.
-    if !p.strict && p.offset - durable_end == u64::MAX {
-        return;
-    }
     let mut out = vec![0xa5; usize::from(p.mode & 7)]; // encode appends after existing bytes
     let start = out.len();
+    // Never panics, whatever the offset (above MAX_OFFSET too).
     record::encode(
         &mut out,
         p.log_id,
@@ -303,38 +300,18 @@ fn encode_direction(p: &Params, payload: &[u8]) {
         frame[body_end..].iter().all(|&b| b == 0),
         "padding not zero"
     );
-
-    let len = payload.len() as u32;
-    let h = record::decode_header(frame, p.log_id, Some(p.offset), len)
-        .unwrap_or_else(|e| panic!("encoded frame does not decode: {e}"));
-    assert_eq!(
-        (h.offset, h.term, h.timestamp_us, h.kind, h.payload_len),
-        (p.offset, p.term, p.timestamp_us, kind, len)
-    );
-    assert_eq!(h.frame_len(), frame.len());
+    assert_eq!(u64_at(frame, 8), Some(p.offset), "offset field");
+    assert_eq!(u64_at(frame, 16), Some(p.log_id), "log id field");
     // `1 + offset - durable_end`, or 0 (unknown) when that does not fit in a u32.
     let stored_lag = u32::try_from(p.offset - durable_end)
         .ok()
         .and_then(|l| l.checked_add(1))
         .unwrap_or(0);
-    assert_eq!(h.durable_lag, stored_lag);
-    // Known bug: `durable_end_hint` overflows at offset u64::MAX.
-    if p.strict || p.offset != u64::MAX || stored_lag == 0 {
-        assert_eq!(
-            h.durable_end_hint(),
-            (stored_lag != 0).then_some(durable_end)
-        );
-    }
-    let shared = Bytes::copy_from_slice(frame);
-    let rec = record::decode_record(&shared, p.log_id, None, MAX_PAYLOAD_BYTES)
-        .unwrap_or_else(|e| panic!("encoded frame does not decode as a record: {e}"));
-    assert_eq!(rec.payload.as_ref(), payload);
-    assert_eq!(
-        (rec.offset, rec.term, rec.timestamp_us, rec.kind),
-        (p.offset, p.term, p.timestamp_us, kind)
-    );
+    assert_eq!(u32_at(frame, 44), Some(stored_lag), "durable lag field");
 
-    // A frame is only accepted at its own place, whole and under the limit.
+    let len = payload.len() as u32;
+    // A frame is only accepted at its own place, whole and under the limit (these checks
+    // come before the offset bound).
     assert_eq!(
         record::decode_header(frame, p.log_id ^ 1, None, len),
         Err(FrameError::WrongLog)
@@ -354,8 +331,55 @@ fn encode_direction(p: &Params, payload: &[u8]) {
         );
     }
 
+    if p.offset > MAX_OFFSET {
+        // Encoded without overflow, but not a valid frame: decode rejects it.
+        for expected in [Some(p.offset), None] {
+            assert_eq!(
+                record::decode_header(frame, p.log_id, expected, len),
+                Err(FrameError::BadHeader),
+                "frame with offset {} above MAX_OFFSET",
+                p.offset
+            );
+        }
+        let shared = Bytes::copy_from_slice(frame);
+        assert_eq!(
+            record::decode_record(&shared, p.log_id, None, MAX_PAYLOAD_BYTES).err(),
+            Some(FrameError::BadHeader)
+        );
+        return;
+    }
+
+    let h = record::decode_header(frame, p.log_id, Some(p.offset), len)
+        .unwrap_or_else(|e| panic!("encoded frame does not decode: {e}"));
+    assert_eq!(
+        (h.offset, h.term, h.timestamp_us, h.kind, h.payload_len),
+        (p.offset, p.term, p.timestamp_us, kind, len)
+    );
+    assert_eq!(h.frame_len(), frame.len());
+    assert_eq!(h.durable_lag, stored_lag);
+    assert_eq!(
+        h.durable_end_hint(),
+        (stored_lag != 0).then_some(durable_end)
+    );
+    let shared = Bytes::copy_from_slice(frame);
+    let rec = record::decode_record(&shared, p.log_id, None, MAX_PAYLOAD_BYTES)
+        .unwrap_or_else(|e| panic!("encoded frame does not decode as a record: {e}"));
+    assert_eq!(rec.payload.as_ref(), payload);
+    assert_eq!(
+        (rec.offset, rec.term, rec.timestamp_us, rec.kind),
+        (p.offset, p.term, p.timestamp_us, kind)
+    );
+    // The padding is checked as far as the buffer holds it: a buffer that ends inside it
+    // still decodes.
+    assert_eq!(
+        record::decode_header(&frame[..body_end], p.log_id, Some(p.offset), len),
+        Ok(h),
+        "frame cut inside its padding"
+    );
+
     // A flipped bit anywhere in the checksummed bytes (the length field aside: a changed
-    // length can only be caught by the checksum over different bytes) is detected.
+    // length can only be caught by the checksum over different bytes) is detected, and so is
+    // a non-zero padding byte (outside the checksum).
     let bit = (p.durable as usize) % (body_end * 8);
     if !(32..64).contains(&bit) {
         let mut copy = frame.to_vec();
@@ -363,6 +387,23 @@ fn encode_direction(p: &Params, payload: &[u8]) {
         assert!(
             record::decode_header(&copy, p.log_id, Some(p.offset), MAX_PAYLOAD_BYTES).is_err(),
             "bit {bit} flipped and the frame still decodes"
+        );
+    }
+    let padding = frame.len() - body_end;
+    if padding > 0 {
+        let at = body_end + (p.term as usize) % padding;
+        let mut copy = frame.to_vec();
+        copy[at] = (p.timestamp_us as u8).max(1);
+        assert_eq!(
+            record::decode_header(&copy, p.log_id, Some(p.offset), len),
+            Err(FrameError::BadHeader),
+            "non-zero padding byte at {at} accepted"
+        );
+        // Cut just after that byte: still in the buffer, still rejected.
+        assert_eq!(
+            record::decode_header(&copy[..at + 1], p.log_id, Some(p.offset), len),
+            Err(FrameError::BadHeader),
+            "non-zero padding byte at the end of the buffer accepted"
         );
     }
 }

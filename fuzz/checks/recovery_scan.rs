@@ -17,18 +17,20 @@
 //! a misdirected or stale write of well-formed metadata would: that takes the fuzzer past the
 //! checksums into the logic behind them.
 //!
-//! Properties: nothing panics; a clean or crash-only reopen succeeds and returns every
-//! acknowledged record; every record that comes back decodes and is byte-identical to what was
-//! appended at its offset unless its bytes lie in a damaged range; a successful open never
-//! ends below the persisted durable watermark; an undamaged sealed segment reads back whole;
-//! after a successful recovery the log takes appends and reopens to the same contents.
-//!
-//! Known library bugs are stepped around unless strict (see [`check_strict`]).
+//! Properties: nothing panics; every acknowledged record is in the files after a crash; a
+//! clean or crash-only reopen succeeds and returns every acknowledged record; a successful
+//! open after damage keeps and reads back every acknowledged record below the first one the
+//! damage touched (its frame overwritten or cut off, or its segment given a forged footer);
+//! every record that comes back decodes and is byte-identical to what was appended at its
+//! offset unless its bytes lie in a damaged range; a successful open never ends below the
+//! persisted durable watermark; failures are `Corruption`; an undamaged sealed segment reads
+//! back whole; after a successful recovery the log takes appends and reopens to the same
+//! contents.
 
 use sitelog::io::{Io, SimDisk};
 use sitelog::storage::checksum::checksum;
 use sitelog::storage::index::INDEX_ENTRY_SIZE_BYTES;
-use sitelog::storage::record::{self, RecordRef};
+use sitelog::storage::record::{self, RecordRef, MAX_OFFSET};
 use sitelog::storage::segment::{self, Footer, FOOTER_BYTES};
 use sitelog::storage::{superblock, NewRecord};
 use sitelog::{EntryKind, Error, Log, LogOptions, Record, SyncMode};
@@ -56,23 +58,6 @@ const F_REOPEN: u8 = 32;
 const F_LONG: u8 = 64;
 /// Zero-fill the tail file to the segment size, as a preallocated segment is (not damage).
 const F_ZERO_FILLED: u8 = 128;
-
-/// Runs one input; panics on any violated property. Known library bugs are stepped around
-/// unless the environment variable `SITELOG_FUZZ_STRICT` is set.
-pub fn check(data: &[u8]) {
-    run(data, strict_from_env());
-}
-
-/// Like [`check`], but also feeds the inputs that trigger known library bugs.
-#[allow(dead_code)]
-pub fn check_strict(data: &[u8]) {
-    run(data, true);
-}
-
-fn strict_from_env() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("SITELOG_FUZZ_STRICT").is_some_and(|v| v != "0"))
-}
 
 struct Input<'a>(&'a [u8]);
 
@@ -164,9 +149,56 @@ fn same(rec: &Record, w: &Written) -> bool {
         && rec.payload.as_ref() == w.payload.as_slice()
 }
 
-/// Byte ranges of each file that the fuzzer wrote (or zero-filled by extending the file).
-/// A file that was only shortened has an entry with no ranges.
-type Damage = BTreeMap<PathBuf, Vec<(u64, u64)>>;
+/// What the fuzzer did to one segment file.
+#[derive(Debug, Default)]
+struct FileDamage {
+    /// Byte ranges written (or zero-filled by extending the file).
+    written: Vec<(u64, u64)>,
+    /// Byte ranges cut off by truncation (whatever was written there later).
+    cut: Vec<(u64, u64)>,
+    /// A checksum-valid index and footer were forged: the segment's record count, index and
+    /// sealed state are the fuzzer's, so any of its records may be lost.
+    forged_footer: bool,
+}
+
+impl FileDamage {
+    /// True if the fuzzer's changes reach the bytes `[start, end)`.
+    fn touches(&self, start: u64, end: u64) -> bool {
+        self.forged_footer
+            || self
+                .written
+                .iter()
+                .chain(&self.cut)
+                .any(|&(s, e)| s < end && start < e)
+    }
+}
+
+/// Damage per segment file; a file missing here was not changed.
+type Damage = BTreeMap<PathBuf, FileDamage>;
+
+/// Where each record's frame lies before the damage: file and byte range.
+type Frames = Vec<Option<(PathBuf, u64, u64)>>;
+
+/// Locates the frame of every record `0..n` in the segment files.
+fn locate_frames(disk: &SimDisk, segs: &[(u64, PathBuf)], log_id: u64, n: usize) -> Frames {
+    let mut frames: Frames = vec![None; n];
+    for (base, path) in segs {
+        let file = disk.peek(path).expect("segment exists");
+        let (mut pos, mut offset) = (segment::HEADER_REGION_BYTES as usize, *base);
+        while pos < file.len() && (offset as usize) < n {
+            match record::decode_header(&file[pos..], log_id, Some(offset), MAX_RECORD_BYTES) {
+                Ok(h) if pos + h.frame_len() <= file.len() => {
+                    let end = pos + h.frame_len();
+                    frames[offset as usize] = Some((path.clone(), pos as u64, end as u64));
+                    pos = end;
+                    offset += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    frames
+}
 
 fn segment_files(disk: &SimDisk, dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut names = disk.list(dir).expect("log directory exists");
@@ -187,6 +219,7 @@ fn poke(disk: &SimDisk, damage: &mut Damage, path: &Path, at: u64, data: &[u8]) 
     damage
         .entry(path.to_path_buf())
         .or_default()
+        .written
         .push((at.min(len), at + data.len() as u64));
 }
 
@@ -194,7 +227,11 @@ fn chop(disk: &SimDisk, damage: &mut Damage, path: &Path, to: u64) {
     let len = disk.peek(path).expect("segment exists").len() as u64;
     if to < len {
         disk.chop(path, to).expect("chop");
-        damage.entry(path.to_path_buf()).or_default();
+        damage
+            .entry(path.to_path_buf())
+            .or_default()
+            .cut
+            .push((to, len));
     }
 }
 
@@ -202,7 +239,6 @@ fn chop(disk: &SimDisk, damage: &mut Damage, path: &Path, to: u64) {
 struct Target<'a> {
     segs: &'a [(u64, PathBuf)],
     log_id: u64,
-    strict: bool,
 }
 
 /// Applies one fuzzer-chosen mutation to a segment file.
@@ -288,16 +324,13 @@ fn mutate(disk: &SimDisk, damage: &mut Damage, t: &Target<'_>, input: &mut Input
 
 fn forge_frame(t: &Target<'_>, base: u64, n: usize, input: &mut Input<'_>) -> Vec<u8> {
     let sel = input.u8();
-    let mut offset = match sel {
+    // Offsets above MAX_OFFSET (2^62) must be rejected wherever recovery decodes a frame.
+    let offset = match sel {
         0..=199 => base + u64::from(sel % 64),
         200..=252 => u64::from(sel - 200),
         253 => input.u64(),
         _ => u64::MAX - u64::from(input.u8() % 4),
     };
-    if !t.strict && offset == u64::MAX {
-        // Known bug: `FrameHeader::durable_end_hint` overflows at offset u64::MAX.
-        offset -= 1;
-    }
     let back = input.u8();
     let durable_end = match back {
         0 => offset,
@@ -335,6 +368,7 @@ fn forge_footer(
     input: &mut Input<'_>,
 ) {
     let len = disk.peek(path).expect("segment exists").len() as u64;
+    damage.entry(path.to_path_buf()).or_default().forged_footer = true;
     let how = input.u8();
     // Index entries: plausible (increasing from the first frame) or raw.
     let entries = n % 9;
@@ -353,17 +387,15 @@ fn forge_footer(
         pairs.push((rel, pos));
     }
     let index_bytes = (entries * INDEX_ENTRY_SIZE_BYTES) as u64;
-    let mut end_offset = match how & 6 {
+    // Footer::decode must bound the end offset by MAX_OFFSET and by the frames that fit.
+    let end_offset = match how & 6 {
         0 => base + u64::from(input.u8()),
         2 => base + rel as u64 + 1,
         _ => input.u64(),
     };
-    if !t.strict {
-        // Known bug: a footer's end offset is not bounded by what its bytes can hold; a log
-        // recovered to end at u64::MAX panics on the next append (offset overflow).
-        end_offset = end_offset.min(u64::MAX >> 1);
-    }
-    let mut data_end = match (how >> 3) & 3 {
+    // Recovery must check that index positions are 8-aligned and below `data_end`, and that
+    // `data_end` is 8-aligned.
+    let data_end = match (how >> 3) & 3 {
         // Where the file's frames end now (or a little before).
         0 => {
             len.saturating_sub(raw % 64)
@@ -373,7 +405,7 @@ fn forge_footer(
         // Anywhere, possibly unaligned or inside the header region.
         1 => raw,
         // Far beyond the file: the geometry only adds up by wrapping around.
-        2 if t.strict => {
+        2 => {
             let data_end = (len + index_bytes + FOOTER_BYTES as u64)
                 .wrapping_sub(u64::from(u32::MAX) * INDEX_ENTRY_SIZE_BYTES as u64);
             let footer = Footer {
@@ -390,15 +422,6 @@ fn forge_footer(
         }
         _ => len & !7,
     };
-    if !t.strict {
-        // Known bug: a sealed segment whose index points past `data_end` (or whose frames
-        // are not 8-aligned up to it) makes `Segment::frame_at` / `Iter` slice
-        // `map[pos..data_end]` with pos > data_end, which panics.
-        data_end &= !7;
-        for (_, pos) in &mut pairs {
-            *pos = (u64::from(*pos).min(data_end) & !7) as u32;
-        }
-    }
     let mut index = Vec::with_capacity(index_bytes as usize);
     for (rel, pos) in pairs {
         index.extend_from_slice(&rel.to_le_bytes());
@@ -433,11 +456,16 @@ fn forge_footer(
 /// may a record differ from what was appended at its offset.
 fn explained_by_damage(disk: &SimDisk, damage: &Damage, log_id: u64, rec: &Record) -> bool {
     for (_, path) in segment_files(disk, Path::new(DIR)) {
-        let Some(ranges) = damage.get(&path) else {
+        let Some(ranges) = damage.get(&path).map(|d| &d.written) else {
             continue;
         };
         let file = disk.peek(&path).expect("segment exists");
-        for p in 0..file.len().saturating_sub(record::HEADER_SIZE_BYTES) {
+        let Some(last_start) = file.len().checked_sub(record::HEADER_SIZE_BYTES) else {
+            continue;
+        };
+        // A frame may start as late as a header before the end of the file (a forged frame
+        // with an empty payload, where recovery cut the tail right after it).
+        for p in 0..=last_start {
             let b = &file[p..];
             if b[8..16] != rec.offset.to_le_bytes() || b[16..24] != log_id.to_le_bytes() {
                 continue;
@@ -473,8 +501,12 @@ struct World<'a> {
     /// Segment base offsets and paths before the damage.
     segs: Vec<(u64, PathBuf)>,
     damage: Damage,
-    /// `durable_end` the log reported before it was closed or dropped (acknowledged records).
+    /// Records acknowledged as durable: `durable_end` before the handle was dropped, or all of
+    /// them after a successful `close`.
     acked: u64,
+    /// The acknowledged records below the first one that the damage touched: a successful
+    /// open must keep and read back every one of them.
+    intact: u64,
     /// `durable_end.min(truncate_from)` of the superblock before the damage.
     floor: u64,
     crashed: bool,
@@ -512,6 +544,13 @@ impl World<'_> {
             self.floor
         );
         assert_eq!(log.start_offset(), 0, "nothing was purged");
+        assert!(
+            end >= self.intact,
+            "acknowledged records lost although no damage touched them: end {end}, \
+             acknowledged {}, first touched by damage {}",
+            self.acked,
+            self.intact
+        );
         if !damaged {
             assert!(
                 end >= self.acked,
@@ -550,6 +589,11 @@ impl World<'_> {
             }
         }
         assert!(iterated <= end);
+        assert!(
+            iterated >= self.intact,
+            "iteration stopped at {iterated}, before the first record touched by damage ({})",
+            self.intact
+        );
         if !damaged {
             assert_eq!(iterated, end, "iteration stopped early without an error");
         }
@@ -587,20 +631,23 @@ impl World<'_> {
                 );
             }
         }
-        if !damaged {
-            for (o, rec) in reads.iter().enumerate().take(self.acked as usize) {
-                let rec = rec.as_ref().expect("checked above");
-                assert!(
-                    same(rec, &self.appended[o]),
-                    "acknowledged record {o} differs"
-                );
-            }
+        // Acknowledged records the damage did not reach (nor any before them) read back
+        // unchanged, damage or not.
+        for (o, rec) in reads.iter().enumerate().take(self.intact as usize) {
+            let rec = rec
+                .as_ref()
+                .unwrap_or_else(|| panic!("acknowledged, untouched record {o} unreadable"));
+            assert!(
+                same(rec, &self.appended[o]),
+                "acknowledged, untouched record {o} differs"
+            );
         }
         reads
     }
 }
 
-fn run(data: &[u8], strict: bool) {
+/// Runs one input; panics on any violated property.
+pub fn check(data: &[u8]) {
     let mut input = Input(data);
     let flags = input.u8();
     let n = 1 + usize::from(input.u8()) % MAX_RECORDS;
@@ -631,12 +678,16 @@ fn run(data: &[u8], strict: bool) {
         assert_eq!(range, o as u64..o as u64 + 1);
         appended.push(w);
     }
-    let acked = log.durable_end();
-    if flags & F_CLOSE != 0 {
+    // Acknowledged: what the log reported durable, and everything once `close` succeeded
+    // (it flushes, persists the watermark and seals).
+    let acked = if flags & F_CLOSE != 0 {
         log.close().expect("close");
+        n as u64
     } else {
+        let acked = log.durable_end();
         drop(log);
-    }
+        acked
+    };
     let crashed = flags & F_CRASH != 0;
     if crashed {
         disk.crash();
@@ -661,11 +712,19 @@ fn run(data: &[u8], strict: bool) {
         }
     }
 
+    // Acknowledged records were fsynced: they are in the files whatever the crash dropped.
+    let frames = locate_frames(&disk, &segs, sb.log_id, n);
+    for (o, frame) in frames.iter().enumerate().take(acked as usize) {
+        assert!(
+            frame.is_some(),
+            "acknowledged record {o} is not in the segment files (crash: {crashed})"
+        );
+    }
+
     let mut damage = Damage::new();
     let target = Target {
         segs: &segs,
         log_id: sb.log_id,
-        strict,
     };
     for _ in 0..MAX_MUTATIONS {
         if input.is_empty() {
@@ -673,6 +732,14 @@ fn run(data: &[u8], strict: bool) {
         }
         mutate(&disk, &mut damage, &target, &mut input);
     }
+    let intact = frames
+        .iter()
+        .take(acked as usize)
+        .position(|f| {
+            let (path, start, end) = f.as_ref().expect("located above");
+            damage.get(path).is_some_and(|d| d.touches(*start, *end))
+        })
+        .map_or(acked, |o| o as u64);
 
     let world = World {
         disk: &disk,
@@ -680,22 +747,10 @@ fn run(data: &[u8], strict: bool) {
         segs,
         damage,
         acked,
+        intact,
         floor: sb.durable_end.min(sb.truncate_from),
         crashed,
     };
-
-    // Known bug: `scan_tail` checksums `map[..4096]` once the 64-byte header checks out, and
-    // panics on a tail file shorter than its 4 KiB header region.
-    if !strict {
-        let tail = disk.peek(&world.segs[world.segs.len() - 1].1);
-        let short = tail.as_ref().is_ok_and(|t| {
-            (t.len() as u64) < segment::HEADER_REGION_BYTES
-                && segment::check_header(t, sb.log_id, world.segs[world.segs.len() - 1].0).is_ok()
-        });
-        if short {
-            return;
-        }
-    }
 
     // A failed open must leave nothing that a second open would accept wrongly; every
     // successful open is verified.
@@ -724,6 +779,15 @@ fn run(data: &[u8], strict: bool) {
 fn reopen(log: Log, reads: &[Option<Record>], opts: &LogOptions) {
     let end = log.end_offset();
     let extra = b"appended after recovery";
+    if end >= MAX_OFFSET {
+        // A forged footer could only get here if it claimed more records than fit.
+        let e = log.append(extra).expect_err("append past MAX_OFFSET");
+        assert!(
+            matches!(e, Error::InvalidArgument(_)),
+            "append past MAX_OFFSET failed with {e}"
+        );
+        return;
+    }
     let at = log
         .append(extra)
         .unwrap_or_else(|e| panic!("append after a successful recovery failed: {e}"));

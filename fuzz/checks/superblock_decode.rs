@@ -14,10 +14,16 @@
 //! The body is also read as field values for the opposite direction: encode a superblock,
 //! footer and segment header with arbitrary fields and decode them back.
 //!
-//! Known library bugs are stepped around unless strict (see [`check_strict`]).
+//! Rules checked: reserved bytes (superblock 12..16 and 64..124, segment header 40..60) are
+//! zero in anything that decodes, so every decoded structure re-encodes byte for byte; a
+//! footer decodes only if its geometry holds without overflow: `data_end` 8-aligned and at
+//! least the header region, `data_end + index + 64 == file_len`, `base <= end_offset <=
+//! MAX_OFFSET`, no more records than 48-byte frame headers fit in `data_end - 4096`, and no
+//! more index entries than records.
 
-use sitelog::storage::checksum::checksum_append;
+use sitelog::storage::checksum::{checksum, checksum_append};
 use sitelog::storage::index::{IndexEntry, SparseIndex, INDEX_ENTRY_SIZE_BYTES};
+use sitelog::storage::record::{FRAME_ALIGN_BYTES, HEADER_SIZE_BYTES, MAX_OFFSET};
 use sitelog::storage::segment::{self, Footer, FOOTER_BYTES, HEADER_BYTES, HEADER_REGION_BYTES};
 use sitelog::storage::superblock::Superblock;
 
@@ -41,24 +47,11 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(a))
 }
 
-/// Runs every decoder on one input; panics on any violated property. Known library bugs are
-/// stepped around unless the environment variable `SITELOG_FUZZ_STRICT` is set.
+/// Bytes of an encoded superblock copy (the rest of its 4 KiB slot is zero).
+const SUPERBLOCK_BYTES: usize = 128;
+
+/// Runs every decoder on one input; panics on any violated property.
 pub fn check(data: &[u8]) {
-    run(data, strict_from_env());
-}
-
-/// Like [`check`], but also feeds the inputs that trigger known library bugs.
-#[allow(dead_code)]
-pub fn check_strict(data: &[u8]) {
-    run(data, true);
-}
-
-fn strict_from_env() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("SITELOG_FUZZ_STRICT").is_some_and(|v| v != "0"))
-}
-
-fn run(data: &[u8], strict: bool) {
     let mut input = data;
     let mode = take::<1>(&mut input)[0];
     let log_id = u64::from_le_bytes(take(&mut input));
@@ -69,9 +62,9 @@ fn run(data: &[u8], strict: bool) {
 
     check_superblock(body);
     let footer = body.get(..FOOTER_BYTES).unwrap_or(body);
-    check_footer(footer, mode, log_id, base, file_len, strict);
+    check_footer(footer, mode, log_id, base, file_len);
     if body.len() != FOOTER_BYTES {
-        check_footer(body, mode, log_id, base, file_len, strict);
+        check_footer(body, mode, log_id, base, file_len);
     }
     check_segment_header(body, mode, log_id, base);
     // `SparseIndex::new` asserts a positive interval (validated by `LogOptions`).
@@ -79,20 +72,29 @@ fn run(data: &[u8], strict: bool) {
 
     let mut fields = body;
     encode_superblock(&mut fields);
-    encode_footer(&mut fields, log_id, base, interval, strict);
-    encode_segment_header(log_id, base, file_len);
+    encode_footer(&mut fields, log_id, base, interval);
+    encode_segment_header(log_id, base, file_len, interval);
 }
 
-/// Known bug: `Footer::decode` adds `data_end + index bytes + 64` unchecked, which overflows
-/// (a panic with overflow checks, a wrong geometry check without) for a checksum-valid footer
-/// with a huge `data_end`.
-fn footer_geometry_overflows(b: &[u8]) -> bool {
-    let (Some(data_end), Some(entries)) = (u64_at(b, 32), u32_at(b, 48)) else {
+/// The footer geometry rules `Footer::decode` enforces (besides magic, checksum and
+/// identity), evaluated without overflow.
+fn footer_geometry_ok(f: &Footer, file_len: u64) -> bool {
+    let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
+    let total = f
+        .data_end
+        .checked_add(index_bytes)
+        .and_then(|x| x.checked_add(FOOTER_BYTES as u64));
+    let Some(frame_bytes) = f.data_end.checked_sub(HEADER_REGION_BYTES) else {
         return false;
     };
-    data_end
-        .checked_add(u64::from(entries) * INDEX_ENTRY_SIZE_BYTES as u64 + FOOTER_BYTES as u64)
-        .is_none()
+    let Some(records) = f.end_offset.checked_sub(f.base_offset) else {
+        return false;
+    };
+    total == Some(file_len)
+        && f.data_end & (FRAME_ALIGN_BYTES as u64 - 1) == 0 // a power of two
+        && f.end_offset <= MAX_OFFSET
+        && records <= frame_bytes / HEADER_SIZE_BYTES as u64
+        && u64::from(f.index_entries) <= records
 }
 
 fn check_superblock(b: &[u8]) {
@@ -109,14 +111,15 @@ fn check_superblock(b: &[u8]) {
     // Every field the decoder reads is re-encoded identically.
     assert_eq!(enc[..12], b[..12], "magic / version");
     assert_eq!(enc[16..64], b[16..64], "superblock fields");
-    // Reserved bytes (12..16, 64..124) are covered by the checksum but not checked to be zero:
-    // only a frame with zero reserved bytes re-encodes byte for byte.
-    if b[12..16].iter().chain(&b[64..124]).all(|&x| x == 0) {
-        assert_eq!(enc[..128], b[..128], "canonical superblock round trip");
-    }
+    // Reserved bytes (12..16, 64..124) must be zero: what decodes re-encodes byte for byte.
+    assert_eq!(
+        enc[..SUPERBLOCK_BYTES],
+        b[..SUPERBLOCK_BYTES],
+        "superblock with non-zero reserved bytes accepted"
+    );
 }
 
-fn check_footer(b: &[u8], mode: u8, log_id: u64, base: u64, file_len: u64, strict: bool) {
+fn check_footer(b: &[u8], mode: u8, log_id: u64, base: u64, file_len: u64) {
     let log_id = match mode & 1 {
         0 => log_id,
         _ => u64_at(b, 8).unwrap_or(log_id),
@@ -136,9 +139,6 @@ fn check_footer(b: &[u8], mode: u8, log_id: u64, base: u64, file_len: u64, stric
                 .wrapping_add(file_len % 2)
         }
     };
-    if !strict && footer_geometry_overflows(b) {
-        return;
-    }
     let Some(f) = Footer::decode(b, log_id, base, file_len) else {
         return;
     };
@@ -147,12 +147,10 @@ fn check_footer(b: &[u8], mode: u8, log_id: u64, base: u64, file_len: u64, stric
     assert_eq!(u64_at(b, 8), Some(log_id), "footer of another log accepted");
     assert!(f.end_offset >= f.base_offset);
     assert!(f.data_end >= HEADER_REGION_BYTES);
-    let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
-    let total = f
-        .data_end
-        .checked_add(index_bytes)
-        .and_then(|x| x.checked_add(FOOTER_BYTES as u64));
-    assert_eq!(total, Some(file_len), "footer geometry does not add up");
+    assert!(
+        footer_geometry_ok(&f, file_len),
+        "footer with bad geometry accepted: {f:?}, file length {file_len}"
+    );
     assert_eq!(u32_at(b, 60), Some(f.file_crc));
     // Every byte but the whole-file CRC (which depends on the file before the footer) is
     // re-encoded identically, and the value round-trips.
@@ -195,14 +193,12 @@ fn check_segment_header(b: &[u8], mode: u8, log_id: u64, base: u64) {
     let enc = segment::encode_header(log_id, base, created_us);
     assert!(segment::check_header(&enc, log_id, base).is_ok());
     assert_eq!(enc[..40], b[..40], "segment header fields");
-    // Reserved bytes 40..60 are covered by the checksum but not checked to be zero.
-    if b[40..60].iter().all(|&x| x == 0) {
-        assert_eq!(
-            enc[..HEADER_BYTES],
-            b[..HEADER_BYTES],
-            "canonical header round trip"
-        );
-    }
+    // Reserved bytes 40..60 must be zero: what checks out re-encodes byte for byte.
+    assert_eq!(
+        enc[..HEADER_BYTES],
+        b[..HEADER_BYTES],
+        "segment header with non-zero reserved bytes accepted"
+    );
 }
 
 fn check_index(b: &[u8], interval: u32) {
@@ -255,34 +251,57 @@ fn encode_superblock(fields: &mut &[u8]) {
         None,
         "bit {bit} flip not detected"
     );
+    // A non-zero reserved byte is rejected even with the checksum redone over it.
+    let reserved: Vec<usize> = (12..16).chain(64..SUPERBLOCK_BYTES - 4).collect();
+    let at = reserved[(sb.created_us % reserved.len() as u64) as usize];
+    let mut forged = enc;
+    forged[at] = (sb.log_id as u8).max(1);
+    let crc = checksum(&forged[..SUPERBLOCK_BYTES - 4]);
+    forged[SUPERBLOCK_BYTES - 4..SUPERBLOCK_BYTES].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        Superblock::decode(&forged),
+        None,
+        "superblock with reserved byte {at} set accepted"
+    );
 }
 
-fn encode_footer(fields: &mut &[u8], log_id: u64, base: u64, crc_before: u32, strict: bool) {
-    let end_delta = u64::from_le_bytes(take(fields));
+fn encode_footer(fields: &mut &[u8], log_id: u64, base: u64, crc_before: u32) {
+    let end_sel = u64::from_le_bytes(take(fields));
+    let mut data_end = u64::from_le_bytes(take(fields));
+    let max_timestamp_us = u64::from_le_bytes(take(fields));
+    let mut index_entries = u32::from_le_bytes(take(fields));
+    let index_crc = u32::from_le_bytes(take(fields));
+    let end_offset = match end_sel & 3 {
+        0 => base.saturating_add(end_sel >> 2),
+        1 => end_sel,
+        // Steered towards a consistent geometry (which arbitrary fields rarely have); the
+        // expected outcome is still decided by `footer_geometry_ok` alone.
+        _ => {
+            data_end = HEADER_REGION_BYTES + (data_end % (1 << 24)) * FRAME_ALIGN_BYTES as u64;
+            let fit = (data_end - HEADER_REGION_BYTES) / HEADER_SIZE_BYTES as u64;
+            let records = (end_sel >> 2) % (fit + 2); // one more than fits, now and then
+            index_entries = (u64::from(index_entries) % (records + 2)) as u32;
+            base.saturating_add(records)
+        }
+    };
     let f = Footer {
         base_offset: base,
-        end_offset: if end_delta & 1 == 0 {
-            base.saturating_add(end_delta >> 1)
-        } else {
-            end_delta
-        },
-        data_end: u64::from_le_bytes(take(fields)),
-        max_timestamp_us: u64::from_le_bytes(take(fields)),
-        index_entries: u32::from_le_bytes(take(fields)),
-        index_crc: u32::from_le_bytes(take(fields)),
+        end_offset,
+        data_end,
+        max_timestamp_us,
+        index_entries,
+        index_crc,
         file_crc: 0,
     };
     let enc = f.encode(log_id, crc_before);
     let index_bytes = u64::from(f.index_entries) * INDEX_ENTRY_SIZE_BYTES as u64;
+    // Wraps when the geometry overflows: decode must then reject it, not wrap too.
     let file_len = f
         .data_end
         .wrapping_add(index_bytes)
         .wrapping_add(FOOTER_BYTES as u64);
-    if !strict && footer_geometry_overflows(&enc) {
-        return;
-    }
     let got = Footer::decode(&enc, log_id, base, file_len);
-    let valid = f.data_end >= HEADER_REGION_BYTES && f.end_offset >= f.base_offset;
+    let valid = footer_geometry_ok(&f, file_len);
     assert_eq!(got.is_some(), valid, "footer {f:?}: decode gave {got:?}");
     if let Some(g) = got {
         assert_eq!(Footer { file_crc: 0, ..g }, f);
@@ -297,7 +316,7 @@ fn encode_footer(fields: &mut &[u8], log_id: u64, base: u64, crc_before: u32, st
     }
 }
 
-fn encode_segment_header(log_id: u64, base: u64, created_us: u64) {
+fn encode_segment_header(log_id: u64, base: u64, created_us: u64, sel: u32) {
     let enc = segment::encode_header(log_id, base, created_us);
     assert_eq!(enc.len() as u64, HEADER_REGION_BYTES);
     assert!(enc[HEADER_BYTES..].iter().all(|&b| b == 0));
@@ -309,4 +328,14 @@ fn encode_segment_header(log_id: u64, base: u64, created_us: u64) {
     assert!(segment::check_header(&enc, log_id ^ 1, base).is_err());
     assert!(segment::check_header(&enc, log_id, base ^ 1).is_err());
     assert!(segment::check_header(&enc[..HEADER_BYTES - 1], log_id, base).is_err());
+    // A non-zero reserved byte (40..60) is rejected even with the checksum redone over it.
+    let at = 40 + (sel % 20) as usize;
+    let mut forged = enc.clone();
+    forged[at] = ((sel >> 8) as u8).max(1);
+    let crc = checksum(&forged[..60]);
+    forged[60..64].copy_from_slice(&crc.to_le_bytes());
+    assert!(
+        segment::check_header(&forged, log_id, base).is_err(),
+        "segment header with reserved byte {at} set accepted"
+    );
 }
