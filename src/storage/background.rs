@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Name of the prepared segment file (a temporary file: recovery removes it).
-pub const PREPARED_FILE: &str = "prepared.seg.tmp";
+/// Prefix of prepared segment files, `prepared-{n}.seg.tmp`. Every preparation uses a new
+/// name: once a prepared file is handed over and renamed into a segment, nothing can ever open
+/// its old name again and write zeros into a live segment. Leftovers from an earlier process
+/// are removed by the background thread when it starts, off the open path.
+pub const PREPARED_PREFIX: &str = "prepared-";
 /// Bytes of zeros written per step while preparing (the thread checks for shutdown between).
 const PREPARE_STEP_BYTES: usize = 1 << 20;
 
@@ -53,6 +56,8 @@ pub(crate) fn persist_watermark(
 
 struct State {
     prepared: Option<PathBuf>,
+    /// Number of preparations started, for unique names.
+    generation: u64,
     want_prepare: bool,
     shutdown: bool,
 }
@@ -80,6 +85,7 @@ impl Background {
         Arc::new(Background {
             state: Mutex::new(State {
                 prepared: None,
+                generation: 0,
                 want_prepare: false,
                 shutdown: false,
             }),
@@ -115,6 +121,7 @@ impl Background {
 impl BackgroundJob {
     /// The thread's body.
     pub fn run(self) {
+        self.remove_leftovers();
         loop {
             let prepare = {
                 let mut st = self.bg.lock();
@@ -131,10 +138,13 @@ impl BackgroundJob {
                 }
                 let prepare = st.want_prepare && st.prepared.is_none() && self.preallocate;
                 st.want_prepare = false;
-                prepare
+                st.generation += 1;
+                prepare.then_some(st.generation)
             };
-            if prepare {
-                let path = self.dir.join(PREPARED_FILE);
+            if let Some(generation) = prepare {
+                let path = self
+                    .dir
+                    .join(format!("{PREPARED_PREFIX}{generation:06}.seg.tmp"));
                 match self.prepare(&path) {
                     Ok(true) => self.bg.lock().prepared = Some(path),
                     Ok(false) => return,
@@ -148,6 +158,17 @@ impl BackgroundJob {
             if persist_watermark(&self.superblock, &self.gc, false, self.interval).is_err() {
                 return;
             }
+        }
+    }
+
+    /// Removes prepared files an earlier process left behind (never segments: only names with
+    /// the prepared prefix).
+    fn remove_leftovers(&self) {
+        let Ok(names) = self.io.list(&self.dir) else {
+            return;
+        };
+        for name in names.iter().filter(|n| n.starts_with(PREPARED_PREFIX)) {
+            let _ = self.io.remove(&self.dir.join(name));
         }
     }
 

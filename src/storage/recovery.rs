@@ -101,7 +101,11 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
     let mut report = RecoveryReport::default();
     let mut names = io.list(dir).map_err(ctx.io_err(dir))?;
     names.sort();
-    for name in names.iter().filter(|n| n.ends_with(segment::TEMP_SUFFIX)) {
+    // Prepared segment files are left to the background thread (removing 64 MiB is slow).
+    let temporary = |n: &&String| {
+        n.ends_with(segment::TEMP_SUFFIX) && !n.starts_with(super::background::PREPARED_PREFIX)
+    };
+    for name in names.iter().filter(temporary) {
         io.remove(&dir.join(name)).map_err(ctx.io_err(dir))?;
         report.temp_files_removed += 1;
     }

@@ -1,7 +1,7 @@
 //! The append path: encode frames into a chunk, publish it to readers, queue it for group
 //! commit; roll, seal and create segments; discard a tail that failed for lack of space.
 
-use super::background::PREPARED_FILE;
+use super::background::PREPARED_PREFIX;
 use super::checksum::{checksum, checksum_append};
 use super::group_commit::Chunk;
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
@@ -335,7 +335,10 @@ impl Log {
             seg,
             file_crc: checksum(&header),
         });
-        debug_assert!(!from_prepared || prepared.is_some_and(|p| p.ends_with(PREPARED_FILE)));
+        debug_assert!(
+            !from_prepared
+                || prepared.is_some_and(|p| p.to_string_lossy().contains(PREPARED_PREFIX))
+        );
         Ok(())
     }
 }

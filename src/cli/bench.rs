@@ -1,0 +1,959 @@
+//! `sitelog bench`: measures the machine's own limit (plain pwrite + fdatasync loops) and then
+//! sitelog with each I/O backend, in the same run, on the same disk.
+//!
+//! Workloads (select with `--only`):
+//! - `durable`: `SyncMode::Always` appends of single records from W OS threads (record sizes
+//!   100 B, 1 KiB, 16 KiB; W = 1, 8, 64, 256; plus 1 MiB records with 256 writers). Compared
+//!   with the raw loop at the group size one group commit would write if every writer's record
+//!   were grouped (record size × W), into a fresh file and into a pre-written one.
+//! - `buffered`: `SyncMode::Manual` batches of 64 × 1 KiB, then one `sync()`, against plain
+//!   pwrites of the same chunk size and one fdatasync.
+//! - `read`: the buffered log read back with `Log::iter` after a reopen, with the page cache
+//!   dropped (when permitted) and again warm; every record's payload is checked (the iterator
+//!   verifies every checksum). Compared with a plain sequential read of the segment files.
+//! - `reopen`: `Log::open` of a 1 GiB log after a clean close, and after a child process that
+//!   was appending durably is killed with SIGKILL.
+
+use super::raw::{self, RawFile, RawLoop};
+use super::report::{BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun, Results};
+use super::stats::nanos;
+use super::sys::{self, WorkDir};
+use super::{CliError, CliResult, Context};
+use clap::{Args, ValueEnum};
+use sitelog::{IoBackend, Log, LogOptions, SyncMode};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Record sizes of the durable workload.
+const RECORD_SIZES: [usize; 3] = [100, 1 << 10, 16 << 10];
+/// Writer counts of the durable workload.
+const WRITER_COUNTS: [usize; 4] = [1, 8, 64, 256];
+/// Fewer cells with `--quick`.
+const QUICK_RECORD_SIZES: [usize; 1] = [1 << 10];
+const QUICK_WRITER_COUNTS: [usize; 3] = [1, 64, 256];
+/// The large-record durable cell: 1 MiB records with this many writers.
+const BIG_RECORD_BYTES: usize = 1 << 20;
+const BIG_RECORD_WRITERS: usize = 256;
+/// Payload bytes appended (single-threaded) before a durable cell is timed: at most 100
+/// appends.
+const WARMUP_BYTES: usize = 16 << 20;
+const WARMUP_APPENDS: usize = 100;
+/// Stack of a writer thread (the append path keeps its buffers on the heap).
+const WRITER_STACK_BYTES: usize = 512 << 10;
+/// The pre-written file of the raw loop is at most this large (the loop wraps around in it).
+const PREWRITTEN_MAX_BYTES: u64 = 1 << 30;
+const QUICK_PREWRITTEN_MAX_BYTES: u64 = 256 << 20;
+/// Buffered workload: record size, batch size, total payload.
+const BUFFERED_RECORD_BYTES: usize = 1 << 10;
+const BUFFERED_BATCH: usize = 64;
+const BUFFERED_BYTES: u64 = 256 << 20;
+const QUICK_BUFFERED_BYTES: u64 = 64 << 20;
+/// Reopen workload: records per batch while building the log.
+const REOPEN_BATCH: usize = 1024;
+/// Clean reopens timed per backend.
+const CLEAN_REOPENS: usize = 3;
+/// Acknowledgements the killed child must have printed before it is killed.
+const KILL_AFTER_ACKS: u64 = 2000;
+/// Writer threads and record size of the killed child.
+const CHILD_WRITERS: usize = 4;
+const CHILD_RECORD_BYTES: usize = 1 << 10;
+/// The parent gives up on a child that acknowledges too little in this time.
+const CHILD_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// A child that is somehow never killed stops on its own.
+const CHILD_MAX_RUNTIME: Duration = Duration::from_secs(120);
+/// Offset bytes at the start of every payload the bench writes for reading back.
+const OFFSET_PREFIX_BYTES: usize = 8;
+
+/// A concrete I/O backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    #[value(name = "io_uring", alias = "io-uring")]
+    IoUring,
+    Posix,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::IoUring => "io_uring",
+            Backend::Posix => "posix",
+        }
+    }
+
+    fn io(self) -> IoBackend {
+        match self {
+            Backend::IoUring => IoBackend::IoUring,
+            Backend::Posix => IoBackend::Posix,
+        }
+    }
+
+    fn options(self) -> LogOptions {
+        LogOptions {
+            io: self.io(),
+            ..LogOptions::default()
+        }
+    }
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Every backend this kernel supports.
+    All,
+    /// io_uring (fails if the kernel refuses it).
+    #[value(name = "io_uring", alias = "io-uring")]
+    IoUring,
+    /// pread/pwrite/fdatasync.
+    Posix,
+}
+
+/// `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Workload {
+    Durable,
+    Buffered,
+    Read,
+    Reopen,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Durable => "durable",
+            Workload::Buffered => "buffered",
+            Workload::Read => "read",
+            Workload::Reopen => "reopen",
+        }
+    }
+}
+
+/// Options of `sitelog bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory to work in; a fresh subdirectory is created in it and removed at the end
+    /// (unless --keep). Defaults to the system temp dir. Use a real disk, not a tmpfs.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the files written.
+    #[arg(long)]
+    pub keep: bool,
+    /// I/O backend(s) to measure.
+    #[arg(long, value_enum, default_value_t = BackendArg::All)]
+    pub backend: BackendArg,
+    /// Seconds per durable cell and per raw loop [default: 2.0, or 0.3 with --quick].
+    #[arg(long, value_name = "F")]
+    pub seconds: Option<f64>,
+    /// Short run (CI): 0.3 s per cell, fewer cells, 64 MiB buffered, 256 MiB reopen log.
+    #[arg(long)]
+    pub quick: bool,
+    /// Size of the reopen workload's log in GiB [default: 1, or 0.25 with --quick].
+    #[arg(long, value_name = "N")]
+    pub reopen_gib: Option<f64>,
+    /// Print one JSON object on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Workloads to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [Workload::Durable, Workload::Buffered, Workload::Read, Workload::Reopen]
+    )]
+    pub only: Vec<Workload>,
+}
+
+/// Options of the hidden `bench-writer` child.
+#[derive(Debug, Args)]
+pub struct WriterArgs {
+    /// The log directory (opened with default durable options).
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = Backend::IoUring)]
+    pub backend: Backend,
+    #[arg(long, default_value_t = CHILD_WRITERS)]
+    pub writers: usize,
+    #[arg(long, default_value_t = CHILD_RECORD_BYTES)]
+    pub record_bytes: usize,
+}
+
+/// What one run measures.
+#[derive(Debug)]
+struct Plan {
+    duration: Duration,
+    quick: bool,
+    backends: Vec<Backend>,
+    workloads: BTreeSet<Workload>,
+    /// (record bytes, writers) of the durable cells, in order.
+    cells: Vec<(usize, usize)>,
+    buffered_bytes: u64,
+    reopen_bytes: u64,
+    keep: bool,
+}
+
+impl Plan {
+    fn wants(&self, w: Workload) -> bool {
+        self.workloads.contains(&w)
+    }
+
+    /// Group sizes of the raw loop: record size × writers of every cell, and 1 MiB.
+    fn raw_groups(&self) -> Vec<u64> {
+        let mut groups: BTreeSet<u64> = self
+            .cells
+            .iter()
+            .filter(|(size, _)| *size != BIG_RECORD_BYTES)
+            .map(|&(size, w)| (size * w) as u64)
+            .collect();
+        groups.insert(BIG_RECORD_BYTES as u64);
+        groups.into_iter().collect()
+    }
+}
+
+fn plan(args: &BenchArgs, notes: &mut Vec<String>) -> CliResult<Plan> {
+    let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 2.0 });
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        return Err(CliError(format!(
+            "--seconds must be in (0, 3600], got {seconds}"
+        )));
+    }
+    let gib = args
+        .reopen_gib
+        .unwrap_or(if args.quick { 0.25 } else { 1.0 });
+    if !(gib.is_finite() && gib > 0.0 && gib <= 1024.0) {
+        return Err(CliError(format!(
+            "--reopen-gib must be in (0, 1024], got {gib}"
+        )));
+    }
+    let candidates = match args.backend {
+        BackendArg::All => vec![Backend::IoUring, Backend::Posix],
+        BackendArg::IoUring => vec![Backend::IoUring],
+        BackendArg::Posix => vec![Backend::Posix],
+    };
+    let mut backends = Vec::new();
+    for b in candidates {
+        match b.io().resolve() {
+            Ok(_) => backends.push(b),
+            Err(e) if args.backend == BackendArg::All => {
+                notes.push(format!("backend {} skipped: {e}", b.name()));
+            }
+            Err(e) => {
+                return Err(CliError(format!(
+                    "backend {} is not available: {e}",
+                    b.name()
+                )))
+            }
+        }
+    }
+    let (sizes, writers): (&[usize], &[usize]) = if args.quick {
+        (&QUICK_RECORD_SIZES, &QUICK_WRITER_COUNTS)
+    } else {
+        (&RECORD_SIZES, &WRITER_COUNTS)
+    };
+    let mut cells: Vec<(usize, usize)> = sizes
+        .iter()
+        .flat_map(|&s| writers.iter().map(move |&w| (s, w)))
+        .collect();
+    cells.push((BIG_RECORD_BYTES, BIG_RECORD_WRITERS));
+    Ok(Plan {
+        duration: Duration::from_secs_f64(seconds),
+        quick: args.quick,
+        backends,
+        workloads: args.only.iter().copied().collect(),
+        cells,
+        buffered_bytes: if args.quick {
+            QUICK_BUFFERED_BYTES
+        } else {
+            BUFFERED_BYTES
+        },
+        reopen_bytes: (gib * (1u64 << 30) as f64) as u64,
+        keep: args.keep,
+    })
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+/// `sitelog bench`.
+pub fn run(args: &BenchArgs) -> CliResult<()> {
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    let plan = plan(args, &mut notes)?;
+    let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    let cold = sys::drop_page_cache();
+    if let Err(reason) = &cold {
+        notes.push(format!("cold reads not measured: {reason}"));
+    }
+    let fs = sys::fs_type(work.path());
+    if fs == "tmpfs" {
+        notes.push("the bench directory is on a tmpfs: durable figures mean nothing".into());
+    }
+    let mut results = Results {
+        meta: Meta {
+            cpus: sys::cpus(),
+            kernel: sys::kernel_release(),
+            dir: work.path().to_path_buf(),
+            fs,
+            seconds: plan.duration.as_secs_f64(),
+            quick: plan.quick,
+            backends: plan.backends.iter().map(|b| b.name()).collect(),
+            workloads: plan.workloads.iter().map(|w| w.name()).collect(),
+            cold_reason: cold.err(),
+            total_secs: 0.0,
+            load_start: sys::load_average(),
+            load_end: None,
+        },
+        notes,
+        ..Results::default()
+    };
+    if plan.wants(Workload::Durable) {
+        results.raw = raw_loops(&plan, &work)?;
+    }
+    if plan.wants(Workload::Buffered) {
+        let path = work.sub("raw-buffered");
+        progress(&format!(
+            "raw buffered: {} MiB in {} KiB pwrites + fdatasync",
+            plan.buffered_bytes >> 20,
+            (BUFFERED_RECORD_BYTES * BUFFERED_BATCH) >> 10
+        ));
+        let times = raw::buffered(
+            &path,
+            plan.buffered_bytes,
+            BUFFERED_RECORD_BYTES * BUFFERED_BATCH,
+        )?;
+        sys::remove_path(&path)?;
+        results.buffered_raw = Some(times);
+    }
+    for &backend in &plan.backends {
+        if plan.wants(Workload::Durable) {
+            for &(size, writers) in &plan.cells {
+                progress(&format!(
+                    "durable {} {} × {writers} writer(s)",
+                    backend.name(),
+                    super::stats::fmt_bytes(size as u64)
+                ));
+                let cell = durable_cell(&plan, &work, backend, size, writers)?;
+                results.durable.push(cell);
+            }
+        }
+        if plan.wants(Workload::Buffered) || plan.wants(Workload::Read) {
+            let dir = work.sub(&format!("log-{}", backend.name()));
+            progress(&format!(
+                "buffered {}: {} MiB",
+                backend.name(),
+                plan.buffered_bytes >> 20
+            ));
+            let run = write_pattern_log(&dir, backend, plan.buffered_bytes)?;
+            if plan.wants(Workload::Buffered) {
+                results.buffered.push(run);
+            }
+            if plan.wants(Workload::Read) {
+                progress(&format!("read {}", backend.name()));
+                let runs = read_cells(&dir, backend, results.meta.cold_reason.is_none())?;
+                results.read.extend(runs);
+            }
+            if !plan.keep {
+                sys::remove_path(&dir)?;
+            }
+        }
+    }
+    if plan.wants(Workload::Reopen) && !plan.backends.is_empty() {
+        reopen_workload(&plan, &work, &mut results)?;
+    }
+    results.meta.total_secs = started.elapsed().as_secs_f64();
+    results.meta.load_end = sys::load_average();
+    let out = if args.json {
+        results.json().render() + "\n"
+    } else {
+        results.text()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context(|| "cannot write to stdout".to_string())?;
+    if args.keep {
+        eprintln!("bench: files kept in {}", work.path().display());
+    }
+    Ok(())
+}
+
+/// The raw pwrite + fdatasync loops: every group size into a fresh file, then into one
+/// pre-written file as large as the farthest fresh loop got (capped; the loops wrap around).
+fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
+    let groups = plan.raw_groups();
+    let path = work.sub("raw-durable");
+    let mut loops = Vec::new();
+    for &g in &groups {
+        progress(&format!(
+            "raw pwrite+fdatasync, fresh file, group {}",
+            super::stats::fmt_bytes(g)
+        ));
+        loops.push(raw::durable_loop(
+            &path,
+            RawFile::Fresh,
+            g as usize,
+            plan.duration,
+        )?);
+        sys::remove_path(&path)?;
+    }
+    let cap = if plan.quick {
+        QUICK_PREWRITTEN_MAX_BYTES
+    } else {
+        PREWRITTEN_MAX_BYTES
+    };
+    let largest = groups.iter().copied().max().unwrap_or(0);
+    let reached = loops.iter().map(|l| l.reached_bytes).max().unwrap_or(0);
+    let len = reached.min(cap).max(largest);
+    progress(&format!(
+        "raw: pre-writing {} of zeros",
+        super::stats::fmt_bytes(len)
+    ));
+    raw::prewrite(&path, len)?;
+    for &g in &groups {
+        progress(&format!(
+            "raw pwrite+fdatasync, pre-written file, group {}",
+            super::stats::fmt_bytes(g)
+        ));
+        loops.push(raw::durable_loop(
+            &path,
+            RawFile::Prewritten,
+            g as usize,
+            plan.duration,
+        )?);
+    }
+    sys::remove_path(&path)?;
+    Ok(loops)
+}
+
+/// Whether the first (lowest) segment file in `dir` has the full preallocated length.
+fn first_segment_preallocated(dir: &Path, segment_bytes: u64) -> CliResult<bool> {
+    let files = segment_files(dir)?;
+    let Some(first) = files.first() else {
+        return Ok(false);
+    };
+    let len = std::fs::metadata(first)
+        .context(|| format!("cannot stat {}", first.display()))?
+        .len();
+    Ok(len >= segment_bytes)
+}
+
+/// The segment files of a log directory, in offset order.
+fn segment_files(dir: &Path) -> CliResult<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn durable_cell(
+    plan: &Plan,
+    work: &WorkDir,
+    backend: Backend,
+    size: usize,
+    writers: usize,
+) -> CliResult<DurableCell> {
+    let dir = work.sub(&format!("durable-{}-{size}-{writers}", backend.name()));
+    let defaults = LogOptions::default();
+    let opts = LogOptions {
+        max_record_bytes: defaults
+            .max_record_bytes
+            .max(u32::try_from(size).unwrap_or(u32::MAX)),
+        ..backend.options()
+    };
+    let segment_bytes = opts.segment_size_bytes;
+    let log =
+        Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
+    let payload = raw::pattern(size);
+    for _ in 0..(WARMUP_BYTES / size).clamp(1, WARMUP_APPENDS) {
+        log.append(&payload)?;
+    }
+    let preallocated = first_segment_preallocated(&dir, segment_bytes)?;
+    let (records, secs, lat) = run_writers(&log, &payload, writers, plan.duration)?;
+    let cell = DurableCell {
+        backend: log.backend_name(),
+        record_bytes: size as u64,
+        writers,
+        records,
+        secs,
+        lat: super::stats::Latency::from_nanos(lat),
+        first_segment_preallocated: preallocated,
+        segments: log.segment_count(),
+    };
+    log.close()?;
+    if !plan.keep {
+        sys::remove_path(&dir)?;
+    }
+    Ok(cell)
+}
+
+/// Lets writer threads start together, or tells them to quit before they start.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<Option<bool>>,
+    cv: Condvar,
+}
+
+impl Gate {
+    /// Opens the gate: `true` to run, `false` to abort.
+    fn open(&self, run: bool) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        self.cv.notify_all();
+    }
+
+    /// Waits until the gate opens; returns whether to run.
+    fn wait(&self) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(run) = *st {
+                return run;
+            }
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// `writers` threads append `payload` one record at a time until `duration` has passed.
+/// Returns (records, seconds, per-append latencies in ns).
+fn run_writers(
+    log: &Log,
+    payload: &[u8],
+    writers: usize,
+    duration: Duration,
+) -> CliResult<(u64, f64, Vec<u64>)> {
+    let gate = Gate::default();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(writers);
+        let mut spawn_error = None;
+        for i in 0..writers {
+            let (gate, stop) = (&gate, &stop);
+            let spawned = std::thread::Builder::new()
+                .name(format!("bench-writer-{i}"))
+                .stack_size(WRITER_STACK_BYTES)
+                .spawn_scoped(s, move || -> CliResult<Vec<u64>> {
+                    let mut lat = Vec::new();
+                    if !gate.wait() {
+                        return Ok(lat);
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        if let Err(e) = log.append(payload) {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e.into());
+                        }
+                        lat.push(nanos(t0.elapsed()));
+                    }
+                    Ok(lat)
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(CliError(format!("cannot start writer thread {i}: {e}")));
+                    break;
+                }
+            }
+        }
+        gate.open(spawn_error.is_none());
+        let started = Instant::now();
+        if spawn_error.is_none() {
+            let deadline = started + duration;
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut first_error = spawn_error;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(lat)) => all.extend(lat),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(CliError("a writer thread panicked".into()));
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((all.len() as u64, secs, all)),
+        }
+    })
+}
+
+/// Payload `i` of a log the bench reads back: its offset (little-endian), then a fixed pattern.
+fn fill_payload(buf: &mut [u8], offset: u64, pattern: &[u8]) {
+    buf[..OFFSET_PREFIX_BYTES].copy_from_slice(&offset.to_le_bytes());
+    buf[OFFSET_PREFIX_BYTES..].copy_from_slice(&pattern[OFFSET_PREFIX_BYTES..]);
+}
+
+/// Writes a fresh log of `total` payload bytes in `SyncMode::Manual` batches of 64 × 1 KiB,
+/// then one `sync()`, and closes it.
+fn write_pattern_log(dir: &Path, backend: Backend, total: u64) -> CliResult<BufferedRun> {
+    write_log(
+        dir,
+        backend,
+        total,
+        BUFFERED_BATCH,
+        BufferedRun::new(backend),
+    )
+}
+
+fn write_log(
+    dir: &Path,
+    backend: Backend,
+    total: u64,
+    batch: usize,
+    mut run: BufferedRun,
+) -> CliResult<BufferedRun> {
+    let opts = LogOptions {
+        sync: SyncMode::Manual,
+        ..backend.options()
+    };
+    let log = Log::open(dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
+    run.backend = log.backend_name();
+    let pattern = raw::pattern(BUFFERED_RECORD_BYTES);
+    let mut bufs = vec![vec![0u8; BUFFERED_RECORD_BYTES]; batch];
+    let mut next = log.end_offset();
+    let mut bytes = 0u64;
+    let started = Instant::now();
+    while bytes < total {
+        for (i, b) in bufs.iter_mut().enumerate() {
+            fill_payload(b, next + i as u64, &pattern);
+        }
+        let range = log.append_batch(&bufs)?;
+        if range.start != next {
+            return Err(CliError(format!(
+                "append_batch returned offsets {range:?}, expected them to start at {next}"
+            )));
+        }
+        next = range.end;
+        bytes += (batch * BUFFERED_RECORD_BYTES) as u64;
+    }
+    run.write_secs = started.elapsed().as_secs_f64();
+    log.sync()?;
+    run.total_secs = started.elapsed().as_secs_f64();
+    run.bytes = bytes;
+    run.records = next;
+    run.file_bytes = log.size_bytes();
+    run.segments = log.segment_count();
+    log.close()?;
+    Ok(run)
+}
+
+/// Reads the whole log once, checking offsets, payload lengths and contents; the iterator
+/// verifies every frame's checksum. Returns (records, payload bytes, seconds).
+fn read_all(log: &Log) -> CliResult<(u64, u64, f64)> {
+    let pattern = raw::pattern(BUFFERED_RECORD_BYTES);
+    let (start, end) = (log.start_offset(), log.end_offset());
+    let started = Instant::now();
+    let (mut expected, mut bytes) = (start, 0u64);
+    for rec in log.iter(start) {
+        let rec = rec?;
+        let p = &rec.payload;
+        let ok = rec.offset == expected
+            && p.len() == BUFFERED_RECORD_BYTES
+            && p[..OFFSET_PREFIX_BYTES] == expected.to_le_bytes()
+            && p[OFFSET_PREFIX_BYTES..] == pattern[OFFSET_PREFIX_BYTES..];
+        if !ok {
+            return Err(CliError(format!(
+                "record {} (expected offset {expected}) has the wrong payload ({} bytes)",
+                rec.offset,
+                p.len()
+            )));
+        }
+        bytes += p.len() as u64;
+        expected += 1;
+    }
+    if expected != end {
+        return Err(CliError(format!(
+            "iteration stopped at offset {expected}, the log ends at {end}"
+        )));
+    }
+    Ok((end - start, bytes, started.elapsed().as_secs_f64()))
+}
+
+/// Cold (page cache dropped, if permitted) and warm reads of the closed log in `dir`, each
+/// with a plain sequential read of the segment files for comparison.
+fn read_cells(dir: &Path, backend: Backend, cold_permitted: bool) -> CliResult<Vec<ReadRun>> {
+    let files = segment_files(dir)?;
+    let mut runs = Vec::new();
+    let opts = LogOptions {
+        // A reader needs no prepared segment; its 64 MiB of zeros would compete with the reads.
+        preallocate: false,
+        ..backend.options()
+    };
+    let raw_cold = if cold_permitted {
+        sys::drop_page_cache().map_err(CliError)?;
+        let raw_cold = raw::read_files(&files)?;
+        sys::drop_page_cache().map_err(CliError)?;
+        Some(raw_cold)
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let log = Log::open(dir, opts).context(|| format!("cannot reopen {}", dir.display()))?;
+    let open_secs = t0.elapsed().as_secs_f64();
+    let first = read_all(&log)?;
+    if let Some((raw_bytes, raw_secs)) = raw_cold {
+        runs.push(ReadRun {
+            backend: log.backend_name(),
+            cold: true,
+            records: first.0,
+            bytes: first.1,
+            secs: first.2,
+            open_secs: Some(open_secs),
+            raw_bytes,
+            raw_secs,
+        });
+    }
+    let warm = read_all(&log)?;
+    let (raw_bytes, raw_secs) = raw::read_files(&files)?;
+    runs.push(ReadRun {
+        backend: log.backend_name(),
+        cold: false,
+        records: warm.0,
+        bytes: warm.1,
+        secs: warm.2,
+        open_secs: None,
+        raw_bytes,
+        raw_secs,
+    });
+    log.close()?;
+    Ok(runs)
+}
+
+/// Builds the reopen log once, then per backend: clean reopens, one reopen with the page cache
+/// dropped (if permitted), and the first reopen after a SIGKILLed writer.
+fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliResult<()> {
+    let dir = work.sub("reopen");
+    let builder = plan.backends[0];
+    progress(&format!(
+        "reopen: building a {} log",
+        super::stats::fmt_bytes(plan.reopen_bytes)
+    ));
+    let build = write_log(
+        &dir,
+        builder,
+        plan.reopen_bytes,
+        REOPEN_BATCH,
+        BufferedRun::new(builder),
+    )?;
+    results.reopen_build = Some(build);
+    for &backend in &plan.backends {
+        progress(&format!("reopen {}: after clean close", backend.name()));
+        let mut times = Vec::new();
+        let mut report = None;
+        for _ in 0..CLEAN_REOPENS {
+            let (took, log) = timed_open(&dir, backend)?;
+            times.push(took);
+            // The first open's report: it is the one after the writer's close.
+            report.get_or_insert_with(|| log.recovery_report().clone());
+            log.close()?;
+        }
+        results.reopen.push(ReopenRun {
+            backend: backend.name(),
+            kind: ReopenKind::Clean,
+            times,
+            report: report.unwrap_or_default(),
+            log_bytes: dir_bytes(&dir)?,
+            acked_end: None,
+        });
+        if results.meta.cold_reason.is_none() {
+            sys::drop_page_cache().map_err(CliError)?;
+            let (took, log) = timed_open(&dir, backend)?;
+            results.reopen.push(ReopenRun {
+                backend: backend.name(),
+                kind: ReopenKind::CleanCold,
+                times: vec![took],
+                report: log.recovery_report().clone(),
+                log_bytes: dir_bytes(&dir)?,
+                acked_end: None,
+            });
+            log.close()?;
+        }
+        progress(&format!(
+            "reopen {}: after kill -9 of a writer",
+            backend.name()
+        ));
+        let acked_end = run_and_kill_writer(&dir, backend)?;
+        let (took, log) = timed_open(&dir, backend)?;
+        let run = ReopenRun {
+            backend: backend.name(),
+            kind: ReopenKind::Killed,
+            times: vec![took],
+            report: log.recovery_report().clone(),
+            log_bytes: dir_bytes(&dir)?,
+            acked_end: Some(acked_end),
+        };
+        if log.end_offset() < acked_end {
+            return Err(CliError(format!(
+                "after kill -9 the log ends at {}, but the child acknowledged up to {acked_end}",
+                log.end_offset()
+            )));
+        }
+        if acked_end > 0 {
+            log.read(acked_end - 1)?;
+        }
+        log.close()?;
+        results.reopen.push(run);
+    }
+    if !plan.keep {
+        sys::remove_path(&dir)?;
+    }
+    Ok(())
+}
+
+fn timed_open(dir: &Path, backend: Backend) -> CliResult<(Duration, Log)> {
+    let t0 = Instant::now();
+    let log =
+        Log::open(dir, backend.options()).context(|| format!("cannot reopen {}", dir.display()))?;
+    Ok((t0.elapsed(), log))
+}
+
+/// Bytes of the segment files in `dir`.
+fn dir_bytes(dir: &Path) -> CliResult<u64> {
+    let mut total = 0;
+    for f in segment_files(dir)? {
+        total += std::fs::metadata(&f)
+            .context(|| format!("cannot stat {}", f.display()))?
+            .len();
+    }
+    Ok(total)
+}
+
+/// Starts `sitelog bench-writer` on `dir`, waits for enough acknowledgements, kills it with
+/// SIGKILL and returns the highest acknowledged end offset.
+fn run_and_kill_writer(dir: &Path, backend: Backend) -> CliResult<u64> {
+    let exe = std::env::current_exe().context(|| "cannot find this executable".to_string())?;
+    let mut child = Command::new(&exe)
+        .arg("bench-writer")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--backend", backend.name()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context(|| format!("cannot start {} bench-writer", exe.display()))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(CliError("the child's stdout was not captured".into()));
+    };
+    let (tx, rx) = mpsc::channel::<u64>();
+    let reader = std::thread::spawn(move || -> (u64, u64) {
+        let (mut acks, mut max_end) = (0u64, 0u64);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(end) = line
+                .strip_prefix("ACK ")
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                acks += 1;
+                max_end = max_end.max(end);
+                // The receiver may be gone once enough acks were seen; keep draining.
+                let _ = tx.send(acks);
+            }
+        }
+        (acks, max_end)
+    });
+    let deadline = Instant::now() + CHILD_ACK_TIMEOUT;
+    let mut enough = false;
+    while !enough {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(acks) => enough = acks >= KILL_AFTER_ACKS,
+            Err(_) => break,
+        }
+    }
+    drop(rx);
+    let exited_early = child
+        .try_wait()
+        .context(|| "cannot check on the child".to_string())?;
+    child
+        .kill()
+        .context(|| "cannot kill the bench-writer child".to_string())?;
+    child
+        .wait()
+        .context(|| "cannot wait for the child".to_string())?;
+    let (acks, max_end) = reader
+        .join()
+        .map_err(|_| CliError("the child's reader thread panicked".into()))?;
+    if !enough {
+        let why = match exited_early {
+            Some(status) => format!("exited on its own ({status})"),
+            None => format!("was killed after {CHILD_ACK_TIMEOUT:?}"),
+        };
+        return Err(CliError(format!(
+            "bench-writer acknowledged only {acks} appends (wanted {KILL_AFTER_ACKS}) and {why}"
+        )));
+    }
+    Ok(max_end)
+}
+
+/// `sitelog bench-writer`: appends durably from several threads until killed, printing
+/// `ACK <end>` (one past the acknowledged offset) after each append.
+pub fn run_writer(args: &WriterArgs) -> CliResult<()> {
+    if args.writers == 0 || args.record_bytes == 0 {
+        return Err(CliError(
+            "--writers and --record-bytes must be positive".into(),
+        ));
+    }
+    let log = Log::open(&args.dir, args.backend.options())
+        .context(|| format!("cannot open {}", args.dir.display()))?;
+    let payload = raw::pattern(args.record_bytes);
+    let deadline = Instant::now() + CHILD_MAX_RUNTIME;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.writers)
+            .map(|_| {
+                s.spawn(|| -> CliResult<()> {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let offset = match log.append(&payload) {
+                            Ok(o) => o,
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(e.into());
+                            }
+                        };
+                        let mut out = std::io::stdout().lock();
+                        let written =
+                            writeln!(out, "ACK {}", offset + 1).and_then(|()| out.flush());
+                        if let Err(e) = written {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(CliError(format!("cannot write to stdout: {e}")));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(CliError("a writer thread panicked".into())));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })?;
+    log.close()?;
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The `sitelog` command line. Subcommands: `bench` (measure the log against the machine's own
+//! limit), and the hidden `bench-writer` (the child process `bench` kills with SIGKILL).
+
+mod bench;
+mod json;
+mod raw;
+mod report;
+mod stats;
+mod sys;
+
+use clap::{Parser, Subcommand};
+use std::fmt;
+use std::process::ExitCode;
+
+/// sitelog: a crash-safe, append-only segment log.
+#[derive(Debug, Parser)]
+#[command(name = "sitelog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure durable, buffered and read throughput, latency and reopen time against a plain
+    /// pwrite + fdatasync loop on the same disk, in the same run.
+    Bench(bench::BenchArgs),
+    /// (internal) Open an existing log and append until killed, printing acknowledged ends.
+    #[command(hide = true)]
+    BenchWriter(bench::WriterArgs),
+}
+
+/// An error for the user: one message, printed once, exit status 1.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<sitelog::Error> for CliError {
+    fn from(e: sitelog::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+/// Adds what was being done to an error.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> CliResult<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> CliResult<T> {
+        self.map_err(|e| CliError(format!("{}: {e}", what())))
+    }
+}
+
+/// Parses the command line, runs the command, reports an error on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchWriter(args) => bench::run_writer(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sitelog: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

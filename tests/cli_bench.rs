@@ -1,0 +1,65 @@
+//! Runs the `sitelog` binary's `bench --quick` on a small selection of workloads and checks
+//! that `--json` prints one parseable object with sitelog-to-raw ratios.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn bench_quick_json_has_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--quick", "--only", "durable,buffered"])
+        .args(["--seconds", "0.1", "--backend", "posix", "--json", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "bench --quick took {:?}",
+        started.elapsed()
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["quick"], true);
+    assert_eq!(v["backends"], serde_json::json!(["posix"]));
+
+    let raw = v["raw"].as_array().unwrap();
+    for file in ["fresh", "pre-written"] {
+        assert!(raw
+            .iter()
+            .any(|l| l["file"] == file && l["group_bytes"] == 1 << 20));
+    }
+    let durable = v["durable"].as_array().unwrap();
+    assert!(!durable.is_empty());
+    for cell in durable {
+        assert_eq!(cell["backend"], "posix");
+        assert!(cell["records"].as_u64().unwrap() > 0, "{cell}");
+        assert!(cell["ratio_fresh"].as_f64().unwrap() > 0.0, "{cell}");
+        assert!(cell["ratio_prewritten"].as_f64().unwrap() > 0.0, "{cell}");
+        assert!(cell["latency"]["p999_us"].as_f64().unwrap() > 0.0, "{cell}");
+    }
+    let buffered = v["buffered"].as_array().unwrap();
+    assert_eq!(buffered.len(), 1);
+    assert!(buffered[0]["ratio"].as_f64().unwrap() > 0.0);
+    assert!(v["read"].as_array().unwrap().is_empty());
+    assert!(v["reopen"].as_array().unwrap().is_empty());
+    let targets = v["targets"].as_array().unwrap();
+    assert!(targets.iter().any(|t| t["pass"].is_boolean()));
+
+    // The bench directory it created inside --dir is gone.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_rejects_bad_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--seconds", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--seconds"), "{stderr}");
+}
