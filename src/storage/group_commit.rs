@@ -75,6 +75,8 @@ struct State {
     last_seg: Option<Arc<Segment>>,
     failed: Option<FailedTail>,
     wakers: Vec<(u64, Waker)>,
+    /// The flusher is blocked waiting for work (so an enqueue must wake it).
+    flusher_waiting: bool,
     shutdown: bool,
 }
 
@@ -110,6 +112,7 @@ impl GroupCommit {
                 last_seg: None,
                 failed: None,
                 wakers: Vec::new(),
+                flusher_waiting: false,
                 shutdown: false,
             }),
             work: Condvar::new(),
@@ -161,8 +164,13 @@ impl GroupCommit {
         let mut st = lock(&self.state);
         // After a failure the chunk stays queued until the writer discards the tail (reset).
         st.queue.push_back(chunk);
+        // A busy flusher comes back for the queue by itself; waking it costs a context switch
+        // per append.
+        let wake = st.flusher_waiting;
         drop(st);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
     }
 
     /// Raises the durable end outside the pipeline (a seal fsynced the segment) and wakes
@@ -228,36 +236,57 @@ impl GroupCommit {
         }
     }
 
-    /// Blocks until every offset below `end` is durable.
+    /// Blocks until every offset below `end` is durable. The thread parks and is unparked only
+    /// when its own offset became durable (or the log failed): a group commit wakes the waiters
+    /// it covers, not everyone.
     pub fn wait_durable(&self, end: u64) -> Result<()> {
-        let mut st = lock(&self.state);
-        self.request_sync(&mut st, end);
-        loop {
-            if let Some(r) = self.outcome(&st, end) {
-                return r;
-            }
-            st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+        self.park_until(end, None, true).map(|_| ())
     }
 
     /// Like [`GroupCommit::wait_durable`] with a deadline; `Ok(false)` on timeout. Does not ask
     /// for a sync (tailing readers only watch).
     pub fn wait_durable_timeout(&self, end: u64, timeout: std::time::Duration) -> Result<bool> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut st = lock(&self.state);
+        self.park_until(end, Some(deadline), false)
+    }
+
+    fn park_until(
+        &self,
+        end: u64,
+        deadline: Option<std::time::Instant>,
+        sync: bool,
+    ) -> Result<bool> {
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         loop {
-            if let Some(r) = self.outcome(&st, end) {
-                return r.map(|()| true);
+            {
+                let mut st = lock(&self.state);
+                if sync {
+                    self.request_sync(&mut st, end);
+                }
+                if let Some(r) = self.outcome(&st, end) {
+                    return r.map(|()| true);
+                }
+                // Spurious unparks loop back here; register once.
+                if !st
+                    .wakers
+                    .iter()
+                    .any(|(t, w)| *t == end && w.will_wake(&waker))
+                {
+                    st.wakers.push((end, waker.clone()));
+                }
             }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return Ok(false);
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        let mut st = lock(&self.state);
+                        st.wakers.retain(|(_, w)| !w.will_wake(&waker));
+                        return Ok(false);
+                    }
+                    std::thread::park_timeout(d - now);
+                }
             }
-            let (g, _) = self
-                .progress
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner());
-            st = g;
         }
     }
 
@@ -312,7 +341,9 @@ impl GroupCommit {
                 self.wake_all(&mut st);
                 return;
             }
+            st.flusher_waiting = true;
             st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.flusher_waiting = false;
         }
     }
 
@@ -462,6 +493,19 @@ struct Submission {
     bufs: Vec<Bytes>,
     pos: u64,
     sync: bool,
+}
+
+/// Unparks a thread blocked in `park_until`.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 /// Resolves when the offsets it waits for are durable (or the log fails).
