@@ -125,14 +125,20 @@ impl File for PosixFile {
     }
 
     fn map(&self) -> io::Result<Bytes> {
-        if self.len()? == 0 {
-            return Ok(Bytes::new());
-        }
-        // SAFETY: sitelog maps only sealed segments, which are never modified or truncated in
-        // place (truncating into a sealed segment writes a new file and renames it over the old
-        // one, leaving this mapping's inode intact). External modification of the file while it
-        // is mapped is outside the contract, as for any mmap-based reader.
-        let map = unsafe { memmap2::Mmap::map(&self.file)? };
-        Ok(Bytes::from_owner(map))
+        map_file(&self.file)
     }
+}
+
+/// A read-only memmap2 view of a whole file, zero-copy (shared by the POSIX and io_uring
+/// backends).
+pub(crate) fn map_file(file: &fs::File) -> io::Result<Bytes> {
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: sitelog maps only sealed segments, which are never modified or truncated in
+    // place (truncating into a sealed segment writes a new file and renames it over the old
+    // one, leaving this mapping's inode intact). External modification of the file while it
+    // is mapped is outside the contract, as for any mmap-based reader.
+    let map = unsafe { memmap2::Mmap::map(file)? };
+    Ok(Bytes::from_owner(map))
 }

@@ -555,12 +555,7 @@ impl File for UringFile {
     }
 
     fn map(&self) -> io::Result<Bytes> {
-        if self.len()? == 0 {
-            return Ok(Bytes::new());
-        }
-        // SAFETY: as in the POSIX backend: only sealed, never-modified files are mapped.
-        let map = unsafe { memmap2::Mmap::map(&*self.file)? };
-        Ok(Bytes::from_owner(map))
+        super::posix::map_file(&self.file)
     }
 }
 

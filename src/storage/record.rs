@@ -193,13 +193,15 @@ pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u
     out.resize(start + frame_len(rec.payload.len()), 0);
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+/// Little-endian u32 at `at`; the caller has checked the bounds.
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+/// Little-endian u64 at `at`; the caller has checked the bounds.
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)

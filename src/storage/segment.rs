@@ -24,7 +24,7 @@
 //! so frames start sector- and page-aligned (room for O_DIRECT writers).
 
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
-use super::record::{self, FrameError, FrameHeader, Record, HEADER_SIZE_BYTES};
+use super::record::{self, u32_at, u64_at, FrameError, FrameHeader, Record, HEADER_SIZE_BYTES};
 use crate::io::{read_exact_at, FileRef};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -62,18 +62,6 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The header region of a new segment.

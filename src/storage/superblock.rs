@@ -74,11 +74,7 @@ impl Superblock {
         if b.len() < ENCODED_BYTES || &b[0..8] != MAGIC {
             return None;
         }
-        let u64_at = |at: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[at..at + 8]);
-            u64::from_le_bytes(a)
-        };
+        let u64_at = |at: usize| super::record::u64_at(b, at);
         let mut crc = [0u8; 4];
         crc.copy_from_slice(&b[ENCODED_BYTES - 4..ENCODED_BYTES]);
         if crate::storage::checksum::checksum(&b[..ENCODED_BYTES - 4]) != u32::from_le_bytes(crc) {
