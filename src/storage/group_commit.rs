@@ -221,7 +221,10 @@ impl GroupCommit {
         if st.durable_end >= end {
             return Some(Ok(()));
         }
-        if let Some(f) = st.failed.as_ref().filter(|f| end > f.first_offset) {
+        // The pipeline stays stopped until the writer discards the failed tail, so no sync will
+        // run: every waiter learns of the full disk now, also for offsets written before the
+        // failed group but not yet synced (they stay; a later sync can cover them).
+        if let Some(f) = st.failed.as_ref() {
             return Some(Err(Error::NoSpace {
                 path: f.path.clone(),
             }));
