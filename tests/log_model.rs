@@ -267,7 +267,37 @@ impl Harness {
     }
 }
 
+/// Aborts the test process with the case's description if one case runs longer than a
+/// minute: a hang in the log (a waiter nobody wakes) must fail loudly, not stall CI.
+struct Watchdog {
+    done: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start(case: String) -> Self {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(std::time::Duration::from_secs(60))
+            {
+                eprintln!("log_model: case hung for 60 s: {case}");
+                std::process::abort();
+            }
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.done.send(());
+    }
+}
+
 fn run(seed: u64, manual: bool, ops: Vec<Op>, real: Option<IoBackend>) {
+    let _watchdog = Watchdog::start(format!(
+        "seed {seed} manual {manual} real {real:?} ops {ops:?}"
+    ));
     let (disk, dir, tmp, io) = match real {
         None => {
             let disk = SimDisk::new(seed);
