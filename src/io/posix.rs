@@ -40,13 +40,9 @@ impl Io for PosixIo {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
-        Ok(Arc::new(PosixFile { file }))
+        Ok(Arc::new(PosixFile {
+            file: open_rw(path, create)?,
+        }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -141,4 +137,15 @@ pub(crate) fn map_file(file: &fs::File) -> io::Result<Bytes> {
     // is mapped is outside the contract, as for any mmap-based reader.
     let map = unsafe { memmap2::Mmap::map(file)? };
     Ok(Bytes::from_owner(map))
+}
+
+/// Opens `path` for reading and writing, creating it if asked, never truncating (shared by the
+/// POSIX and io_uring backends).
+pub(crate) fn open_rw(path: &Path, create: bool) -> io::Result<fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
 }

@@ -25,7 +25,7 @@ use super::{Completion, File, FileRef, Io, LockGuard};
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring};
 use std::collections::VecDeque;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
@@ -443,12 +443,7 @@ impl Io for UringIo {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
+        let file = super::posix::open_rw(path, create)?;
         Ok(Arc::new(UringFile {
             file: Arc::new(file),
             ring: self.ring.clone(),
