@@ -78,6 +78,21 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// The consensus layer failed or refused: the node is shutting down, openraft stopped on
+    /// a fatal error, or a membership change was rejected.
+    #[error("consensus: {0}")]
+    Raft(String),
+
+    /// A write reached a node that is not the leader. Writes are not forwarded: retry on the
+    /// leader named here (when one is known).
+    #[error("not the leader; leader is {leader:?} at {addr:?}")]
+    NotLeader {
+        /// The current leader's node id, when known.
+        leader: Option<u64>,
+        /// The current leader's address, when known.
+        addr: Option<String>,
+    },
+
     /// The tailing reader's timeout elapsed before a new durable record arrived.
     #[error("timed out waiting for offset {offset}")]
     Timeout {

@@ -1,11 +1,13 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
 //!
 //! Layers, each depending only on those below it: [`io`] (one trait over file operations),
-//! [`storage`] (the local log, [`Log`]), and, to come, `raft`, `net` and `node`.
+//! [`storage`] (the local log, [`Log`]), [`raft`] (openraft on the segment log), and, to
+//! come, `net` and `node`.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod io;
+pub mod raft;
 pub mod storage;
 
 pub use error::{Error, Result};

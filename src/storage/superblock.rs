@@ -103,23 +103,38 @@ impl Superblock {
 
 /// Reads both slots and returns the newest valid copy, or `None` if neither is valid.
 pub fn read(file: &dyn File) -> io::Result<Option<Superblock>> {
+    read_newest_slot(file, ENCODED_BYTES, |b| {
+        Superblock::decode(b).map(|sb| (sb.sequence, sb))
+    })
+}
+
+/// The two-slot protocol shared by every small metadata file (the superblock, Raft's metadata):
+/// reads the first `encoded_bytes` of both [`SLOT_SIZE_BYTES`] slots, decodes each into
+/// `(sequence, value)`, and returns the valid value with the highest sequence. A copy in the
+/// wrong slot (`sequence % 2` names the slot it was written to) is a misdirected write and is
+/// ignored.
+pub(crate) fn read_newest_slot<T>(
+    file: &dyn File,
+    encoded_bytes: usize,
+    decode: impl Fn(&[u8]) -> Option<(u64, T)>,
+) -> io::Result<Option<T>> {
+    debug_assert!(encoded_bytes <= SLOT_SIZE_BYTES);
     let len = file.len()?;
-    let mut best: Option<Superblock> = None;
+    let mut best: Option<(u64, T)> = None;
+    let mut buf = vec![0u8; encoded_bytes];
     for slot in 0..2u64 {
         let at = slot * SLOT_SIZE_BYTES as u64;
-        if len < at + ENCODED_BYTES as u64 {
+        if len < at + encoded_bytes as u64 {
             continue;
         }
-        let mut buf = vec![0u8; ENCODED_BYTES];
         read_exact_at(file, &mut buf, at)?;
-        if let Some(sb) = Superblock::decode(&buf) {
-            // A copy in the wrong slot is a misdirected write: ignore it.
-            if sb.sequence % 2 == slot && best.is_none_or(|b| sb.sequence > b.sequence) {
-                best = Some(sb);
+        if let Some((seq, value)) = decode(&buf) {
+            if seq % 2 == slot && best.as_ref().is_none_or(|(b, _)| seq > *b) {
+                best = Some((seq, value));
             }
         }
     }
-    Ok(best)
+    Ok(best.map(|(_, v)| v))
 }
 
 /// Writes the superblock durably, holding the last state written.

@@ -1,0 +1,268 @@
+//! Raft entries ↔ log records, and the membership payload encoding.
+//!
+//! A Raft entry is stored as one record frame (`storage::record`): `offset` = Raft index,
+//! `term` = the entry's term, `kind` = normal / blank / membership. Normal payloads are the
+//! application bytes as they are; blank entries have an empty payload; membership entries
+//! carry this encoding (all integers little-endian, every count and length bounded before
+//! anything is allocated):
+//!
+//! ```text
+//! u8   version (1)
+//! u8   config count c (1, or 2 during a joint change)
+//! c × { u16 n; n × u64 voter id }
+//! u16  node count m
+//! m × { u64 id; u8 site_len; site (UTF-8); u8 addr_len; addr (UTF-8) }
+//! ```
+
+use super::{log_id, AppBytes, Entry, Membership, NodeInfo};
+use crate::storage::{EntryKind, NewRecord, Record};
+use crate::{Error, Result};
+use openraft::entry::RaftEntry;
+use openraft::EntryPayload;
+use std::collections::{BTreeMap, BTreeSet};
+
+const MEMBERSHIP_VERSION: u8 = 1;
+/// Most configurations in a membership (joint consensus has two).
+const MAX_CONFIGS: usize = 2;
+/// Most voters in one configuration, and most nodes in a membership.
+pub const MAX_MEMBERS: usize = 1024;
+
+/// The payload of a record for `entry`, borrowed where possible.
+pub enum StoredPayload<'a> {
+    /// The bytes as they are (normal and blank entries).
+    Borrowed(&'a [u8]),
+    /// An encoded membership.
+    Owned(Vec<u8>),
+}
+
+impl StoredPayload<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            StoredPayload::Borrowed(b) => b,
+            StoredPayload::Owned(v) => v,
+        }
+    }
+}
+
+/// The record kind and payload that store `entry`.
+pub fn to_payload(entry: &Entry) -> (EntryKind, StoredPayload<'_>) {
+    match &entry.payload {
+        EntryPayload::Blank => (EntryKind::Blank, StoredPayload::Borrowed(&[])),
+        EntryPayload::Normal(d) => (EntryKind::Normal, StoredPayload::Borrowed(&d.0)),
+        EntryPayload::Membership(m) => (
+            EntryKind::Membership,
+            StoredPayload::Owned(encode_membership(m)),
+        ),
+    }
+}
+
+/// The records that store `entries` (payloads borrowed from `payloads`).
+pub fn to_records<'a>(
+    entries: &'a [Entry],
+    payloads: &'a [(EntryKind, StoredPayload<'a>)],
+) -> Vec<NewRecord<'a>> {
+    debug_assert_eq!(entries.len(), payloads.len());
+    entries
+        .iter()
+        .zip(payloads)
+        .map(|(e, (kind, p))| NewRecord {
+            term: e.log_id.leader_id.term,
+            kind: *kind,
+            timestamp_us: None,
+            payload: p.bytes(),
+        })
+        .collect()
+}
+
+/// The Raft entry a record stores. Fails with [`Error::Corruption`] on a membership payload
+/// that does not decode (its frame checksum passed, so this is a bug or a foreign log).
+pub fn from_record(rec: Record) -> Result<Entry> {
+    let id = log_id(rec.term, rec.offset);
+    Ok(match rec.kind {
+        EntryKind::Normal => Entry::new_normal(id, AppBytes(rec.payload)),
+        EntryKind::Blank => Entry::new_blank(id),
+        EntryKind::Membership => {
+            let m = decode_membership(&rec.payload).ok_or_else(|| Error::Corruption {
+                segment: "raft log".into(),
+                file_offset: 0,
+                record_offset: Some(rec.offset),
+                detail: "membership payload does not decode".into(),
+            })?;
+            Entry::new_membership(id, m)
+        }
+    })
+}
+
+/// Encodes a membership (see the module docs).
+pub fn encode_membership(m: &Membership) -> Vec<u8> {
+    let mut out = vec![MEMBERSHIP_VERSION];
+    let configs = m.get_joint_config();
+    debug_assert!(configs.len() <= MAX_CONFIGS);
+    out.push(configs.len() as u8);
+    for c in configs {
+        out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+        for id in c {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    let nodes: Vec<_> = m.nodes().collect();
+    out.extend_from_slice(&(nodes.len() as u16).to_le_bytes());
+    for (id, n) in nodes {
+        out.extend_from_slice(&id.to_le_bytes());
+        for s in [&n.site, &n.addr] {
+            // Lengths are checked when a node is added (`check_node_info`).
+            let b = &s.as_bytes()[..s.len().min(255)];
+            out.push(b.len() as u8);
+            out.extend_from_slice(b);
+        }
+    }
+    out
+}
+
+/// Checks a node's description fits the membership encoding.
+pub fn check_node_info(n: &NodeInfo) -> Result<()> {
+    if n.site.len() > 255 || n.addr.len() > 255 {
+        return Err(Error::InvalidArgument(
+            "site names and addresses are at most 255 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A bounds-checked little-endian reader.
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Some(u64::from_le_bytes(a))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u8()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+/// Decodes a membership; `None` if the bytes are not a valid encoding.
+pub fn decode_membership(buf: &[u8]) -> Option<Membership> {
+    let mut c = Cursor { buf };
+    let m = decode_membership_from(&mut c)?;
+    c.buf.is_empty().then_some(m)
+}
+
+pub(crate) fn decode_membership_from(c: &mut Cursor<'_>) -> Option<Membership> {
+    if c.u8()? != MEMBERSHIP_VERSION {
+        return None;
+    }
+    let n_configs = c.u8()? as usize;
+    if !(1..=MAX_CONFIGS).contains(&n_configs) {
+        return None;
+    }
+    let mut configs = Vec::with_capacity(n_configs);
+    for _ in 0..n_configs {
+        let n = c.u16()? as usize;
+        if n > MAX_MEMBERS {
+            return None;
+        }
+        let mut set = BTreeSet::new();
+        for _ in 0..n {
+            set.insert(c.u64()?);
+        }
+        configs.push(set);
+    }
+    let n_nodes = c.u16()? as usize;
+    if n_nodes > MAX_MEMBERS {
+        return None;
+    }
+    let mut nodes = BTreeMap::new();
+    for _ in 0..n_nodes {
+        let id = c.u64()?;
+        let site = c.string()?;
+        let addr = c.string()?;
+        nodes.insert(id, NodeInfo { site, addr });
+    }
+    Membership::new(configs, nodes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(site: &str) -> NodeInfo {
+        NodeInfo {
+            site: site.into(),
+            addr: format!("{site}.example:7000"),
+        }
+    }
+
+    #[test]
+    fn membership_round_trips_including_joint_and_learners() {
+        let nodes: BTreeMap<u64, NodeInfo> = [
+            (1, node("a")),
+            (2, node("b")),
+            (3, node("c")),
+            (9, node("a")),
+        ]
+        .into();
+        let joint = vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 9])];
+        let m = Membership::new(joint, nodes).unwrap();
+        let enc = encode_membership(&m);
+        assert_eq!(decode_membership(&enc), Some(m));
+        // Every strict prefix and any trailing byte is rejected.
+        for n in 0..enc.len() {
+            assert_eq!(decode_membership(&enc[..n]), None, "prefix {n}");
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert_eq!(decode_membership(&longer), None);
+    }
+
+    #[test]
+    fn oversized_counts_are_refused_before_allocating() {
+        let mut b = vec![MEMBERSHIP_VERSION, 1];
+        b.extend_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(decode_membership(&b), None);
+        assert_eq!(decode_membership(&[MEMBERSHIP_VERSION, 3]), None);
+        assert_eq!(decode_membership(&[2, 1]), None);
+    }
+
+    #[test]
+    fn entries_round_trip_through_records() {
+        let m =
+            Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node("a"))])).unwrap();
+        let entries = vec![
+            Entry::new_blank(log_id(1, 0)),
+            Entry::new_membership(log_id(1, 1), m),
+            Entry::new_normal(log_id(2, 2), AppBytes(bytes::Bytes::from_static(b"hi"))),
+        ];
+        let payloads: Vec<_> = entries.iter().map(to_payload).collect();
+        let recs = to_records(&entries, &payloads);
+        for (e, r) in entries.iter().zip(recs) {
+            let rec = Record {
+                offset: e.log_id.index,
+                term: r.term,
+                timestamp_us: 0,
+                kind: r.kind,
+                payload: bytes::Bytes::copy_from_slice(r.payload),
+            };
+            assert_eq!(&from_record(rec).unwrap(), e);
+        }
+    }
+}

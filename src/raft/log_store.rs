@@ -1,0 +1,299 @@
+//! `RaftLogStorage` on the segment log: entries are records, stored once.
+//!
+//! - `append` writes the entries' frames into the log (readable at once, no fsync waited for)
+//!   and hands `(end, callback)` to one completion task per store, which awaits the group
+//!   commit's durable future for `end` and only then calls `IOFlushed::io_completed`. One task
+//!   completes callbacks strictly in append order, so openraft's flushed position never moves
+//!   backwards. The queue to it is bounded ([`MAX_PENDING_FLUSHES`]): a disk that stops
+//!   syncing back-pressures `append` instead of growing memory.
+//! - `save_vote` writes the metadata file and fsyncs it before returning, so the vote is
+//!   durable before any later append of its term.
+//! - `truncate_after` maps to [`Log::truncate_from`]; `purge` records the purged log id in the
+//!   metadata file and moves the log's start (whole sealed segments below it are released).
+//! - `save_committed` keeps the committed log id in memory and persists it at most every
+//!   [`COMMITTED_PERSIST_INTERVAL_MS`] (a stale committed id is a safe lower bound; this keeps
+//!   an fsync off every commit).
+
+use super::entry::{from_record, to_payload, to_records};
+use super::meta::{MetaFile, RaftMeta, StoredVote};
+use super::{log_id, Entry, LogId, TypeConfig, Vote};
+use crate::storage::Log;
+use crate::Error;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Most appends whose flush callback is still pending.
+pub const MAX_PENDING_FLUSHES: usize = 4096;
+/// How often, at most, `save_committed` persists the committed log id.
+pub const COMMITTED_PERSIST_INTERVAL_MS: u64 = 200;
+/// Most bytes of payload one `limited_get_log_entries` call returns (it may return fewer
+/// entries than asked; openraft sends the rest next).
+pub const MAX_READ_BATCH_BYTES: usize = 4 << 20;
+
+fn to_io(e: Error) -> io::Error {
+    io::Error::other(e)
+}
+
+struct MetaState {
+    file: MetaFile,
+    /// The committed log id last given to `save_committed` (maybe newer than the file's).
+    committed: Option<LogId>,
+    committed_persisted_at: Option<Instant>,
+}
+
+/// The Raft log storage of one node: the segment log plus the metadata file.
+#[derive(Clone)]
+pub struct LogStore {
+    log: Log,
+    meta: Arc<Mutex<MetaState>>,
+    flushes: mpsc::Sender<(u64, IOFlushed<TypeConfig>)>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("log", &self.log).finish()
+    }
+}
+
+fn lock(m: &Mutex<MetaState>) -> MutexGuard<'_, MetaState> {
+    // The state behind the lock is replaced whole; a panic cannot leave it half-written.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_pair(id: Option<LogId>) -> Option<(u64, u64)> {
+    id.map(|l| (l.leader_id.term, l.index))
+}
+
+fn from_pair(p: Option<(u64, u64)>) -> Option<LogId> {
+    p.map(|(t, i)| log_id(t, i))
+}
+
+impl LogStore {
+    /// Wraps an open log and its metadata file. Must be called inside a tokio runtime (it
+    /// starts the completion task).
+    pub fn new(log: Log, meta: MetaFile) -> LogStore {
+        let (tx, rx) = mpsc::channel(MAX_PENDING_FLUSHES);
+        tokio::spawn(complete_flushes(log.clone(), rx));
+        let committed = from_pair(meta.current().committed);
+        LogStore {
+            log,
+            meta: Arc::new(Mutex::new(MetaState {
+                file: meta,
+                committed,
+                committed_persisted_at: None,
+            })),
+            flushes: tx,
+        }
+    }
+
+    /// The segment log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    fn vote(&self) -> Option<Vote> {
+        let v = lock(&self.meta).file.current().vote;
+        let node = v.node?;
+        Some(if v.committed {
+            Vote::new_committed(v.term, node)
+        } else {
+            Vote::new(v.term, node)
+        })
+    }
+
+    fn write_meta(&self, f: impl FnOnce(&mut RaftMeta)) -> Result<(), io::Error> {
+        let mut m = lock(&self.meta);
+        let mut next = m.file.current();
+        f(&mut next);
+        m.file.write(next).map_err(to_io)
+    }
+
+    /// The entries in `[start, end)`, at most [`MAX_READ_BATCH_BYTES`] of payload unless the
+    /// first entry alone is larger (at least one entry is returned when the range is not empty).
+    fn read_range(
+        &self,
+        start: u64,
+        end: u64,
+        limit_bytes: usize,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (lo, hi) = (self.log.start_offset(), self.log.end_offset());
+        if start < lo || end > hi {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("entries [{start}, {end}) outside the log's [{lo}, {hi})"),
+            ));
+        }
+        let mut out = Vec::with_capacity((end.saturating_sub(start)).min(4096) as usize);
+        let mut bytes = 0usize;
+        for rec in self.log.iter(start) {
+            let rec = rec.map_err(to_io)?;
+            if rec.offset >= end {
+                break;
+            }
+            bytes += rec.payload.len();
+            if !out.is_empty() && bytes > limit_bytes {
+                break;
+            }
+            out.push(from_record(rec).map_err(to_io)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Completes flush callbacks in append order, each once its records are durable. A failed
+/// sync poisons the log; the error reaches openraft, which stops the node (nothing after it is
+/// acknowledged).
+async fn complete_flushes(log: Log, mut rx: mpsc::Receiver<(u64, IOFlushed<TypeConfig>)>) {
+    while let Some((end, callback)) = rx.recv().await {
+        let result = log.durable(end).await.map_err(to_io);
+        callback.io_completed(result);
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = bounds(&range);
+        let end = end.min(self.log.end_offset());
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read_range(start, end, usize::MAX)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.vote())
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let end = end.min(self.log.end_offset());
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read_range(start, end, MAX_READ_BATCH_BYTES)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let purged = from_pair(lock(&self.meta).file.current().purged);
+        let (start, end) = (self.log.start_offset(), self.log.end_offset());
+        let last = if end > start {
+            let rec = self.log.read(end - 1).map_err(to_io)?;
+            Some(log_id(rec.term, rec.offset))
+        } else {
+            purged
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let stored = StoredVote {
+            term: vote.leader_id.term,
+            node: Some(vote.leader_id.voted_for),
+            committed: vote.committed,
+        };
+        self.write_meta(|m| m.vote = stored)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let mut m = lock(&self.meta);
+        m.committed = committed;
+        let due = m
+            .committed_persisted_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(COMMITTED_PERSIST_INTERVAL_MS));
+        if due {
+            let next = RaftMeta {
+                committed: to_pair(committed),
+                ..m.file.current()
+            };
+            m.file.write(next).map_err(to_io)?;
+            m.committed_persisted_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(lock(&self.meta).committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let end = match entries.first() {
+            None => self.log.end_offset(),
+            Some(first) => {
+                let expected = self.log.end_offset();
+                if first.log_id.index != expected {
+                    // openraft never leaves holes; this would be a bug, and writing would put
+                    // entries at the wrong offsets.
+                    return Err(io::Error::other(format!(
+                        "append at index {} but the log ends at {expected}",
+                        first.log_id.index
+                    )));
+                }
+                let payloads: Vec<_> = entries.iter().map(to_payload).collect();
+                let recs = to_records(&entries, &payloads);
+                let range = self.log.write_records(&recs).map_err(to_io)?;
+                debug_assert_eq!(range.start, first.log_id.index);
+                range.end
+            }
+        };
+        self.flushes
+            .send((end, callback))
+            .await
+            .map_err(|_| io::Error::other("flush completion task stopped"))
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let from = last.map_or(0, |l| l.index + 1).max(self.log.start_offset());
+        self.log.truncate_from(from).map_err(to_io)
+    }
+
+    async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        self.write_meta(|m| m.purged = Some((upto.leader_id.term, upto.index)))?;
+        self.log.purge_before(upto.index + 1).map_err(to_io)?;
+        Ok(())
+    }
+}
