@@ -93,6 +93,11 @@ pub enum Error {
         addr: Option<String>,
     },
 
+    /// A peer broke the wire protocol: garbage, a bad checksum, an oversized length, a wrong
+    /// cluster id or protocol version. The connection is closed; nothing it sent was used.
+    #[error("protocol: {0}")]
+    Protocol(String),
+
     /// The tailing reader's timeout elapsed before a new durable record arrived.
     #[error("timed out waiting for offset {offset}")]
     Timeout {

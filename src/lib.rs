@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod io;
+pub mod net;
+pub mod node;
 pub mod raft;
 pub mod storage;
 

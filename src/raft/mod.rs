@@ -22,8 +22,10 @@ pub mod entry;
 pub mod log_store;
 pub mod meta;
 pub mod network;
+pub mod remote;
 pub mod replica;
 pub mod state_machine;
+pub mod wire;
 
 use bytes::Bytes;
 use std::fmt;

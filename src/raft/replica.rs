@@ -6,12 +6,19 @@
 
 use super::log_store::LogStore;
 use super::meta::MetaFile;
+use super::remote::{MessageRx, MessageTx};
 use super::state_machine::StateMachine;
-use super::{Raft, TypeConfig};
+use super::{AppBytes, NodeInfo, Raft, TypeConfig};
 use crate::io::IoRef;
 use crate::storage::{Log, LogOptions};
 use crate::{Error, Result};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::ServerState;
 use openraft::{Config, RaftNetworkFactory, SnapshotPolicy};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -53,6 +60,9 @@ impl RaftTimers {
     }
 }
 
+/// Most entries openraft puts in one replication message.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// Builds openraft's configuration: pre-vote on (a node cut off from the leader cannot
 /// disrupt the cluster when it comes back), no snapshots yet (see `state_machine`).
 pub fn openraft_config(cluster_name: &str, timers: RaftTimers) -> Result<Arc<Config>> {
@@ -62,6 +72,9 @@ pub fn openraft_config(cluster_name: &str, timers: RaftTimers) -> Result<Arc<Con
         election_timeout_min: timers.election_timeout_min_ms,
         election_timeout_max: timers.election_timeout_max_ms,
         enable_pre_vote: Some(true),
+        // Bounds one replication message: 64 entries of at most 1 MiB (the node's record
+        // limit) fit the transport's frame limit.
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         snapshot_policy: SnapshotPolicy::Never,
         ..Default::default()
     };
@@ -113,7 +126,9 @@ impl Replica {
         let log = Log::open(dir.join("log"), log_opts)?;
         let store = LogStore::new(log, meta);
         let (sm, committed_end) = StateMachine::new();
-        let raft = Raft::new(id, config, network, store.clone(), sm)
+        // Boxed: openraft's start-up future is large, and unboxed it would sit on the caller's
+        // stack (a debug build overflowed the main thread's stack with it).
+        let raft = Box::pin(Raft::new(id, config, network, store.clone(), sm))
             .await
             .map_err(|e| Error::Raft(format!("start: {e}")))?;
         Ok(Replica {
@@ -121,5 +136,223 @@ impl Replica {
             store,
             committed_end,
         })
+    }
+}
+
+/// A node's role, as sitelog reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts writes.
+    Leader,
+    /// Replicates from the leader and votes.
+    Follower,
+    /// Asking for votes.
+    Candidate,
+    /// Replicates but does not vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// How far one follower has replicated (known on the leader only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's node id.
+    pub node_id: u64,
+    /// One past the highest offset it holds matching the leader, if known.
+    pub matched_end: Option<u64>,
+    /// Entries it is behind the leader's last entry.
+    pub lag_entries: u64,
+}
+
+/// A snapshot of a replica's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// This node.
+    pub node_id: u64,
+    /// Its role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader it knows, if any.
+    pub leader: Option<u64>,
+    /// One past the highest committed (and applied) offset on this node.
+    pub commit_end: u64,
+    /// One past the last offset in its log.
+    pub log_end: u64,
+    /// Voter ids of the effective membership.
+    pub voters: Vec<u64>,
+    /// Learner ids of the effective membership.
+    pub learners: Vec<u64>,
+    /// Per follower (leader only).
+    pub followers: Vec<FollowerProgress>,
+}
+
+fn raft_err(e: impl std::fmt::Display) -> Error {
+    Error::Raft(e.to_string())
+}
+
+fn not_leader(f: &openraft::error::ForwardToLeader<TypeConfig>) -> Error {
+    Error::NotLeader {
+        leader: f.leader_id,
+        addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
+    }
+}
+
+impl Replica {
+    /// Whether this replica's log has a membership (it was initialized or joined).
+    pub async fn is_initialized(&self) -> Result<bool> {
+        self.raft.is_initialized().await.map_err(raft_err)
+    }
+
+    /// Makes `members` the first membership of a new cluster (all of them voters). Calling it
+    /// on every initial member with the same set is safe; it fails on an initialized node.
+    pub async fn initialize(&self, members: BTreeMap<u64, NodeInfo>) -> Result<()> {
+        for n in members.values() {
+            super::entry::check_node_info(n)?;
+        }
+        self.raft.initialize(members).await.map_err(raft_err)
+    }
+
+    /// Appends payloads through Raft; resolves to their offsets once a majority of voters
+    /// have them fsynced (and this leader applied them). On a follower: [`Error::NotLeader`].
+    pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {
+        let n = payloads.len();
+        let mut results = self
+            .raft
+            .client_write_many(payloads.into_iter().map(AppBytes))
+            .await
+            .map_err(raft_err)?;
+        let mut offsets = Vec::with_capacity(n);
+        while let Some(r) = results.next().await {
+            match r.map_err(raft_err)? {
+                Ok(w) => offsets.push(w.response),
+                Err(ClientWriteError::ForwardToLeader(f)) => return Err(not_leader(&f)),
+                Err(e) => return Err(raft_err(e)),
+            }
+        }
+        if offsets.len() != n {
+            return Err(Error::Raft(format!(
+                "{} of {n} writes answered",
+                offsets.len()
+            )));
+        }
+        Ok(offsets)
+    }
+
+    /// Adds a non-voting member and starts replicating to it (returns once the change is
+    /// committed, not when the learner has caught up).
+    pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<()> {
+        super::entry::check_node_info(&node)?;
+        self.raft.add_learner(id, node, false).await.map_err(|e| {
+            e.forward_to_leader()
+                .map_or_else(|| raft_err(&e), not_leader)
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the voter set (joint consensus); removed voters stay as learners when
+    /// `retain`.
+    pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<()> {
+        self.raft
+            .change_membership(voters, retain)
+            .await
+            .map_err(|e| {
+                e.forward_to_leader()
+                    .map_or_else(|| raft_err(&e), not_leader)
+            })?;
+        Ok(())
+    }
+
+    /// The membership's nodes (voters and learners) with their sites and addresses.
+    pub fn members(&self) -> BTreeMap<u64, NodeInfo> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.membership_config
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// The current state.
+    pub fn status(&self) -> ReplicaStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let log_end = m.last_log_index.map_or(0, |i| i + 1);
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let membership = m.membership_config.membership();
+        let followers = m
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != m.id)
+            .map(|(id, matched)| {
+                let matched_end = matched.map(|l| l.index + 1);
+                FollowerProgress {
+                    node_id: *id,
+                    matched_end,
+                    lag_entries: log_end.saturating_sub(matched_end.unwrap_or(0)),
+                }
+            })
+            .collect();
+        ReplicaStatus {
+            node_id: m.id,
+            role,
+            term: m.current_term,
+            leader: m.current_leader,
+            commit_end: *self.committed_end.borrow(),
+            log_end,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            followers,
+        }
+    }
+
+    /// Waits until `f(status)` holds or `timeout_ms` passes; returns the last status seen.
+    pub async fn wait_for(
+        &self,
+        timeout_ms: u64,
+        f: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Result<ReplicaStatus> {
+        let mut rx = self.raft.metrics();
+        let mut committed = self.committed_end.clone();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let s = self.status();
+            if f(&s) {
+                return Ok(s);
+            }
+            tokio::select! {
+                r = rx.changed() => r.map_err(raft_err)?,
+                r = committed.changed() => r.map_err(raft_err)?,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Timeout { offset: s.commit_end });
+                }
+            }
+        }
+    }
+
+    /// Answers one Raft RPC received by the transport.
+    pub async fn handle_rpc(&self, msg: Bytes) -> Bytes {
+        super::remote::handle_rpc(&self.raft, msg).await
+    }
+
+    /// Serves one append stream received by the transport.
+    pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
+        &self,
+        tx: Tx,
+        rx: Rx,
+    ) -> Result<()> {
+        super::remote::serve_append_stream(self.raft.clone(), tx, rx).await
+    }
+
+    /// Stops openraft (the log is left as a crash would leave it, fully synced up to what
+    /// was acknowledged).
+    pub async fn shutdown(&self) -> Result<()> {
+        self.raft.shutdown().await.map_err(raft_err)
     }
 }

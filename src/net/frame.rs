@@ -1,0 +1,122 @@
+//! Message framing on a byte stream: every message is
+//!
+//! ```text
+//! u32 body_len (little-endian, ≤ the connection's limit, checked before anything is allocated)
+//! u32 CRC-32 of the body
+//! body
+//! ```
+//!
+//! A length over the limit, a checksum mismatch or a connection that ends mid-frame is an
+//! error that closes the connection; nothing of such a frame reaches the layer above.
+
+use crate::storage::checksum::checksum;
+use crate::{Error, Result};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes of a frame header.
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+fn proto(detail: impl Into<String>) -> Error {
+    Error::Protocol(detail.into())
+}
+
+/// Reads one frame's body. `Ok(None)` when the peer closed the connection cleanly between
+/// frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_body_bytes: usize,
+) -> Result<Option<Bytes>> {
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    // A clean close shows as EOF before the first header byte.
+    let n = r.read(&mut head).await.map_err(|e| io_err(e, "read"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut head[n..])
+        .await
+        .map_err(|e| io_err(e, "read frame header"))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > max_body_bytes {
+        return Err(proto(format!(
+            "frame of {len} bytes exceeds the limit of {max_body_bytes}"
+        )));
+    }
+    let mut body = BytesMut::zeroed(len);
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| io_err(e, "read frame body"))?;
+    if checksum(&body) != crc {
+        return Err(proto("frame checksum mismatch"));
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// Writes one frame (header and body in one buffered write).
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| proto("message too large to frame"))?;
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&checksum(body).to_le_bytes());
+    w.write_all(&head).await.map_err(|e| io_err(e, "write"))?;
+    w.write_all(body).await.map_err(|e| io_err(e, "write"))?;
+    w.flush().await.map_err(|e| io_err(e, "flush"))
+}
+
+fn io_err(e: std::io::Error, what: &str) -> Error {
+    Error::Io {
+        path: format!("<network {what}>").into(),
+        source: e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_rejections() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").await.unwrap();
+        write_frame(&mut buf, b"").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read_frame(&mut r, 16).await.unwrap().unwrap(),
+            &b"hello"[..]
+        );
+        assert_eq!(read_frame(&mut r, 16).await.unwrap().unwrap(), &b""[..]);
+        assert!(read_frame(&mut r, 16).await.unwrap().is_none(), "clean end");
+
+        // Over the limit: refused before reading (or allocating) the body.
+        let mut r = &buf[..];
+        assert!(matches!(
+            read_frame(&mut r, 4).await,
+            Err(Error::Protocol(_))
+        ));
+
+        // A flipped body bit.
+        let mut bad = buf.clone();
+        bad[FRAME_HEADER_BYTES] ^= 1;
+        let mut r = &bad[..];
+        assert!(matches!(
+            read_frame(&mut r, 16).await,
+            Err(Error::Protocol(_))
+        ));
+
+        // Cut mid-frame.
+        for cut in 1..FRAME_HEADER_BYTES + 5 {
+            let mut r = &buf[..cut];
+            assert!(read_frame(&mut r, 16).await.is_err(), "cut at {cut}");
+        }
+
+        // A length field of u32::MAX never allocates 4 GiB.
+        let mut huge = vec![0xff; 4];
+        huge.extend_from_slice(&[0; 4]);
+        let mut r = &huge[..];
+        assert!(matches!(
+            read_frame(&mut r, 1 << 20).await,
+            Err(Error::Protocol(_))
+        ));
+    }
+}

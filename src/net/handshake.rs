@@ -1,0 +1,174 @@
+//! The first exchange on every connection: who is calling, for which cluster, with which
+//! protocol version, and for what. A mismatch is refused with a reason (and logged by the
+//! server); the connection is then closed.
+//!
+//! ```text
+//! hello  (client → server) = "SLHELLO1", u16 version, u8 purpose (0 rpc, 1 append stream,
+//!                            2 client), u64 cluster_id, u64 from_node, u64 to_node
+//!                            (from/to are u64::MAX for a client that is not a node / does not
+//!                            care which node answers)
+//! answer (server → client) = u8 status (0 accepted, 1 refused), u64 server node id,
+//!                            u16 reason_len, reason (UTF-8)
+//! ```
+//!
+//! Both travel as frames (`frame.rs`) limited to [`MAX_HANDSHAKE_BYTES`].
+
+use crate::{Error, Result};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest handshake frame.
+pub const MAX_HANDSHAKE_BYTES: usize = 512;
+/// `from_node` / `to_node` of a caller that is not a node, or does not name a node.
+pub const ANY_NODE: u64 = u64::MAX;
+const MAGIC: &[u8; 8] = b"SLHELLO1";
+const HELLO_BYTES: usize = 8 + 2 + 1 + 8 + 8 + 8;
+
+/// What a connection carries after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Raft request/response calls between nodes.
+    Rpc = 0,
+    /// A pipelined Raft append stream between nodes.
+    AppendStream = 1,
+    /// Application clients (append, read, status).
+    Client = 2,
+}
+
+/// The caller's hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version.
+    pub version: u16,
+    /// What the connection is for.
+    pub purpose: Purpose,
+    /// The cluster the caller belongs to.
+    pub cluster_id: u64,
+    /// The calling node (or [`ANY_NODE`]).
+    pub from_node: u64,
+    /// The node the caller wants (or [`ANY_NODE`]).
+    pub to_node: u64,
+}
+
+impl Hello {
+    /// Encodes the hello.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HELLO_BYTES);
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.push(self.purpose as u8);
+        b.extend_from_slice(&self.cluster_id.to_le_bytes());
+        b.extend_from_slice(&self.from_node.to_le_bytes());
+        b.extend_from_slice(&self.to_node.to_le_bytes());
+        b
+    }
+
+    /// Decodes a hello; a clear error for anything else (garbage on the port).
+    pub fn decode(b: &[u8]) -> Result<Hello> {
+        if b.len() != HELLO_BYTES || &b[..8] != MAGIC {
+            return Err(Error::Protocol("not a sitelog hello".into()));
+        }
+        let u64_at = |at: usize| crate::storage::record::u64_at(b, at);
+        let purpose = match b[10] {
+            0 => Purpose::Rpc,
+            1 => Purpose::AppendStream,
+            2 => Purpose::Client,
+            p => return Err(Error::Protocol(format!("unknown connection purpose {p}"))),
+        };
+        Ok(Hello {
+            version: u16::from_le_bytes([b[8], b[9]]),
+            purpose,
+            cluster_id: u64_at(11),
+            from_node: u64_at(19),
+            to_node: u64_at(27),
+        })
+    }
+
+    /// Checks the hello against the server's identity; `Err(reason)` to refuse.
+    pub fn check(&self, cluster_id: u64, node_id: u64) -> std::result::Result<(), String> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                self.version
+            ));
+        }
+        if self.cluster_id != cluster_id {
+            return Err(format!(
+                "cluster id {:#x} does not match this node's cluster {cluster_id:#x}",
+                self.cluster_id
+            ));
+        }
+        if self.to_node != ANY_NODE && self.to_node != node_id {
+            return Err(format!(
+                "caller wants node {} but this is node {node_id}",
+                self.to_node
+            ));
+        }
+        if self.purpose != Purpose::Client && self.from_node == ANY_NODE {
+            return Err("node-to-node connections must name the calling node".into());
+        }
+        Ok(())
+    }
+}
+
+/// The server's answer.
+pub fn encode_answer(node_id: u64, refused: Option<&str>) -> Vec<u8> {
+    let reason = refused.unwrap_or("").as_bytes();
+    let reason = &reason[..reason.len().min(MAX_HANDSHAKE_BYTES - 16)];
+    let mut b = vec![refused.is_some() as u8];
+    b.extend_from_slice(&node_id.to_le_bytes());
+    b.extend_from_slice(&(reason.len() as u16).to_le_bytes());
+    b.extend_from_slice(reason);
+    b
+}
+
+/// Decodes the server's answer: its node id, or the refusal as an error.
+pub fn decode_answer(b: &[u8]) -> Result<u64> {
+    if b.len() < 11 {
+        return Err(Error::Protocol("short handshake answer".into()));
+    }
+    let node = crate::storage::record::u64_at(b, 1);
+    let n = u16::from_le_bytes([b[9], b[10]]) as usize;
+    let reason = b
+        .get(11..11 + n)
+        .ok_or_else(|| Error::Protocol("bad handshake answer".into()))?;
+    match b[0] {
+        0 => Ok(node),
+        1 => Err(Error::Protocol(format!(
+            "node {node} refused the connection: {}",
+            String::from_utf8_lossy(reason)
+        ))),
+        s => Err(Error::Protocol(format!("bad handshake status {s}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            purpose: Purpose::AppendStream,
+            cluster_id: 7,
+            from_node: 1,
+            to_node: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_checks() {
+        let h = hello();
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        assert!(h.check(7, 2).is_ok());
+        assert!(h.check(8, 2).unwrap_err().contains("cluster id"));
+        assert!(h.check(7, 3).unwrap_err().contains("wants node 2"));
+        let old = Hello { version: 0, ..h };
+        assert!(old.check(7, 2).unwrap_err().contains("version"));
+        assert!(Hello::decode(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        assert_eq!(decode_answer(&encode_answer(2, None)).unwrap(), 2);
+        let refused = decode_answer(&encode_answer(2, Some("wrong cluster"))).unwrap_err();
+        assert!(refused.to_string().contains("wrong cluster"));
+        assert!(decode_answer(&[0, 1]).is_err());
+    }
+}

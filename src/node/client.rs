@@ -1,0 +1,166 @@
+//! A client of a sitelog cluster over TCP: appends go to the leader (found by asking and by
+//! following `NotLeader` answers), reads and status go to any node.
+//!
+//! An append that fails after it was sent (connection lost, timeout) is *unknown*, not
+//! failed: it may have been committed. The client never retries such an append by itself
+//! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
+
+use super::protocol::{Reply, Request, WireRecord};
+use crate::net::tcp::{connect_client, FrameRx, FrameTx, NetLimits};
+use crate::raft::remote::{MessageRx, MessageTx};
+use crate::raft::replica::ReplicaStatus;
+use crate::{Error, Result};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// How an append ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Acknowledged by a majority: the records' offsets.
+    Ok(Vec<u64>),
+    /// Refused before it was appended anywhere (no leader could take it in time).
+    Failed(String),
+    /// Sent, but no answer: it may or may not be committed.
+    Unknown(String),
+}
+
+/// A client connection to a cluster.
+#[derive(Debug)]
+pub struct Client {
+    addrs: Vec<String>,
+    cluster_id: u64,
+    limits: NetLimits,
+    /// The connection to the node believed to lead.
+    conn: Option<(String, FrameTx, FrameRx)>,
+    /// How long one request may take.
+    pub request_timeout_ms: u64,
+    /// How long an append may search for a leader before failing.
+    pub leader_wait_ms: u64,
+}
+
+impl Client {
+    /// A client for the cluster whose nodes listen on `addrs`.
+    pub fn new(addrs: Vec<String>, cluster_id: u64) -> Client {
+        Client {
+            addrs,
+            cluster_id,
+            limits: NetLimits::default(),
+            conn: None,
+            request_timeout_ms: 5000,
+            leader_wait_ms: 10_000,
+        }
+    }
+
+    async fn connect(&mut self, addr: &str) -> Result<()> {
+        let (tx, rx, _) = connect_client(addr, self.cluster_id, self.limits).await?;
+        self.conn = Some((addr.to_string(), tx, rx));
+        Ok(())
+    }
+
+    /// One request on the current connection; `Err` means the fate is unknown.
+    async fn round_trip(&mut self, req: Bytes) -> Result<Reply> {
+        let Some((_, tx, rx)) = self.conn.as_mut() else {
+            return Err(Error::Protocol("not connected".into()));
+        };
+        let t = Duration::from_millis(self.request_timeout_ms);
+        let r = tokio::time::timeout(t, async {
+            tx.send(req).await?;
+            rx.recv().await
+        })
+        .await;
+        match r {
+            Ok(Ok(bytes)) => Reply::decode(&bytes),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(Error::Timeout { offset: 0 })
+            }
+        }
+    }
+
+    /// Sends `req` to some node (the current connection, else the first that answers).
+    async fn any_node(&mut self, req: Bytes) -> Result<Reply> {
+        if self.conn.is_some() {
+            if let Ok(r) = self.round_trip(req.clone()).await {
+                return Ok(r);
+            }
+        }
+        let mut last = Error::Protocol("no nodes configured".into());
+        for addr in self.addrs.clone() {
+            if let Err(e) = self.connect(&addr).await {
+                last = e;
+                continue;
+            }
+            match self.round_trip(req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Appends payloads through the leader.
+    pub async fn append(&mut self, payloads: Vec<Bytes>) -> AppendOutcome {
+        let req = Request::Append(payloads).encode();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.leader_wait_ms);
+        let mut candidates = self.addrs.clone();
+        let mut next = 0usize;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return AppendOutcome::Failed("no leader accepted the append in time".into());
+            }
+            if self.conn.is_none() {
+                let addr = candidates[next % candidates.len()].clone();
+                next += 1;
+                if self.connect(&addr).await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            }
+            match self.round_trip(req.clone()).await {
+                Ok(Reply::Offsets(o)) => return AppendOutcome::Ok(o),
+                Ok(Reply::NotLeader { addr, .. }) => {
+                    // Refused before appending: safe to send elsewhere.
+                    self.conn = None;
+                    match addr {
+                        Some(a) => candidates.insert(0, a),
+                        None => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                    next = 0;
+                }
+                Ok(Reply::Error(e)) => return AppendOutcome::Unknown(e),
+                Ok(other) => return AppendOutcome::Unknown(format!("unexpected reply {other:?}")),
+                Err(e) => return AppendOutcome::Unknown(e.to_string()),
+            }
+        }
+    }
+
+    /// Committed records from `offset` (at most `max_records`), and the commit end, from any
+    /// node.
+    pub async fn read(&mut self, offset: u64, max_records: u32) -> Result<(u64, Vec<WireRecord>)> {
+        let req = Request::Read {
+            offset,
+            max_records,
+        };
+        match self.any_node(req.encode()).await? {
+            Reply::Records {
+                commit_end,
+                records,
+            } => Ok((commit_end, records)),
+            Reply::Error(e) => Err(Error::Protocol(e)),
+            other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// The status of the node at `addr`.
+    pub async fn status_of(&mut self, addr: &str) -> Result<ReplicaStatus> {
+        self.connect(addr).await?;
+        match self.round_trip(Request::Status.encode()).await? {
+            Reply::Status(s) => Ok(s),
+            other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The embedding API: a [`Node`] is one replica of a replicated sitelog, serving peers and
+//! clients over TCP.
+//!
+//! - `append` resolves to offsets only once a majority of voters have the records fsynced.
+//!   Writes are **not forwarded**: on a follower they fail with [`Error::NotLeader`] naming the
+//!   leader and its address (one extra round trip for a misdirected client, but no hidden
+//!   second hop on the acknowledgement path, and the client always knows which node acked).
+//! - `read` and `subscribe` serve committed records only.
+//! - Placement: with [`Placement::Enforce`] (the default) a membership whose voters could lose
+//!   a majority with one site (fewer than three sites, or one site holding half or more of the
+//!   voters) is refused; [`Placement::Warn`] only logs it.
+//! - Metrics go through the `metrics` facade (see [`metrics`]), spans through `tracing`.
+
+pub mod client;
+pub mod metrics;
+pub mod protocol;
+mod service;
+
+use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
+use crate::raft::remote::RemoteNetworkFactory;
+use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus};
+use crate::raft::NodeInfo;
+use crate::storage::{LogOptions, Record};
+use crate::{Error, Result};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// What to do with a membership that one site's loss could leave without a majority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Refuse it (default).
+    #[default]
+    Enforce,
+    /// Log a warning and go on (tests, two-site labs).
+    Warn,
+}
+
+/// A member of the cluster as configured: its site and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Site name.
+    pub site: String,
+    /// Address (`host:port`).
+    pub addr: String,
+}
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; never reuse an id of a node that was lost.
+    pub node_id: u64,
+    /// This node's site.
+    pub site: String,
+    /// Data directory (holds `log/` and `raft_meta`).
+    pub data_dir: PathBuf,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Address peers and clients use to reach this node. Default: the bound address.
+    pub advertise: Option<String>,
+    /// The cluster's id; connections from other clusters are refused.
+    pub cluster_id: u64,
+    /// The initial members (this node included) when founding a cluster; empty when joining
+    /// as a learner or restarting. Initializing an already initialized node is skipped.
+    pub initial_members: BTreeMap<u64, Peer>,
+    /// Raft timers. Default: LAN.
+    pub timers: RaftTimers,
+    /// Local log options. Default as `LogOptions`, with records limited to 1 MiB so that a
+    /// replication message (at most 64 entries) fits the network frame limit.
+    pub log: LogOptions,
+    /// Network limits.
+    pub net: NetLimits,
+    /// Placement policy.
+    pub placement: Placement,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults for everything but identity and place.
+    pub fn new(
+        node_id: u64,
+        site: &str,
+        data_dir: impl Into<PathBuf>,
+        listen: &str,
+        cluster_id: u64,
+    ) -> Self {
+        NodeConfig {
+            node_id,
+            site: site.to_string(),
+            data_dir: data_dir.into(),
+            listen: listen.to_string(),
+            advertise: None,
+            cluster_id,
+            initial_members: BTreeMap::new(),
+            timers: RaftTimers::default(),
+            log: LogOptions {
+                max_record_bytes: 1 << 20,
+                ..LogOptions::default()
+            },
+            net: NetLimits::default(),
+            placement: Placement::default(),
+        }
+    }
+}
+
+/// Checks that losing any one site leaves a majority of `voters` (see [`Placement`]).
+pub fn check_placement(voters: &BTreeMap<u64, String>) -> Result<()> {
+    let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
+    for site in voters.values() {
+        *per_site.entry(site).or_default() += 1;
+    }
+    let n = voters.len();
+    let (big_site, big) = per_site
+        .iter()
+        .max_by_key(|(_, c)| **c)
+        .map(|(s, c)| (*s, *c))
+        .unwrap_or(("", 0));
+    if per_site.len() < 3 || 2 * big >= n {
+        return Err(Error::InvalidArgument(format!(
+            "placement: {n} voters in {} site(s), {big} in site {big_site:?}: losing that site \
+             would leave no majority; use at least three sites with no site holding half the \
+             voters",
+            per_site.len()
+        )));
+    }
+    Ok(())
+}
+
+struct Inner {
+    id: u64,
+    addr: SocketAddr,
+    advertise: String,
+    placement: Placement,
+    replica: Replica,
+    server: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.watcher.abort();
+    }
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Opens (recovering) the data directory, starts Raft and the server, and founds the
+    /// cluster when `initial_members` is given and the node is not initialized yet.
+    #[tracing::instrument(name = "node_start", skip_all, fields(node = cfg.node_id))]
+    pub async fn start(cfg: NodeConfig) -> Result<Node> {
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| Error::io(format!("<listen {}>", cfg.listen), e))?;
+        Self::start_on(cfg, listener).await
+    }
+
+    /// Like [`Node::start`] on a listener the caller bound (so that every founding member's
+    /// address is known before any starts); `cfg.listen` is ignored.
+    pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("<listen>", e))?;
+        let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let connector = TcpConnector {
+            cluster_id: cfg.cluster_id,
+            from_node: cfg.node_id,
+            limits: cfg.net,
+        };
+        let raft_cfg = openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers)?;
+        let replica = Box::pin(Replica::start(
+            cfg.node_id,
+            &cfg.data_dir,
+            cfg.cluster_id,
+            cfg.log.clone(),
+            raft_cfg,
+            RemoteNetworkFactory::new(connector),
+        ))
+        .await?;
+        let identity = ServerIdentity {
+            node_id: cfg.node_id,
+            cluster_id: cfg.cluster_id,
+            limits: cfg.net,
+        };
+        let service = Arc::new(service::NodeService::new(replica.clone()));
+        let server = tokio::spawn(tcp::serve(listener, identity, service));
+        let watcher = tokio::spawn(metrics::watch_replica(replica.clone()));
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: cfg.node_id,
+                addr,
+                advertise,
+                placement: cfg.placement,
+                replica,
+                server,
+                watcher,
+            }),
+        };
+        if !cfg.initial_members.is_empty() && !node.inner.replica.is_initialized().await? {
+            node.found(&cfg.initial_members).await?;
+        }
+        Ok(node)
+    }
+
+    async fn found(&self, members: &BTreeMap<u64, Peer>) -> Result<()> {
+        let sites = members
+            .iter()
+            .map(|(id, p)| (*id, p.site.clone()))
+            .collect();
+        self.placement_ok(&sites)?;
+        let infos = members
+            .iter()
+            .map(|(id, p)| {
+                let info = NodeInfo {
+                    site: p.site.clone(),
+                    addr: p.addr.clone(),
+                };
+                (*id, info)
+            })
+            .collect();
+        match self.inner.replica.initialize(infos).await {
+            // Another founding member initialized first and replicated to us.
+            Err(Error::Raft(e)) if e.contains("NotAllowed") || e.contains("not allowed") => Ok(()),
+            other => other,
+        }
+    }
+
+    fn placement_ok(&self, voters: &BTreeMap<u64, String>) -> Result<()> {
+        match (check_placement(voters), self.inner.placement) {
+            (Err(e), Placement::Enforce) => Err(e),
+            (Err(e), Placement::Warn) => {
+                tracing::warn!(error = %e, "unsafe placement accepted (Placement::Warn)");
+                Ok(())
+            }
+            (Ok(()), _) => Ok(()),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The address peers and clients use.
+    pub fn advertise_addr(&self) -> &str {
+        &self.inner.advertise
+    }
+
+    /// Appends payloads; resolves to their offsets once a majority of voters have them
+    /// fsynced. On a follower: [`Error::NotLeader`] with the leader's address.
+    #[tracing::instrument(name = "node_append", skip_all, fields(node = self.inner.id, n = payloads.len()))]
+    pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {
+        let start = Instant::now();
+        let bytes: usize = payloads.iter().map(|p| p.len()).sum();
+        let r = self.inner.replica.append(payloads).await;
+        if let Ok(offs) = &r {
+            metrics::appended(offs.len(), bytes, start.elapsed());
+        }
+        r
+    }
+
+    /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet).
+    pub fn read(&self, offset: u64) -> Result<Record> {
+        let commit_end = self.commit_end();
+        let log = self.inner.replica.store.log();
+        if offset >= commit_end {
+            return Err(Error::OutOfRange {
+                offset,
+                start: log.start_offset(),
+                end: commit_end,
+            });
+        }
+        log.read(offset)
+    }
+
+    /// One past the highest committed offset on this node.
+    pub fn commit_end(&self) -> u64 {
+        *self.inner.replica.committed_end.borrow()
+    }
+
+    /// Committed records from `from`, in order, waiting for new ones. Raft's own entries
+    /// (blank and membership) are included as records of their kind; most readers skip them.
+    pub fn subscribe(&self, from: u64) -> Subscription {
+        Subscription {
+            node: self.clone(),
+            next: from,
+            committed: self.inner.replica.committed_end.clone(),
+        }
+    }
+
+    /// Role, term, leader, commit and log ends, and per-follower lag (on the leader).
+    pub fn status(&self) -> ReplicaStatus {
+        self.inner.replica.status()
+    }
+
+    /// Waits until `f(status)` holds, up to `timeout_ms`.
+    pub async fn wait_for(
+        &self,
+        timeout_ms: u64,
+        f: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Result<ReplicaStatus> {
+        self.inner.replica.wait_for(timeout_ms, f).await
+    }
+
+    /// Adds a learner (on the leader): a non-voting replica that starts catching up.
+    pub async fn add_learner(&self, id: u64, peer: Peer) -> Result<()> {
+        let info = NodeInfo {
+            site: peer.site,
+            addr: peer.addr,
+        };
+        self.inner.replica.add_learner(id, info).await
+    }
+
+    /// Replaces the voter set (on the leader; joint consensus). Placement is checked.
+    pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
+        let members = self.inner.replica.members();
+        let mut sites = BTreeMap::new();
+        for v in &voters {
+            let info = members.get(v).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "node {v} is not a member; add it as a learner first"
+                ))
+            })?;
+            sites.insert(*v, info.site.clone());
+        }
+        self.placement_ok(&sites)?;
+        self.inner.replica.change_membership(voters, false).await
+    }
+
+    /// Stops Raft and the server. The data directory stays consistent (what was
+    /// acknowledged is on disk).
+    pub async fn shutdown(self) -> Result<()> {
+        self.inner.server.abort();
+        self.inner.watcher.abort();
+        self.inner.replica.shutdown().await
+    }
+}
+
+/// Committed records in order (see [`Node::subscribe`]).
+#[derive(Debug)]
+pub struct Subscription {
+    node: Node,
+    next: u64,
+    committed: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next committed record, waiting for it to be committed.
+    pub async fn next(&mut self) -> Result<Record> {
+        loop {
+            if self.next < *self.committed.borrow_and_update() {
+                let rec = self.node.read(self.next)?;
+                self.next += 1;
+                return Ok(rec);
+            }
+            self.committed
+                .changed()
+                .await
+                .map_err(|_| Error::Raft("node stopped".into()))?;
+        }
+    }
+
+    /// The offset `next` returns.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+}

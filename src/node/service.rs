@@ -1,0 +1,96 @@
+//! The node's answers to connections the TCP server accepted.
+
+use super::metrics;
+use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
+use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
+use crate::raft::replica::Replica;
+use crate::storage::EntryKind;
+use crate::{Error, Result};
+use bytes::Bytes;
+
+pub(super) struct NodeService {
+    replica: Replica,
+}
+
+impl NodeService {
+    pub(super) fn new(replica: Replica) -> Self {
+        NodeService { replica }
+    }
+}
+
+impl Service for NodeService {
+    fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
+        let r = self.replica.clone();
+        Box::pin(async move { r.handle_rpc(msg).await })
+    }
+
+    fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>> {
+        let r = self.replica.clone();
+        Box::pin(async move { r.serve_append_stream(tx, rx).await })
+    }
+
+    fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
+        let r = self.replica.clone();
+        Box::pin(async move { answer(&r, msg).await.encode() })
+    }
+}
+
+async fn answer(r: &Replica, msg: Bytes) -> Reply {
+    let req = match Request::decode(&msg) {
+        Ok(req) => req,
+        Err(e) => return Reply::Error(e.to_string()),
+    };
+    match req {
+        Request::Append(payloads) => {
+            let start = std::time::Instant::now();
+            let bytes = payloads.iter().map(|p| p.len()).sum();
+            match r.append(payloads).await {
+                Ok(offs) => {
+                    metrics::appended(offs.len(), bytes, start.elapsed());
+                    Reply::Offsets(offs)
+                }
+                Err(Error::NotLeader { leader, addr }) => Reply::NotLeader { leader, addr },
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
+        Request::Read {
+            offset,
+            max_records,
+        } => read(r, offset, max_records).unwrap_or_else(|e| Reply::Error(e.to_string())),
+        Request::Status => Reply::Status(r.status()),
+    }
+}
+
+/// Committed normal records from `offset`: at most `max_records` and [`MAX_READ_BYTES`]
+/// (at least one when there is one).
+fn read(r: &Replica, offset: u64, max_records: u32) -> Result<Reply> {
+    let commit_end = *r.committed_end.borrow();
+    let log = r.store.log();
+    let mut records = Vec::new();
+    let mut bytes = 0usize;
+    if offset < commit_end {
+        for rec in log.iter(offset.max(log.start_offset())) {
+            let rec = rec?;
+            if rec.offset >= commit_end || records.len() >= max_records as usize {
+                break;
+            }
+            if rec.kind != EntryKind::Normal {
+                continue;
+            }
+            bytes += rec.payload.len();
+            if !records.is_empty() && bytes > MAX_READ_BYTES {
+                break;
+            }
+            records.push(WireRecord {
+                offset: rec.offset,
+                term: rec.term,
+                timestamp_us: rec.timestamp_us,
+                payload: rec.payload,
+            });
+        }
+    }
+    Ok(Reply::Records {
+        commit_end,
+        records,
+    })
+}

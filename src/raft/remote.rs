@@ -1,0 +1,330 @@
+//! openraft's network traits over any message transport, and the server-side handlers.
+//!
+//! The transport (TCP in `net`) only moves whole, opaque messages ([`super::wire`] encodes
+//! them); it implements [`Connector`]. This keeps every openraft type inside `raft`.
+//!
+//! Two kinds of connection:
+//! - **RPC** (vote, pre-vote, a single AppendEntries): one request, one response, in turn.
+//!   One cached connection per peer; any failure drops it and the next call reconnects
+//!   (openraft backs off between attempts).
+//! - **Append stream** (replication *and* heartbeats in openraft 0.10): one connection per
+//!   stream. Requests are sent as they come, up to [`MAX_APPENDS_IN_FLIGHT`] unanswered
+//!   (a bounded window: the sender waits, memory stays bounded); responses arrive in order and
+//!   are yielded one per request. The stream ends when the input ends and every response has
+//!   arrived, at the first rejection, or at the first transport error.
+
+use super::state_machine::{SegmentManifest, SnapshotOf};
+use super::wire::{self, tag};
+use super::{NodeInfo, Raft, TypeConfig, Vote};
+use crate::{Error, Result};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
+};
+use openraft::{RaftNetworkFactory, RaftNetworkV2};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Most AppendEntries requests sent on one stream and not yet answered.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 8;
+
+/// What a connection is for; the transport tells the server in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnPurpose {
+    /// Request/response calls.
+    Rpc,
+    /// A pipelined stream of appends.
+    AppendStream,
+}
+
+/// The sending half of a message connection.
+pub trait MessageTx: Send + Sync + 'static {
+    /// Sends one whole message.
+    fn send(&mut self, msg: Bytes) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The receiving half of a message connection.
+pub trait MessageRx: Send + Sync + 'static {
+    /// Receives one whole message (checked by the transport).
+    fn recv(&mut self) -> impl Future<Output = Result<Bytes>> + Send;
+}
+
+/// Opens message connections to peers.
+pub trait Connector: Clone + Send + Sync + 'static {
+    /// The sending half.
+    type Tx: MessageTx;
+    /// The receiving half.
+    type Rx: MessageRx;
+    /// Connects to node `target` at `addr` (handshake included).
+    fn connect(
+        &self,
+        target: u64,
+        addr: &str,
+        purpose: ConnPurpose,
+    ) -> impl Future<Output = Result<(Self::Tx, Self::Rx)>> + Send;
+}
+
+/// Creates [`RemoteNetwork`] clients.
+#[derive(Debug, Clone)]
+pub struct RemoteNetworkFactory<C> {
+    connector: C,
+}
+
+impl<C: Connector> RemoteNetworkFactory<C> {
+    /// A factory over `connector`.
+    pub fn new(connector: C) -> Self {
+        RemoteNetworkFactory { connector }
+    }
+}
+
+/// A client towards one peer.
+pub struct RemoteNetwork<C: Connector> {
+    connector: C,
+    target: u64,
+    addr: String,
+    rpc: Option<(C::Tx, C::Rx)>,
+}
+
+impl<C: Connector> RaftNetworkFactory<TypeConfig> for RemoteNetworkFactory<C> {
+    type Network = RemoteNetwork<C>;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> RemoteNetwork<C> {
+        RemoteNetwork {
+            connector: self.connector.clone(),
+            target,
+            addr: node.addr.clone(),
+            rpc: None,
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(e.to_string()))
+}
+
+fn network(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(e.to_string()))
+}
+
+impl<C: Connector> RemoteNetwork<C> {
+    /// One request, one response on the cached RPC connection; any failure drops it.
+    async fn call(&mut self, msg: Bytes, ttl: Duration) -> Result<Bytes, RPCError<TypeConfig>> {
+        let conn = match self.rpc.take() {
+            Some(c) => c,
+            None => self
+                .connector
+                .connect(self.target, &self.addr, ConnPurpose::Rpc)
+                .await
+                .map_err(unreachable)?,
+        };
+        let (mut tx, mut rx) = conn;
+        let round_trip = async {
+            tx.send(msg).await?;
+            rx.recv().await
+        };
+        let resp = tokio::time::timeout(ttl, round_trip)
+            .await
+            .map_err(|_| {
+                network(format!(
+                    "no answer from node {} within {ttl:?}",
+                    self.target
+                ))
+            })?
+            .map_err(network)?;
+        self.rpc = Some((tx, rx));
+        Ok(resp)
+    }
+}
+
+impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
+    type SnapshotData = SegmentManifest;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let resp = self
+            .call(wire::encode_append(&rpc), option.hard_ttl())
+            .await?;
+        wire::decode_append_resp(&resp).map_err(network)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let (tx, rx) = self
+                .connector
+                .connect(self.target, &self.addr, ConnPurpose::AppendStream)
+                .await
+                .map_err(unreachable)?;
+            Ok(pipelined(input, tx, rx))
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let resp = self
+            .call(wire::encode_vote(&rpc, false), option.hard_ttl())
+            .await?;
+        wire::decode_vote_resp(&resp).map_err(network)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let resp = self
+            .call(wire::encode_vote(&rpc, true), option.hard_ttl())
+            .await?;
+        wire::decode_vote_resp(&resp).map_err(network)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: SnapshotOf,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        Err(StreamingError::Unreachable(Unreachable::from_string(
+            "snapshot transfer is not implemented yet",
+        )))
+    }
+}
+
+/// Aborts a task when dropped (the output stream owns its sender task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends requests as they come (window: a bounded queue of unanswered requests) and yields
+/// the responses in order.
+fn pipelined<'s, S, Tx, Rx>(
+    mut input: S,
+    mut tx: Tx,
+    rx: Rx,
+) -> BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    Tx: MessageTx,
+    Rx: MessageRx,
+{
+    // One token per request sent and not yet answered; the capacity is the window.
+    let (pending_tx, pending_rx) = mpsc::channel::<()>(MAX_APPENDS_IN_FLIGHT);
+    let sender = tokio::spawn(async move {
+        while let Some(req) = input.next().await {
+            if pending_tx.send(()).await.is_err() {
+                return; // the output side is gone
+            }
+            if let Err(e) = tx.send(wire::encode_append(&req)).await {
+                tracing::debug!(error = %e, "append stream send failed");
+                return; // the receiver sees the connection fail
+            }
+        }
+    });
+    let guard = AbortOnDrop(sender);
+    let out = futures_util::stream::unfold(Some((pending_rx, rx, guard)), |state| async move {
+        let (mut pending, mut rx, guard) = state?;
+        pending.recv().await?;
+        let item = match rx.recv().await {
+            Ok(msg) => wire::decode_stream_result(&msg).map_err(network),
+            Err(e) => Err(network(e)),
+        };
+        // Stop after a rejection or a failure; openraft opens a new stream as needed.
+        let next = matches!(item, Ok(Ok(_))).then_some((pending, rx, guard));
+        Some((item, next))
+    });
+    Box::pin(out)
+}
+
+/// Handles one request of an RPC connection; always returns a reply (an error message if the
+/// request is malformed or the node failed).
+pub async fn handle_rpc(raft: &Raft, msg: Bytes) -> Bytes {
+    let reply = match wire::tag_of(&msg) {
+        Some(tag::APPEND) => match wire::decode_append(&msg) {
+            Ok(req) => raft
+                .append_entries(req)
+                .await
+                .map(|r| wire::encode_append_resp(&r))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Some(tag::VOTE) | Some(tag::PRE_VOTE) => match wire::decode_vote(&msg) {
+            Ok((req, false)) => raft
+                .vote(req)
+                .await
+                .map(|r| wire::encode_vote_resp(&r))
+                .map_err(|e| e.to_string()),
+            Ok((req, true)) => raft
+                .pre_vote(req)
+                .await
+                .map(|r| wire::encode_vote_resp(&r))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        _ => Err("unknown request".to_string()),
+    };
+    reply.unwrap_or_else(|e| wire::encode_error(&e))
+}
+
+/// Serves one append stream until the peer closes it or sends something malformed: feeds
+/// the requests to openraft's pipelined `stream_append` and sends each result back, in order.
+pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
+    raft: Raft,
+    mut tx: Tx,
+    rx: Rx,
+) -> Result<()> {
+    let (bad_tx, mut bad_rx) = mpsc::channel::<String>(1);
+    let input = futures_util::stream::unfold(Some((rx, bad_tx)), |state| async move {
+        let (mut rx, bad) = state?;
+        let msg = rx.recv().await.ok()?;
+        match wire::decode_append(&msg) {
+            Ok(req) => Some((req, Some((rx, bad)))),
+            Err(e) => {
+                let _ = bad.try_send(e.to_string());
+                None
+            }
+        }
+    });
+    let mut out = std::pin::pin!(raft.stream_append(input));
+    while let Some(item) = out.next().await {
+        match item {
+            Ok(r) => tx.send(wire::encode_stream_result(&r)).await?,
+            Err(fatal) => {
+                tx.send(wire::encode_error(&fatal.to_string())).await?;
+                return Err(Error::Raft(fatal.to_string()));
+            }
+        }
+    }
+    match bad_rx.try_recv() {
+        Ok(why) => Err(Error::InvalidArgument(format!("append stream: {why}"))),
+        Err(_) => Ok(()),
+    }
+}
