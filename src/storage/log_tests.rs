@@ -404,3 +404,31 @@ fn oversized_and_invalid_arguments_are_rejected() {
     ));
     assert_eq!(log.end_offset(), 0);
 }
+
+#[test]
+fn restart_at_continues_an_emptied_log_at_a_later_offset_and_survives_a_crash() {
+    let disk = SimDisk::new(11);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 300, 100); // several segments
+    assert!(
+        matches!(log.restart_at(10), Err(Error::InvalidArgument(_))),
+        "below the end"
+    );
+    log.restart_at(1000).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (1000, 1000));
+    assert!(matches!(log.read(5), Err(Error::OutOfRange { .. })));
+    assert_eq!(log.append(b"after").unwrap(), 1000);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (1000, 1001));
+    assert_eq!(log.read(1000).unwrap().payload.as_ref(), b"after");
+    assert_eq!(log.segment_count(), 1, "old segments are gone");
+    // An empty log restarted and reopened before any append.
+    log.restart_at(5000).unwrap();
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (5000, 5000));
+    assert_eq!(log.append(b"x").unwrap(), 5000);
+}

@@ -228,10 +228,15 @@ fn finish(
         return Err(Ctx::corrupt(&path, 0, Some(end_offset), detail));
     }
     // A crash between a purge's superblock write and its deletes leaves released segments.
+    // The last segment stays (appends continue in it) unless it ends below the start: then a
+    // `restart_at` moved the start past it, and the next append starts a new segment there.
     let last_base = segments.keys().last().copied();
     let released: Vec<u64> = segments
         .values()
-        .filter(|s| s.end_offset() <= sb.start_offset && Some(s.base_offset) != last_base)
+        .filter(|s| {
+            let below = s.end_offset() <= sb.start_offset;
+            below && (Some(s.base_offset) != last_base || s.end_offset() < sb.start_offset)
+        })
         .map(|s| s.base_offset)
         .collect();
     for base in &released {
@@ -239,6 +244,7 @@ fn finish(
             ctx.io.remove(&seg.path).map_err(ctx.io_err(&seg.path))?;
         }
     }
+    let active = active.filter(|(seg, _)| !released.contains(&seg.base_offset));
     if !released.is_empty() {
         ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
     }

@@ -227,6 +227,67 @@ impl Log {
         Ok(outcome)
     }
 
+    /// Drops every record and continues the log at `offset` (at or after its end): the next
+    /// append gets `offset`. Raft needs this after installing a snapshot that ends past the
+    /// local log, and for a log whose first entry arrives at a later index. Durable on return.
+    ///
+    /// Protocol: everything is made durable; the superblock (both copies) moves the start and
+    /// the durable end to `offset`; then every segment file is removed and the directory
+    /// fsynced. A crash between the two leaves segments wholly below the start, which
+    /// recovery releases.
+    pub fn restart_at(&self, offset: u64) -> Result<()> {
+        self.check_poison()?;
+        if offset > super::record::MAX_OFFSET {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} above the maximum"
+            )));
+        }
+        let end = self.end_offset();
+        if offset < end {
+            return Err(Error::InvalidArgument(format!(
+                "restart_at({offset}) below the log end {end}; truncate first"
+            )));
+        }
+        self.sync()?;
+        let mut w = lock(&self.shared.writer);
+        self.quiesce(&mut w)?;
+        {
+            let mut sbs = lock_sb(&self.shared.superblock);
+            let next = super::superblock::Superblock {
+                start_offset: offset,
+                durable_end: offset,
+                ..sbs.writer.current()
+            };
+            sbs.writer
+                .write_both(next)
+                .map_err(|e| self.poison_with("superblock write", e))?;
+        }
+        w.active = None;
+        let all: Vec<Arc<Segment>> = {
+            let mut segs = self
+                .shared
+                .segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *segs).into_values().collect()
+        };
+        for seg in &all {
+            self.shared
+                .io
+                .remove(&seg.path)
+                .map_err(|e| self.poison_with("segment delete", e))?;
+        }
+        self.shared
+            .io
+            .sync_dir(&self.shared.dir)
+            .map_err(|e| self.poison_with("directory fsync", e))?;
+        w.next_offset = offset;
+        self.shared.start_offset.store(offset, Ordering::Release);
+        self.shared.written_end.store(offset, Ordering::Release);
+        self.shared.gc.reset(offset);
+        Ok(())
+    }
+
     /// Applies the retention options now (also done after every segment seal).
     pub fn apply_retention(&self) -> Result<PurgeOutcome> {
         self.check_poison()?;
