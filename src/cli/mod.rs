@@ -1,8 +1,10 @@
 //! The `sitelog` command line. Subcommands: `bench` (measure the log against the machine's own
-//! limit), and the hidden `bench-writer` (the child process `bench` kills with SIGKILL).
+//! limit), `node` (run a replica), and the hidden `bench-writer` (the child process `bench`
+//! kills with SIGKILL).
 
 mod bench;
 mod json;
+mod node;
 mod raw;
 mod report;
 mod stats;
@@ -25,6 +27,8 @@ enum Command {
     /// Measure durable, buffered and read throughput, latency and reopen time against a plain
     /// pwrite + fdatasync loop on the same disk, in the same run.
     Bench(bench::BenchArgs),
+    /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
+    Node(node::NodeArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
     #[command(hide = true)]
     BenchWriter(bench::WriterArgs),
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchWriter(args) => bench::run_writer(&args),
+        Command::Node(args) => node::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
