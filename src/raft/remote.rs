@@ -156,6 +156,7 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
         wire::decode_append_resp(&resp).map_err(network)
     }
 
+    #[tracing::instrument(name = "replication_stream", skip_all, fields(target = self.target))]
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -243,7 +244,9 @@ where
             if pending_tx.send(()).await.is_err() {
                 return; // the output side is gone
             }
-            if let Err(e) = tx.send(wire::encode_append(&req)).await {
+            let msg = wire::encode_append(&req);
+            metrics::counter!("sitelog_replicated_bytes_total").increment(msg.len() as u64);
+            if let Err(e) = tx.send(msg).await {
                 tracing::debug!(error = %e, "append stream send failed");
                 return; // the receiver sees the connection fail
             }
@@ -296,6 +299,7 @@ pub async fn handle_rpc(raft: &Raft, msg: Bytes) -> Bytes {
 
 /// Serves one append stream until the peer closes it or sends something malformed: feeds
 /// the requests to openraft's pipelined `stream_append` and sends each result back, in order.
+#[tracing::instrument(name = "serve_append_stream", skip_all)]
 pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
     raft: Raft,
     mut tx: Tx,

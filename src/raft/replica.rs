@@ -214,6 +214,7 @@ impl Replica {
         self.raft.initialize(members).await.map_err(raft_err)
     }
 
+    #[tracing::instrument(name = "raft_append", skip_all, fields(n = payloads.len()))]
     /// Appends payloads through Raft; resolves to their offsets once a majority of voters
     /// have them fsynced (and this leader applied them). On a follower: [`Error::NotLeader`].
     pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {

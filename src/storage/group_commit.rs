@@ -51,6 +51,8 @@ struct Group {
     end_offset: u64,
     sync: bool,
     done: Option<std::io::Result<()>>,
+    /// When it was submitted (for the write + fdatasync latency metric).
+    submitted_at: std::time::Instant,
 }
 
 /// The never-acknowledged tail a failed group leaves behind.
@@ -396,6 +398,8 @@ impl GroupCommit {
                     st.written_end = st.written_end.max(g.end_offset);
                     if g.sync {
                         st.durable_end = st.durable_end.max(g.end_offset);
+                        metrics::histogram!("sitelog_fsync_latency_seconds")
+                            .record(g.submitted_at.elapsed().as_secs_f64());
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -487,6 +491,7 @@ impl GroupCommit {
             end_offset,
             sync,
             done: None,
+            submitted_at: std::time::Instant::now(),
         });
         Submission {
             id,

@@ -119,6 +119,7 @@ impl Log {
     /// Opens (recovering) or creates the log in `dir`. Fails with [`Error::Locked`] if another
     /// handle holds it, and with [`Error::Corruption`] if durable data is damaged.
     pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
+        let _span = tracing::info_span!("log_open", dir = %dir.as_ref().display()).entered();
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let io = opts.io.resolve()?;
