@@ -63,3 +63,39 @@ fn bench_rejects_bad_arguments() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--seconds"), "{stderr}");
 }
+
+#[test]
+fn bench_replicated_quick_json_reports_ratio_and_failover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args([
+            "bench",
+            "--replicated",
+            "--quick",
+            "--seconds",
+            "0.5",
+            "--writers",
+            "8",
+        ])
+        .args(["--kills", "2", "--json", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench --replicated failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert!(v["replicated"]["records"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["single_node"]["records"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["throughput_ratio"].as_f64().unwrap() > 0.0, "{v}");
+    let f = &v["failover_ms"];
+    assert_eq!(f["kills"], 2, "{v}");
+    // Both kills hit a confirmed leader and the cluster recovered well inside the give-up time.
+    let all = f["all"].as_array().unwrap();
+    assert_eq!(all.len(), 2, "{v}");
+    assert!(
+        all.iter()
+            .all(|x| (0.0..10_000.0).contains(&x.as_f64().unwrap())),
+        "{v}"
+    );
+}

@@ -165,6 +165,20 @@ pub struct BenchArgs {
         default_values_t = [Workload::Durable, Workload::Buffered, Workload::Read, Workload::Reopen]
     )]
     pub only: Vec<Workload>,
+    /// Instead of the local workloads: three `sitelog node` processes (committed-append
+    /// throughput and latency beside a single local log, then leader failover times).
+    #[arg(long)]
+    pub replicated: bool,
+    /// Concurrent writers of the replicated benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Record size of the replicated benchmark.
+    #[arg(long, default_value_t = 1024)]
+    pub record_bytes: usize,
+    /// Leader kills of the replicated benchmark's failover measurement [default: 20, or 3
+    /// with --quick].
+    #[arg(long)]
+    pub kills: Option<usize>,
 }
 
 /// Options of the hidden `bench-writer` child.
@@ -280,6 +294,9 @@ fn progress(msg: &str) {
 
 /// `sitelog bench`.
 pub fn run(args: &BenchArgs) -> CliResult<()> {
+    if args.replicated {
+        return super::replicated::run(args);
+    }
     let started = Instant::now();
     let mut notes = Vec::new();
     let plan = plan(args, &mut notes)?;
@@ -522,7 +539,7 @@ impl Gate {
 
 /// `writers` threads append `payload` one record at a time until `duration` has passed.
 /// Returns (records, seconds, per-append latencies in ns).
-fn run_writers(
+pub(super) fn run_writers(
     log: &Log,
     payload: &[u8],
     writers: usize,

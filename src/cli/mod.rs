@@ -3,9 +3,11 @@
 //! kills with SIGKILL).
 
 mod bench;
+mod cluster;
 mod json;
 mod node;
 mod raw;
+mod replicated;
 mod report;
 mod stats;
 mod sys;

@@ -1,0 +1,135 @@
+//! A cluster of `sitelog node` child processes on loopback, for `bench --replicated` (and the
+//! drill): spawn, SIGKILL, restart, find the leader.
+
+use super::{CliError, CliResult, Context};
+use sitelog::node::client::Client;
+use sitelog::raft::replica::{ReplicaStatus, Role};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Children exit by themselves after this long, should the parent die without killing them.
+const CHILD_MAX_RUNTIME_SECS: u64 = 3600;
+
+/// Node processes of one cluster.
+pub struct LocalCluster {
+    pub cluster_id: u64,
+    pub addrs: BTreeMap<u64, String>,
+    root: PathBuf,
+    procs: BTreeMap<u64, Child>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for (_, mut p) in std::mem::take(&mut self.procs) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn free_port() -> CliResult<String> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").context(|| "cannot find a free port".into())?;
+    Ok(l.local_addr().context(|| "local_addr".into())?.to_string())
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes (ids 1..=n, one site each) with data under `root`.
+    pub fn start(root: &Path, n: u64, cluster_id: u64) -> CliResult<LocalCluster> {
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            addrs.insert(id, free_port()?);
+        }
+        let mut c = LocalCluster {
+            cluster_id,
+            addrs,
+            root: root.to_path_buf(),
+            procs: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.spawn(id)?;
+        }
+        Ok(c)
+    }
+
+    /// Starts (or restarts) node `id` on its data directory.
+    pub fn spawn(&mut self, id: u64) -> CliResult<()> {
+        let exe = std::env::current_exe().context(|| "cannot find the sitelog binary".into())?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("node")
+            .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
+            .arg("--data")
+            .arg(self.root.join(format!("node-{id}")))
+            .args(["--listen", &self.addrs[&id]])
+            .args(["--cluster-id", &self.cluster_id.to_string()])
+            .args(["--exit-after-secs", &CHILD_MAX_RUNTIME_SECS.to_string()]);
+        for (m, a) in &self.addrs {
+            cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context(|| format!("cannot start node {id}"))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .context(|| format!("node {id} output"))?;
+        }
+        if !line.starts_with("LISTENING") {
+            let _ = child.kill();
+            return Err(CliError(format!("node {id} did not start: {line:?}")));
+        }
+        self.procs.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGKILL of node `id`'s process (and reaping it).
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut p) = self.procs.remove(&id) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// The ids of running nodes.
+    pub fn live(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// The status of node `id`, if it answers quickly.
+    pub async fn status(&self, id: u64) -> Option<ReplicaStatus> {
+        let mut c = Client::new(vec![], self.cluster_id);
+        c.request_timeout_ms = 500;
+        c.status_of(&self.addrs[&id]).await.ok()
+    }
+
+    /// The running node that leads by its own account, within `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> CliResult<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for id in self.live() {
+                if self
+                    .status(id)
+                    .await
+                    .is_some_and(|s| s.role == Role::Leader)
+                {
+                    return Ok(id);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError("no leader was elected in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A client of the whole cluster.
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs.values().cloned().collect(), self.cluster_id)
+    }
+}

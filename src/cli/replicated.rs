@@ -1,0 +1,294 @@
+//! `sitelog bench --replicated`: three `sitelog node` processes on loopback (one data
+//! directory each, same disk), measured in the same run as a single local log:
+//!
+//! - **single-node durable**: W threads appending R-byte records to one `Log` (fsync before
+//!   ack) — the figure replication is compared with;
+//! - **replicated**: W client connections appending R-byte records to the cluster; an append
+//!   counts when a majority has it fsynced (committed);
+//! - **failover**: K times, SIGKILL of the leader's process while one client writes; the time
+//!   from the kill to the first acknowledged write sent after it. The killed node is restarted
+//!   and caught up before the next kill.
+
+use super::bench::{run_writers, BenchArgs};
+use super::cluster::LocalCluster;
+use super::json::Json;
+use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
+use super::sys::WorkDir;
+use super::{CliError, CliResult, Context};
+use bytes::Bytes;
+use sitelog::node::client::AppendOutcome;
+use sitelog::{Log, LogOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLUSTER_ID: u64 = 0xbe9c;
+
+struct Throughput {
+    records: u64,
+    secs: f64,
+    lat: Latency,
+}
+
+impl Throughput {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.secs.max(1e-9)
+    }
+    fn json(&self) -> Json {
+        Json::obj([
+            ("records", self.records.into()),
+            ("seconds", round(self.secs, 3).into()),
+            ("records_per_s", round(self.rate(), 1).into()),
+            ("latency", self.lat.json()),
+        ])
+    }
+}
+
+/// Runs the replicated benchmark and prints its report.
+pub fn run(args: &BenchArgs) -> CliResult<()> {
+    let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    let duration = Duration::from_secs_f64(secs);
+    let writers = args.writers;
+    let record_bytes = args.record_bytes;
+    let kills = args.kills.unwrap_or(if args.quick { 3 } else { 20 });
+    let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    let payload = vec![0x5au8; record_bytes];
+
+    let single = {
+        let log = Log::open(work.sub("single"), LogOptions::default())?;
+        let (records, secs, lat) = run_writers(&log, &payload, writers, duration)?;
+        log.close()?;
+        Throughput {
+            records,
+            secs,
+            lat: Latency::from_nanos(lat),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context(|| "cannot start the async runtime".into())?;
+    let (replicated, failovers) = rt.block_on(async {
+        let mut cluster = LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID)?;
+        cluster.leader(Duration::from_secs(20)).await?;
+        let t = replicated_throughput(&cluster, &payload, writers, duration).await?;
+        let f = failover(&mut cluster, kills).await?;
+        Ok::<_, CliError>((t, f))
+    })?;
+    report(
+        args,
+        &single,
+        &replicated,
+        &failovers,
+        writers,
+        record_bytes,
+    );
+    Ok(())
+}
+
+async fn replicated_throughput(
+    cluster: &LocalCluster,
+    payload: &[u8],
+    writers: usize,
+    duration: Duration,
+) -> CliResult<Throughput> {
+    let payload = Bytes::copy_from_slice(payload);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let mut client = cluster.client();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match client.append(vec![payload.clone()]).await {
+                    AppendOutcome::Ok(_) => lat.push(nanos(t0.elapsed())),
+                    other => return Err(CliError(format!("replicated append: {other:?}"))),
+                }
+            }
+            Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| CliError(e.to_string()))??);
+    }
+    Ok(Throughput {
+        records: all.len() as u64,
+        secs: start.elapsed().as_secs_f64(),
+        lat: Latency::from_nanos(all),
+    })
+}
+
+/// Kill-to-next-ack times.
+async fn failover(cluster: &mut LocalCluster, kills: usize) -> CliResult<Vec<Duration>> {
+    let mut out = Vec::with_capacity(kills);
+    let mut attempts = 0;
+    while out.len() < kills {
+        attempts += 1;
+        if attempts > 2 * kills + 2 {
+            return Err(CliError(
+                "failover: could not kill a confirmed leader".into(),
+            ));
+        }
+        let leader = cluster.leader(Duration::from_secs(20)).await?;
+        let term_before = cluster.status(leader).await.map_or(0, |s| s.term);
+        // (sent, acked) of every acknowledged write.
+        let acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (acks, stop) = (acks.clone(), stop.clone());
+            let mut client = cluster.client();
+            client.request_timeout_ms = 1000;
+            client.leader_wait_ms = 30_000;
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    if let AppendOutcome::Ok(_) = client
+                        .append(vec![Bytes::from_static(b"failover probe")])
+                        .await
+                    {
+                        acks.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((sent, Instant::now()));
+                    }
+                }
+            })
+        };
+        let acked = || acks.lock().unwrap_or_else(|p| p.into_inner()).len();
+        wait_until(Duration::from_secs(10), || acked() >= 20).await?;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let first_after = || {
+            acks.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(sent, _)| *sent >= killed_at)
+                .map(|(_, acked)| *acked)
+                .min()
+        };
+        wait_until(Duration::from_secs(30), || first_after().is_some()).await?;
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.await;
+        // Count it only if the killed node really led: a new leader in a later term took over.
+        let next = cluster.leader(Duration::from_secs(20)).await?;
+        let term_after = cluster.status(next).await.map_or(0, |s| s.term);
+        if let Some(t) = first_after().filter(|_| next != leader && term_after > term_before) {
+            out.push(t - killed_at);
+        }
+        cluster.spawn(leader)?;
+        rejoin(cluster, leader).await?;
+    }
+    Ok(out)
+}
+
+/// Waits until the restarted node has caught up with the leader's commit point.
+async fn rejoin(cluster: &LocalCluster, id: u64) -> CliResult<()> {
+    let leader = cluster.leader(Duration::from_secs(20)).await?;
+    let target = cluster.status(leader).await.map_or(0, |s| s.commit_end);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if cluster
+            .status(id)
+            .await
+            .is_some_and(|s| s.commit_end >= target)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError(format!(
+                "node {id} did not catch up after its restart"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_until(limit: Duration, f: impl Fn() -> bool) -> CliResult<()> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() >= deadline {
+            return Err(CliError("timed out waiting for acknowledged writes".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(
+    args: &BenchArgs,
+    single: &Throughput,
+    repl: &Throughput,
+    failovers: &[Duration],
+    writers: usize,
+    record_bytes: usize,
+) {
+    let mut sorted = failovers.to_vec();
+    sorted.sort();
+    let (median, p99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+    let ratio = repl.rate() / single.rate().max(1e-9);
+    let p99_ratio = repl.lat.p99_us / single.lat.p99_us.max(1e-9);
+    if args.json {
+        let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 1);
+        let out = Json::obj([
+            ("writers", writers.into()),
+            ("record_bytes", record_bytes.into()),
+            ("single_node", single.json()),
+            ("replicated", repl.json()),
+            ("throughput_ratio", round(ratio, 3).into()),
+            ("p99_ratio", round(p99_ratio, 3).into()),
+            (
+                "failover_ms",
+                Json::obj([
+                    ("kills", failovers.len().into()),
+                    ("median", ms(median).into()),
+                    ("p99", ms(p99).into()),
+                    ("max", ms(sorted.last().copied().unwrap_or_default()).into()),
+                    (
+                        "all",
+                        Json::Arr(failovers.iter().map(|d| ms(*d).into()).collect()),
+                    ),
+                ]),
+            ),
+        ]);
+        println!("{}", out.render());
+        return;
+    }
+    let mut t = Table::new(&["workload", "records/s", "p50 µs", "p99 µs", "ratio"], 1);
+    let row = |name: &str, x: &Throughput, r: String| {
+        vec![
+            name.to_string(),
+            fmt_rate(x.rate()),
+            fmt_us(x.lat.p50_us),
+            fmt_us(x.lat.p99_us),
+            r,
+        ]
+    };
+    t.row(row("single-node durable", single, "1.00".into()));
+    t.row(row("replicated (3 processes)", repl, format!("{ratio:.2}")));
+    println!(
+        "{writers} writers, {record_bytes}-byte records\n{}",
+        t.render()
+    );
+    println!(
+        "p99 replicated / single: {p99_ratio:.2} (target <= 2); throughput ratio {ratio:.2} (target >= 0.7)"
+    );
+    println!(
+        "failover (SIGKILL of the leader -> next acknowledged write), {} kills: median {:.0} ms, \
+         p99 {:.0} ms, max {:.0} ms (target: median < 1000 ms)",
+        failovers.len(),
+        median.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        sorted.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
