@@ -16,6 +16,8 @@ const CHILD_MAX_RUNTIME_SECS: u64 = 3600;
 /// Node processes of one cluster.
 pub struct LocalCluster {
     pub cluster_id: u64,
+    /// `--io` of every node (`auto`, `io_uring`, `posix`).
+    pub io: &'static str,
     pub addrs: BTreeMap<u64, String>,
     root: PathBuf,
     procs: BTreeMap<u64, Child>,
@@ -38,13 +40,19 @@ fn free_port() -> CliResult<String> {
 
 impl LocalCluster {
     /// Starts `n` nodes (ids 1..=n, one site each) with data under `root`.
-    pub fn start(root: &Path, n: u64, cluster_id: u64) -> CliResult<LocalCluster> {
+    pub fn start(
+        root: &Path,
+        n: u64,
+        cluster_id: u64,
+        io: &'static str,
+    ) -> CliResult<LocalCluster> {
         let mut addrs = BTreeMap::new();
         for id in 1..=n {
             addrs.insert(id, free_port()?);
         }
         let mut c = LocalCluster {
             cluster_id,
+            io,
             addrs,
             root: root.to_path_buf(),
             procs: BTreeMap::new(),
@@ -64,7 +72,12 @@ impl LocalCluster {
             .arg("--data")
             .arg(self.root.join(format!("node-{id}")))
             .args(["--listen", &self.addrs[&id]])
-            .args(["--cluster-id", &self.cluster_id.to_string()])
+            .args([
+                "--cluster-id",
+                &self.cluster_id.to_string(),
+                "--io",
+                self.io,
+            ])
             .args(["--exit-after-secs", &CHILD_MAX_RUNTIME_SECS.to_string()]);
         for (m, a) in &self.addrs {
             cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);

@@ -7,6 +7,7 @@ use super::{CliError, CliResult, Context};
 use clap::{Args, ValueEnum};
 use sitelog::node::{Node, NodeConfig, Peer, Placement};
 use sitelog::raft::replica::RaftTimers;
+use sitelog::IoBackend;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,6 +20,18 @@ pub enum Timers {
     Lan,
     /// Heartbeat 100 ms, election 1–2 s (sites tens of milliseconds apart).
     Wan,
+}
+
+/// I/O backend choice.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum IoArg {
+    /// io_uring if the kernel allows it, else POSIX.
+    Auto,
+    /// io_uring.
+    #[value(name = "io_uring", alias = "io-uring")]
+    IoUring,
+    /// pread/pwrite/fdatasync.
+    Posix,
 }
 
 /// Arguments of `sitelog node`.
@@ -52,6 +65,9 @@ pub struct NodeArgs {
     /// Accept a membership one site's loss could leave without a majority (labs only).
     #[arg(long)]
     pub allow_unsafe_placement: bool,
+    /// I/O backend of the log.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoArg,
     /// Exit by itself after this many seconds (a safety net for test harnesses).
     #[arg(long)]
     pub exit_after_secs: Option<u64>,
@@ -104,6 +120,11 @@ async fn serve(args: &NodeArgs) -> CliResult<()> {
     cfg.timers = match args.timers {
         Timers::Lan => RaftTimers::default(),
         Timers::Wan => RaftTimers::wan(),
+    };
+    cfg.log.io = match args.io {
+        IoArg::Auto => IoBackend::Auto,
+        IoArg::IoUring => IoBackend::IoUring,
+        IoArg::Posix => IoBackend::Posix,
     };
     if args.allow_unsafe_placement {
         cfg.placement = Placement::Warn;

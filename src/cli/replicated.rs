@@ -9,7 +9,7 @@
 //!   from the kill to the first acknowledged write sent after it. The killed node is restarted
 //!   and caught up before the next kill.
 
-use super::bench::{run_writers, BenchArgs};
+use super::bench::{run_writers, BackendArg, BenchArgs};
 use super::cluster::LocalCluster;
 use super::json::Json;
 use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
@@ -17,7 +17,7 @@ use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use sitelog::node::client::AppendOutcome;
-use sitelog::{Log, LogOptions};
+use sitelog::{IoBackend, Log, LogOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,8 +54,17 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
     let payload = vec![0x5au8; record_bytes];
 
+    let (io_name, io) = match args.backend {
+        BackendArg::All => ("auto", IoBackend::Auto),
+        BackendArg::IoUring => ("io_uring", IoBackend::IoUring),
+        BackendArg::Posix => ("posix", IoBackend::Posix),
+    };
     let single = {
-        let log = Log::open(work.sub("single"), LogOptions::default())?;
+        let opts = LogOptions {
+            io,
+            ..LogOptions::default()
+        };
+        let log = Log::open(work.sub("single"), opts)?;
         let (records, secs, lat) = run_writers(&log, &payload, writers, duration)?;
         log.close()?;
         Throughput {
@@ -69,7 +78,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .build()
         .context(|| "cannot start the async runtime".into())?;
     let (replicated, failovers) = rt.block_on(async {
-        let mut cluster = LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID)?;
+        let mut cluster = LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID, io_name)?;
         cluster.leader(Duration::from_secs(20)).await?;
         let t = replicated_throughput(&cluster, &payload, writers, duration).await?;
         let f = failover(&mut cluster, kills).await?;
