@@ -65,12 +65,25 @@ async fn appends_show_up_in_the_installed_recorder() {
         .await
         .unwrap();
 
-    let snap: BTreeMap<String, DebugValue> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(k, _, _, v)| (k.key().name().to_string(), v))
-        .collect();
+    // Gauges are sampled periodically: wait (bounded) for a sample that has them all.
+    let gauges = [
+        "sitelog_commit_offset",
+        "sitelog_term",
+        "sitelog_follower_lag_entries",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let snap = loop {
+        let snap: BTreeMap<String, DebugValue> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| (k.key().name().to_string(), v))
+            .collect();
+        if gauges.iter().all(|g| snap.contains_key(*g)) || std::time::Instant::now() > deadline {
+            break snap;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     match snap.get("sitelog_append_records_total") {
         Some(DebugValue::Counter(n)) => assert!(*n >= 10, "{n}"),
         other => panic!("append counter: {other:?}"),
