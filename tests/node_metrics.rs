@@ -65,25 +65,31 @@ async fn appends_show_up_in_the_installed_recorder() {
         .await
         .unwrap();
 
-    // Gauges are sampled periodically: wait (bounded) for a sample that has them all.
+    // Gauges are sampled periodically: take snapshots (bounded) until one has them all. A
+    // snapshot drains counters and histograms, so they are accumulated across snapshots.
     let gauges = [
         "sitelog_commit_offset",
         "sitelog_term",
         "sitelog_follower_lag_entries",
     ];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let snap = loop {
-        let snap: BTreeMap<String, DebugValue> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(k, _, _, v)| (k.key().name().to_string(), v))
-            .collect();
+    let mut snap: BTreeMap<String, DebugValue> = BTreeMap::new();
+    loop {
+        for (k, _, _, v) in snapshotter.snapshot().into_vec() {
+            let name = k.key().name().to_string();
+            match (snap.get_mut(&name), v) {
+                (Some(DebugValue::Counter(a)), DebugValue::Counter(b)) => *a += b,
+                (Some(DebugValue::Histogram(a)), DebugValue::Histogram(b)) => a.extend(b),
+                (_, v) => {
+                    snap.insert(name, v);
+                }
+            }
+        }
         if gauges.iter().all(|g| snap.contains_key(*g)) || std::time::Instant::now() > deadline {
-            break snap;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    }
     match snap.get("sitelog_append_records_total") {
         Some(DebugValue::Counter(n)) => assert!(*n >= 10, "{n}"),
         other => panic!("append counter: {other:?}"),
