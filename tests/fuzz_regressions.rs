@@ -12,6 +12,8 @@ mod record_decode;
 mod recovery_scan;
 #[path = "../fuzz/checks/superblock_decode.rs"]
 mod superblock_decode;
+#[path = "../fuzz/checks/wire_decode.rs"]
+mod wire_decode;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,6 +53,11 @@ fn recovery_scan_regressions() {
 #[test]
 fn superblock_decode_regressions() {
     replay("superblock_decode", superblock_decode::check);
+}
+
+#[test]
+fn wire_decode_regressions() {
+    replay("wire_decode", wire_decode::check);
 }
 
 /// Rewrites the hand-made seed inputs (file names not starting with `crash-`) from the
