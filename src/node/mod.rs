@@ -175,6 +175,13 @@ impl Node {
     /// Like [`Node::start`] on a listener the caller bound (so that every founding member's
     /// address is known before any starts); `cfg.listen` is ignored.
     pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
+        if cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some() {
+            // Retention deletes sealed segments by size or age; without snapshots the Raft log
+            // must keep every entry a lagging or new replica may need.
+            return Err(Error::InvalidArgument(
+                "retention on a replicated log needs segment snapshots (not implemented yet)".into(),
+            ));
+        }
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("<listen>", e))?;
