@@ -146,6 +146,7 @@ async fn write_among(c: &Cluster, ids: &[u64], payload: Vec<u8>) -> Option<u64> 
 /// Every live replica: wait until it applied `upto`, then check every acknowledged payload at
 /// its offset and that no payload appears twice in the committed log.
 async fn check(c: &Cluster, acked: &HashMap<u64, Vec<u8>>, upto: u64) {
+    let mut first_frames: Option<(u64, Vec<bytes::Bytes>)> = None;
     for (id, r) in &c.nodes {
         r.raft
             .wait(Some(Duration::from_secs(20)))
@@ -156,6 +157,24 @@ async fn check(c: &Cluster, acked: &HashMap<u64, Vec<u8>>, upto: u64) {
         for (&off, want) in acked {
             let rec = log.read(off).unwrap();
             assert_eq!(&rec.payload[..], &want[..], "node {id} offset {off}");
+        }
+        // Replicas store the leader's frames verbatim: the same bytes (timestamps included)
+        // at every offset of the committed prefix.
+        let frames: Vec<bytes::Bytes> = log
+            .iter(0)
+            .take(upto as usize + 1)
+            .map(|r| r.unwrap().frame)
+            .collect();
+        match &first_frames {
+            None => first_frames = Some((*id, frames)),
+            Some((other, theirs)) => {
+                for (off, (a, b)) in theirs.iter().zip(&frames).enumerate() {
+                    assert_eq!(
+                        a, b,
+                        "frame at {off} differs between nodes {other} and {id}"
+                    );
+                }
+            }
         }
         let mut seen = HashMap::new();
         for rec in log.iter(0) {

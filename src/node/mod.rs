@@ -179,7 +179,8 @@ impl Node {
             // Retention deletes sealed segments by size or age; without snapshots the Raft log
             // must keep every entry a lagging or new replica may need.
             return Err(Error::InvalidArgument(
-                "retention on a replicated log needs segment snapshots (not implemented yet)".into(),
+                "retention on a replicated log needs segment snapshots (not implemented yet)"
+                    .into(),
             ));
         }
         let addr = listener

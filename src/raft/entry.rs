@@ -14,12 +14,88 @@
 //! m × { u64 id; u8 site_len; site (UTF-8); u8 addr_len; addr (UTF-8) }
 //! ```
 
-use super::{log_id, AppBytes, Entry, Membership, NodeInfo};
+use super::{log_id, AppBytes, Entry, LogId, Membership, NodeInfo};
 use crate::storage::{EntryKind, NewRecord, Record};
 use crate::{Error, Result};
+use bytes::Bytes;
 use openraft::entry::RaftEntry;
+use openraft::vote::leader_id_std::CommittedLeaderId;
 use openraft::EntryPayload;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The payload of a sitelog Raft entry.
+pub type Payload = EntryPayload<AppBytes, u64, NodeInfo>;
+
+/// sitelog's Raft entry: openraft's log id and payload, plus the stored record frame once the
+/// entry has been written (read back from a log, or received from a peer). Replication ships
+/// that frame as it is stored, its checksum computed once, when the leader wrote it, and
+/// verified on every hop: on read, on receipt, and when a follower stores it verbatim.
+#[derive(Clone)]
+pub struct LogEntry {
+    /// (term, index = log offset).
+    pub log_id: LogId,
+    /// What the entry carries.
+    pub payload: Payload,
+    /// The stored frame, when known.
+    pub frame: Option<Bytes>,
+}
+
+impl PartialEq for LogEntry {
+    /// Entries are equal when their log ids and payloads are; the frame is an encoding of
+    /// them (and is absent before the first write).
+    fn eq(&self, other: &Self) -> bool {
+        self.log_id == other.log_id && self.payload == other.payload
+    }
+}
+
+impl fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("log_id", &self.log_id)
+            .field("payload", &self.payload)
+            .field("frame_bytes", &self.frame.as_ref().map(|b| b.len()))
+            .finish()
+    }
+}
+
+impl fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.log_id, self.payload)
+    }
+}
+
+impl RaftEntry for LogEntry {
+    type CommittedLeaderId = CommittedLeaderId<u64>;
+    type Payload = Payload;
+
+    fn new(log_id: LogId, payload: Payload) -> Self {
+        LogEntry {
+            log_id,
+            payload,
+            frame: None,
+        }
+    }
+
+    fn log_id_parts(&self) -> (&CommittedLeaderId<u64>, u64) {
+        (&self.log_id.leader_id, self.log_id.index)
+    }
+
+    fn set_log_id(&mut self, new: LogId) {
+        if new != self.log_id {
+            // The frame encodes the old log id.
+            self.frame = None;
+        }
+        self.log_id = new;
+    }
+
+    fn get_membership(&self) -> Option<Membership> {
+        match &self.payload {
+            EntryPayload::Membership(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
+}
 
 const MEMBERSHIP_VERSION: u8 = 1;
 /// Most configurations in a membership (joint consensus has two).
@@ -78,7 +154,8 @@ pub fn to_records<'a>(
 /// that does not decode (its frame checksum passed, so this is a bug or a foreign log).
 pub fn from_record(rec: Record) -> Result<Entry> {
     let id = log_id(rec.term, rec.offset);
-    Ok(match rec.kind {
+    let frame = (!rec.frame.is_empty()).then(|| rec.frame.clone());
+    let mut entry = match rec.kind {
         EntryKind::Normal => Entry::new_normal(id, AppBytes(rec.payload)),
         EntryKind::Blank => Entry::new_blank(id),
         EntryKind::Membership => {
@@ -90,7 +167,9 @@ pub fn from_record(rec: Record) -> Result<Entry> {
             })?;
             Entry::new_membership(id, m)
         }
-    })
+    };
+    entry.frame = frame;
+    Ok(entry)
 }
 
 /// Encodes a membership (see the module docs).
@@ -261,6 +340,7 @@ mod tests {
                 timestamp_us: 0,
                 kind: r.kind,
                 payload: bytes::Bytes::copy_from_slice(r.payload),
+                frame: bytes::Bytes::new(),
             };
             assert_eq!(&from_record(rec).unwrap(), e);
         }

@@ -274,11 +274,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         first.log_id.index
                     )));
                 }
-                let payloads: Vec<_> = entries.iter().map(to_payload).collect();
-                let recs = to_records(&entries, &payloads);
-                let range = self.log.write_records(&recs).map_err(to_io)?;
-                debug_assert_eq!(range.start, first.log_id.index);
-                range.end
+                let mut end = expected;
+                // Runs of entries that carry their stored frame (from a peer) are stored
+                // verbatim; the others (this leader's new entries) are encoded here.
+                for run in entries.chunk_by(|a, b| a.frame.is_some() == b.frame.is_some()) {
+                    let range = if run[0].frame.is_some() {
+                        let frames: Vec<_> = run.iter().filter_map(|e| e.frame.clone()).collect();
+                        self.log.append_frames(&frames)
+                    } else {
+                        let payloads: Vec<_> = run.iter().map(to_payload).collect();
+                        self.log.write_records(&to_records(run, &payloads))
+                    }
+                    .map_err(to_io)?;
+                    debug_assert_eq!(range.start, run[0].log_id.index);
+                    end = range.end;
+                }
+                end
             }
         };
         self.flushes

@@ -65,12 +65,13 @@ openraft::declare_raft_types!(
         Node = NodeInfo,
         Term = u64,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+        Entry = entry::LogEntry,
 );
 
 /// The Raft handle type of a sitelog node.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 /// A Raft entry of sitelog.
-pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
+pub type Entry = entry::LogEntry;
 /// A log id: (term, index).
 pub type LogId = openraft::LogId<openraft::vote::leader_id_std::CommittedLeaderId<u64>>;
 /// A vote.

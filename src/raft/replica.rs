@@ -120,6 +120,16 @@ impl Replica {
             SnapshotData = super::state_machine::SegmentManifest,
         >,
     {
+        if cluster_id == 0 {
+            return Err(Error::InvalidArgument("cluster id 0 is reserved".into()));
+        }
+        // Every replica's frames are the same bytes: the cluster id is the log's identity and
+        // no node-local durability hint goes into a frame (see `LogOptions::durable_hints`).
+        let log_opts = LogOptions {
+            log_id: Some(cluster_id),
+            durable_hints: false,
+            ..log_opts
+        };
         let io: IoRef = log_opts.io.resolve()?;
         io.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let meta = MetaFile::open(&io, dir, cluster_id)?;

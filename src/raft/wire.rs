@@ -9,8 +9,10 @@
 //! log_id      = u64 term, u64 index
 //! opt_log_id  = u8 present (0/1) [, log_id]
 //! vote        = u64 term, u64 voted_for, u8 committed (0/1)
-//! entry       = u64 index, u64 term, u8 kind (0 normal, 1 blank, 2 membership),
-//!               u32 payload_len, payload (membership: see raft::entry)
+//! entry       = u64 index, u64 term, u8 kind (0 normal, 1 blank, 2 membership, 3 stored
+//!               frame), u32 len, bytes: the payload (membership: see raft::entry), or with
+//!               kind 3 the record frame exactly as the sender stored it (its checksum is
+//!               verified here and again when the receiver stores it verbatim)
 //! APPEND      = 1, vote, opt_log_id prev, opt_log_id leader_commit, u32 n, n × entry
 //! APPEND_RESP = 2, u8 (0 success | 1 partial, opt_log_id | 2 conflict | 3 higher, vote)
 //! VOTE        = 3, vote, opt_log_id last, u8 leadership_transfer
@@ -171,6 +173,12 @@ pub fn encode_error(text: &str) -> Bytes {
 fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     put_u64(out, e.log_id.index);
     put_u64(out, e.log_id.leader_id.term);
+    if let Some(frame) = &e.frame {
+        out.push(3);
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(frame);
+        return;
+    }
     let (kind, payload): (u8, std::borrow::Cow<'_, [u8]>) = match &e.payload {
         EntryPayload::Normal(d) => (0, (&d.0[..]).into()),
         EntryPayload::Blank => (1, (&[][..]).into()),
@@ -194,8 +202,25 @@ fn get_entry(c: &mut Cursor<'_>, whole: &Bytes) -> Option<Entry> {
         0 => Entry::new_normal(id, AppBytes(whole.slice(at..at + len))),
         1 if len == 0 => Entry::new_blank(id),
         2 => Entry::new_membership(id, decode_membership(payload)?),
+        3 => return entry_from_frame(whole.slice(at..at + len), index, term),
         _ => return None,
     })
+}
+
+/// The entry a stored frame holds, if the frame is whole, its checksum right, and it is the
+/// entry the message says (index and term).
+fn entry_from_frame(frame: Bytes, index: u64, term: u64) -> Option<Entry> {
+    if frame.len() < 24 {
+        return None;
+    }
+    // The identity is checked when the frame is stored (against the local log's).
+    let identity = crate::storage::record::u64_at(&frame, 16);
+    let max = crate::storage::record::MAX_PAYLOAD_BYTES;
+    let rec = crate::storage::record::decode_record(&frame, identity, Some(index), max).ok()?;
+    if rec.term != term || rec.frame.len() != frame.len() {
+        return None;
+    }
+    super::entry::from_record(rec).ok()
 }
 
 /// Encodes an AppendEntries request.
@@ -477,5 +502,58 @@ mod tests {
     fn remote_error_is_reported() {
         let err = decode_vote_resp(&encode_error("node shutting down")).unwrap_err();
         assert!(err.to_string().contains("node shutting down"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::*;
+    use crate::storage::record::{encode_with_lag, RecordRef};
+    use crate::storage::EntryKind;
+
+    fn stored_frame(index: u64, term: u64, payload: &[u8]) -> Bytes {
+        let mut buf = Vec::new();
+        let rec = RecordRef {
+            offset: index,
+            term,
+            timestamp_us: 5,
+            kind: EntryKind::Normal,
+            payload,
+        };
+        encode_with_lag(&mut buf, 0xc1, rec, 0);
+        buf.into()
+    }
+
+    fn request(entry: Entry) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: None,
+            entries: vec![entry],
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn stored_frames_travel_verbatim_and_are_verified() {
+        let frame = stored_frame(7, 2, b"hello");
+        let mut e = Entry::new_normal(log_id(2, 7), AppBytes(Bytes::from_static(b"hello")));
+        e.frame = Some(frame.clone());
+        let got = decode_append(&encode_append(&request(e.clone()))).unwrap();
+        assert_eq!(got.entries[0], e);
+        assert_eq!(
+            got.entries[0].frame.as_ref(),
+            Some(&frame),
+            "the same bytes"
+        );
+
+        // A frame whose index or term disagrees with the message, or with a flipped bit.
+        let mut wrong = e.clone();
+        wrong.log_id = log_id(3, 7);
+        assert!(decode_append(&encode_append(&request(wrong))).is_err());
+        let mut flipped = frame.to_vec();
+        flipped[50] ^= 4;
+        let mut bad = e;
+        bad.frame = Some(Bytes::from(flipped));
+        assert!(decode_append(&encode_append(&request(bad))).is_err());
     }
 }

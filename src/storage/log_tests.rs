@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::io::{SimDisk, SimFaults};
+use bytes::Bytes;
 use std::time::Duration;
 
 fn sim_opts(disk: &SimDisk) -> LogOptions {
@@ -431,4 +432,58 @@ fn restart_at_continues_an_emptied_log_at_a_later_offset_and_survives_a_crash() 
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     assert_eq!((log.start_offset(), log.end_offset()), (5000, 5000));
     assert_eq!(log.append(b"x").unwrap(), 5000);
+}
+
+#[test]
+fn frames_of_one_replica_are_stored_verbatim_by_another() {
+    let opts = |disk: &SimDisk| LogOptions {
+        log_id: Some(77),
+        durable_hints: false,
+        ..sim_opts(disk)
+    };
+    let (da, db) = (SimDisk::new(21), SimDisk::new(22));
+    let a = Log::open("/a", opts(&da)).unwrap();
+    let b = Log::open("/b", opts(&db)).unwrap();
+    fill(&a, 200, 150); // crosses segment rolls
+    let frames: Vec<Bytes> = a.iter(0).map(|r| r.unwrap().frame).collect();
+    assert!(
+        matches!(
+            b.append_frames(&frames[1..3]),
+            Err(Error::InvalidArgument(_))
+        ),
+        "gap"
+    );
+    let mut bad = frames[0].to_vec();
+    bad[60] ^= 1;
+    assert!(matches!(
+        b.append_frames(&[Bytes::from(bad)]),
+        Err(Error::InvalidArgument(_))
+    ));
+    for chunk in frames.chunks(17) {
+        b.append_frames(chunk).unwrap();
+    }
+    b.sync().unwrap();
+    for (ra, rb) in a.iter(0).zip(b.iter(0)) {
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.frame, rb.frame, "offset {}", ra.offset);
+        assert_eq!(ra.timestamp_us, rb.timestamp_us);
+    }
+    assert_eq!(b.end_offset(), 200);
+    // A log of another identity refuses them.
+    let dc = SimDisk::new(23);
+    let c = Log::open("/c", sim_opts(&dc)).unwrap();
+    assert!(matches!(
+        c.append_frames(&frames[..1]),
+        Err(Error::InvalidArgument(_))
+    ));
+    // The identity is checked at open.
+    drop(b);
+    let wrong = LogOptions {
+        log_id: Some(78),
+        ..opts(&db)
+    };
+    assert!(matches!(
+        Log::open("/b", wrong),
+        Err(Error::InvalidArgument(_))
+    ));
 }

@@ -93,6 +93,15 @@ pub struct LogOptions {
     pub max_groups_in_flight: usize,
     /// The I/O backend. Default [`IoBackend::Auto`].
     pub io: IoBackend,
+    /// The log's identity (the `log_id` in every frame): `None` picks a random one at creation
+    /// (default); `Some(id)` creates the log with `id` and refuses to open a log with another.
+    /// Replicas of one replicated log share it, so their frames are the same bytes.
+    pub log_id: Option<u64>,
+    /// Every frame carries a durability hint (`durable_lag`) that lets recovery tell damage to
+    /// an acknowledged record from a torn tail. Default true. A replicated log turns it off:
+    /// the hint is node-local, and replicas must store identical frames (a torn or damaged tail
+    /// there is repaired from the peers that hold it).
+    pub durable_hints: bool,
 }
 
 impl Default for LogOptions {
@@ -109,6 +118,8 @@ impl Default for LogOptions {
             preallocate: true,
             max_groups_in_flight: 2,
             io: IoBackend::Auto,
+            log_id: None,
+            durable_hints: true,
         }
     }
 }
@@ -135,6 +146,9 @@ impl LogOptions {
         }
         if !(1..=16).contains(&self.max_groups_in_flight) {
             return bad("max_groups_in_flight must be in 1..=16".into());
+        }
+        if self.log_id == Some(0) {
+            return bad("log_id must not be 0".into());
         }
         if self.max_batch_records == 0 {
             return bad("max_batch_records must be positive".into());

@@ -73,6 +73,9 @@ pub struct Record {
     pub kind: EntryKind,
     /// The payload bytes.
     pub payload: Bytes,
+    /// The whole stored frame (header, payload, zero padding), checksum verified: what
+    /// replication ships and a follower stores verbatim (`Log::append_frames`).
+    pub frame: Bytes,
 }
 
 /// The header fields of a frame that decoded and verified.
@@ -165,19 +168,25 @@ pub struct RecordRef<'a> {
 /// Appends the frame for `rec` to `out`. `durable_end` is the exclusive end of what is known
 /// fsynced at this moment.
 pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u64) {
-    assert!(
-        rec.payload.len() <= MAX_PAYLOAD_BYTES as usize,
-        "payload bounded by caller"
-    );
     debug_assert!(
         durable_end <= rec.offset,
         "a record cannot be durable before it is written"
     );
-    let start = out.len();
     // The writer never passes offsets above MAX_OFFSET (decode rejects them); the arithmetic
     // stays overflow-free for any input all the same.
     let lag = (rec.offset - durable_end.min(rec.offset)).checked_add(1);
     let durable_lag = lag.and_then(|l| u32::try_from(l).ok()).unwrap_or(0);
+    encode_with_lag(out, log_id, rec, durable_lag)
+}
+
+/// Encodes a frame with an explicit `durable_lag` (0 = no durability hint: the frames of a
+/// replicated log, which must be the same bytes on every replica).
+pub fn encode_with_lag(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_lag: u32) {
+    assert!(
+        rec.payload.len() <= MAX_PAYLOAD_BYTES as usize,
+        "payload bounded by caller"
+    );
+    let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&rec.offset.to_le_bytes());
@@ -192,6 +201,9 @@ pub fn encode(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durable_end: u
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + frame_len(rec.payload.len()), 0);
 }
+
+/// Byte position of the timestamp in a frame header.
+pub(crate) const TIMESTAMP_AT: usize = 32;
 
 /// Little-endian u32 at `at`; the caller has checked the bounds.
 pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -278,6 +290,7 @@ pub fn decode_record(
         timestamp_us: h.timestamp_us,
         kind: h.kind,
         payload,
+        frame: frame.slice(..h.frame_len().min(frame.len())),
     })
 }
 

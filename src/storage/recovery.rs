@@ -130,6 +130,13 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
     let sb = superblock::read(&*sb_file)
         .map_err(ctx.io_err(&sb_path))?
         .ok_or_else(|| Ctx::corrupt(&sb_path, 0, None, "both superblock copies are invalid"))?;
+    if let Some(want) = opts.log_id.filter(|&w| w != sb.log_id) {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds log {:#x}, not the expected {want:#x}",
+            dir.display(),
+            sb.log_id
+        )));
+    }
     let mut segments = BTreeMap::new();
     let mut active = None;
     for (i, &base) in bases.iter().enumerate() {
@@ -165,12 +172,12 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
 }
 
 fn create(ctx: &Ctx<'_>, sb_path: &Path, report: RecoveryReport) -> Result<Recovered> {
-    let log_id = loop {
+    let log_id = ctx.opts.log_id.unwrap_or_else(|| loop {
         let id = fastrand::u64(..);
         if id != 0 {
             break id;
         }
-    };
+    });
     let sb = Superblock {
         sequence: 0,
         log_id,

@@ -448,12 +448,14 @@ impl Segment {
         let data_end = self.read_state(|s| s.data_end);
         let (h, frame) = self.frame_at(pos, offset, data_end)?;
         let payload = frame.slice(HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + h.payload_len as usize);
+        let frame_len = h.frame_len().min(frame.len());
         Ok(Record {
             offset,
             term: h.term,
             timestamp_us: h.timestamp_us,
             kind: h.kind,
             payload,
+            frame: frame.slice(..frame_len),
         })
     }
 

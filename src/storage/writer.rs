@@ -20,6 +20,29 @@ use std::time::Duration;
 /// Where each record of a chunk went: (offset, file position, timestamp).
 type Notes = Vec<(u64, u64, u64)>;
 
+/// What an append writes: records to encode, or verified frames to copy as they are (with the
+/// offsets their headers carry).
+enum Input<'a> {
+    Records(&'a [NewRecord<'a>]),
+    Frames(&'a [Bytes], &'a [u64]),
+}
+
+impl Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Input::Records(r) => r.len(),
+            Input::Frames(f, _) => f.len(),
+        }
+    }
+
+    fn frame_len(&self, i: usize) -> usize {
+        match self {
+            Input::Records(r) => record::frame_len(r[i].payload.len()),
+            Input::Frames(f, _) => f[i].len(),
+        }
+    }
+}
+
 impl Log {
     fn validate_batch(&self, recs: &[NewRecord<'_>]) -> Result<()> {
         let opts = &self.shared.opts;
@@ -48,6 +71,36 @@ impl Log {
     /// the log, unacknowledged, exactly as after a crash.
     pub(crate) fn write_records(&self, recs: &[NewRecord<'_>]) -> Result<Range<u64>> {
         self.validate_batch(recs)?;
+        self.write_input(Input::Records(recs))
+    }
+
+    /// Appends frames exactly as they are (as another replica stored them), at the next
+    /// offsets: each must decode with this log's id and checksum, be exactly one whole frame,
+    /// and carry the offset it lands at; otherwise nothing is appended
+    /// ([`Error::InvalidArgument`]). Like [`Log::append_nowait`], it does not wait for
+    /// durability. The checksums are verified before the writer lock is taken.
+    pub fn append_frames(&self, frames: &[Bytes]) -> Result<Range<u64>> {
+        let opts = &self.shared.opts;
+        if frames.len() > opts.max_batch_records {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} frames exceeds max_batch_records {}",
+                frames.len(),
+                opts.max_batch_records
+            )));
+        }
+        let mut offsets = Vec::with_capacity(frames.len());
+        for f in frames {
+            let h = record::decode_header(f, self.shared.log_id, None, opts.max_record_bytes)
+                .map_err(|e| Error::InvalidArgument(format!("frame refused: {e:?}")))?;
+            if h.frame_len() != f.len() {
+                return Err(Error::InvalidArgument("not exactly one whole frame".into()));
+            }
+            offsets.push(h.offset);
+        }
+        self.write_input(Input::Frames(frames, &offsets))
+    }
+
+    fn write_input(&self, input: Input<'_>) -> Result<Range<u64>> {
         self.check_poison()?;
         let mut w = lock(&self.shared.writer);
         self.check_poison()?;
@@ -57,22 +110,28 @@ impl Log {
             self.quiesce(&mut w)?;
         }
         let first = w.next_offset;
-        if first + recs.len() as u64 > record::MAX_OFFSET {
+        let n = input.len();
+        if first + n as u64 > record::MAX_OFFSET {
             return Err(Error::InvalidArgument(format!(
                 "offsets above {} are not supported",
                 record::MAX_OFFSET
             )));
         }
+        if let Input::Frames(_, offsets) = &input {
+            if !offsets.iter().copied().eq(first..first + n as u64) {
+                return Err(Error::InvalidArgument(format!(
+                    "frames for offsets {:?}.. do not continue the log at {first}",
+                    offsets.first()
+                )));
+            }
+        }
         let hint = self.durable_end();
         let seg_size = self.shared.opts.segment_size_bytes;
-        let estimate: usize = recs
-            .iter()
-            .map(|r| record::frame_len(r.payload.len()))
-            .sum();
+        let estimate: usize = (0..n).map(|i| input.frame_len(i)).sum();
         let mut buf = Vec::with_capacity(estimate.min(seg_size as usize));
-        let mut notes: Notes = Vec::with_capacity(recs.len());
-        for (offset, r) in (first..).zip(recs) {
-            let flen = record::frame_len(r.payload.len()) as u64;
+        let mut notes: Notes = Vec::with_capacity(n);
+        for (i, offset) in (first..).enumerate().take(n) {
+            let flen = input.frame_len(i) as u64;
             let (data_end, index_len) = self.ensure_active(&mut w)?;
             let mut pos = data_end + buf.len() as u64;
             // Room for this frame, one more index entry and the footer: the sealed file never
@@ -85,15 +144,29 @@ impl Log {
                 self.roll(&mut w)?;
                 pos = self.ensure_active(&mut w)?.0;
             }
-            let timestamp_us = r.timestamp_us.unwrap_or_else(now_us);
-            let rec = RecordRef {
-                offset,
-                term: r.term,
-                timestamp_us,
-                kind: r.kind,
-                payload: r.payload,
+            let timestamp_us = match &input {
+                Input::Records(recs) => {
+                    let r = &recs[i];
+                    let timestamp_us = r.timestamp_us.unwrap_or_else(now_us);
+                    let rec = RecordRef {
+                        offset,
+                        term: r.term,
+                        timestamp_us,
+                        kind: r.kind,
+                        payload: r.payload,
+                    };
+                    if self.shared.opts.durable_hints {
+                        record::encode(&mut buf, self.shared.log_id, rec, hint.min(offset));
+                    } else {
+                        record::encode_with_lag(&mut buf, self.shared.log_id, rec, 0);
+                    }
+                    timestamp_us
+                }
+                Input::Frames(frames, _) => {
+                    buf.extend_from_slice(&frames[i]);
+                    record::u64_at(&frames[i], record::TIMESTAMP_AT)
+                }
             };
-            record::encode(&mut buf, self.shared.log_id, rec, hint.min(offset));
             notes.push((offset, pos, timestamp_us));
         }
         self.publish_chunk(&mut w, &mut buf, &mut notes);
