@@ -65,12 +65,36 @@ impl LocalCluster {
 
     /// Starts (or restarts) node `id` on its data directory.
     pub fn spawn(&mut self, id: u64) -> CliResult<()> {
+        self.spawn_with(id, true)
+    }
+
+    /// Starts a new node `id` (site `site-<id>`, a fresh port) that joins an existing cluster
+    /// as a learner once the leader adds it; returns its address.
+    pub fn spawn_joining(&mut self, id: u64) -> CliResult<String> {
+        let addr = free_port()?;
+        self.addrs.insert(id, addr.clone());
+        self.spawn_with(id, false)?;
+        Ok(addr)
+    }
+
+    /// Node `id`'s data directory.
+    pub fn node_dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node-{id}"))
+    }
+
+    /// Forgets node `id` (killed and lost for good): clients stop trying it.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.addrs.remove(&id);
+    }
+
+    fn spawn_with(&mut self, id: u64, founding: bool) -> CliResult<()> {
         let exe = std::env::current_exe().context(|| "cannot find the sitelog binary".into())?;
         let mut cmd = Command::new(exe);
         cmd.arg("node")
             .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
             .arg("--data")
-            .arg(self.root.join(format!("node-{id}")))
+            .arg(self.node_dir(id))
             .args(["--listen", &self.addrs[&id]])
             .args([
                 "--cluster-id",
@@ -79,8 +103,10 @@ impl LocalCluster {
                 self.io,
             ])
             .args(["--exit-after-secs", &CHILD_MAX_RUNTIME_SECS.to_string()]);
-        for (m, a) in &self.addrs {
-            cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
+        if founding {
+            for (m, a) in &self.addrs {
+                cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
+            }
         }
         let mut child = cmd
             .stdout(Stdio::piped())

@@ -1,9 +1,11 @@
 //! The `sitelog` command line. Subcommands: `bench` (measure the log against the machine's own
-//! limit), `node` (run a replica), and the hidden `bench-writer` (the child process `bench`
-//! kills with SIGKILL).
+//! limit), `drill` (the site-loss drill), `node` (run a replica), and the hidden
+//! `bench-writer` (the child process `bench` kills with SIGKILL).
 
 mod bench;
 mod cluster;
+mod drill;
+mod drill_report;
 mod json;
 mod node;
 mod raw;
@@ -29,6 +31,10 @@ enum Command {
     /// Measure durable, buffered and read throughput, latency and reopen time against a plain
     /// pwrite + fdatasync loop on the same disk, in the same run.
     Bench(bench::BenchArgs),
+    /// The site-loss drill: three sites, a chat workload, the leader's site burns down
+    /// (process killed, disk deleted), a replacement site is rebuilt; RTO, RPO and time to
+    /// full redundancy, with an SVG timeline.
+    Drill(drill::DrillArgs),
     /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
     Node(node::NodeArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
@@ -72,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchWriter(args) => bench::run_writer(&args),
         Command::Node(args) => node::run(&args),
+        Command::Drill(args) => drill::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

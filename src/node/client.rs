@@ -6,6 +6,7 @@
 //! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
 
 use super::protocol::{Reply, Request, WireRecord};
+use super::Peer;
 use crate::net::tcp::{connect_client, FrameRx, FrameTx, NetLimits};
 use crate::raft::remote::{MessageRx, MessageTx};
 use crate::raft::replica::ReplicaStatus;
@@ -13,11 +14,11 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use std::time::Duration;
 
-/// How an append ended.
+/// How an append (or another request for the leader) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppendOutcome {
+pub enum AppendOutcome<T = Vec<u64>> {
     /// Acknowledged by a majority: the records' offsets.
-    Ok(Vec<u64>),
+    Ok(T),
     /// Refused before it was appended anywhere (no leader could take it in time).
     Failed(String),
     /// Sent, but no answer: it may or may not be committed.
@@ -104,13 +105,48 @@ impl Client {
 
     /// Appends payloads through the leader.
     pub async fn append(&mut self, payloads: Vec<Bytes>) -> AppendOutcome {
-        let req = Request::Append(payloads).encode();
+        match self
+            .send_to_leader(Request::Append(payloads).encode())
+            .await
+        {
+            AppendOutcome::Ok(Reply::Offsets(o)) => AppendOutcome::Ok(o),
+            AppendOutcome::Ok(Reply::Error(e)) => AppendOutcome::Unknown(e),
+            AppendOutcome::Ok(other) => {
+                AppendOutcome::Unknown(format!("unexpected reply {other:?}"))
+            }
+            AppendOutcome::Failed(e) => AppendOutcome::Failed(e),
+            AppendOutcome::Unknown(e) => AppendOutcome::Unknown(e),
+        }
+    }
+
+    /// Adds a learner through the leader (returns once the change is committed).
+    pub async fn add_learner(&mut self, id: u64, peer: Peer) -> Result<()> {
+        self.admin(Request::AddLearner { id, peer }).await
+    }
+
+    /// Replaces the voter set through the leader (placement is checked there).
+    pub async fn change_membership(&mut self, voters: Vec<u64>) -> Result<()> {
+        self.admin(Request::ChangeMembership(voters)).await
+    }
+
+    async fn admin(&mut self, req: Request) -> Result<()> {
+        match self.send_to_leader(req.encode()).await {
+            AppendOutcome::Ok(Reply::Done) => Ok(()),
+            AppendOutcome::Ok(Reply::Error(e)) => Err(Error::Raft(e)),
+            AppendOutcome::Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            AppendOutcome::Failed(e) | AppendOutcome::Unknown(e) => Err(Error::Raft(e)),
+        }
+    }
+
+    /// Sends `req` to the leader, following `NotLeader` answers (a refused request was not
+    /// applied anywhere, so it is safe to send again); gives up after `leader_wait_ms`.
+    async fn send_to_leader(&mut self, req: Bytes) -> AppendOutcome<Reply> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.leader_wait_ms);
         let mut candidates = self.addrs.clone();
         let mut next = 0usize;
         loop {
             if tokio::time::Instant::now() >= deadline {
-                return AppendOutcome::Failed("no leader accepted the append in time".into());
+                return AppendOutcome::Failed("no leader accepted the request in time".into());
             }
             if self.conn.is_none() {
                 let addr = candidates[next % candidates.len()].clone();
@@ -121,9 +157,7 @@ impl Client {
                 }
             }
             match self.round_trip(req.clone()).await {
-                Ok(Reply::Offsets(o)) => return AppendOutcome::Ok(o),
                 Ok(Reply::NotLeader { addr, .. }) => {
-                    // Refused before appending: safe to send elsewhere.
                     self.conn = None;
                     match addr {
                         Some(a) => candidates.insert(0, a),
@@ -131,8 +165,7 @@ impl Client {
                     }
                     next = 0;
                 }
-                Ok(Reply::Error(e)) => return AppendOutcome::Unknown(e),
-                Ok(other) => return AppendOutcome::Unknown(format!("unexpected reply {other:?}")),
+                Ok(reply) => return AppendOutcome::Ok(reply),
                 Err(e) => return AppendOutcome::Unknown(e.to_string()),
             }
         }

@@ -129,6 +129,37 @@ pub fn check_placement(voters: &BTreeMap<u64, String>) -> Result<()> {
     Ok(())
 }
 
+fn placement_ok(voters: &BTreeMap<u64, String>, policy: Placement) -> Result<()> {
+    match (check_placement(voters), policy) {
+        (Err(e), Placement::Enforce) => Err(e),
+        (Err(e), Placement::Warn) => {
+            tracing::warn!(error = %e, "unsafe placement accepted (Placement::Warn)");
+            Ok(())
+        }
+        (Ok(()), _) => Ok(()),
+    }
+}
+
+/// Replaces the voter set after checking the placement of the new voters.
+pub(crate) async fn change_membership_checked(
+    replica: &Replica,
+    voters: BTreeSet<u64>,
+    policy: Placement,
+) -> Result<()> {
+    let members = replica.members();
+    let mut sites = BTreeMap::new();
+    for v in &voters {
+        let info = members.get(v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "node {v} is not a member; add it as a learner first"
+            ))
+        })?;
+        sites.insert(*v, info.site.clone());
+    }
+    placement_ok(&sites, policy)?;
+    replica.change_membership(voters, false).await
+}
+
 struct Inner {
     id: u64,
     addr: SocketAddr,
@@ -207,7 +238,7 @@ impl Node {
             cluster_id: cfg.cluster_id,
             limits: cfg.net,
         };
-        let service = Arc::new(service::NodeService::new(replica.clone()));
+        let service = Arc::new(service::NodeService::new(replica.clone(), cfg.placement));
         let server = tokio::spawn(tcp::serve(listener, identity, service));
         let watcher = tokio::spawn(metrics::watch_replica(replica.clone()));
         let node = Node {
@@ -251,14 +282,7 @@ impl Node {
     }
 
     fn placement_ok(&self, voters: &BTreeMap<u64, String>) -> Result<()> {
-        match (check_placement(voters), self.inner.placement) {
-            (Err(e), Placement::Enforce) => Err(e),
-            (Err(e), Placement::Warn) => {
-                tracing::warn!(error = %e, "unsafe placement accepted (Placement::Warn)");
-                Ok(())
-            }
-            (Ok(()), _) => Ok(()),
-        }
+        placement_ok(voters, self.inner.placement)
     }
 
     /// This node's id.

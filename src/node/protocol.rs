@@ -7,6 +7,8 @@
 //! READ        = 0x42, u64 offset, u32 max_records        → RECORDS | ERROR
 //!               (committed records only, from offset, at most max_records and 4 MiB)
 //! STATUS      = 0x43                                     → STATUS_RESP
+//! ADD_LEARNER = 0x44, u64 id, u16 len, site, u16 len, addr → DONE | NOT_LEADER | ERROR
+//! MEMBERSHIP  = 0x45, u16 n, n × u64 voter id             → DONE | NOT_LEADER | ERROR
 //! OFFSETS     = 0x61, u32 n, n × u64
 //! NOT_LEADER  = 0x62, u8 known, u64 leader, u16 len, addr
 //! RECORDS     = 0x63, u64 commit_end, u32 n, n × (u64 offset, u64 term, u64 timestamp_us,
@@ -14,6 +16,7 @@
 //! STATUS_RESP = 0x64, u64 node, u8 role, u64 term, u8 has_leader, u64 leader, u64 commit_end,
 //!               u64 log_end, u16 n_followers, n × (u64 id, u64 lag)
 //! ERROR       = 0x65, u16 len, text
+//! DONE        = 0x66
 //! ```
 
 use crate::raft::entry::Cursor;
@@ -29,6 +32,10 @@ pub mod tag {
     pub const READ: u8 = 0x42;
     /// Status request.
     pub const STATUS: u8 = 0x43;
+    /// Add a learner (on the leader).
+    pub const ADD_LEARNER: u8 = 0x44;
+    /// Replace the voter set (on the leader).
+    pub const MEMBERSHIP: u8 = 0x45;
     /// Offsets of an append.
     pub const OFFSETS: u8 = 0x61;
     /// Not the leader.
@@ -39,6 +46,8 @@ pub mod tag {
     pub const STATUS_RESP: u8 = 0x64;
     /// An error.
     pub const ERROR: u8 = 0x65;
+    /// A membership change was committed.
+    pub const DONE: u8 = 0x66;
 }
 
 /// Most payloads in one append request.
@@ -60,6 +69,15 @@ pub enum Request {
     },
     /// The node's status.
     Status,
+    /// Add a learner (new node id, its site and address).
+    AddLearner {
+        /// The new node's id (never a reused one).
+        id: u64,
+        /// Its site and address.
+        peer: crate::node::Peer,
+    },
+    /// Replace the voter set.
+    ChangeMembership(Vec<u64>),
 }
 
 /// One record of a read reply.
@@ -98,6 +116,8 @@ pub enum Reply {
     Status(ReplicaStatus),
     /// The request failed.
     Error(String),
+    /// A membership change was committed.
+    Done,
 }
 
 fn put_u64(o: &mut Vec<u8>, v: u64) {
@@ -149,6 +169,17 @@ impl Request {
                 put_u32(&mut o, *max_records);
             }
             Request::Status => o.push(tag::STATUS),
+            Request::AddLearner { id, peer } => {
+                o.push(tag::ADD_LEARNER);
+                put_u64(&mut o, *id);
+                put_str(&mut o, &peer.site);
+                put_str(&mut o, &peer.addr);
+            }
+            Request::ChangeMembership(ids) => {
+                o.push(tag::MEMBERSHIP);
+                o.extend_from_slice(&(ids.len().min(1024) as u16).to_le_bytes());
+                ids.iter().take(1024).for_each(|&i| put_u64(&mut o, i));
+            }
         }
         o.into()
     }
@@ -180,6 +211,25 @@ impl Request {
                 })
             })(),
             Some(tag::STATUS) => Some(Request::Status),
+            Some(tag::ADD_LEARNER) => (|| {
+                let id = c.u64()?;
+                let site = c.str16()?;
+                let addr = c.str16()?;
+                Some(Request::AddLearner {
+                    id,
+                    peer: crate::node::Peer { site, addr },
+                })
+            })(),
+            Some(tag::MEMBERSHIP) => (|| {
+                let n = c.u16()? as usize;
+                if n > 1024 {
+                    return None;
+                }
+                (0..n)
+                    .map(|_| c.u64())
+                    .collect::<Option<Vec<_>>>()
+                    .map(Request::ChangeMembership)
+            })(),
             _ => None,
         };
         match r {
@@ -260,6 +310,7 @@ impl Reply {
                 o.push(tag::ERROR);
                 put_str(&mut o, e);
             }
+            Reply::Done => o.push(tag::DONE),
         }
         o.into()
     }
@@ -344,6 +395,7 @@ impl Reply {
                 }))
             })(),
             Some(tag::ERROR) => c.str16().map(Reply::Error),
+            Some(tag::DONE) => Some(Reply::Done),
             _ => None,
         };
         match r {
@@ -366,6 +418,14 @@ mod tests {
                 max_records: 100,
             },
             Request::Status,
+            Request::AddLearner {
+                id: 4,
+                peer: crate::node::Peer {
+                    site: "d".into(),
+                    addr: "127.0.0.1:4".into(),
+                },
+            },
+            Request::ChangeMembership(vec![2, 3, 4]),
         ];
         for r in reqs {
             let enc = r.encode();
@@ -394,6 +454,7 @@ mod tests {
                 }],
             },
             Reply::Error("boom".into()),
+            Reply::Done,
         ];
         for r in replies {
             let enc = r.encode();

@@ -10,11 +10,12 @@ use bytes::Bytes;
 
 pub(super) struct NodeService {
     replica: Replica,
+    placement: super::Placement,
 }
 
 impl NodeService {
-    pub(super) fn new(replica: Replica) -> Self {
-        NodeService { replica }
+    pub(super) fn new(replica: Replica, placement: super::Placement) -> Self {
+        NodeService { replica, placement }
     }
 }
 
@@ -31,11 +32,20 @@ impl Service for NodeService {
 
     fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
         let r = self.replica.clone();
-        Box::pin(async move { answer(&r, msg).await.encode() })
+        let placement = self.placement;
+        Box::pin(async move { answer(&r, placement, msg).await.encode() })
     }
 }
 
-async fn answer(r: &Replica, msg: Bytes) -> Reply {
+fn done(r: Result<()>) -> Reply {
+    match r {
+        Ok(()) => Reply::Done,
+        Err(Error::NotLeader { leader, addr }) => Reply::NotLeader { leader, addr },
+        Err(e) => Reply::Error(e.to_string()),
+    }
+}
+
+async fn answer(r: &Replica, placement: super::Placement, msg: Bytes) -> Reply {
     let req = match Request::decode(&msg) {
         Ok(req) => req,
         Err(e) => return Reply::Error(e.to_string()),
@@ -58,6 +68,17 @@ async fn answer(r: &Replica, msg: Bytes) -> Reply {
             max_records,
         } => read(r, offset, max_records).unwrap_or_else(|e| Reply::Error(e.to_string())),
         Request::Status => Reply::Status(r.status()),
+        Request::AddLearner { id, peer } => {
+            let info = crate::raft::NodeInfo {
+                site: peer.site,
+                addr: peer.addr,
+            };
+            done(r.add_learner(id, info).await)
+        }
+        Request::ChangeMembership(voters) => {
+            let voters = voters.into_iter().collect();
+            done(super::change_membership_checked(r, voters, placement).await)
+        }
     }
 }
 

@@ -1,0 +1,526 @@
+//! `sitelog drill`: the site-loss drill.
+//!
+//! 1. Starts N sites (one `sitelog node` process each, own data directory) on loopback and a
+//!    chat workload: many conversations, message sizes from a few words to a few KiB, a steady
+//!    rate with bursts, every message acknowledged only by a majority of sites.
+//! 2. **Fire**: SIGKILL of the leader's process and deletion of its data directory. Writes go
+//!    on; the RTO is the time from the fire to the first acknowledged write sent after it.
+//! 3. **Rebuild**: a replacement site with a new node id joins as a learner, catches up, and a
+//!    membership change swaps it in for the burned one: time to full redundancy, catch-up rate.
+//! 4. **Verify (RPO)**: every acknowledged message is read back from every live site and
+//!    compared byte for byte (CRC-32 and length of what was sent).
+//! 5. **Report**: a text summary and an SVG timeline (throughput, p99 commit latency, events).
+//!
+//! Catch-up is by Raft log replication for now; segment snapshots with bulk fetch replace it
+//! when they land (the report says which one ran).
+
+use super::cluster::LocalCluster;
+use super::json::Json;
+use super::stats::{round, Latency};
+use super::sys::WorkDir;
+use super::{CliError, CliResult, Context};
+use bytes::Bytes;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::node::Peer;
+use sitelog::storage::checksum::checksum;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLUSTER_ID: u64 = 0xd1_11;
+/// Width of one timeline bucket.
+const BUCKET_MS: u64 = 250;
+
+/// Arguments of `sitelog drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Directory for the sites' data (a fresh subdirectory, removed unless --keep).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the sites' data directories.
+    #[arg(long)]
+    pub keep: bool,
+    /// Short run (CI): a few seconds per phase, a lower rate.
+    #[arg(long)]
+    pub quick: bool,
+    /// Number of sites (one voter each), at least 3.
+    #[arg(long, default_value_t = 3)]
+    pub sites: u64,
+    /// Target message rate (messages/s) outside bursts [default: 2000, or 500 with --quick].
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Seconds of traffic before the fire [default: 10, or 3 with --quick].
+    #[arg(long)]
+    pub warmup_secs: Option<u64>,
+    /// Seconds of traffic after the fire before the rebuild [default: 5, or 2 with --quick].
+    #[arg(long)]
+    pub after_fire_secs: Option<u64>,
+    /// Conversations the messages belong to.
+    #[arg(long, default_value_t = 10_000)]
+    pub conversations: u64,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 16)]
+    pub writers: usize,
+    /// Where to write the SVG timeline.
+    #[arg(long, default_value = "sitelog-drill.svg")]
+    pub report: PathBuf,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One acknowledged message: where it went and what it was.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    offset: u64,
+    crc: u32,
+    len: u32,
+}
+
+/// What the writers saw.
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<Acked>,
+    unknown: u64,
+    failed: u64,
+    /// (sent since start, acked since start) of each acknowledged message, in ms.
+    timeline: Vec<(f64, f64)>,
+}
+
+/// The drill's events, in ms since the start.
+#[derive(Debug, Default, Clone)]
+struct Events {
+    fire_ms: f64,
+    first_ack_after_fire_ms: f64,
+    learner_added_ms: f64,
+    caught_up_ms: f64,
+    membership_changed_ms: f64,
+    end_ms: f64,
+}
+
+/// A chat message of `id`: deterministic, sizes skewed like a messenger's.
+fn message(id: u64, conversations: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(id);
+    let conv = rng.u64(..conversations.max(1));
+    let user = rng.u32(..1_000_000);
+    let text_len = match rng.u8(..100) {
+        0..=69 => rng.usize(20..120),
+        70..=94 => rng.usize(120..600),
+        _ => rng.usize(1024..4096),
+    };
+    let mut m = format!("{{\"conv\":{conv},\"from\":{user},\"id\":{id},\"text\":\"").into_bytes();
+    const WORDS: [&str; 8] = [
+        "hi",
+        "see you",
+        "on my way",
+        "ok",
+        "lol",
+        "payment sent",
+        "taxi",
+        "where?",
+    ];
+    while m.len() < text_len {
+        m.extend_from_slice(WORDS[rng.usize(..WORDS.len())].as_bytes());
+        m.push(b' ');
+    }
+    m.extend_from_slice(b"\"}");
+    m
+}
+
+/// Runs the drill.
+pub fn run(args: &DrillArgs) -> CliResult<()> {
+    if args.sites < 3 {
+        return Err(CliError("a site-loss drill needs at least 3 sites".into()));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context(|| "cannot start the async runtime".into())?;
+    rt.block_on(drill(args))
+}
+
+fn phase(msg: &str, secs: u64) -> ProgressBar {
+    let bar = ProgressBar::new(secs.max(1));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} s")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg.to_string());
+    bar
+}
+
+async fn tick_for(bar: &ProgressBar, secs: u64) {
+    for _ in 0..secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish();
+}
+
+async fn drill(args: &DrillArgs) -> CliResult<()> {
+    let rate = args.rate.unwrap_or(if args.quick { 500 } else { 2000 });
+    let warmup = args.warmup_secs.unwrap_or(if args.quick { 3 } else { 10 });
+    let after_fire = args
+        .after_fire_secs
+        .unwrap_or(if args.quick { 2 } else { 5 });
+    let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    let start = Instant::now();
+    let ms = move |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
+
+    eprintln!("starting {} sites in {}", args.sites, work.path().display());
+    let mut cluster = LocalCluster::start(work.path(), args.sites, CLUSTER_ID, "auto")?;
+    cluster.leader(Duration::from_secs(20)).await?;
+
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_id = Arc::new(AtomicU64::new(0));
+    let writers = spawn_writers(args, &cluster, rate, start, &ledger, &stop, &next_id);
+
+    tick_for(&phase("chat traffic (before the fire)", warmup), warmup).await;
+
+    // The fire: the leader's site is gone, disk included.
+    let burned = cluster.leader(Duration::from_secs(20)).await?;
+    let fire = Instant::now();
+    cluster.forget(burned);
+    let burned_dir = cluster.node_dir(burned);
+    std::fs::remove_dir_all(&burned_dir)
+        .context(|| format!("cannot delete {}", burned_dir.display()))?;
+    eprintln!("FIRE: site-{burned} (the leader) is gone, data directory deleted");
+    let first_ack = wait_first_ack_after(&ledger, ms(fire), Duration::from_secs(60)).await?;
+    let rto_ms = first_ack - ms(fire);
+    eprintln!("writes acknowledged again after {rto_ms:.0} ms");
+    tick_for(
+        &phase("chat traffic (two sites left)", after_fire),
+        after_fire,
+    )
+    .await;
+
+    // The rebuild: a new node id (ids are never reused), joining as a learner.
+    let new_id = args.sites + 1;
+    let addr = cluster.spawn_joining(new_id)?;
+    let mut admin = cluster.client();
+    let learner_added = Instant::now();
+    let peer = Peer {
+        site: format!("site-{new_id}"),
+        addr,
+    };
+    admin
+        .add_learner(new_id, peer)
+        .await
+        .map_err(|e| CliError(format!("add learner: {e}")))?;
+    let (caught_up, target) = catch_up(&cluster, new_id).await?;
+    // Bytes of the record frames the new site had to receive (acknowledged messages below
+    // the catch-up target; Raft's own small entries left out).
+    let log_bytes: u64 = ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .acked
+        .iter()
+        .filter(|a| a.offset < target)
+        .map(|a| sitelog::storage::record::frame_len(a.len as usize) as u64)
+        .sum();
+    let mut voters: Vec<u64> = cluster
+        .live()
+        .into_iter()
+        .filter(|&i| i != new_id)
+        .collect();
+    voters.push(new_id);
+    admin
+        .change_membership(voters.clone())
+        .await
+        .map_err(|e| CliError(format!("membership change: {e}")))?;
+    let swapped = Instant::now();
+    eprintln!("site-{new_id} caught up and replaced site-{burned}: voters {voters:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.await;
+    }
+    let end = Instant::now();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap_or_else(|p| p.into_inner()));
+    let verified = verify(&cluster, &ledger.acked).await?;
+    let events = Events {
+        fire_ms: ms(fire),
+        first_ack_after_fire_ms: first_ack,
+        learner_added_ms: ms(learner_added),
+        caught_up_ms: ms(caught_up),
+        membership_changed_ms: ms(swapped),
+        end_ms: ms(end),
+    };
+    let catch_up_secs = caught_up.duration_since(learner_added).as_secs_f64();
+    super::drill_report::write_svg(
+        &args.report,
+        &ledger.timeline,
+        &events_list(&events),
+        BUCKET_MS,
+    )?;
+    let summary = Summary {
+        sites: args.sites,
+        burned,
+        replacement: new_id,
+        ledger: &ledger,
+        rto_ms,
+        catch_up_secs,
+        log_bytes,
+        redundancy_ms: ms(swapped) - ms(fire),
+        verified_nodes: verified,
+        report: args.report.clone(),
+    };
+    summary.print(args.json);
+    if ledger.acked.is_empty() {
+        return Err(CliError("no message was acknowledged".into()));
+    }
+    Ok(())
+}
+
+fn events_list(e: &Events) -> Vec<(f64, &'static str)> {
+    vec![
+        (e.fire_ms, "fire"),
+        (e.first_ack_after_fire_ms, "writes resume"),
+        (e.learner_added_ms, "catch-up starts"),
+        (e.caught_up_ms, "caught up"),
+        (e.membership_changed_ms, "redundancy restored"),
+        (e.end_ms, "end"),
+    ]
+}
+
+fn spawn_writers(
+    args: &DrillArgs,
+    cluster: &LocalCluster,
+    rate: u64,
+    start: Instant,
+    ledger: &Arc<Mutex<Ledger>>,
+    stop: &Arc<AtomicBool>,
+    next_id: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let per_writer = (rate as f64 / args.writers.max(1) as f64).max(0.1);
+    (0..args.writers.max(1))
+        .map(|_| {
+            let (ledger, stop, next_id) = (ledger.clone(), stop.clone(), next_id.clone());
+            let mut client = cluster.client();
+            client.request_timeout_ms = 2000;
+            client.leader_wait_ms = 30_000;
+            let conversations = args.conversations;
+            tokio::spawn(async move {
+                let mut due = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    // Bursts: one second in five at three times the rate.
+                    let secs = start.elapsed().as_secs();
+                    let r = if secs % 5 == 4 {
+                        per_writer * 3.0
+                    } else {
+                        per_writer
+                    };
+                    due += Duration::from_secs_f64(1.0 / r);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let m = message(id, conversations);
+                    let (crc, len) = (checksum(&m), m.len() as u32);
+                    let sent = start.elapsed().as_secs_f64() * 1e3;
+                    let outcome = client.append(vec![Bytes::from(m)]).await;
+                    let acked_at = start.elapsed().as_secs_f64() * 1e3;
+                    let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        AppendOutcome::Ok(o) => {
+                            l.acked.push(Acked {
+                                offset: o[0],
+                                crc,
+                                len,
+                            });
+                            l.timeline.push((sent, acked_at));
+                        }
+                        AppendOutcome::Unknown(_) => l.unknown += 1,
+                        AppendOutcome::Failed(_) => l.failed += 1,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn wait_first_ack_after(
+    ledger: &Mutex<Ledger>,
+    t_ms: f64,
+    limit: Duration,
+) -> CliResult<f64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let first = ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .timeline
+            .iter()
+            .filter(|(sent, _)| *sent >= t_ms)
+            .map(|(_, acked)| *acked)
+            .reduce(f64::min);
+        if let Some(f) = first {
+            return Ok(f);
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError("no write was acknowledged after the fire".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until node `id` holds everything the leader had committed when the wait began;
+/// returns that moment and that commit end.
+async fn catch_up(cluster: &LocalCluster, id: u64) -> CliResult<(Instant, u64)> {
+    let leader = cluster.leader(Duration::from_secs(20)).await?;
+    let target = cluster.status(leader).await.map_or(0, |s| s.commit_end);
+    let bar = ProgressBar::new(target);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} records")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("site-{id} catching up"));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = cluster.status(id).await.map_or(0, |s| s.commit_end);
+        bar.set_position(done.min(target));
+        if done >= target {
+            bar.finish();
+            return Ok((Instant::now(), target));
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError(format!("site-{id} did not catch up")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads every acknowledged message back from every live node; returns how many nodes were
+/// checked. Any difference is an error.
+async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
+    let max = acked.iter().map(|a| a.offset).max().unwrap_or(0);
+    let mut checked = 0;
+    for id in cluster.live() {
+        let addr = cluster.addrs[&id].clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cluster.status(id).await.is_none_or(|s| s.commit_end <= max) {
+            if Instant::now() >= deadline {
+                return Err(CliError(format!("site-{id} never committed offset {max}")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut client = Client::new(vec![addr], cluster.cluster_id);
+        let mut got: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
+        let mut next = 0;
+        while next <= max {
+            let (_, recs) = client
+                .read(next, 10_000)
+                .await
+                .map_err(|e| CliError(format!("read from site-{id}: {e}")))?;
+            let Some(last) = recs.last() else { break };
+            next = last.offset + 1;
+            for r in recs {
+                got.insert(r.offset, (checksum(&r.payload), r.payload.len() as u32));
+            }
+        }
+        for a in acked {
+            match got.get(&a.offset) {
+                Some(&(crc, len)) if crc == a.crc && len == a.len => {}
+                other => {
+                    return Err(CliError(format!(
+                        "RPO VIOLATION: site-{id} offset {} holds {other:?}, acknowledged {:?}",
+                        a.offset, a
+                    )))
+                }
+            }
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+struct Summary<'a> {
+    sites: u64,
+    burned: u64,
+    replacement: u64,
+    ledger: &'a Ledger,
+    rto_ms: f64,
+    catch_up_secs: f64,
+    log_bytes: u64,
+    redundancy_ms: f64,
+    verified_nodes: usize,
+    report: PathBuf,
+}
+
+impl Summary<'_> {
+    fn print(&self, json: bool) {
+        let l = self.ledger;
+        let lat = Latency::from_nanos(
+            l.timeline
+                .iter()
+                .map(|(s, a)| ((a - s) * 1e6) as u64)
+                .collect(),
+        );
+        let rate_mbs = self.log_bytes as f64 / 1e6 / self.catch_up_secs.max(1e-9);
+        if json {
+            let out = Json::obj([
+                ("sites", self.sites.into()),
+                ("burned_site", self.burned.into()),
+                ("replacement_node", self.replacement.into()),
+                ("acknowledged", l.acked.len().into()),
+                ("unknown", l.unknown.into()),
+                ("failed", l.failed.into()),
+                ("rpo_lost", 0u64.into()),
+                ("verified_nodes", self.verified_nodes.into()),
+                ("rto_ms", round(self.rto_ms, 1).into()),
+                ("catch_up_secs", round(self.catch_up_secs, 3).into()),
+                ("catch_up_bytes", self.log_bytes.into()),
+                ("catch_up_mb_per_s", round(rate_mbs, 1).into()),
+                ("catch_up_method", "raft log replication".into()),
+                (
+                    "fire_to_full_redundancy_ms",
+                    round(self.redundancy_ms, 1).into(),
+                ),
+                ("commit_latency", lat.json()),
+                ("report", self.report.display().to_string().into()),
+            ]);
+            println!("{}", out.render());
+            return;
+        }
+        println!(
+            "\nsite-loss drill: {} sites, site-{} burned, site-{} rebuilt",
+            self.sites, self.burned, self.replacement
+        );
+        println!(
+            "  messages acknowledged  {} (unknown outcome {}, refused {})",
+            l.acked.len(),
+            l.unknown,
+            l.failed
+        );
+        println!(
+            "  RPO                    0: every acknowledged message read back byte-identical from {} sites",
+            self.verified_nodes
+        );
+        println!(
+            "  RTO                    {:.0} ms (fire -> first acknowledged write)",
+            self.rto_ms
+        );
+        println!(
+            "  commit latency         p50 {:.1} ms, p99 {:.1} ms",
+            lat.p50_us / 1e3,
+            lat.p99_us / 1e3
+        );
+        println!(
+            "  catch-up               {:.1} MB in {:.2} s = {:.1} MB/s (raft log replication)",
+            self.log_bytes as f64 / 1e6,
+            self.catch_up_secs,
+            rate_mbs
+        );
+        println!(
+            "  fire -> full redundancy {:.1} s",
+            self.redundancy_ms / 1e3
+        );
+        println!("  timeline               {}", self.report.display());
+    }
+}
