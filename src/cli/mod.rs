@@ -8,6 +8,7 @@ mod drill;
 mod drill_report;
 mod json;
 mod node;
+mod offline;
 mod raw;
 mod replicated;
 mod report;
@@ -35,6 +36,11 @@ enum Command {
     /// (process killed, disk deleted), a replacement site is rebuilt; RTO, RPO and time to
     /// full redundancy, with an SVG timeline.
     Drill(drill::DrillArgs),
+    /// Check every checksum of a stopped node's (or a log's) directory: exit 0 when clean, 2
+    /// when damage is found.
+    Verify(offline::VerifyArgs),
+    /// Print the records of a stopped node's (or a log's) directory as JSON lines.
+    Dump(offline::DumpArgs),
     /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
     Node(node::NodeArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
@@ -79,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::BenchWriter(args) => bench::run_writer(&args),
         Command::Node(args) => node::run(&args),
         Command::Drill(args) => drill::run(&args),
+        Command::Verify(args) => return offline::verify(&args),
+        Command::Dump(args) => return offline::dump(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

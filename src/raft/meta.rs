@@ -135,6 +135,16 @@ impl RaftMeta {
     }
 }
 
+/// True when at least one of the two copies in the file's bytes is valid (for offline checks).
+pub fn any_valid_copy(file: &[u8]) -> bool {
+    (0..2).any(|slot| {
+        let at = slot * SLOT_SIZE_BYTES;
+        file.get(at..at + ENCODED_BYTES)
+            .and_then(RaftMeta::decode)
+            .is_some_and(|m| m.sequence % 2 == slot as u64)
+    })
+}
+
 /// The open metadata file: the last state made durable, and the means to replace it.
 #[derive(Debug)]
 pub struct MetaFile {
