@@ -8,59 +8,19 @@ use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
 use sitelog::raft::replica::Role;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{free_port, spawn_node, Proc};
+
 const CLUSTER: u64 = 0x4b11_1009;
 const KILLS: usize = 5;
 
-fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(id: u64, root: &Path, addrs: &BTreeMap<u64, String>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
-    cmd.arg("node")
-        .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
-        .arg("--data")
-        .arg(root.join(format!("n{id}")))
-        .args([
-            "--listen",
-            &addrs[&id],
-            "--cluster-id",
-            &CLUSTER.to_string(),
-        ])
-        .args(["--exit-after-secs", "300"]);
-    for (m, a) in addrs {
-        cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sitelog node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
-    Proc { child }
+    spawn_node(id, root, addrs, CLUSTER)
 }
 
 async fn leader(addrs: &BTreeMap<u64, String>, live: &BTreeMap<u64, Proc>) -> u64 {

@@ -3,6 +3,7 @@
 //! `bench-writer` (the child process `bench` kills with SIGKILL).
 
 mod bench;
+mod client_cmds;
 mod cluster;
 mod drill;
 mod drill_report;
@@ -41,6 +42,13 @@ enum Command {
     Verify(offline::VerifyArgs),
     /// Print the records of a stopped node's (or a log's) directory as JSON lines.
     Dump(offline::DumpArgs),
+    /// Send messages to a cluster (generated, or stdin lines), optionally writing a ledger of
+    /// what was acknowledged.
+    Append(client_cmds::AppendArgs),
+    /// Read committed records from a cluster as JSON lines, or check a ledger against it.
+    Read(client_cmds::ReadArgs),
+    /// Show every node's role, term, leader, commit end and follower lag.
+    Status(client_cmds::StatusArgs),
     /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
     Node(node::NodeArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
@@ -85,6 +93,12 @@ pub fn main() -> ExitCode {
         Command::BenchWriter(args) => bench::run_writer(&args),
         Command::Node(args) => node::run(&args),
         Command::Drill(args) => drill::run(&args),
+        Command::Append(args) => client_cmds::append(&args),
+        Command::Status(args) => client_cmds::status(&args),
+        Command::Read(args) => match client_cmds::read(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Verify(args) => return offline::verify(&args),
         Command::Dump(args) => return offline::dump(&args),
     };

@@ -1,0 +1,330 @@
+//! Cluster client commands:
+//! - `sitelog append`: a verifiable producer. Sends N generated messages, or stdin lines, one
+//!   append each; with `--ledger FILE` writes one line per message:
+//!   `<id> <crc32 hex> <size> OK <offset>` | `FAIL` | `UNKNOWN` (sent, no answer: it may or may
+//!   not be committed), so anyone can check later that nothing acknowledged was lost.
+//! - `sitelog read`: a verifiable consumer: committed records as JSON lines (offset, term,
+//!   timestamp, size, crc32, optionally the payload); `--check-ledger FILE` verifies every
+//!   `OK` line of a ledger against what the cluster returns (exit 2 on a mismatch).
+//! - `sitelog status`: every node's role, term, leader, commit and log ends, follower lag.
+
+use super::json::Json;
+use super::{CliError, CliResult, Context};
+use bytes::Bytes;
+use clap::Args;
+use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::storage::checksum::checksum;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where the cluster is.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// A node's address (repeat for each node, or give a comma-separated list).
+    #[arg(long = "node", value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// The cluster id (decimal or 0x-hex).
+    #[arg(long, value_parser = parse_u64)]
+    pub cluster_id: u64,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a number: {e}"))
+}
+
+/// Arguments of `sitelog append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Generate this many messages (otherwise: one message per stdin line).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Size of generated messages in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Write the ledger (one line per message) to this file.
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+}
+
+/// Arguments of `sitelog read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// First offset.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Stop before this offset [default: the commit end when the read starts].
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Include payloads (as a string when UTF-8, else hex).
+    #[arg(long)]
+    pub payload: bool,
+    /// Instead of printing, check every `OK` line of this ledger (exit 2 on any mismatch).
+    #[arg(long)]
+    pub check_ledger: Option<PathBuf>,
+}
+
+/// Arguments of `sitelog status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// One JSON object per node instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context(|| "cannot start the async runtime".into())
+}
+
+fn generated(id: u64, size: usize) -> Vec<u8> {
+    let mut m = format!("msg {id} ").into_bytes();
+    let mut rng = fastrand::Rng::with_seed(id);
+    while m.len() < size {
+        m.push(rng.alphanumeric() as u8);
+    }
+    m.truncate(size.max(1));
+    m
+}
+
+/// `sitelog append`.
+pub fn append(args: &AppendArgs) -> CliResult<()> {
+    let rt = runtime()?;
+    let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    let mut ledger = match &args.ledger {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let messages: Box<dyn Iterator<Item = CliResult<Vec<u8>>>> = match args.count {
+        Some(n) => Box::new((0..n).map(|i| Ok(generated(i, args.size)))),
+        None => Box::new(
+            std::io::stdin()
+                .lock()
+                .lines()
+                .map(|l| l.map(String::into_bytes).context(|| "reading stdin".into())),
+        ),
+    };
+    let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
+    for (id, m) in messages.enumerate() {
+        let m = m?;
+        let (crc, size) = (checksum(&m), m.len());
+        let outcome = rt.block_on(client.append(vec![Bytes::from(m)]));
+        let status = match outcome {
+            AppendOutcome::Ok(o) => {
+                ok += 1;
+                format!("OK {}", o[0])
+            }
+            AppendOutcome::Unknown(_) => {
+                unknown += 1;
+                "UNKNOWN".into()
+            }
+            AppendOutcome::Failed(_) => {
+                failed += 1;
+                "FAIL".into()
+            }
+        };
+        if let Some(l) = ledger.as_mut() {
+            writeln!(l, "{id} {crc:08x} {size} {status}")
+                .context(|| "writing the ledger".into())?;
+        }
+    }
+    if let Some(mut l) = ledger {
+        l.flush().context(|| "writing the ledger".into())?;
+    }
+    eprintln!("{ok} acknowledged, {unknown} unknown, {failed} failed");
+    if ok == 0 && (unknown + failed) > 0 {
+        return Err(CliError("no message was acknowledged".into()));
+    }
+    Ok(())
+}
+
+/// `sitelog read`; exit 2 when a ledger check finds a lost or changed message.
+pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
+    let rt = runtime()?;
+    let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    if let Some(ledger) = &args.check_ledger {
+        return rt.block_on(check_ledger(&mut client, ledger));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut next = args.from;
+    let mut end = args.to;
+    loop {
+        let (commit_end, recs) = rt
+            .block_on(client.read(next, 10_000))
+            .map_err(|e| CliError(format!("read: {e}")))?;
+        let stop = *end.get_or_insert(commit_end);
+        let Some(last) = recs.last().map(|r| r.offset) else {
+            break;
+        };
+        for r in recs.iter().filter(|r| r.offset < stop) {
+            let mut fields = vec![
+                ("offset".to_string(), Json::from(r.offset)),
+                ("term".to_string(), r.term.into()),
+                ("timestamp_us".to_string(), r.timestamp_us.into()),
+                ("size".to_string(), r.payload.len().into()),
+                ("crc32".to_string(), u64::from(checksum(&r.payload)).into()),
+            ];
+            if args.payload {
+                fields.push(match std::str::from_utf8(&r.payload) {
+                    Ok(s) => ("payload".to_string(), s.into()),
+                    Err(_) => {
+                        let hex: String = r.payload.iter().map(|b| format!("{b:02x}")).collect();
+                        ("payload_hex".to_string(), hex.into())
+                    }
+                });
+            }
+            writeln!(out, "{}", Json::Obj(fields).render()).context(|| "stdout".into())?;
+        }
+        next = last + 1;
+        if next >= stop {
+            break;
+        }
+    }
+    out.flush().context(|| "stdout".into())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check_ledger(client: &mut Client, path: &PathBuf) -> CliResult<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
+    // offset -> (line id, crc, size) of every acknowledged message.
+    let mut want: BTreeMap<u64, (String, u32, usize)> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [id, crc, size, "OK", off] = f[..] {
+            let crc = u32::from_str_radix(crc, 16)
+                .map_err(|_| CliError(format!("bad ledger line {line:?}")))?;
+            let size = size
+                .parse()
+                .map_err(|_| CliError(format!("bad ledger line {line:?}")))?;
+            let off = off
+                .parse()
+                .map_err(|_| CliError(format!("bad ledger line {line:?}")))?;
+            want.insert(off, (id.to_string(), crc, size));
+        }
+    }
+    let mut bad = 0usize;
+    let mut next = want.keys().next().copied().unwrap_or(0);
+    let last = want.keys().next_back().copied().unwrap_or(0);
+    let mut seen = 0usize;
+    while !want.is_empty() && next <= last {
+        let (_, recs) = client
+            .read(next, 10_000)
+            .await
+            .map_err(|e| CliError(format!("read: {e}")))?;
+        let Some(l) = recs.last().map(|r| r.offset) else {
+            break;
+        };
+        for r in &recs {
+            if let Some((id, crc, size)) = want.get(&r.offset) {
+                seen += 1;
+                if checksum(&r.payload) != *crc || r.payload.len() != *size {
+                    bad += 1;
+                    eprintln!(
+                        "MISMATCH: message {id} at offset {} differs from the ledger",
+                        r.offset
+                    );
+                }
+            }
+        }
+        next = l + 1;
+    }
+    let missing = want.len() - seen;
+    if missing > 0 {
+        eprintln!("LOST: {missing} acknowledged messages are not in the cluster's committed log");
+    }
+    println!(
+        "{} acknowledged messages checked, {bad} changed, {missing} missing",
+        want.len()
+    );
+    Ok(if bad + missing > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `sitelog status`.
+pub fn status(args: &StatusArgs) -> CliResult<()> {
+    let rt = runtime()?;
+    let mut client = Client::new(vec![], args.target.cluster_id);
+    for addr in &args.target.nodes {
+        let s = rt.block_on(client.status_of(addr));
+        match (s, args.json) {
+            (Ok(s), true) => {
+                let followers = s
+                    .followers
+                    .iter()
+                    .map(|f| {
+                        Json::obj([
+                            ("node", f.node_id.into()),
+                            ("lag_entries", f.lag_entries.into()),
+                        ])
+                    })
+                    .collect();
+                let leader = s.leader.map_or(Json::Null, Json::from);
+                println!(
+                    "{}",
+                    Json::obj([
+                        ("addr", addr.as_str().into()),
+                        ("node", s.node_id.into()),
+                        ("role", format!("{:?}", s.role).into()),
+                        ("term", s.term.into()),
+                        ("leader", leader),
+                        ("commit_end", s.commit_end.into()),
+                        ("log_end", s.log_end.into()),
+                        ("followers", Json::Arr(followers)),
+                    ])
+                    .render()
+                );
+            }
+            (Ok(s), false) => {
+                let lag: Vec<String> = s
+                    .followers
+                    .iter()
+                    .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
+                    .collect();
+                println!(
+                    "{addr}  node {}  {:?}  term {}  leader {:?}  commit_end {}  log_end {}{}",
+                    s.node_id,
+                    s.role,
+                    s.term,
+                    s.leader,
+                    s.commit_end,
+                    s.log_end,
+                    if lag.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  lag {}", lag.join(" "))
+                    }
+                );
+            }
+            (Err(e), true) => println!(
+                "{}",
+                Json::obj([
+                    ("addr", addr.as_str().into()),
+                    ("error", e.to_string().into())
+                ])
+                .render()
+            ),
+            (Err(e), false) => println!("{addr}  unreachable: {e}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Shared by the process-level tests: `sitelog node` child processes on loopback.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A free loopback address (the port is released for the node to bind).
+pub fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A node process, killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts node `id` of the cluster whose founding members listen on `addrs`, with its data
+/// in `root/n<id>`; returns once it listens.
+pub fn spawn_node(id: u64, root: &Path, addrs: &BTreeMap<u64, String>, cluster: u64) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
+    cmd.arg("node")
+        .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
+        .arg("--data")
+        .arg(root.join(format!("n{id}")))
+        .args([
+            "--listen",
+            &addrs[&id],
+            "--cluster-id",
+            &cluster.to_string(),
+        ])
+        .args(["--exit-after-secs", "300"]);
+    for (m, a) in addrs {
+        cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sitelog node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
+    Proc { child }
+}
