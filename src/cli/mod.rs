@@ -10,6 +10,7 @@ mod drill_report;
 mod json;
 mod node;
 mod offline;
+mod prometheus;
 mod raw;
 mod replicated;
 mod report;

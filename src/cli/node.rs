@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Raft timer presets.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Timers {
     /// Heartbeat 50 ms, election 150–300 ms (one machine, one LAN).
     Lan,
@@ -23,7 +24,8 @@ pub enum Timers {
 }
 
 /// I/O backend choice.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IoArg {
     /// io_uring if the kernel allows it, else POSIX.
     Auto,
@@ -37,37 +39,46 @@ pub enum IoArg {
 /// Arguments of `sitelog node`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// This node's id (never reuse the id of a lost node).
+    /// A TOML file with any of these settings (same names, `-` written `_`; founding members
+    /// as `members = [{ id = 1, site = "a", addr = "10.0.1.5:7400" }, ...]`). Flags given on
+    /// the command line win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (never reuse the id of a lost node). Required (flag or file).
     #[arg(long)]
-    pub id: u64,
-    /// This node's site (datacenter) name.
+    pub id: Option<u64>,
+    /// This node's site (datacenter) name. Required (flag or file).
     #[arg(long)]
-    pub site: String,
-    /// Data directory.
+    pub site: Option<String>,
+    /// Data directory. Required (flag or file).
     #[arg(long)]
-    pub data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7400")]
-    pub listen: String,
+    pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7400].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve the node's metrics in the Prometheus text format over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Address peers and clients use (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// Cluster id (decimal or 0x-hex); peers of other clusters are refused.
+    /// Cluster id (decimal or 0x-hex); peers of other clusters are refused. Required (flag or
+    /// file).
     #[arg(long, value_parser = parse_u64)]
-    pub cluster_id: u64,
+    pub cluster_id: Option<u64>,
     /// A founding member, `ID=SITE@HOST:PORT` (repeat for each, this node included). Only used
     /// when the node is not initialized yet.
     #[arg(long = "member", value_parser = parse_member)]
     pub members: Vec<(u64, Peer)>,
-    /// Raft timers.
-    #[arg(long, value_enum, default_value = "lan")]
-    pub timers: Timers,
+    /// Raft timers [default: lan].
+    #[arg(long, value_enum)]
+    pub timers: Option<Timers>,
     /// Accept a membership one site's loss could leave without a majority (labs only).
     #[arg(long)]
     pub allow_unsafe_placement: bool,
-    /// I/O backend of the log.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub io: IoArg,
+    /// I/O backend of the log [default: auto].
+    #[arg(long, value_enum)]
+    pub io: Option<IoArg>,
     /// Exit by itself after this many seconds (a safety net for test harnesses).
     #[arg(long)]
     pub exit_after_secs: Option<u64>,
@@ -98,43 +109,127 @@ fn parse_member(s: &str) -> Result<(u64, Peer), String> {
     ))
 }
 
-/// Runs the node.
-pub fn run(args: &NodeArgs) -> CliResult<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context(|| "cannot start the async runtime".into())?;
-    rt.block_on(serve(args))
+/// The `--config` file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    site: Option<String>,
+    data: Option<PathBuf>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    cluster_id: Option<u64>,
+    #[serde(default)]
+    members: Vec<FileMember>,
+    timers: Option<Timers>,
+    io: Option<IoArg>,
+    allow_unsafe_placement: Option<bool>,
+    metrics_listen: Option<String>,
 }
 
-async fn serve(args: &NodeArgs) -> CliResult<()> {
-    let mut cfg = NodeConfig::new(
-        args.id,
-        &args.site,
-        &args.data,
-        &args.listen,
-        args.cluster_id,
-    );
-    cfg.advertise = args.advertise.clone();
-    cfg.initial_members = args.members.iter().cloned().collect::<BTreeMap<_, _>>();
-    cfg.timers = match args.timers {
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMember {
+    id: u64,
+    site: String,
+    addr: String,
+}
+
+/// The settings after merging flags over the file.
+struct Settings {
+    cfg: NodeConfig,
+    metrics_listen: Option<String>,
+}
+
+fn settings(args: &NodeArgs) -> CliResult<Settings> {
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text).map_err(|e| CliError(format!("{}: {e}", p.display())))?
+        }
+        None => FileConfig::default(),
+    };
+    let need = |what: &str| CliError(format!("--{what} is required (as a flag or in --config)"));
+    let id = args.id.or(file.id).ok_or_else(|| need("id"))?;
+    let site = args
+        .site
+        .clone()
+        .or(file.site)
+        .ok_or_else(|| need("site"))?;
+    let data = args
+        .data
+        .clone()
+        .or(file.data)
+        .ok_or_else(|| need("data"))?;
+    let cluster_id = args
+        .cluster_id
+        .or(file.cluster_id)
+        .ok_or_else(|| need("cluster-id"))?;
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7400".into());
+    let mut cfg = NodeConfig::new(id, &site, data, &listen, cluster_id);
+    cfg.advertise = args.advertise.clone().or(file.advertise);
+    cfg.initial_members = if args.members.is_empty() {
+        let peer = |m: FileMember| {
+            (
+                m.id,
+                Peer {
+                    site: m.site,
+                    addr: m.addr,
+                },
+            )
+        };
+        file.members.into_iter().map(peer).collect()
+    } else {
+        args.members.iter().cloned().collect::<BTreeMap<_, _>>()
+    };
+    cfg.timers = match args.timers.or(file.timers).unwrap_or(Timers::Lan) {
         Timers::Lan => RaftTimers::default(),
         Timers::Wan => RaftTimers::wan(),
     };
-    cfg.log.io = match args.io {
+    cfg.log.io = match args.io.or(file.io).unwrap_or(IoArg::Auto) {
         IoArg::Auto => IoBackend::Auto,
         IoArg::IoUring => IoBackend::IoUring,
         IoArg::Posix => IoBackend::Posix,
     };
-    if args.allow_unsafe_placement {
+    if args.allow_unsafe_placement || file.allow_unsafe_placement == Some(true) {
         cfg.placement = Placement::Warn;
     }
-    let node = Node::start(cfg)
+    Ok(Settings {
+        cfg,
+        metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
+    })
+}
+
+/// Runs the node.
+pub fn run(args: &NodeArgs) -> CliResult<()> {
+    let settings = settings(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context(|| "cannot start the async runtime".into())?;
+    rt.block_on(serve(settings, args.exit_after_secs))
+}
+
+async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()> {
+    let metrics = match &settings.metrics_listen {
+        Some(addr) => Some(super::prometheus::start(addr).await?),
+        None => None,
+    };
+    let id = settings.cfg.node_id;
+    let node = Node::start(settings.cfg)
         .await
-        .map_err(|e| CliError(format!("node {} failed to start: {e}", args.id)))?;
+        .map_err(|e| CliError(format!("node {id} failed to start: {e}")))?;
     println!("LISTENING {}", node.local_addr());
+    if let Some((addr, _)) = &metrics {
+        println!("METRICS http://{addr}/metrics");
+    }
     let _ = std::io::stdout().flush();
-    let limit = args.exit_after_secs.map(Duration::from_secs);
+    let limit = exit_after_secs.map(Duration::from_secs);
     let expired = async {
         match limit {
             Some(d) => tokio::time::sleep(d).await,
@@ -147,6 +242,9 @@ async fn serve(args: &NodeArgs) -> CliResult<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = expired => {}
+    }
+    if let Some((_, task)) = metrics {
+        task.abort();
     }
     node.shutdown()
         .await
