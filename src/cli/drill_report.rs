@@ -57,7 +57,7 @@ pub fn write_svg(
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, 0f64..max_y)
+            .build_cartesian_2d(0f64..end_s * 1.12, 0f64..max_y)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
