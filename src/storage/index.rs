@@ -37,6 +37,17 @@ impl SparseIndex {
         }
     }
 
+    /// File position of the last kept entry.
+    pub fn last_pos(&self) -> Option<u32> {
+        self.entries.last().map(|e| e.file_pos)
+    }
+
+    /// Whether `observe` keeps a record whose frame starts at `file_pos`, given the last kept
+    /// position `last` and the interval.
+    pub fn would_keep(interval_bytes: u32, last: Option<u32>, file_pos: u32) -> bool {
+        last.is_none_or(|l| file_pos - l >= interval_bytes)
+    }
+
     /// Notes a record at `relative_offset` whose frame starts at `file_pos`; keeps it when the
     /// interval since the last kept entry has passed.
     pub fn observe(&mut self, relative_offset: u32, file_pos: u32) {
@@ -44,7 +55,7 @@ impl SparseIndex {
             Some(last) => {
                 debug_assert!(relative_offset > last.relative_offset);
                 debug_assert!(file_pos > last.file_pos);
-                if file_pos - last.file_pos >= self.interval_bytes {
+                if Self::would_keep(self.interval_bytes, Some(last.file_pos), file_pos) {
                     self.entries.push(IndexEntry {
                         relative_offset,
                         file_pos,

@@ -3,6 +3,7 @@
 use super::*;
 use crate::io::{SimDisk, SimFaults};
 use bytes::Bytes;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn sim_opts(disk: &SimDisk) -> LogOptions {
@@ -486,4 +487,71 @@ fn frames_of_one_replica_are_stored_verbatim_by_another() {
         Log::open("/b", wrong),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+#[test]
+fn sealed_segments_are_identical_across_replicas_and_adoptable_by_a_new_one() {
+    use crate::storage::manifest::verify_segment_file;
+    let opts = |disk: &SimDisk| LogOptions {
+        log_id: Some(77),
+        durable_hints: false,
+        ..sim_opts(disk)
+    };
+    let (da, db) = (SimDisk::new(31), SimDisk::new(32));
+    let a = Log::open("/a", opts(&da)).unwrap();
+    let b = Log::open("/b", opts(&db)).unwrap();
+    let written = fill(&a, 400, 120);
+    let frames: Vec<Bytes> = a.iter(0).map(|r| r.unwrap().frame).collect();
+    b.append_frames(&frames).unwrap();
+    b.sync().unwrap();
+    let manifest = a.sealed_segments(a.end_offset()).unwrap();
+    assert!(manifest.len() >= 3, "{manifest:?}");
+    assert_eq!(
+        b.sealed_segments(b.end_offset()).unwrap(),
+        manifest,
+        "same files on both"
+    );
+
+    // A new replica (on its own disk) gets copies of A's sealed files and adopts them.
+    let dc = SimDisk::new(33);
+    let io = dc.io();
+    io.create_dir_all(Path::new("/stage")).unwrap();
+    let mut staged = Vec::new();
+    for info in &manifest {
+        let bytes = da
+            .peek(&Segment::path_in(Path::new("/a"), info.base_offset))
+            .unwrap();
+        let path = PathBuf::from(format!("/stage/{}", info.base_offset));
+        let f = io.open(&path, true).unwrap();
+        f.write_at_sync(&bytes, 0).unwrap();
+        verify_segment_file(&io, &path, info, 77).unwrap();
+        staged.push((*info, path));
+    }
+    // A damaged copy is refused.
+    let bad = &staged[1];
+    let mut bytes = dc.peek(&bad.1).unwrap();
+    bytes[5000] ^= 1;
+    dc.poke(&bad.1, 5000, &bytes[5000..5001]).unwrap();
+    assert!(matches!(
+        verify_segment_file(&io, &bad.1, &bad.0, 77),
+        Err(Error::Corruption { .. })
+    ));
+    dc.poke(&bad.1, 5000, &[bytes[5000] ^ 1]).unwrap();
+
+    io.sync_dir(Path::new("/stage")).unwrap();
+    let c = Log::open("/c", opts(&dc)).unwrap();
+    c.append(b"local, to be replaced").unwrap();
+    c.adopt_sealed(&staged).unwrap();
+    let end = manifest.last().unwrap().end_offset;
+    assert_eq!((c.start_offset(), c.end_offset()), (0, end));
+    for (i, p) in written.iter().enumerate().take(end as usize) {
+        assert_eq!(c.read(i as u64).unwrap().payload.as_ref(), &p[..]);
+    }
+    assert_eq!(c.append(b"next").unwrap(), end);
+    drop(c);
+    dc.crash();
+    let c = Log::open("/c", opts(&dc)).unwrap();
+    assert_eq!(c.end_offset(), end + 1);
+    assert_eq!(c.sealed_segments(end).unwrap(), manifest);
+    c.verify().unwrap();
 }

@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod group_commit;
 pub mod index;
 pub mod log;
+pub mod manifest;
 pub mod options;
 pub mod reader;
 pub mod record;
@@ -18,6 +19,7 @@ mod writer;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
 pub use group_commit::DurableFuture;
+pub use manifest::SegmentInfo;
 pub use options::{IoBackend, LogOptions, SyncMode};
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};

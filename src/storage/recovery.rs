@@ -275,6 +275,31 @@ fn finish(
     })
 }
 
+/// Opens a sealed segment file through its footer and stored index (for segments adopted from
+/// a peer); [`Error::Corruption`] unless it is a valid sealed segment of `log_id` at `base`.
+pub(crate) fn open_sealed(
+    io: &IoRef,
+    path: &Path,
+    log_id: u64,
+    base: u64,
+    opts: &LogOptions,
+) -> Result<Segment> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let ctx = Ctx { io, dir, opts };
+    let file = io.open(path, false).map_err(ctx.io_err(path))?;
+    match load_sealed(&ctx, path, &file, log_id, base)? {
+        Some(state) => Ok(Segment::new(
+            path.to_path_buf(),
+            file,
+            log_id,
+            base,
+            opts.max_record_bytes,
+            state,
+        )),
+        None => Err(Ctx::corrupt(path, 0, Some(base), "not a sealed segment")),
+    }
+}
+
 /// Loads a segment through its footer; `Ok(None)` when it has no valid footer (unsealed).
 fn load_sealed(
     ctx: &Ctx<'_>,

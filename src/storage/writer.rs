@@ -130,19 +130,33 @@ impl Log {
         let estimate: usize = (0..n).map(|i| input.frame_len(i)).sum();
         let mut buf = Vec::with_capacity(estimate.min(seg_size as usize));
         let mut notes: Notes = Vec::with_capacity(n);
+        // Index entries the unpublished frames will add, and the position of the last one:
+        // the roll decision counts the index exactly, so that it depends only on the frames
+        // and not on how appends were batched (replicas then roll at the same offsets).
+        let (mut pending_index, mut last_kept) = (0usize, None);
+        let interval = self.shared.opts.index_interval_bytes;
         for (i, offset) in (first..).enumerate().take(n) {
             let flen = input.frame_len(i) as u64;
-            let (data_end, index_len) = self.ensure_active(&mut w)?;
+            let (data_end, index_len, published_last) = self.ensure_active(&mut w)?;
             let mut pos = data_end + buf.len() as u64;
-            // Room for this frame, one more index entry and the footer: the sealed file never
+            if pending_index == 0 {
+                last_kept = published_last;
+            }
+            let mut adds = SparseIndex::would_keep(interval, last_kept, pos as u32);
+            // Room for this frame, the index entries and the footer: the sealed file never
             // outgrows the segment (nor its preallocated space).
-            let seal_bytes = (index_len as u64 + notes.len() as u64 + 1)
+            let seal_bytes = (index_len + pending_index + adds as usize) as u64
                 * INDEX_ENTRY_SIZE_BYTES as u64
                 + FOOTER_BYTES as u64;
             if pos + flen + seal_bytes > seg_size && pos > HEADER_REGION_BYTES {
                 self.publish_chunk(&mut w, &mut buf, &mut notes);
                 self.roll(&mut w)?;
                 pos = self.ensure_active(&mut w)?.0;
+                (pending_index, last_kept, adds) = (0, None, true);
+            }
+            if adds {
+                pending_index += 1;
+                last_kept = Some(pos as u32);
             }
             let timestamp_us = match &input {
                 Input::Records(recs) => {
@@ -173,16 +187,17 @@ impl Log {
         Ok(first..w.next_offset)
     }
 
-    /// Makes sure there is an active segment; returns its data end and index length.
-    fn ensure_active(&self, w: &mut Writer) -> Result<(u64, usize)> {
+    /// Makes sure there is an active segment; returns its data end, index length and the
+    /// position of its last index entry.
+    fn ensure_active(&self, w: &mut Writer) -> Result<(u64, usize, Option<u32>)> {
         if w.active.is_none() {
             self.create_segment(w)?;
         }
-        let state = w
-            .active
-            .as_ref()
-            .map(|a| a.seg.read_state(|s| (s.data_end, s.index.len())));
-        Ok(state.unwrap_or((HEADER_REGION_BYTES, 0)))
+        let state = w.active.as_ref().map(|a| {
+            a.seg
+                .read_state(|s| (s.data_end, s.index.len(), s.index.last_pos()))
+        });
+        Ok(state.unwrap_or((HEADER_REGION_BYTES, 0, None)))
     }
 
     /// Publishes the encoded frames to readers and queues them for group commit.
@@ -350,7 +365,14 @@ impl Log {
         let base = w.next_offset;
         let path = Segment::path_in(&self.shared.dir, base);
         let io = &self.shared.io;
-        let header = segment::encode_header(self.shared.log_id, base, now_us());
+        // A replicated log's segments carry no node-local creation time, so that replicas
+        // that sealed a segment at the same offsets hold the same file.
+        let created_us = if self.shared.opts.durable_hints {
+            now_us()
+        } else {
+            0
+        };
+        let header = segment::encode_header(self.shared.log_id, base, created_us);
         let prepared = self
             .shared
             .opts
