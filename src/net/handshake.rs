@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! hello  (client → server) = "SLHELLO1", u16 version, u8 purpose (0 rpc, 1 append stream,
-//!                            2 client), u64 cluster_id, u64 from_node, u64 to_node
+//!                            2 client, 3 segment fetch), u64 cluster_id, u64 from_node, u64 to_node
 //!                            (from/to are u64::MAX for a client that is not a node / does not
 //!                            care which node answers)
 //! answer (server → client) = u8 status (0 accepted, 1 refused), u64 server node id,
@@ -33,6 +33,8 @@ pub enum Purpose {
     AppendStream = 1,
     /// Application clients (append, read, status).
     Client = 2,
+    /// Bulk fetch of sealed segment files (catch-up).
+    Fetch = 3,
 }
 
 /// The caller's hello.
@@ -73,6 +75,7 @@ impl Hello {
             0 => Purpose::Rpc,
             1 => Purpose::AppendStream,
             2 => Purpose::Client,
+            3 => Purpose::Fetch,
             p => return Err(Error::Protocol(format!("unknown connection purpose {p}"))),
         };
         Ok(Hello {
@@ -104,7 +107,8 @@ impl Hello {
                 self.to_node
             ));
         }
-        if self.purpose != Purpose::Client && self.from_node == ANY_NODE {
+        let node_to_node = matches!(self.purpose, Purpose::Rpc | Purpose::AppendStream);
+        if node_to_node && self.from_node == ANY_NODE {
             return Err("node-to-node connections must name the calling node".into());
         }
         Ok(())

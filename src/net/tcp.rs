@@ -182,6 +182,8 @@ pub trait Service: Send + Sync + 'static {
     fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>>;
     /// Answers one client request.
     fn client(&self, msg: Bytes) -> BoxFut<Bytes>;
+    /// Answers one segment-fetch request (see `net::fetch`).
+    fn fetch(&self, msg: Bytes) -> BoxFut<Bytes>;
 }
 
 /// Identity and limits of a server.
@@ -261,6 +263,7 @@ async fn serve_conn(
         Purpose::AppendStream => service.append_stream(tx, rx).await,
         Purpose::Rpc => request_loop(tx, rx, id.limits, |m| service.rpc(m)).await,
         Purpose::Client => request_loop(tx, rx, id.limits, |m| service.client(m)).await,
+        Purpose::Fetch => request_loop(tx, rx, id.limits, |m| service.fetch(m)).await,
     }
 }
 
@@ -282,6 +285,20 @@ async fn request_loop(
         let reply = handle(msg).await;
         tx.send(reply).await?;
     }
+}
+
+/// A segment-fetch connection to a node (see `net::fetch`).
+pub async fn connect_fetch(
+    addr: &str,
+    cluster_id: u64,
+    limits: NetLimits,
+) -> Result<(FrameTx, FrameRx, u64)> {
+    let c = TcpConnector {
+        cluster_id,
+        from_node: ANY_NODE,
+        limits,
+    };
+    c.open(addr, ANY_NODE, Purpose::Fetch).await
 }
 
 /// A client connection to a node (not a node itself).

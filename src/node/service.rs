@@ -30,6 +30,16 @@ impl Service for NodeService {
         Box::pin(async move { r.serve_append_stream(tx, rx).await })
     }
 
+    fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {
+        let r = self.replica.clone();
+        // Reading a chunk is a few MiB of pread: off the async threads.
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
+                .await
+                .unwrap_or_else(|e| crate::raft::wire::encode_error(&e.to_string()))
+        })
+    }
+
     fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
         let r = self.replica.clone();
         let placement = self.placement;

@@ -1,0 +1,382 @@
+//! Bulk fetch of sealed segment files: the catch-up path of a new or far-behind replica.
+//!
+//! Protocol (connection purpose "fetch"; messages framed and CRC-checked by `frame.rs`):
+//!
+//! ```text
+//! FETCH    = 0x51, u64 base, u64 end, u64 size, u32 file_crc, u64 from, u32 max_len,
+//!            u8 compress (0 none, 1 zstd)
+//! CHUNK    = 0x71, u8 compressed, u32 raw_len, u32 raw_crc, u32 data_len, data
+//! NOT_HELD = 0x72   (the source has no sealed segment with that identity)
+//! ERROR    = 0x73, u16 len, text
+//! ```
+//!
+//! A chunk is verified twice: the frame's CRC covers it on the wire; `raw_crc` covers the
+//! bytes as they are in the source's file, so a chunk damaged at the source or by the
+//! (de)compression is caught too. The fetcher writes chunks into a staging file, fsyncing
+//! each, so an interrupted fetch resumes from the staging file's length (after a restart of
+//! either side); at the end the whole file is verified against the manifest (size, whole-file
+//! CRC, footer), and a copy that fails is fetched again from the start from another source.
+//! Sources are tried in the order given (callers put the same site first); a source that
+//! does not hold the segment, fails, or sends a bad chunk is skipped for the next chunk.
+
+use super::tcp::{connect_fetch, FrameRx, FrameTx, NetLimits};
+use crate::io::{read_exact_at, IoRef};
+use crate::raft::remote::{MessageRx, MessageTx};
+use crate::storage::checksum::checksum;
+use crate::storage::manifest::{verify_segment_file, SegmentInfo};
+use crate::{Error, Log, Result};
+use bytes::Bytes;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const FETCH: u8 = 0x51;
+const CHUNK: u8 = 0x71;
+const NOT_HELD: u8 = 0x72;
+const ERROR: u8 = 0x73;
+/// Largest chunk a source sends (and a fetcher asks for).
+pub const MAX_CHUNK_BYTES: u32 = 8 << 20;
+/// How many times a segment's whole-file verification may fail before the fetch gives up.
+const MAX_WHOLE_FILE_ATTEMPTS: usize = 3;
+
+/// How to fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchOptions {
+    /// Bytes per chunk. Default 4 MiB.
+    pub chunk_bytes: u32,
+    /// zstd on the wire. Default true.
+    pub compress: bool,
+    /// Throttle in bytes/s of file data (`None`: as fast as it goes). Default 100 MB/s.
+    pub max_bytes_per_s: Option<u64>,
+    /// Network limits of the fetch connections.
+    pub limits: NetLimits,
+    /// Cluster id for the handshake.
+    pub cluster_id: u64,
+}
+
+impl FetchOptions {
+    /// Defaults for `cluster_id`.
+    pub fn new(cluster_id: u64) -> Self {
+        FetchOptions {
+            chunk_bytes: 4 << 20,
+            compress: true,
+            max_bytes_per_s: Some(100_000_000),
+            limits: NetLimits::default(),
+            cluster_id,
+        }
+    }
+}
+
+struct Req {
+    info: SegmentInfo,
+    from: u64,
+    max_len: u32,
+    compress: bool,
+}
+
+fn encode_req(r: &Req) -> Bytes {
+    let mut o = vec![FETCH];
+    for v in [r.info.base_offset, r.info.end_offset, r.info.size_bytes] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    o.extend_from_slice(&r.info.file_crc.to_le_bytes());
+    o.extend_from_slice(&r.from.to_le_bytes());
+    o.extend_from_slice(&r.max_len.to_le_bytes());
+    o.push(r.compress as u8);
+    o.into()
+}
+
+fn decode_req(b: &[u8]) -> Option<Req> {
+    if b.len() != 1 + 8 * 3 + 4 + 8 + 4 + 1 || b[0] != FETCH {
+        return None;
+    }
+    let u64_at = |at| crate::storage::record::u64_at(b, at);
+    let u32_at = |at| crate::storage::record::u32_at(b, at);
+    Some(Req {
+        info: SegmentInfo {
+            base_offset: u64_at(1),
+            end_offset: u64_at(9),
+            size_bytes: u64_at(17),
+            file_crc: u32_at(25),
+        },
+        from: u64_at(29),
+        max_len: u32_at(37),
+        compress: match b[41] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        },
+    })
+}
+
+fn error_reply(text: &str) -> Bytes {
+    let t = &text.as_bytes()[..text.len().min(1024)];
+    let mut o = vec![ERROR];
+    o.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    o.extend_from_slice(t);
+    o.into()
+}
+
+/// Answers one fetch request from `log`'s sealed segments (the source side).
+pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
+    let Some(req) = decode_req(msg) else {
+        return error_reply("malformed fetch request");
+    };
+    let Some(file) = log.sealed_segment_file(&req.info) else {
+        return Bytes::from_static(&[NOT_HELD]);
+    };
+    if req.from >= req.info.size_bytes {
+        return error_reply("fetch past the end of the segment");
+    }
+    let len =
+        (req.info.size_bytes - req.from).min(u64::from(req.max_len.min(MAX_CHUNK_BYTES))) as usize;
+    let mut raw = vec![0u8; len];
+    if let Err(e) = read_exact_at(&*file, &mut raw, req.from) {
+        return error_reply(&format!("read failed: {e}"));
+    }
+    let raw_crc = checksum(&raw);
+    let (compressed, data) = if req.compress {
+        match zstd::bulk::compress(&raw, 1) {
+            Ok(c) if c.len() < raw.len() => (true, c),
+            _ => (false, raw),
+        }
+    } else {
+        (false, raw)
+    };
+    chunk_reply(compressed, len as u32, raw_crc, &data)
+}
+
+/// Encodes a chunk reply (public for tests that build misbehaving sources).
+pub fn chunk_reply(compressed: bool, raw_len: u32, raw_crc: u32, data: &[u8]) -> Bytes {
+    let mut o = Vec::with_capacity(14 + data.len());
+    o.push(CHUNK);
+    o.push(compressed as u8);
+    o.extend_from_slice(&raw_len.to_le_bytes());
+    o.extend_from_slice(&raw_crc.to_le_bytes());
+    o.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    o.extend_from_slice(data);
+    o.into()
+}
+
+/// Decodes a chunk reply into the raw bytes, verified.
+fn decode_chunk(b: &[u8], asked: u32) -> std::result::Result<Vec<u8>, String> {
+    match b.first() {
+        Some(&CHUNK) if b.len() >= 14 => {}
+        Some(&NOT_HELD) => return Err("source does not hold the segment".into()),
+        Some(&ERROR) => {
+            return Err(format!(
+                "source error: {}",
+                String::from_utf8_lossy(b.get(3..).unwrap_or(&[]))
+            ))
+        }
+        _ => return Err("malformed chunk".into()),
+    }
+    let raw_len = crate::storage::record::u32_at(b, 2);
+    let raw_crc = crate::storage::record::u32_at(b, 6);
+    let data_len = crate::storage::record::u32_at(b, 10) as usize;
+    let data = b
+        .get(14..14 + data_len)
+        .filter(|_| b.len() == 14 + data_len)
+        .ok_or("bad chunk length")?;
+    if raw_len > asked || raw_len == 0 {
+        return Err(format!(
+            "chunk of {raw_len} bytes, asked for at most {asked}"
+        ));
+    }
+    let raw = match b[1] {
+        0 => data.to_vec(),
+        // The decompressed size is bounded by what was asked for: no zip bomb.
+        1 => zstd::bulk::decompress(data, raw_len as usize).map_err(|e| format!("zstd: {e}"))?,
+        _ => return Err("bad compression flag".into()),
+    };
+    if raw.len() != raw_len as usize || checksum(&raw) != raw_crc {
+        return Err("chunk checksum mismatch".into());
+    }
+    Ok(raw)
+}
+
+/// Progress of a catch-up: bytes done and total, for status displays.
+#[derive(Debug, Default)]
+pub struct FetchProgress {
+    /// Bytes of segment files in place (fetched, or already held).
+    pub done_bytes: AtomicU64,
+    /// Bytes of all segments to have.
+    pub total_bytes: AtomicU64,
+}
+
+struct Throttle {
+    start: Instant,
+    bytes: u64,
+    rate: Option<u64>,
+}
+
+impl Throttle {
+    async fn account(&mut self, n: u64) {
+        self.bytes += n;
+        if let Some(rate) = self.rate.filter(|&r| r > 0) {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Fetches one sealed segment into `staging` (resuming from what it already holds) from the
+/// first of `sources` that serves it, verifies the whole file, and fsyncs it. Returns once
+/// `staging` is a verified copy.
+pub async fn fetch_segment(
+    io: &IoRef,
+    log_id: u64,
+    info: &SegmentInfo,
+    staging: &Path,
+    sources: &[String],
+    opts: &FetchOptions,
+    progress: &FetchProgress,
+) -> Result<()> {
+    if sources.is_empty() {
+        return Err(Error::InvalidArgument("no source to fetch from".into()));
+    }
+    let mut throttle = Throttle {
+        start: Instant::now(),
+        bytes: 0,
+        rate: opts.max_bytes_per_s,
+    };
+    let mut source = 0usize;
+    for _attempt in 0..MAX_WHOLE_FILE_ATTEMPTS {
+        let file = io.open(staging, true).map_err(|e| Error::io(staging, e))?;
+        let mut pos = file.len().map_err(|e| Error::io(staging, e))?;
+        if pos > info.size_bytes {
+            file.set_len(0).map_err(|e| Error::io(staging, e))?;
+            pos = 0;
+        }
+        progress.done_bytes.fetch_add(pos, Ordering::Relaxed);
+        let mut conn: Option<(FrameTx, FrameRx)> = None;
+        let mut failures = 0usize;
+        while pos < info.size_bytes {
+            if conn.is_none() {
+                match connect_fetch(
+                    &sources[source % sources.len()],
+                    opts.cluster_id,
+                    opts.limits,
+                )
+                .await
+                {
+                    Ok((tx, rx, _)) => conn = Some((tx, rx)),
+                    Err(e) => {
+                        failures += 1;
+                        source += 1;
+                        give_up_after(failures, sources.len(), &e.to_string())?;
+                        continue;
+                    }
+                }
+            }
+            let want = (info.size_bytes - pos).min(u64::from(opts.chunk_bytes.min(MAX_CHUNK_BYTES)))
+                as u32;
+            let req = Req {
+                info: *info,
+                from: pos,
+                max_len: want,
+                compress: opts.compress,
+            };
+            let Some((tx, rx)) = conn.as_mut() else {
+                continue;
+            };
+            let reply = async {
+                tx.send(encode_req(&req)).await?;
+                rx.recv().await
+            }
+            .await;
+            let raw = match reply
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode_chunk(&b, want))
+            {
+                Ok(raw) => raw,
+                Err(why) => {
+                    tracing::warn!(segment = info.base_offset, source = %sources[source % sources.len()], %why, "fetch chunk failed; trying another source");
+                    conn = None;
+                    failures += 1;
+                    source += 1;
+                    give_up_after(failures, sources.len(), &why)?;
+                    continue;
+                }
+            };
+            file.write_at_sync(&raw, pos)
+                .map_err(|e| Error::io(staging, e))?;
+            pos += raw.len() as u64;
+            progress
+                .done_bytes
+                .fetch_add(raw.len() as u64, Ordering::Relaxed);
+            throttle.account(raw.len() as u64).await;
+        }
+        match verify_segment_file(io, staging, info, log_id) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(segment = info.base_offset, error = %e, "fetched copy failed verification; fetching it again");
+                progress.done_bytes.fetch_sub(pos, Ordering::Relaxed);
+                file.set_len(0).map_err(|e| Error::io(staging, e))?;
+                source += 1;
+            }
+        }
+    }
+    Err(Error::Corruption {
+        segment: staging.to_path_buf(),
+        file_offset: 0,
+        record_offset: Some(info.base_offset),
+        detail: "no source gave a copy that verifies".into(),
+    })
+}
+
+/// Fails once every source failed several times in a row.
+fn give_up_after(failures: usize, sources: usize, why: &str) -> Result<()> {
+    if failures >= 3 * sources.max(1) {
+        return Err(Error::Protocol(format!(
+            "segment fetch failed from every source: {why}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_chunks_decode_and_reject_damage() {
+        let info = SegmentInfo {
+            base_offset: 10,
+            end_offset: 20,
+            size_bytes: 5000,
+            file_crc: 7,
+        };
+        let r = decode_req(&encode_req(&Req {
+            info,
+            from: 100,
+            max_len: 4096,
+            compress: true,
+        }))
+        .unwrap();
+        assert_eq!(
+            (r.info, r.from, r.max_len, r.compress),
+            (info, 100, 4096, true)
+        );
+        assert!(decode_req(&[FETCH, 1, 2]).is_none());
+
+        let raw = vec![42u8; 3000];
+        let plain = chunk_reply(false, 3000, checksum(&raw), &raw);
+        assert_eq!(decode_chunk(&plain, 4096).unwrap(), raw);
+        let z = zstd::bulk::compress(&raw, 1).unwrap();
+        let packed = chunk_reply(true, 3000, checksum(&raw), &z);
+        assert_eq!(decode_chunk(&packed, 4096).unwrap(), raw);
+        // Larger than asked, damaged data, a lying length, a decompression bomb.
+        assert!(decode_chunk(&plain, 100).is_err());
+        let mut bad = plain.to_vec();
+        bad[20] ^= 1;
+        assert!(decode_chunk(&bad, 4096).is_err());
+        let lying = chunk_reply(true, 10, checksum(&raw), &z);
+        assert!(decode_chunk(&lying, 4096).is_err());
+        assert!(decode_chunk(&[NOT_HELD], 10)
+            .unwrap_err()
+            .contains("does not hold"));
+    }
+}
