@@ -24,6 +24,7 @@ pub mod meta;
 pub mod network;
 pub mod remote;
 pub mod replica;
+pub mod snapshot;
 pub mod state_machine;
 pub mod wire;
 

@@ -6,7 +6,7 @@
 //! `b` to `a` that travel that way, so asymmetric partitions and "request delivered, reply
 //! lost" both happen.
 
-use super::state_machine::{SegmentManifest, SnapshotOf};
+use super::snapshot::{SegmentManifest, Snapshot as SnapshotOf};
 use super::{NodeInfo, Raft, TypeConfig, Vote};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;

@@ -13,7 +13,7 @@
 //!   are yielded one per request. The stream ends when the input ends and every response has
 //!   arrived, at the first rejection, or at the first transport error.
 
-use super::state_machine::{SegmentManifest, SnapshotOf};
+use super::snapshot::{SegmentManifest, Snapshot as SnapshotOf};
 use super::wire::{self, tag};
 use super::{NodeInfo, Raft, TypeConfig, Vote};
 use crate::{Error, Result};

@@ -117,7 +117,7 @@ impl Replica {
         N: RaftNetworkFactory<TypeConfig>,
         N::Network: openraft::network::NetSnapshot<
             TypeConfig,
-            SnapshotData = super::state_machine::SegmentManifest,
+            SnapshotData = super::snapshot::SegmentManifest,
         >,
     {
         if cluster_id == 0 {
@@ -135,7 +135,7 @@ impl Replica {
         let meta = MetaFile::open(&io, dir, cluster_id)?;
         let log = Log::open(dir.join("log"), log_opts)?;
         let store = LogStore::new(log, meta);
-        let (sm, committed_end) = StateMachine::new();
+        let (sm, committed_end) = StateMachine::new(store.clone(), io.clone(), dir, cluster_id)?;
         // Boxed: openraft's start-up future is large, and unboxed it would sit on the caller's
         // stack (a debug build overflowed the main thread's stack with it).
         let raft = Box::pin(Raft::new(id, config, network, store.clone(), sm))

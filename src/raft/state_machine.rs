@@ -1,66 +1,176 @@
 //! The state machine: it stores nothing again. The messages *are* the log; applying an entry
 //! only advances the committed end that readers may see, and remembers the membership.
 //!
-//! After a restart the state machine starts empty and openraft applies the log again from its
-//! start up to the committed id it recovers (`read_committed`) or learns from the leader: the
-//! cost is one read pass over the local log and no copy. Snapshots (a manifest of sealed
-//! segments) come with the catch-up work; until then building or installing one is refused
-//! with an error, and the node configuration never asks for one (`SnapshotPolicy::Never`), so
-//! no node can ever install a snapshot that lacks data.
+//! Snapshots are segment manifests (`snapshot.rs`): building one lists the sealed segments
+//! whose records are all applied (no data is copied); installing one adopts the fetched
+//! copies of those segments into the log (`Log::adopt_sealed`). The current snapshot is kept
+//! in the file `snapshot`, so that a restarted node restores its state machine from it
+//! (openraft installs it again; the segments are already in the log, so nothing moves) and
+//! re-applies the committed entries after it.
 
-use super::{LogId, StoredMembership, TypeConfig};
+use super::log_store::LogStore;
+use super::snapshot::{self, SegmentManifest, Snapshot, SnapshotMeta};
+use super::{log_id, LogId, StoredMembership, TypeConfig};
+use crate::io::IoRef;
 use futures_util::StreamExt;
-use openraft::alias::{SnapshotMetaOf, SnapshotOf as SnapshotOfAlias};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
-/// The (future) snapshot payload: a manifest of sealed segments. Empty until catch-up lands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SegmentManifest {}
+/// The staging directory (inside a node's data directory) where fetched segments wait.
+pub const STAGING_DIR: &str = "fetch";
+/// How many past memberships the state machine remembers (to give a snapshot the membership
+/// in force at its last log id).
+const MEMBERSHIP_HISTORY: usize = 64;
 
-/// The snapshot type of sitelog.
-pub type SnapshotOf = SnapshotOfAlias<TypeConfig, SegmentManifest>;
-
-/// What has been applied: the committed end readers may use.
-#[derive(Debug)]
-pub struct StateMachine {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    committed_end: watch::Sender<u64>,
+/// The staged copy of the segment at `base` in `data_dir`.
+pub fn staged_path(data_dir: &Path, base: u64) -> PathBuf {
+    data_dir.join(STAGING_DIR).join(format!("{base:020}.seg"))
 }
 
-impl StateMachine {
-    /// A fresh state machine and a receiver that follows its committed end (one past the
-    /// highest applied offset).
-    pub fn new() -> (StateMachine, watch::Receiver<u64>) {
-        let (tx, rx) = watch::channel(0);
-        let sm = StateMachine {
-            last_applied: None,
-            membership: StoredMembership::default(),
-            committed_end: tx,
-        };
-        (sm, rx)
+pub(crate) struct SmShared {
+    pub(crate) store: LogStore,
+    pub(crate) io: IoRef,
+    pub(crate) dir: PathBuf,
+    pub(crate) cluster_id: u64,
+    current: Mutex<Option<(SnapshotMeta, SegmentManifest)>>,
+}
+
+impl SmShared {
+    fn current(&self) -> MutexGuard<'_, Option<(SnapshotMeta, SegmentManifest)>> {
+        // Replaced whole; a panic cannot leave it half-written.
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn unsupported() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "segment-manifest snapshots are not implemented yet",
-    )
+/// What has been applied: the committed end readers may use.
+pub struct StateMachine {
+    shared: Arc<SmShared>,
+    last_applied: Option<LogId>,
+    /// Memberships applied, oldest first (bounded).
+    memberships: Vec<StoredMembership>,
+    committed_end: watch::Sender<u64>,
 }
 
-/// Refuses to build a snapshot (see the module docs).
-#[derive(Debug)]
-pub struct ManifestBuilder;
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("last_applied", &self.last_applied)
+            .finish()
+    }
+}
+
+fn io_err(e: crate::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl StateMachine {
+    /// A state machine over `store` whose node keeps its files in `dir`, and a receiver that
+    /// follows its committed end (one past the highest applied offset). Loads the current
+    /// snapshot from `dir/snapshot` if there is one.
+    pub fn new(
+        store: LogStore,
+        io: IoRef,
+        dir: &Path,
+        cluster_id: u64,
+    ) -> crate::Result<(StateMachine, watch::Receiver<u64>)> {
+        let current = snapshot::load(&io, dir)?;
+        let (tx, rx) = watch::channel(0);
+        let shared = Arc::new(SmShared {
+            store,
+            io,
+            dir: dir.to_path_buf(),
+            cluster_id,
+            current: Mutex::new(current),
+        });
+        let sm = StateMachine {
+            shared,
+            last_applied: None,
+            memberships: Vec::new(),
+            committed_end: tx,
+        };
+        Ok((sm, rx))
+    }
+
+    fn membership(&self) -> StoredMembership {
+        self.memberships.last().cloned().unwrap_or_default()
+    }
+
+    fn remember(&mut self, m: StoredMembership) {
+        self.memberships.push(m);
+        if self.memberships.len() > MEMBERSHIP_HISTORY {
+            self.memberships.remove(0);
+        }
+    }
+
+    /// The membership in force at `at`.
+    fn membership_at(&self, at: LogId) -> StoredMembership {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|m| m.log_id().is_none_or(|id| id <= at))
+            .cloned()
+            .unwrap_or_else(|| self.membership())
+    }
+
+    /// A builder for the sealed segments whose records are all applied, if they reach past
+    /// the current snapshot (or `force`).
+    fn builder(&self, force: bool) -> io::Result<Option<ManifestBuilder>> {
+        let Some(applied) = self.last_applied else {
+            return Ok(None);
+        };
+        let log = self.shared.store.log();
+        let segments = log.sealed_segments(applied.index + 1).map_err(io_err)?;
+        let current_end = self
+            .shared
+            .current()
+            .as_ref()
+            .and_then(|(m, _)| m.last_log_id)
+            .map_or(0, |l| l.index + 1);
+        let end = segments.last().map_or(0, |s| s.end_offset);
+        if end <= current_end && !force {
+            return Ok(None);
+        }
+        let last = match end {
+            0 => None,
+            e => Some(log_id(log.read(e - 1).map_err(io_err)?.term, e - 1)),
+        };
+        let membership = last.map_or_else(|| self.membership(), |l| self.membership_at(l));
+        Ok(Some(ManifestBuilder {
+            shared: self.shared.clone(),
+            meta: SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership,
+            },
+            segments,
+        }))
+    }
+}
+
+/// Builds a manifest snapshot: O(number of segments), no data copied.
+pub struct ManifestBuilder {
+    shared: Arc<SmShared>,
+    meta: SnapshotMeta,
+    segments: Vec<crate::storage::SegmentInfo>,
+}
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
     type SnapshotData = SegmentManifest;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf, io::Error> {
-        Err(unsupported())
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let manifest = SegmentManifest {
+            lineage: self.shared.cluster_id,
+            segments: self.segments.clone(),
+        };
+        snapshot::save(&self.shared.io, &self.shared.dir, &self.meta, &manifest).map_err(io_err)?;
+        *self.shared.current() = Some((self.meta.clone(), manifest.clone()));
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: manifest,
+        })
     }
 }
 
@@ -69,7 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = ManifestBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.last_applied, self.membership.clone()))
+        Ok((self.last_applied, self.membership()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -84,7 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .last_applied
                 .is_none_or(|l| l.index < entry.log_id.index));
             if let EntryPayload::Membership(m) = &entry.payload {
-                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                self.remember(StoredMembership::new(Some(entry.log_id), m.clone()));
             }
             self.last_applied = Some(entry.log_id);
             self.committed_end.send_replace(entry.log_id.index + 1);
@@ -96,22 +206,82 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        ManifestBuilder
+        // openraft calls this only through `try_create_snapshot_builder` here; an empty
+        // manifest at the applied point is the safe answer if it ever does.
+        match self.builder(true) {
+            Ok(Some(b)) => b,
+            _ => ManifestBuilder {
+                shared: self.shared.clone(),
+                meta: SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: self.membership(),
+                },
+                segments: Vec::new(),
+            },
+        }
     }
 
-    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
-        None
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        match self.builder(force) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build a snapshot now");
+                None
+            }
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<TypeConfig>,
-        _snapshot: SegmentManifest,
+        meta: &SnapshotMeta,
+        manifest: SegmentManifest,
     ) -> Result<(), io::Error> {
-        Err(unsupported())
+        if manifest.lineage != self.shared.cluster_id {
+            return Err(io::Error::other(format!(
+                "snapshot of cluster {:#x} refused by cluster {:#x}",
+                manifest.lineage, self.shared.cluster_id
+            )));
+        }
+        let log = self.shared.store.log();
+        let held = manifest
+            .segments
+            .iter()
+            .all(|s| log.sealed_segment_file(s).is_some());
+        if !held {
+            let staged: Vec<_> = manifest
+                .segments
+                .iter()
+                .map(|s| (*s, staged_path(&self.shared.dir, s.base_offset)))
+                .collect();
+            for (info, path) in &staged {
+                crate::storage::manifest::verify_segment_file(
+                    &self.shared.io,
+                    path,
+                    info,
+                    self.shared.cluster_id,
+                )
+                .map_err(io_err)?;
+            }
+            log.adopt_sealed(&staged).map_err(io_err)?;
+        }
+        snapshot::save(&self.shared.io, &self.shared.dir, meta, &manifest).map_err(io_err)?;
+        *self.shared.current() = Some((meta.clone(), manifest));
+        self.last_applied = meta.last_log_id;
+        self.memberships = vec![meta.last_membership.clone()];
+        let end = meta.last_log_id.map_or(0, |l| l.index + 1);
+        self.committed_end.send_if_modified(|c| {
+            let moved = end > *c;
+            *c = (*c).max(end);
+            moved
+        });
+        Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf>, io::Error> {
-        Ok(None)
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self
+            .shared
+            .current()
+            .clone()
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
