@@ -6,7 +6,7 @@
 use openraft::async_runtime::WatchReceiver;
 use openraft::{EntryPayload, ServerState};
 use sitelog::raft::network::LocalRouter;
-use sitelog::raft::replica::{openraft_config, RaftTimers, Replica};
+use sitelog::raft::replica::{openraft_config, RaftTimers, Replica, SnapshotSettings};
 use sitelog::raft::{AppBytes, NodeInfo};
 use sitelog::storage::LogOptions;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +15,14 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 const CLUSTER_ID: u64 = 0x5173_1095;
+
+/// The in-process network moves no segments: these tests catch up by replication only.
+fn no_snapshots() -> SnapshotSettings {
+    SnapshotSettings {
+        every_entries: None,
+        ..SnapshotSettings::default()
+    }
+}
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -53,7 +61,7 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, id: u64) {
-        let cfg = openraft_config("test", RaftTimers::default()).unwrap();
+        let cfg = openraft_config("test", RaftTimers::default(), no_snapshots()).unwrap();
         let dir = node_dir(self.dir.path(), id);
         // The killed replica's threads release the directory lock as they wind down; a
         // reopen may race them, so it is retried for a bounded time.

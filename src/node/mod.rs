@@ -11,6 +11,7 @@
 //!   voters) is refused; [`Placement::Warn`] only logs it.
 //! - Metrics go through the `metrics` facade (see [`metrics`]), spans through `tracing`.
 
+pub mod catchup;
 pub mod client;
 pub mod metrics;
 pub mod protocol;
@@ -18,7 +19,7 @@ mod service;
 
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
 use crate::raft::remote::RemoteNetworkFactory;
-use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus};
+use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus, SnapshotSettings};
 use crate::raft::NodeInfo;
 use crate::storage::{LogOptions, Record};
 use crate::{Error, Result};
@@ -76,6 +77,10 @@ pub struct NodeConfig {
     pub net: NetLimits,
     /// Placement policy.
     pub placement: Placement,
+    /// When manifest snapshots are taken.
+    pub snapshots: SnapshotSettings,
+    /// How this node catches up from a snapshot (bulk fetch settings).
+    pub catch_up: catchup::CatchUpOptions,
 }
 
 impl NodeConfig {
@@ -102,6 +107,8 @@ impl NodeConfig {
             },
             net: NetLimits::default(),
             placement: Placement::default(),
+            snapshots: SnapshotSettings::default(),
+            catch_up: catchup::CatchUpOptions::new(cluster_id),
         }
     }
 }
@@ -166,6 +173,7 @@ struct Inner {
     advertise: String,
     placement: Placement,
     replica: Replica,
+    catch_up: Arc<catchup::CatchUpState>,
     server: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
 }
@@ -223,7 +231,8 @@ impl Node {
             from_node: cfg.node_id,
             limits: cfg.net,
         };
-        let raft_cfg = openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers)?;
+        let raft_cfg =
+            openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers, cfg.snapshots)?;
         let replica = Box::pin(Replica::start(
             cfg.node_id,
             &cfg.data_dir,
@@ -238,7 +247,14 @@ impl Node {
             cluster_id: cfg.cluster_id,
             limits: cfg.net,
         };
-        let service = Arc::new(service::NodeService::new(replica.clone(), cfg.placement));
+        let catch_up = Arc::new(catchup::CatchUpState::default());
+        let service = Arc::new(service::NodeService {
+            replica: replica.clone(),
+            placement: cfg.placement,
+            site: cfg.site.clone(),
+            catch_up: cfg.catch_up,
+            catch_up_state: catch_up.clone(),
+        });
         let server = tokio::spawn(tcp::serve(listener, identity, service));
         let watcher = tokio::spawn(metrics::watch_replica(replica.clone()));
         let node = Node {
@@ -248,6 +264,7 @@ impl Node {
                 advertise,
                 placement: cfg.placement,
                 replica,
+                catch_up,
                 server,
                 watcher,
             }),
@@ -345,6 +362,23 @@ impl Node {
     /// Role, term, leader, commit and log ends, and per-follower lag (on the leader).
     pub fn status(&self) -> ReplicaStatus {
         self.inner.replica.status()
+    }
+
+    /// Progress of the current or last catch-up by snapshot: (bytes in place, bytes to have,
+    /// seconds since it started).
+    pub fn catch_up_progress(&self) -> (u64, u64, f64) {
+        let p = &self.inner.catch_up.progress;
+        let started = *self
+            .inner
+            .catch_up
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (
+            p.done_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            p.total_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        )
     }
 
     /// Waits until `f(status)` holds, up to `timeout_ms`.

@@ -9,19 +9,26 @@ use crate::{Error, Result};
 use bytes::Bytes;
 
 pub(super) struct NodeService {
-    replica: Replica,
-    placement: super::Placement,
-}
-
-impl NodeService {
-    pub(super) fn new(replica: Replica, placement: super::Placement) -> Self {
-        NodeService { replica, placement }
-    }
+    pub(super) replica: Replica,
+    pub(super) placement: super::Placement,
+    pub(super) site: String,
+    pub(super) catch_up: super::catchup::CatchUpOptions,
+    pub(super) catch_up_state: std::sync::Arc<super::catchup::CatchUpState>,
 }
 
 impl Service for NodeService {
     fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
         let r = self.replica.clone();
+        if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
+            let (site, opts, state) = (
+                self.site.clone(),
+                self.catch_up,
+                self.catch_up_state.clone(),
+            );
+            return Box::pin(
+                async move { super::catchup::receive(&r, &site, msg, opts, state).await },
+            );
+        }
         Box::pin(async move { r.handle_rpc(msg).await })
     }
 

@@ -205,14 +205,33 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: SnapshotOf,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        vote: Vote,
+        snapshot: SnapshotOf,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(Unreachable::from_string(
-            "snapshot transfer is not implemented yet",
-        )))
+        // Only the manifest travels here; the receiver fetches the segments it lacks in bulk
+        // and answers once the snapshot is installed, which can take minutes: no timeout but
+        // openraft's cancellation.
+        let msg = wire::encode_snapshot(&vote, &snapshot);
+        let (mut tx, mut rx) = self
+            .connector
+            .connect(self.target, &self.addr, ConnPurpose::Rpc)
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
+        let exchange = async {
+            tx.send(msg).await?;
+            rx.recv().await
+        };
+        tokio::select! {
+            r = exchange => {
+                let bytes = r.map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+                let vote = wire::decode_snapshot_resp(&bytes)
+                    .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+                Ok(SnapshotResponse::new(vote))
+            }
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
     }
 }
 

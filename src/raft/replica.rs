@@ -8,7 +8,7 @@ use super::log_store::LogStore;
 use super::meta::MetaFile;
 use super::remote::{MessageRx, MessageTx};
 use super::state_machine::StateMachine;
-use super::{AppBytes, NodeInfo, Raft, TypeConfig};
+use super::{AppBytes, NodeInfo, Raft, TypeConfig, Vote};
 use crate::io::IoRef;
 use crate::storage::{Log, LogOptions};
 use crate::{Error, Result};
@@ -63,9 +63,34 @@ impl RaftTimers {
 /// Most entries openraft puts in one replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
+/// When snapshots are taken and how much log stays behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Take a snapshot (a manifest of sealed segments) every this many applied entries;
+    /// `None`: never (the Raft log is then never purged, and every replica catches up entry
+    /// by entry). Default `Some(100_000)`.
+    pub every_entries: Option<u64>,
+    /// Entries kept for Raft behind a snapshot, so that a briefly lagging replica catches up
+    /// by replication instead of a snapshot. Default 10 000.
+    pub keep_entries: u64,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            every_entries: Some(100_000),
+            keep_entries: 10_000,
+        }
+    }
+}
+
 /// Builds openraft's configuration: pre-vote on (a node cut off from the leader cannot
-/// disrupt the cluster when it comes back), no snapshots yet (see `state_machine`).
-pub fn openraft_config(cluster_name: &str, timers: RaftTimers) -> Result<Arc<Config>> {
+/// disrupt the cluster when it comes back), manifest snapshots as `snapshots` says.
+pub fn openraft_config(
+    cluster_name: &str,
+    timers: RaftTimers,
+    snapshots: SnapshotSettings,
+) -> Result<Arc<Config>> {
     let cfg = Config {
         cluster_name: cluster_name.to_string(),
         heartbeat_interval: timers.heartbeat_interval_ms,
@@ -75,7 +100,11 @@ pub fn openraft_config(cluster_name: &str, timers: RaftTimers) -> Result<Arc<Con
         // Bounds one replication message: 64 entries of at most 1 MiB (the node's record
         // limit) fit the transport's frame limit.
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: match snapshots.every_entries {
+            Some(n) => SnapshotPolicy::LogsSinceLast(n),
+            None => SnapshotPolicy::Never,
+        },
+        max_in_snapshot_log_to_keep: snapshots.keep_entries,
         ..Default::default()
     };
     let cfg = cfg
@@ -93,6 +122,46 @@ pub struct Replica {
     pub store: LogStore,
     /// Follows the committed end (one past the highest applied offset).
     pub committed_end: watch::Receiver<u64>,
+    /// The node's data directory.
+    pub dir: std::path::PathBuf,
+    /// The I/O backend of the node's files.
+    pub io: IoRef,
+    /// The cluster id (the lineage snapshots must carry).
+    pub cluster_id: u64,
+}
+
+/// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,
+/// or link the ones it holds) before [`Replica::install_snapshot`].
+pub struct IncomingSnapshot {
+    vote: Vote,
+    snapshot: super::snapshot::Snapshot,
+}
+
+impl IncomingSnapshot {
+    /// The cluster the snapshot belongs to.
+    pub fn lineage(&self) -> u64 {
+        self.snapshot.snapshot.lineage
+    }
+
+    /// The sealed segments to have, oldest first.
+    pub fn segments(&self) -> &[crate::storage::SegmentInfo] {
+        &self.snapshot.snapshot.segments
+    }
+
+    /// The leader that sent it.
+    pub fn leader(&self) -> u64 {
+        self.vote.leader_id.voted_for
+    }
+
+    /// The members (voters and learners) as of the snapshot, with sites and addresses.
+    pub fn members(&self) -> Vec<(u64, NodeInfo)> {
+        self.snapshot
+            .meta
+            .last_membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Replica {
@@ -145,6 +214,9 @@ impl Replica {
             raft,
             store,
             committed_end,
+            dir: dir.to_path_buf(),
+            io,
+            cluster_id,
         })
     }
 }
@@ -344,6 +416,36 @@ impl Replica {
                     return Err(Error::Timeout { offset: s.commit_end });
                 }
             }
+        }
+    }
+
+    /// Decodes a snapshot offer received by the transport.
+    pub fn decode_snapshot(msg: &[u8]) -> Result<IncomingSnapshot> {
+        let (vote, snapshot) =
+            super::wire::decode_snapshot(msg).map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(IncomingSnapshot { vote, snapshot })
+    }
+
+    /// Where a fetched copy of the segment at `base` is staged.
+    pub fn staged_path(&self, base: u64) -> std::path::PathBuf {
+        super::state_machine::staged_path(&self.dir, base)
+    }
+
+    /// The path of this node's own copy of a sealed segment, if it holds exactly that one.
+    pub fn held_segment_path(
+        &self,
+        info: &crate::storage::SegmentInfo,
+    ) -> Option<std::path::PathBuf> {
+        let log = self.store.log();
+        log.sealed_segment_file(info)
+            .map(|_| crate::storage::segment::Segment::path_in(log.dir(), info.base_offset))
+    }
+
+    /// Installs a snapshot whose segments are all staged; returns the reply for the leader.
+    pub async fn install_snapshot(&self, s: IncomingSnapshot) -> Bytes {
+        match self.raft.install_full_snapshot(s.vote, s.snapshot).await {
+            Ok(resp) => super::wire::encode_snapshot_resp(&resp.vote),
+            Err(e) => super::wire::encode_error(&format!("snapshot install failed: {e}")),
         }
     }
 

@@ -20,6 +20,8 @@
 //! VOTE_RESP   = 5, vote, u8 granted, opt_log_id last
 //! STREAM_RESP = 6, u8 (0 matched, opt_log_id | 1 conflict, log_id | 2 higher, vote)
 //! ERROR       = 7, u16 len, UTF-8 text (the remote node failed to handle the request)
+//! SNAPSHOT    = 8, vote, snapshot (see raft::snapshot: metadata and segment manifest)
+//! SNAPSHOT_RESP = 9, vote
 //! ```
 
 use super::entry::{decode_membership, encode_membership, Cursor};
@@ -48,6 +50,10 @@ pub mod tag {
     pub const STREAM_RESP: u8 = 6;
     /// The remote failed to handle the request.
     pub const ERROR: u8 = 7;
+    /// A snapshot to install (its segments are fetched by the receiver).
+    pub const SNAPSHOT: u8 = 8;
+    /// The answer to a snapshot.
+    pub const SNAPSHOT_RESP: u8 = 9;
 }
 
 /// Most entries one AppendEntries message may carry.
@@ -355,6 +361,43 @@ pub fn decode_vote_resp(buf: &[u8]) -> Result<VoteResponse<TypeConfig>, WireErro
         let last = c.opt_log_id()?;
         Some(VoteResponse::new(vote, last, granted))
     })();
+    finish(c, v, WHAT)
+}
+
+/// Encodes a snapshot offer.
+pub fn encode_snapshot(vote: &Vote, snap: &super::snapshot::Snapshot) -> Bytes {
+    let mut out = vec![tag::SNAPSHOT];
+    put_vote(&mut out, vote);
+    out.extend_from_slice(&super::snapshot::encode(&snap.meta, &snap.snapshot));
+    out.into()
+}
+
+/// Decodes a snapshot offer.
+pub fn decode_snapshot(buf: &[u8]) -> Result<(Vote, super::snapshot::Snapshot), WireError> {
+    const WHAT: &str = "snapshot";
+    let mut c = Cursor { buf };
+    expect_tag(&mut c, tag::SNAPSHOT, WHAT)?;
+    let v = (|| {
+        let vote = c.vote()?;
+        let (meta, snapshot) = super::snapshot::decode_from(&mut c)?;
+        Some((vote, super::snapshot::Snapshot { meta, snapshot }))
+    })();
+    finish(c, v, WHAT)
+}
+
+/// Encodes the answer to a snapshot.
+pub fn encode_snapshot_resp(vote: &Vote) -> Bytes {
+    let mut out = vec![tag::SNAPSHOT_RESP];
+    put_vote(&mut out, vote);
+    out.into()
+}
+
+/// Decodes the answer to a snapshot.
+pub fn decode_snapshot_resp(buf: &[u8]) -> Result<Vote, WireError> {
+    const WHAT: &str = "snapshot response";
+    let mut c = Cursor { buf };
+    expect_tag(&mut c, tag::SNAPSHOT_RESP, WHAT)?;
+    let v = c.vote();
     finish(c, v, WHAT)
 }
 

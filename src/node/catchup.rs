@@ -1,0 +1,165 @@
+//! Catch-up by snapshot: receiving a snapshot offer from the leader, staging its segments
+//! (a verified copy already staged by an interrupted attempt is kept; a segment this node
+//! holds is hard-linked; every other one is fetched in bulk from the replicas), then
+//! installing it.
+//!
+//! Sources are tried in this order: replicas in this node's site, other replicas, the
+//! leader last (it has the most work). Several segments are fetched at once
+//! ([`CatchUpOptions::parallel_segments`]), each resumable and verified (`net::fetch`).
+
+use crate::io::IoRef;
+use crate::net::fetch::{fetch_segment, FetchOptions, FetchProgress};
+use crate::raft::replica::{IncomingSnapshot, Replica};
+use crate::raft::wire;
+use crate::storage::manifest::verify_segment_file;
+use crate::storage::SegmentInfo;
+use crate::{Error, Result};
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a node catches up.
+#[derive(Debug, Clone, Copy)]
+pub struct CatchUpOptions {
+    /// Bulk fetch settings (chunk size, zstd, throttle).
+    pub fetch: FetchOptions,
+    /// Segments fetched at once. Default 4.
+    pub parallel_segments: usize,
+}
+
+impl CatchUpOptions {
+    /// Defaults for `cluster_id`.
+    pub fn new(cluster_id: u64) -> Self {
+        CatchUpOptions {
+            fetch: FetchOptions::new(cluster_id),
+            parallel_segments: 4,
+        }
+    }
+}
+
+/// Progress of the current (or last) catch-up, for `status`.
+#[derive(Debug, Default)]
+pub struct CatchUpState {
+    /// Bytes in place and to have.
+    pub progress: FetchProgress,
+    /// When the current catch-up started.
+    pub started: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Sources for a snapshot's segments, best first: same site, then other followers, then the
+/// leader; never this node.
+fn sources(s: &IncomingSnapshot, me: u64, my_site: &str) -> Vec<String> {
+    let mut members = s.members();
+    members.retain(|(id, _)| *id != me);
+    members.sort_by_key(|(id, n)| (*id == s.leader(), n.site != my_site, *id));
+    members.into_iter().map(|(_, n)| n.addr).collect()
+}
+
+/// Stages one segment: a verified staged copy is kept, a held one hard-linked, the rest
+/// fetched.
+async fn stage(
+    replica: &Replica,
+    info: SegmentInfo,
+    sources: &[String],
+    opts: &FetchOptions,
+    state: &CatchUpState,
+) -> Result<()> {
+    let staged: PathBuf = replica.staged_path(info.base_offset);
+    let io: &IoRef = &replica.io;
+    let progress = &state.progress;
+    if verify_segment_file(io, &staged, &info, replica.cluster_id).is_ok() {
+        progress
+            .done_bytes
+            .fetch_add(info.size_bytes, Ordering::Relaxed);
+        return Ok(());
+    }
+    if let Some(own) = replica.held_segment_path(&info) {
+        let _ = std::fs::remove_file(&staged);
+        if std::fs::hard_link(&own, &staged).is_ok() {
+            progress
+                .done_bytes
+                .fetch_add(info.size_bytes, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    fetch_segment(
+        io,
+        replica.cluster_id,
+        &info,
+        &staged,
+        sources,
+        opts,
+        progress,
+    )
+    .await
+}
+
+/// Handles a snapshot offer: stages every segment, installs, and returns the reply.
+pub async fn receive(
+    replica: &Replica,
+    my_site: &str,
+    msg: Bytes,
+    opts: CatchUpOptions,
+    state: Arc<CatchUpState>,
+) -> Bytes {
+    match receive_inner(replica, my_site, msg, opts, state).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot catch-up failed; the leader will offer it again");
+            wire::encode_error(&e.to_string())
+        }
+    }
+}
+
+async fn receive_inner(
+    replica: &Replica,
+    my_site: &str,
+    msg: Bytes,
+    opts: CatchUpOptions,
+    state: Arc<CatchUpState>,
+) -> Result<Bytes> {
+    let s = Replica::decode_snapshot(&msg)?;
+    if s.lineage() != replica.cluster_id {
+        return Err(Error::Protocol(format!(
+            "snapshot of cluster {:#x} refused (this is {:#x})",
+            s.lineage(),
+            replica.cluster_id
+        )));
+    }
+    let me = replica.status().node_id;
+    let srcs = sources(&s, me, my_site);
+    let staging = replica.dir.join(crate::raft::state_machine::STAGING_DIR);
+    replica
+        .io
+        .create_dir_all(&staging)
+        .map_err(|e| Error::io(&staging, e))?;
+    let total: u64 = s.segments().iter().map(|i| i.size_bytes).sum();
+    state.progress.total_bytes.store(total, Ordering::Relaxed);
+    state.progress.done_bytes.store(0, Ordering::Relaxed);
+    *state.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    tracing::info!(
+        segments = s.segments().len(),
+        total_bytes = total,
+        "catching up by snapshot"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending = s.segments().to_vec().into_iter();
+    loop {
+        while tasks.len() < opts.parallel_segments.max(1) {
+            let Some(info) = pending.next() else { break };
+            let (r, srcs, st) = (replica.clone(), srcs.clone(), state.clone());
+            tasks.spawn(async move { stage(&r, info, &srcs, &opts.fetch, &st).await });
+        }
+        match tasks.join_next().await {
+            None => break,
+            Some(r) => r.map_err(|e| Error::Raft(format!("fetch task: {e}")))??,
+        }
+    }
+    replica
+        .io
+        .sync_dir(&staging)
+        .map_err(|e| Error::io(&staging, e))?;
+    Ok(replica.install_snapshot(s).await)
+}
