@@ -18,6 +18,8 @@ pub struct LocalCluster {
     pub cluster_id: u64,
     /// `--io` of every node (`auto`, `io_uring`, `posix`).
     pub io: &'static str,
+    /// More `sitelog node` arguments for every node.
+    pub extra_args: Vec<String>,
     pub addrs: BTreeMap<u64, String>,
     root: PathBuf,
     procs: BTreeMap<u64, Child>,
@@ -45,6 +47,7 @@ impl LocalCluster {
         n: u64,
         cluster_id: u64,
         io: &'static str,
+        extra_args: Vec<String>,
     ) -> CliResult<LocalCluster> {
         let mut addrs = BTreeMap::new();
         for id in 1..=n {
@@ -53,6 +56,7 @@ impl LocalCluster {
         let mut c = LocalCluster {
             cluster_id,
             io,
+            extra_args,
             addrs,
             root: root.to_path_buf(),
             procs: BTreeMap::new(),
@@ -103,6 +107,7 @@ impl LocalCluster {
                 self.io,
             ])
             .args(["--exit-after-secs", &CHILD_MAX_RUNTIME_SECS.to_string()]);
+        cmd.args(&self.extra_args);
         if founding {
             for (m, a) in &self.addrs {
                 cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);

@@ -76,6 +76,15 @@ pub struct NodeArgs {
     /// Accept a membership one site's loss could leave without a majority (labs only).
     #[arg(long)]
     pub allow_unsafe_placement: bool,
+    /// Take a manifest snapshot every N applied entries (0: never) [default: 100000].
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Segment size of the log in bytes [default: 64 MiB].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Catch-up fetch throttle in MB/s (0: unthrottled) [default: 100].
+    #[arg(long)]
+    pub fetch_mb_per_s: Option<u64>,
     /// I/O backend of the log [default: auto].
     #[arg(long, value_enum)]
     pub io: Option<IoArg>,
@@ -125,6 +134,9 @@ struct FileConfig {
     io: Option<IoArg>,
     allow_unsafe_placement: Option<bool>,
     metrics_listen: Option<String>,
+    snapshot_every: Option<u64>,
+    segment_bytes: Option<u64>,
+    fetch_mb_per_s: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -196,6 +208,17 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         IoArg::IoUring => IoBackend::IoUring,
         IoArg::Posix => IoBackend::Posix,
     };
+    if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
+        cfg.snapshots.every_entries = (n > 0).then_some(n);
+    }
+    if let Some(b) = args.segment_bytes.or(file.segment_bytes) {
+        cfg.log.segment_size_bytes = b;
+        // A record must fit a segment with room to spare.
+        cfg.log.max_record_bytes = cfg.log.max_record_bytes.min((b / 4) as u32);
+    }
+    if let Some(mb) = args.fetch_mb_per_s.or(file.fetch_mb_per_s) {
+        cfg.catch_up.fetch.max_bytes_per_s = (mb > 0).then_some(mb * 1_000_000);
+    }
     if args.allow_unsafe_placement || file.allow_unsafe_placement == Some(true) {
         cfg.placement = Placement::Warn;
     }

@@ -78,7 +78,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .build()
         .context(|| "cannot start the async runtime".into())?;
     let (replicated, failovers) = rt.block_on(async {
-        let mut cluster = LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID, io_name)?;
+        let mut cluster =
+            LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID, io_name, Vec::new())?;
         cluster.leader(Duration::from_secs(20)).await?;
         let t = replicated_throughput(&cluster, &payload, writers, duration).await?;
         let f = failover(&mut cluster, kills).await?;

@@ -48,6 +48,16 @@ pub struct CatchUpState {
     pub started: std::sync::Mutex<Option<Instant>>,
 }
 
+impl CatchUpState {
+    /// (bytes in place, bytes to have).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.progress.done_bytes.load(Ordering::Relaxed),
+            self.progress.total_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Sources for a snapshot's segments, best first: same site, then other followers, then the
 /// leader; never this node.
 fn sources(s: &IncomingSnapshot, me: u64, my_site: &str) -> Vec<String> {

@@ -359,9 +359,12 @@ impl Node {
         }
     }
 
-    /// Role, term, leader, commit and log ends, and per-follower lag (on the leader).
+    /// Role, term, leader, commit and log ends, per-follower lag (on the leader), and the
+    /// progress of a catch-up by snapshot.
     pub fn status(&self) -> ReplicaStatus {
-        self.inner.replica.status()
+        let mut s = self.inner.replica.status();
+        s.catch_up_bytes = self.inner.catch_up.bytes();
+        s
     }
 
     /// Progress of the current or last catch-up by snapshot: (bytes in place, bytes to have,

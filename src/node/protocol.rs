@@ -14,7 +14,8 @@
 //! RECORDS     = 0x63, u64 commit_end, u32 n, n × (u64 offset, u64 term, u64 timestamp_us,
 //!               u32 len, payload)
 //! STATUS_RESP = 0x64, u64 node, u8 role, u64 term, u8 has_leader, u64 leader, u64 commit_end,
-//!               u64 log_end, u16 n_followers, n × (u64 id, u64 lag)
+//!               u64 log_end, u64 catch_up_done, u64 catch_up_total, u16 n_followers,
+//!               n × (u64 id, u64 lag)
 //! ERROR       = 0x65, u16 len, text
 //! DONE        = 0x66
 //! ```
@@ -300,6 +301,8 @@ impl Reply {
                 put_u64(&mut o, s.leader.unwrap_or(0));
                 put_u64(&mut o, s.commit_end);
                 put_u64(&mut o, s.log_end);
+                put_u64(&mut o, s.catch_up_bytes.0);
+                put_u64(&mut o, s.catch_up_bytes.1);
                 o.extend_from_slice(&(s.followers.len().min(1024) as u16).to_le_bytes());
                 for f in s.followers.iter().take(1024) {
                     put_u64(&mut o, f.node_id);
@@ -371,6 +374,7 @@ impl Reply {
                 let leader = c.u64()?;
                 let commit_end = c.u64()?;
                 let log_end = c.u64()?;
+                let catch_up_bytes = (c.u64()?, c.u64()?);
                 let n = c.u16()? as usize;
                 let mut followers = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
@@ -392,6 +396,7 @@ impl Reply {
                     voters: Vec::new(),
                     learners: Vec::new(),
                     followers,
+                    catch_up_bytes,
                 }))
             })(),
             Some(tag::ERROR) => c.str16().map(Reply::Error),

@@ -50,7 +50,14 @@ impl Service for NodeService {
     fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
         let r = self.replica.clone();
         let placement = self.placement;
-        Box::pin(async move { answer(&r, placement, msg).await.encode() })
+        let progress = self.catch_up_state.clone();
+        Box::pin(async move {
+            let mut reply = answer(&r, placement, msg).await;
+            if let Reply::Status(s) = &mut reply {
+                s.catch_up_bytes = progress.bytes();
+            }
+            reply.encode()
+        })
     }
 }
 

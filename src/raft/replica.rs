@@ -268,6 +268,9 @@ pub struct ReplicaStatus {
     pub learners: Vec<u64>,
     /// Per follower (leader only).
     pub followers: Vec<FollowerProgress>,
+    /// Catch-up by snapshot on this node: (bytes of segments in place, bytes to have); (0, 0)
+    /// when there was none. Filled in by the node layer.
+    pub catch_up_bytes: (u64, u64),
 }
 
 fn raft_err(e: impl std::fmt::Display) -> Error {
@@ -392,6 +395,7 @@ impl Replica {
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             followers,
+            catch_up_bytes: (0, 0),
         }
     }
 
