@@ -89,3 +89,96 @@ fn append_ledger_read_and_status_agree() {
         "{st:?}"
     );
 }
+
+#[test]
+fn replace_node_rebuilds_a_lost_site_by_snapshot() {
+    use common::spawn_node_with;
+    let dir = tempfile::tempdir().unwrap();
+    let mut addrs: BTreeMap<u64, String> = (1..=3).map(|i| (i, free_port())).collect();
+    let small = [
+        "--segment-bytes",
+        "65536",
+        "--snapshot-every",
+        "300",
+        "--snapshot-keep",
+        "50",
+    ];
+    let mut procs: BTreeMap<u64, _> = (1..=3)
+        .map(|i| {
+            (
+                i,
+                spawn_node_with(i, dir.path(), &addrs, CLUSTER, &small, true),
+            )
+        })
+        .collect();
+    let nodes = addrs.values().cloned().collect::<Vec<_>>().join(",");
+    let ledger = dir.path().join("ledger");
+    let out = sitelog(
+        &[
+            "append",
+            "--count",
+            "800",
+            "--size",
+            "400",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+        &nodes,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Site 3 is lost with its disk; node 4 (a new id) starts empty and waits.
+    drop(procs.remove(&3));
+    std::fs::remove_dir_all(dir.path().join("n3")).unwrap();
+    addrs.insert(4, free_port());
+    let _n4 = spawn_node_with(4, dir.path(), &addrs, CLUSTER, &small, false);
+    let survivors = format!("{},{}", addrs[&1], addrs[&2]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args([
+            "replace-node",
+            "--node",
+            &survivors,
+            "--cluster-id",
+            &CLUSTER.to_string(),
+        ])
+        .args([
+            "--dead",
+            "3",
+            "--new-id",
+            "4",
+            "--new-site",
+            "site-4",
+            "--new-addr",
+            &addrs[&4],
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The new node alone serves every acknowledged message.
+    let out = sitelog(
+        &["read", "--check-ledger", ledger.to_str().unwrap()],
+        &addrs[&4],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sitelog(&["status", "--json"], &addrs[&4]);
+    let st: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(st["node"], 4);
+    let total = st["catch_up_total_bytes"].as_u64().unwrap();
+    assert!(total > 0, "caught up without a snapshot: {st}");
+    assert_eq!(st["catch_up_done_bytes"].as_u64().unwrap(), total);
+}

@@ -289,6 +289,8 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
                         ("leader", leader),
                         ("commit_end", s.commit_end.into()),
                         ("log_end", s.log_end.into()),
+                        ("catch_up_done_bytes", s.catch_up_bytes.0.into()),
+                        ("catch_up_total_bytes", s.catch_up_bytes.1.into()),
                         ("followers", Json::Arr(followers)),
                     ])
                     .render()
@@ -327,4 +329,94 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
         }
     }
     Ok(())
+}
+
+/// Arguments of `sitelog replace-node`.
+#[derive(Debug, Args)]
+pub struct ReplaceArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The id of the lost node to replace.
+    #[arg(long)]
+    pub dead: u64,
+    /// The new node's id (never an id used before). The node must be running
+    /// (`sitelog node --id NEW ...` without `--member`).
+    #[arg(long)]
+    pub new_id: u64,
+    /// The new node's site.
+    #[arg(long)]
+    pub new_site: String,
+    /// The new node's address.
+    #[arg(long)]
+    pub new_addr: String,
+    /// Give up after this many seconds of catching up.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
+}
+
+/// `sitelog replace-node`: adds the new node as a learner, waits until it has caught up
+/// (showing bytes, rate and ETA of a catch-up by snapshot), then swaps it in for the dead one.
+pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+        let peer = sitelog::node::Peer {
+            site: args.new_site.clone(),
+            addr: args.new_addr.clone(),
+        };
+        client
+            .add_learner(args.new_id, peer)
+            .await
+            .map_err(|e| CliError(format!("add learner: {e}")))?;
+        let mut probe = Client::new(vec![], args.target.cluster_id);
+        let mut target = 0;
+        for addr in &args.target.nodes {
+            if let Ok(s) = probe.status_of(addr).await {
+                if s.role == sitelog::raft::replica::Role::Leader {
+                    target = s.commit_end;
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let bar = indicatif::ProgressBar::new(target.max(1));
+        loop {
+            let s = probe
+                .status_of(&args.new_addr)
+                .await
+                .map_err(|e| CliError(format!("new node: {e}")))?;
+            let (done, total) = s.catch_up_bytes;
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            let rate = done as f64 / secs;
+            let eta = if rate > 0.0 && total > done {
+                (total - done) as f64 / rate
+            } else {
+                0.0
+            };
+            bar.set_position(s.commit_end.min(target));
+            bar.set_message(format!(
+                "{:.1}/{:.1} MB of segments, {:.1} MB/s, ETA {:.0} s",
+                done as f64 / 1e6,
+                total as f64 / 1e6,
+                rate / 1e6,
+                eta
+            ));
+            if s.commit_end >= target {
+                break;
+            }
+            if started.elapsed().as_secs() > args.timeout_secs {
+                return Err(CliError(format!(
+                    "node {} did not catch up in time",
+                    args.new_id
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        bar.finish();
+        client
+            .replace_voter(args.dead, args.new_id)
+            .await
+            .map_err(|e| CliError(format!("membership change: {e}")))?;
+        println!("node {} replaced node {}", args.new_id, args.dead);
+        Ok(())
+    })
 }

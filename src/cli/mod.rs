@@ -50,6 +50,9 @@ enum Command {
     Read(client_cmds::ReadArgs),
     /// Show every node's role, term, leader, commit end and follower lag.
     Status(client_cmds::StatusArgs),
+    /// Replace a lost node by a new one (new id): add it as a learner, wait for its catch-up
+    /// (snapshot + bulk fetch), swap it in for the lost one.
+    ReplaceNode(client_cmds::ReplaceArgs),
     /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
     Node(node::NodeArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Drill(args) => drill::run(&args),
         Command::Append(args) => client_cmds::append(&args),
         Command::Status(args) => client_cmds::status(&args),
+        Command::ReplaceNode(args) => client_cmds::replace_node(&args),
         Command::Read(args) => match client_cmds::read(&args) {
             Ok(code) => return code,
             Err(e) => Err(e),

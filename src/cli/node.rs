@@ -79,6 +79,10 @@ pub struct NodeArgs {
     /// Take a manifest snapshot every N applied entries (0: never) [default: 100000].
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Entries kept for Raft behind a snapshot (a replica further behind gets the snapshot)
+    /// [default: 10000].
+    #[arg(long)]
+    pub snapshot_keep: Option<u64>,
     /// Segment size of the log in bytes [default: 64 MiB].
     #[arg(long)]
     pub segment_bytes: Option<u64>,
@@ -135,6 +139,7 @@ struct FileConfig {
     allow_unsafe_placement: Option<bool>,
     metrics_listen: Option<String>,
     snapshot_every: Option<u64>,
+    snapshot_keep: Option<u64>,
     segment_bytes: Option<u64>,
     fetch_mb_per_s: Option<u64>,
 }
@@ -210,6 +215,9 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
     };
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         cfg.snapshots.every_entries = (n > 0).then_some(n);
+    }
+    if let Some(k) = args.snapshot_keep.or(file.snapshot_keep) {
+        cfg.snapshots.keep_entries = k;
     }
     if let Some(b) = args.segment_bytes.or(file.segment_bytes) {
         cfg.log.segment_size_bytes = b;

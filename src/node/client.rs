@@ -129,6 +129,11 @@ impl Client {
         self.admin(Request::ChangeMembership(voters)).await
     }
 
+    /// Swaps voter `dead` for `new` through the leader (placement is checked there).
+    pub async fn replace_voter(&mut self, dead: u64, new: u64) -> Result<()> {
+        self.admin(Request::ReplaceVoter { dead, new }).await
+    }
+
     async fn admin(&mut self, req: Request) -> Result<()> {
         match self.send_to_leader(req.encode()).await {
             AppendOutcome::Ok(Reply::Done) => Ok(()),

@@ -9,6 +9,7 @@
 //! STATUS      = 0x43                                     → STATUS_RESP
 //! ADD_LEARNER = 0x44, u64 id, u16 len, site, u16 len, addr → DONE | NOT_LEADER | ERROR
 //! MEMBERSHIP  = 0x45, u16 n, n × u64 voter id             → DONE | NOT_LEADER | ERROR
+//! REPLACE     = 0x46, u64 dead voter, u64 new voter         → DONE | NOT_LEADER | ERROR
 //! OFFSETS     = 0x61, u32 n, n × u64
 //! NOT_LEADER  = 0x62, u8 known, u64 leader, u16 len, addr
 //! RECORDS     = 0x63, u64 commit_end, u32 n, n × (u64 offset, u64 term, u64 timestamp_us,
@@ -37,6 +38,8 @@ pub mod tag {
     pub const ADD_LEARNER: u8 = 0x44;
     /// Replace the voter set (on the leader).
     pub const MEMBERSHIP: u8 = 0x45;
+    /// Swap one voter for another (on the leader).
+    pub const REPLACE: u8 = 0x46;
     /// Offsets of an append.
     pub const OFFSETS: u8 = 0x61;
     /// Not the leader.
@@ -79,6 +82,13 @@ pub enum Request {
     },
     /// Replace the voter set.
     ChangeMembership(Vec<u64>),
+    /// Swap voter `dead` for `new` (a learner that has caught up), keeping the others.
+    ReplaceVoter {
+        /// The voter to remove.
+        dead: u64,
+        /// The node to make a voter.
+        new: u64,
+    },
 }
 
 /// One record of a read reply.
@@ -176,6 +186,11 @@ impl Request {
                 put_str(&mut o, &peer.site);
                 put_str(&mut o, &peer.addr);
             }
+            Request::ReplaceVoter { dead, new } => {
+                o.push(tag::REPLACE);
+                put_u64(&mut o, *dead);
+                put_u64(&mut o, *new);
+            }
             Request::ChangeMembership(ids) => {
                 o.push(tag::MEMBERSHIP);
                 o.extend_from_slice(&(ids.len().min(1024) as u16).to_le_bytes());
@@ -220,6 +235,11 @@ impl Request {
                     id,
                     peer: crate::node::Peer { site, addr },
                 })
+            })(),
+            Some(tag::REPLACE) => (|| {
+                let dead = c.u64()?;
+                let new = c.u64()?;
+                Some(Request::ReplaceVoter { dead, new })
             })(),
             Some(tag::MEMBERSHIP) => (|| {
                 let n = c.u16()? as usize;
@@ -431,6 +451,7 @@ mod tests {
                 },
             },
             Request::ChangeMembership(vec![2, 3, 4]),
+            Request::ReplaceVoter { dead: 1, new: 4 },
         ];
         for r in reqs {
             let enc = r.encode();

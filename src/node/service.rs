@@ -99,6 +99,13 @@ async fn answer(r: &Replica, placement: super::Placement, msg: Bytes) -> Reply {
             };
             done(r.add_learner(id, info).await)
         }
+        Request::ReplaceVoter { dead, new } => {
+            let mut voters: std::collections::BTreeSet<u64> =
+                r.status().voters.into_iter().collect();
+            voters.remove(&dead);
+            voters.insert(new);
+            done(super::change_membership_checked(r, voters, placement).await)
+        }
         Request::ChangeMembership(voters) => {
             let voters = voters.into_iter().collect();
             done(super::change_membership_checked(r, voters, placement).await)

@@ -27,6 +27,19 @@ impl Drop for Proc {
 /// Starts node `id` of the cluster whose founding members listen on `addrs`, with its data
 /// in `root/n<id>`; returns once it listens.
 pub fn spawn_node(id: u64, root: &Path, addrs: &BTreeMap<u64, String>, cluster: u64) -> Proc {
+    spawn_node_with(id, root, addrs, cluster, &[], true)
+}
+
+/// Like `spawn_node`, with more arguments; `founding: false` starts a node that waits to be
+/// added (no `--member`).
+pub fn spawn_node_with(
+    id: u64,
+    root: &Path,
+    addrs: &BTreeMap<u64, String>,
+    cluster: u64,
+    extra: &[&str],
+    founding: bool,
+) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
     cmd.arg("node")
         .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
@@ -39,7 +52,8 @@ pub fn spawn_node(id: u64, root: &Path, addrs: &BTreeMap<u64, String>, cluster: 
             &cluster.to_string(),
         ])
         .args(["--exit-after-secs", "300"]);
-    for (m, a) in addrs {
+    cmd.args(extra);
+    for (m, a) in addrs.iter().filter(|_| founding) {
         cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
     }
     let mut child = cmd
