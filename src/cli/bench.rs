@@ -179,6 +179,13 @@ pub struct BenchArgs {
     /// with --quick].
     #[arg(long)]
     pub kills: Option<usize>,
+    /// Instead of the local workloads: catch-up of a new replica by snapshot + bulk fetch
+    /// against replication only, with the machine's limits.
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Log size of the catch-up benchmark in MiB [default: 1024, or 64 with --quick].
+    #[arg(long)]
+    pub catch_up_mib: Option<u64>,
 }
 
 /// Options of the hidden `bench-writer` child.
@@ -296,6 +303,9 @@ fn progress(msg: &str) {
 pub fn run(args: &BenchArgs) -> CliResult<()> {
     if args.replicated {
         return super::replicated::run(args);
+    }
+    if args.catch_up {
+        return super::catchup_bench::run(args);
     }
     let started = Instant::now();
     let mut notes = Vec::new();

@@ -3,6 +3,7 @@
 //! `bench-writer` (the child process `bench` kills with SIGKILL).
 
 mod bench;
+mod catchup_bench;
 mod client_cmds;
 mod cluster;
 mod drill;
