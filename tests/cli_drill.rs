@@ -38,6 +38,12 @@ fn quick_drill_loses_nothing_and_restores_redundancy() {
         v["replacement_node"], 4,
         "a new id, never a reused one: {v}"
     );
+    let method = v["catch_up_method"].as_str().unwrap();
+    assert!(
+        method.starts_with("snapshot"),
+        "the rebuilt site did not catch up by snapshot: {v}"
+    );
+    assert!(v["snapshot_segment_bytes"].as_u64().unwrap() > 0, "{v}");
     let rto = v["rto_ms"].as_f64().unwrap();
     assert!(rto > 0.0 && rto < 30_000.0, "{v}");
     let svg = std::fs::read_to_string(&report).unwrap();

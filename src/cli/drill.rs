@@ -67,12 +67,16 @@ pub struct DrillArgs {
     /// Concurrent writers.
     #[arg(long, default_value_t = 16)]
     pub writers: usize,
-    /// Segment size of the sites' logs in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    pub segment_bytes: u64,
-    /// Each site takes a manifest snapshot every this many entries.
-    #[arg(long, default_value_t = 5000)]
-    pub snapshot_every: u64,
+    /// Segment size of the sites' logs in bytes [default: 1 MiB; 256 KiB with --quick].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Each site takes a manifest snapshot every this many entries [default: 5000, or 500
+    /// with --quick].
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Raft timers of the sites.
+    #[arg(long, value_enum, default_value = "lan")]
+    pub timers: super::node::Timers,
     /// Where to write the SVG timeline.
     #[arg(long, default_value = "sitelog-drill.svg")]
     pub report: PathBuf,
@@ -183,11 +187,24 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
     // Small segments and frequent snapshots, so that the rebuilt site catches up the way a
     // site that must copy hundreds of GiB would: snapshot, bulk fetch of sealed segments,
     // then the tail by replication.
+    let snapshot_every = args
+        .snapshot_every
+        .unwrap_or(if args.quick { 500 } else { 5000 });
+    let timers = match args.timers {
+        super::node::Timers::Lan => "lan",
+        super::node::Timers::Wan => "wan",
+    };
     let node_args = vec![
         "--segment-bytes".to_string(),
-        args.segment_bytes.to_string(),
+        args.segment_bytes
+            .unwrap_or(if args.quick { 256 << 10 } else { 1 << 20 })
+            .to_string(),
         "--snapshot-every".to_string(),
-        args.snapshot_every.to_string(),
+        snapshot_every.to_string(),
+        "--snapshot-keep".to_string(),
+        (snapshot_every / 5).max(1).to_string(),
+        "--timers".to_string(),
+        timers.to_string(),
     ];
     let mut cluster = LocalCluster::start(work.path(), args.sites, CLUSTER_ID, "auto", node_args)?;
     cluster.leader(Duration::from_secs(20)).await?;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Raft timer presets.
-#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Timers {
     /// Heartbeat 50 ms, election 150–300 ms (one machine, one LAN).
