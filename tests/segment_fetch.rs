@@ -111,7 +111,7 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
         log.append_batch(chunk).unwrap();
     }
     let manifest = log.sealed_segments(log.end_offset()).unwrap();
-    assert!(manifest.len() >= 3, "{manifest:?}");
+    assert!(manifest.len() >= 4, "{manifest:?}");
 
     let empty_dir = tmp.path().join("empty");
     let empty = Log::open(&empty_dir, opts(&empty_dir)).unwrap();
@@ -167,6 +167,31 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
         .await
         .unwrap();
     assert_eq!(checksum(&std::fs::read(&p2).unwrap()), checksum(&whole2));
+
+    // A source whose own copy of segment 3 is damaged on disk (its chunks are internally
+    // consistent, so only the whole-file check can tell): the copy fails verification and is
+    // fetched again from the next source.
+    let rot_dir = tmp.path().join("rot");
+    std::fs::create_dir_all(&rot_dir).unwrap();
+    for e in std::fs::read_dir(&src_dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), rot_dir.join(e.file_name())).unwrap();
+        }
+    }
+    let s3 = manifest[3];
+    let rotten = rot_dir.join(format!("{:020}.seg", s3.base_offset));
+    let mut bytes = std::fs::read(&rotten).unwrap();
+    bytes[5000] ^= 0x20;
+    std::fs::write(&rotten, bytes).unwrap();
+    let rot_log = Log::open(&rot_dir, opts(&rot_dir)).unwrap();
+    let (rot_src, _) = start_source(rot_log, Behaviour::Honest).await;
+    let (good2, _) = start_source(log.clone(), Behaviour::Honest).await;
+    let p3 = stage.join("3");
+    fetch_segment(&io, LOG_ID, &s3, &p3, &[rot_src, good2], &fopts, &progress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&p3).unwrap(), src_file(s3.base_offset));
 
     // A new replica adopts the three copies and reads the records back.
     let new_dir = tmp.path().join("new");

@@ -32,6 +32,58 @@ fn config(root: &Path, id: u64) -> NodeConfig {
     cfg
 }
 
+/// Appends through whichever node leads, retrying writes refused before they were appended
+/// (a leader change under load); returns the offset.
+async fn append(nodes: &BTreeMap<u64, Node>, payload: String) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let leader = nodes
+            .values()
+            .find_map(|n| n.status().leader)
+            .and_then(|l| nodes.get(&l));
+        if let Some(n) = leader {
+            match n.append(vec![Bytes::from(payload.clone())]).await {
+                Ok(o) => return o[0],
+                Err(sitelog::Error::NotLeader { .. }) => {}
+                Err(e) => panic!("append: {e}"),
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader took the write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The node that leads by its own account (waits for one).
+async fn leader_of(nodes: &BTreeMap<u64, Node>) -> Node {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(n) = nodes
+            .values()
+            .find(|n| n.status().role == sitelog::raft::replica::Role::Leader)
+        {
+            return n.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs an admin call on the leader, again on the next leader if it was refused.
+macro_rules! on_leader {
+    ($nodes:expr, |$l:ident| $call:expr) => {{
+        loop {
+            let $l = leader_of($nodes).await;
+            match $call.await {
+                Err(sitelog::Error::NotLeader { .. }) => continue,
+                other => break other.unwrap(),
+            }
+        }
+    }};
+}
+
 fn sealed_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     // Sealed segments are the files that end with a valid footer; the active one (still
     // written) is the highest-numbered file, left out.
@@ -84,7 +136,7 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
     let mut sent = Vec::new();
     for i in 0..2000u32 {
         let p = format!("msg {i} {}", "y".repeat((i % 400) as usize));
-        let off = leader.append(vec![Bytes::from(p.clone())]).await.unwrap()[0];
+        let off = append(&nodes, p.clone()).await;
         sent.push((off, p));
     }
     assert!(
@@ -123,7 +175,7 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
 
     let mut voters: std::collections::BTreeSet<u64> = nodes.keys().copied().collect();
     voters.insert(4);
-    leader.change_membership(voters).await.unwrap();
+    on_leader!(&nodes, |l| l.change_membership(voters.clone()));
     nodes.insert(4, n4);
 
     for (id, n) in &nodes {
@@ -146,4 +198,111 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
     for k in common {
         assert!(ours[k] == theirs[k], "segment {k} differs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetching_node_killed_half_way_resumes_without_refetching_finished_segments() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let members: BTreeMap<u64, Peer> = listeners
+        .iter()
+        .map(|(id, l)| {
+            (
+                *id,
+                Peer {
+                    site: format!("site-{id}"),
+                    addr: l.local_addr().unwrap().to_string(),
+                },
+            )
+        })
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let mut cfg = config(root, id);
+        cfg.initial_members = members.clone();
+        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
+    }
+    let leader_id = nodes[&1]
+        .wait_for(10_000, |s| s.leader.is_some())
+        .await
+        .unwrap()
+        .leader
+        .unwrap();
+    let leader = nodes[&leader_id].clone();
+    leader.wait_for(10_000, |s| s.commit_end > 0).await.unwrap();
+    for i in 0..2000u32 {
+        append(&nodes, format!("msg {i} {}", "z".repeat(300))).await;
+    }
+
+    // Node 4 fetches slowly, one segment at a time, and is stopped part-way.
+    let l4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr4 = l4.local_addr().unwrap().to_string();
+    let slow = |mut cfg: NodeConfig| {
+        cfg.catch_up.parallel_segments = 1;
+        cfg.catch_up.fetch.max_bytes_per_s = Some(150_000);
+        cfg
+    };
+    let n4 = Node::start_on(slow(config(root, 4)), l4).await.unwrap();
+    on_leader!(&nodes, |l| l.add_learner(
+        4,
+        Peer {
+            site: "site-4".into(),
+            addr: addr4.clone()
+        }
+    ));
+    loop {
+        let (done, total, _) = n4.catch_up_progress();
+        if total > 0 && done * 5 >= total * 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    n4.shutdown().await.unwrap();
+    let staging = root.join("n4").join("fetch");
+    let before: BTreeMap<String, (u64, u64)> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (e.file_name().into_string().unwrap(), (m.ino(), m.len()))
+        })
+        .collect();
+
+    // Restarted at full speed: it finishes, and the segments it had staged whole were kept.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let n4 = loop {
+        let l = TcpListener::bind(&addr4).await.unwrap();
+        match Node::start_on(config(root, 4), l).await {
+            Ok(n) => break n,
+            Err(sitelog::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    let target = leader_of(&nodes).await.commit_end();
+    n4.wait_for(60_000, |s| s.commit_end >= target)
+        .await
+        .unwrap();
+    let mut kept = 0;
+    for (name, (ino, len)) in &before {
+        let adopted = root.join("n4").join("log").join(name);
+        if let Ok(m) = std::fs::metadata(&adopted) {
+            if m.len() == *len {
+                assert_eq!(m.ino(), *ino, "{name} was fetched again");
+                kept += 1;
+            }
+        }
+    }
+    assert!(
+        kept >= 1,
+        "no whole segment was staged before the stop: {before:?}"
+    );
+    let rec = n4.read(target - 1).unwrap();
+    assert_eq!(rec.offset, target - 1);
 }
