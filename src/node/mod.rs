@@ -367,6 +367,20 @@ impl Node {
         s
     }
 
+    /// Attaches the application's state as of committed `offset` (for example a
+    /// materialized view of the messages up to it). It is stored durably, zstd-compressed,
+    /// and shipped with this node's next snapshot: a replica rebuilt from that snapshot gets
+    /// it through [`Node::app_state`] and replays only the records after `offset`.
+    pub fn attach_app_state(&self, offset: u64, state: &[u8]) -> Result<()> {
+        self.inner.replica.attach_app_state(offset, state)
+    }
+
+    /// The application state attached on this node or received with a snapshot, as
+    /// `(offset, state)`.
+    pub fn app_state(&self) -> Result<Option<(u64, Bytes)>> {
+        self.inner.replica.app_state()
+    }
+
     /// Progress of the current or last catch-up by snapshot: (bytes in place, bytes to have,
     /// seconds since it started).
     pub fn catch_up_progress(&self) -> (u64, u64, f64) {

@@ -357,7 +357,7 @@ mod tests {
             let meta = MetaFile::open(&io, dir.path(), 1).unwrap();
             let log = Log::open(dir.path().join("log"), opts).unwrap();
             let store = LogStore::new(log, meta);
-            let (sm, _) = StateMachine::new(store.clone(), io, dir.path(), 1).unwrap();
+            let (sm, _, _) = StateMachine::new(store.clone(), io, dir.path(), 1).unwrap();
             Ok((dir, store, sm))
         }
     }

@@ -128,6 +128,7 @@ pub struct Replica {
     pub io: IoRef,
     /// The cluster id (the lineage snapshots must carry).
     pub cluster_id: u64,
+    sm: std::sync::Arc<super::state_machine::SmShared>,
 }
 
 /// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,
@@ -204,7 +205,8 @@ impl Replica {
         let meta = MetaFile::open(&io, dir, cluster_id)?;
         let log = Log::open(dir.join("log"), log_opts)?;
         let store = LogStore::new(log, meta);
-        let (sm, committed_end) = StateMachine::new(store.clone(), io.clone(), dir, cluster_id)?;
+        let (sm, committed_end, sm_shared) =
+            StateMachine::new(store.clone(), io.clone(), dir, cluster_id)?;
         // Boxed: openraft's start-up future is large, and unboxed it would sit on the caller's
         // stack (a debug build overflowed the main thread's stack with it).
         let raft = Box::pin(Raft::new(id, config, network, store.clone(), sm))
@@ -217,6 +219,7 @@ impl Replica {
             dir: dir.to_path_buf(),
             io,
             cluster_id,
+            sm: sm_shared,
         })
     }
 }
@@ -421,6 +424,28 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Attaches the application's state as of `offset` (every record up to it reflected):
+    /// stored durably, zstd-compressed, and shipped with the next snapshot, so that a new
+    /// replica's application starts from it instead of replaying the whole log.
+    pub fn attach_app_state(&self, offset: u64, state: &[u8]) -> Result<()> {
+        let commit_end = *self.committed_end.borrow();
+        if offset >= commit_end {
+            return Err(Error::InvalidArgument(format!(
+                "state at offset {offset} is not committed yet (commit end {commit_end})"
+            )));
+        }
+        let a = super::snapshot::AppState::compress(offset, state)?;
+        super::snapshot::save_app_state(&self.io, &self.dir, &a)?;
+        *self.sm.app_state() = Some(a);
+        Ok(())
+    }
+
+    /// The application state attached here or received with a snapshot: (offset, state).
+    pub fn app_state(&self) -> Result<Option<(u64, Bytes)>> {
+        let a = self.sm.app_state().clone();
+        a.map(|a| Ok((a.offset, a.decompress()?))).transpose()
     }
 
     /// Decodes a snapshot offer received by the transport.

@@ -7,7 +7,10 @@
 //! ```text
 //! snapshot  = u64 lineage (the cluster id: a snapshot of another cluster is refused),
 //!             opt_log_id last_log_id, opt_log_id membership_log_id, u32 len, membership,
-//!             u32 n, n × (u64 base, u64 end, u64 size, u32 file_crc)
+//!             u32 n, n × segment,
+//!             u8 has_app_state [, u64 offset, u32 raw_len, u32 len, zstd bytes]
+//! segment   = u64 base, u64 end, u64 size, u32 file_crc,
+//!             u16 k, k × (u64 term, u64 first offset)   (the terms that start in it)
 //! ```
 //!
 //! The file `snapshot` in a node's data directory holds the current one (written to a
@@ -27,14 +30,36 @@ pub const MAX_MANIFEST_SEGMENTS: usize = 1 << 20;
 /// The file name of the current snapshot in a node's data directory.
 pub const FILE_NAME: &str = "snapshot";
 
+/// Most distinct terms listed for one segment.
+pub const MAX_TERMS_PER_SEGMENT: usize = 4096;
+/// Largest application state (compressed) a snapshot carries.
+pub const MAX_APP_STATE_BYTES: usize = 32 << 20;
+
+/// State the embedding application attached at an offset (for example a materialized view
+/// of the messages up to it), zstd-compressed; shipped with the manifest so that a new
+/// replica's application starts from it and replays only the records after `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppState {
+    /// The state reflects every record up to and including this offset.
+    pub offset: u64,
+    /// Size of the state uncompressed (bounds decompression).
+    pub raw_len: u32,
+    /// The zstd-compressed state.
+    pub zstd: bytes::Bytes,
+}
+
 /// The snapshot payload: the sealed segments holding every record up to the snapshot's last
-/// log id, and the lineage they belong to.
+/// log id, the terms that start in each, the application's attached state, and the lineage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SegmentManifest {
     /// The cluster id; a manifest of another cluster is refused.
     pub lineage: u64,
     /// Contiguous sealed segments, oldest first.
     pub segments: Vec<SegmentInfo>,
+    /// Per segment (same order): `(term, first offset)` of each term that starts in it.
+    pub segment_terms: Vec<Vec<(u64, u64)>>,
+    /// The application's state, if it attached one.
+    pub app_state: Option<AppState>,
 }
 
 /// A sitelog snapshot: openraft's metadata and the manifest.
@@ -78,11 +103,30 @@ pub fn encode(meta: &SnapshotMeta, m: &SegmentManifest) -> Vec<u8> {
     out.extend_from_slice(&(mem.len() as u32).to_le_bytes());
     out.extend_from_slice(&mem);
     out.extend_from_slice(&(m.segments.len() as u32).to_le_bytes());
-    for s in &m.segments {
+    for (i, s) in m.segments.iter().enumerate() {
         for v in [s.base_offset, s.end_offset, s.size_bytes] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&s.file_crc.to_le_bytes());
+        let terms = m
+            .segment_terms
+            .get(i)
+            .map_or(&[][..], |t| &t[..MAX_TERMS_PER_SEGMENT.min(t.len())]);
+        out.extend_from_slice(&(terms.len() as u16).to_le_bytes());
+        for (t, o) in terms {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+    }
+    match &m.app_state {
+        None => out.push(0),
+        Some(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.offset.to_le_bytes());
+            out.extend_from_slice(&a.raw_len.to_le_bytes());
+            out.extend_from_slice(&(a.zstd.len() as u32).to_le_bytes());
+            out.extend_from_slice(&a.zstd);
+        }
     }
     out
 }
@@ -99,6 +143,7 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
         return None;
     }
     let mut segments = Vec::with_capacity(n);
+    let mut segment_terms = Vec::with_capacity(n);
     for _ in 0..n {
         let (base_offset, end_offset, size_bytes) = (c.u64()?, c.u64()?, c.u64()?);
         let file_crc = u32_of(c)?;
@@ -108,7 +153,34 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
             size_bytes,
             file_crc,
         });
+        let k = c.u16()? as usize;
+        if k > MAX_TERMS_PER_SEGMENT || k > c.buf.len() / 16 {
+            return None;
+        }
+        let mut terms = Vec::with_capacity(k);
+        for _ in 0..k {
+            terms.push((c.u64()?, c.u64()?));
+        }
+        segment_terms.push(terms);
     }
+    let app_state = match c.u8()? {
+        0 => None,
+        1 => {
+            let offset = c.u64()?;
+            let raw_len = u32_of(c)?;
+            let len = u32_of(c)? as usize;
+            if len > MAX_APP_STATE_BYTES {
+                return None;
+            }
+            let zstd = bytes::Bytes::copy_from_slice(c.take(len)?);
+            Some(AppState {
+                offset,
+                raw_len,
+                zstd,
+            })
+        }
+        _ => return None,
+    };
     let contiguous = segments
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset);
@@ -116,7 +188,42 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
         last_log_id,
         last_membership: StoredMembership::new(mem_id, membership),
     };
-    contiguous.then_some((meta, SegmentManifest { lineage, segments }))
+    let manifest = SegmentManifest {
+        lineage,
+        segments,
+        segment_terms,
+        app_state,
+    };
+    contiguous.then_some((meta, manifest))
+}
+
+impl AppState {
+    /// Compresses `state`, taken as of `offset`.
+    pub fn compress(offset: u64, state: &[u8]) -> Result<AppState> {
+        let raw_len = u32::try_from(state.len())
+            .map_err(|_| Error::InvalidArgument("application state above 4 GiB".into()))?;
+        let zstd = zstd::bulk::compress(state, 3).map_err(|e| {
+            Error::InvalidArgument(format!("compressing the application state: {e}"))
+        })?;
+        if zstd.len() > MAX_APP_STATE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "application state compresses to {} bytes, above the limit of {MAX_APP_STATE_BYTES}",
+                zstd.len()
+            )));
+        }
+        Ok(AppState {
+            offset,
+            raw_len,
+            zstd: zstd.into(),
+        })
+    }
+
+    /// The state uncompressed.
+    pub fn decompress(&self) -> Result<bytes::Bytes> {
+        let raw = zstd::bulk::decompress(&self.zstd, self.raw_len as usize)
+            .map_err(|e| Error::Protocol(format!("application state: {e}")))?;
+        Ok(raw.into())
+    }
 }
 
 /// Decodes a whole encoded snapshot.
@@ -126,14 +233,18 @@ pub fn decode(b: &[u8]) -> Option<(SnapshotMeta, SegmentManifest)> {
     c.buf.is_empty().then_some(v)
 }
 
-/// Writes the current snapshot durably to `dir/snapshot` (temporary file, fsync, rename,
-/// directory fsync). The content carries a CRC-32 at its end.
+/// Writes the current snapshot durably to `dir/snapshot`.
 pub fn save(io: &IoRef, dir: &Path, meta: &SnapshotMeta, m: &SegmentManifest) -> Result<()> {
-    let mut body = encode(meta, m);
+    save_file(io, dir, FILE_NAME, encode(meta, m))
+}
+
+/// Writes `body` and its CRC-32 durably to `dir/name`: a temporary file, fsync, rename,
+/// directory fsync (a crash leaves the old file or the new one, never a mix).
+fn save_file(io: &IoRef, dir: &Path, name: &str, mut body: Vec<u8>) -> Result<()> {
     let crc = crate::storage::checksum::checksum(&body);
     body.extend_from_slice(&crc.to_le_bytes());
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let path = dir.join(FILE_NAME);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
     let f = io.open(&tmp, true).map_err(|e| Error::io(&tmp, e))?;
     f.set_len(0).map_err(|e| Error::io(&tmp, e))?;
     f.write_at_sync(&body, 0).map_err(|e| Error::io(&tmp, e))?;
@@ -141,29 +252,129 @@ pub fn save(io: &IoRef, dir: &Path, meta: &SnapshotMeta, m: &SegmentManifest) ->
     io.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Reads `dir/snapshot`, if there is one; [`Error::Corruption`] if it does not verify.
-pub fn load(io: &IoRef, dir: &Path) -> Result<Option<(SnapshotMeta, SegmentManifest)>> {
-    let path = dir.join(FILE_NAME);
+/// Reads `dir/name` written by `save_file`: `None` if absent, `Corruption` if it does not
+/// verify.
+fn load_file(io: &IoRef, dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let path = dir.join(name);
     let names = io.list(dir).map_err(|e| Error::io(dir, e))?;
-    if !names.iter().any(|n| n == FILE_NAME) {
+    if !names.iter().any(|n| n == name) {
         return Ok(None);
     }
     let f = io.open(&path, false).map_err(|e| Error::io(&path, e))?;
     let len = f.len().map_err(|e| Error::io(&path, e))? as usize;
-    let mut b = vec![0u8; len.min(64 << 20)];
-    crate::io::read_exact_at(&*f, &mut b, 0).map_err(|e| Error::io(&path, e))?;
     let bad = || Error::Corruption {
         segment: path.clone(),
         file_offset: 0,
         record_offset: None,
-        detail: "snapshot file does not verify".into(),
+        detail: format!("{name} does not verify"),
     };
-    if b.len() < 4 {
+    if !(4..=MAX_APP_STATE_BYTES * 2).contains(&len) {
         return Err(bad());
     }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if crate::storage::checksum::checksum(body).to_le_bytes() != crc {
+    let mut b = vec![0u8; len];
+    crate::io::read_exact_at(&*f, &mut b, 0).map_err(|e| Error::io(&path, e))?;
+    let crc = b.split_off(len - 4);
+    if crate::storage::checksum::checksum(&b).to_le_bytes()[..] != crc[..] {
         return Err(bad());
     }
-    decode(body).map(Some).ok_or_else(bad)
+    Ok(Some(b))
+}
+
+/// The file of the application's attached state in a node's data directory.
+pub const APP_STATE_FILE: &str = "app_state";
+
+/// Writes the attached application state durably (`dir/app_state`).
+pub fn save_app_state(io: &IoRef, dir: &Path, a: &AppState) -> Result<()> {
+    let mut body = a.offset.to_le_bytes().to_vec();
+    body.extend_from_slice(&a.raw_len.to_le_bytes());
+    body.extend_from_slice(&a.zstd);
+    save_file(io, dir, APP_STATE_FILE, body)
+}
+
+/// Reads the attached application state, if any.
+pub fn load_app_state(io: &IoRef, dir: &Path) -> Result<Option<AppState>> {
+    let Some(b) = load_file(io, dir, APP_STATE_FILE)? else {
+        return Ok(None);
+    };
+    if b.len() < 12 {
+        return Err(Error::Corruption {
+            segment: dir.join(APP_STATE_FILE),
+            file_offset: 0,
+            record_offset: None,
+            detail: "short application state".into(),
+        });
+    }
+    Ok(Some(AppState {
+        offset: crate::storage::record::u64_at(&b, 0),
+        raw_len: crate::storage::record::u32_at(&b, 8),
+        zstd: bytes::Bytes::copy_from_slice(&b[12..]),
+    }))
+}
+
+/// Reads `dir/snapshot`, if there is one; [`Error::Corruption`] if it does not verify.
+pub fn load(io: &IoRef, dir: &Path) -> Result<Option<(SnapshotMeta, SegmentManifest)>> {
+    let Some(body) = load_file(io, dir, FILE_NAME)? else {
+        return Ok(None);
+    };
+    decode(&body).map(Some).ok_or_else(|| Error::Corruption {
+        segment: dir.join(FILE_NAME),
+        file_offset: 0,
+        record_offset: None,
+        detail: "snapshot does not decode".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Membership, NodeInfo};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn snapshot_round_trips_and_refuses_damage() {
+        let nodes: BTreeMap<u64, NodeInfo> = (1..=3)
+            .map(|i| {
+                (
+                    i,
+                    NodeInfo {
+                        site: format!("s{i}"),
+                        addr: format!("h{i}:1"),
+                    },
+                )
+            })
+            .collect();
+        let m = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(3, 99)),
+            last_membership: StoredMembership::new(Some(log_id(1, 0)), m),
+        };
+        let seg = |b, e| SegmentInfo {
+            base_offset: b,
+            end_offset: e,
+            size_bytes: 4096,
+            file_crc: 7,
+        };
+        let manifest = SegmentManifest {
+            lineage: 0x51,
+            segments: vec![seg(0, 50), seg(50, 100)],
+            segment_terms: vec![vec![(1, 0), (2, 40)], vec![(3, 50)]],
+            app_state: Some(AppState::compress(77, b"materialized view").unwrap()),
+        };
+        let enc = encode(&meta, &manifest);
+        let (m2, man2) = decode(&enc).unwrap();
+        assert_eq!((m2, &man2), (meta.clone(), &manifest));
+        assert_eq!(
+            &man2.app_state.unwrap().decompress().unwrap()[..],
+            b"materialized view"
+        );
+        for n in 0..enc.len() {
+            assert!(decode(&enc[..n]).is_none(), "prefix {n} accepted");
+        }
+        // Segments that are not contiguous are refused.
+        let gap = SegmentManifest {
+            segments: vec![seg(0, 50), seg(60, 100)],
+            ..manifest
+        };
+        assert!(decode(&encode(&meta, &gap)).is_none());
+    }
 }

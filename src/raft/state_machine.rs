@@ -9,7 +9,7 @@
 //! re-applies the committed entries after it.
 
 use super::log_store::LogStore;
-use super::snapshot::{self, SegmentManifest, Snapshot, SnapshotMeta};
+use super::snapshot::{self, AppState, SegmentManifest, Snapshot, SnapshotMeta};
 use super::{log_id, LogId, StoredMembership, TypeConfig};
 use crate::io::IoRef;
 use futures_util::StreamExt;
@@ -31,18 +31,25 @@ pub fn staged_path(data_dir: &Path, base: u64) -> PathBuf {
     data_dir.join(STAGING_DIR).join(format!("{base:020}.seg"))
 }
 
-pub(crate) struct SmShared {
+/// The state a state machine shares with its snapshot builders and its replica.
+pub struct SmShared {
     pub(crate) store: LogStore,
     pub(crate) io: IoRef,
     pub(crate) dir: PathBuf,
     pub(crate) cluster_id: u64,
     current: Mutex<Option<(SnapshotMeta, SegmentManifest)>>,
+    /// The application's attached state (shipped with the next snapshot).
+    pub(crate) app_state: Mutex<Option<AppState>>,
 }
 
 impl SmShared {
     fn current(&self) -> MutexGuard<'_, Option<(SnapshotMeta, SegmentManifest)>> {
         // Replaced whole; a panic cannot leave it half-written.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn app_state(&self) -> MutexGuard<'_, Option<AppState>> {
+        self.app_state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -76,8 +83,12 @@ impl StateMachine {
         io: IoRef,
         dir: &Path,
         cluster_id: u64,
-    ) -> crate::Result<(StateMachine, watch::Receiver<u64>)> {
+    ) -> crate::Result<(StateMachine, watch::Receiver<u64>, Arc<SmShared>)> {
         let current = snapshot::load(&io, dir)?;
+        let app_state = match snapshot::load_app_state(&io, dir)? {
+            Some(a) => Some(a),
+            None => current.as_ref().and_then(|(_, m)| m.app_state.clone()),
+        };
         let (tx, rx) = watch::channel(0);
         let shared = Arc::new(SmShared {
             store,
@@ -85,14 +96,15 @@ impl StateMachine {
             dir: dir.to_path_buf(),
             cluster_id,
             current: Mutex::new(current),
+            app_state: Mutex::new(app_state),
         });
         let sm = StateMachine {
-            shared,
+            shared: shared.clone(),
             last_applied: None,
             memberships: Vec::new(),
             committed_end: tx,
         };
-        Ok((sm, rx))
+        Ok((sm, rx, shared))
     }
 
     fn membership(&self) -> StoredMembership {
@@ -139,7 +151,13 @@ impl StateMachine {
             e => Some(log_id(log.read(e - 1).map_err(io_err)?.term, e - 1)),
         };
         let membership = last.map_or_else(|| self.membership(), |l| self.membership_at(l));
+        let segment_terms = segments
+            .iter()
+            .map(|s| log.term_starts(s.base_offset, s.end_offset))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(io_err)?;
         Ok(Some(ManifestBuilder {
+            segment_terms,
             shared: self.shared.clone(),
             meta: SnapshotMeta {
                 last_log_id: last,
@@ -152,6 +170,7 @@ impl StateMachine {
 
 /// Builds a manifest snapshot: O(number of segments), no data copied.
 pub struct ManifestBuilder {
+    segment_terms: Vec<Vec<(u64, u64)>>,
     shared: Arc<SmShared>,
     meta: SnapshotMeta,
     segments: Vec<crate::storage::SegmentInfo>,
@@ -164,6 +183,8 @@ impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
         let manifest = SegmentManifest {
             lineage: self.shared.cluster_id,
             segments: self.segments.clone(),
+            segment_terms: self.segment_terms.clone(),
+            app_state: self.shared.app_state().clone(),
         };
         snapshot::save(&self.shared.io, &self.shared.dir, &self.meta, &manifest).map_err(io_err)?;
         *self.shared.current() = Some((self.meta.clone(), manifest.clone()));
@@ -211,6 +232,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match self.builder(true) {
             Ok(Some(b)) => b,
             _ => ManifestBuilder {
+                segment_terms: Vec::new(),
                 shared: self.shared.clone(),
                 meta: SnapshotMeta {
                     last_log_id: None,
@@ -265,6 +287,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log.adopt_sealed(&staged).map_err(io_err)?;
         }
         snapshot::save(&self.shared.io, &self.shared.dir, meta, &manifest).map_err(io_err)?;
+        if let Some(a) = &manifest.app_state {
+            snapshot::save_app_state(&self.shared.io, &self.shared.dir, a).map_err(io_err)?;
+            *self.shared.app_state() = Some(a.clone());
+        }
         *self.shared.current() = Some((meta.clone(), manifest));
         self.last_applied = meta.last_log_id;
         self.memberships = vec![meta.last_membership.clone()];

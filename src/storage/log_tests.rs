@@ -555,3 +555,25 @@ fn sealed_segments_are_identical_across_replicas_and_adoptable_by_a_new_one() {
     assert_eq!(c.sealed_segments(end).unwrap(), manifest);
     c.verify().unwrap();
 }
+
+#[test]
+fn term_starts_are_found_by_binary_search() {
+    let disk = SimDisk::new(41);
+    let log = Log::open("/t", sim_opts(&disk)).unwrap();
+    let terms = [1u64, 1, 1, 2, 2, 5, 5, 5, 5, 7];
+    for (i, &t) in terms.iter().enumerate() {
+        let rec = NewRecord {
+            term: t,
+            kind: EntryKind::Normal,
+            timestamp_us: None,
+            payload: &[i as u8],
+        };
+        log.append_records(&[rec]).unwrap();
+    }
+    assert_eq!(
+        log.term_starts(0, 10).unwrap(),
+        vec![(1, 0), (2, 3), (5, 5), (7, 9)]
+    );
+    assert_eq!(log.term_starts(4, 8).unwrap(), vec![(2, 4), (5, 5)]);
+    assert_eq!(log.term_starts(3, 3).unwrap(), vec![]);
+}

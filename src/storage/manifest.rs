@@ -90,6 +90,30 @@ impl Log {
         Ok(out)
     }
 
+    /// Where terms start in `[base, end)`: `(term, first offset)` for each term present, in
+    /// order. Terms never decrease along a Raft log, so each change is found by binary search:
+    /// O(terms × log(records)) reads, no scan.
+    pub fn term_starts(&self, base: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        let mut at = base;
+        while at < end {
+            let term = self.read(at)?.term;
+            out.push((term, at));
+            // First offset in (at, end) whose term is above `term`.
+            let (mut lo, mut hi) = (at + 1, end);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if self.read(mid)?.term > term {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            at = lo;
+        }
+        Ok(out)
+    }
+
     /// The open file of the sealed segment `info` names, if this log holds exactly that
     /// segment (same base, size and whole-file CRC): a source for peers fetching it.
     pub fn sealed_segment_file(&self, info: &SegmentInfo) -> Option<FileRef> {
