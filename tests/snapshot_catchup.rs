@@ -144,6 +144,28 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
         "no snapshot taken"
     );
 
+    // Under load: a client keeps writing through the loss and the rebuild.
+    let addrs: Vec<String> = members.values().map(|p| p.addr.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut client = sitelog::node::client::Client::new(addrs, CLUSTER);
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = format!("under load {i}");
+                i += 1;
+                if let sitelog::node::client::AppendOutcome::Ok(o) =
+                    client.append(vec![Bytes::from(p.clone())]).await
+                {
+                    acked.push((o[0], p));
+                }
+            }
+            acked
+        })
+    };
+
     // Site 3 burns (not the leader): stopped, data deleted.
     let lost = *nodes.keys().find(|&&i| i != leader_id).unwrap();
     nodes.remove(&lost).unwrap().shutdown().await.unwrap();
@@ -177,6 +199,19 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
     voters.insert(4);
     on_leader!(&nodes, |l| l.change_membership(voters.clone()));
     nodes.insert(4, n4);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let under_load = writer.await.unwrap();
+    assert!(
+        !under_load.is_empty(),
+        "no write was acknowledged during the rebuild"
+    );
+    sent.extend(under_load);
+    let last = sent.iter().map(|(o, _)| *o).max().unwrap();
+    for (id, n) in &nodes {
+        n.wait_for(30_000, |s| s.commit_end > last)
+            .await
+            .unwrap_or_else(|e| panic!("node {id} did not catch up: {e}"));
+    }
 
     for (id, n) in &nodes {
         for (off, p) in &sent {
