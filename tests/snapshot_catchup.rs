@@ -84,6 +84,34 @@ macro_rules! on_leader {
     }};
 }
 
+/// Three founding nodes (sites 1–3) with data under `root`.
+async fn start_three(root: &Path) -> (BTreeMap<u64, Peer>, BTreeMap<u64, Node>) {
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let members: BTreeMap<u64, Peer> = listeners
+        .iter()
+        .map(|(id, l)| {
+            let addr = l.local_addr().unwrap().to_string();
+            (
+                *id,
+                Peer {
+                    site: format!("site-{id}"),
+                    addr,
+                },
+            )
+        })
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let mut cfg = config(root, id);
+        cfg.initial_members = members.clone();
+        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
+    }
+    (members, nodes)
+}
+
 fn sealed_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     // Sealed segments are the files that end with a valid footer; the active one (still
     // written) is the highest-numbered file, left out.
@@ -104,28 +132,7 @@ fn sealed_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            (
-                *id,
-                Peer {
-                    site: format!("site-{id}"),
-                    addr: l.local_addr().unwrap().to_string(),
-                },
-            )
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let mut cfg = config(root, id);
-        cfg.initial_members = members.clone();
-        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
-    }
+    let (members, mut nodes) = start_three(root).await;
     let s = nodes[&1]
         .wait_for(10_000, |s| s.leader.is_some())
         .await
@@ -240,28 +247,7 @@ async fn a_fetching_node_killed_half_way_resumes_without_refetching_finished_seg
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            (
-                *id,
-                Peer {
-                    site: format!("site-{id}"),
-                    addr: l.local_addr().unwrap().to_string(),
-                },
-            )
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let mut cfg = config(root, id);
-        cfg.initial_members = members.clone();
-        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
-    }
+    let (_, nodes) = start_three(root).await;
     let leader_id = nodes[&1]
         .wait_for(10_000, |s| s.leader.is_some())
         .await

@@ -293,12 +293,7 @@ pub async fn connect_fetch(
     cluster_id: u64,
     limits: NetLimits,
 ) -> Result<(FrameTx, FrameRx, u64)> {
-    let c = TcpConnector {
-        cluster_id,
-        from_node: ANY_NODE,
-        limits,
-    };
-    c.open(addr, ANY_NODE, Purpose::Fetch).await
+    connect_anonymous(addr, cluster_id, limits, Purpose::Fetch).await
 }
 
 /// A client connection to a node (not a node itself).
@@ -307,10 +302,20 @@ pub async fn connect_client(
     cluster_id: u64,
     limits: NetLimits,
 ) -> Result<(FrameTx, FrameRx, u64)> {
+    connect_anonymous(addr, cluster_id, limits, Purpose::Client).await
+}
+
+/// A connection from something that is not a node, to any node.
+async fn connect_anonymous(
+    addr: &str,
+    cluster_id: u64,
+    limits: NetLimits,
+    purpose: Purpose,
+) -> Result<(FrameTx, FrameRx, u64)> {
     let c = TcpConnector {
         cluster_id,
         from_node: ANY_NODE,
         limits,
     };
-    c.open(addr, ANY_NODE, Purpose::Client).await
+    c.open(addr, ANY_NODE, purpose).await
 }

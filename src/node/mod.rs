@@ -418,18 +418,7 @@ impl Node {
 
     /// Replaces the voter set (on the leader; joint consensus). Placement is checked.
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
-        let members = self.inner.replica.members();
-        let mut sites = BTreeMap::new();
-        for v in &voters {
-            let info = members.get(v).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "node {v} is not a member; add it as a learner first"
-                ))
-            })?;
-            sites.insert(*v, info.site.clone());
-        }
-        self.placement_ok(&sites)?;
-        self.inner.replica.change_membership(voters, false).await
+        change_membership_checked(&self.inner.replica, voters, self.inner.placement).await
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was
