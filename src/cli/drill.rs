@@ -320,7 +320,7 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
 fn events_list(e: &Events) -> Vec<(f64, &'static str)> {
     vec![
         (e.fire_ms, "fire"),
-        (e.first_ack_after_fire_ms, "writes resume"),
+        (e.first_ack_after_fire_ms, "new leader: writes resume"),
         (e.learner_added_ms, "catch-up starts"),
         (e.caught_up_ms, "caught up"),
         (e.membership_changed_ms, "redundancy restored"),
