@@ -93,6 +93,15 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 /// Parses the command line, runs the command, reports an error on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings and errors of the library (refused connections, failed fetches, a poisoned
+    // log) reach stderr; RUST_LOG selects more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchWriter(args) => bench::run_writer(&args),

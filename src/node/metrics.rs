@@ -32,10 +32,16 @@ pub const GAUGE_REFRESH_MS: u64 = 200;
 /// every commit cost measurable CPU.) Elections are counted as term increments.
 pub(super) async fn watch_replica(replica: Replica) {
     let mut last_term: Option<u64> = None;
+    let mut fatal_reported = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(GAUGE_REFRESH_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Some(why) = replica.fatal().filter(|_| !fatal_reported) {
+            // Raft stopped: this node serves reads of what it has but takes no part any more.
+            tracing::error!(%why, "consensus stopped on a fatal error; restart the node");
+            fatal_reported = true;
+        }
         let s = replica.status();
         metrics::gauge!("sitelog_commit_offset").set(s.commit_end as f64);
         metrics::gauge!("sitelog_term").set(s.term as f64);

@@ -251,7 +251,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(lock(&self.meta).committed)
+        let committed = lock(&self.meta).committed;
+        // The committed id may have been learned (and saved) for entries this node had
+        // accepted but not yet made durable; after a crash the log can end below it. Those
+        // entries were never reported flushed, so the majority holds them without this node:
+        // answer the last entry the log does hold, and let the leader send the rest.
+        let end = self.log.end_offset();
+        match committed {
+            Some(c) if c.index >= end => {
+                if end > self.log.start_offset() {
+                    let rec = self.log.read(end - 1).map_err(to_io)?;
+                    Ok(Some(log_id(rec.term, end - 1)))
+                } else {
+                    Ok(from_pair(lock(&self.meta).file.current().purged))
+                }
+            }
+            other => Ok(other),
+        }
     }
 
     async fn append<I>(
@@ -363,6 +379,25 @@ mod tests {
     }
 
     type S = Suite<TypeConfig, LogStore, StateMachine, Builder, tempfile::TempDir>;
+
+    #[tokio::test]
+    async fn committed_beyond_the_surviving_log_is_clamped_to_its_last_entry() {
+        let (_dir, mut store, _sm) = Builder.build().await.unwrap();
+        for _ in 0..10 {
+            let rec = crate::storage::NewRecord {
+                term: 3,
+                kind: crate::storage::EntryKind::Normal,
+                timestamp_us: None,
+                payload: b"x",
+            };
+            store.log().append_records(&[rec]).unwrap();
+        }
+        // Learned (and saved) for entries that did not survive a crash.
+        store.save_committed(Some(log_id(3, 25))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 9)));
+        store.save_committed(Some(log_id(3, 4))).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 4)));
+    }
 
     macro_rules! suite_cases {
         ($($case:ident),* $(,)?) => {$(

@@ -362,6 +362,13 @@ impl Replica {
             .collect()
     }
 
+    /// Why openraft stopped, if it stopped on a fatal error (a storage failure, a panic).
+    pub fn fatal(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let state = m.borrow_watched();
+        state.running_state.as_ref().err().map(|e| e.to_string())
+    }
+
     /// The current state.
     pub fn status(&self) -> ReplicaStatus {
         let m = self.raft.metrics().borrow_watched().clone();
