@@ -228,6 +228,19 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
             assert_eq!(&rec.payload[..], p.as_bytes(), "node {id} offset {off}");
         }
     }
+    // Founding members wrote the initial membership entry each for itself; their sealed
+    // segments are still the same files as the leader's.
+    let founders: Vec<u64> = nodes.keys().copied().filter(|&i| i != 4).collect();
+    let (a, b) = (
+        sealed_files(&root.join(format!("n{}", founders[0]))),
+        sealed_files(&root.join(format!("n{}", founders[1]))),
+    );
+    let first = format!("{:020}.seg", 0);
+    assert!(a.contains_key(&first) && b.contains_key(&first));
+    assert!(
+        a[&first] == b[&first],
+        "the founders' first segments differ"
+    );
     // The new node holds the leader's sealed segments, byte for byte.
     let theirs = sealed_files(&root.join(format!("n{leader_id}")));
     let ours = sealed_files(&root.join("n4"));

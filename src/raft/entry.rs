@@ -144,7 +144,10 @@ pub fn to_records<'a>(
         .map(|(e, (kind, p))| NewRecord {
             term: e.log_id.leader_id.term,
             kind: *kind,
-            timestamp_us: None,
+            // Raft's own entries carry no time: every founding member writes the initial
+            // membership entry itself, and its frame must be the same bytes on all of them
+            // (so that their sealed segments are identical files any replica can serve).
+            timestamp_us: (*kind != EntryKind::Normal).then_some(0),
             payload: p.bytes(),
         })
         .collect()
