@@ -1,8 +1,8 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
 //!
 //! Layers, each depending only on those below it: [`io`] (one trait over file operations),
-//! [`storage`] (the local log, [`Log`]), [`raft`] (openraft on the segment log), and, to
-//! come, `net` and `node`.
+//! [`storage`] (the local log, [`Log`]), [`raft`] (openraft on the segment log), [`net`]
+//! (the TCP transport and bulk segment fetch) and [`node`] (the embedding API, `Node`).
 #![warn(missing_docs)]
 
 pub mod error;

@@ -109,7 +109,8 @@ fn decode_req(b: &[u8]) -> Option<Req> {
     })
 }
 
-fn error_reply(text: &str) -> Bytes {
+/// Encodes an error reply of the fetch protocol.
+pub fn error_reply(text: &str) -> Bytes {
     let t = &text.as_bytes()[..text.len().min(1024)];
     let mut o = vec![ERROR];
     o.extend_from_slice(&(t.len() as u16).to_le_bytes());

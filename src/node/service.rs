@@ -43,7 +43,7 @@ impl Service for NodeService {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
                 .await
-                .unwrap_or_else(|e| crate::raft::wire::encode_error(&e.to_string()))
+                .unwrap_or_else(|e| crate::net::fetch::error_reply(&e.to_string()))
         })
     }
 

@@ -189,7 +189,7 @@ impl RaftNetworkV2<TypeConfig> for LocalNetwork {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         Err(StreamingError::Unreachable(Unreachable::from_string(
-            "snapshot transfer is not implemented yet",
+            "the in-process network moves no segments: snapshots travel over TCP only",
         )))
     }
 }
