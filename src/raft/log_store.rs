@@ -25,8 +25,10 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the simulation's virtual time decides when the committed id is persisted.
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Most appends whose flush callback is still pending.
 pub const MAX_PENDING_FLUSHES: usize = 4096;

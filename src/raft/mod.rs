@@ -24,6 +24,7 @@ pub mod meta;
 pub mod network;
 pub mod remote;
 pub mod replica;
+pub mod runtime;
 pub mod snapshot;
 pub mod state_machine;
 pub mod wire;
@@ -67,6 +68,7 @@ openraft::declare_raft_types!(
         Term = u64,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
         Entry = entry::LogEntry,
+        AsyncRuntime = runtime::SeededRuntime,
 );
 
 /// The Raft handle type of a sitelog node.

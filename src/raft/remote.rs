@@ -223,7 +223,9 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
             tx.send(msg).await?;
             rx.recv().await
         };
+        // Biased: a fixed polling order keeps simulated runs replayable.
         tokio::select! {
+            biased;
             r = exchange => {
                 let bytes = r.map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
                 let vote = wire::decode_snapshot_resp(&bytes)

@@ -423,7 +423,9 @@ impl Replica {
             if f(&s) {
                 return Ok(s);
             }
+            // Biased: a fixed polling order keeps simulated runs replayable.
             tokio::select! {
+                biased;
                 r = rx.changed() => r.map_err(raft_err)?,
                 r = committed.changed() => r.map_err(raft_err)?,
                 _ = tokio::time::sleep_until(deadline) => {

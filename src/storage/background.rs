@@ -54,6 +54,17 @@ pub(crate) fn persist_watermark(
     Ok(())
 }
 
+/// Removes prepared files an earlier process left behind (never segments: only names with
+/// the prepared prefix).
+pub(crate) fn remove_leftovers(io: &IoRef, dir: &Path) {
+    let Ok(names) = io.list(dir) else {
+        return;
+    };
+    for name in names.iter().filter(|n| n.starts_with(PREPARED_PREFIX)) {
+        let _ = io.remove(&dir.join(name));
+    }
+}
+
 struct State {
     prepared: Option<PathBuf>,
     /// Number of preparations started, for unique names.
@@ -161,15 +172,8 @@ impl BackgroundJob {
         }
     }
 
-    /// Removes prepared files an earlier process left behind (never segments: only names with
-    /// the prepared prefix).
     fn remove_leftovers(&self) {
-        let Ok(names) = self.io.list(&self.dir) else {
-            return;
-        };
-        for name in names.iter().filter(|n| n.starts_with(PREPARED_PREFIX)) {
-            let _ = self.io.remove(&self.dir.join(name));
-        }
+        remove_leftovers(&self.io, &self.dir);
     }
 
     /// Writes the zero-filled file; `Ok(false)` if interrupted by shutdown.

@@ -92,6 +92,8 @@ pub(crate) struct GroupCommit {
     poison: OnceLock<String>,
     sync_always: bool,
     max_in_flight: usize,
+    /// No flusher thread: waiters and `Log::pump` do the work (deterministic simulation).
+    driven: bool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -101,7 +103,13 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl GroupCommit {
-    pub fn new(end_offset: u64, sync_always: bool, max_in_flight: usize) -> Arc<Self> {
+    /// `driven`: no flusher thread; whoever waits runs the work itself ([`GroupCommit::pump`]).
+    pub fn new(
+        end_offset: u64,
+        sync_always: bool,
+        max_in_flight: usize,
+        driven: bool,
+    ) -> Arc<Self> {
         assert!(max_in_flight >= 1);
         Arc::new(GroupCommit {
             state: Mutex::new(State {
@@ -122,7 +130,28 @@ impl GroupCommit {
             poison: OnceLock::new(),
             sync_always,
             max_in_flight,
+            driven,
         })
+    }
+
+    /// Driven mode: writes (and fsyncs, as asked) everything queued, on the calling thread,
+    /// and retires what completed. The backend must complete a submission before `submit`
+    /// returns (the simulated disk and POSIX do; `Log::open` refuses io_uring in driven mode).
+    pub fn pump(self: &Arc<Self>) {
+        let mut st = lock(&self.state);
+        loop {
+            st = self.retire(st);
+            let Some(group) = self.next_group(&mut st) else {
+                break;
+            };
+            drop(st);
+            self.submit(group);
+            st = lock(&self.state);
+        }
+        debug_assert!(
+            st.in_flight.is_empty(),
+            "driven mode with an asynchronous backend"
+        );
     }
 
     pub fn poisoned(&self) -> Option<&str> {
@@ -265,6 +294,21 @@ impl GroupCommit {
         deadline: Option<std::time::Instant>,
         sync: bool,
     ) -> Result<bool> {
+        if self.driven {
+            // Nobody else would do the work: do it now, then the outcome is decided (a
+            // watcher without `sync` may still find its offset not yet durable).
+            if sync {
+                self.request_sync(&mut lock(&self.state), end);
+            }
+            self.pump();
+            let st = lock(&self.state);
+            return match self.outcome(&st, end) {
+                Some(r) => r.map(|()| true),
+                None if !sync => Ok(false),
+                // Only a backend that completes asynchronously gets here (a bug: refused).
+                None => Err(self.poison("driven log: a requested sync did not complete".into())),
+            };
+        }
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         loop {
             let mut own_group = None;
@@ -328,7 +372,10 @@ impl GroupCommit {
 
     /// Blocks until nothing is queued or in flight. Returns the failed tail, if a group failed
     /// with ENOSPC (the caller must discard it), or the poison error.
-    pub fn wait_idle(&self) -> Result<Option<FailedTail>> {
+    pub fn wait_idle(self: &Arc<Self>) -> Result<Option<FailedTail>> {
+        if self.driven {
+            self.pump();
+        }
         let mut st = lock(&self.state);
         loop {
             self.check_poison()?;

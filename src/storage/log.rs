@@ -123,6 +123,11 @@ impl Log {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let io = opts.io.resolve()?;
+        if opts.driven && io.name() == "io_uring" {
+            return Err(Error::InvalidArgument(
+                "a driven log needs a synchronous backend (posix or sim), not io_uring".into(),
+            ));
+        }
         if io.list(&dir).is_err() {
             io.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -138,7 +143,12 @@ impl Log {
         let start = rec.superblock.current().start_offset;
         let active = rec.active.map(|(seg, file_crc)| Active { seg, file_crc });
         let sync_always = opts.sync == SyncMode::Always;
-        let gc = GroupCommit::new(rec.end_offset, sync_always, opts.max_groups_in_flight);
+        let gc = GroupCommit::new(
+            rec.end_offset,
+            sync_always,
+            opts.max_groups_in_flight,
+            opts.driven,
+        );
         let superblock = Arc::new(Mutex::new(SuperblockState {
             writer: rec.superblock,
             written_at: Instant::now(),
@@ -170,6 +180,11 @@ impl Log {
 
     fn start_threads(&self) -> Result<()> {
         let s = &self.shared;
+        if s.opts.driven {
+            // No threads: `pump` and the waiters do the flusher's work; nothing is prepared.
+            background::remove_leftovers(&s.io, &s.dir);
+            return Ok(());
+        }
         let gc = s.gc.clone();
         let flusher = std::thread::Builder::new()
             .name("sitelog-flush".into())
@@ -219,6 +234,20 @@ impl Log {
                 .map_err(|e| self.poison_with("superblock write", e))?;
         }
         Ok(())
+    }
+
+    /// Driven mode ([`LogOptions::driven`]): writes and fsyncs everything appended so far and
+    /// persists the durable watermark, on the calling thread. Appends become durable (and
+    /// their waiters wake) only through this call or a blocking wait. A no-op otherwise.
+    pub fn pump(&self) -> Result<()> {
+        let s = &self.shared;
+        if !s.opts.driven {
+            return Ok(());
+        }
+        s.gc.pump();
+        s.gc.check_poison()?;
+        let interval = Duration::from_millis(s.opts.superblock_interval_ms);
+        background::persist_watermark(&s.superblock, &s.gc, true, interval)
     }
 
     /// The log's identity (stored in every record frame).
@@ -360,6 +389,9 @@ impl Log {
     /// directory unlocks when the last clone drops). Sealing makes the next open read only
     /// footers and indexes, scanning nothing; the next append starts a new segment.
     pub fn close(self) -> Result<()> {
+        if self.shared.opts.driven {
+            self.pump()?;
+        }
         self.flush()?;
         let mut w = lock(&self.shared.writer);
         let has_records = w

@@ -577,3 +577,52 @@ fn term_starts_are_found_by_binary_search() {
     assert_eq!(log.term_starts(4, 8).unwrap(), vec![(2, 4), (5, 5)]);
     assert_eq!(log.term_starts(3, 3).unwrap(), vec![]);
 }
+
+/// Driven mode: nothing reaches the disk until `pump` (or a blocking wait) runs it, so a
+/// crash before the pump loses exactly the unpumped appends and nothing else.
+#[test]
+fn driven_log_writes_only_when_pumped() {
+    let disk = SimDisk::new(40);
+    let opts = LogOptions {
+        driven: true,
+        ..sim_opts(&disk)
+    };
+    let dir = Path::new("/driven");
+    let log = Log::open(dir, opts.clone()).unwrap();
+    // A blocking append does the flusher's work itself.
+    assert_eq!(log.append(b"first").unwrap(), 0);
+    assert_eq!(log.durable_end(), 1);
+    let syncs = disk.sync_count();
+    let r = log.append_nowait(&[&b"second"[..], &b"third"[..]]).unwrap();
+    assert_eq!(r, 1..3);
+    assert_eq!(
+        log.durable_end(),
+        1,
+        "no thread made it durable behind our back"
+    );
+    assert_eq!(disk.sync_count(), syncs, "nothing synced before the pump");
+    log.pump().unwrap();
+    assert_eq!(log.durable_end(), 3);
+    log.append_nowait(&[b"lost"]).unwrap();
+    drop(log);
+    disk.crash();
+    let log = Log::open(dir, opts).unwrap();
+    assert_eq!(log.end_offset(), 3, "the unpumped append was never durable");
+    assert_eq!(&log.read(2).unwrap().payload[..], b"third");
+}
+
+#[test]
+fn driven_log_refuses_io_uring() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        driven: true,
+        io: crate::IoBackend::IoUring,
+        ..Default::default()
+    };
+    match Log::open(dir.path(), opts) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("driven"), "{m}"),
+        // A kernel that refuses io_uring fails the open with its own error.
+        Err(Error::Io { .. }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

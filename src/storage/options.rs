@@ -102,6 +102,12 @@ pub struct LogOptions {
     /// the hint is node-local, and replicas must store identical frames (a torn or damaged tail
     /// there is repaired from the peers that hold it).
     pub durable_hints: bool,
+    /// No threads: the flusher's and the background thread's work runs only when the owner
+    /// calls [`crate::Log::pump`] (or a blocking wait does it), so a simulation decides when
+    /// bytes reach the disk and replays the same run from a seed. Nothing is preallocated.
+    /// Needs a backend that completes writes synchronously (the simulated disk or POSIX;
+    /// io_uring is refused). Default false.
+    pub driven: bool,
 }
 
 impl Default for LogOptions {
@@ -120,6 +126,7 @@ impl Default for LogOptions {
             io: IoBackend::Auto,
             log_id: None,
             durable_hints: true,
+            driven: false,
         }
     }
 }
