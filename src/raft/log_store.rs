@@ -81,7 +81,7 @@ impl LogStore {
     /// starts the completion task).
     pub fn new(log: Log, meta: MetaFile) -> LogStore {
         let (tx, rx) = mpsc::channel(MAX_PENDING_FLUSHES);
-        tokio::spawn(complete_flushes(log.clone(), rx));
+        super::runtime::spawn(complete_flushes(log.clone(), rx));
         let committed = from_pair(meta.current().committed);
         LogStore {
             log,

@@ -260,7 +260,9 @@ where
 {
     // One token per request sent and not yet answered; the capacity is the window.
     let (pending_tx, pending_rx) = mpsc::channel::<()>(MAX_APPENDS_IN_FLIGHT);
-    let sender = tokio::spawn(async move {
+    // Through the runtime's spawn: openraft code runs inside (the request stream), and its
+    // random draws must follow the caller's seed in a simulation.
+    let sender = super::runtime::spawn(async move {
         while let Some(req) = input.next().await {
             if pending_tx.send(()).await.is_err() {
                 return; // the output side is gone

@@ -16,6 +16,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 tokio::task_local! {
@@ -42,6 +43,14 @@ fn next_seed() -> Option<u64> {
         s
     })
     .ok()
+}
+
+static UNSEEDED_DRAWS: AtomicU64 = AtomicU64::new(0);
+
+/// How many random draws this process made outside any [`scope`] (a simulation checks that
+/// none of its draws escaped the seed).
+pub fn unseeded_draws() -> u64 {
+    UNSEEDED_DRAWS.load(Ordering::Relaxed)
 }
 
 /// Runs `fut` with `seed` as its task-local seed: every random draw openraft makes in it, and
@@ -112,7 +121,10 @@ impl AsyncRuntime for SeededRuntime {
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
-        SmallRng::seed_from_u64(next_seed().unwrap_or_else(|| fastrand::u64(..)))
+        SmallRng::seed_from_u64(next_seed().unwrap_or_else(|| {
+            UNSEEDED_DRAWS.fetch_add(1, Ordering::Relaxed);
+            fastrand::u64(..)
+        }))
     }
 
     type Mpsc = <Tokio as AsyncRuntime>::Mpsc;

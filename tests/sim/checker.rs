@@ -1,0 +1,194 @@
+//! The history checker: what every simulated run must satisfy.
+//!
+//! Input: every client operation (invocation and result), what a consumer read, samples of
+//! each node's committed end, and the final contents of every replica's log and sealed
+//! segments. Output: the list of violations (empty when the run is correct).
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How a client operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged at this offset: must be in the log, there, forever.
+    Acked(u64),
+    /// Refused before it was proposed (not the leader): must never appear.
+    Failed,
+    /// Timed out or the node failed after proposing: may or may not appear (once at most).
+    Unknown,
+}
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub client: u32,
+    pub payload: Bytes,
+    pub node: u64,
+    pub invoked_ms: u64,
+    pub outcome: Option<Outcome>,
+}
+
+/// One record of a replica's final log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalRecord {
+    pub term: u64,
+    pub kind: u8,
+    pub payload: Bytes,
+}
+
+/// A replica's final state.
+#[derive(Debug, Default)]
+pub struct FinalNode {
+    pub start: u64,
+    pub commit_end: u64,
+    pub records: BTreeMap<u64, FinalRecord>,
+    /// Sealed segment files: base offset → bytes.
+    pub sealed: BTreeMap<u64, Bytes>,
+    /// A read that failed with a typed error (a corrupted replica): not a violation by itself.
+    pub read_error: Option<String>,
+}
+
+/// Everything a run recorded.
+#[derive(Debug, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+    /// What the consumer read, in order: (offset, normal payload or None for Raft's own).
+    pub consumed: Vec<(u64, Option<Bytes>)>,
+    /// Violations noticed while running (a committed end going back, a consumer gap).
+    pub live_violations: Vec<String>,
+    /// Faults injected, with their virtual time, for the trace.
+    pub events: Vec<String>,
+    pub finals: BTreeMap<u64, FinalNode>,
+}
+
+impl History {
+    /// Checks every property; returns the violations.
+    pub fn check(&self) -> Vec<String> {
+        let mut v = self.live_violations.clone();
+        let canonical = self.agreement(&mut v);
+        self.acked_present(&canonical, &mut v);
+        self.no_duplicates_or_phantoms(&canonical, &mut v);
+        self.consumer_consistent(&canonical, &mut v);
+        self.sealed_identical(&mut v);
+        v.truncate(20);
+        v
+    }
+
+    /// Each offset holds one value on every node (within committed ranges); returns the
+    /// agreed log.
+    fn agreement(&self, v: &mut Vec<String>) -> BTreeMap<u64, FinalRecord> {
+        let mut canon: BTreeMap<u64, (u64, FinalRecord)> = BTreeMap::new();
+        for (id, n) in &self.finals {
+            for (off, r) in n.records.range(..n.commit_end) {
+                match canon.get(off) {
+                    None => {
+                        canon.insert(*off, (*id, r.clone()));
+                    }
+                    Some((other, c)) if c != r => v.push(format!(
+                        "offset {off}: node {other} holds {:?}, node {id} holds {:?}",
+                        c, r
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        canon.into_iter().map(|(o, (_, r))| (o, r)).collect()
+    }
+
+    fn acked_present(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        for op in &self.ops {
+            if let Some(Outcome::Acked(off)) = op.outcome {
+                match canon.get(&off) {
+                    Some(r) if r.payload == op.payload && r.kind == 0 => {}
+                    Some(r) => v.push(format!(
+                        "acknowledged {:?} at {off}, but the log holds {:?} there",
+                        op.payload, r
+                    )),
+                    None => v.push(format!(
+                        "acknowledged {:?} at {off} is missing from every replica",
+                        op.payload
+                    )),
+                }
+            }
+        }
+    }
+
+    fn no_duplicates_or_phantoms(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        let mut sent: BTreeMap<&Bytes, &Op> = BTreeMap::new();
+        for op in &self.ops {
+            sent.insert(&op.payload, op);
+        }
+        let mut seen = BTreeSet::new();
+        for (off, r) in canon.iter().filter(|(_, r)| r.kind == 0) {
+            if !seen.insert(&r.payload) {
+                v.push(format!("{:?} appears twice (again at {off})", r.payload));
+            }
+            match sent.get(&r.payload) {
+                None => v.push(format!("offset {off} holds {:?}, never sent", r.payload)),
+                Some(op) if op.outcome == Some(Outcome::Failed) => v.push(format!(
+                    "offset {off} holds {:?}, whose append was refused",
+                    r.payload
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The consumer read offsets in order, without gaps, and what it read stayed true.
+    fn consumer_consistent(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        for (i, (off, p)) in self.consumed.iter().enumerate() {
+            if *off != i as u64 {
+                v.push(format!("consumer read offset {off} as its record #{i}"));
+                return;
+            }
+            let Some(r) = canon.get(off) else {
+                v.push(format!("consumer read offset {off}, which no replica holds now"));
+                continue;
+            };
+            let expect = (r.kind == 0).then(|| r.payload.clone());
+            if *p != expect {
+                v.push(format!(
+                    "consumer read {p:?} at {off}; the committed log holds {:?}",
+                    r
+                ));
+            }
+        }
+    }
+
+    fn sealed_identical(&self, v: &mut Vec<String>) {
+        let mut by_base: BTreeMap<u64, (u64, &Bytes)> = BTreeMap::new();
+        for (id, n) in &self.finals {
+            for (base, bytes) in &n.sealed {
+                match by_base.get(base) {
+                    None => {
+                        by_base.insert(*base, (*id, bytes));
+                    }
+                    Some((other, b)) if *b != bytes => v.push(format!(
+                        "sealed segment {base}: node {other} and node {id} differ ({} vs {} bytes)",
+                        b.len(),
+                        bytes.len()
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// A digest of everything observable about the run (replaying a seed must give the same).
+    pub fn digest(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for op in &self.ops {
+            h.update(format!("{} {:?} {} {} {:?}\n", op.client, op.payload, op.node, op.invoked_ms, op.outcome).as_bytes());
+        }
+        for e in &self.events {
+            h.update(e.as_bytes());
+        }
+        for (off, p) in &self.consumed {
+            h.update(format!("{off} {p:?}\n").as_bytes());
+        }
+        for (id, n) in &self.finals {
+            h.update(format!("{id} {} {} {}\n", n.start, n.commit_end, n.records.len()).as_bytes());
+        }
+        h.finalize()
+    }
+}

@@ -1,0 +1,858 @@
+//! Deterministic simulation of a whole sitelog cluster in one thread, from one seed.
+//!
+//! Real code inside: openraft, sitelog's Raft storage (`raft::log_store`, the segment log,
+//! recovery, snapshots, snapshot install), the Raft wire encoding and the pipelined append
+//! streams of `raft::remote`. Simulated outside: the disk (`io::SimDisk`, one per node, in
+//! driven mode so the simulation decides when bytes reach it), the network ([`net`]) and the
+//! clock (tokio's paused clock on a current-thread runtime: time jumps to the next timer when
+//! every task is idle). Every random choice (the nemesis's, the network's, the disks',
+//! openraft's election timeouts) follows from the seed, so a failing seed replays exactly.
+//!
+//! Not simulated here: TCP framing and the handshake (tested over real sockets in
+//! `node_cluster`), and the bulk segment fetch protocol (`segment_fetch`): a replacement node
+//! copies each segment from a live holder's disk after a transfer delay, then installs the
+//! snapshot through the real path.
+
+pub mod checker;
+pub mod net;
+
+use bytes::Bytes;
+use checker::{FinalNode, FinalRecord, History, Op, Outcome};
+use net::{Accept, NetFaults, SimNet};
+use sitelog::io::{SimDisk, SimFaults};
+use sitelog::raft::remote::{ConnPurpose, MessageRx, MessageTx, RemoteNetworkFactory};
+use sitelog::raft::replica::{openraft_config, RaftTimers, Replica, SnapshotSettings};
+use sitelog::raft::{runtime, wire, NodeInfo};
+use sitelog::storage::LogOptions;
+use sitelog::{EntryKind, Error};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use tokio::time::{sleep, timeout, Instant};
+
+const CLUSTER_ID: u64 = 0x51u64 << 32 | 0x7e;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Virtual milliseconds of faults (clients write throughout).
+    pub fault_ms: u64,
+    /// Virtual milliseconds the cluster has to converge after the faults stop.
+    pub converge_ms: u64,
+    pub clients: u32,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            fault_ms: 8_000,
+            converge_ms: 30_000,
+            clients: 3,
+        }
+    }
+}
+
+/// What a run produced.
+pub struct RunReport {
+    pub history: History,
+    pub violations: Vec<String>,
+    pub digest: u32,
+    pub summary: String,
+}
+
+type Live = Arc<Mutex<BTreeMap<u64, Replica>>>;
+
+struct NodeSlot {
+    site: String,
+    disk: SimDisk,
+    incarnation: u64,
+    /// Tasks of the running incarnation (pump, connection handlers), aborted on a crash.
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Removed from the cluster (replaced); never restarted.
+    retired: bool,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: fastrand::Rng,
+    net: SimNet,
+    nodes: BTreeMap<u64, NodeSlot>,
+    live: Live,
+    history: Arc<Mutex<History>>,
+    start: Instant,
+    next_id: u64,
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/node")
+}
+
+fn log_options(disk: &SimDisk) -> LogOptions {
+    LogOptions {
+        io: disk.io().into(),
+        segment_size_bytes: 16 << 10,
+        max_record_bytes: 2 << 10,
+        preallocate: false,
+        driven: true,
+        ..LogOptions::default()
+    }
+}
+
+fn raft_config() -> Arc<openraft::Config> {
+    let snapshots = SnapshotSettings {
+        every_entries: Some(150),
+        keep_entries: 40,
+    };
+    openraft_config("sim", RaftTimers::default(), snapshots).unwrap()
+}
+
+fn info(site: &str, id: u64) -> NodeInfo {
+    NodeInfo {
+        site: site.to_string(),
+        addr: format!("sim:{id}"),
+    }
+}
+
+impl Sim {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn event(&self, e: String) {
+        let line = format!("{:>6} ms  {e}\n", self.now_ms());
+        self.history.lock().unwrap().events.push(line);
+    }
+
+    fn live_ids(&self) -> Vec<u64> {
+        self.live.lock().unwrap().keys().copied().collect()
+    }
+
+    fn replica(&self, id: u64) -> Option<Replica> {
+        self.live.lock().unwrap().get(&id).cloned()
+    }
+
+    fn voters(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Starts (recovering) node `id`'s next incarnation; an error if its disk cannot be
+    /// opened (a typed corruption error, for instance).
+    async fn start_node(&mut self, id: u64) -> sitelog::Result<()> {
+        let seed = self.rng.u64(..);
+        let slot = self.nodes.get_mut(&id).unwrap();
+        slot.incarnation += 1;
+        let inc = slot.incarnation;
+        let disk = slot.disk.clone();
+        let tasks = slot.tasks.clone();
+        let factory = RemoteNetworkFactory::new(self.net.connector(id, inc));
+        let r = runtime::scope(
+            seed,
+            Replica::start(id, &dir(), CLUSTER_ID, log_options(&disk), raft_config(), factory),
+        )
+        .await?;
+        let live = self.live.clone();
+        let accept_r = r.clone();
+        let accept_tasks = tasks.clone();
+        let accept: Accept = Arc::new(move |purpose, tx, rx| {
+            let (r, live) = (accept_r.clone(), live.clone());
+            let h = runtime::spawn(async move {
+                match purpose {
+                    ConnPurpose::Rpc => serve_rpc(r, live, tx, rx).await,
+                    ConnPurpose::AppendStream => {
+                        if let Err(e) = r.serve_append_stream(tx, rx).await { if std::env::var("SIM_DEBUG").is_ok() { eprintln!("append stream: {e}"); } }
+                    }
+                }
+            });
+            let mut t = accept_tasks.lock().unwrap();
+            t.retain(|h| !h.is_finished());
+            t.push(h.abort_handle());
+        });
+        self.net.up(id, inc, accept);
+        // The disk: appends become durable only when this task pumps the log, every 1–4 ms.
+        let mut prng = fastrand::Rng::with_seed(seed ^ 0xd15c);
+        let log_r = r.clone();
+        let pump = runtime::spawn(async move {
+            loop {
+                sleep(Duration::from_millis(prng.u64(1..=4))).await;
+                if let Err(e) = log_r.store.log().pump() {
+                    eprintln!("pump: {e}");
+                    return; // poisoned: the supervisor restarts the node
+                }
+            }
+        });
+        tasks.lock().unwrap().push(pump.abort_handle());
+        self.live.lock().unwrap().insert(id, r);
+        Ok(())
+    }
+
+    /// Kills node `id` as a power cut would: its tasks stop, unsynced writes are lost (torn).
+    async fn crash(&mut self, id: u64) {
+        let Some(r) = self.live.lock().unwrap().remove(&id) else {
+            return;
+        };
+        self.net.down(id);
+        let slot = &self.nodes[&id];
+        for h in slot.tasks.lock().unwrap().drain(..) {
+            h.abort();
+        }
+        // Stops openraft's tasks; what it does while stopping cannot reach the disk after the
+        // crash below (old file handles belong to the old disk epoch).
+        let _ = timeout(Duration::from_secs(5), r.shutdown()).await;
+        slot.disk.crash();
+        drop(r);
+    }
+
+    /// Restarts node `id`; a node whose disk cannot be recovered is replaced.
+    async fn restart(&mut self, id: u64) {
+        let disk = &self.nodes[&id].disk;
+        disk.set_faults(SimFaults::default());
+        match self.start_node(id).await {
+            Ok(()) => self.event(format!("node {id} restarted")),
+            Err(e) => {
+                self.event(format!("node {id} cannot start ({e}); replacing it"));
+                self.nodes.get_mut(&id).unwrap().retired = true;
+                self.net.down(id);
+                self.replace(id).await;
+            }
+        }
+    }
+
+    /// Brings up a new, empty node in `dead`'s site and makes it a voter in `dead`'s place
+    /// (the catch-up path: snapshot of sealed segments, then the tail). Retries until a
+    /// leader accepts the changes.
+    async fn replace(&mut self, dead: u64) {
+        let site = self.nodes[&dead].site.clone();
+        let id = self.next_id;
+        self.next_id += 1;
+        let disk = SimDisk::new(self.rng.u64(..));
+        self.nodes.insert(
+            id,
+            NodeSlot {
+                site: site.clone(),
+                disk,
+                incarnation: 0,
+                tasks: Arc::default(),
+                retired: false,
+            },
+        );
+        self.nodes.get_mut(&dead).unwrap().retired = true;
+        if let Err(e) = self.start_node(id).await {
+            panic!("a fresh node failed to start: {e}");
+        }
+        self.event(format!("node {id} (site {site}) replaces node {dead}"));
+        // The membership change may fail while faults rage; the final phase retries.
+        let _ = self.reconfigure(Duration::from_secs(5)).await;
+    }
+
+    /// Makes the voter set `self.voters()` (adding learners first), through whichever node
+    /// leads. Ok once committed.
+    async fn reconfigure(&mut self, within: Duration) -> Result<(), String> {
+        let want: BTreeSet<u64> = self.voters().into_iter().collect();
+        let deadline = Instant::now() + within;
+        loop {
+            if Instant::now() >= deadline {
+                return Err("membership change not committed in time".into());
+            }
+            if let Some(l) = self.leader() {
+                let r = self.replica(l).unwrap();
+                let current: BTreeSet<u64> = r.status().voters.into_iter().collect();
+                if current == want {
+                    return Ok(());
+                }
+                let mut ok = true;
+                for id in want.difference(&current) {
+                    let inf = info(&self.nodes[id].site, *id);
+                    let add = timeout(Duration::from_secs(2), r.add_learner(*id, inf)).await;
+                    ok &= matches!(add, Ok(Ok(())));
+                }
+                if ok {
+                    let change =
+                        timeout(Duration::from_secs(3), r.change_membership(want.clone(), false))
+                            .await;
+                    if matches!(change, Ok(Ok(()))) {
+                        self.event(format!("voters now {want:?}"));
+                        return Ok(());
+                    }
+                }
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every live node's view, for failure messages.
+    fn describe(&self) -> String {
+        let live = self.live.lock().unwrap();
+        let mut out = String::new();
+        for (id, r) in live.iter() {
+            let s = r.status();
+            out += &format!(
+                "[node {id}: {:?} term {} leader {:?} commit {} end {} voters {:?} fatal {:?} poisoned {:?}] ",
+                s.role,
+                s.term,
+                s.leader,
+                s.commit_end,
+                r.store.log().end_offset(),
+                s.voters,
+                r.fatal(),
+                r.store.log().poisoned()
+            );
+            if std::env::var("SIM_DEBUG").is_ok() {
+                use openraft::async_runtime::WatchReceiver;
+                out += &format!("{:?} durable {}\n", r.raft.metrics().borrow_watched(), r.store.log().durable_end());
+            }
+        }
+        out
+    }
+
+    /// The node that leads by its own account with the highest term, if any.
+    fn leader(&self) -> Option<u64> {
+        let live = self.live.lock().unwrap();
+        live.iter()
+            .map(|(id, r)| (*id, r.status()))
+            .filter(|(_, s)| s.role == sitelog::raft::replica::Role::Leader)
+            .max_by_key(|(_, s)| s.term)
+            .map(|(id, _)| id)
+    }
+}
+
+/// Serves one RPC connection: Raft requests, and snapshot offers (staged from live holders,
+/// then installed through the real install path).
+async fn serve_rpc(r: Replica, live: Live, mut tx: net::SimTx, mut rx: net::SimRx) {
+    while let Ok(msg) = rx.recv().await {
+        let reply = if wire::tag_of(&msg) == Some(wire::tag::SNAPSHOT) {
+            match stage_snapshot(&r, &live, &msg).await {
+                Ok(s) => r.install_snapshot(s).await,
+                Err(e) => wire::encode_error(&e.to_string()),
+            }
+        } else {
+            r.handle_rpc(msg).await
+        };
+        if tx.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Bulk transfer at 100 MB/s of virtual time.
+const TRANSFER_BYTES_PER_MS: u64 = 100_000;
+
+async fn stage_snapshot(
+    r: &Replica,
+    live: &Live,
+    msg: &[u8],
+) -> sitelog::Result<sitelog::raft::replica::IncomingSnapshot> {
+    let s = Replica::decode_snapshot(msg)?;
+    let staging = r.dir.join(sitelog::raft::state_machine::STAGING_DIR);
+    r.io.create_dir_all(&staging).map_err(|e| ioe(&staging, e))?;
+    for seg in s.segments() {
+        let staged = r.staged_path(seg.base_offset);
+        let source = {
+            let live = live.lock().unwrap();
+            live.values()
+                .find_map(|h| h.held_segment_path(seg).map(|p| (h.io.clone(), p)))
+        };
+        let Some((src_io, src_path)) = source else {
+            return Err(Error::Protocol(format!(
+                "no live node holds segment {}",
+                seg.base_offset
+            )));
+        };
+        let bytes = read_file(&src_io, &src_path)?;
+        sleep(Duration::from_millis(bytes.len() as u64 / TRANSFER_BYTES_PER_MS + 1)).await;
+        let f = r.io.open(&staged, true).map_err(|e| ioe(&staged, e))?;
+        f.set_len(0).map_err(|e| ioe(&staged, e))?;
+        f.write_at(&bytes, 0).map_err(|e| ioe(&staged, e))?;
+        f.sync_data().map_err(|e| ioe(&staged, e))?;
+        sitelog::storage::manifest::verify_segment_file(&r.io, &staged, seg, r.cluster_id)?;
+    }
+    r.io.sync_dir(&staging).map_err(|e| ioe(&staging, e))?;
+    Ok(s)
+}
+
+fn ioe(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn read_file(io: &sitelog::io::IoRef, path: &Path) -> sitelog::Result<Vec<u8>> {
+    let f = io.open(path, false).map_err(|e| ioe(path, e))?;
+    let len = f.len().map_err(|e| ioe(path, e))?;
+    let mut buf = vec![0u8; len as usize];
+    sitelog::io::read_exact_at(&*f, &mut buf, 0).map_err(|e| ioe(path, e))?;
+    Ok(buf)
+}
+
+/// One client: appends unique payloads through whichever node it believes leads.
+async fn client(c: u32, seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Instant) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let start = Instant::now() - Duration::from_millis(0);
+    let mut hint: Option<u64> = None;
+    let mut seq = 0u64;
+    while Instant::now() < stop {
+        let target = {
+            let live = live.lock().unwrap();
+            let ids: Vec<u64> = live.keys().copied().collect();
+            let id = hint.filter(|h| live.contains_key(h)).or_else(|| {
+                (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())])
+            });
+            id.and_then(|id| live.get(&id).map(|r| (id, r.clone())))
+        };
+        let Some((node, r)) = target else {
+            sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        seq += 1;
+        let pad = rng.usize(0..600);
+        let mut p = format!("c{c}-{seq}-").into_bytes();
+        p.extend(std::iter::repeat_n(b'a' + (seq % 26) as u8, pad));
+        let payload = Bytes::from(p);
+        let i = {
+            let mut h = history.lock().unwrap();
+            h.ops.push(Op {
+                client: c,
+                payload: payload.clone(),
+                node,
+                invoked_ms: start.elapsed().as_millis() as u64,
+                outcome: None,
+            });
+            h.ops.len() - 1
+        };
+        let res = timeout(Duration::from_secs(2), r.append(vec![payload])).await;
+        drop(r);
+        let outcome = match res {
+            Ok(Ok(offs)) => Outcome::Acked(offs[0]),
+            Ok(Err(Error::NotLeader { leader, .. })) => {
+                hint = leader;
+                Outcome::Failed
+            }
+            Ok(Err(_)) | Err(_) => {
+                hint = None;
+                Outcome::Unknown
+            }
+        };
+        history.lock().unwrap().ops[i].outcome = Some(outcome);
+        sleep(Duration::from_millis(rng.u64(0..15))).await;
+    }
+}
+
+/// A consumer: reads committed records in order from some live node, switching nodes when
+/// its node goes away; records what it read.
+async fn consumer(seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Instant) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next = 0u64;
+    while Instant::now() < stop {
+        let r = {
+            let live = live.lock().unwrap();
+            let ids: Vec<u64> = live.keys().copied().collect();
+            if ids.is_empty() {
+                None
+            } else {
+                live.get(&ids[rng.usize(..ids.len())]).cloned()
+            }
+        };
+        let Some(r) = r else {
+            sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        // Stay on this node for a while.
+        let until = Instant::now() + Duration::from_millis(rng.u64(50..500));
+        while Instant::now() < until {
+            let commit_end = *r.committed_end.borrow();
+            if next >= commit_end {
+                sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let log = r.store.log();
+            if next < log.start_offset() {
+                break; // not here (a rebuilt node's log starts later): try another node
+            }
+            match log.read(next) {
+                Ok(rec) => {
+                    let p = (rec.kind == EntryKind::Normal).then_some(rec.payload);
+                    history.lock().unwrap().consumed.push((next, p));
+                    next += 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Samples every live node's committed end; it must never go back within an incarnation.
+async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
+    let mut last: BTreeMap<u64, (tokio::sync::watch::Receiver<u64>, u64)> = BTreeMap::new();
+    while Instant::now() < stop {
+        let live_now: Vec<(u64, Replica)> =
+            live.lock().unwrap().iter().map(|(i, r)| (*i, r.clone())).collect();
+        for (id, r) in live_now {
+            let ce = *r.committed_end.borrow();
+            if let Some((rx, prev)) = last.get(&id) {
+                // The same watch channel: the same incarnation of the node.
+                if rx.same_channel(&r.committed_end) && ce < *prev {
+                    history
+                        .lock()
+                        .unwrap()
+                        .live_violations
+                        .push(format!("node {id}: committed end went back from {prev} to {ce}"));
+                }
+            }
+            last.insert(id, (r.committed_end.clone(), ce));
+        }
+        sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs one simulated cluster from `cfg.seed` and checks its history.
+pub fn run(cfg: SimConfig) -> RunReport {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    // tokio's own random draws (a watch channel's waiter shard) follow the seed too.
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&cfg.seed.to_le_bytes()));
+    let rt = builder.build().unwrap();
+    let seed = cfg.seed;
+    rt.block_on(runtime::scope(seed, async move { run_inner(cfg).await }))
+}
+
+async fn run_inner(cfg: SimConfig) -> RunReport {
+    let mut rng = fastrand::Rng::with_seed(cfg.seed);
+    let net = SimNet::new(rng.u64(..));
+    let mut sim = Sim {
+        cfg: cfg.clone(),
+        rng: fastrand::Rng::with_seed(rng.u64(..)),
+        net,
+        nodes: BTreeMap::new(),
+        live: Arc::default(),
+        history: Arc::default(),
+        start: Instant::now(),
+        next_id: 4,
+    };
+    for id in 1..=3u64 {
+        let disk = SimDisk::new(rng.u64(..));
+        let slot = NodeSlot {
+            site: format!("site-{id}"),
+            disk,
+            incarnation: 0,
+            tasks: Arc::default(),
+            retired: false,
+        };
+        sim.nodes.insert(id, slot);
+        sim.start_node(id).await.unwrap();
+    }
+    let members: BTreeMap<u64, NodeInfo> = (1..=3)
+        .map(|id| (id, info(&format!("site-{id}"), id)))
+        .collect();
+    sim.replica(1).unwrap().initialize(members).await.unwrap();
+
+    let stop_clients = sim.start + Duration::from_millis(cfg.fault_ms + 1_000);
+    let mut workers = Vec::new();
+    for c in 0..cfg.clients {
+        let (live, h) = (sim.live.clone(), sim.history.clone());
+        workers.push(runtime::spawn(client(c, rng.u64(..), live, h, stop_clients)));
+    }
+    let (live, h) = (sim.live.clone(), sim.history.clone());
+    let consumer_stop = stop_clients + Duration::from_millis(cfg.converge_ms);
+    let consumer_task = runtime::spawn(consumer(rng.u64(..), live, h, consumer_stop));
+    let (live, h) = (sim.live.clone(), sim.history.clone());
+    workers.push(runtime::spawn(monitor(live, h, consumer_stop)));
+
+    nemesis(&mut sim).await;
+    let converged = converge(&mut sim, stop_clients).await;
+    for w in workers {
+        let _ = w.await;
+    }
+    // Let the consumer finish reading what is committed (bounded by its own stop time).
+    let _ = consumer_task.await;
+    let finals = collect_finals(&sim).await;
+    let (delivered, resets, ghosts) = sim.net.stats();
+    if std::env::var("SIM_DEBUG").is_ok() {
+        for t in std::fs::read_dir("/proc/self/task").unwrap() {
+            let p = t.unwrap().path().join("comm");
+            eprintln!("thread {:?}", std::fs::read_to_string(p).unwrap_or_default().trim());
+        }
+    }
+    if let Ok(path) = std::env::var("SIM_TRACE") {
+        let _ = std::fs::write(path, sim.net.take_trace().join("\n"));
+    }
+    let mut history = std::mem::take(&mut *sim.history.lock().unwrap());
+    history.finals = finals;
+    if let Err(e) = converged {
+        history.live_violations.push(e);
+    }
+    let mut violations = history.check();
+    if runtime::unseeded_draws() > 0 {
+        violations.push(format!(
+            "{} random draws escaped the seed (the run cannot be replayed)",
+            runtime::unseeded_draws()
+        ));
+    }
+    let acked = history
+        .ops
+        .iter()
+        .filter(|o| matches!(o.outcome, Some(Outcome::Acked(_))))
+        .count();
+    let summary = format!(
+        "seed {}: {} ops, {} acked, {} consumed, {} faults, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
+        cfg.seed,
+        history.ops.len(),
+        acked,
+        history.consumed.len(),
+        history.events.len(),
+        delivered,
+        resets,
+        ghosts,
+        history.finals.keys().collect::<Vec<_>>()
+    );
+    for r in sim.live.lock().unwrap().values() {
+        let _ = r.raft.shutdown();
+    }
+    RunReport {
+        digest: history.digest(),
+        violations,
+        history,
+        summary,
+    }
+}
+
+/// Injects faults for `fault_ms` of virtual time.
+async fn nemesis(sim: &mut Sim) {
+    let end = sim.start + Duration::from_millis(sim.cfg.fault_ms);
+    let mut down: Option<u64> = None;
+    while Instant::now() < end {
+        sleep(Duration::from_millis(sim.rng.u64(100..700))).await;
+        // Supervisor: a node whose log failed (EIO, a full disk) is restarted.
+        for id in sim.live_ids() {
+            let r = sim.replica(id).unwrap();
+            if r.fatal().is_some() || r.store.log().poisoned().is_some() {
+                sim.event(format!("node {id} failed ({:?}); restarting", r.fatal()));
+                sim.crash(id).await;
+                sim.restart(id).await;
+            }
+        }
+        let voters = sim.voters();
+        let pick = voters[sim.rng.usize(..voters.len())];
+        match sim.rng.u32(0..100) {
+            0..=17 => {
+                if let Some(d) = down.take() {
+                    sim.restart(d).await;
+                } else if sim.replica(pick).is_some() {
+                    sim.event(format!("crash node {pick}"));
+                    sim.crash(pick).await;
+                    down = Some(pick);
+                }
+            }
+            18..=32 => {
+                sim.net.heal();
+                sim.event(format!("isolate node {pick} (site {})", sim.nodes[&pick].site));
+                for o in sim.nodes.keys().copied().filter(|o| *o != pick).collect::<Vec<_>>() {
+                    sim.net.cut(pick, o);
+                    sim.net.cut(o, pick);
+                }
+            }
+            33..=42 => {
+                let other = voters[sim.rng.usize(..voters.len())];
+                if other != pick {
+                    sim.event(format!("cut link {pick} → {other} (one way)"));
+                    sim.net.cut(pick, other);
+                }
+            }
+            43..=52 => {
+                if let Some(l) = sim.leader() {
+                    sim.net.heal();
+                    sim.event(format!("isolate the leader's site (node {l})"));
+                    for o in sim.nodes.keys().copied().filter(|o| *o != l).collect::<Vec<_>>() {
+                        sim.net.cut(l, o);
+                        sim.net.cut(o, l);
+                    }
+                }
+            }
+            53..=62 => {
+                sim.event("heal the network".into());
+                sim.net.heal();
+            }
+            63..=70 => {
+                let ms = sim.rng.u64(100..1500);
+                sim.event(format!("pause node {pick} for {ms} ms"));
+                sim.net.pause(pick, Instant::now() + Duration::from_millis(ms));
+            }
+            71..=80 => {
+                let f = NetFaults {
+                    delay_min_ms: sim.rng.u64(0..5),
+                    delay_max_ms: sim.rng.u64(5..60),
+                    loss_per_mille: sim.rng.u32(0..40),
+                    dup_per_mille: sim.rng.u32(0..60),
+                };
+                sim.event(format!("network faults {f:?}"));
+                sim.net.set_faults(f);
+            }
+            81..=84 => {
+                sim.event(format!("node {pick}: next fdatasync fails (EIO)"));
+                sim.nodes[&pick].disk.set_faults(SimFaults {
+                    fail_syncs: 1,
+                    ..SimFaults::default()
+                });
+            }
+            85..=87 => {
+                let disk = &sim.nodes[&pick].disk;
+                let cap = disk.used_bytes() + sim.rng.u64(0..4096);
+                sim.event(format!("node {pick}: disk full at {cap} bytes"));
+                disk.set_faults(SimFaults {
+                    capacity_bytes: Some(cap),
+                    ..SimFaults::default()
+                });
+            }
+            88..=91 => {
+                if down.is_none() && sim.voters().len() == 3 {
+                    sim.event(format!("site of node {pick} burns down"));
+                    sim.crash(pick).await;
+                    sim.nodes.get_mut(&pick).unwrap().retired = true;
+                    sim.replace(pick).await;
+                }
+            }
+            _ => {
+                sim.event("calm network".into());
+                sim.net.set_faults(NetFaults::calm());
+            }
+        }
+    }
+    if let Some(d) = down {
+        sim.restart(d).await;
+    }
+}
+
+/// Stops every fault and waits until every voter holds and has applied the whole log.
+async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
+    sim.event("faults stop".into());
+    sim.net.heal();
+    sim.net.set_faults(NetFaults::calm());
+    for (id, slot) in &sim.nodes {
+        if !slot.retired {
+            slot.disk.set_faults(SimFaults::default());
+            let _ = id;
+        }
+    }
+    // Restart whatever is down or failed.
+    for id in sim.voters() {
+        let failed = sim
+            .replica(id)
+            .is_some_and(|r| r.fatal().is_some() || r.store.log().poisoned().is_some());
+        if failed {
+            sim.crash(id).await;
+        }
+        if sim.replica(id).is_none() && !sim.nodes[&id].retired {
+            sim.restart(id).await;
+        }
+    }
+    let deadline = Instant::now().max(clients_stop) + Duration::from_millis(sim.cfg.converge_ms);
+    sim.reconfigure(Duration::from_millis(sim.cfg.converge_ms))
+        .await?;
+    sleep(clients_stop.saturating_duration_since(Instant::now())).await;
+    // One more write in the final term commits everything before it.
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("no leader accepted the final write in time: {}", sim.describe()));
+        }
+        if let Some(l) = sim.leader() {
+            let r = sim.replica(l).unwrap();
+            let payload = Bytes::from(format!("final-{}", sim.now_ms()));
+            let i = {
+                let mut h = sim.history.lock().unwrap();
+                h.ops.push(Op {
+                    client: u32::MAX,
+                    payload: payload.clone(),
+                    node: l,
+                    invoked_ms: sim.now_ms(),
+                    outcome: None,
+                });
+                h.ops.len() - 1
+            };
+            let w = timeout(Duration::from_secs(2), r.append(vec![payload])).await;
+            let outcome = match w {
+                Ok(Ok(offs)) => Outcome::Acked(offs[0]),
+                Ok(Err(Error::NotLeader { .. })) => Outcome::Failed,
+                _ => Outcome::Unknown,
+            };
+            let acked = matches!(outcome, Outcome::Acked(_));
+            sim.history.lock().unwrap().ops[i].outcome = Some(outcome);
+            if acked {
+                break;
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let voters = sim.voters();
+        let ends: Vec<(u64, u64, u64)> = voters
+            .iter()
+            .filter_map(|id| sim.replica(*id).map(|r| (*id, *r.committed_end.borrow(), r.store.log().end_offset())))
+            .collect();
+        let top = ends.iter().map(|e| e.2).max().unwrap_or(0);
+        if ends.len() == voters.len() && ends.iter().all(|e| e.1 == top && e.2 == top) {
+            sim.event(format!("converged at {top}"));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no convergence in time: (node, committed, end) {ends:?}; {}",
+                sim.describe()
+            ));
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads every live replica's final log and sealed segments.
+async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
+    let mut out = BTreeMap::new();
+    for id in sim.live_ids() {
+        let r = sim.replica(id).unwrap();
+        let log = r.store.log();
+        let mut n = FinalNode {
+            start: log.start_offset(),
+            commit_end: *r.committed_end.borrow(),
+            ..FinalNode::default()
+        };
+        for off in n.start..log.end_offset() {
+            match log.read(off) {
+                Ok(rec) => {
+                    let kind = match rec.kind {
+                        EntryKind::Normal => 0,
+                        _ => 1,
+                    };
+                    n.records.insert(
+                        off,
+                        FinalRecord {
+                            term: rec.term,
+                            kind,
+                            payload: rec.payload,
+                        },
+                    );
+                }
+                Err(e) => {
+                    n.read_error = Some(format!("offset {off}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Ok(infos) = log.sealed_segments(u64::MAX) {
+            for i in infos {
+                let path = sitelog::storage::segment::Segment::path_in(log.dir(), i.base_offset);
+                if let Ok(bytes) = sim.nodes[&id].disk.peek(&path) {
+                    n.sealed.insert(i.base_offset, Bytes::from(bytes));
+                }
+            }
+        }
+        out.insert(id, n);
+    }
+    out
+}
