@@ -97,6 +97,14 @@ pub fn openraft_config(
         election_timeout_min: timers.election_timeout_min_ms,
         election_timeout_max: timers.election_timeout_max_ms,
         enable_pre_vote: Some(true),
+        // A restarted leader must win a new election (standard Raft), never resume its old
+        // term. openraft's default resumes it, which is unsafe here: a leader sends entries
+        // before its own fdatasync covers them, so a power loss (or an fdatasync that fails
+        // and drops the dirty pages) can leave its log without entries its followers hold.
+        // Resuming the same term, it proposed new entries at those very (term, index) ids, and
+        // followers kept their old entries under the same ids: an acknowledged record was then
+        // missing from the majority's log. Found by the cluster simulation (seed 1001).
+        enable_leader_restore: Some(false),
         // Bounds one replication message: 64 entries of at most 1 MiB (the node's record
         // limit) fit the transport's frame limit.
         max_payload_entries: MAX_PAYLOAD_ENTRIES,

@@ -101,8 +101,8 @@ impl History {
                 match canon.get(&off) {
                     Some(r) if r.payload == op.payload && r.kind == 0 => {}
                     Some(r) => v.push(format!(
-                        "acknowledged {:?} at {off}, but the log holds {:?} there",
-                        op.payload, r
+                        "acknowledged {:?} at {off} (by node {} for an append invoked at {} ms), but the log holds {:?} there",
+                        op.payload, op.node, op.invoked_ms, r
                     )),
                     None => v.push(format!(
                         "acknowledged {:?} at {off} is missing from every replica",
@@ -142,7 +142,9 @@ impl History {
                 return;
             }
             let Some(r) = canon.get(off) else {
-                v.push(format!("consumer read offset {off}, which no replica holds now"));
+                v.push(format!(
+                    "consumer read offset {off}, which no replica holds now"
+                ));
                 continue;
             };
             let expect = (r.kind == 0).then(|| r.payload.clone());
@@ -178,7 +180,13 @@ impl History {
     pub fn digest(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
         for op in &self.ops {
-            h.update(format!("{} {:?} {} {} {:?}\n", op.client, op.payload, op.node, op.invoked_ms, op.outcome).as_bytes());
+            h.update(
+                format!(
+                    "{} {:?} {} {} {:?}\n",
+                    op.client, op.payload, op.node, op.invoked_ms, op.outcome
+                )
+                .as_bytes(),
+            );
         }
         for e in &self.events {
             h.update(e.as_bytes());
@@ -190,5 +198,118 @@ impl History {
             h.update(format!("{id} {} {} {}\n", n.start, n.commit_end, n.records.len()).as_bytes());
         }
         h.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(p: &'static [u8], outcome: Outcome) -> Op {
+        Op {
+            client: 0,
+            payload: Bytes::from_static(p),
+            node: 1,
+            invoked_ms: 0,
+            outcome: Some(outcome),
+        }
+    }
+
+    fn rec(p: &'static [u8]) -> FinalRecord {
+        FinalRecord {
+            term: 1,
+            kind: 0,
+            payload: Bytes::from_static(p),
+        }
+    }
+
+    fn node(recs: &[FinalRecord]) -> FinalNode {
+        FinalNode {
+            start: 0,
+            commit_end: recs.len() as u64,
+            records: recs
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, r)| (i as u64, r))
+                .collect(),
+            ..FinalNode::default()
+        }
+    }
+
+    /// A correct history, and the checker's verdict on each way of breaking it.
+    #[test]
+    fn the_checker_catches_each_violation() {
+        let good = || {
+            let mut h = History {
+                ops: vec![op(b"a", Outcome::Acked(0)), op(b"b", Outcome::Unknown)],
+                consumed: vec![(0, Some(Bytes::from_static(b"a")))],
+                ..History::default()
+            };
+            for id in 1..=3 {
+                h.finals.insert(id, node(&[rec(b"a"), rec(b"b")]));
+            }
+            h
+        };
+        assert!(good().check().is_empty(), "{:?}", good().check());
+
+        let mut lost = good();
+        for n in lost.finals.values_mut() {
+            n.records.insert(0, rec(b"b"));
+            n.records.insert(1, rec(b"x"));
+        }
+        let v = lost.check();
+        assert!(v.iter().any(|e| e.contains("acknowledged")), "{v:?}");
+        assert!(v.iter().any(|e| e.contains("never sent")), "{v:?}");
+
+        let mut split = good();
+        split
+            .finals
+            .get_mut(&2)
+            .unwrap()
+            .records
+            .insert(1, rec(b"c"));
+        assert!(split.check().iter().any(|e| e.contains("node 1 holds")));
+
+        let mut dup = good();
+        for n in dup.finals.values_mut() {
+            n.records.insert(2, rec(b"b"));
+            n.commit_end = 3;
+        }
+        assert!(dup.check().iter().any(|e| e.contains("appears twice")));
+
+        let mut refused = good();
+        refused.ops[1].outcome = Some(Outcome::Failed);
+        assert!(refused.check().iter().any(|e| e.contains("refused")));
+
+        let mut gap = good();
+        gap.consumed = vec![(1, Some(Bytes::from_static(b"b")))];
+        assert!(gap
+            .check()
+            .iter()
+            .any(|e| e.contains("consumer read offset 1")));
+
+        let mut stale = good();
+        stale.consumed = vec![(0, Some(Bytes::from_static(b"z")))];
+        assert!(stale.check().iter().any(|e| e.contains("consumer read")));
+
+        let mut torn = good();
+        torn.finals
+            .get_mut(&1)
+            .unwrap()
+            .sealed
+            .insert(0, Bytes::from_static(b"xx"));
+        torn.finals
+            .get_mut(&2)
+            .unwrap()
+            .sealed
+            .insert(0, Bytes::from_static(b"xy"));
+        assert!(torn.check().iter().any(|e| e.contains("sealed segment 0")));
+
+        let mut backwards = good();
+        backwards
+            .live_violations
+            .push("node 1: committed end went back".into());
+        assert_eq!(backwards.check().len(), 1);
     }
 }

@@ -155,7 +155,14 @@ impl Sim {
         let factory = RemoteNetworkFactory::new(self.net.connector(id, inc));
         let r = runtime::scope(
             seed,
-            Replica::start(id, &dir(), CLUSTER_ID, log_options(&disk), raft_config(), factory),
+            Replica::start(
+                id,
+                &dir(),
+                CLUSTER_ID,
+                log_options(&disk),
+                raft_config(),
+                factory,
+            ),
         )
         .await?;
         let live = self.live.clone();
@@ -167,7 +174,11 @@ impl Sim {
                 match purpose {
                     ConnPurpose::Rpc => serve_rpc(r, live, tx, rx).await,
                     ConnPurpose::AppendStream => {
-                        if let Err(e) = r.serve_append_stream(tx, rx).await { if std::env::var("SIM_DEBUG").is_ok() { eprintln!("append stream: {e}"); } }
+                        if let Err(e) = r.serve_append_stream(tx, rx).await {
+                            if std::env::var("SIM_DEBUG").is_ok() {
+                                eprintln!("append stream: {e}");
+                            }
+                        }
                     }
                 }
             });
@@ -274,9 +285,11 @@ impl Sim {
                     ok &= matches!(add, Ok(Ok(())));
                 }
                 if ok {
-                    let change =
-                        timeout(Duration::from_secs(3), r.change_membership(want.clone(), false))
-                            .await;
+                    let change = timeout(
+                        Duration::from_secs(3),
+                        r.change_membership(want.clone(), false),
+                    )
+                    .await;
                     if matches!(change, Ok(Ok(()))) {
                         self.event(format!("voters now {want:?}"));
                         return Ok(());
@@ -306,7 +319,11 @@ impl Sim {
             );
             if std::env::var("SIM_DEBUG").is_ok() {
                 use openraft::async_runtime::WatchReceiver;
-                out += &format!("{:?} durable {}\n", r.raft.metrics().borrow_watched(), r.store.log().durable_end());
+                out += &format!(
+                    "{:?} durable {}\n",
+                    r.raft.metrics().borrow_watched(),
+                    r.store.log().durable_end()
+                );
             }
         }
         out
@@ -351,7 +368,8 @@ async fn stage_snapshot(
 ) -> sitelog::Result<sitelog::raft::replica::IncomingSnapshot> {
     let s = Replica::decode_snapshot(msg)?;
     let staging = r.dir.join(sitelog::raft::state_machine::STAGING_DIR);
-    r.io.create_dir_all(&staging).map_err(|e| ioe(&staging, e))?;
+    r.io.create_dir_all(&staging)
+        .map_err(|e| ioe(&staging, e))?;
     for seg in s.segments() {
         let staged = r.staged_path(seg.base_offset);
         let source = {
@@ -366,7 +384,10 @@ async fn stage_snapshot(
             )));
         };
         let bytes = read_file(&src_io, &src_path)?;
-        sleep(Duration::from_millis(bytes.len() as u64 / TRANSFER_BYTES_PER_MS + 1)).await;
+        sleep(Duration::from_millis(
+            bytes.len() as u64 / TRANSFER_BYTES_PER_MS + 1,
+        ))
+        .await;
         let f = r.io.open(&staged, true).map_err(|e| ioe(&staged, e))?;
         f.set_len(0).map_err(|e| ioe(&staged, e))?;
         f.write_at(&bytes, 0).map_err(|e| ioe(&staged, e))?;
@@ -395,16 +416,16 @@ fn read_file(io: &sitelog::io::IoRef, path: &Path) -> sitelog::Result<Vec<u8>> {
 /// One client: appends unique payloads through whichever node it believes leads.
 async fn client(c: u32, seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let start = Instant::now() - Duration::from_millis(0);
+    let start = Instant::now();
     let mut hint: Option<u64> = None;
     let mut seq = 0u64;
     while Instant::now() < stop {
         let target = {
             let live = live.lock().unwrap();
             let ids: Vec<u64> = live.keys().copied().collect();
-            let id = hint.filter(|h| live.contains_key(h)).or_else(|| {
-                (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())])
-            });
+            let id = hint
+                .filter(|h| live.contains_key(h))
+                .or_else(|| (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())]));
             id.and_then(|id| live.get(&id).map(|r| (id, r.clone())))
         };
         let Some((node, r)) = target else {
@@ -491,19 +512,57 @@ async fn consumer(seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Ins
 /// Samples every live node's committed end; it must never go back within an incarnation.
 async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     let mut last: BTreeMap<u64, (tokio::sync::watch::Receiver<u64>, u64)> = BTreeMap::new();
+    let watch: Option<u64> = std::env::var("SIM_WATCH_OFFSET")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    let t0 = Instant::now();
     while Instant::now() < stop {
-        let live_now: Vec<(u64, Replica)> =
-            live.lock().unwrap().iter().map(|(i, r)| (*i, r.clone())).collect();
+        if let Some(off) = watch {
+            let live_now: Vec<(u64, Replica)> = live
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(i, r)| (*i, r.clone()))
+                .collect();
+            for (id, r) in live_now {
+                let log = r.store.log();
+                let d = match log.read(off) {
+                    Ok(rec) => format!(
+                        "term {} {:?} end {} durable {} commit {} term {}",
+                        rec.term,
+                        &rec.payload[..rec.payload.len().min(8)],
+                        log.end_offset(),
+                        log.durable_end(),
+                        *r.committed_end.borrow(),
+                        r.status().term
+                    ),
+                    Err(_) => format!(
+                        "absent end {} durable {}",
+                        log.end_offset(),
+                        log.durable_end()
+                    ),
+                };
+                if seen.get(&id) != Some(&d) {
+                    eprintln!("{:>6?} node {id} @{off}: {d}", t0.elapsed());
+                    seen.insert(id, d);
+                }
+            }
+        }
+        let live_now: Vec<(u64, Replica)> = live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(i, r)| (*i, r.clone()))
+            .collect();
         for (id, r) in live_now {
             let ce = *r.committed_end.borrow();
             if let Some((rx, prev)) = last.get(&id) {
                 // The same watch channel: the same incarnation of the node.
                 if rx.same_channel(&r.committed_end) && ce < *prev {
-                    history
-                        .lock()
-                        .unwrap()
-                        .live_violations
-                        .push(format!("node {id}: committed end went back from {prev} to {ce}"));
+                    history.lock().unwrap().live_violations.push(format!(
+                        "node {id}: committed end went back from {prev} to {ce}"
+                    ));
                 }
             }
             last.insert(id, (r.committed_end.clone(), ce));
@@ -558,7 +617,13 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
     let mut workers = Vec::new();
     for c in 0..cfg.clients {
         let (live, h) = (sim.live.clone(), sim.history.clone());
-        workers.push(runtime::spawn(client(c, rng.u64(..), live, h, stop_clients)));
+        workers.push(runtime::spawn(client(
+            c,
+            rng.u64(..),
+            live,
+            h,
+            stop_clients,
+        )));
     }
     let (live, h) = (sim.live.clone(), sim.history.clone());
     let consumer_stop = stop_clients + Duration::from_millis(cfg.converge_ms);
@@ -578,7 +643,10 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
     if std::env::var("SIM_DEBUG").is_ok() {
         for t in std::fs::read_dir("/proc/self/task").unwrap() {
             let p = t.unwrap().path().join("comm");
-            eprintln!("thread {:?}", std::fs::read_to_string(p).unwrap_or_default().trim());
+            eprintln!(
+                "thread {:?}",
+                std::fs::read_to_string(p).unwrap_or_default().trim()
+            );
         }
     }
     if let Ok(path) = std::env::var("SIM_TRACE") {
@@ -613,9 +681,7 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         ghosts,
         history.finals.keys().collect::<Vec<_>>()
     );
-    for r in sim.live.lock().unwrap().values() {
-        let _ = r.raft.shutdown();
-    }
+    // The runtime's end stops every node's tasks (as a crash would).
     RunReport {
         digest: history.digest(),
         violations,
@@ -653,8 +719,17 @@ async fn nemesis(sim: &mut Sim) {
             }
             18..=32 => {
                 sim.net.heal();
-                sim.event(format!("isolate node {pick} (site {})", sim.nodes[&pick].site));
-                for o in sim.nodes.keys().copied().filter(|o| *o != pick).collect::<Vec<_>>() {
+                sim.event(format!(
+                    "isolate node {pick} (site {})",
+                    sim.nodes[&pick].site
+                ));
+                for o in sim
+                    .nodes
+                    .keys()
+                    .copied()
+                    .filter(|o| *o != pick)
+                    .collect::<Vec<_>>()
+                {
                     sim.net.cut(pick, o);
                     sim.net.cut(o, pick);
                 }
@@ -670,7 +745,13 @@ async fn nemesis(sim: &mut Sim) {
                 if let Some(l) = sim.leader() {
                     sim.net.heal();
                     sim.event(format!("isolate the leader's site (node {l})"));
-                    for o in sim.nodes.keys().copied().filter(|o| *o != l).collect::<Vec<_>>() {
+                    for o in sim
+                        .nodes
+                        .keys()
+                        .copied()
+                        .filter(|o| *o != l)
+                        .collect::<Vec<_>>()
+                    {
                         sim.net.cut(l, o);
                         sim.net.cut(o, l);
                     }
@@ -683,7 +764,8 @@ async fn nemesis(sim: &mut Sim) {
             63..=70 => {
                 let ms = sim.rng.u64(100..1500);
                 sim.event(format!("pause node {pick} for {ms} ms"));
-                sim.net.pause(pick, Instant::now() + Duration::from_millis(ms));
+                sim.net
+                    .pause(pick, Instant::now() + Duration::from_millis(ms));
             }
             71..=80 => {
                 let f = NetFaults {
@@ -735,11 +817,8 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
     sim.event("faults stop".into());
     sim.net.heal();
     sim.net.set_faults(NetFaults::calm());
-    for (id, slot) in &sim.nodes {
-        if !slot.retired {
-            slot.disk.set_faults(SimFaults::default());
-            let _ = id;
-        }
+    for slot in sim.nodes.values().filter(|s| !s.retired) {
+        slot.disk.set_faults(SimFaults::default());
     }
     // Restart whatever is down or failed.
     for id in sim.voters() {
@@ -760,7 +839,10 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
     // One more write in the final term commits everything before it.
     loop {
         if Instant::now() >= deadline {
-            return Err(format!("no leader accepted the final write in time: {}", sim.describe()));
+            return Err(format!(
+                "no leader accepted the final write in time: {}",
+                sim.describe()
+            ));
         }
         if let Some(l) = sim.leader() {
             let r = sim.replica(l).unwrap();
@@ -794,7 +876,10 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
         let voters = sim.voters();
         let ends: Vec<(u64, u64, u64)> = voters
             .iter()
-            .filter_map(|id| sim.replica(*id).map(|r| (*id, *r.committed_end.borrow(), r.store.log().end_offset())))
+            .filter_map(|id| {
+                sim.replica(*id)
+                    .map(|r| (*id, *r.committed_end.borrow(), r.store.log().end_offset()))
+            })
             .collect();
         let top = ends.iter().map(|e| e.2).max().unwrap_or(0);
         if ends.len() == voters.len() && ends.iter().all(|e| e.1 == top && e.2 == top) {

@@ -154,12 +154,17 @@ impl SimNet {
     }
 
     fn alive(st: &State, id: u64, incarnation: u64) -> bool {
-        st.nodes.get(&id).is_some_and(|e| e.incarnation == incarnation)
+        st.nodes
+            .get(&id)
+            .is_some_and(|e| e.incarnation == incarnation)
     }
 
     fn delay(st: &mut State) -> Duration {
         let f = st.faults;
-        Duration::from_millis(st.rng.u64(f.delay_min_ms..=f.delay_max_ms.max(f.delay_min_ms)))
+        Duration::from_millis(
+            st.rng
+                .u64(f.delay_min_ms..=f.delay_max_ms.max(f.delay_min_ms)),
+        )
     }
 
     /// Opens a connection `from → to` and hands the server its halves.
@@ -289,12 +294,17 @@ impl Connector for SimConnector {
             let d = SimNet::delay(&mut st);
             let t0 = st.t0;
             if let Some(t) = st.trace.as_mut() {
-                t.push(format!("{:?} connect {}->{target} {purpose:?} delay {d:?}", Instant::now() - t0, self.from));
+                t.push(format!(
+                    "{:?} connect {}->{target} {purpose:?} delay {d:?}",
+                    Instant::now() - t0,
+                    self.from
+                ));
             }
             d
         };
         tokio::time::sleep(d).await; // the handshake's round trip
-        self.net.open((self.from, self.incarnation), target, purpose)
+        self.net
+            .open((self.from, self.incarnation), target, purpose)
     }
 }
 
