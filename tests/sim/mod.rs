@@ -300,6 +300,14 @@ impl Sim {
         }
     }
 
+    /// Cuts every link between `id` and every other node, both ways.
+    fn isolate(&self, id: u64) {
+        for o in self.nodes.keys().copied().filter(|o| *o != id) {
+            self.net.cut(id, o);
+            self.net.cut(o, id);
+        }
+    }
+
     /// Every live node's view, for failure messages.
     fn describe(&self) -> String {
         let live = self.live.lock().unwrap();
@@ -723,16 +731,7 @@ async fn nemesis(sim: &mut Sim) {
                     "isolate node {pick} (site {})",
                     sim.nodes[&pick].site
                 ));
-                for o in sim
-                    .nodes
-                    .keys()
-                    .copied()
-                    .filter(|o| *o != pick)
-                    .collect::<Vec<_>>()
-                {
-                    sim.net.cut(pick, o);
-                    sim.net.cut(o, pick);
-                }
+                sim.isolate(pick);
             }
             33..=42 => {
                 let other = voters[sim.rng.usize(..voters.len())];
@@ -745,16 +744,7 @@ async fn nemesis(sim: &mut Sim) {
                 if let Some(l) = sim.leader() {
                     sim.net.heal();
                     sim.event(format!("isolate the leader's site (node {l})"));
-                    for o in sim
-                        .nodes
-                        .keys()
-                        .copied()
-                        .filter(|o| *o != l)
-                        .collect::<Vec<_>>()
-                    {
-                        sim.net.cut(l, o);
-                        sim.net.cut(o, l);
-                    }
+                    sim.isolate(l);
                 }
             }
             53..=62 => {
