@@ -517,6 +517,35 @@ async fn consumer(seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Ins
     }
 }
 
+fn live_replicas(live: &Live) -> Vec<(u64, Replica)> {
+    live.lock()
+        .unwrap()
+        .iter()
+        .map(|(i, r)| (*i, r.clone()))
+        .collect()
+}
+
+/// Diagnostics (`SIM_WATCH_OFFSET=N`): what each node holds at offset N, printed when it changes.
+fn describe_offset(r: &Replica, off: u64) -> String {
+    let log = r.store.log();
+    match log.read(off) {
+        Ok(rec) => format!(
+            "term {} {:?} end {} durable {} commit {} term {}",
+            rec.term,
+            &rec.payload[..rec.payload.len().min(8)],
+            log.end_offset(),
+            log.durable_end(),
+            *r.committed_end.borrow(),
+            r.status().term
+        ),
+        Err(_) => format!(
+            "absent end {} durable {}",
+            log.end_offset(),
+            log.durable_end()
+        ),
+    }
+}
+
 /// Samples every live node's committed end; it must never go back within an incarnation.
 async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     let mut last: BTreeMap<u64, (tokio::sync::watch::Receiver<u64>, u64)> = BTreeMap::new();
@@ -526,44 +555,14 @@ async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     let mut seen: BTreeMap<u64, String> = BTreeMap::new();
     let t0 = Instant::now();
     while Instant::now() < stop {
-        if let Some(off) = watch {
-            let live_now: Vec<(u64, Replica)> = live
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(i, r)| (*i, r.clone()))
-                .collect();
-            for (id, r) in live_now {
-                let log = r.store.log();
-                let d = match log.read(off) {
-                    Ok(rec) => format!(
-                        "term {} {:?} end {} durable {} commit {} term {}",
-                        rec.term,
-                        &rec.payload[..rec.payload.len().min(8)],
-                        log.end_offset(),
-                        log.durable_end(),
-                        *r.committed_end.borrow(),
-                        r.status().term
-                    ),
-                    Err(_) => format!(
-                        "absent end {} durable {}",
-                        log.end_offset(),
-                        log.durable_end()
-                    ),
-                };
+        for (id, r) in live_replicas(&live) {
+            if let Some(off) = watch {
+                let d = describe_offset(&r, off);
                 if seen.get(&id) != Some(&d) {
                     eprintln!("{:>6?} node {id} @{off}: {d}", t0.elapsed());
                     seen.insert(id, d);
                 }
             }
-        }
-        let live_now: Vec<(u64, Replica)> = live
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(i, r)| (*i, r.clone()))
-            .collect();
-        for (id, r) in live_now {
             let ce = *r.committed_end.borrow();
             if let Some((rx, prev)) = last.get(&id) {
                 // The same watch channel: the same incarnation of the node.
