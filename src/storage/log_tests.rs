@@ -626,3 +626,43 @@ fn driven_log_refuses_io_uring() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A frame that forced a roll and was then truncated must not leave its mark: the segment it
+/// did not fit into is reopened, and the frames that replace it land exactly where they land
+/// on a log that never held it (replicas seal identical segments).
+#[test]
+fn truncating_a_frame_that_forced_a_roll_reopens_the_sealed_segment() {
+    let disk = SimDisk::new(41);
+    let a = Log::open("/a", sim_opts(&disk)).unwrap();
+    let b = Log::open("/b", sim_opts(&disk)).unwrap();
+    let big = vec![7u8; 4 << 10];
+    // Fill both alike until the big record no longer fits into b's segment.
+    loop {
+        let x = b.end_offset();
+        let sealed = |l: &Log| l.sealed_segments(u64::MAX).unwrap().len();
+        let before = sealed(&b);
+        b.append(&big).unwrap();
+        let rolled = sealed(&b) > before;
+        b.truncate_from(x).unwrap();
+        if rolled {
+            break;
+        }
+        assert_eq!(a.append(&payload(x, 1000)).unwrap(), x);
+        assert_eq!(b.append(&payload(x, 1000)).unwrap(), x);
+    }
+    // Small records follow on both; the first ones still fit into the reopened segment.
+    for _ in 0..100 {
+        let x = a.end_offset();
+        assert_eq!(a.append(&payload(x, 300)).unwrap(), x);
+        assert_eq!(b.append(&payload(x, 300)).unwrap(), x);
+    }
+    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
+        l.sealed_segments(u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
+            .collect()
+    };
+    assert!(bounds(&a).len() >= 2, "{:?}", bounds(&a));
+    assert_eq!(bounds(&a), bounds(&b));
+}

@@ -920,6 +920,9 @@ async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
         }
         if let Ok(infos) = log.sealed_segments(u64::MAX) {
             for i in infos {
+                if std::env::var("SIM_DEBUG").is_ok() {
+                    eprintln!("node {id} sealed {i:?}");
+                }
                 let path = sitelog::storage::segment::Segment::path_in(log.dir(), i.base_offset);
                 if let Ok(bytes) = sim.nodes[&id].disk.peek(&path) {
                     n.sealed.insert(i.base_offset, Bytes::from(bytes));
