@@ -135,10 +135,7 @@ impl StateMachine {
             return Ok(None);
         };
         let log = self.shared.store.log();
-        // Only segments followed by an applied entry: a sealed segment ending at the first
-        // unapplied entry may still be reopened by a truncation there (see
-        // `Log::truncate_from`), and a snapshot must list files that never change.
-        let segments = log.sealed_segments(applied.index).map_err(io_err)?;
+        let segments = log.sealed_segments(applied.index + 1).map_err(io_err)?;
         let current_end = self
             .shared
             .current()

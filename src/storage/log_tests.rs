@@ -627,11 +627,12 @@ fn driven_log_refuses_io_uring() {
     }
 }
 
-/// A frame that forced a roll and was then truncated must not leave its mark: the segment it
-/// did not fit into is reopened, and the frames that replace it land exactly where they land
-/// on a log that never held it (replicas seal identical segments).
+/// A frame that sealed a segment and was then truncated must not leave its mark: the frames
+/// that replace it land exactly where they land on a log that never held it (replicas seal
+/// identical segments). Once sealed only because the next frame did not fit, a segment kept
+/// the boundary of a frame that no longer existed.
 #[test]
-fn truncating_a_frame_that_forced_a_roll_reopens_the_sealed_segment() {
+fn a_truncated_frame_leaves_no_mark_on_segment_boundaries() {
     let disk = SimDisk::new(41);
     let a = Log::open("/a", sim_opts(&disk)).unwrap();
     let b = Log::open("/b", sim_opts(&disk)).unwrap();
@@ -655,6 +656,51 @@ fn truncating_a_frame_that_forced_a_roll_reopens_the_sealed_segment() {
         let x = a.end_offset();
         assert_eq!(a.append(&payload(x, 300)).unwrap(), x);
         assert_eq!(b.append(&payload(x, 300)).unwrap(), x);
+    }
+    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
+        l.sealed_segments(u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
+            .collect()
+    };
+    assert!(bounds(&a).len() >= 2, "{:?}", bounds(&a));
+    assert_eq!(bounds(&a), bounds(&b));
+}
+
+/// The same after a crash: a frame that was never durable must not decide where a segment
+/// ends (the log that lost it continues exactly like one that never held it).
+#[test]
+fn a_lost_unsynced_frame_leaves_no_mark_on_segment_boundaries() {
+    // One disk each: b's crashes must not touch a.
+    let (disk_a, disk) = (SimDisk::new(42), SimDisk::new(43));
+    let opts = LogOptions {
+        driven: true,
+        ..sim_opts(&disk)
+    };
+    let a_opts = LogOptions {
+        driven: true,
+        ..sim_opts(&disk_a)
+    };
+    let a = Log::open("/a", a_opts).unwrap();
+    let mut b = Log::open("/b", opts.clone()).unwrap();
+    let big = vec![7u8; 4 << 10];
+    for round in 0..60 {
+        let x = a.end_offset();
+        assert_eq!(a.append(&payload(x, 700)).unwrap(), x);
+        assert_eq!(b.append(&payload(x, 700)).unwrap(), x);
+        if round % 7 == 3 {
+            // b takes a large record that never becomes durable, then crashes.
+            b.append_nowait(&[&big[..]]).unwrap();
+            drop(b);
+            disk.crash();
+            b = Log::open("/b", opts.clone()).unwrap();
+            if b.end_offset() == x + 2 {
+                // It filled its segment, whose seal made it durable: Raft truncates it.
+                b.truncate_from(x + 1).unwrap();
+            }
+            assert_eq!(b.end_offset(), x + 1);
+        }
     }
     let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
         l.sealed_segments(u64::MAX)

@@ -85,12 +85,7 @@ impl Log {
                 .unwrap_or_else(|p| p.into_inner());
             segs.range(..cut).next_back().map(|(_, s)| s.clone())
         };
-        // A sealed segment ending exactly at the cut is reopened too: it may have been sealed
-        // only because a frame now truncated did not fit, and the frames that replace it must
-        // get the same roll decision as on replicas that never held the truncated ones (so
-        // that replicas seal byte-identical segments).
-        let reopen = |s: &Arc<Segment>| s.end_offset() > cut || s.is_sealed();
-        if let Some(seg) = holder.filter(|s| s.end_offset() >= cut && reopen(s)) {
+        if let Some(seg) = holder.filter(|s| s.end_offset() > cut) {
             self.cut_segment(w, &seg, cut)?;
         }
         w.next_offset = cut.min(w.next_offset).max(self.start_offset());
@@ -108,14 +103,9 @@ impl Log {
         Ok(())
     }
 
-    /// Shortens `seg` so that it ends just before `cut` (a sealed segment ending at `cut` loses
-    /// only its index and footer); the result is the active segment.
+    /// Shortens `seg` so that it ends just before `cut`; the result is the active segment.
     fn cut_segment(&self, w: &mut Writer, seg: &Arc<Segment>, cut: u64) -> Result<()> {
-        let pos = if cut == seg.end_offset() {
-            seg.read_state(|s| s.data_end)
-        } else {
-            seg.locate(cut)?
-        };
+        let pos = seg.locate(cut)?;
         let rel = (cut - seg.base_offset) as u32;
         let poison = |what: &'static str| move |e: std::io::Error| self.poison_with(what, e);
         let target = if seg.is_sealed() {

@@ -182,9 +182,28 @@ impl Log {
                 }
             };
             notes.push((offset, pos, timestamp_us));
+            if self.full_after(pos + flen, index_len + pending_index) {
+                self.publish_chunk(&mut w, &mut buf, &mut notes);
+                self.roll(&mut w)?;
+                (pending_index, last_kept) = (0, None);
+            }
         }
         self.publish_chunk(&mut w, &mut buf, &mut notes);
         Ok(first..w.next_offset)
+    }
+
+    /// Whether a segment whose frames end at `data_end`, with `index_entries`, is full: it
+    /// could not take one more frame of the largest size (with its index entry) and still
+    /// seal. A segment is sealed right after the frame that fills it, so the decision depends
+    /// only on the frames in it and never on the next one, which a truncation or a crash may
+    /// replace: replicas holding the same frames seal the same files. (The cost: at most one
+    /// largest frame of space per segment.)
+    fn full_after(&self, data_end: u64, index_entries: usize) -> bool {
+        let opts = &self.shared.opts;
+        let largest_frame = record::frame_len(opts.max_record_bytes as usize) as u64;
+        let seal_bytes =
+            (index_entries + 1) as u64 * INDEX_ENTRY_SIZE_BYTES as u64 + FOOTER_BYTES as u64;
+        data_end + largest_frame + seal_bytes > opts.segment_size_bytes
     }
 
     /// Makes sure there is an active segment; returns its data end, index length and the
