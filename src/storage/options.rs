@@ -58,7 +58,9 @@ impl IoBackend {
 /// Options for [`crate::Log::open`].
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Records go to a new segment once the current one's frames would exceed this.
+    /// A segment is sealed once it could not take one more record of `max_record_bytes`
+    /// within this size (so segments end up between `segment_size_bytes - max_record_bytes`
+    /// and `segment_size_bytes`).
     /// Default 64 MiB: a 1 GiB log is 16 files (cheap to open, list and map), a crash rescans
     /// at most one 64 MiB tail (tens of milliseconds), retention frees space in 64 MiB steps,
     /// and catch-up can ship 16 segments of a GiB in parallel. Range 16 KiB ..= 1 GiB.

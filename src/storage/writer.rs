@@ -131,7 +131,7 @@ impl Log {
         let mut buf = Vec::with_capacity(estimate.min(seg_size as usize));
         let mut notes: Notes = Vec::with_capacity(n);
         // Index entries the unpublished frames will add, and the position of the last one:
-        // the roll decision counts the index exactly, so that it depends only on the frames
+        // the seal decision counts the index exactly, so that it depends only on the frames
         // and not on how appends were batched (replicas then roll at the same offsets).
         let (mut pending_index, mut last_kept) = (0usize, None);
         let interval = self.shared.opts.index_interval_bytes;
@@ -144,7 +144,9 @@ impl Log {
             }
             let mut adds = SparseIndex::would_keep(interval, last_kept, pos as u32);
             // Room for this frame, the index entries and the footer: the sealed file never
-            // outgrows the segment (nor its preallocated space).
+            // outgrows the segment (nor its preallocated space). Normally `full_after` sealed
+            // the segment before this can happen; it still can for an active segment written
+            // before that rule or with a smaller `max_record_bytes`.
             let seal_bytes = (index_len + pending_index + adds as usize) as u64
                 * INDEX_ENTRY_SIZE_BYTES as u64
                 + FOOTER_BYTES as u64;
