@@ -10,15 +10,21 @@ mod sim;
 
 use sim::{run, SimConfig};
 
-/// Seeds that found bugs once (kept as regression cases; found without media faults, so they
-/// run without them: `SITELOG_SIM_MEDIA=0` to replay one), then a fixed spread.
-/// 1001: a restarted leader resumed its term with a log that had lost unsynced entries it
-/// had already replicated, and reused their (term, index) ids (fixed: leader restore off).
-/// 5379635371104372028, 13526797373973482479: replicas sealed different segment files when a
-/// frame that had forced a roll was truncated (or lost in a crash) on one of them (fixed: a
-/// segment is sealed right after the frame that fills it, a decision that depends only on the
-/// frames in it).
-const REGRESSION_SEEDS: &[u64] = &[1001, 5_379_635_371_104_372_028, 13_526_797_373_973_482_479];
+/// Seeds that found bugs once, kept as regression cases, with whether media faults were on
+/// when they were found (`SITELOG_SIM_MEDIA=0` replays one found without them):
+/// - 1001: a restarted leader resumed its term with a log that had lost unsynced entries it
+///   had already replicated, and reused their (term, index) ids (fixed: leader restore off);
+/// - 5379635371104372028, 13526797373973482479: replicas sealed different segment files when
+///   a frame that had forced a roll was truncated (or lost in a crash) on one of them (fixed: a
+///   segment is sealed right after the frame that fills it);
+/// - 14943001706068003817: a truncated record's timestamp stayed in its segment's footer
+///   (fixed: a cut segment recomputes it).
+const REGRESSION_SEEDS: &[(u64, bool)] = &[
+    (1001, false),
+    (5_379_635_371_104_372_028, false),
+    (13_526_797_373_973_482_479, false),
+    (14_943_001_706_068_003_817, true),
+];
 const FIXED_SEEDS: u64 = 6;
 
 /// The configuration of `seed`; `SITELOG_SIM_MEDIA=0` turns media faults off (how the
@@ -51,9 +57,9 @@ fn check_with(cfg: SimConfig) -> sim::RunReport {
 
 #[test]
 fn fixed_seeds() {
-    for &seed in REGRESSION_SEEDS {
+    for &(seed, media_faults) in REGRESSION_SEEDS {
         check_with(SimConfig {
-            media_faults: false,
+            media_faults,
             ..SimConfig::new(seed)
         });
     }

@@ -712,3 +712,38 @@ fn a_lost_unsynced_frame_leaves_no_mark_on_segment_boundaries() {
     assert!(bounds(&a).len() >= 2, "{:?}", bounds(&a));
     assert_eq!(bounds(&a), bounds(&b));
 }
+
+/// A truncated record's timestamp does not stay behind in the segment's footer: a log that
+/// held and lost it seals a file byte-identical to one that never held it.
+#[test]
+fn a_truncated_record_leaves_no_timestamp_in_the_footer() {
+    let (disk_a, disk_b) = (SimDisk::new(44), SimDisk::new(45));
+    let opts = |d: &SimDisk| LogOptions {
+        log_id: Some(7),
+        durable_hints: false,
+        ..sim_opts(d)
+    };
+    let a = Log::open("/l", opts(&disk_a)).unwrap();
+    let b = Log::open("/l", opts(&disk_b)).unwrap();
+    let rec = |ts: u64, payload: &'static [u8]| NewRecord {
+        term: 1,
+        kind: EntryKind::Normal,
+        timestamp_us: Some(ts),
+        payload,
+    };
+    let body = &[5u8; 900][..];
+    for i in 0..5 {
+        a.append_records(&[rec(i, body)]).unwrap();
+        b.append_records(&[rec(i, body)]).unwrap();
+    }
+    b.append_records(&[rec(1 << 50, b"from a deposed leader")])
+        .unwrap();
+    b.truncate_from(5).unwrap();
+    while a.sealed_segments(u64::MAX).unwrap().is_empty() {
+        let i = a.end_offset();
+        a.append_records(&[rec(i, body)]).unwrap();
+        b.append_records(&[rec(i, body)]).unwrap();
+    }
+    let path = crate::storage::segment::Segment::path_in(Path::new("/l"), 0);
+    assert_eq!(disk_a.peek(&path).unwrap(), disk_b.peek(&path).unwrap());
+}

@@ -394,6 +394,19 @@ impl Segment {
         first_unwritten.unwrap_or_else(|| self.read_state(|s| s.data_end))
     }
 
+    /// The largest record timestamp among the frames below `data_end` (a segment cut short
+    /// must not keep a removed record's timestamp for its footer).
+    pub fn max_timestamp_below(&self, data_end: u64) -> Result<u64> {
+        let (mut pos, mut offset, mut max) = (HEADER_REGION_BYTES, self.base_offset, 0);
+        while pos < data_end {
+            let (h, _) = self.frame_at(pos, offset, data_end)?;
+            max = max.max(h.timestamp_us);
+            pos += h.frame_len() as u64;
+            offset += 1;
+        }
+        Ok(max)
+    }
+
     /// Finds the file position of the frame holding `offset` (which must be in this segment)
     /// by an index lookup and a short walk; verifies every frame it steps over.
     pub fn locate(&self, offset: u64) -> Result<u64> {

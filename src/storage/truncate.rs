@@ -149,6 +149,8 @@ impl Log {
         });
         let file_crc =
             segment::crc_of_prefix(&*target.file, pos).map_err(poison("segment read"))?;
+        let max_ts = target.max_timestamp_below(pos)?;
+        target.update_state(|s| s.max_timestamp_us = max_ts);
         self.shared
             .segments
             .write()

@@ -281,6 +281,8 @@ impl Log {
         });
         let crc = segment::crc_of_prefix(&*seg.file, failed.pos)
             .map_err(|e| self.poison_with("segment read", e))?;
+        let max_ts = seg.max_timestamp_below(failed.pos)?;
+        seg.update_state(|s| s.max_timestamp_us = max_ts);
         if let Some(active) = w.active.as_mut() {
             active.file_crc = crc;
         }

@@ -165,11 +165,14 @@ impl History {
                     None => {
                         by_base.insert(*base, (*id, bytes));
                     }
-                    Some((other, b)) if *b != bytes => v.push(format!(
-                        "sealed segment {base}: node {other} and node {id} differ ({} vs {} bytes)",
-                        b.len(),
-                        bytes.len()
-                    )),
+                    Some((other, b)) if *b != bytes => {
+                        let at = b.iter().zip(bytes.iter()).position(|(x, y)| x != y);
+                        v.push(format!(
+                            "sealed segment {base}: node {other} and node {id} differ ({} vs {} bytes, first at byte {at:?})",
+                            b.len(),
+                            bytes.len()
+                        ))
+                    }
                     Some(_) => {}
                 }
             }
