@@ -100,14 +100,19 @@ fn random_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let mut runs = 0u64;
+    let (mut runs, mut failed) = (0u64, Vec::new());
     while std::time::Instant::now() < end {
         let seed = fastrand::u64(..);
-        println!("running seed {seed}");
-        check(seed);
+        let report = run(config(seed));
+        println!("{}", report.summary);
+        if !report.violations.is_empty() {
+            println!("FAILED seed {seed}:\n  {}", report.violations.join("\n  "));
+            failed.push(seed);
+        }
         runs += 1;
     }
-    println!("{runs} random seeds passed");
+    println!("{runs} random seeds run, {} failed: {failed:?}", failed.len());
+    assert!(failed.is_empty(), "failing seeds (replay with SITELOG_SIM_SEED): {failed:?}");
 }
 
 /// Diagnostics: runs `SITELOG_SIM_SEED` twice in one process and reports both digests
