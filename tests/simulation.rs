@@ -111,8 +111,14 @@ fn random_seeds() {
         }
         runs += 1;
     }
-    println!("{runs} random seeds run, {} failed: {failed:?}", failed.len());
-    assert!(failed.is_empty(), "failing seeds (replay with SITELOG_SIM_SEED): {failed:?}");
+    println!(
+        "{runs} random seeds run, {} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failing seeds (replay with SITELOG_SIM_SEED): {failed:?}"
+    );
 }
 
 /// Diagnostics: runs `SITELOG_SIM_SEED` twice in one process and reports both digests

@@ -201,8 +201,7 @@ impl Sim {
         let pump = runtime::spawn(async move {
             loop {
                 sleep(Duration::from_millis(prng.u64(1..=4))).await;
-                if let Err(e) = log_r.store.log().pump() {
-                    eprintln!("pump: {e}");
+                if log_r.store.log().pump().is_err() {
                     return; // poisoned: the supervisor restarts the node
                 }
             }
@@ -689,15 +688,6 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
     let _ = consumer_task.await;
     let finals = collect_finals(&sim).await;
     let (delivered, resets, ghosts) = sim.net.stats();
-    if std::env::var("SIM_DEBUG").is_ok() {
-        for t in std::fs::read_dir("/proc/self/task").unwrap() {
-            let p = t.unwrap().path().join("comm");
-            eprintln!(
-                "thread {:?}",
-                std::fs::read_to_string(p).unwrap_or_default().trim()
-            );
-        }
-    }
     if let Ok(path) = std::env::var("SIM_TRACE") {
         let _ = std::fs::write(path, sim.net.take_trace().join("\n"));
     }
@@ -1030,9 +1020,6 @@ async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
         }
         if let Ok(infos) = log.sealed_segments(u64::MAX) {
             for i in infos {
-                if std::env::var("SIM_DEBUG").is_ok() {
-                    eprintln!("node {id} sealed {i:?}");
-                }
                 let path = sitelog::storage::segment::Segment::path_in(log.dir(), i.base_offset);
                 if let Ok(bytes) = sim.nodes[&id].disk.peek(&path) {
                     n.sealed.insert(i.base_offset, Bytes::from(bytes));
