@@ -59,6 +59,8 @@ pub struct History {
     /// Faults injected, with their virtual time, for the trace.
     pub events: Vec<String>,
     pub finals: BTreeMap<u64, FinalNode>,
+    /// Snapshots installed through the catch-up path (a replacement node's, a lagging one's).
+    pub snapshot_installs: u64,
 }
 
 impl History {

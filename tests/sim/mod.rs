@@ -173,14 +173,14 @@ impl Sim {
             ),
         )
         .await?;
-        let live = self.live.clone();
+        let (live, history) = (self.live.clone(), self.history.clone());
         let accept_r = r.clone();
         let accept_tasks = tasks.clone();
         let accept: Accept = Arc::new(move |purpose, tx, rx| {
-            let (r, live) = (accept_r.clone(), live.clone());
+            let (r, live, history) = (accept_r.clone(), live.clone(), history.clone());
             let h = runtime::spawn(async move {
                 match purpose {
-                    ConnPurpose::Rpc => serve_rpc(r, live, tx, rx).await,
+                    ConnPurpose::Rpc => serve_rpc(r, live, history, tx, rx).await,
                     ConnPurpose::AppendStream => {
                         if let Err(e) = r.serve_append_stream(tx, rx).await {
                             if std::env::var("SIM_DEBUG").is_ok() {
@@ -373,11 +373,23 @@ impl Sim {
 
 /// Serves one RPC connection: Raft requests, and snapshot offers (staged from live holders,
 /// then installed through the real install path).
-async fn serve_rpc(r: Replica, live: Live, mut tx: net::SimTx, mut rx: net::SimRx) {
+async fn serve_rpc(
+    r: Replica,
+    live: Live,
+    history: Arc<Mutex<History>>,
+    mut tx: net::SimTx,
+    mut rx: net::SimRx,
+) {
     while let Ok(msg) = rx.recv().await {
         let reply = if wire::tag_of(&msg) == Some(wire::tag::SNAPSHOT) {
             match stage_snapshot(&r, &live, &msg).await {
-                Ok(s) => r.install_snapshot(s).await,
+                Ok(s) => {
+                    let reply = r.install_snapshot(s).await;
+                    if wire::tag_of(&reply) == Some(wire::tag::SNAPSHOT_RESP) {
+                        history.lock().unwrap().snapshot_installs += 1;
+                    }
+                    reply
+                }
                 Err(e) => wire::encode_error(&e.to_string()),
             }
         } else {
@@ -709,12 +721,13 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         .filter(|o| matches!(o.outcome, Some(Outcome::Acked(_))))
         .count();
     let summary = format!(
-        "seed {}: {} ops, {} acked, {} consumed, {} faults, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
+        "seed {}: {} ops, {} acked, {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
         cfg.seed,
         history.ops.len(),
         acked,
         history.consumed.len(),
         history.events.len(),
+        history.snapshot_installs,
         delivered,
         resets,
         ghosts,
