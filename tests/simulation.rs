@@ -18,12 +18,17 @@ use sim::{run, SimConfig};
 ///   a frame that had forced a roll was truncated (or lost in a crash) on one of them (fixed: a
 ///   segment is sealed right after the frame that fills it);
 /// - 14943001706068003817: a truncated record's timestamp stayed in its segment's footer
-///   (fixed: a cut segment recomputes it).
+///   (fixed: a cut segment recomputes it);
+/// - 9600473547344522615, 2049153918752683814: a segment whose seal failed (full disk) or
+///   never ran (a crash) stayed active though full, and took more frames after a restart
+///   (fixed: a full active segment is sealed before the next frame).
 const REGRESSION_SEEDS: &[(u64, bool)] = &[
     (1001, false),
     (5_379_635_371_104_372_028, false),
     (13_526_797_373_973_482_479, false),
     (14_943_001_706_068_003_817, true),
+    (9_600_473_547_344_522_615, true),
+    (2_049_153_918_752_683_814, true),
 ];
 const FIXED_SEEDS: u64 = 6;
 

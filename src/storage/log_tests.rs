@@ -364,6 +364,9 @@ fn concurrent_durable_appenders_share_fsyncs() {
         ..sim_opts(&disk)
     };
     let log = Log::open("/l", opts).unwrap();
+    // The first append creates the segment (its header and directory entry are synced too):
+    // only the appends' own fsyncs are counted below.
+    assert_eq!(log.append(b"first").unwrap(), 0);
     let before = disk.sync_count();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -381,8 +384,8 @@ fn concurrent_durable_appenders_share_fsyncs() {
         .map(|x| x.0)
         .collect();
     offsets.sort_unstable();
-    assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
-    assert_eq!(log.durable_end(), 1600);
+    assert_eq!(offsets, (1..1601).collect::<Vec<_>>());
+    assert_eq!(log.durable_end(), 1601);
     let syncs = disk.sync_count() - before;
     assert!(
         syncs <= 1600,
@@ -749,4 +752,41 @@ fn a_truncated_record_leaves_no_timestamp_in_the_footer() {
     }
     let path = crate::storage::segment::Segment::path_in(Path::new("/l"), 0);
     assert_eq!(disk_a.peek(&path).unwrap(), disk_b.peek(&path).unwrap());
+}
+
+/// An active segment that is already full when appends resume (its seal failed, or the
+/// process died between the frame that filled it and the seal) is sealed before the next
+/// frame goes in: it ends where it ends on a log that sealed it at once.
+#[test]
+fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
+    let (disk_a, disk_b) = (SimDisk::new(46), SimDisk::new(47));
+    let a = Log::open("/l", sim_opts(&disk_a)).unwrap();
+    // b first runs with a smaller record limit, so nothing seals it where a seals.
+    let small_limit = LogOptions {
+        max_record_bytes: 1 << 10,
+        ..sim_opts(&disk_b)
+    };
+    let b = Log::open("/l", small_limit).unwrap();
+    while a.sealed_segments(u64::MAX).unwrap().is_empty() {
+        let x = a.end_offset();
+        a.append(&payload(x, 700)).unwrap();
+        b.append(&payload(x, 700)).unwrap();
+    }
+    // Past a's seal point, b's segment is still active (and full by a's rule).
+    assert!(b.sealed_segments(u64::MAX).unwrap().is_empty());
+    drop(b);
+    let b = Log::open("/l", sim_opts(&disk_b)).unwrap();
+    for _ in 0..30 {
+        let x = b.end_offset();
+        a.append(&payload(x, 700)).unwrap();
+        b.append(&payload(x, 700)).unwrap();
+    }
+    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
+        l.sealed_segments(u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
+            .collect()
+    };
+    assert_eq!(bounds(&a), bounds(&b));
 }

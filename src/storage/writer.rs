@@ -150,7 +150,10 @@ impl Log {
             let seal_bytes = (index_len + pending_index + adds as usize) as u64
                 * INDEX_ENTRY_SIZE_BYTES as u64
                 + FOOTER_BYTES as u64;
-            if pos + flen + seal_bytes > seg_size && pos > HEADER_REGION_BYTES {
+            // A segment already full (its seal failed, or a crash came between the frame
+            // that filled it and the seal) is sealed before anything else goes in.
+            let full = self.full_after(pos, index_len + pending_index);
+            if (full || pos + flen + seal_bytes > seg_size) && pos > HEADER_REGION_BYTES {
                 self.publish_chunk(&mut w, &mut buf, &mut notes);
                 self.roll(&mut w)?;
                 pos = self.ensure_active(&mut w)?.0;
