@@ -901,6 +901,9 @@ async fn scrub(sim: &mut Sim) {
     let Some(r) = sim.replica(id) else {
         return; // down: scrubbed once it runs again (or replaced if it cannot start)
     };
+    if sim.nodes[&id].disk.faults().misdirect_writes > 0 {
+        return; // the misdirected write has not happened yet: nothing to find so far
+    }
     sim.damaged = None;
     match r.store.log().verify() {
         Ok(_) => sim.event(format!("scrub of node {id}: clean")),
