@@ -742,21 +742,26 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
     }
 }
 
+/// The supervisor: a node whose log or consensus failed (EIO, a full disk, corruption found
+/// while reading) is restarted; one that cannot start is replaced.
+async fn restart_failed(sim: &mut Sim) {
+    for id in sim.live_ids() {
+        let r = sim.replica(id).unwrap();
+        if r.fatal().is_some() || r.store.log().poisoned().is_some() {
+            sim.event(format!("node {id} failed ({:?}); restarting", r.fatal()));
+            sim.crash(id).await;
+            sim.restart(id).await;
+        }
+    }
+}
+
 /// Injects faults for `fault_ms` of virtual time.
 async fn nemesis(sim: &mut Sim) {
     let end = sim.start + Duration::from_millis(sim.cfg.fault_ms);
     let mut down: Option<u64> = None;
     while Instant::now() < end {
         sleep(Duration::from_millis(sim.rng.u64(100..700))).await;
-        // Supervisor: a node whose log failed (EIO, a full disk) is restarted.
-        for id in sim.live_ids() {
-            let r = sim.replica(id).unwrap();
-            if r.fatal().is_some() || r.store.log().poisoned().is_some() {
-                sim.event(format!("node {id} failed ({:?}); restarting", r.fatal()));
-                sim.crash(id).await;
-                sim.restart(id).await;
-            }
-        }
+        restart_failed(sim).await;
         if sim.damaged.is_some() && sim.rng.u32(0..4) == 0 {
             scrub(sim).await;
         }
@@ -924,14 +929,9 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
     for slot in sim.nodes.values().filter(|s| !s.retired) {
         slot.disk.set_faults(SimFaults::default());
     }
-    // Restart whatever is down or failed.
+    // Restart whatever failed or is down.
+    restart_failed(sim).await;
     for id in sim.voters() {
-        let failed = sim
-            .replica(id)
-            .is_some_and(|r| r.fatal().is_some() || r.store.log().poisoned().is_some());
-        if failed {
-            sim.crash(id).await;
-        }
         if sim.replica(id).is_none() && !sim.nodes[&id].retired {
             sim.restart(id).await;
         }
@@ -975,6 +975,7 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
                 break;
             }
         }
+        restart_failed(sim).await;
         sleep(Duration::from_millis(100)).await;
     }
     loop {
@@ -997,6 +998,7 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
                 sim.describe()
             ));
         }
+        restart_failed(sim).await;
         sleep(Duration::from_millis(50)).await;
     }
 }
