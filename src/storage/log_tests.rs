@@ -633,6 +633,15 @@ fn driven_log_refuses_io_uring() {
     }
 }
 
+/// (base, end, size) of every sealed segment: where a log's segments begin and end.
+fn segment_bounds(l: &Log) -> Vec<(u64, u64, u64)> {
+    l.sealed_segments(u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
+        .collect()
+}
+
 /// A frame that sealed a segment and was then truncated must not leave its mark: the frames
 /// that replace it land exactly where they land on a log that never held it (replicas seal
 /// identical segments). Once sealed only because the next frame did not fit, a segment kept
@@ -643,13 +652,12 @@ fn a_truncated_frame_leaves_no_mark_on_segment_boundaries() {
     let a = Log::open("/a", sim_opts(&disk)).unwrap();
     let b = Log::open("/b", sim_opts(&disk)).unwrap();
     let big = vec![7u8; 4 << 10];
-    // Fill both alike until the big record no longer fits into b's segment.
+    // Fill both alike until the big record would seal b's segment (then truncate it there).
     loop {
         let x = b.end_offset();
-        let sealed = |l: &Log| l.sealed_segments(u64::MAX).unwrap().len();
-        let before = sealed(&b);
+        let before = segment_bounds(&b).len();
         b.append(&big).unwrap();
-        let rolled = sealed(&b) > before;
+        let rolled = segment_bounds(&b).len() > before;
         b.truncate_from(x).unwrap();
         if rolled {
             break;
@@ -657,21 +665,14 @@ fn a_truncated_frame_leaves_no_mark_on_segment_boundaries() {
         assert_eq!(a.append(&payload(x, 1000)).unwrap(), x);
         assert_eq!(b.append(&payload(x, 1000)).unwrap(), x);
     }
-    // Small records follow on both; the first ones still fit into the reopened segment.
+    // Small records follow on both: they must land in the same segments on both logs.
     for _ in 0..100 {
         let x = a.end_offset();
         assert_eq!(a.append(&payload(x, 300)).unwrap(), x);
         assert_eq!(b.append(&payload(x, 300)).unwrap(), x);
     }
-    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
-        l.sealed_segments(u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
-            .collect()
-    };
-    assert!(bounds(&a).len() >= 2, "{:?}", bounds(&a));
-    assert_eq!(bounds(&a), bounds(&b));
+    assert!(segment_bounds(&a).len() >= 2, "{:?}", segment_bounds(&a));
+    assert_eq!(segment_bounds(&a), segment_bounds(&b));
 }
 
 /// The same after a crash: a frame that was never durable must not decide where a segment
@@ -708,15 +709,8 @@ fn a_lost_unsynced_frame_leaves_no_mark_on_segment_boundaries() {
             assert_eq!(b.end_offset(), x + 1);
         }
     }
-    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
-        l.sealed_segments(u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
-            .collect()
-    };
-    assert!(bounds(&a).len() >= 2, "{:?}", bounds(&a));
-    assert_eq!(bounds(&a), bounds(&b));
+    assert!(segment_bounds(&a).len() >= 2, "{:?}", segment_bounds(&a));
+    assert_eq!(segment_bounds(&a), segment_bounds(&b));
 }
 
 /// A truncated record's timestamp does not stay behind in the segment's footer: a log that
@@ -781,12 +775,5 @@ fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
         a.append(&payload(x, 700)).unwrap();
         b.append(&payload(x, 700)).unwrap();
     }
-    let bounds = |l: &Log| -> Vec<(u64, u64, u64)> {
-        l.sealed_segments(u64::MAX)
-            .unwrap()
-            .iter()
-            .map(|s| (s.base_offset, s.end_offset, s.size_bytes))
-            .collect()
-    };
-    assert_eq!(bounds(&a), bounds(&b));
+    assert_eq!(segment_bounds(&a), segment_bounds(&b));
 }
