@@ -53,6 +53,67 @@ fn bench_quick_json_has_ratios() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
+/// With a 48 MiB disk budget the bench shrinks its segments to 4 MiB, says so, stops its
+/// fresh-file raw loops at the budget, and still runs every selected workload.
+#[test]
+fn bench_stays_within_a_small_disk_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--quick", "--only", "durable,buffered"])
+        .args(["--seconds", "0.1", "--backend", "posix", "--json"])
+        .args(["--max-disk-mib", "48", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["disk_budget_bytes"], 48 << 20, "{v}");
+    assert_eq!(v["segment_bytes"], 4 << 20, "{v}");
+    let notes = v["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("4 MiB segments")),
+        "{v}"
+    );
+    for l in v["raw"].as_array().unwrap() {
+        if l["file"] != "fresh" {
+            continue; // The pre-written loops overwrite one file, wrapping around.
+        }
+        // A fresh loop never writes past the budget: fsyncs × group ≤ 48 MiB.
+        let written = l["fsyncs"].as_u64().unwrap() * l["group_bytes"].as_u64().unwrap();
+        assert!(written <= 48 << 20, "{l}");
+    }
+    for cell in v["durable"].as_array().unwrap() {
+        assert!(cell["records"].as_u64().unwrap() > 0, "{cell}");
+        // Payload stays within the budget less three segments.
+        let payload = cell["records"].as_u64().unwrap() * cell["record_bytes"].as_u64().unwrap();
+        assert!(payload <= 36 << 20, "{cell}");
+    }
+    assert!(
+        v["buffered"][0]["bytes"].as_u64().unwrap() <= 36 << 20,
+        "{v}"
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// A budget too small for the smallest segments is refused up front, with the reason.
+#[test]
+fn bench_refuses_a_disk_budget_it_cannot_keep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--quick", "--max-disk-mib", "16", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs at least 32 MiB"), "{stderr}");
+    assert!(stderr.contains("--dir"), "{stderr}");
+}
+
 #[test]
 fn bench_rejects_bad_arguments() {
     let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))

@@ -17,7 +17,7 @@
 use super::raw::{self, RawFile, RawLoop};
 use super::report::{BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun, Results};
 use super::stats::nanos;
-use super::sys::{self, WorkDir};
+use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
 use clap::{Args, ValueEnum};
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,11 +92,25 @@ impl Backend {
         }
     }
 
-    fn options(self) -> LogOptions {
+    /// Default options with this backend and `segment_bytes` segments (the disk budget's).
+    fn options(self, segment_bytes: u64) -> LogOptions {
         LogOptions {
             io: self.io(),
-            ..LogOptions::default()
+            ..budget_options(segment_bytes)
         }
+    }
+}
+
+/// Default options with `segment_bytes` segments; records are limited to a quarter of a
+/// segment when the default limit would not fit (as `sitelog node --segment-bytes` does).
+pub(super) fn budget_options(segment_bytes: u64) -> LogOptions {
+    let defaults = LogOptions::default();
+    LogOptions {
+        segment_size_bytes: segment_bytes,
+        max_record_bytes: defaults
+            .max_record_bytes
+            .min(u32::try_from(segment_bytes / 4).unwrap_or(u32::MAX)),
+        ..defaults
     }
 }
 
@@ -186,6 +200,10 @@ pub struct BenchArgs {
     /// Log size of the catch-up benchmark in MiB [default: 1024, or 64 with --quick].
     #[arg(long)]
     pub catch_up_mib: Option<u64>,
+    /// Most the bench keeps on disk at once, in MiB [default: half the free space of the
+    /// directory]. Logs get smaller segments, and loops stop early, to stay within it.
+    #[arg(long, value_name = "MIB")]
+    pub max_disk_mib: Option<u64>,
 }
 
 /// Options of the hidden `bench-writer` child.
@@ -200,6 +218,9 @@ pub struct WriterArgs {
     pub writers: usize,
     #[arg(long, default_value_t = CHILD_RECORD_BYTES)]
     pub record_bytes: usize,
+    /// Segment size of the log (the parent's disk budget's).
+    #[arg(long, default_value_t = LogOptions::default().segment_size_bytes)]
+    pub segment_bytes: u64,
 }
 
 /// What one run measures.
@@ -213,6 +234,8 @@ struct Plan {
     cells: Vec<(usize, usize)>,
     buffered_bytes: u64,
     reopen_bytes: u64,
+    /// What may be on disk at once, and the segment size that fits it.
+    disk: DiskBudget,
     keep: bool,
 }
 
@@ -234,7 +257,7 @@ impl Plan {
     }
 }
 
-fn plan(args: &BenchArgs, notes: &mut Vec<String>) -> CliResult<Plan> {
+fn plan(args: &BenchArgs, disk: DiskBudget, notes: &mut Vec<String>) -> CliResult<Plan> {
     let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 2.0 });
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
         return Err(CliError(format!(
@@ -279,18 +302,32 @@ fn plan(args: &BenchArgs, notes: &mut Vec<String>) -> CliResult<Plan> {
         .flat_map(|&s| writers.iter().map(move |&w| (s, w)))
         .collect();
     cells.push((BIG_RECORD_BYTES, BIG_RECORD_WRITERS));
+    notes.extend(disk.note());
+    let log_bytes = disk.log_payload_bytes(1);
+    let configured_buffered = if args.quick {
+        QUICK_BUFFERED_BYTES
+    } else {
+        BUFFERED_BYTES
+    };
+    let reopen_bytes = (gib * (1u64 << 30) as f64) as u64;
+    for (what, want) in [("buffered", configured_buffered), ("reopen", reopen_bytes)] {
+        if want > log_bytes {
+            notes.push(format!(
+                "the {what} log is {} instead of {} (disk budget)",
+                super::stats::fmt_bytes(log_bytes),
+                super::stats::fmt_bytes(want)
+            ));
+        }
+    }
     Ok(Plan {
         duration: Duration::from_secs_f64(seconds),
         quick: args.quick,
         backends,
         workloads: args.only.iter().copied().collect(),
         cells,
-        buffered_bytes: if args.quick {
-            QUICK_BUFFERED_BYTES
-        } else {
-            BUFFERED_BYTES
-        },
-        reopen_bytes: (gib * (1u64 << 30) as f64) as u64,
+        buffered_bytes: configured_buffered.min(log_bytes),
+        reopen_bytes: reopen_bytes.min(log_bytes),
+        disk,
         keep: args.keep,
     })
 }
@@ -309,8 +346,9 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     }
     let started = Instant::now();
     let mut notes = Vec::new();
-    let plan = plan(args, &mut notes)?;
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    let disk = DiskBudget::for_dir(work.path(), args.max_disk_mib, 1)?;
+    let plan = plan(args, disk, &mut notes)?;
     let cold = sys::drop_page_cache();
     if let Err(reason) = &cold {
         notes.push(format!("cold reads not measured: {reason}"));
@@ -333,6 +371,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             total_secs: 0.0,
             load_start: sys::load_average(),
             load_end: None,
+            disk: plan.disk,
         },
         notes,
         ..Results::default()
@@ -374,13 +413,19 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 backend.name(),
                 plan.buffered_bytes >> 20
             ));
-            let run = write_pattern_log(&dir, backend, plan.buffered_bytes)?;
+            let run =
+                write_pattern_log(&dir, backend, plan.disk.segment_bytes, plan.buffered_bytes)?;
             if plan.wants(Workload::Buffered) {
                 results.buffered.push(run);
             }
             if plan.wants(Workload::Read) {
                 progress(&format!("read {}", backend.name()));
-                let runs = read_cells(&dir, backend, results.meta.cold_reason.is_none())?;
+                let runs = read_cells(
+                    &dir,
+                    backend,
+                    plan.disk.segment_bytes,
+                    results.meta.cold_reason.is_none(),
+                )?;
                 results.read.extend(runs);
             }
             if !plan.keep {
@@ -425,6 +470,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
             RawFile::Fresh,
             g as usize,
             plan.duration,
+            plan.disk.bytes,
         )?);
         sys::remove_path(&path)?;
     }
@@ -435,7 +481,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
     };
     let largest = groups.iter().copied().max().unwrap_or(0);
     let reached = loops.iter().map(|l| l.reached_bytes).max().unwrap_or(0);
-    let len = reached.min(cap).max(largest);
+    let len = reached.min(cap).min(plan.disk.bytes).max(largest);
     progress(&format!(
         "raw: pre-writing {} of zeros",
         super::stats::fmt_bytes(len)
@@ -451,6 +497,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
             RawFile::Prewritten,
             g as usize,
             plan.duration,
+            plan.disk.bytes,
         )?);
     }
     sys::remove_path(&path)?;
@@ -488,12 +535,12 @@ fn durable_cell(
     writers: usize,
 ) -> CliResult<DurableCell> {
     let dir = work.sub(&format!("durable-{}-{size}-{writers}", backend.name()));
-    let defaults = LogOptions::default();
+    let base = backend.options(plan.disk.segment_bytes);
     let opts = LogOptions {
-        max_record_bytes: defaults
+        max_record_bytes: base
             .max_record_bytes
             .max(u32::try_from(size).unwrap_or(u32::MAX)),
-        ..backend.options()
+        ..base
     };
     let segment_bytes = opts.segment_size_bytes;
     let log =
@@ -503,7 +550,13 @@ fn durable_cell(
         log.append(&payload)?;
     }
     let preallocated = first_segment_preallocated(&dir, segment_bytes)?;
-    let (records, secs, lat) = run_writers(&log, &payload, writers, plan.duration)?;
+    let (records, secs, lat) = run_writers(
+        &log,
+        &payload,
+        writers,
+        plan.duration,
+        plan.disk.log_payload_bytes(1),
+    )?;
     let cell = DurableCell {
         backend: log.backend_name(),
         record_bytes: size as u64,
@@ -547,21 +600,25 @@ impl Gate {
     }
 }
 
-/// `writers` threads append `payload` one record at a time until `duration` has passed.
-/// Returns (records, seconds, per-append latencies in ns).
+/// `writers` threads append `payload` one record at a time until `duration` has passed or
+/// `max_payload_bytes` have been appended (the disk budget). Returns (records, seconds,
+/// per-append latencies in ns).
 pub(super) fn run_writers(
     log: &Log,
     payload: &[u8],
     writers: usize,
     duration: Duration,
+    max_payload_bytes: u64,
 ) -> CliResult<(u64, f64, Vec<u64>)> {
     let gate = Gate::default();
     let stop = AtomicBool::new(false);
+    let appended_bytes = AtomicU64::new(0);
+    let record_bytes = payload.len() as u64;
     std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(writers);
         let mut spawn_error = None;
         for i in 0..writers {
-            let (gate, stop) = (&gate, &stop);
+            let (gate, stop, appended_bytes) = (&gate, &stop, &appended_bytes);
             let spawned = std::thread::Builder::new()
                 .name(format!("bench-writer-{i}"))
                 .stack_size(WRITER_STACK_BYTES)
@@ -571,6 +628,11 @@ pub(super) fn run_writers(
                         return Ok(lat);
                     }
                     while !stop.load(Ordering::Relaxed) {
+                        let before = appended_bytes.fetch_add(record_bytes, Ordering::Relaxed);
+                        if before + record_bytes > max_payload_bytes {
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
                         let t0 = Instant::now();
                         if let Err(e) = log.append(payload) {
                             stop.store(true, Ordering::Relaxed);
@@ -630,10 +692,15 @@ fn fill_payload(buf: &mut [u8], offset: u64, pattern: &[u8]) {
 
 /// Writes a fresh log of `total` payload bytes in `SyncMode::Manual` batches of 64 × 1 KiB,
 /// then one `sync()`, and closes it.
-fn write_pattern_log(dir: &Path, backend: Backend, total: u64) -> CliResult<BufferedRun> {
+fn write_pattern_log(
+    dir: &Path,
+    backend: Backend,
+    segment_bytes: u64,
+    total: u64,
+) -> CliResult<BufferedRun> {
     write_log(
         dir,
-        backend,
+        backend.options(segment_bytes),
         total,
         BUFFERED_BATCH,
         BufferedRun::new(backend),
@@ -642,14 +709,14 @@ fn write_pattern_log(dir: &Path, backend: Backend, total: u64) -> CliResult<Buff
 
 fn write_log(
     dir: &Path,
-    backend: Backend,
+    opts: LogOptions,
     total: u64,
     batch: usize,
     mut run: BufferedRun,
 ) -> CliResult<BufferedRun> {
     let opts = LogOptions {
         sync: SyncMode::Manual,
-        ..backend.options()
+        ..opts
     };
     let log = Log::open(dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
     run.backend = log.backend_name();
@@ -716,13 +783,18 @@ fn read_all(log: &Log) -> CliResult<(u64, u64, f64)> {
 
 /// Cold (page cache dropped, if permitted) and warm reads of the closed log in `dir`, each
 /// with a plain sequential read of the segment files for comparison.
-fn read_cells(dir: &Path, backend: Backend, cold_permitted: bool) -> CliResult<Vec<ReadRun>> {
+fn read_cells(
+    dir: &Path,
+    backend: Backend,
+    segment_bytes: u64,
+    cold_permitted: bool,
+) -> CliResult<Vec<ReadRun>> {
     let files = segment_files(dir)?;
     let mut runs = Vec::new();
     let opts = LogOptions {
         // A reader needs no prepared segment; its 64 MiB of zeros would compete with the reads.
         preallocate: false,
-        ..backend.options()
+        ..backend.options(segment_bytes)
     };
     let raw_cold = if cold_permitted {
         sys::drop_page_cache().map_err(CliError)?;
@@ -775,7 +847,7 @@ fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRes
     ));
     let build = write_log(
         &dir,
-        builder,
+        builder.options(plan.disk.segment_bytes),
         plan.reopen_bytes,
         REOPEN_BATCH,
         BufferedRun::new(builder),
@@ -786,7 +858,7 @@ fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRes
         let mut times = Vec::new();
         let mut report = None;
         for _ in 0..CLEAN_REOPENS {
-            let (took, log) = timed_open(&dir, backend)?;
+            let (took, log) = timed_open(&dir, backend, plan.disk.segment_bytes)?;
             times.push(took);
             // The first open's report: it is the one after the writer's close.
             report.get_or_insert_with(|| log.recovery_report().clone());
@@ -802,7 +874,7 @@ fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRes
         });
         if results.meta.cold_reason.is_none() {
             sys::drop_page_cache().map_err(CliError)?;
-            let (took, log) = timed_open(&dir, backend)?;
+            let (took, log) = timed_open(&dir, backend, plan.disk.segment_bytes)?;
             results.reopen.push(ReopenRun {
                 backend: backend.name(),
                 kind: ReopenKind::CleanCold,
@@ -817,8 +889,8 @@ fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRes
             "reopen {}: after kill -9 of a writer",
             backend.name()
         ));
-        let acked_end = run_and_kill_writer(&dir, backend)?;
-        let (took, log) = timed_open(&dir, backend)?;
+        let acked_end = run_and_kill_writer(&dir, backend, plan.disk.segment_bytes)?;
+        let (took, log) = timed_open(&dir, backend, plan.disk.segment_bytes)?;
         let run = ReopenRun {
             backend: backend.name(),
             kind: ReopenKind::Killed,
@@ -845,10 +917,10 @@ fn reopen_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRes
     Ok(())
 }
 
-fn timed_open(dir: &Path, backend: Backend) -> CliResult<(Duration, Log)> {
+fn timed_open(dir: &Path, backend: Backend, segment_bytes: u64) -> CliResult<(Duration, Log)> {
     let t0 = Instant::now();
-    let log =
-        Log::open(dir, backend.options()).context(|| format!("cannot reopen {}", dir.display()))?;
+    let log = Log::open(dir, backend.options(segment_bytes))
+        .context(|| format!("cannot reopen {}", dir.display()))?;
     Ok((t0.elapsed(), log))
 }
 
@@ -865,13 +937,15 @@ fn dir_bytes(dir: &Path) -> CliResult<u64> {
 
 /// Starts `sitelog bench-writer` on `dir`, waits for enough acknowledgements, kills it with
 /// SIGKILL and returns the highest acknowledged end offset.
-fn run_and_kill_writer(dir: &Path, backend: Backend) -> CliResult<u64> {
+fn run_and_kill_writer(dir: &Path, backend: Backend, segment_bytes: u64) -> CliResult<u64> {
     let exe = std::env::current_exe().context(|| "cannot find this executable".to_string())?;
     let mut child = Command::new(&exe)
         .arg("bench-writer")
         .arg("--dir")
         .arg(dir)
         .args(["--backend", backend.name()])
+        .arg("--segment-bytes")
+        .arg(segment_bytes.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -941,7 +1015,7 @@ pub fn run_writer(args: &WriterArgs) -> CliResult<()> {
             "--writers and --record-bytes must be positive".into(),
         ));
     }
-    let log = Log::open(&args.dir, args.backend.options())
+    let log = Log::open(&args.dir, args.backend.options(args.segment_bytes))
         .context(|| format!("cannot open {}", args.dir.display()))?;
     let payload = raw::pattern(args.record_bytes);
     let deadline = Instant::now() + CHILD_MAX_RUNTIME;

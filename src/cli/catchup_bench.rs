@@ -14,8 +14,8 @@
 use super::bench::BenchArgs;
 use super::cluster::LocalCluster;
 use super::json::Json;
-use super::stats::{nanos, round, Latency};
-use super::sys::WorkDir;
+use super::stats::{fmt_bytes, nanos, round, Latency};
+use super::sys::{self, WorkDir};
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
@@ -166,6 +166,31 @@ async fn p99_while<F: std::future::Future>(
     Ok((out, Latency::from_nanos(all)))
 }
 
+/// Nodes of cluster A at its largest: three, and the two that join it.
+const PEAK_NODES: u64 = 5;
+/// Per node, besides the log: the active and preallocated 16 MiB segments, and slack for
+/// snapshot manifests, Raft state and partly fetched segments.
+const NODE_OVERHEAD_BYTES: u64 = 64 << 20;
+
+/// Fails with a clear message, before anything is written, when `log_bytes` of log on every
+/// node of the larger cluster will not fit the disk budget (half the free space, or
+/// `--max-disk-mib`).
+fn check_disk(dir: &std::path::Path, max_disk_mib: Option<u64>, log_bytes: u64) -> CliResult<()> {
+    let free = sys::free_bytes(dir)?;
+    let budget = sys::allowed_bytes(free, max_disk_mib.map(|m| m << 20));
+    let need = PEAK_NODES * (log_bytes + NODE_OVERHEAD_BYTES);
+    if need > budget {
+        return Err(CliError(format!(
+            "the catch-up bench needs about {} in {} for {PEAK_NODES} nodes, it may use {}              ({} free): use a smaller --catch-up-mib or another --dir",
+            fmt_bytes(need),
+            dir.display(),
+            fmt_bytes(budget),
+            fmt_bytes(free)
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the catch-up benchmark and prints its report.
 pub fn run(args: &BenchArgs) -> CliResult<()> {
     let mib = args
@@ -173,6 +198,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .unwrap_or(if args.quick { 64 } else { 1024 });
     let bytes = mib << 20;
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    check_disk(work.path(), args.max_disk_mib, bytes)?;
     let disk = disk_limit(work.path())?;
     let net = loopback_limit()?;
     let limit = disk.min(net);
@@ -220,6 +246,9 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         let (r, busy) = p99_while(busy_clients, join_and_catch_up(&mut a, 5)).await?;
         r?;
         drop(a);
+        if !args.keep {
+            sys::remove_path(&work.sub("a"))?;
+        }
 
         eprintln!("filling cluster B (snapshots off) with {mib} MiB");
         let mut b =

@@ -75,14 +75,16 @@ pub fn prewrite(path: &Path, len: u64) -> CliResult<()> {
         .context(|| format!("fdatasync of {} failed", path.display()))
 }
 
-/// Runs the durable loop for `duration`. `Fresh` creates (truncates) `path`; `Prewritten`
-/// overwrites the existing file at `path`, wrapping to its start when the next write would
-/// pass its end.
+/// Runs the durable loop for `duration`. `Fresh` creates (truncates) `path` and stops early
+/// when the next write would take the file past `max_file_bytes` (the disk budget);
+/// `Prewritten` overwrites the existing file at `path`, wrapping to its start when the next
+/// write would pass its end.
 pub fn durable_loop(
     path: &Path,
     file: RawFile,
     group_bytes: usize,
     duration: Duration,
+    max_file_bytes: u64,
 ) -> CliResult<RawLoop> {
     let f = match file {
         RawFile::Fresh => File::create(path),
@@ -90,7 +92,7 @@ pub fn durable_loop(
     }
     .context(|| format!("cannot open {}", path.display()))?;
     let limit = match file {
-        RawFile::Fresh => u64::MAX,
+        RawFile::Fresh => max_file_bytes,
         RawFile::Prewritten => f
             .metadata()
             .context(|| format!("cannot stat {}", path.display()))?
@@ -98,7 +100,7 @@ pub fn durable_loop(
     };
     if (group_bytes as u64) > limit {
         return Err(super::CliError(format!(
-            "pre-written file {} is smaller than one {group_bytes}-byte write",
+            "{} may hold only {limit} bytes, less than one {group_bytes}-byte write",
             path.display()
         )));
     }
@@ -113,6 +115,9 @@ pub fn durable_loop(
             break;
         }
         if pos + group_bytes as u64 > limit {
+            if file == RawFile::Fresh {
+                break;
+            }
             pos = 0;
         }
         f.write_all_at(&buf, pos)

@@ -9,20 +9,22 @@
 //!   from the kill to the first acknowledged write sent after it. The killed node is restarted
 //!   and caught up before the next kill.
 
-use super::bench::{run_writers, BackendArg, BenchArgs};
+use super::bench::{budget_options, run_writers, BackendArg, BenchArgs};
 use super::cluster::LocalCluster;
 use super::json::Json;
 use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
-use super::sys::WorkDir;
+use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use sitelog::node::client::AppendOutcome;
 use sitelog::{IoBackend, Log, LogOptions};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CLUSTER_ID: u64 = 0xbe9c;
+/// Nodes of the cluster (one site each).
+const NODES: u64 = 3;
 
 struct Throughput {
     records: u64,
@@ -52,6 +54,11 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let record_bytes = args.record_bytes;
     let kills = args.kills.unwrap_or(if args.quick { 3 } else { 20 });
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    // Three nodes on this disk at once; the single log is removed before they start.
+    let disk = DiskBudget::for_dir(work.path(), args.max_disk_mib, NODES)?;
+    if let Some(note) = disk.note() {
+        eprintln!("bench: {note}");
+    }
     let payload = vec![0x5au8; record_bytes];
 
     let (io_name, io) = match args.backend {
@@ -62,11 +69,16 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let single = {
         let opts = LogOptions {
             io,
-            ..LogOptions::default()
+            ..budget_options(disk.segment_bytes)
         };
-        let log = Log::open(work.sub("single"), opts)?;
-        let (records, secs, lat) = run_writers(&log, &payload, writers, duration)?;
+        let dir = work.sub("single");
+        let log = Log::open(&dir, opts)?;
+        let max_bytes = disk.log_payload_bytes(NODES);
+        let (records, secs, lat) = run_writers(&log, &payload, writers, duration, max_bytes)?;
         log.close()?;
+        if !args.keep {
+            sys::remove_path(&dir)?;
+        }
         Throughput {
             records,
             secs,
@@ -78,10 +90,12 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .build()
         .context(|| "cannot start the async runtime".into())?;
     let (replicated, failovers) = rt.block_on(async {
+        let node_args = vec!["--segment-bytes".into(), disk.segment_bytes.to_string()];
         let mut cluster =
-            LocalCluster::start(&work.sub("cluster"), 3, CLUSTER_ID, io_name, Vec::new())?;
+            LocalCluster::start(&work.sub("cluster"), NODES, CLUSTER_ID, io_name, node_args)?;
         cluster.leader(Duration::from_secs(20)).await?;
-        let t = replicated_throughput(&cluster, &payload, writers, duration).await?;
+        let max_bytes = disk.log_payload_bytes(NODES);
+        let t = replicated_throughput(&cluster, &payload, writers, duration, max_bytes).await?;
         let f = failover(&mut cluster, kills).await?;
         Ok::<_, CliError>((t, f))
     })?;
@@ -101,17 +115,25 @@ async fn replicated_throughput(
     payload: &[u8],
     writers: usize,
     duration: Duration,
+    max_payload_bytes: u64,
 ) -> CliResult<Throughput> {
     let payload = Bytes::copy_from_slice(payload);
+    let record_bytes = payload.len() as u64;
+    let appended_bytes = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
     for _ in 0..writers {
         let mut client = cluster.client();
         let payload = payload.clone();
+        let appended_bytes = appended_bytes.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            while Instant::now() < deadline {
+            // Until the deadline, or until the disk budget is spent.
+            while Instant::now() < deadline
+                && appended_bytes.fetch_add(record_bytes, Ordering::Relaxed) + record_bytes
+                    <= max_payload_bytes
+            {
                 let t0 = Instant::now();
                 match client.append(vec![payload.clone()]).await {
                     AppendOutcome::Ok(_) => lat.push(nanos(t0.elapsed())),

@@ -7,6 +7,7 @@ use super::raw::{BufferedTimes, RawFile, RawLoop};
 use super::stats::{
     fmt_bytes, fmt_mbs, fmt_ms, fmt_rate, fmt_ratio, fmt_us, mb_per_s, round, Latency, Table,
 };
+use super::sys::DiskBudget;
 use sitelog::storage::RecoveryReport;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Meta {
     /// 1-minute load average at the start and at the end of the run.
     pub load_start: Option<f64>,
     pub load_end: Option<f64>,
+    /// Free space at the start, what the bench kept on disk at most, its logs' segment size.
+    pub disk: DiskBudget,
 }
 
 /// One durable-append cell.
@@ -826,6 +829,9 @@ impl Results {
             ("total_seconds", round(m.total_secs, 2).into()),
             ("load_average_start", m.load_start.into()),
             ("load_average_end", m.load_end.into()),
+            ("free_bytes", m.disk.free_bytes.into()),
+            ("disk_budget_bytes", m.disk.bytes.into()),
+            ("segment_bytes", m.disk.segment_bytes.into()),
             ("raw", Json::Arr(raw)),
             ("durable", Json::Arr(durable)),
             ("buffered_raw", buffered_raw.into()),
