@@ -139,6 +139,11 @@ async fn tcp_cluster_survives_repeated_leader_loss() {
         }
         let leader = c.leader().await;
         c.nodes.remove(&leader).unwrap().shutdown().await.unwrap();
+        // `shutdown` returns with the listener closed: the address can be bound at once.
+        match TcpListener::bind(&c.addrs[&leader]).await {
+            Ok(l) => drop(l),
+            Err(e) => panic!("address of node {leader} still bound after shutdown: {e}"),
+        }
         for _ in 0..20 {
             seq += 1;
             let p = format!("r{round} after {seq}").into_bytes();

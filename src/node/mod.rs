@@ -174,14 +174,22 @@ struct Inner {
     placement: Placement,
     replica: Replica,
     catch_up: Arc<catchup::CatchUpState>,
-    server: tokio::task::JoinHandle<()>,
-    watcher: tokio::task::JoinHandle<()>,
+    /// The accept loop (it owns the listener and the connections) and the metrics watcher;
+    /// `None` once `shutdown` took them.
+    tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 2]>>,
+}
+
+impl Inner {
+    fn take_tasks(&self) -> Option<[tokio::task::JoinHandle<()>; 2]> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.server.abort();
-        self.watcher.abort();
+        for t in self.take_tasks().into_iter().flatten() {
+            t.abort();
+        }
     }
 }
 
@@ -265,8 +273,7 @@ impl Node {
                 placement: cfg.placement,
                 replica,
                 catch_up,
-                server,
-                watcher,
+                tasks: std::sync::Mutex::new(Some([server, watcher])),
             }),
         };
         if !cfg.initial_members.is_empty() && !node.inner.replica.is_initialized().await? {
@@ -422,10 +429,15 @@ impl Node {
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was
-    /// acknowledged is on disk).
+    /// acknowledged is on disk), and the listening address is closed when this returns.
     pub async fn shutdown(self) -> Result<()> {
-        self.inner.server.abort();
-        self.inner.watcher.abort();
+        for t in self.inner.take_tasks().into_iter().flatten() {
+            t.abort();
+            // Awaited, so the listener is closed when this returns: the address can be bound
+            // again at once (abort alone drops the task later, on the runtime's schedule).
+            // The only error is the cancellation asked for, or a panic already reported.
+            let _ = t.await;
+        }
         self.inner.replica.shutdown().await
     }
 }
