@@ -52,3 +52,50 @@ fn rolling_while_preparing_never_damages_a_segment() {
         roll_fast_then_reopen(backend, sync);
     }
 }
+
+/// `wait_prepared` returns once the next segment file exists, zero-filled to the segment
+/// size; after a roll takes it, the following one is prepared again. Without preallocation
+/// it returns `false` at once.
+#[test]
+fn wait_prepared_reports_the_prepared_next_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_bytes = 1u64 << 20;
+    let opts = LogOptions {
+        segment_size_bytes: segment_bytes,
+        max_record_bytes: 4096,
+        ..Default::default()
+    };
+    let prepared_files = || -> Vec<u64> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("prepared-"))
+            .map(|e| e.metadata().unwrap().len())
+            .collect()
+    };
+    let log = Log::open(dir.path(), opts.clone()).unwrap();
+    assert!(log.wait_prepared(std::time::Duration::from_secs(30)));
+    assert_eq!(prepared_files(), vec![segment_bytes]);
+    // Fill the first segment: the roll renames the prepared file into place.
+    let mut next = 0;
+    while log.segment_count() < 2 {
+        log.append(&payload(next)).unwrap();
+        next += 1;
+    }
+    assert!(log.wait_prepared(std::time::Duration::from_secs(30)));
+    assert_eq!(prepared_files(), vec![segment_bytes]);
+    log.close().unwrap();
+
+    let plain = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        plain.path(),
+        LogOptions {
+            preallocate: false,
+            ..opts
+        },
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(!log.wait_prepared(std::time::Duration::from_secs(30)));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}

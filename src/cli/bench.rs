@@ -43,6 +43,8 @@ const BIG_RECORD_WRITERS: usize = 256;
 /// appends.
 const WARMUP_BYTES: usize = 16 << 20;
 const WARMUP_APPENDS: usize = 100;
+/// How long a durable cell waits for its log's next segment to be prepared before timing.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stack of a writer thread (the append path keeps its buffers on the heap).
 const WRITER_STACK_BYTES: usize = 512 << 10;
 /// The pre-written file of the raw loop is at most this large (the loop wraps around in it).
@@ -465,6 +467,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
             "raw pwrite+fdatasync, fresh file, group {}",
             super::stats::fmt_bytes(g)
         ));
+        sys::settle_disk();
         loops.push(raw::durable_loop(
             &path,
             RawFile::Fresh,
@@ -492,6 +495,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
             "raw pwrite+fdatasync, pre-written file, group {}",
             super::stats::fmt_bytes(g)
         ));
+        sys::settle_disk();
         loops.push(raw::durable_loop(
             &path,
             RawFile::Prewritten,
@@ -502,18 +506,6 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
     }
     sys::remove_path(&path)?;
     Ok(loops)
-}
-
-/// Whether the first (lowest) segment file in `dir` has the full preallocated length.
-fn first_segment_preallocated(dir: &Path, segment_bytes: u64) -> CliResult<bool> {
-    let files = segment_files(dir)?;
-    let Some(first) = files.first() else {
-        return Ok(false);
-    };
-    let len = std::fs::metadata(first)
-        .context(|| format!("cannot stat {}", first.display()))?
-        .len();
-    Ok(len >= segment_bytes)
 }
 
 /// The segment files of a log directory, in offset order.
@@ -542,14 +534,16 @@ fn durable_cell(
             .max(u32::try_from(size).unwrap_or(u32::MAX)),
         ..base
     };
-    let segment_bytes = opts.segment_size_bytes;
     let log =
         Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
     let payload = raw::pattern(size);
     for _ in 0..(WARMUP_BYTES / size).clamp(1, WARMUP_APPENDS) {
         log.append(&payload)?;
     }
-    let preallocated = first_segment_preallocated(&dir, segment_bytes)?;
+    // Steady state: a long-running log has its next segment prepared long before it is
+    // needed; a new one is still writing its zeros. Timing starts once they are written.
+    let prepared = log.wait_prepared(PREPARE_TIMEOUT);
+    sys::settle_disk();
     let (records, secs, lat) = run_writers(
         &log,
         &payload,
@@ -564,7 +558,7 @@ fn durable_cell(
         records,
         secs,
         lat: super::stats::Latency::from_nanos(lat),
-        first_segment_preallocated: preallocated,
+        next_segment_prepared: prepared,
         segments: log.segment_count(),
     };
     log.close()?;

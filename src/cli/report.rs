@@ -49,8 +49,9 @@ pub struct DurableCell {
     pub records: u64,
     pub secs: f64,
     pub lat: Latency,
-    /// Whether the log's first segment was created from a preallocated (zero-filled) file.
-    pub first_segment_preallocated: bool,
+    /// Whether the log's next segment had been prepared (zero-filled in the background) when
+    /// timing started; until it is, that preparation competes with the appends for the disk.
+    pub next_segment_prepared: bool,
     /// Segment files at the end of the cell.
     pub segments: usize,
 }
@@ -463,7 +464,7 @@ impl Results {
                     "raw group",
                     "×fresh",
                     "×pre-wr",
-                    "1st seg prealloc",
+                    "next seg ready",
                     "target",
                 ],
                 3,
@@ -482,12 +483,7 @@ impl Results {
                     format!("{}{}", fmt_bytes(group), if bw { " (bw)" } else { "" }),
                     fmt_ratio(self.durable_ratio(c, RawFile::Fresh)),
                     fmt_ratio(self.durable_ratio(c, RawFile::Prewritten)),
-                    if c.first_segment_preallocated {
-                        "yes"
-                    } else {
-                        "no"
-                    }
-                    .into(),
+                    if c.next_segment_prepared { "yes" } else { "no" }.into(),
                     self.cell_target(&targets, c),
                 ]);
             }
@@ -711,10 +707,7 @@ impl Results {
                             .map(|r| round(r, 3))
                             .into(),
                     ),
-                    (
-                        "first_segment_preallocated",
-                        c.first_segment_preallocated.into(),
-                    ),
+                    ("next_segment_prepared", c.next_segment_prepared.into()),
                     ("segments", c.segments.into()),
                 ])
             })

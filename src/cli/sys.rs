@@ -74,6 +74,14 @@ pub fn drop_page_cache() -> Result<(), String> {
         .map_err(|e| format!("cannot write /proc/sys/vm/drop_caches: {e}"))
 }
 
+/// Writes back every dirty page and journal transaction of the machine (`sync(2)`), so that a
+/// measurement does not pay for the previous one's writeback or file deletions (an fdatasync
+/// waits for the file system's running journal commit, whoever filled it).
+pub fn settle_disk() {
+    // SAFETY: sync(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::sync() };
+}
+
 /// The kernel release (`uname -r`).
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

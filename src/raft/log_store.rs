@@ -309,7 +309,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         self.log.append_frames(&frames)
                     } else {
                         let payloads: Vec<_> = run.iter().map(to_payload).collect();
-                        self.log.write_records(&to_records(run, &payloads))
+                        self.log.write_records(&to_records(run, &payloads), false)
                     }
                     .map_err(to_io)?;
                     debug_assert_eq!(range.start, run[0].log_id.index);

@@ -124,6 +124,28 @@ impl Background {
         self.cv.notify_all();
     }
 
+    /// Blocks until a prepared file is ready, the thread stops, or `timeout` passes; returns
+    /// whether one is ready. A preparation that failed leaves none: the wait runs to the
+    /// timeout (the next roll creates its segment without preallocation).
+    pub fn wait_prepared(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            if st.prepared.is_some() {
+                return true;
+            }
+            let now = Instant::now();
+            if st.shutdown || now >= deadline {
+                return false;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     fn is_shutdown(&self) -> bool {
         self.lock().shutdown
     }
@@ -157,7 +179,10 @@ impl BackgroundJob {
                     .dir
                     .join(format!("{PREPARED_PREFIX}{generation:06}.seg.tmp"));
                 match self.prepare(&path) {
-                    Ok(true) => self.bg.lock().prepared = Some(path),
+                    Ok(true) => {
+                        self.bg.lock().prepared = Some(path);
+                        self.bg.cv.notify_all();
+                    }
                     Ok(false) => return,
                     Err(e) => {
                         // Not fatal: the next segment is created without preallocation.

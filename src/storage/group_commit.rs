@@ -79,6 +79,9 @@ struct State {
     wakers: Vec<(u64, Waker)>,
     /// The flusher is blocked waiting for work (so an enqueue must wake it).
     flusher_waiting: bool,
+    /// Threads blocked in `wait_idle` (the only waiters on `progress`; a notify is a system
+    /// call, so it is skipped when nobody waits).
+    idle_waiters: usize,
     shutdown: bool,
 }
 
@@ -123,6 +126,7 @@ impl GroupCommit {
                 failed: None,
                 wakers: Vec::new(),
                 flusher_waiting: false,
+                idle_waiters: 0,
                 shutdown: false,
             }),
             work: Condvar::new(),
@@ -190,14 +194,16 @@ impl GroupCommit {
         lock(&self.state).durable_end
     }
 
-    /// Queues a chunk; the flusher writes it.
-    pub fn enqueue(&self, chunk: Chunk) {
+    /// Queues a chunk; the flusher writes it. `wake_flusher` false: the caller is about to
+    /// wait for durability and submits the group itself if the flusher is idle (see
+    /// `park_until`), so waking the flusher would only cost it a context switch.
+    pub fn enqueue(&self, chunk: Chunk, wake_flusher: bool) {
         let mut st = lock(&self.state);
         // After a failure the chunk stays queued until the writer discards the tail (reset).
         st.queue.push_back(chunk);
         // A busy flusher comes back for the queue by itself; waking it costs a context switch
         // per append.
-        let wake = st.flusher_waiting;
+        let wake = wake_flusher && st.flusher_waiting;
         drop(st);
         if wake {
             self.work.notify_one();
@@ -214,7 +220,9 @@ impl GroupCommit {
     }
 
     fn wake_ready(&self, st: &mut State) {
-        self.progress.notify_all();
+        if st.idle_waiters > 0 {
+            self.progress.notify_all();
+        }
         let durable = st.durable_end;
         st.wakers.retain(|(target, w)| {
             if *target <= durable {
@@ -266,7 +274,11 @@ impl GroupCommit {
     fn request_sync(&self, st: &mut State, end: u64) {
         if end > st.sync_requested {
             st.sync_requested = end;
-            self.work.notify_one();
+            // With every group synced the request changes nothing the flusher does; a busy
+            // flusher sees it when it comes back.
+            if !self.sync_always && st.flusher_waiting {
+                self.work.notify_one();
+            }
         }
     }
 
@@ -321,11 +333,11 @@ impl GroupCommit {
                 if let Some(r) = self.outcome(&st, end) {
                     return r.map(|()| true);
                 }
-                // Fast path: with the flusher idle and nothing in flight, this thread submits
-                // the group itself instead of waking the flusher and waiting for it (two
-                // context switches less per uncontended append). Groups still enter
-                // `in_flight` under the lock, so they retire in order whoever submits them.
-                if sync && st.flusher_waiting && st.in_flight.is_empty() {
+                // Fast path: with the flusher idle and room in the pipeline, this thread
+                // submits the group itself instead of waking the flusher and waiting for it
+                // (two context switches less per append). Groups still enter `in_flight`
+                // under the lock, so they retire in order whoever submits them.
+                if sync && st.flusher_waiting {
                     own_group = self.next_group(&mut st);
                 }
             }
@@ -383,7 +395,9 @@ impl GroupCommit {
                 return Ok(st.failed.clone());
             }
             self.work.notify_one();
+            st.idle_waiters += 1;
             st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle_waiters -= 1;
         }
     }
 
@@ -552,13 +566,25 @@ impl GroupCommit {
     fn submit(self: &Arc<Self>, sub: Submission) {
         let gc = self.clone();
         let id = sub.id;
+        // The completion retires what it can and wakes the waiters it covers itself (on the
+        // io_uring ring thread, or inline on a synchronous backend): a hop through the flusher
+        // would cost two context switches per group. The flusher is woken only for work it
+        // must do: queued chunks, a requested sync, shutdown.
         let done = Box::new(move |result: std::io::Result<()>| {
             let mut st = lock(&gc.state);
             if let Some(g) = st.in_flight.iter_mut().find(|g| g.id == id) {
                 g.done = Some(result);
             }
+            st = gc.retire(st);
+            let wake = st.flusher_waiting
+                && (st.shutdown
+                    || !st.queue.is_empty()
+                    || st.sync_requested > st.durable_end
+                    || gc.stopped(&st));
             drop(st);
-            gc.work.notify_one();
+            if wake {
+                gc.work.notify_one();
+            }
         });
         sub.seg.file.submit_write(sub.bufs, sub.pos, sub.sync, done);
     }

@@ -316,8 +316,9 @@ impl Log {
 
     /// Appends records with explicit term, kind and timestamp (used by replication).
     pub fn append_records(&self, recs: &[NewRecord<'_>]) -> Result<Range<u64>> {
-        let range = self.write_records(recs)?;
-        if self.shared.opts.sync == SyncMode::Always && !range.is_empty() {
+        let will_wait = self.shared.opts.sync == SyncMode::Always;
+        let range = self.write_records(recs, will_wait)?;
+        if will_wait && !range.is_empty() {
             self.wait_durable_or_discard(range.end)?;
         }
         Ok(range)
@@ -341,7 +342,7 @@ impl Log {
     /// building block of the async API: it never waits for an fsync, only (at a segment roll,
     /// once per segment) for the previous segment's seal.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
-        self.write_records(&normal_records(payloads))
+        self.write_records(&normal_records(payloads), false)
     }
 
     /// Appends and resolves once the records are durable, without blocking an async runtime's
@@ -468,6 +469,17 @@ impl Log {
             .iter()
             .map(|s| s.size_bytes())
             .sum()
+    }
+
+    /// Blocks until the next segment file has been prepared in the background (written zeros,
+    /// synced), or `timeout` passes; returns whether it is ready. A new log prepares one right
+    /// after `open`; until that is done (about a second for 64 MiB here), its zero writes and
+    /// their fdatasync compete with appends for the disk. Latency-sensitive embedders and
+    /// benchmarks that just opened a log can wait here first. Always `false` without
+    /// `preallocate` or on a driven log (nothing is prepared).
+    pub fn wait_prepared(&self, timeout: Duration) -> bool {
+        let s = &self.shared;
+        s.opts.preallocate && !s.opts.driven && s.background.wait_prepared(timeout)
     }
 
     /// Number of segment files.

@@ -68,10 +68,16 @@ impl Log {
 
     /// Assigns offsets, makes the records readable and queues them for writing; returns their
     /// offsets. If it fails part-way across a segment roll, a prefix of the batch may stay in
-    /// the log, unacknowledged, exactly as after a crash.
-    pub(crate) fn write_records(&self, recs: &[NewRecord<'_>]) -> Result<Range<u64>> {
+    /// the log, unacknowledged, exactly as after a crash. `will_wait`: the caller waits for
+    /// durability right after (and submits the group itself when the flusher is idle), so the
+    /// flusher is not woken for the last chunk.
+    pub(crate) fn write_records(
+        &self,
+        recs: &[NewRecord<'_>],
+        will_wait: bool,
+    ) -> Result<Range<u64>> {
         self.validate_batch(recs)?;
-        self.write_input(Input::Records(recs))
+        self.write_input(Input::Records(recs), will_wait)
     }
 
     /// Appends frames exactly as they are (as another replica stored them), at the next
@@ -97,10 +103,10 @@ impl Log {
             }
             offsets.push(h.offset);
         }
-        self.write_input(Input::Frames(frames, &offsets))
+        self.write_input(Input::Frames(frames, &offsets), false)
     }
 
-    fn write_input(&self, input: Input<'_>) -> Result<Range<u64>> {
+    fn write_input(&self, input: Input<'_>, will_wait: bool) -> Result<Range<u64>> {
         self.check_poison()?;
         let mut w = lock(&self.shared.writer);
         self.check_poison()?;
@@ -154,7 +160,7 @@ impl Log {
             // that filled it and the seal) is sealed before anything else goes in.
             let full = self.full_after(pos, index_len + pending_index);
             if (full || pos + flen + seal_bytes > seg_size) && pos > HEADER_REGION_BYTES {
-                self.publish_chunk(&mut w, &mut buf, &mut notes);
+                self.publish_chunk(&mut w, &mut buf, &mut notes, true);
                 self.roll(&mut w)?;
                 pos = self.ensure_active(&mut w)?.0;
                 (pending_index, last_kept, adds) = (0, None, true);
@@ -188,12 +194,12 @@ impl Log {
             };
             notes.push((offset, pos, timestamp_us));
             if self.full_after(pos + flen, index_len + pending_index) {
-                self.publish_chunk(&mut w, &mut buf, &mut notes);
+                self.publish_chunk(&mut w, &mut buf, &mut notes, true);
                 self.roll(&mut w)?;
                 (pending_index, last_kept) = (0, None);
             }
         }
-        self.publish_chunk(&mut w, &mut buf, &mut notes);
+        self.publish_chunk(&mut w, &mut buf, &mut notes, !will_wait);
         Ok(first..w.next_offset)
     }
 
@@ -224,8 +230,15 @@ impl Log {
         Ok(state.unwrap_or((HEADER_REGION_BYTES, 0, None)))
     }
 
-    /// Publishes the encoded frames to readers and queues them for group commit.
-    fn publish_chunk(&self, w: &mut Writer, buf: &mut Vec<u8>, notes: &mut Notes) {
+    /// Publishes the encoded frames to readers and queues them for group commit (waking an
+    /// idle flusher if `wake_flusher`).
+    fn publish_chunk(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        notes: &mut Notes,
+        wake_flusher: bool,
+    ) {
         let (Some(active), Some(&(first_offset, _, _))) = (w.active.as_mut(), notes.first()) else {
             return;
         };
@@ -250,13 +263,16 @@ impl Log {
         });
         w.next_offset = end_offset;
         self.shared.written_end.store(end_offset, Ordering::Release);
-        self.shared.gc.enqueue(Chunk {
-            seg,
-            pos,
-            bytes,
-            first_offset,
-            end_offset,
-        });
+        self.shared.gc.enqueue(
+            Chunk {
+                seg,
+                pos,
+                bytes,
+                first_offset,
+                end_offset,
+            },
+            wake_flusher,
+        );
         notes.clear();
     }
 
