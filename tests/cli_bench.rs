@@ -34,6 +34,10 @@ fn bench_quick_json_has_ratios() {
     }
     let durable = v["durable"].as_array().unwrap();
     assert!(!durable.is_empty());
+    // Both writer models are measured: OS threads and async tasks.
+    for kind in ["threads", "tasks"] {
+        assert!(durable.iter().any(|c| c["writer_kind"] == kind), "{kind}");
+    }
     for cell in durable {
         assert_eq!(cell["backend"], "posix");
         assert!(cell["records"].as_u64().unwrap() > 0, "{cell}");

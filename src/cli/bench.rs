@@ -26,7 +26,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Record sizes of the durable workload.
@@ -36,6 +36,8 @@ const WRITER_COUNTS: [usize; 4] = [1, 8, 64, 256];
 /// Fewer cells with `--quick`.
 const QUICK_RECORD_SIZES: [usize; 1] = [1 << 10];
 const QUICK_WRITER_COUNTS: [usize; 3] = [1, 64, 256];
+/// Async-task writer counts of the durable workload (every record size).
+const TASK_WRITER_COUNTS: [usize; 2] = [64, 256];
 /// The large-record durable cell: 1 MiB records with this many writers.
 const BIG_RECORD_BYTES: usize = 1 << 20;
 const BIG_RECORD_WRITERS: usize = 256;
@@ -232,8 +234,8 @@ struct Plan {
     quick: bool,
     backends: Vec<Backend>,
     workloads: BTreeSet<Workload>,
-    /// (record bytes, writers) of the durable cells, in order.
-    cells: Vec<(usize, usize)>,
+    /// (record bytes, writers, whether the writers are async tasks) of the durable cells.
+    cells: Vec<(usize, usize, bool)>,
     buffered_bytes: u64,
     reopen_bytes: u64,
     /// What may be on disk at once, and the segment size that fits it.
@@ -251,8 +253,8 @@ impl Plan {
         let mut groups: BTreeSet<u64> = self
             .cells
             .iter()
-            .filter(|(size, _)| *size != BIG_RECORD_BYTES)
-            .map(|&(size, w)| (size * w) as u64)
+            .filter(|(size, _, _)| *size != BIG_RECORD_BYTES)
+            .map(|&(size, w, _)| (size * w) as u64)
             .collect();
         groups.insert(BIG_RECORD_BYTES as u64);
         groups.into_iter().collect()
@@ -299,11 +301,14 @@ fn plan(args: &BenchArgs, disk: DiskBudget, notes: &mut Vec<String>) -> CliResul
     } else {
         (&RECORD_SIZES, &WRITER_COUNTS)
     };
-    let mut cells: Vec<(usize, usize)> = sizes
+    let mut cells: Vec<(usize, usize, bool)> = sizes
         .iter()
-        .flat_map(|&s| writers.iter().map(move |&w| (s, w)))
+        .flat_map(|&s| {
+            let threads = writers.iter().map(move |&w| (s, w, false));
+            threads.chain(TASK_WRITER_COUNTS.iter().map(move |&w| (s, w, true)))
+        })
         .collect();
-    cells.push((BIG_RECORD_BYTES, BIG_RECORD_WRITERS));
+    cells.push((BIG_RECORD_BYTES, BIG_RECORD_WRITERS, false));
     notes.extend(disk.note());
     let log_bytes = disk.log_payload_bytes(1);
     let configured_buffered = if args.quick {
@@ -398,13 +403,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     }
     for &backend in &plan.backends {
         if plan.wants(Workload::Durable) {
-            for &(size, writers) in &plan.cells {
+            for &(size, writers, tasks) in &plan.cells {
                 progress(&format!(
-                    "durable {} {} × {writers} writer(s)",
+                    "durable {} {} × {writers} {}",
                     backend.name(),
-                    super::stats::fmt_bytes(size as u64)
+                    super::stats::fmt_bytes(size as u64),
+                    if tasks { "async task(s)" } else { "thread(s)" }
                 ));
-                let cell = durable_cell(&plan, &work, backend, size, writers)?;
+                let cell = durable_cell(&plan, &work, backend, (size, writers, tasks))?;
                 results.durable.push(cell);
             }
         }
@@ -523,10 +529,13 @@ fn durable_cell(
     plan: &Plan,
     work: &WorkDir,
     backend: Backend,
-    size: usize,
-    writers: usize,
+    (size, writers, tasks): (usize, usize, bool),
 ) -> CliResult<DurableCell> {
-    let dir = work.sub(&format!("durable-{}-{size}-{writers}", backend.name()));
+    let kind = if tasks { "tasks" } else { "threads" };
+    let dir = work.sub(&format!(
+        "durable-{}-{size}-{writers}-{kind}",
+        backend.name()
+    ));
     let base = backend.options(plan.disk.segment_bytes);
     let opts = LogOptions {
         max_record_bytes: base
@@ -534,8 +543,9 @@ fn durable_cell(
             .max(u32::try_from(size).unwrap_or(u32::MAX)),
         ..base
     };
-    let log =
-        Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
+    let log = Arc::new(
+        Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?,
+    );
     let payload = raw::pattern(size);
     for _ in 0..(WARMUP_BYTES / size).clamp(1, WARMUP_APPENDS) {
         log.append(&payload)?;
@@ -544,28 +554,93 @@ fn durable_cell(
     // needed; a new one is still writing its zeros. Timing starts once they are written.
     let prepared = log.wait_prepared(PREPARE_TIMEOUT);
     sys::settle_disk();
-    let (records, secs, lat) = run_writers(
-        &log,
-        &payload,
-        writers,
-        plan.duration,
-        plan.disk.log_payload_bytes(1),
-    )?;
+    let max_bytes = plan.disk.log_payload_bytes(1);
+    let (records, secs, lat) = if tasks {
+        run_tasks(&log, &payload, writers, plan.duration, max_bytes)?
+    } else {
+        run_writers(&log, &payload, writers, plan.duration, max_bytes)?
+    };
     let cell = DurableCell {
         backend: log.backend_name(),
         record_bytes: size as u64,
         writers,
+        tasks,
         records,
         secs,
         lat: super::stats::Latency::from_nanos(lat),
         next_segment_prepared: prepared,
         segments: log.segment_count(),
     };
+    // Every task has ended (`run_tasks` drops its runtime), so this is the last handle.
+    let log = Arc::into_inner(log)
+        .ok_or_else(|| CliError("the log is still shared after the cell".into()))?;
     log.close()?;
     if !plan.keep {
         sys::remove_path(&dir)?;
     }
     Ok(cell)
+}
+
+/// `tasks` async tasks on a tokio runtime with one worker thread per CPU, each awaiting
+/// `append_batch_async` of one `payload` at a time, until `duration` has passed or
+/// `max_payload_bytes` have been appended. Returns (records, seconds, per-append latencies in
+/// ns).
+fn run_tasks(
+    log: &Arc<Log>,
+    payload: &[u8],
+    tasks: usize,
+    duration: Duration,
+    max_payload_bytes: u64,
+) -> CliResult<(u64, f64, Vec<u64>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(sys::cpus())
+        .enable_time()
+        .build()
+        .context(|| "cannot start the async runtime".to_string())?;
+    let payload: Arc<[u8]> = payload.into();
+    let record_bytes = payload.len() as u64;
+    let appended_bytes = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let result = rt.block_on(async {
+        let mut handles = Vec::with_capacity(tasks);
+        for _ in 0..tasks {
+            let (log, payload, appended) = (log.clone(), payload.clone(), appended_bytes.clone());
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < deadline
+                    && appended.fetch_add(record_bytes, Ordering::Relaxed) + record_bytes
+                        <= max_payload_bytes
+                {
+                    let t0 = Instant::now();
+                    log.append_batch_async(&[&payload[..]]).await?;
+                    lat.push(nanos(t0.elapsed()));
+                }
+                Ok::<_, sitelog::Error>(lat)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut first_error = None;
+        for h in handles {
+            match h.await {
+                Ok(Ok(lat)) => all.extend(lat),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(CliError::from(e));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(CliError(format!("a writer task failed: {e}")));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    drop(rt);
+    let all = result?;
+    Ok((all.len() as u64, secs, all))
 }
 
 /// Lets writer threads start together, or tells them to quit before they start.

@@ -46,6 +46,9 @@ pub struct DurableCell {
     pub backend: &'static str,
     pub record_bytes: u64,
     pub writers: usize,
+    /// The writers are async tasks (awaiting `Log::append_batch_async` on a tokio runtime with
+    /// one worker per CPU) rather than OS threads blocked in `Log::append`.
+    pub tasks: bool,
     pub records: u64,
     pub secs: f64,
     pub lat: Latency,
@@ -57,6 +60,25 @@ pub struct DurableCell {
 }
 
 impl DurableCell {
+    /// `threads` or `tasks`.
+    pub fn kind(&self) -> &'static str {
+        if self.tasks {
+            "tasks"
+        } else {
+            "threads"
+        }
+    }
+
+    /// How target names refer to this cell's writers, e.g. `64 writers`, `64 async tasks`.
+    fn writers_name(writers: usize, tasks: bool) -> String {
+        match (tasks, writers) {
+            (false, 1) => "1 writer".into(),
+            (false, w) => format!("{w} writers"),
+            (true, 1) => "1 async task".into(),
+            (true, w) => format!("{w} async tasks"),
+        }
+    }
+
     pub fn records_per_s(&self) -> f64 {
         self.records as f64 / self.secs
     }
@@ -255,10 +277,19 @@ impl Results {
         }
     }
 
-    fn cell(&self, backend: &str, record: u64, writers: usize) -> Option<&DurableCell> {
-        self.durable
-            .iter()
-            .find(|c| c.backend == backend && c.record_bytes == record && c.writers == writers)
+    fn cell(
+        &self,
+        backend: &str,
+        record: u64,
+        writers: usize,
+        tasks: bool,
+    ) -> Option<&DurableCell> {
+        self.durable.iter().find(|c| {
+            c.backend == backend
+                && c.record_bytes == record
+                && c.writers == writers
+                && c.tasks == tasks
+        })
     }
 
     fn buffered_ratio(&self, run: &BufferedRun) -> Option<f64> {
@@ -270,40 +301,49 @@ impl Results {
     pub fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
         for &backend in &self.meta.backends {
+            // (record bytes, writers, what is compared, limit, raw file or the stricter of both)
             let durable: [(u64, usize, &str, f64, Option<RawFile>); 4] = [
                 (
                     1 << 10,
                     1,
-                    "durable 1 KiB, 1 writer ≥ 1.5× raw loop into a fresh file (group 1 KiB)",
+                    "≥ 1.5× raw loop into a fresh file (group 1 KiB)",
                     1.5,
                     Some(RawFile::Fresh),
                 ),
                 (
                     1 << 10,
                     64,
-                    "durable 1 KiB, 64 writers ≥ 1.5× raw loop at group 64 (64 KiB; faster of fresh/pre-written)",
+                    "≥ 1.5× raw loop at group 64 (64 KiB; faster of fresh/pre-written)",
                     1.5,
                     None,
                 ),
                 (
                     1 << 10,
                     256,
-                    "durable 1 KiB, 256 writers ≥ 0.7× raw bandwidth with 1 MiB writes (faster of fresh/pre-written)",
+                    "≥ 0.7× raw bandwidth with 1 MiB writes (faster of fresh/pre-written)",
                     0.7,
                     None,
                 ),
                 (
                     1 << 20,
                     256,
-                    "durable 1 MiB, 256 writers ≥ 0.7× raw bandwidth with 1 MiB writes (faster of fresh/pre-written)",
+                    "≥ 0.7× raw bandwidth with 1 MiB writes (faster of fresh/pre-written)",
                     0.7,
                     None,
                 ),
             ];
-            for (record, writers, name, limit, file) in durable {
-                let Some(cell) = self.cell(backend, record, writers) else {
+            let kinds = durable
+                .into_iter()
+                .flat_map(|d| [false, true].map(|tasks| (d, tasks)));
+            for ((record, writers, what, limit, file), tasks) in kinds {
+                let Some(cell) = self.cell(backend, record, writers, tasks) else {
                     continue;
                 };
+                let name = format!(
+                    "durable {}, {} {what}",
+                    fmt_bytes(record),
+                    DurableCell::writers_name(writers, tasks)
+                );
                 let value = if writers == 256 {
                     let raw = [RawFile::Fresh, RawFile::Prewritten]
                         .into_iter()
@@ -319,7 +359,7 @@ impl Results {
                 };
                 let Some(value) = value else { continue };
                 out.push(Target {
-                    name: name.to_string(),
+                    name,
                     backend,
                     measured: format!("{value:.2}×"),
                     value,
@@ -374,9 +414,9 @@ impl Results {
     /// The target column of a durable cell.
     fn cell_target(&self, targets: &[Target], cell: &DurableCell) -> String {
         let prefix = format!(
-            "durable {}, {} writer",
+            "durable {}, {} ",
             fmt_bytes(cell.record_bytes),
-            cell.writers
+            DurableCell::writers_name(cell.writers, cell.tasks)
         );
         targets
             .iter()
@@ -446,8 +486,9 @@ impl Results {
         }
         if !self.durable.is_empty() {
             out.push_str(
-                "\nDurable append (SyncMode::Always; W threads, each appending one record at a time; \
-                 MB/s of payload; latency of each append call)\n\
+                "\nDurable append (SyncMode::Always; W writers, each appending one record at a time: \
+                 OS threads blocked in Log::append, or async tasks awaiting append_batch_async \
+                 on a runtime with one worker per CPU; MB/s of payload; latency of each append)\n\
                  ratio = records/s ÷ raw records/s at group = record × W (raw records/s = fsync/s × W); \
                  1 MiB records: bandwidth ÷ raw bandwidth at group 1 MiB\n",
             );
@@ -474,7 +515,7 @@ impl Results {
                 t.row(vec![
                     c.backend.into(),
                     fmt_bytes(c.record_bytes),
-                    c.writers.to_string(),
+                    format!("{} {}", c.writers, c.kind()),
                     fmt_rate(c.records_per_s()),
                     fmt_mbs(c.mb_per_s()),
                     fmt_us(c.lat.p50_us),
@@ -683,6 +724,7 @@ impl Results {
                     ("backend", c.backend.into()),
                     ("record_bytes", c.record_bytes.into()),
                     ("writers", c.writers.into()),
+                    ("writer_kind", c.kind().into()),
                     ("records", c.records.into()),
                     ("seconds", round(c.secs, 4).into()),
                     ("records_per_s", round(c.records_per_s(), 1).into()),
