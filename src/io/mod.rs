@@ -107,6 +107,20 @@ pub trait File: Send + Sync + Debug {
     fn map(&self) -> io::Result<Bytes>;
 }
 
+/// Reads up to `buf.len()` bytes at `offset`, stopping early only at the end of the file;
+/// returns how many were read.
+pub fn read_up_to(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
 /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` on a short file.
 pub fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     let mut done = 0usize;

@@ -576,11 +576,9 @@ impl GroupCommit {
                 g.done = Some(result);
             }
             st = gc.retire(st);
+            let manual_sync_wanted = !gc.sync_always && st.sync_requested > st.durable_end;
             let wake = st.flusher_waiting
-                && (st.shutdown
-                    || !st.queue.is_empty()
-                    || st.sync_requested > st.durable_end
-                    || gc.stopped(&st));
+                && (st.shutdown || !st.queue.is_empty() || manual_sync_wanted || gc.stopped(&st));
             drop(st);
             if wake {
                 gc.work.notify_one();

@@ -123,8 +123,16 @@ impl Cursor {
             .max(frame_len)
             .min(data_end.saturating_sub(self.pos));
         let mut buf = vec![0u8; want as usize];
-        crate::io::read_exact_at(&*self.seg.file, &mut buf, self.pos)
+        // The read-ahead beyond this frame may meet the end of the file: a follower's
+        // uncommitted tail can be truncated between `data_end` above and this read. Only the
+        // frame at `pos` must be whole.
+        let got = crate::io::read_up_to(&*self.seg.file, &mut buf, self.pos)
             .map_err(|e| Error::io(&self.seg.path, e))?;
+        if (got as u64) < frame_len.min(want) {
+            let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read");
+            return Err(Error::io(&self.seg.path, eof));
+        }
+        buf.truncate(got);
         self.window = Bytes::from(buf);
         self.window_pos = self.pos;
         Ok(self.window.clone())
