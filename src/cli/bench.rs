@@ -598,20 +598,16 @@ fn run_tasks(
         .build()
         .context(|| "cannot start the async runtime".to_string())?;
     let payload: Arc<[u8]> = payload.into();
-    let record_bytes = payload.len() as u64;
-    let appended_bytes = Arc::new(AtomicU64::new(0));
+    let budget = Arc::new(ByteBudget::new(max_payload_bytes));
     let started = Instant::now();
     let deadline = started + duration;
     let result = rt.block_on(async {
         let mut handles = Vec::with_capacity(tasks);
         for _ in 0..tasks {
-            let (log, payload, appended) = (log.clone(), payload.clone(), appended_bytes.clone());
+            let (log, payload, budget) = (log.clone(), payload.clone(), budget.clone());
             handles.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
-                while Instant::now() < deadline
-                    && appended.fetch_add(record_bytes, Ordering::Relaxed) + record_bytes
-                        <= max_payload_bytes
-                {
+                while Instant::now() < deadline && budget.take(payload.len()) {
                     let t0 = Instant::now();
                     log.append_batch_async(&[&payload[..]]).await?;
                     lat.push(nanos(t0.elapsed()));
@@ -641,6 +637,27 @@ fn run_tasks(
     drop(rt);
     let all = result?;
     Ok((all.len() as u64, secs, all))
+}
+
+/// Payload bytes writers may still append (the disk budget), shared by all of them.
+pub(super) struct ByteBudget {
+    taken_bytes: AtomicU64,
+    max_bytes: u64,
+}
+
+impl ByteBudget {
+    pub(super) fn new(max_bytes: u64) -> Self {
+        ByteBudget {
+            taken_bytes: AtomicU64::new(0),
+            max_bytes,
+        }
+    }
+
+    /// Takes `n` bytes for one more append; `false` once the budget is spent.
+    pub(super) fn take(&self, n: usize) -> bool {
+        let n = n as u64;
+        self.taken_bytes.fetch_add(n, Ordering::Relaxed) + n <= self.max_bytes
+    }
 }
 
 /// Lets writer threads start together, or tells them to quit before they start.
@@ -681,13 +698,12 @@ pub(super) fn run_writers(
 ) -> CliResult<(u64, f64, Vec<u64>)> {
     let gate = Gate::default();
     let stop = AtomicBool::new(false);
-    let appended_bytes = AtomicU64::new(0);
-    let record_bytes = payload.len() as u64;
+    let budget = ByteBudget::new(max_payload_bytes);
     std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(writers);
         let mut spawn_error = None;
         for i in 0..writers {
-            let (gate, stop, appended_bytes) = (&gate, &stop, &appended_bytes);
+            let (gate, stop, budget) = (&gate, &stop, &budget);
             let spawned = std::thread::Builder::new()
                 .name(format!("bench-writer-{i}"))
                 .stack_size(WRITER_STACK_BYTES)
@@ -697,8 +713,7 @@ pub(super) fn run_writers(
                         return Ok(lat);
                     }
                     while !stop.load(Ordering::Relaxed) {
-                        let before = appended_bytes.fetch_add(record_bytes, Ordering::Relaxed);
-                        if before + record_bytes > max_payload_bytes {
+                        if !budget.take(payload.len()) {
                             stop.store(true, Ordering::Relaxed);
                             break;
                         }

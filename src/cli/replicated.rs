@@ -9,7 +9,7 @@
 //!   from the kill to the first acknowledged write sent after it. The killed node is restarted
 //!   and caught up before the next kill.
 
-use super::bench::{budget_options, run_writers, BackendArg, BenchArgs};
+use super::bench::{budget_options, run_writers, BackendArg, BenchArgs, ByteBudget};
 use super::cluster::LocalCluster;
 use super::json::Json;
 use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
@@ -18,7 +18,7 @@ use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use sitelog::node::client::AppendOutcome;
 use sitelog::{IoBackend, Log, LogOptions};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,22 +118,18 @@ async fn replicated_throughput(
     max_payload_bytes: u64,
 ) -> CliResult<Throughput> {
     let payload = Bytes::copy_from_slice(payload);
-    let record_bytes = payload.len() as u64;
-    let appended_bytes = Arc::new(AtomicU64::new(0));
+    let budget = Arc::new(ByteBudget::new(max_payload_bytes));
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
     for _ in 0..writers {
         let mut client = cluster.client();
         let payload = payload.clone();
-        let appended_bytes = appended_bytes.clone();
+        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             // Until the deadline, or until the disk budget is spent.
-            while Instant::now() < deadline
-                && appended_bytes.fetch_add(record_bytes, Ordering::Relaxed) + record_bytes
-                    <= max_payload_bytes
-            {
+            while Instant::now() < deadline && budget.take(payload.len()) {
                 let t0 = Instant::now();
                 match client.append(vec![payload.clone()]).await {
                     AppendOutcome::Ok(_) => lat.push(nanos(t0.elapsed())),
