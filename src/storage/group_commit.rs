@@ -142,13 +142,15 @@ impl GroupCommit {
     /// and retires what completed. The backend must complete a submission before `submit`
     /// returns (the simulated disk and POSIX do; `Log::open` refuses io_uring in driven mode).
     pub fn pump(self: &Arc<Self>) {
+        let mut wakes = Wakes::default();
         let mut st = lock(&self.state);
         loop {
-            st = self.retire(st);
+            st = self.retire(st, &mut wakes);
             let Some(group) = self.next_group(&mut st) else {
                 break;
             };
             drop(st);
+            wakes.flush();
             self.submit(group);
             st = lock(&self.state);
         }
@@ -176,18 +178,18 @@ impl GroupCommit {
         if self.poison.set(reason.clone()).is_ok() {
             tracing::error!(%reason, "log poisoned");
         }
-        self.wake_all(&mut lock(&self.state));
+        let mut wakes = Wakes::default();
+        self.wake_all(&mut lock(&self.state), &mut wakes);
+        drop(wakes);
         Error::Poisoned {
             reason: self.poison.get().cloned().unwrap_or(reason),
         }
     }
 
-    fn wake_all(&self, st: &mut State) {
+    fn wake_all(&self, st: &mut State, wakes: &mut Wakes) {
         self.progress.notify_all();
         self.work.notify_all();
-        for (_, w) in st.wakers.drain(..) {
-            w.wake();
-        }
+        wakes.0.extend(st.wakers.drain(..).map(|(_, w)| w));
     }
 
     pub fn durable_end(&self) -> u64 {
@@ -213,24 +215,27 @@ impl GroupCommit {
     /// Raises the durable end outside the pipeline (a seal fsynced the segment) and wakes
     /// waiters.
     pub fn publish_durable(&self, end: u64) {
+        let mut wakes = Wakes::default();
         let mut st = lock(&self.state);
         st.written_end = st.written_end.max(end);
         st.durable_end = st.durable_end.max(end);
-        self.wake_ready(&mut st);
+        self.wake_ready(&mut st, &mut wakes);
     }
 
-    fn wake_ready(&self, st: &mut State) {
+    /// Moves the waiters whose offsets are durable into `wakes`, to be woken once the lock is
+    /// released: a woken thread's first step is to take this lock, so waking it while the lock
+    /// is held would only put it back to sleep on the mutex.
+    fn wake_ready(&self, st: &mut State, wakes: &mut Wakes) {
         if st.idle_waiters > 0 {
             self.progress.notify_all();
         }
         let durable = st.durable_end;
         st.wakers.retain(|(target, w)| {
-            if *target <= durable {
-                w.wake_by_ref();
-                false
-            } else {
-                true
+            let ready = *target <= durable;
+            if ready {
+                wakes.0.push(w.clone());
             }
+            !ready
         });
     }
 
@@ -238,6 +243,7 @@ impl GroupCommit {
     /// file (and leave only sealed segments before it): everything below `end` is durable,
     /// nothing at or after it exists.
     pub fn reset(&self, end: u64) {
+        let mut wakes = Wakes::default();
         let mut st = lock(&self.state);
         debug_assert!(st.in_flight.is_empty());
         // Chunks queued after a failure belong to the discarded tail.
@@ -247,7 +253,7 @@ impl GroupCommit {
         st.sync_requested = end;
         st.failed = None;
         st.last_seg = None;
-        self.wake_ready(&mut st);
+        self.wake_ready(&mut st, &mut wakes);
     }
 
     /// The outcome for a waiter on `end`, if decided.
@@ -324,12 +330,13 @@ impl GroupCommit {
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         loop {
             let mut own_group = None;
+            let mut wakes = Wakes::default();
             {
                 let mut st = lock(&self.state);
                 if sync {
                     self.request_sync(&mut st, end);
                 }
-                st = self.retire(st);
+                st = self.retire(st, &mut wakes);
                 if let Some(r) = self.outcome(&st, end) {
                     return r.map(|()| true);
                 }
@@ -341,6 +348,8 @@ impl GroupCommit {
                     own_group = self.next_group(&mut st);
                 }
             }
+            // Before this thread submits or parks: the others' turn does not wait for it.
+            wakes.flush();
             if let Some(sub) = own_group {
                 self.submit(sub);
                 continue;
@@ -416,20 +425,25 @@ impl GroupCommit {
 
     /// The flusher thread's body.
     pub fn run_flusher(self: Arc<Self>) {
+        let mut wakes = Wakes::default();
         let mut st = lock(&self.state);
         loop {
-            st = self.retire(st);
+            st = self.retire(st, &mut wakes);
             if let Some(group) = self.next_group(&mut st) {
                 drop(st);
+                wakes.flush();
                 self.submit(group);
                 st = lock(&self.state);
                 continue;
             }
             if st.shutdown && st.in_flight.is_empty() && (st.queue.is_empty() || self.stopped(&st))
             {
-                self.wake_all(&mut st);
+                self.wake_all(&mut st, &mut wakes);
                 return;
             }
+            // About to wait on the condvar: nothing may stay unwoken while the flusher sleeps
+            // (under the lock here; the flusher rarely retires since completions do).
+            wakes.flush();
             st.flusher_waiting = true;
             st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
             st.flusher_waiting = false;
@@ -442,7 +456,11 @@ impl GroupCommit {
 
     /// Retires completed groups at the front, in order. After a failure, later groups are
     /// retired without effect: their data lies beyond the failed tail and is discarded.
-    fn retire<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn retire<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        wakes: &mut Wakes,
+    ) -> MutexGuard<'a, State> {
         let mut progressed = false;
         while st.in_flight.front().is_some_and(|g| g.done.is_some()) {
             let Some(g) = st.in_flight.pop_front() else {
@@ -483,9 +501,9 @@ impl GroupCommit {
             }
         }
         if progressed {
-            self.wake_ready(&mut st);
+            self.wake_ready(&mut st, wakes);
             if self.stopped(&st) {
-                self.wake_all(&mut st);
+                self.wake_all(&mut st, wakes);
             }
         }
         st
@@ -571,15 +589,17 @@ impl GroupCommit {
         // would cost two context switches per group. The flusher is woken only for work it
         // must do: queued chunks, a requested sync, shutdown.
         let done = Box::new(move |result: std::io::Result<()>| {
+            let mut wakes = Wakes::default();
             let mut st = lock(&gc.state);
             if let Some(g) = st.in_flight.iter_mut().find(|g| g.id == id) {
                 g.done = Some(result);
             }
-            st = gc.retire(st);
+            st = gc.retire(st, &mut wakes);
             let manual_sync_wanted = !gc.sync_always && st.sync_requested > st.durable_end;
             let wake = st.flusher_waiting
                 && (st.shutdown || !st.queue.is_empty() || manual_sync_wanted || gc.stopped(&st));
             drop(st);
+            wakes.flush();
             if wake {
                 gc.work.notify_one();
             }
@@ -595,6 +615,25 @@ struct Submission {
     bufs: Vec<Bytes>,
     pos: u64,
     sync: bool,
+}
+
+/// Waiters to wake once the state lock is released (declare it before the guard, so that it
+/// is dropped after it, or `flush` it after unlocking).
+#[derive(Default)]
+struct Wakes(Vec<Waker>);
+
+impl Wakes {
+    fn flush(&mut self) {
+        for w in self.0.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Unparks a thread blocked in `park_until`.
