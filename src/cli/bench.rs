@@ -15,7 +15,9 @@
 //!   was appending durably is killed with SIGKILL.
 
 use super::raw::{self, RawFile, RawLoop};
-use super::report::{BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun, Results};
+use super::report::{
+    writer_kind, BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun, Results,
+};
 use super::stats::nanos;
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
@@ -408,7 +410,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                     "durable {} {} × {writers} {}",
                     backend.name(),
                     super::stats::fmt_bytes(size as u64),
-                    if tasks { "async task(s)" } else { "thread(s)" }
+                    writer_kind(tasks)
                 ));
                 let cell = durable_cell(&plan, &work, backend, (size, writers, tasks))?;
                 results.durable.push(cell);
@@ -531,10 +533,10 @@ fn durable_cell(
     backend: Backend,
     (size, writers, tasks): (usize, usize, bool),
 ) -> CliResult<DurableCell> {
-    let kind = if tasks { "tasks" } else { "threads" };
     let dir = work.sub(&format!(
-        "durable-{}-{size}-{writers}-{kind}",
-        backend.name()
+        "durable-{}-{size}-{writers}-{}",
+        backend.name(),
+        writer_kind(tasks)
     ));
     let base = backend.options(plan.disk.segment_bytes);
     let opts = LogOptions {

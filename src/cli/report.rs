@@ -59,14 +59,19 @@ pub struct DurableCell {
     pub segments: usize,
 }
 
+/// How a durable cell's writers are named: `tasks` (async) or `threads`.
+pub fn writer_kind(tasks: bool) -> &'static str {
+    if tasks {
+        "tasks"
+    } else {
+        "threads"
+    }
+}
+
 impl DurableCell {
     /// `threads` or `tasks`.
     pub fn kind(&self) -> &'static str {
-        if self.tasks {
-            "tasks"
-        } else {
-            "threads"
-        }
+        writer_kind(self.tasks)
     }
 
     /// How target names refer to this cell's writers, e.g. `64 writers`, `64 async tasks`.

@@ -123,13 +123,8 @@ pub fn read_up_to(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<us
 
 /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` on a short file.
 pub fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        let n = file.read_at(&mut buf[done..], offset + done as u64)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
-        }
-        done += n;
+    if read_up_to(file, buf, offset)? < buf.len() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
     }
     Ok(())
 }
