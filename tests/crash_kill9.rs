@@ -67,6 +67,8 @@ enum Mode {
     Always,
     /// `SyncMode::Manual`, large batches of small records, explicit `sync()` before acking.
     Manual,
+    /// As `Always`, with `O_DIRECT` group writes (`LogOptions::direct_io`).
+    Direct,
 }
 
 impl Mode {
@@ -74,6 +76,7 @@ impl Mode {
         match self {
             Mode::Always => "always",
             Mode::Manual => "manual",
+            Mode::Direct => "direct",
         }
     }
 
@@ -81,6 +84,7 @@ impl Mode {
         match s {
             "always" => Some(Mode::Always),
             "manual" => Some(Mode::Manual),
+            "direct" => Some(Mode::Direct),
             _ => None,
         }
     }
@@ -90,15 +94,16 @@ impl Mode {
             segment_size_bytes: SEGMENT_BYTES,
             max_record_bytes: MAX_RECORD_BYTES,
             sync: match self {
-                Mode::Always => SyncMode::Always,
+                Mode::Always | Mode::Direct => SyncMode::Always,
                 Mode::Manual => SyncMode::Manual,
             },
             // Both backends on the real kernel: io_uring (where the kernel allows it) for the
             // durable-append loop, POSIX for the manual-sync loop.
             io: match self {
-                Mode::Always => IoBackend::Auto,
+                Mode::Always | Mode::Direct => IoBackend::Auto,
                 Mode::Manual => IoBackend::Posix,
             },
+            direct_io: self == Mode::Direct,
             ..LogOptions::default()
         }
     }
@@ -108,7 +113,7 @@ impl Mode {
     /// acks a whole sync cycle at once.
     fn max_unacked_batches(self) -> u64 {
         match self {
-            Mode::Always => 1,
+            Mode::Always | Mode::Direct => 1,
             Mode::Manual => MAX_BATCHES_PER_SYNC,
         }
     }
@@ -224,8 +229,8 @@ impl Plan {
     fn next_batch(&mut self) -> Batch {
         let rng = &mut self.rng;
         let (n, max_len) = match self.mode {
-            Mode::Always if rng.range(0, 9) < 7 => (1, 16 << 10),
-            Mode::Always => (rng.range(2, 8), 16 << 10),
+            Mode::Always | Mode::Direct if rng.range(0, 9) < 7 => (1, 16 << 10),
+            Mode::Always | Mode::Direct => (rng.range(2, 8), 16 << 10),
             Mode::Manual => (rng.range(4, 64), 4 << 10),
         };
         let lens = (0..n)
@@ -354,7 +359,7 @@ fn child_writer(log: &Log, cfg: &ChildConfig, w: u32) {
             batch_crc(&payloads)
         );
         match cfg.mode {
-            Mode::Always => {
+            Mode::Always | Mode::Direct => {
                 if emit(&ack).is_err() {
                     return;
                 }
@@ -929,6 +934,13 @@ fn kill9_rounds(mode: Mode, rounds: u32, delay_ms: Range<u64>) {
 #[test]
 fn kill9_loop_preserves_every_acknowledged_record() {
     with_watchdog(|| kill9_rounds(Mode::Always, 20, 20..300));
+}
+
+/// As the first loop with `O_DIRECT` group writes (each group rewrites the partly filled
+/// block it starts in); 12 kills.
+#[test]
+fn kill9_loop_with_direct_io_preserves_every_acknowledged_record() {
+    with_watchdog(|| kill9_rounds(Mode::Direct, 12, 20..300));
 }
 
 /// `SyncMode::Manual`, heavy batching (4-64 records of 1 B..4 KiB per batch), explicit

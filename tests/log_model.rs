@@ -321,6 +321,8 @@ fn run(seed: u64, manual: bool, ops: Vec<Op>, real: Option<IoBackend>) {
         },
         superblock_interval_ms: if seed % 2 == 0 { 1 } else { 1_000_000 },
         preallocate: disk.is_none() && seed % 3 == 0,
+        // O_DIRECT group writes in half the cases (the simulated disk checks their alignment).
+        direct_io: (seed >> 8) % 2 == 1,
         ..Default::default()
     };
     let log = Log::open(&dir, opts.clone()).expect("create");

@@ -6,7 +6,10 @@
 //!   for sealed segments (the fallback and reference backend);
 //! - [`SimDisk`]: a deterministic in-memory disk with a page-cache model that loses unsynced
 //!   writes and directory entries on a simulated crash, tears sectors and injects faults;
-//! - the io_uring backend (next step), which implements the same trait on a dedicated thread.
+//! - [`UringIo`]: the same trait on a dedicated io_uring thread per log.
+//!
+//! [`Io::open_direct`] opens a second, page-cache-bypassing (`O_DIRECT`) handle for the
+//! group commit's aligned writes (`LogOptions::direct_io`).
 //!
 //! The trait is deliberately synchronous and positional: every call names its file offset and
 //! owns no cursor, so a completion-based backend can submit it as one SQE (or a linked
@@ -59,6 +62,94 @@ pub trait Io: Send + Sync + Debug + 'static {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
     /// A short name for logs and benchmark tables.
     fn name(&self) -> &'static str;
+    /// Opens an existing file a second time for writes that bypass the page cache
+    /// (`O_DIRECT`): every write through the handle must start at a multiple of
+    /// [`DIRECT_ALIGN_BYTES`] and be one [`AlignedBuf`] of a multiple of it. Only writes go
+    /// through it; reads, `set_len` and fdatasync of the file's ordinary handle see its bytes
+    /// (the kernel keeps the page cache coherent with direct writes). Fails with
+    /// `Unsupported` on a backend without direct I/O, and with the file system's error
+    /// (`EINVAL` on tmpfs) where it refuses.
+    fn open_direct(&self, path: &Path) -> io::Result<FileRef> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Alignment of direct (`O_DIRECT`) writes: buffer address, file offset and length. 4 KiB is
+/// the page size and the physical sector of every disk sitelog targets, and a multiple of every
+/// logical block size (512 B or 4 KiB), so no per-device query is needed.
+pub const DIRECT_ALIGN_BYTES: usize = 4096;
+
+/// A zero-filled heap buffer aligned to [`DIRECT_ALIGN_BYTES`], for direct writes; wrap it in
+/// [`Bytes::from_owner`] to hand it to [`File::submit_write`].
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len_bytes: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively (like a Vec<u8>); shared references only
+// read it.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as above: &AlignedBuf gives read-only access.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len_bytes`, which must be a positive multiple of
+    /// [`DIRECT_ALIGN_BYTES`] (checked: a caller bug, not an input).
+    pub fn zeroed(len_bytes: usize) -> io::Result<AlignedBuf> {
+        if len_bytes == 0 || len_bytes % DIRECT_ALIGN_BYTES != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("direct buffer of {len_bytes} bytes is not a multiple of {DIRECT_ALIGN_BYTES}"),
+            ));
+        }
+        let layout = Self::layout(len_bytes)?;
+        // SAFETY: the layout has a non-zero size (checked above).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "direct buffer"))?;
+        Ok(AlignedBuf { ptr, len_bytes })
+    }
+
+    fn layout(len_bytes: usize) -> io::Result<std::alloc::Layout> {
+        std::alloc::Layout::from_size_align(len_bytes, DIRECT_ALIGN_BYTES)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    }
+
+    /// The buffer, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is a live allocation of len_bytes owned by self; &mut self is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len_bytes) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ptr is a live, initialised (zeroed) allocation of len_bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len_bytes) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // Invariant: the layout was valid when the buffer was allocated with it.
+        if let Ok(layout) = Self::layout(self.len_bytes) {
+            // SAFETY: allocated by alloc_zeroed with this same layout, freed once.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+        }
+    }
+}
+
+impl Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len_bytes)
+    }
+}
+
+/// Whether `buf`, written at `offset`, meets the direct-write alignment.
+pub fn is_direct_aligned(buf: &[u8], offset: u64) -> bool {
+    let a = DIRECT_ALIGN_BYTES;
+    (buf.as_ptr() as usize) % a == 0 && buf.len() % a == 0 && offset % a as u64 == 0
 }
 
 /// Positional operations on one open file.

@@ -92,6 +92,12 @@ impl Io for PosixIo {
     fn name(&self) -> &'static str {
         "posix"
     }
+
+    fn open_direct(&self, path: &Path) -> io::Result<FileRef> {
+        Ok(Arc::new(PosixFile {
+            file: open_direct(path)?,
+        }))
+    }
 }
 
 impl File for PosixFile {
@@ -147,5 +153,15 @@ pub(crate) fn open_rw(path: &Path, create: bool) -> io::Result<fs::File> {
         .write(true)
         .create(create)
         .truncate(false)
+        .open(path)
+}
+
+/// Opens an existing file for `O_DIRECT` writes (shared by the POSIX and io_uring backends).
+pub(crate) fn open_direct(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
         .open(path)
 }

@@ -42,6 +42,8 @@ pub struct SimFaults {
     /// Every `sync_data` sleeps this long before it takes effect (a slow disk); the disk is
     /// not locked while it sleeps, so writes and other syncs proceed meanwhile.
     pub sync_delay_ms: u64,
+    /// `open_direct` fails with EINVAL, as on a file system without `O_DIRECT` (tmpfs).
+    pub refuse_direct: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,9 @@ struct SimFile {
     disk: SimDisk,
     ino: u64,
     epoch: u64,
+    /// Opened with `open_direct`: writes must meet the `O_DIRECT` alignment (EINVAL
+    /// otherwise), so that a misaligned direct write fails in tests as it would on a disk.
+    direct: bool,
 }
 
 #[derive(Debug)]
@@ -304,18 +309,9 @@ impl SimDisk {
     }
 }
 
-impl Io for SimDisk {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut st = self.lock_state();
-        let mut acc = PathBuf::new();
-        for part in dir.components() {
-            acc.push(part);
-            st.dirs.entry(acc.clone()).or_default();
-        }
-        Ok(())
-    }
-
-    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+impl SimDisk {
+    /// Opens (or creates) `path`; `direct` checks the `O_DIRECT` alignment of its writes.
+    fn open_file(&self, path: &Path, create: bool, direct: bool) -> io::Result<FileRef> {
         let mut st = self.lock_state();
         let (parent, name) = split(path)?;
         let epoch = st.epoch;
@@ -345,7 +341,24 @@ impl Io for SimDisk {
             disk: self.clone(),
             ino,
             epoch,
+            direct,
         }))
+    }
+}
+
+impl Io for SimDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock_state();
+        let mut acc = PathBuf::new();
+        for part in dir.components() {
+            acc.push(part);
+            st.dirs.entry(acc.clone()).or_default();
+        }
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        self.open_file(path, create, false)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -413,6 +426,13 @@ impl Io for SimDisk {
     fn name(&self) -> &'static str {
         "sim"
     }
+
+    fn open_direct(&self, path: &Path) -> io::Result<FileRef> {
+        if self.lock_state().faults.refuse_direct {
+            return Err(os_err(libc::EINVAL));
+        }
+        self.open_file(path, false, true)
+    }
 }
 
 impl File for SimFile {
@@ -429,6 +449,9 @@ impl File for SimFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.direct && !super::is_direct_aligned(buf, offset) {
+            return Err(os_err(libc::EINVAL));
+        }
         self.disk.with_inode(self.ino, self.epoch, |st, ino| {
             if st.faults.fail_writes > 0 {
                 st.faults.fail_writes -= 1;

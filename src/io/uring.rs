@@ -473,6 +473,13 @@ impl Io for UringIo {
     fn name(&self) -> &'static str {
         "io_uring"
     }
+
+    fn open_direct(&self, path: &Path) -> io::Result<FileRef> {
+        Ok(Arc::new(UringFile {
+            file: Arc::new(super::posix::open_direct(path)?),
+            ring: self.ring.clone(),
+        }))
+    }
 }
 
 impl File for UringFile {

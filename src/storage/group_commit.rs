@@ -19,6 +19,7 @@
 //! next append (see `Log::discard_failed_tail`). Any other error poisons the log.
 
 use super::segment::Segment;
+use crate::io::{read_exact_at, AlignedBuf, FileRef, DIRECT_ALIGN_BYTES};
 use crate::{Error, Result};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -83,6 +84,16 @@ struct State {
     /// call, so it is skipped when nobody waits).
     idle_waiters: usize,
     shutdown: bool,
+    /// Direct writes: the partly filled block the last group ended in, which the next group
+    /// rewrites (kept so that it is not read back from the disk).
+    tail: Option<TailBlock>,
+}
+
+/// The bytes of a segment from a block boundary up to the end of the last group written.
+struct TailBlock {
+    seg: Arc<Segment>,
+    block_pos: u64,
+    bytes: Vec<u8>,
 }
 
 /// The shared state of one log's group commit.
@@ -128,6 +139,7 @@ impl GroupCommit {
                 flusher_waiting: false,
                 idle_waiters: 0,
                 shutdown: false,
+                tail: None,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -253,6 +265,8 @@ impl GroupCommit {
         st.sync_requested = end;
         st.failed = None;
         st.last_seg = None;
+        // The segment's bytes before the new end may have changed (a cut inside the block).
+        st.tail = None;
         self.wake_ready(&mut st, &mut wakes);
     }
 
@@ -518,6 +532,12 @@ impl GroupCommit {
             return self.bare_sync(st);
         };
         let seg = first.seg.clone();
+        let direct = seg.direct_file();
+        if direct.is_some() && !st.in_flight.is_empty() {
+            // Two direct writes of the same partly filled block must not race: the older one
+            // could land last and erase the newer one's bytes.
+            return None;
+        }
         let start_pos = first.pos;
         let first_offset = first.first_offset;
         let (mut end_pos, mut end_offset, mut bytes) = (start_pos, first_offset, 0usize);
@@ -537,7 +557,25 @@ impl GroupCommit {
         }
         let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
         let span = (start_pos, end_pos, first_offset, end_offset);
-        Some(self.push_group(st, seg, span, sync, bufs))
+        let (file, pos, bufs) = match direct {
+            None => (seg.file.clone(), start_pos, bufs),
+            Some(file) => match direct_buffer(st, &seg, start_pos, end_pos, &bufs) {
+                Ok((pos, buf)) => (file, pos, vec![buf]),
+                Err(e) => {
+                    let path = seg.path.display();
+                    let reason = format!("preparing a direct write of {path} failed: {e}");
+                    if self.poison.set(reason.clone()).is_ok() {
+                        tracing::error!(%reason, "log poisoned");
+                    }
+                    // Rare: the waiters are woken at once, under the lock.
+                    self.wake_all(st, &mut Wakes::default());
+                    return None;
+                }
+            },
+        };
+        let mut sub = self.push_group(st, seg, span, sync, bufs);
+        (sub.file, sub.pos) = (file, pos);
+        Some(sub)
     }
 
     /// Manual mode: everything is written but a sync was asked for: a bare fdatasync.
@@ -574,7 +612,7 @@ impl GroupCommit {
         });
         Submission {
             id,
-            seg,
+            file: seg.file.clone(),
             bufs,
             pos: start_pos,
             sync,
@@ -604,17 +642,62 @@ impl GroupCommit {
                 gc.work.notify_one();
             }
         });
-        sub.seg.file.submit_write(sub.bufs, sub.pos, sub.sync, done);
+        sub.file.submit_write(sub.bufs, sub.pos, sub.sync, done);
     }
 }
 
 /// A group handed to the backend.
 struct Submission {
     id: u64,
-    seg: Arc<Segment>,
+    /// The segment's file, or its direct-write handle.
+    file: FileRef,
     bufs: Vec<Bytes>,
+    /// File position of the first byte (block-aligned for a direct write).
     pos: u64,
     sync: bool,
+}
+
+/// One block-aligned buffer for a direct write of the frames `bufs`, which occupy
+/// `start_pos..end_pos`: the bytes of the block it starts in come first (from the last group's
+/// tail, or read back from the file after a restart or a reset), zeros pad the last block.
+/// Returns the buffer's file position and records the new tail. The caller made sure no
+/// group is in flight, so every byte before `start_pos` is in the file.
+fn direct_buffer(
+    st: &mut State,
+    seg: &Arc<Segment>,
+    start_pos: u64,
+    end_pos: u64,
+    bufs: &[Bytes],
+) -> std::io::Result<(u64, Bytes)> {
+    let align = DIRECT_ALIGN_BYTES as u64;
+    let block_pos = start_pos / align * align;
+    let padded_end = end_pos.div_ceil(align) * align;
+    let mut buf = AlignedBuf::zeroed((padded_end - block_pos) as usize)?;
+    let out = buf.as_mut_slice();
+    let head = (start_pos - block_pos) as usize;
+    if head > 0 {
+        let cached = st.tail.take().filter(|t| {
+            Arc::ptr_eq(&t.seg, seg) && t.block_pos == block_pos && t.bytes.len() == head
+        });
+        match cached {
+            Some(t) => out[..head].copy_from_slice(&t.bytes),
+            None => read_exact_at(&*seg.file, &mut out[..head], block_pos)?,
+        }
+    }
+    let mut at = head;
+    for b in bufs {
+        out[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+    }
+    debug_assert_eq!(at as u64, end_pos - block_pos);
+    let tail_pos = end_pos / align * align;
+    let tail = out[(tail_pos - block_pos) as usize..at].to_vec();
+    st.tail = Some(TailBlock {
+        seg: seg.clone(),
+        block_pos: tail_pos,
+        bytes: tail,
+    });
+    Ok((block_pos, Bytes::from_owner(buf)))
 }
 
 /// Waiters to wake once the state lock is released (declare it before the guard, so that it

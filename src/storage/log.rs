@@ -21,7 +21,7 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) background: Arc<Background>,
     pub(crate) written_end: AtomicU64,
     pub(crate) start_offset: AtomicU64,
+    /// The file system refused `O_DIRECT` once (said once in the log; writes stay buffered).
+    pub(crate) direct_refused: AtomicBool,
     recovery: RecoveryReport,
     threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: Box<dyn LockGuard>,
@@ -167,12 +169,16 @@ impl Log {
             background: Background::new(),
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
+            direct_refused: AtomicBool::new(false),
             recovery: rec.report,
             threads: Mutex::new(Vec::new()),
             opts,
             _lock: guard,
         });
         let log = Log { shared };
+        if let Some(active) = lock(&log.shared.writer).active.as_ref() {
+            log.attach_direct(&active.seg);
+        }
         log.start_threads()?;
         log.finish_recovery()?;
         Ok(log)
@@ -209,6 +215,34 @@ impl Log {
             s.background.request_prepare();
         }
         Ok(())
+    }
+
+    /// Gives the active segment its direct-write handle (`LogOptions::direct_io`). Where the
+    /// file system refuses `O_DIRECT` it says so once and leaves the segment to buffered
+    /// writes, which are just as safe.
+    pub(crate) fn attach_direct(&self, seg: &Segment) {
+        let s = &self.shared;
+        if !s.opts.direct_io || seg.direct_file().is_some() {
+            return;
+        }
+        match s.io.open_direct(&seg.path) {
+            Ok(file) => seg.attach_direct(file),
+            Err(e) => {
+                if !s.direct_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(dir = %s.dir.display(), error = %e,
+                        "O_DIRECT refused; writing through the page cache");
+                }
+            }
+        }
+    }
+
+    /// Whether the active segment is written with `O_DIRECT` (false before the first append
+    /// creates a segment, or where the file system refused it).
+    pub fn writes_direct(&self) -> bool {
+        lock(&self.shared.writer)
+            .active
+            .as_ref()
+            .is_some_and(|a| a.seg.direct_file().is_some())
     }
 
     /// Completes an interrupted truncation and records the recovered durable end.

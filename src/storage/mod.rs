@@ -2,6 +2,8 @@
 //! retention. Usable on its own through [`Log`], without any network.
 
 pub(crate) mod background;
+#[cfg(test)]
+mod direct_io_tests;
 pub mod checksum;
 pub mod group_commit;
 pub mod index;

@@ -211,6 +211,10 @@ pub struct Segment {
     /// Readers find the newest records here; the flusher drops chunks once their write
     /// completed (from then on the page cache serves them).
     unwritten: Mutex<VecDeque<(u64, Bytes)>>,
+    /// A second handle that bypasses the page cache, for the group commit's aligned writes
+    /// (`LogOptions::direct_io`); held by the active segment only (closed at the seal, so a
+    /// long log does not keep two descriptors per sealed segment).
+    direct: Mutex<Option<FileRef>>,
 }
 
 impl Segment {
@@ -234,7 +238,28 @@ impl Segment {
             state: RwLock::new(state),
             map: OnceLock::new(),
             unwritten: Mutex::new(VecDeque::new()),
+            direct: Mutex::new(None),
         }
+    }
+
+    fn direct(&self) -> MutexGuard<'_, Option<FileRef>> {
+        // A plain replace or clone under the lock: consistent even if a holder panicked.
+        self.direct.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches the segment's direct-write handle.
+    pub(crate) fn attach_direct(&self, file: FileRef) {
+        *self.direct() = Some(file);
+    }
+
+    /// Closes the direct-write handle (the segment was sealed).
+    pub(crate) fn detach_direct(&self) {
+        self.direct().take();
+    }
+
+    /// The direct-write handle, if one is attached.
+    pub(crate) fn direct_file(&self) -> Option<FileRef> {
+        self.direct().clone()
     }
 
     /// A snapshot of the segment's state.

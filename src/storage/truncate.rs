@@ -156,6 +156,7 @@ impl Log {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(target.base_offset, target.clone());
+        self.attach_direct(&target);
         w.active = Some(Active {
             seg: target,
             file_crc,

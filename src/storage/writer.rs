@@ -364,6 +364,7 @@ impl Log {
             s.sealed = true;
             s.file_len = file_len;
         });
+        seg.detach_direct();
         w.active = None;
         self.shared.gc.publish_durable(st.end_offset);
         let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
@@ -463,6 +464,7 @@ impl Log {
             state,
         );
         let seg = Arc::new(seg);
+        self.attach_direct(&seg);
         self.shared
             .segments
             .write()
