@@ -81,6 +81,12 @@ pub enum Backend {
     #[value(name = "io_uring", alias = "io-uring")]
     IoUring,
     Posix,
+    /// io_uring with `LogOptions::direct_io` (O_DIRECT group writes).
+    #[value(name = "io_uring-direct")]
+    IoUringDirect,
+    /// POSIX with `LogOptions::direct_io`.
+    #[value(name = "posix-direct")]
+    PosixDirect,
 }
 
 impl Backend {
@@ -88,20 +94,27 @@ impl Backend {
         match self {
             Backend::IoUring => "io_uring",
             Backend::Posix => "posix",
+            Backend::IoUringDirect => "io_uring-direct",
+            Backend::PosixDirect => "posix-direct",
         }
     }
 
     fn io(self) -> IoBackend {
         match self {
-            Backend::IoUring => IoBackend::IoUring,
-            Backend::Posix => IoBackend::Posix,
+            Backend::IoUring | Backend::IoUringDirect => IoBackend::IoUring,
+            Backend::Posix | Backend::PosixDirect => IoBackend::Posix,
         }
+    }
+
+    fn direct(self) -> bool {
+        matches!(self, Backend::IoUringDirect | Backend::PosixDirect)
     }
 
     /// Default options with this backend and `segment_bytes` segments (the disk budget's).
     fn options(self, segment_bytes: u64) -> LogOptions {
         LogOptions {
             io: self.io(),
+            direct_io: self.direct(),
             ..budget_options(segment_bytes)
         }
     }
@@ -123,13 +136,19 @@ pub(super) fn budget_options(segment_bytes: u64) -> LogOptions {
 /// `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
-    /// Every backend this kernel supports.
+    /// Every backend this kernel supports, through the page cache and with O_DIRECT.
     All,
     /// io_uring (fails if the kernel refuses it).
     #[value(name = "io_uring", alias = "io-uring")]
     IoUring,
     /// pread/pwrite/fdatasync.
     Posix,
+    /// io_uring with O_DIRECT group writes.
+    #[value(name = "io_uring-direct")]
+    IoUringDirect,
+    /// POSIX with O_DIRECT group writes.
+    #[value(name = "posix-direct")]
+    PosixDirect,
 }
 
 /// `--only`.
@@ -263,7 +282,21 @@ impl Plan {
     }
 }
 
-fn plan(args: &BenchArgs, disk: DiskBudget, notes: &mut Vec<String>) -> CliResult<Plan> {
+/// Whether the file system of `dir` takes O_DIRECT (tmpfs does not; a log there would fall
+/// back to buffered writes and its figures would be mislabelled).
+fn direct_probe(io: &dyn sitelog::io::Io, dir: &Path) -> sitelog::Result<()> {
+    let path = dir.join("direct-probe");
+    let opened = io.open(&path, true).and_then(|_| io.open_direct(&path));
+    let _ = io.remove(&path);
+    opened.map(|_| ()).map_err(|source| sitelog::Error::Io { path, source })
+}
+
+fn plan(
+    args: &BenchArgs,
+    disk: DiskBudget,
+    work_dir: &Path,
+    notes: &mut Vec<String>,
+) -> CliResult<Plan> {
     let seconds = args.seconds.unwrap_or(if args.quick { 0.3 } else { 2.0 });
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
         return Err(CliError(format!(
@@ -279,13 +312,24 @@ fn plan(args: &BenchArgs, disk: DiskBudget, notes: &mut Vec<String>) -> CliResul
         )));
     }
     let candidates = match args.backend {
-        BackendArg::All => vec![Backend::IoUring, Backend::Posix],
+        BackendArg::All => vec![
+            Backend::IoUring,
+            Backend::Posix,
+            Backend::IoUringDirect,
+            Backend::PosixDirect,
+        ],
         BackendArg::IoUring => vec![Backend::IoUring],
         BackendArg::Posix => vec![Backend::Posix],
+        BackendArg::IoUringDirect => vec![Backend::IoUringDirect],
+        BackendArg::PosixDirect => vec![Backend::PosixDirect],
     };
     let mut backends = Vec::new();
     for b in candidates {
-        match b.io().resolve() {
+        let usable = b.io().resolve().and_then(|io| match b.direct() {
+            true => direct_probe(&*io, work_dir),
+            false => Ok(()),
+        });
+        match usable {
             Ok(_) => backends.push(b),
             Err(e) if args.backend == BackendArg::All => {
                 notes.push(format!("backend {} skipped: {e}", b.name()));
@@ -357,7 +401,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let mut notes = Vec::new();
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
     let disk = DiskBudget::for_dir(work.path(), args.max_disk_mib, 1)?;
-    let plan = plan(args, disk, &mut notes)?;
+    let plan = plan(args, disk, work.path(), &mut notes)?;
     let cold = sys::drop_page_cache();
     if let Err(reason) = &cold {
         notes.push(format!("cold reads not measured: {reason}"));
@@ -563,7 +607,7 @@ fn durable_cell(
         run_writers(&log, &payload, writers, plan.duration, max_bytes)?
     };
     let cell = DurableCell {
-        backend: log.backend_name(),
+        backend: backend.name(),
         record_bytes: size as u64,
         writers,
         tasks,
@@ -805,7 +849,6 @@ fn write_log(
         ..opts
     };
     let log = Log::open(dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?;
-    run.backend = log.backend_name();
     let pattern = raw::pattern(BUFFERED_RECORD_BYTES);
     let mut bufs = vec![vec![0u8; BUFFERED_RECORD_BYTES]; batch];
     let mut next = log.end_offset();
@@ -896,7 +939,7 @@ fn read_cells(
     let first = read_all(&log)?;
     if let Some((raw_bytes, raw_secs)) = raw_cold {
         runs.push(ReadRun {
-            backend: log.backend_name(),
+            backend: backend.name(),
             cold: true,
             records: first.0,
             bytes: first.1,
@@ -909,7 +952,7 @@ fn read_cells(
     let warm = read_all(&log)?;
     let (raw_bytes, raw_secs) = raw::read_files(&files)?;
     runs.push(ReadRun {
-        backend: log.backend_name(),
+        backend: backend.name(),
         cold: false,
         records: warm.0,
         bytes: warm.1,

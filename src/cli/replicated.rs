@@ -65,6 +65,13 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         BackendArg::All => ("auto", IoBackend::Auto),
         BackendArg::IoUring => ("io_uring", IoBackend::IoUring),
         BackendArg::Posix => ("posix", IoBackend::Posix),
+        BackendArg::IoUringDirect | BackendArg::PosixDirect => {
+            return Err(CliError(
+                "--replicated measures nodes started with --io; O_DIRECT is not one of its \
+                 choices"
+                    .into(),
+            ))
+        }
     };
     let single = {
         let opts = LogOptions {

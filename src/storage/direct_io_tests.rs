@@ -169,3 +169,43 @@ fn direct_writes_on_the_real_file_system_through_both_backends() {
         check(&Log::open(&path, opts).unwrap(), &expected);
     }
 }
+
+#[test]
+fn concurrent_appenders_with_direct_writes_keep_every_record() {
+    let backends = [IoBackend::Posix, IoBackend::Auto];
+    for backend in backends {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            io: backend.clone(),
+            segment_size_bytes: 512 << 10,
+            max_record_bytes: 6 << 10,
+            direct_io: true,
+            ..Default::default()
+        };
+        let path = dir.path().join("log");
+        let log = Log::open(&path, opts.clone()).unwrap();
+        let written: Vec<Vec<(u64, Vec<u8>)>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let log = &log;
+                    s.spawn(move || {
+                        (0..150u64)
+                            .map(|i| {
+                                let p = payload(i * 8 + t as u64, t);
+                                (log.append(&p).unwrap(), p)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        log.close().unwrap();
+        let log = Log::open(&path, opts).unwrap();
+        assert_eq!(log.end_offset(), 8 * 150, "{backend:?}");
+        for (offset, p) in written.iter().flatten() {
+            assert_eq!(log.read(*offset).unwrap().payload.as_ref(), &p[..]);
+        }
+        log.verify().unwrap();
+    }
+}

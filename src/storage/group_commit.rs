@@ -108,6 +108,8 @@ pub(crate) struct GroupCommit {
     max_in_flight: usize,
     /// No flusher thread: waiters and `Log::pump` do the work (deterministic simulation).
     driven: bool,
+    /// Spare buffers for direct writes.
+    direct_pool: DirectPool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -147,6 +149,7 @@ impl GroupCommit {
             sync_always,
             max_in_flight,
             driven,
+            direct_pool: DirectPool::default(),
         })
     }
 
@@ -557,24 +560,15 @@ impl GroupCommit {
         }
         let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
         let span = (start_pos, end_pos, first_offset, end_offset);
-        let (file, pos, bufs) = match direct {
-            None => (seg.file.clone(), start_pos, bufs),
-            Some(file) => match direct_buffer(st, &seg, start_pos, end_pos, &bufs) {
-                Ok((pos, buf)) => (file, pos, vec![buf]),
-                Err(e) => {
-                    let path = seg.path.display();
-                    let reason = format!("preparing a direct write of {path} failed: {e}");
-                    if self.poison.set(reason.clone()).is_ok() {
-                        tracing::error!(%reason, "log poisoned");
-                    }
-                    // Rare: the waiters are woken at once, under the lock.
-                    self.wake_all(st, &mut Wakes::default());
-                    return None;
-                }
-            },
-        };
+        let direct = direct.map(|file| DirectWrite {
+            head: direct_head(st, &seg, start_pos, end_pos, &bufs),
+            file,
+            seg: seg.clone(),
+            start_pos,
+            pool: self.direct_pool.clone(),
+        });
         let mut sub = self.push_group(st, seg, span, sync, bufs);
-        (sub.file, sub.pos) = (file, pos);
+        sub.direct = direct;
         Some(sub)
     }
 
@@ -616,6 +610,7 @@ impl GroupCommit {
             bufs,
             pos: start_pos,
             sync,
+            direct: None,
         }
     }
 
@@ -642,62 +637,157 @@ impl GroupCommit {
                 gc.work.notify_one();
             }
         });
-        sub.file.submit_write(sub.bufs, sub.pos, sub.sync, done);
+        match &sub.direct {
+            None => sub.file.submit_write(sub.bufs, sub.pos, sub.sync, done),
+            // Filled here, outside the state lock: a group may be megabytes.
+            Some(d) => match d.buffer(&sub.bufs) {
+                Ok((pos, buf)) => d.file.submit_write(vec![buf], pos, sub.sync, done),
+                Err(e) => done(Err(e)),
+            },
+        }
     }
 }
 
 /// A group handed to the backend.
 struct Submission {
     id: u64,
-    /// The segment's file, or its direct-write handle.
+    /// The segment's file.
     file: FileRef,
     bufs: Vec<Bytes>,
-    /// File position of the first byte (block-aligned for a direct write).
     pos: u64,
     sync: bool,
+    /// Written with O_DIRECT instead, as one block-aligned buffer.
+    direct: Option<DirectWrite>,
 }
 
-/// One block-aligned buffer for a direct write of the frames `bufs`, which occupy
-/// `start_pos..end_pos`: the bytes of the block it starts in come first (from the last group's
-/// tail, or read back from the file after a restart or a reset), zeros pad the last block.
-/// Returns the buffer's file position and records the new tail. The caller made sure no
-/// group is in flight, so every byte before `start_pos` is in the file.
-fn direct_buffer(
+/// Most spare direct-write buffers a log keeps (one group is in flight at a time; one more
+/// is being filled).
+const DIRECT_POOL_BUFFERS: usize = 2;
+/// Capacity of a pooled direct-write buffer: the largest usual group with its first and last
+/// blocks. Larger groups (one huge batch) get a buffer of their own.
+const DIRECT_POOL_BUFFER_BYTES: usize = MAX_GROUP_BYTES + 2 * DIRECT_ALIGN_BYTES;
+
+/// Spare direct-write buffers: a fresh allocation of megabytes is a fresh mapping whose every
+/// page faults and is zeroed by the kernel, a measurable part of the flusher's time.
+type DirectPool = Arc<Mutex<Vec<AlignedBuf>>>;
+
+/// How a direct group is laid out, decided in order under the state lock; the buffer is
+/// filled outside it (`DirectWrite::buffer`).
+struct DirectWrite {
+    file: FileRef,
+    seg: Arc<Segment>,
+    start_pos: u64,
+    /// The bytes from the block boundary before `start_pos` up to it, when the last group's
+    /// tail had them (None: read them back from the file).
+    head: Option<Vec<u8>>,
+    pool: DirectPool,
+}
+
+/// Takes the last group's tail as the head of the group `start_pos..end_pos` (if it is that
+/// group's block), and records this group's own tail for the next one. Frames are assigned
+/// positions in order and groups formed in order, so the tail always describes the bytes
+/// just before the next group; a truncation or a discarded tail clears it (`reset`).
+fn direct_head(
     st: &mut State,
     seg: &Arc<Segment>,
     start_pos: u64,
     end_pos: u64,
     bufs: &[Bytes],
-) -> std::io::Result<(u64, Bytes)> {
+) -> Option<Vec<u8>> {
     let align = DIRECT_ALIGN_BYTES as u64;
     let block_pos = start_pos / align * align;
-    let padded_end = end_pos.div_ceil(align) * align;
-    let mut buf = AlignedBuf::zeroed((padded_end - block_pos) as usize)?;
-    let out = buf.as_mut_slice();
-    let head = (start_pos - block_pos) as usize;
-    if head > 0 {
-        let cached = st.tail.take().filter(|t| {
-            Arc::ptr_eq(&t.seg, seg) && t.block_pos == block_pos && t.bytes.len() == head
-        });
-        match cached {
-            Some(t) => out[..head].copy_from_slice(&t.bytes),
-            None => read_exact_at(&*seg.file, &mut out[..head], block_pos)?,
+    let head_len = (start_pos - block_pos) as usize;
+    let head = st
+        .tail
+        .take()
+        .filter(|t| Arc::ptr_eq(&t.seg, seg) && t.block_pos == block_pos && t.bytes.len() == head_len)
+        .map(|t| t.bytes);
+    let tail_pos = end_pos / align * align;
+    let mut tail = Vec::with_capacity((end_pos - tail_pos) as usize);
+    if tail_pos < start_pos {
+        // The whole group lies in the block it started in.
+        tail.extend_from_slice(head.as_deref().unwrap_or(&[]));
+        if tail.len() != head_len {
+            // The head must be read back; the next group reads its own.
+            return head;
         }
     }
-    let mut at = head;
+    let mut skip = tail_pos.saturating_sub(start_pos) as usize;
     for b in bufs {
-        out[at..at + b.len()].copy_from_slice(b);
-        at += b.len();
+        let from = skip.min(b.len());
+        tail.extend_from_slice(&b[from..]);
+        skip -= from;
     }
-    debug_assert_eq!(at as u64, end_pos - block_pos);
-    let tail_pos = end_pos / align * align;
-    let tail = out[(tail_pos - block_pos) as usize..at].to_vec();
+    debug_assert_eq!(tail.len() as u64, end_pos - tail_pos);
     st.tail = Some(TailBlock {
         seg: seg.clone(),
         block_pos: tail_pos,
         bytes: tail,
     });
-    Ok((block_pos, Bytes::from_owner(buf)))
+    head
+}
+
+impl DirectWrite {
+    /// One block-aligned buffer holding the block's bytes before the group, the group's frames
+    /// and zeros up to the next block boundary; returns it with its file position. No group is
+    /// in flight (see `next_group`), so the bytes before the group are all in the file.
+    fn buffer(&self, bufs: &[Bytes]) -> std::io::Result<(u64, Bytes)> {
+        let align = DIRECT_ALIGN_BYTES as u64;
+        let block_pos = self.start_pos / align * align;
+        let head_len = (self.start_pos - block_pos) as usize;
+        let len: usize = head_len + bufs.iter().map(Bytes::len).sum::<usize>();
+        let padded = len.div_ceil(DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES;
+        let mut buf = self.take_buffer(padded)?;
+        let out = &mut buf.as_mut_slice()[..padded];
+        match &self.head {
+            Some(head) => out[..head_len].copy_from_slice(head),
+            None => read_exact_at(&*self.seg.file, &mut out[..head_len], block_pos)?,
+        }
+        let mut at = head_len;
+        for b in bufs {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        }
+        // A pooled buffer holds an older group's bytes.
+        out[at..].fill(0);
+        let owner = PooledBuf {
+            buf: Some(buf),
+            pool: self.pool.clone(),
+        };
+        Ok((block_pos, Bytes::from_owner(owner).slice(..padded)))
+    }
+
+    fn take_buffer(&self, len: usize) -> std::io::Result<AlignedBuf> {
+        if len <= DIRECT_POOL_BUFFER_BYTES {
+            let spare = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            return spare.map_or_else(|| AlignedBuf::zeroed(DIRECT_POOL_BUFFER_BYTES), Ok);
+        }
+        AlignedBuf::zeroed(len)
+    }
+}
+
+/// A direct-write buffer that goes back to its pool when the write is done with it.
+struct PooledBuf {
+    buf: Option<AlignedBuf>,
+    pool: DirectPool,
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| b.as_ref())
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        if buf.as_ref().len() == DIRECT_POOL_BUFFER_BYTES {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < DIRECT_POOL_BUFFERS {
+                pool.push(buf);
+            }
+        }
+    }
 }
 
 /// Waiters to wake once the state lock is released (declare it before the guard, so that it
