@@ -83,6 +83,10 @@ enum Op {
         bufs: Vec<Bytes>,
         offset: u64,
         sync: bool,
+        /// The write itself is durable on completion (`RWF_DSYNC`), instead of a linked
+        /// fdatasync: used for O_DIRECT files, where the kernel then completes the whole
+        /// group without an io-wq worker.
+        dsync: bool,
     },
     Fsync,
 }
@@ -292,7 +296,12 @@ impl RingThread {
                     Box::new([]),
                     0,
                 ),
-                Op::Writev { bufs, offset, sync } => {
+                Op::Writev {
+                    bufs,
+                    offset,
+                    sync,
+                    dsync,
+                } => {
                     debug_assert!(bufs.len() <= MAX_IOVECS);
                     let iovecs: Box<[libc::iovec]> = bufs
                         .iter()
@@ -304,6 +313,7 @@ impl RingThread {
                     let total = bufs.iter().map(|b| b.len()).sum();
                     let write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
                         .offset(*offset)
+                        .rw_flags(if *dsync { libc::RWF_DSYNC } else { 0 })
                         .build();
                     let mut sqes = vec![write];
                     if *sync {
@@ -393,10 +403,17 @@ fn finish(flight: InFlight) {
     let main = main.unwrap_or_else(|| Err(io::Error::other("missing completion")));
     let result = match (&req.op, main) {
         (_, Err(e)) => Err(e),
-        (Op::Writev { bufs, offset, sync }, Ok(n))
-            if n < expected_bytes || link == Some(-libc::ECANCELED) =>
-        {
-            finish_short_write(&req.file, bufs, *offset, n, *sync).map(|()| expected_bytes)
+        (
+            Op::Writev {
+                bufs,
+                offset,
+                sync,
+                dsync,
+            },
+            Ok(n),
+        ) if n < expected_bytes || link == Some(-libc::ECANCELED) => {
+            finish_short_write(&req.file, bufs, *offset, n, *sync || *dsync)
+                .map(|()| expected_bytes)
         }
         (Op::Write { .. }, Ok(n)) if n < expected_bytes && n > 0 => Ok(n),
         (_, Ok(_)) if link.is_some_and(|r| r < 0) => {
@@ -435,6 +452,8 @@ fn finish_short_write(
 struct UringFile {
     file: Arc<fs::File>,
     ring: Arc<RingOwner>,
+    /// Opened with O_DIRECT: a durable group write is one `RWF_DSYNC` write.
+    direct: bool,
 }
 
 impl Io for UringIo {
@@ -447,6 +466,7 @@ impl Io for UringIo {
         Ok(Arc::new(UringFile {
             file: Arc::new(file),
             ring: self.ring.clone(),
+            direct: false,
         }))
     }
 
@@ -478,6 +498,7 @@ impl Io for UringIo {
         Ok(Arc::new(UringFile {
             file: Arc::new(super::posix::open_direct(path)?),
             ring: self.ring.clone(),
+            direct: true,
         }))
     }
 }
@@ -538,7 +559,12 @@ impl File for UringFile {
         let op = if bufs.is_empty() {
             Op::Fsync
         } else {
-            Op::Writev { bufs, offset, sync }
+            Op::Writev {
+                bufs,
+                offset,
+                sync: sync && !self.direct,
+                dsync: sync && self.direct,
+            }
         };
         let done = Box::new(move |r: io::Result<usize>| done(r.map(|_| ())));
         self.ring.submit(Request {
@@ -636,6 +662,7 @@ mod tests {
         let file = UringFile {
             file: ro,
             ring: io.ring.clone(),
+            direct: false,
         };
         let err = file.write_at(b"y", 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));

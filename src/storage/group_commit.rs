@@ -537,8 +537,8 @@ impl GroupCommit {
         let seg = first.seg.clone();
         let direct = seg.direct_file();
         if direct.is_some() && !st.in_flight.is_empty() {
-            // Two direct writes of the same partly filled block must not race: the older one
-            // could land last and erase the newer one's bytes.
+            // Two writes of the same partly filled block must not race when one is direct: the
+            // older one could land last and erase the newer one's bytes.
             return None;
         }
         let start_pos = first.pos;
@@ -560,7 +560,12 @@ impl GroupCommit {
         }
         let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
         let span = (start_pos, end_pos, first_offset, end_offset);
-        let direct = direct.map(|file| DirectWrite {
+        if !sync {
+            // Nobody waits for this group's durability (manual mode): the page cache takes it
+            // at memory speed, and the next direct group reads its first block back from there.
+            st.tail = None;
+        }
+        let direct = direct.filter(|_| sync).map(|file| DirectWrite {
             head: direct_head(st, &seg, start_pos, end_pos, &bufs),
             file,
             seg: seg.clone(),

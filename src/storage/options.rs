@@ -89,15 +89,16 @@ pub struct LogOptions {
     /// 1 KiB append + fdatasync takes ~105 µs into written blocks against ~190 µs when it
     /// extends the file). Default true.
     pub preallocate: bool,
-    /// Group commit writes the active segment with `O_DIRECT`: each group becomes one
+    /// Group commit writes the active segment with `O_DIRECT`: each durable group becomes one
     /// 4 KiB-aligned write (the partly filled block it starts in is rewritten from a copy kept
-    /// in memory, so no read-modify-write reaches the disk), no page-cache copy, and no dirty
-    /// pages for the fdatasync to find. Only one group is in flight at a time (two writes of
-    /// the same partly filled block must not race), so `max_groups_in_flight` does not apply.
-    /// Where the file system refuses `O_DIRECT` (tmpfs), the log says so once and writes
-    /// through the page cache. Readers of the newest records then read them from the disk, not
-    /// the page cache. Default false: see the README's performance section for the numbers
-    /// this default was chosen from.
+    /// in memory), durable on completion (`RWF_DSYNC` on io_uring, which completes it without
+    /// an io-wq worker; a linked fdatasync on POSIX), with no page-cache copy. Only one group
+    /// is in flight at a time (two writes of the same partly filled block must not race), so
+    /// `max_groups_in_flight` does not apply. Groups nobody waits for (`SyncMode::Manual`)
+    /// still go through the page cache. Where the file system refuses `O_DIRECT` (tmpfs), the
+    /// log says so once and writes through the page cache. Readers of records written direct
+    /// read them from the disk, not the page cache. Default false: see the README's
+    /// performance section for the numbers behind it.
     pub direct_io: bool,
     /// How many group-commit groups may be in flight at once on a backend that completes
     /// asynchronously (io_uring): the next group is written while earlier fdatasyncs run.
