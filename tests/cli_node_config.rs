@@ -1,5 +1,6 @@
 //! `sitelog node --config FILE` (TOML) with `metrics_listen`: the node joins its peers, and a
 //! plain HTTP GET on the metrics address returns the Prometheus text with sitelog's metrics.
+//! The node writes its log with O_DIRECT (`direct_io = true`) beside two that do not.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +22,7 @@ fn node_from_toml_serves_prometheus_metrics() {
         .collect();
     let toml = format!(
         "id = 1\nsite = \"site-1\"\ndata = \"{}\"\nlisten = \"{}\"\ncluster_id = {CLUSTER}\n\
-         metrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\nmembers = [{}]\n",
+         metrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\ndirect_io = true\nmembers = [{}]\n",
         dir.path().join("n1").display(),
         addrs[&1],
         members.join(", ")

@@ -92,6 +92,10 @@ pub struct NodeArgs {
     /// I/O backend of the log [default: auto].
     #[arg(long, value_enum)]
     pub io: Option<IoArg>,
+    /// Write durable groups with O_DIRECT (`LogOptions::direct_io`; see the README's
+    /// performance section) [default: off].
+    #[arg(long)]
+    pub direct_io: bool,
     /// Exit by itself after this many seconds (a safety net for test harnesses).
     #[arg(long)]
     pub exit_after_secs: Option<u64>,
@@ -136,6 +140,7 @@ struct FileConfig {
     members: Vec<FileMember>,
     timers: Option<Timers>,
     io: Option<IoArg>,
+    direct_io: Option<bool>,
     allow_unsafe_placement: Option<bool>,
     metrics_listen: Option<String>,
     snapshot_every: Option<u64>,
@@ -213,6 +218,7 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         IoArg::IoUring => IoBackend::IoUring,
         IoArg::Posix => IoBackend::Posix,
     };
+    cfg.log.direct_io = args.direct_io || file.direct_io == Some(true);
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         cfg.snapshots.every_entries = (n > 0).then_some(n);
     }

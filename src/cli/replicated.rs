@@ -61,21 +61,17 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     }
     let payload = vec![0x5au8; record_bytes];
 
-    let (io_name, io) = match args.backend {
-        BackendArg::All => ("auto", IoBackend::Auto),
-        BackendArg::IoUring => ("io_uring", IoBackend::IoUring),
-        BackendArg::Posix => ("posix", IoBackend::Posix),
-        BackendArg::IoUringDirect | BackendArg::PosixDirect => {
-            return Err(CliError(
-                "--replicated measures nodes started with --io; O_DIRECT is not one of its \
-                 choices"
-                    .into(),
-            ))
-        }
+    let (io_name, io, direct_io) = match args.backend {
+        BackendArg::All => ("auto", IoBackend::Auto, false),
+        BackendArg::IoUring => ("io_uring", IoBackend::IoUring, false),
+        BackendArg::Posix => ("posix", IoBackend::Posix, false),
+        BackendArg::IoUringDirect => ("io_uring", IoBackend::IoUring, true),
+        BackendArg::PosixDirect => ("posix", IoBackend::Posix, true),
     };
     let single = {
         let opts = LogOptions {
             io,
+            direct_io,
             ..budget_options(disk.segment_bytes)
         };
         let dir = work.sub("single");
@@ -97,7 +93,10 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .build()
         .context(|| "cannot start the async runtime".into())?;
     let (replicated, failovers) = rt.block_on(async {
-        let node_args = vec!["--segment-bytes".into(), disk.segment_bytes.to_string()];
+        let mut node_args = vec!["--segment-bytes".into(), disk.segment_bytes.to_string()];
+        if direct_io {
+            node_args.push("--direct-io".into());
+        }
         let mut cluster =
             LocalCluster::start(&work.sub("cluster"), NODES, CLUSTER_ID, io_name, node_args)?;
         cluster.leader(Duration::from_secs(20)).await?;
