@@ -12,6 +12,9 @@
 //!   keeps a read armed on the eventfd, so one `io_uring_enter` waits for both new requests
 //!   and completions.
 //! - Blocking calls (`read_at`, `write_at`, `sync_data`) submit and wait on a one-shot channel.
+//! - A durable write to an O_DIRECT file (a direct group, see `LogOptions::direct_io`) is one
+//!   `RWF_DSYNC` write that the calling thread submits to a second, small ring and reaps
+//!   itself: the kernel completes it without an io-wq worker, and no ring-thread hop is paid.
 //! - A short write breaks the link (the fsync completes with ECANCELED); the ring thread then
 //!   finishes the write and the fdatasync with plain syscalls, so a short write is never
 //!   mistaken for success and ENOSPC is reported as such.
@@ -44,6 +47,77 @@ const WAKE_TOKEN: u64 = u64::MAX;
 #[derive(Debug, Clone)]
 pub struct UringIo {
     ring: Arc<RingOwner>,
+    /// For direct durable writes, submitted and reaped by the calling thread.
+    inline: Arc<InlineRing>,
+}
+
+/// Submission queue entries of the inline ring (one write at a time).
+const INLINE_RING_ENTRIES: u32 = 4;
+
+/// A second, small ring that the thread submitting a direct durable write (an `RWF_DSYNC`
+/// write of one aligned buffer) uses synchronously: it enters the kernel once and is woken by
+/// the completion itself, with no hop to the ring thread and back (two context switches per
+/// group). A direct segment has one group in flight at a time, so the mutex is uncontended in
+/// practice; it serialises the rare overlap of two logs' segments. `None` once an
+/// `io_uring_enter` failed in a way that may leave an entry unsubmitted: that entry points at
+/// a buffer the failed call no longer owns, so the ring is never entered again.
+struct InlineRing {
+    ring: Mutex<Option<IoUring>>,
+}
+
+impl std::fmt::Debug for InlineRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineRing")
+    }
+}
+
+impl InlineRing {
+    /// Writes `buf` at `offset` with `RWF_DSYNC` and waits for it; returns the bytes written.
+    fn write_dsync(&self, file: &fs::File, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let mut guard = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("inline io_uring ring unusable after an error"))?;
+        debug_assert!(ring.completion().is_empty());
+        let len = u32::try_from(buf.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write above 4 GiB"))?;
+        let sqe = opcode::Write::new(types::Fd(file.as_raw_fd()), buf.as_ptr(), len)
+            .offset(offset)
+            .rw_flags(libc::RWF_DSYNC)
+            .build()
+            .user_data(1);
+        // SAFETY: `buf` stays borrowed until the completion is reaped below (or, on a failed
+        // enter, the ring is retired so the entry is never submitted later).
+        unsafe { ring.submission().push(&sqe) }
+            .map_err(|_| io::Error::other("inline io_uring ring full"))?;
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) if !ring.completion().is_empty() => break,
+                Ok(_) => continue,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    guard.take();
+                    return Err(e);
+                }
+            }
+        }
+        let cqe = ring
+            .completion()
+            .next()
+            .ok_or_else(|| io::Error::other("missing completion"))?;
+        match cqe.result() {
+            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            r => Ok(r as usize),
+        }
+    }
+}
+
+/// `io_uring_enter` errors after which the same call may simply be repeated.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
 }
 
 /// Keeps the ring thread alive; its drop (when the backend and every file are gone) stops it.
@@ -145,8 +219,12 @@ impl UringIo {
         std::thread::Builder::new()
             .name("sitelog-uring".into())
             .spawn(move || RingThread::new(ring, thread_shared).run())?;
+        let inline = Arc::new(InlineRing {
+            ring: Mutex::new(Some(IoUring::new(INLINE_RING_ENTRIES)?)),
+        });
         Ok(UringIo {
             ring: Arc::new(RingOwner { shared }),
+            inline,
         })
     }
 
@@ -452,8 +530,8 @@ fn finish_short_write(
 struct UringFile {
     file: Arc<fs::File>,
     ring: Arc<RingOwner>,
-    /// Opened with O_DIRECT: a durable group write is one `RWF_DSYNC` write.
-    direct: bool,
+    /// Opened with O_DIRECT: a durable group write is one `RWF_DSYNC` write on this ring.
+    inline: Option<Arc<InlineRing>>,
 }
 
 impl Io for UringIo {
@@ -466,7 +544,7 @@ impl Io for UringIo {
         Ok(Arc::new(UringFile {
             file: Arc::new(file),
             ring: self.ring.clone(),
-            direct: false,
+            inline: None,
         }))
     }
 
@@ -498,7 +576,7 @@ impl Io for UringIo {
         Ok(Arc::new(UringFile {
             file: Arc::new(super::posix::open_direct(path)?),
             ring: self.ring.clone(),
-            direct: true,
+            inline: Some(self.inline.clone()),
         }))
     }
 }
@@ -556,14 +634,24 @@ impl File for UringFile {
 
     fn submit_write(&self, bufs: Vec<Bytes>, offset: u64, sync: bool, done: Completion) {
         debug_assert!(!bufs.is_empty() || sync);
+        if let (Some(inline), true, [buf]) = (&self.inline, sync, bufs.as_slice()) {
+            // Direct and durable: on the caller's thread, completed before this returns.
+            let result = match inline.write_dsync(&self.file, buf, offset) {
+                Ok(n) if n < buf.len() => finish_short_write(&self.file, &bufs, offset, n, true),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            return done(result);
+        }
+        let direct = self.inline.is_some();
         let op = if bufs.is_empty() {
             Op::Fsync
         } else {
             Op::Writev {
                 bufs,
                 offset,
-                sync: sync && !self.direct,
-                dsync: sync && self.direct,
+                sync: sync && !direct,
+                dsync: sync && direct,
             }
         };
         let done = Box::new(move |r: io::Result<usize>| done(r.map(|_| ())));
@@ -662,7 +750,7 @@ mod tests {
         let file = UringFile {
             file: ro,
             ring: io.ring.clone(),
-            direct: false,
+            inline: None,
         };
         let err = file.write_at(b"y", 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
