@@ -51,6 +51,8 @@ struct Group {
     first_offset: u64,
     end_offset: u64,
     sync: bool,
+    /// Written with O_DIRECT.
+    direct: bool,
     done: Option<std::io::Result<()>>,
     /// When it was submitted (for the write + fdatasync latency metric).
     submitted_at: std::time::Instant,
@@ -535,14 +537,22 @@ impl GroupCommit {
             return self.bare_sync(st);
         };
         let seg = first.seg.clone();
-        let direct = seg.direct_file();
-        if direct.is_some() && !st.in_flight.is_empty() {
-            // Two writes of the same partly filled block must not race when one is direct: the
-            // older one could land last and erase the newer one's bytes.
-            return None;
-        }
         let start_pos = first.pos;
         let first_offset = first.first_offset;
+        let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
+        // Only groups someone waits on are written direct; the others go through the page
+        // cache at memory speed (manual mode).
+        let direct = seg.direct_file().filter(|_| sync);
+        // Two writes of the same partly filled block must not race when one is direct: the
+        // older one could land last and erase the newer one's bytes. Page-cache writes among
+        // themselves are ordered by the page cache.
+        let busy = match direct {
+            Some(_) => !st.in_flight.is_empty(),
+            None => st.in_flight.iter().any(|g| g.direct),
+        };
+        if busy {
+            return None;
+        }
         let (mut end_pos, mut end_offset, mut bytes) = (start_pos, first_offset, 0usize);
         let mut bufs = Vec::new();
         while let Some(c) = st.queue.front() {
@@ -558,14 +568,12 @@ impl GroupCommit {
             bytes += c.bytes.len();
             bufs.push(c.bytes);
         }
-        let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
         let span = (start_pos, end_pos, first_offset, end_offset);
-        if !sync {
-            // Nobody waits for this group's durability (manual mode): the page cache takes it
-            // at memory speed, and the next direct group reads its first block back from there.
+        if direct.is_none() {
+            // The next direct group reads its first block back (from the page cache).
             st.tail = None;
         }
-        let direct = direct.filter(|_| sync).map(|file| DirectWrite {
+        let direct = direct.map(|file| DirectWrite {
             head: direct_head(st, &seg, start_pos, end_pos, &bufs),
             file,
             seg: seg.clone(),
@@ -573,6 +581,9 @@ impl GroupCommit {
             pool: self.direct_pool.clone(),
         });
         let mut sub = self.push_group(st, seg, span, sync, bufs);
+        if let Some(g) = st.in_flight.back_mut() {
+            g.direct = direct.is_some();
+        }
         sub.direct = direct;
         Some(sub)
     }
@@ -606,6 +617,7 @@ impl GroupCommit {
             first_offset,
             end_offset,
             sync,
+            direct: false,
             done: None,
             submitted_at: std::time::Instant::now(),
         });
