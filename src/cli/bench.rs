@@ -288,7 +288,9 @@ fn direct_probe(io: &dyn sitelog::io::Io, dir: &Path) -> sitelog::Result<()> {
     let path = dir.join("direct-probe");
     let opened = io.open(&path, true).and_then(|_| io.open_direct(&path));
     let _ = io.remove(&path);
-    opened.map(|_| ()).map_err(|source| sitelog::Error::Io { path, source })
+    opened
+        .map(|_| ())
+        .map_err(|source| sitelog::Error::Io { path, source })
 }
 
 fn plan(

@@ -100,7 +100,9 @@ impl AlignedBuf {
         if len_bytes == 0 || len_bytes % DIRECT_ALIGN_BYTES != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("direct buffer of {len_bytes} bytes is not a multiple of {DIRECT_ALIGN_BYTES}"),
+                format!(
+                    "direct buffer of {len_bytes} bytes is not a multiple of {DIRECT_ALIGN_BYTES}"
+                ),
             ));
         }
         let layout = Self::layout(len_bytes)?;

@@ -21,13 +21,19 @@ fn direct_opts(disk: &SimDisk) -> LogOptions {
 /// and some span several blocks.
 fn payload(i: u64, salt: u8) -> Vec<u8> {
     let len = (i * 733 % 5200) as usize;
-    (0..len).map(|j| (i as usize * 7 + j) as u8 ^ salt).collect()
+    (0..len)
+        .map(|j| (i as usize * 7 + j) as u8 ^ salt)
+        .collect()
 }
 
 fn check(log: &Log, expected: &[Vec<u8>]) {
     assert_eq!(log.end_offset(), expected.len() as u64);
     for (i, p) in expected.iter().enumerate() {
-        assert_eq!(log.read(i as u64).unwrap().payload.as_ref(), &p[..], "offset {i}");
+        assert_eq!(
+            log.read(i as u64).unwrap().payload.as_ref(),
+            &p[..],
+            "offset {i}"
+        );
     }
     log.verify().unwrap();
 }
@@ -50,8 +56,15 @@ fn the_simulated_disk_refuses_misaligned_direct_writes() {
     assert_eq!(err(file.write_at(&aligned[1..4097], 0)), einval, "address");
     assert!(AlignedBuf::zeroed(100).is_err());
     let mut back = [0u8; 1];
-    io.open("/d/f".as_ref(), false).unwrap().read_at(&mut back, 4096).unwrap();
-    assert_eq!(back, [7], "the ordinary handle reads what the direct one wrote");
+    io.open("/d/f".as_ref(), false)
+        .unwrap()
+        .read_at(&mut back, 4096)
+        .unwrap();
+    assert_eq!(
+        back,
+        [7],
+        "the ordinary handle reads what the direct one wrote"
+    );
 }
 
 #[test]
@@ -72,7 +85,10 @@ fn direct_group_writes_survive_a_crash_and_a_reopen() {
     disk.crash();
     let log = Log::open("/l", direct_opts(&disk)).unwrap();
     check(&log, &expected);
-    assert!(log.writes_direct(), "the recovered active segment is written direct again");
+    assert!(
+        log.writes_direct(),
+        "the recovered active segment is written direct again"
+    );
     // The first group after a restart starts inside a block it must read back from the file.
     for i in 120..160u64 {
         let p = payload(i, 0);

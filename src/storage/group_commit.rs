@@ -10,6 +10,11 @@
 //! on backends that complete asynchronously (io_uring); synchronous backends run one at a time
 //! on the flusher thread, which still overlaps the appenders' encoding with the disk.
 //!
+//! Direct segments (`LogOptions::direct_io`): a group someone waits on is one block-aligned
+//! O_DIRECT write (see `DirectWrite`), which starts with the partly filled block the previous
+//! group ended in. Two writes of that block must not race, so a direct group is formed only
+//! when nothing is in flight, and nothing is formed while it is.
+//!
 //! Groups complete in any order but are retired in submission order, so the durable end only
 //! moves forward over a contiguous prefix, and every waiter is woken exactly when its offset is
 //! durable, never before. No lock is held across any write or fsync.
@@ -717,7 +722,9 @@ fn direct_head(
     let head = st
         .tail
         .take()
-        .filter(|t| Arc::ptr_eq(&t.seg, seg) && t.block_pos == block_pos && t.bytes.len() == head_len)
+        .filter(|t| {
+            Arc::ptr_eq(&t.seg, seg) && t.block_pos == block_pos && t.bytes.len() == head_len
+        })
         .map(|t| t.bytes);
     let tail_pos = end_pos / align * align;
     let mut tail = Vec::with_capacity((end_pos - tail_pos) as usize);

@@ -2,9 +2,9 @@
 //! retention. Usable on its own through [`Log`], without any network.
 
 pub(crate) mod background;
+pub mod checksum;
 #[cfg(test)]
 mod direct_io_tests;
-pub mod checksum;
 pub mod group_commit;
 pub mod index;
 pub mod log;
