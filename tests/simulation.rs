@@ -25,7 +25,12 @@ use sim::{run, SimConfig};
 /// - 10112743024847458624: the simulation's own bug: a scrub ran before a misdirected write
 ///   had happened, declared the node clean, and a second node was damaged while the first
 ///   still was (two of three sites lost: outside the fault model, and data was lost). A
-///   scrub now waits for the fault to have fired.
+///   scrub now waits for the fault to have fired;
+/// - 2730361723296471651 (and three more, in the first campaign with O_DIRECT group writes):
+///   a misdirected block landed in the zeros after an active segment's header, which no
+///   checksum covered; a restart recomputed the running checksum from the disk and the seal
+///   made the damage part of a valid file that differed from the other replicas' (fixed:
+///   verify and recovery require that padding to be zero).
 const REGRESSION_SEEDS: &[(u64, bool)] = &[
     (1001, false),
     (5_379_635_371_104_372_028, false),
@@ -34,6 +39,7 @@ const REGRESSION_SEEDS: &[(u64, bool)] = &[
     (9_600_473_547_344_522_615, true),
     (2_049_153_918_752_683_814, true),
     (10_112_743_024_847_458_624, true),
+    (2_730_361_723_296_471_651, true),
 ];
 const FIXED_SEEDS: u64 = 6;
 

@@ -812,3 +812,24 @@ fn iterator_read_ahead_tolerates_a_file_shorter_than_the_data_end() {
     // Record 10 is gone from the file: an error, not a silent end.
     assert!(matches!(it.next(), Some(Err(_))));
 }
+
+/// A misdirected write that lands in the zeros after an active segment's header is covered by
+/// no frame checksum: verify and recovery must still refuse it, or the seal would write a
+/// whole-file checksum over the damage (found by the simulation, seed 7979391600331021945).
+#[test]
+fn damage_in_the_active_segments_header_padding_is_corruption() {
+    let disk = SimDisk::new(11);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 5, 100);
+    let seg = Segment::path_in(Path::new("/l"), 0);
+    disk.poke(&seg, 1536, &[0xc6, 0xf3]).unwrap();
+    match log.verify() {
+        Err(Error::Corruption { file_offset, .. }) => assert_eq!(file_offset, 0),
+        other => panic!("verify missed the damage: {other:?}"),
+    }
+    drop(log);
+    match Log::open("/l", sim_opts(&disk)) {
+        Err(Error::Corruption { segment, .. }) => assert_eq!(segment, seg),
+        other => panic!("recovery accepted the damage: {other:?}"),
+    }
+}
