@@ -104,7 +104,9 @@ pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Res
     // The rest of the header region is zeros. No frame checksum covers it, so in an active
     // segment (whose running checksum recovery recomputes from the disk) damage there, such as
     // a misdirected write, would otherwise be sealed into the file as if it were data.
-    let padding = b.get(HEADER_BYTES..HEADER_REGION_BYTES as usize).unwrap_or(&[]);
+    let padding = b
+        .get(HEADER_BYTES..HEADER_REGION_BYTES as usize)
+        .unwrap_or(&[]);
     if padding.iter().any(|&x| x != 0) {
         return Err("segment header region padding is not zero".into());
     }
