@@ -327,9 +327,12 @@ fn plan(
     };
     let mut backends = Vec::new();
     for b in candidates {
-        let usable = b.io().resolve().and_then(|io| match b.direct() {
-            true => direct_probe(&*io, work_dir),
-            false => Ok(()),
+        let usable = b.io().resolve().and_then(|io| {
+            if b.direct() {
+                direct_probe(&*io, work_dir)
+            } else {
+                Ok(())
+            }
         });
         match usable {
             Ok(_) => backends.push(b),

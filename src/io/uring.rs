@@ -157,10 +157,6 @@ enum Op {
         bufs: Vec<Bytes>,
         offset: u64,
         sync: bool,
-        /// The write itself is durable on completion (`RWF_DSYNC`), instead of a linked
-        /// fdatasync: used for O_DIRECT files, where the kernel then completes the whole
-        /// group without an io-wq worker.
-        dsync: bool,
     },
     Fsync,
 }
@@ -374,12 +370,7 @@ impl RingThread {
                     Box::new([]),
                     0,
                 ),
-                Op::Writev {
-                    bufs,
-                    offset,
-                    sync,
-                    dsync,
-                } => {
+                Op::Writev { bufs, offset, sync } => {
                     debug_assert!(bufs.len() <= MAX_IOVECS);
                     let iovecs: Box<[libc::iovec]> = bufs
                         .iter()
@@ -391,7 +382,6 @@ impl RingThread {
                     let total = bufs.iter().map(|b| b.len()).sum();
                     let write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
                         .offset(*offset)
-                        .rw_flags(if *dsync { libc::RWF_DSYNC } else { 0 })
                         .build();
                     let mut sqes = vec![write];
                     if *sync {
@@ -481,17 +471,10 @@ fn finish(flight: InFlight) {
     let main = main.unwrap_or_else(|| Err(io::Error::other("missing completion")));
     let result = match (&req.op, main) {
         (_, Err(e)) => Err(e),
-        (
-            Op::Writev {
-                bufs,
-                offset,
-                sync,
-                dsync,
-            },
-            Ok(n),
-        ) if n < expected_bytes || link == Some(-libc::ECANCELED) => {
-            finish_short_write(&req.file, bufs, *offset, n, *sync || *dsync)
-                .map(|()| expected_bytes)
+        (Op::Writev { bufs, offset, sync }, Ok(n))
+            if n < expected_bytes || link == Some(-libc::ECANCELED) =>
+        {
+            finish_short_write(&req.file, bufs, *offset, n, *sync).map(|()| expected_bytes)
         }
         (Op::Write { .. }, Ok(n)) if n < expected_bytes && n > 0 => Ok(n),
         (_, Ok(_)) if link.is_some_and(|r| r < 0) => {
@@ -643,16 +626,10 @@ impl File for UringFile {
             };
             return done(result);
         }
-        let direct = self.inline.is_some();
         let op = if bufs.is_empty() {
             Op::Fsync
         } else {
-            Op::Writev {
-                bufs,
-                offset,
-                sync: sync && !direct,
-                dsync: sync && direct,
-            }
+            Op::Writev { bufs, offset, sync }
         };
         let done = Box::new(move |r: io::Result<usize>| done(r.map(|_| ())));
         self.ring.submit(Request {
