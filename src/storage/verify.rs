@@ -1,6 +1,6 @@
 //! Full verification of a log: every sealed segment's whole-file checksum and footer, the
-//! active segment's header region, and the checksum of every readable record. Used by `sitelog verify` and by tests; recovery itself
-//! reads only footers and the tail.
+//! active segment's header region, and the checksum of every readable record. Used by
+//! `sitelog verify` and by tests; recovery itself reads only footers and the tail.
 
 use super::segment::{self, Footer, FOOTER_BYTES, HEADER_REGION_BYTES};
 use crate::io::read_exact_at;
