@@ -98,6 +98,14 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 
+    /// This node is not serving: its storage failed and it stepped aside while it heals (or
+    /// it gave up and is stopping). Nothing was done; the request may go to another node.
+    #[error("node not serving: {reason}")]
+    Unavailable {
+        /// Why (the storage fault, or why healing gave up).
+        reason: String,
+    },
+
     /// The tailing reader's timeout elapsed before a new durable record arrived.
     #[error("timed out waiting for offset {offset}")]
     Timeout {
@@ -119,6 +127,9 @@ impl Error {
 
     /// True when the failure leaves the log usable (nothing was acknowledged or lost).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NoSpace { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::NoSpace { .. } | Error::Timeout { .. } | Error::Unavailable { .. }
+        )
     }
 }

@@ -40,20 +40,8 @@ async fn leader(addrs: &BTreeMap<u64, String>, live: &BTreeMap<u64, Proc>) -> u6
     }
 }
 
-/// All committed normal records of the node at `addr`, by offset.
 async fn read_all(addr: &str, commit_end: u64) -> BTreeMap<u64, Bytes> {
-    let mut c = Client::new(vec![addr.to_string()], CLUSTER);
-    let mut out = BTreeMap::new();
-    let mut next = 0;
-    while next < commit_end {
-        let (_, recs) = c.read(next, 1000).await.unwrap();
-        let Some(last) = recs.last() else { break };
-        next = last.offset + 1;
-        for r in recs {
-            out.insert(r.offset, r.payload);
-        }
-    }
-    out
+    common::read_all(addr, CLUSTER, commit_end).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,15 +275,23 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context(|| "cannot watch SIGTERM".into())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = expired => {}
-    }
+    // A node that cannot heal its storage in place serves no more: the process exits
+    // non-zero (after closing its ports) so that its supervisor restarts it.
+    let gave_up = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        _ = expired => None,
+        why = node.failed() => Some(why),
+    };
     if let Some((_, task)) = metrics {
         task.abort();
     }
-    node.shutdown()
+    let stopped = node
+        .shutdown()
         .await
-        .map_err(|e| CliError(format!("shutdown: {e}")))
+        .map_err(|e| CliError(format!("shutdown: {e}")));
+    match gave_up {
+        Some(why) => Err(CliError(format!("node {id} stopped serving: {why}"))),
+        None => stopped,
+    }
 }

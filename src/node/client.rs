@@ -85,8 +85,10 @@ impl Client {
     /// Sends `req` to some node (the current connection, else the first that answers).
     async fn any_node(&mut self, req: Bytes) -> Result<Reply> {
         if self.conn.is_some() {
-            if let Ok(r) = self.round_trip(req.clone()).await {
-                return Ok(r);
+            match self.round_trip(req.clone()).await {
+                Ok(Reply::Unavailable(_)) => self.conn = None,
+                Ok(r) => return Ok(r),
+                Err(_) => {}
             }
         }
         let mut last = Error::Protocol("no nodes configured".into());
@@ -96,6 +98,11 @@ impl Client {
                 continue;
             }
             match self.round_trip(req.clone()).await {
+                // Not serving (its storage failed): the next node may.
+                Ok(Reply::Unavailable(why)) => {
+                    self.conn = None;
+                    last = Error::Unavailable { reason: why };
+                }
                 Ok(r) => return Ok(r),
                 Err(e) => last = e,
             }
@@ -143,19 +150,32 @@ impl Client {
         }
     }
 
-    /// Sends `req` to the leader, following `NotLeader` answers (a refused request was not
-    /// applied anywhere, so it is safe to send again); gives up after `leader_wait_ms`.
+    /// Sends `req` to the leader, following `NotLeader` answers and moving past nodes that
+    /// answer `Unavailable` (a refused request was not applied anywhere, so it is safe to send
+    /// again); gives up after `leader_wait_ms`.
     async fn send_to_leader(&mut self, req: Bytes) -> AppendOutcome<Reply> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.leader_wait_ms);
         let mut candidates = self.addrs.clone();
         let mut next = 0usize;
+        // Nodes that said they are not serving, within this call: a follower may still name
+        // one as the leader until it hears of the next election, and following that hint
+        // would bounce between the two until then.
+        let mut down: Vec<String> = Vec::new();
+        let mut last_refusal = String::from("no leader accepted the request in time");
         loop {
             if tokio::time::Instant::now() >= deadline {
-                return AppendOutcome::Failed("no leader accepted the request in time".into());
+                return AppendOutcome::Failed(last_refusal);
             }
             if self.conn.is_none() {
+                if down.len() >= self.addrs.len() {
+                    // Every node refused once: ask them all again.
+                    down.clear();
+                }
                 let addr = candidates[next % candidates.len()].clone();
                 next += 1;
+                if down.contains(&addr) {
+                    continue;
+                }
                 if self.connect(&addr).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -164,11 +184,19 @@ impl Client {
             match self.round_trip(req.clone()).await {
                 Ok(Reply::NotLeader { addr, .. }) => {
                     self.conn = None;
-                    match addr {
-                        Some(a) => candidates.insert(0, a),
+                    match addr.filter(|a| !down.contains(a)) {
+                        Some(a) => {
+                            candidates.insert(0, a);
+                            next = 0;
+                        }
                         None => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
-                    next = 0;
+                }
+                Ok(Reply::Unavailable(why)) => {
+                    if let Some((addr, _, _)) = self.conn.take() {
+                        down.push(addr);
+                    }
+                    last_refusal = format!("no leader accepted the request in time ({why})");
                 }
                 Ok(reply) => return AppendOutcome::Ok(reply),
                 Err(e) => return AppendOutcome::Unknown(e.to_string()),

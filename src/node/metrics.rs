@@ -13,8 +13,14 @@
 //! | `sitelog_follower_lag_entries` | gauge, label `follower` | entries a follower is behind (leader only) |
 //! | `sitelog_fsync_latency_seconds` | histogram | one group commit's write + fdatasync (storage) |
 //! | `sitelog_replicated_bytes_total` | counter | bytes sent on append streams |
+//! | `sitelog_serving` | gauge | 1 while the node serves, 0 while it heals its storage or gave up |
+//! | `sitelog_storage_faults_total` | counter, label `fault` | times consensus stopped on a storage fault (`no_space`, `descriptors`, `device`, `corruption`, `other`) |
+//! | `sitelog_heals_total` | counter | times the node healed in place and rejoined |
 
-use crate::raft::replica::{Replica, Role};
+use super::supervisor::{Health, ReplicaCell};
+use crate::raft::health::Fault;
+use crate::raft::replica::Role;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Records an acknowledged append.
@@ -27,22 +33,36 @@ pub fn appended(records: usize, bytes: usize, latency: Duration) {
 /// How often the gauges are refreshed from the Raft state.
 pub const GAUGE_REFRESH_MS: u64 = 200;
 
-/// Samples a replica's state into gauges every [`GAUGE_REFRESH_MS`] until aborted. (Sampled,
-/// not per change: at tens of thousands of commits a second, reading the whole Raft state on
-/// every commit cost measurable CPU.) Elections are counted as term increments.
-pub(super) async fn watch_replica(replica: Replica) {
+/// Records the node's health.
+pub(super) fn health(h: &Health) {
+    let serving = if *h == Health::Serving { 1.0 } else { 0.0 };
+    metrics::gauge!("sitelog_serving").set(serving);
+}
+
+/// Records a storage fault that stopped consensus.
+pub(super) fn storage_fault(f: Fault) {
+    metrics::counter!("sitelog_storage_faults_total", "fault" => f.name()).increment(1);
+}
+
+/// Records a heal in place.
+pub(super) fn healed() {
+    metrics::counter!("sitelog_heals_total").increment(1);
+}
+
+/// Samples the node's replica state into gauges every [`GAUGE_REFRESH_MS`] until aborted.
+/// (Sampled, not per change: at tens of thousands of commits a second, reading the whole Raft
+/// state on every commit cost measurable CPU.) Elections are counted as term increments. It
+/// holds no replica between samples, so a healing node can close its log.
+pub(super) async fn watch_replica(cell: Arc<ReplicaCell>) {
     let mut last_term: Option<u64> = None;
-    let mut fatal_reported = false;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(GAUGE_REFRESH_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health(&cell.health());
     loop {
         tick.tick().await;
-        if let Some(why) = replica.fatal().filter(|_| !fatal_reported) {
-            // Raft stopped: this node serves reads of what it has but takes no part any more.
-            tracing::error!(%why, "consensus stopped on a fatal error; restart the node");
-            fatal_reported = true;
-        }
-        let s = replica.status();
+        let Some(s) = cell.get().map(|r| r.status()) else {
+            continue;
+        };
         metrics::gauge!("sitelog_commit_offset").set(s.commit_end as f64);
         metrics::gauge!("sitelog_term").set(s.term as f64);
         metrics::gauge!("sitelog_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });

@@ -16,6 +16,9 @@ pub mod client;
 pub mod metrics;
 pub mod protocol;
 mod service;
+mod supervisor;
+
+pub use supervisor::{HealOptions, Health};
 
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
 use crate::raft::remote::RemoteNetworkFactory;
@@ -81,6 +84,8 @@ pub struct NodeConfig {
     pub snapshots: SnapshotSettings,
     /// How this node catches up from a snapshot (bulk fetch settings).
     pub catch_up: catchup::CatchUpOptions,
+    /// How this node heals when its storage fails (see [`Health`]).
+    pub heal: HealOptions,
 }
 
 impl NodeConfig {
@@ -109,6 +114,7 @@ impl NodeConfig {
             placement: Placement::default(),
             snapshots: SnapshotSettings::default(),
             catch_up: catchup::CatchUpOptions::new(cluster_id),
+            heal: HealOptions::default(),
         }
     }
 }
@@ -172,15 +178,17 @@ struct Inner {
     addr: SocketAddr,
     advertise: String,
     placement: Placement,
-    replica: Replica,
+    /// The replica, replaced when the node heals its storage.
+    cell: Arc<supervisor::ReplicaCell>,
     catch_up: Arc<catchup::CatchUpState>,
-    /// The accept loop (it owns the listener and the connections) and the metrics watcher;
-    /// `None` once `shutdown` took them.
-    tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 2]>>,
+    /// The storage supervisor (first: stopped before anything else, so that a shutdown is
+    /// not taken for a fault), the accept loop (it owns the listener and the connections) and
+    /// the metrics watcher; `None` once `shutdown` took them.
+    tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 3]>>,
 }
 
 impl Inner {
-    fn take_tasks(&self) -> Option<[tokio::task::JoinHandle<()>; 2]> {
+    fn take_tasks(&self) -> Option<[tokio::task::JoinHandle<()>; 3]> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -246,10 +254,20 @@ impl Node {
             &cfg.data_dir,
             cfg.cluster_id,
             cfg.log.clone(),
-            raft_cfg,
-            RemoteNetworkFactory::new(connector),
+            raft_cfg.clone(),
+            RemoteNetworkFactory::new(connector.clone()),
         ))
         .await?;
+        let starter = supervisor::Starter {
+            node_id: cfg.node_id,
+            data_dir: cfg.data_dir.clone(),
+            cluster_id: cfg.cluster_id,
+            log: cfg.log.clone(),
+            raft: raft_cfg,
+            connector,
+            heal: cfg.heal,
+        };
+        let cell = Arc::new(supervisor::ReplicaCell::new(replica));
         let identity = ServerIdentity {
             node_id: cfg.node_id,
             cluster_id: cfg.cluster_id,
@@ -257,26 +275,28 @@ impl Node {
         };
         let catch_up = Arc::new(catchup::CatchUpState::default());
         let service = Arc::new(service::NodeService {
-            replica: replica.clone(),
+            cell: cell.clone(),
+            node_id: cfg.node_id,
             placement: cfg.placement,
             site: cfg.site.clone(),
             catch_up: cfg.catch_up,
             catch_up_state: catch_up.clone(),
         });
+        let guard = tokio::spawn(supervisor::supervise(cell.clone(), starter));
         let server = tokio::spawn(tcp::serve(listener, identity, service));
-        let watcher = tokio::spawn(metrics::watch_replica(replica.clone()));
+        let watcher = tokio::spawn(metrics::watch_replica(cell.clone()));
         let node = Node {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
                 addr,
                 advertise,
                 placement: cfg.placement,
-                replica,
+                cell,
                 catch_up,
-                tasks: std::sync::Mutex::new(Some([server, watcher])),
+                tasks: std::sync::Mutex::new(Some([guard, server, watcher])),
             }),
         };
-        if !cfg.initial_members.is_empty() && !node.inner.replica.is_initialized().await? {
+        if !cfg.initial_members.is_empty() && !node.replica()?.is_initialized().await? {
             node.found(&cfg.initial_members).await?;
         }
         Ok(node)
@@ -298,7 +318,7 @@ impl Node {
                 (*id, info)
             })
             .collect();
-        match self.inner.replica.initialize(infos).await {
+        match self.replica()?.initialize(infos).await {
             // Another founding member initialized first and replicated to us.
             Err(Error::Raft(e)) if e.contains("NotAllowed") || e.contains("not allowed") => Ok(()),
             other => other,
@@ -307,6 +327,39 @@ impl Node {
 
     fn placement_ok(&self, voters: &BTreeMap<u64, String>) -> Result<()> {
         placement_ok(voters, self.inner.placement)
+    }
+
+    /// The replica when the node serves; [`Error::Unavailable`] while it heals or after it
+    /// gave up.
+    fn replica(&self) -> Result<Replica> {
+        self.inner.cell.serving()
+    }
+
+    /// The open replica, serving or not (reads of committed records work while consensus is
+    /// stopped, as long as the log is open).
+    fn open_replica(&self) -> Result<Replica> {
+        self.inner.cell.get().ok_or_else(|| Error::Unavailable {
+            reason: "reopening its storage".into(),
+        })
+    }
+
+    /// Whether this node serves, heals its storage, or gave up (see [`Health`]).
+    pub fn health(&self) -> Health {
+        self.inner.cell.health()
+    }
+
+    /// Resolves when this node gave up healing ([`Health::Failed`]), with why: it serves no
+    /// more, and the process should exit non-zero so that its supervisor restarts it.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.cell.watch_health();
+        loop {
+            if let Health::Failed { reason } = &*rx.borrow_and_update() {
+                return reason.clone();
+            }
+            if rx.changed().await.is_err() {
+                return "node stopped".into();
+            }
+        }
     }
 
     /// This node's id.
@@ -330,7 +383,7 @@ impl Node {
     pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {
         let start = Instant::now();
         let bytes: usize = payloads.iter().map(|p| p.len()).sum();
-        let r = self.inner.replica.append(payloads).await;
+        let r = self.replica()?.append(payloads).await;
         if let Ok(offs) = &r {
             metrics::appended(offs.len(), bytes, start.elapsed());
         }
@@ -340,7 +393,8 @@ impl Node {
     /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet).
     pub fn read(&self, offset: u64) -> Result<Record> {
         let commit_end = self.commit_end();
-        let log = self.inner.replica.store.log();
+        let replica = self.open_replica()?;
+        let log = replica.store.log();
         if offset >= commit_end {
             return Err(Error::OutOfRange {
                 offset,
@@ -353,7 +407,7 @@ impl Node {
 
     /// One past the highest committed offset on this node.
     pub fn commit_end(&self) -> u64 {
-        *self.inner.replica.committed_end.borrow()
+        self.inner.cell.commit_end()
     }
 
     /// Committed records from `from`, in order, waiting for new ones. Raft's own entries
@@ -362,14 +416,17 @@ impl Node {
         Subscription {
             node: self.clone(),
             next: from,
-            committed: self.inner.replica.committed_end.clone(),
+            committed: None,
         }
     }
 
     /// Role, term, leader, commit and log ends, per-follower lag (on the leader), and the
     /// progress of a catch-up by snapshot.
     pub fn status(&self) -> ReplicaStatus {
-        let mut s = self.inner.replica.status();
+        let mut s = match self.inner.cell.get() {
+            Some(r) => r.status(),
+            None => service::closed_status(self.inner.id, self.commit_end()),
+        };
         s.catch_up_bytes = self.inner.catch_up.bytes();
         s
     }
@@ -379,13 +436,13 @@ impl Node {
     /// and shipped with this node's next snapshot: a replica rebuilt from that snapshot gets
     /// it through [`Node::app_state`] and replays only the records after `offset`.
     pub fn attach_app_state(&self, offset: u64, state: &[u8]) -> Result<()> {
-        self.inner.replica.attach_app_state(offset, state)
+        self.replica()?.attach_app_state(offset, state)
     }
 
     /// The application state attached on this node or received with a snapshot, as
     /// `(offset, state)`.
     pub fn app_state(&self) -> Result<Option<(u64, Bytes)>> {
-        self.inner.replica.app_state()
+        self.open_replica()?.app_state()
     }
 
     /// Progress of the current or last catch-up by snapshot: (bytes in place, bytes to have,
@@ -411,7 +468,7 @@ impl Node {
         timeout_ms: u64,
         f: impl Fn(&ReplicaStatus) -> bool,
     ) -> Result<ReplicaStatus> {
-        self.inner.replica.wait_for(timeout_ms, f).await
+        self.replica()?.wait_for(timeout_ms, f).await
     }
 
     /// Adds a learner (on the leader): a non-voting replica that starts catching up.
@@ -420,12 +477,12 @@ impl Node {
             site: peer.site,
             addr: peer.addr,
         };
-        self.inner.replica.add_learner(id, info).await
+        self.replica()?.add_learner(id, info).await
     }
 
     /// Replaces the voter set (on the leader; joint consensus). Placement is checked.
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
-        change_membership_checked(&self.inner.replica, voters, self.inner.placement).await
+        change_membership_checked(&self.replica()?, voters, self.inner.placement).await
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was
@@ -438,7 +495,11 @@ impl Node {
             // The only error is the cancellation asked for, or a panic already reported.
             let _ = t.await;
         }
-        self.inner.replica.shutdown().await
+        self.inner.cell.set_health(Health::Stopped);
+        match self.inner.cell.get() {
+            Some(r) => r.shutdown().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -447,22 +508,55 @@ impl Node {
 pub struct Subscription {
     node: Node,
     next: u64,
-    committed: watch::Receiver<u64>,
+    /// The committed end of the node's current replica; `None` until first needed and again
+    /// after the replica was replaced (the node healed its storage).
+    committed: Option<watch::Receiver<u64>>,
 }
 
 impl Subscription {
     /// The next committed record, waiting for it to be committed.
     pub async fn next(&mut self) -> Result<Record> {
         loop {
-            if self.next < *self.committed.borrow_and_update() {
+            let committed = match &mut self.committed {
+                Some(c) => c,
+                None => {
+                    let r = self.attach().await?;
+                    self.committed.insert(r)
+                }
+            };
+            if self.next < *committed.borrow_and_update() {
                 let rec = self.node.read(self.next)?;
                 self.next += 1;
                 return Ok(rec);
             }
-            self.committed
-                .changed()
-                .await
-                .map_err(|_| Error::Raft("node stopped".into()))?;
+            if committed.changed().await.is_err() {
+                // That replica stopped: follow the node to its next one.
+                self.committed = None;
+            }
+        }
+    }
+
+    /// The committed-end watch of the node's replica, waiting while the node heals.
+    async fn attach(&self) -> Result<watch::Receiver<u64>> {
+        let mut health = self.node.inner.cell.watch_health();
+        loop {
+            match &*health.borrow_and_update() {
+                Health::Failed { reason } => {
+                    return Err(Error::Unavailable {
+                        reason: reason.clone(),
+                    })
+                }
+                Health::Stopped => return Err(Error::Raft("node stopped".into())),
+                Health::Serving | Health::Healing { .. } => {}
+            }
+            if let Some(r) = self.node.inner.cell.get() {
+                if r.fatal().is_none() {
+                    return Ok(r.committed_end.clone());
+                }
+            }
+            if health.changed().await.is_err() {
+                return Err(Error::Raft("node stopped".into()));
+            }
         }
     }
 

@@ -19,6 +19,9 @@
 //!               n × (u64 id, u64 lag)
 //! ERROR       = 0x65, u16 len, text
 //! DONE        = 0x66
+//! UNAVAILABLE = 0x67, u16 len, reason   (the node is not serving: its storage failed and
+//!               it is healing, or it gave up; nothing was done, so the request may go to
+//!               another node — an append answered so was appended nowhere)
 //! ```
 
 use crate::raft::entry::Cursor;
@@ -52,6 +55,8 @@ pub mod tag {
     pub const ERROR: u8 = 0x65;
     /// A membership change was committed.
     pub const DONE: u8 = 0x66;
+    /// The node is not serving (storage fault); nothing was done.
+    pub const UNAVAILABLE: u8 = 0x67;
 }
 
 /// Most payloads in one append request.
@@ -129,6 +134,8 @@ pub enum Reply {
     Error(String),
     /// A membership change was committed.
     Done,
+    /// The node is not serving (its storage failed); nothing was done: try another node.
+    Unavailable(String),
 }
 
 fn put_u64(o: &mut Vec<u8>, v: u64) {
@@ -334,6 +341,10 @@ impl Reply {
                 put_str(&mut o, e);
             }
             Reply::Done => o.push(tag::DONE),
+            Reply::Unavailable(why) => {
+                o.push(tag::UNAVAILABLE);
+                put_str(&mut o, why);
+            }
         }
         o.into()
     }
@@ -421,6 +432,7 @@ impl Reply {
             })(),
             Some(tag::ERROR) => c.str16().map(Reply::Error),
             Some(tag::DONE) => Some(Reply::Done),
+            Some(tag::UNAVAILABLE) => c.str16().map(Reply::Unavailable),
             _ => None,
         };
         match r {
@@ -481,6 +493,7 @@ mod tests {
             },
             Reply::Error("boom".into()),
             Reply::Done,
+            Reply::Unavailable("disk full".into()),
         ];
         for r in replies {
             let enc = r.encode();

@@ -2,14 +2,17 @@
 
 use super::metrics;
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
+use super::supervisor::ReplicaCell;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
-use crate::raft::replica::Replica;
+use crate::raft::replica::{Replica, ReplicaStatus, Role};
 use crate::storage::EntryKind;
 use crate::{Error, Result};
 use bytes::Bytes;
 
 pub(super) struct NodeService {
-    pub(super) replica: Replica,
+    /// The node's replica (replaced when the node heals its storage).
+    pub(super) cell: std::sync::Arc<ReplicaCell>,
+    pub(super) node_id: u64,
     pub(super) placement: super::Placement,
     pub(super) site: String,
     pub(super) catch_up: super::catchup::CatchUpOptions,
@@ -18,7 +21,9 @@ pub(super) struct NodeService {
 
 impl Service for NodeService {
     fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let r = self.replica.clone();
+        let Some(r) = self.cell.get() else {
+            return Box::pin(async { crate::raft::wire::encode_error(NOT_OPEN) });
+        };
         if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
             let (site, opts, state) = (
                 self.site.clone(),
@@ -33,12 +38,17 @@ impl Service for NodeService {
     }
 
     fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>> {
-        let r = self.replica.clone();
+        let r = match self.cell.serving() {
+            Ok(r) => r,
+            Err(e) => return Box::pin(async { Err(e) }),
+        };
         Box::pin(async move { r.serve_append_stream(tx, rx).await })
     }
 
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let r = self.replica.clone();
+        let Some(r) = self.cell.get() else {
+            return Box::pin(async { crate::net::fetch::error_reply(NOT_OPEN) });
+        };
         // Reading a chunk is a few MiB of pread: off the async threads.
         Box::pin(async move {
             tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
@@ -48,11 +58,11 @@ impl Service for NodeService {
     }
 
     fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let r = self.replica.clone();
-        let placement = self.placement;
+        let cell = self.cell.clone();
+        let (placement, node_id) = (self.placement, self.node_id);
         let progress = self.catch_up_state.clone();
         Box::pin(async move {
-            let mut reply = answer(&r, placement, msg).await;
+            let mut reply = answer(&cell, node_id, placement, msg).await;
             if let Reply::Status(s) = &mut reply {
                 s.catch_up_bytes = progress.bytes();
             }
@@ -69,11 +79,52 @@ fn done(r: Result<()>) -> Reply {
     }
 }
 
-async fn answer(r: &Replica, placement: super::Placement, msg: Bytes) -> Reply {
+/// What a replica that is not open answers to peers.
+const NOT_OPEN: &str = "node not serving: reopening its storage";
+
+/// A status for a node whose replica is not open (it is reopening its storage).
+pub(super) fn closed_status(node_id: u64, commit_end: u64) -> ReplicaStatus {
+    ReplicaStatus {
+        node_id,
+        role: Role::Shutdown,
+        term: 0,
+        leader: None,
+        commit_end,
+        log_end: commit_end,
+        voters: Vec::new(),
+        learners: Vec::new(),
+        followers: Vec::new(),
+        catch_up_bytes: (0, 0),
+    }
+}
+
+async fn answer(
+    cell: &ReplicaCell,
+    node_id: u64,
+    placement: super::Placement,
+    msg: Bytes,
+) -> Reply {
     let req = match Request::decode(&msg) {
         Ok(req) => req,
         Err(e) => return Reply::Error(e.to_string()),
     };
+    let r = match (&req, cell.serving()) {
+        (_, Ok(r)) => r,
+        // A node whose storage failed still says where it stands, and serves committed reads
+        // while its log is open; everything that needs consensus goes elsewhere.
+        (Request::Status, Err(_)) => {
+            return Reply::Status(match cell.get() {
+                Some(r) => r.status(),
+                None => closed_status(node_id, cell.commit_end()),
+            })
+        }
+        (Request::Read { .. }, Err(e)) => match cell.get() {
+            Some(r) => r,
+            None => return Reply::Unavailable(e.to_string()),
+        },
+        (_, Err(e)) => return Reply::Unavailable(e.to_string()),
+    };
+    let r = &r;
     match req {
         Request::Append(payloads) => {
             let start = std::time::Instant::now();

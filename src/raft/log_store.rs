@@ -16,6 +16,7 @@
 //!   an fsync off every commit).
 
 use super::entry::{from_record, to_payload, to_records};
+use super::health::{Fault, FaultSlot};
 use super::meta::{MetaFile, RaftMeta, StoredVote};
 use super::{log_id, Entry, LogId, TypeConfig, Vote};
 use crate::storage::Log;
@@ -42,6 +43,13 @@ fn to_io(e: Error) -> io::Error {
     io::Error::other(e)
 }
 
+/// Hands a storage error to openraft (which stops on it), first recording what kind of fault
+/// it is, so that the node can tell a full disk from a failing device when it heals.
+fn record(faults: &FaultSlot, e: Error) -> io::Error {
+    faults.record(&e);
+    to_io(e)
+}
+
 struct MetaState {
     file: MetaFile,
     /// The committed log id last given to `save_committed` (maybe newer than the file's).
@@ -55,6 +63,7 @@ pub struct LogStore {
     log: Log,
     meta: Arc<Mutex<MetaState>>,
     flushes: mpsc::Sender<(u64, IOFlushed<TypeConfig>)>,
+    faults: FaultSlot,
 }
 
 impl Debug for LogStore {
@@ -81,7 +90,8 @@ impl LogStore {
     /// starts the completion task).
     pub fn new(log: Log, meta: MetaFile) -> LogStore {
         let (tx, rx) = mpsc::channel(MAX_PENDING_FLUSHES);
-        super::runtime::spawn(complete_flushes(log.clone(), rx));
+        let faults = FaultSlot::default();
+        super::runtime::spawn(complete_flushes(log.clone(), rx, faults.clone()));
         let committed = from_pair(meta.current().committed);
         LogStore {
             log,
@@ -91,7 +101,17 @@ impl LogStore {
                 committed_persisted_at: None,
             })),
             flushes: tx,
+            faults,
         }
+    }
+
+    /// The first storage fault this store handed to openraft, if any.
+    pub fn fault(&self) -> Option<(Fault, String)> {
+        self.faults.get()
+    }
+
+    fn fail(&self, e: Error) -> io::Error {
+        record(&self.faults, e)
     }
 
     /// The segment log.
@@ -113,7 +133,7 @@ impl LogStore {
         let mut m = lock(&self.meta);
         let mut next = m.file.current();
         f(&mut next);
-        m.file.write(next).map_err(to_io)
+        m.file.write(next).map_err(|e| self.fail(e))
     }
 
     /// The entries the log holds in `[start, end)` (purged ones at the start are left out, as
@@ -140,7 +160,7 @@ impl LogStore {
         let mut out = Vec::with_capacity((end.saturating_sub(start)).min(4096) as usize);
         let mut bytes = 0usize;
         for rec in self.log.iter(start) {
-            let rec = rec.map_err(to_io)?;
+            let rec = rec.map_err(|e| self.fail(e))?;
             if rec.offset >= end {
                 break;
             }
@@ -148,7 +168,7 @@ impl LogStore {
             if !out.is_empty() && bytes > limit_bytes {
                 break;
             }
-            out.push(from_record(rec).map_err(to_io)?);
+            out.push(from_record(rec).map_err(|e| self.fail(e))?);
         }
         Ok(out)
     }
@@ -157,9 +177,13 @@ impl LogStore {
 /// Completes flush callbacks in append order, each once its records are durable. A failed
 /// sync poisons the log; the error reaches openraft, which stops the node (nothing after it is
 /// acknowledged).
-async fn complete_flushes(log: Log, mut rx: mpsc::Receiver<(u64, IOFlushed<TypeConfig>)>) {
+async fn complete_flushes(
+    log: Log,
+    mut rx: mpsc::Receiver<(u64, IOFlushed<TypeConfig>)>,
+    faults: FaultSlot,
+) {
     while let Some((end, callback)) = rx.recv().await {
-        let result = log.durable(end).await.map_err(to_io);
+        let result = log.durable(end).await.map_err(|e| record(&faults, e));
         callback.io_completed(result);
     }
 }
@@ -211,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = from_pair(lock(&self.meta).file.current().purged);
         let (start, end) = (self.log.start_offset(), self.log.end_offset());
         let last = if end > start {
-            let rec = self.log.read(end - 1).map_err(to_io)?;
+            let rec = self.log.read(end - 1).map_err(|e| self.fail(e))?;
             Some(log_id(rec.term, rec.offset))
         } else {
             purged
@@ -246,7 +270,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 committed: to_pair(committed),
                 ..m.file.current()
             };
-            m.file.write(next).map_err(to_io)?;
+            m.file.write(next).map_err(|e| self.fail(e))?;
             m.committed_persisted_at = Some(Instant::now());
         }
         Ok(())
@@ -262,7 +286,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match committed {
             Some(c) if c.index >= end => {
                 if end > self.log.start_offset() {
-                    let rec = self.log.read(end - 1).map_err(to_io)?;
+                    let rec = self.log.read(end - 1).map_err(|e| self.fail(e))?;
                     Ok(Some(log_id(rec.term, end - 1)))
                 } else {
                     Ok(from_pair(lock(&self.meta).file.current().purged))
@@ -289,7 +313,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 if first.log_id.index > expected && self.log.start_offset() == expected {
                     // An empty log whose first entry comes at a later index (after a purge
                     // past its end): continue the log there.
-                    self.log.restart_at(first.log_id.index).map_err(to_io)?;
+                    self.log
+                        .restart_at(first.log_id.index)
+                        .map_err(|e| self.fail(e))?;
                     expected = first.log_id.index;
                 }
                 if first.log_id.index != expected {
@@ -311,7 +337,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         let payloads: Vec<_> = run.iter().map(to_payload).collect();
                         self.log.write_records(&to_records(run, &payloads), false)
                     }
-                    .map_err(to_io)?;
+                    .map_err(|e| self.fail(e))?;
                     debug_assert_eq!(range.start, run[0].log_id.index);
                     end = range.end;
                 }
@@ -326,7 +352,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map_or(0, |l| l.index + 1).max(self.log.start_offset());
-        self.log.truncate_from(from).map_err(to_io)
+        self.log.truncate_from(from).map_err(|e| self.fail(e))
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
@@ -336,7 +362,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let start = upto.index + 1;
         if start > self.log.end_offset() {
             // Purged past the last entry (a snapshot covers more than the log holds).
-            self.log.restart_at(start).map_err(to_io)?;
+            self.log.restart_at(start).map_err(|e| self.fail(e))?;
         }
         Ok(())
     }

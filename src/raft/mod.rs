@@ -19,6 +19,7 @@
 //!   readers may see and remembers the membership ([`state_machine`]).
 
 pub mod entry;
+pub mod health;
 pub mod log_store;
 pub mod meta;
 pub mod network;

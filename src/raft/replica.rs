@@ -84,6 +84,9 @@ impl Default for SnapshotSettings {
     }
 }
 
+/// openraft's configuration (built by [`openraft_config`]).
+pub type RaftConfig = Config;
+
 /// Builds openraft's configuration: pre-vote on (a node cut off from the leader cannot
 /// disrupt the cluster when it comes back), manifest snapshots as `snapshots` says.
 pub fn openraft_config(
@@ -119,6 +122,17 @@ pub fn openraft_config(
         .validate()
         .map_err(|e| Error::InvalidArgument(format!("raft configuration: {e}")))?;
     Ok(Arc::new(cfg))
+}
+
+/// The options a replica's log is opened with: `opts` with the cluster id as the log's identity
+/// and no node-local durability hint in any frame, so that every replica's frames are the same
+/// bytes (see `LogOptions::durable_hints`).
+pub fn replica_log_options(cluster_id: u64, opts: LogOptions) -> LogOptions {
+    LogOptions {
+        log_id: Some(cluster_id),
+        durable_hints: false,
+        ..opts
+    }
 }
 
 /// An open replica.
@@ -201,13 +215,7 @@ impl Replica {
         if cluster_id == 0 {
             return Err(Error::InvalidArgument("cluster id 0 is reserved".into()));
         }
-        // Every replica's frames are the same bytes: the cluster id is the log's identity and
-        // no node-local durability hint goes into a frame (see `LogOptions::durable_hints`).
-        let log_opts = LogOptions {
-            log_id: Some(cluster_id),
-            durable_hints: false,
-            ..log_opts
-        };
+        let log_opts = replica_log_options(cluster_id, log_opts);
         let io: IoRef = log_opts.io.resolve()?;
         io.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let meta = MetaFile::open(&io, dir, cluster_id)?;
@@ -375,6 +383,24 @@ impl Replica {
         let m = self.raft.metrics();
         let state = m.borrow_watched();
         state.running_state.as_ref().err().map(|e| e.to_string())
+    }
+
+    /// The storage fault that stopped consensus, if one did (see [`super::health`]).
+    pub fn fault(&self) -> Option<(super::health::Fault, String)> {
+        self.store.fault()
+    }
+
+    /// Resolves once openraft has stopped (on a fatal error, or a shutdown), with why.
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(why) = self.fatal() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return "consensus stopped".into();
+            }
+        }
     }
 
     /// The current state.

@@ -40,6 +40,19 @@ pub fn spawn_node_with(
     extra: &[&str],
     founding: bool,
 ) -> Proc {
+    spawn_node_logged(id, root, addrs, cluster, extra, founding, None)
+}
+
+/// Like `spawn_node_with`; the node's stderr (its log lines) goes to `stderr` when given.
+pub fn spawn_node_logged(
+    id: u64,
+    root: &Path,
+    addrs: &BTreeMap<u64, String>,
+    cluster: u64,
+    extra: &[&str],
+    founding: bool,
+    stderr: Option<&Path>,
+) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
     cmd.arg("node")
         .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
@@ -58,7 +71,10 @@ pub fn spawn_node_with(
     }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match stderr {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("node log file")),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("spawn sitelog node");
     let mut line = String::new();
@@ -67,4 +83,65 @@ pub fn spawn_node_with(
         .unwrap();
     assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
     Proc { child }
+}
+
+/// All committed normal records of the node at `addr` below `commit_end`, by offset.
+pub async fn read_all(addr: &str, cluster: u64, commit_end: u64) -> BTreeMap<u64, bytes::Bytes> {
+    let mut c = sitelog::node::client::Client::new(vec![addr.to_string()], cluster);
+    let mut out = BTreeMap::new();
+    let mut next = 0;
+    while next < commit_end {
+        let (_, recs) = c.read(next, 1000).await.unwrap();
+        let Some(last) = recs.last() else { break };
+        next = last.offset + 1;
+        for r in recs {
+            out.insert(r.offset, r.payload);
+        }
+    }
+    out
+}
+
+/// Whether this process runs as root (mounting file systems needs it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A tmpfs of `size` (as `mount -o size=` takes it) on a temporary directory; unmounted
+/// (lazily if busy) on drop.
+pub struct Tmpfs {
+    pub path: std::path::PathBuf,
+    // Removed after `drop` has unmounted the file system.
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let path = dir.path().to_path_buf();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { path, _dir: dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
 }

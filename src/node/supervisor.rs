@@ -1,0 +1,330 @@
+//! Step aside, then heal in place or give up: what a node does when its consensus stops on a
+//! storage fault (a full disk, no descriptors left, a failing device).
+//!
+//! - **Step aside at once.** A stopped openraft sends no heartbeats and casts no votes, so the
+//!   other voters elect a leader one election timeout after the fault; meanwhile this node
+//!   answers clients [`Error::Unavailable`] (they move on to another node: nothing was
+//!   appended) and peers get errors. It does not start openraft again — so it can neither
+//!   campaign nor lead — until its storage works.
+//! - **Heal in place.** The supervisor closes the replica, waits until [`probe`] passes (space
+//!   freed, descriptors available, a small file can be written and fsynced), reopens the log,
+//!   cuts every record above what it had made durable (bytes written but never fsynced may sit
+//!   in the page cache only, or were dropped by a failed fsync: this node never acknowledged
+//!   them, and Raft sends them again), starts openraft and rejoins as a follower. One log line
+//!   per attempt; attempts back off from [`HealOptions::backoff_initial_ms`] to
+//!   [`HealOptions::backoff_max_ms`].
+//! - **Give up.** What cannot heal in place — durable data that fails its checksum, a data
+//!   directory of another identity, an invalid configuration — ends in [`Health::Failed`]: the
+//!   node stops serving for good and [`super::Node::failed`] resolves, so that the process exits
+//!   non-zero and its supervisor (systemd, Kubernetes) restarts it.
+
+use super::metrics as node_metrics;
+use crate::net::tcp::TcpConnector;
+use crate::raft::health::{probe, Fault};
+use crate::raft::remote::RemoteNetworkFactory;
+use crate::raft::replica::{replica_log_options, RaftConfig, Replica};
+use crate::storage::{Log, LogOptions};
+use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a node heals its storage, with documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealOptions {
+    /// Free bytes the data directory's file system must have before a node whose storage
+    /// failed rejoins. `None` (default): twice the log's `segment_size_bytes` (the next
+    /// segment is prepared ahead of the active one, and snapshots need room too).
+    pub min_free_bytes: Option<u64>,
+    /// First wait between two heal attempts. Default 100 ms.
+    pub backoff_initial_ms: u64,
+    /// Longest wait between two heal attempts (the wait doubles up to it). Default 5000 ms.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for HealOptions {
+    fn default() -> Self {
+        HealOptions {
+            min_free_bytes: None,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5000,
+        }
+    }
+}
+
+/// Whether a node serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Consensus runs; the node takes part.
+    Serving,
+    /// Consensus stopped on `fault`; the node stepped aside and is healing its storage.
+    Healing {
+        /// What stopped it.
+        fault: Fault,
+        /// The error, as openraft's storage saw it.
+        detail: String,
+        /// Heal attempts so far.
+        attempts: u32,
+    },
+    /// The node cannot heal in place and serves no more; restart it (after repair).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The node was shut down.
+    Stopped,
+}
+
+/// The node's current replica: replaced when the node heals, absent while it reopens.
+pub(super) struct ReplicaCell {
+    current: RwLock<Option<Replica>>,
+    health: watch::Sender<Health>,
+    /// The commit end of the last replica taken out (what `commit_end` reports while none
+    /// is open).
+    last_commit_end: AtomicU64,
+}
+
+impl ReplicaCell {
+    pub(super) fn new(replica: Replica) -> ReplicaCell {
+        ReplicaCell {
+            current: RwLock::new(Some(replica)),
+            health: watch::Sender::new(Health::Serving),
+            last_commit_end: AtomicU64::new(0),
+        }
+    }
+
+    /// The open replica, serving or not.
+    pub(super) fn get(&self) -> Option<Replica> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The replica when the node serves: open, healthy and with openraft running.
+    pub(super) fn serving(&self) -> Result<Replica> {
+        let unavailable = |reason: String| Error::Unavailable { reason };
+        match &*self.health.borrow() {
+            Health::Serving => {}
+            Health::Healing { fault, detail, .. } => {
+                return Err(unavailable(format!(
+                    "healing from a {fault} fault: {detail}"
+                )))
+            }
+            Health::Failed { reason } => return Err(unavailable(reason.clone())),
+            Health::Stopped => return Err(unavailable("shut down".into())),
+        }
+        let r = self
+            .get()
+            .ok_or_else(|| unavailable("reopening its storage".into()))?;
+        match r.fatal() {
+            Some(why) => Err(unavailable(format!("consensus stopped: {why}"))),
+            None => Ok(r),
+        }
+    }
+
+    pub(super) fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    pub(super) fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    pub(super) fn commit_end(&self) -> u64 {
+        match self.get() {
+            Some(r) => *r.committed_end.borrow(),
+            None => self.last_commit_end.load(Ordering::Relaxed),
+        }
+    }
+
+    fn take(&self) -> Option<Replica> {
+        let r = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = &r {
+            self.last_commit_end
+                .store(*r.committed_end.borrow(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn put(&self, replica: Replica) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(replica);
+    }
+
+    pub(super) fn set_health(&self, h: Health) {
+        node_metrics::health(&h);
+        self.health.send_replace(h);
+    }
+}
+
+/// What is needed to open the node's replica again.
+pub(super) struct Starter {
+    pub(super) node_id: u64,
+    pub(super) data_dir: PathBuf,
+    pub(super) cluster_id: u64,
+    pub(super) log: LogOptions,
+    pub(super) raft: Arc<RaftConfig>,
+    pub(super) connector: TcpConnector,
+    pub(super) heal: HealOptions,
+}
+
+/// Why one heal attempt did not bring the replica back.
+enum Attempt {
+    /// The fault still stands; try again later.
+    NotYet(Fault, String),
+    /// It cannot heal in place.
+    GiveUp(Error),
+}
+
+fn classify(e: Error) -> Attempt {
+    match e {
+        Error::Corruption { .. } | Error::InvalidArgument(_) => Attempt::GiveUp(e),
+        e => Attempt::NotYet(Fault::of(&e), e.to_string()),
+    }
+}
+
+impl Starter {
+    fn min_free_bytes(&self) -> u64 {
+        self.heal
+            .min_free_bytes
+            .unwrap_or_else(|| self.log.segment_size_bytes.saturating_mul(2))
+    }
+
+    /// Opens the replica again: probe, cut what was never durable, start openraft.
+    async fn restart(&self, trusted_end: u64) -> std::result::Result<Replica, Attempt> {
+        let (dir, min_free) = (self.data_dir.clone(), self.min_free_bytes());
+        let opts = replica_log_options(self.cluster_id, self.log.clone());
+        // The probe and the reopen are blocking file work.
+        tokio::task::spawn_blocking(move || {
+            probe(&dir, min_free).map_err(|(f, why)| Attempt::NotYet(f, why))?;
+            cut_unsynced(&dir, opts, trusted_end).map_err(classify)
+        })
+        .await
+        .map_err(|e| Attempt::NotYet(Fault::Other, e.to_string()))??;
+        Box::pin(Replica::start(
+            self.node_id,
+            &self.data_dir,
+            self.cluster_id,
+            self.log.clone(),
+            self.raft.clone(),
+            RemoteNetworkFactory::new(self.connector.clone()),
+        ))
+        .await
+        .map_err(classify)
+    }
+}
+
+/// Opens the log and removes every record at or above `trusted_end`, the durable end the
+/// failed replica had reached: what lies above it was written but never made durable (and
+/// never acknowledged by this node), so it may exist in the page cache only.
+fn cut_unsynced(dir: &std::path::Path, opts: LogOptions, trusted_end: u64) -> Result<()> {
+    let opts = LogOptions {
+        // Only opened to cut: no segment is prepared ahead.
+        preallocate: false,
+        ..opts
+    };
+    let log = Log::open(dir.join("log"), opts)?;
+    if log.end_offset() > trusted_end {
+        tracing::warn!(
+            from = trusted_end,
+            to = log.end_offset(),
+            "healing: cutting records this node never made durable (Raft sends them again)"
+        );
+        log.truncate_from(trusted_end.max(log.start_offset()))?;
+    }
+    Ok(())
+}
+
+/// Watches the node's replica; when its consensus stops, steps aside and heals (or gives
+/// up). Runs until the node shuts down (aborted) or gives up.
+pub(super) async fn supervise(cell: Arc<ReplicaCell>, starter: Starter) {
+    loop {
+        let Some(replica) = cell.get() else { return };
+        let why = replica.stopped().await;
+        let (fault, detail) = replica.fault().unwrap_or((Fault::Other, why));
+        tracing::error!(
+            node = starter.node_id,
+            %fault,
+            %detail,
+            "consensus stopped on a storage fault: stepped aside (no leadership, no votes, \
+             clients sent elsewhere); healing in place"
+        );
+        node_metrics::storage_fault(fault);
+        cell.set_health(Health::Healing {
+            fault,
+            detail: detail.clone(),
+            attempts: 0,
+        });
+        let trusted_end = replica.store.log().durable_end();
+        drop(cell.take());
+        // The only error is "already stopped", which is why we are here.
+        let _ = replica.shutdown().await;
+        drop(replica);
+        if !heal(&cell, &starter, fault, detail, trusted_end).await {
+            return;
+        }
+    }
+}
+
+/// Heal attempts with backoff until one works (true) or the fault cannot heal (false).
+async fn heal(
+    cell: &ReplicaCell,
+    starter: &Starter,
+    fault: Fault,
+    detail: String,
+    trusted_end: u64,
+) -> bool {
+    let started = tokio::time::Instant::now();
+    let mut backoff_ms = starter.heal.backoff_initial_ms;
+    let mut attempts = 0u32;
+    loop {
+        attempts = attempts.saturating_add(1);
+        cell.set_health(Health::Healing {
+            fault,
+            detail: detail.clone(),
+            attempts,
+        });
+        match starter.restart(trusted_end).await {
+            Ok(replica) => {
+                tracing::warn!(
+                    node = starter.node_id,
+                    attempts,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "healed: storage works again; rejoined the cluster"
+                );
+                cell.put(replica);
+                cell.set_health(Health::Serving);
+                node_metrics::healed();
+                return true;
+            }
+            Err(Attempt::NotYet(still, why)) => tracing::warn!(
+                node = starter.node_id,
+                attempts,
+                fault = %still,
+                retry_in_ms = backoff_ms,
+                "healing: storage not usable yet: {why}"
+            ),
+            Err(Attempt::GiveUp(e)) => {
+                tracing::error!(
+                    node = starter.node_id,
+                    error = %e,
+                    "cannot heal in place; this node stops serving (restart it after repair)"
+                );
+                cell.set_health(Health::Failed {
+                    reason: format!("cannot heal in place: {e}"),
+                });
+                return false;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        backoff_ms = backoff_ms
+            .saturating_mul(2)
+            .min(starter.heal.backoff_max_ms);
+    }
+}
