@@ -1,5 +1,6 @@
-//! Grey failures on the real path: a full disk under the leader, then under a follower.
+//! Grey failures on the real path: a node that is alive but cannot write.
 //!
+//! `full_disk_…`: a full disk under the leader, then under a follower.
 //! Three `sitelog node` processes on loopback, each with its data directory on its own small
 //! tmpfs (mounting needs root: without it the test prints a SKIPPED line and passes), 1 MiB
 //! segments, and a client appending 4 × 2 KiB batches (at most 200 a second) throughout. Then:
@@ -11,6 +12,12 @@
 //! 3. the same with a follower's disk: acknowledgements go on, the follower heals;
 //! 4. every acknowledged record reads back byte-identical from all three nodes, and every
 //!    node process is still the one started at the beginning.
+//!
+//! `descriptor_exhaustion_…`: the leader's soft `RLIMIT_NOFILE` is lowered (prlimit(2)) to the
+//! descriptors it holds, so its next segment roll fails with EMFILE: it steps aside, another
+//! node leads; once the limit is restored it heals in place, and nothing acknowledged is lost.
+//!
+//! The two tests share the machine's two cores, so they run one after the other.
 
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
@@ -85,8 +92,46 @@ struct Cluster {
     addrs: BTreeMap<u64, String>,
     procs: BTreeMap<u64, Proc>,
     pids: BTreeMap<u64, u32>,
+    /// The tmpfs each node's data sits on (none in the descriptor test).
     disks: BTreeMap<u64, Tmpfs>,
     logs: PathBuf,
+}
+
+type Writer = (
+    Cluster,
+    Arc<Mutex<Ledger>>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Starts nodes 1..=3 with their data under `roots` and the writer; returns once it has
+/// acknowledged writes.
+async fn start(roots: BTreeMap<u64, PathBuf>, disks: BTreeMap<u64, Tmpfs>, logs: &Path) -> Writer {
+    let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port())).collect();
+    let mut procs = BTreeMap::new();
+    for (id, root) in &roots {
+        let log = logs.join(format!("n{id}.log"));
+        let extra = ["--segment-bytes", "1048576"];
+        let p = spawn_node_logged(*id, root, &addrs, CLUSTER, &extra, true, Some(&log));
+        procs.insert(*id, p);
+    }
+    let pids = procs.iter().map(|(id, p)| (*id, p.child.id())).collect();
+    let c = Cluster {
+        addrs,
+        procs,
+        pids,
+        disks,
+        logs: logs.into(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let l = Arc::new(Mutex::new(Ledger::default()));
+    let writer = tokio::spawn(write_loop(
+        c.addrs.values().cloned().collect(),
+        stop.clone(),
+        l.clone(),
+    ));
+    wait_acks_after(&l, Instant::now() - WAIT, 20).await;
+    (c, l, stop, writer)
 }
 
 impl Cluster {
@@ -142,6 +187,31 @@ impl Cluster {
         }
     }
 
+    /// Every acknowledged record reads back byte-identical from every node, and every node is
+    /// still the process started first; returns the acknowledged records.
+    async fn check_every_ack(&mut self, l: &Mutex<Ledger>) -> Vec<(u64, Bytes)> {
+        self.assert_same_processes();
+        let acked: Vec<(u64, Bytes)> = ledger(l)
+            .acked
+            .iter()
+            .flat_map(|a| a.1.iter().cloned())
+            .collect();
+        let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
+        for id in self.addrs.keys() {
+            self.wait_status(*id, "catching up", |s| s.commit_end >= end)
+                .await;
+            let got = read_all(&self.addrs[id], CLUSTER, end).await;
+            for (off, p) in &acked {
+                assert_eq!(
+                    got.get(off),
+                    Some(p),
+                    "node {id}: acknowledged offset {off}"
+                );
+            }
+        }
+        acked
+    }
+
     /// Every node is still the process started first (it healed in place, never restarted).
     fn assert_same_processes(&mut self) {
         for (id, p) in self.procs.iter_mut() {
@@ -153,6 +223,9 @@ impl Cluster {
         }
     }
 }
+
+/// One test at a time: each runs three node processes and measures pauses.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Fills the file system at `dir` to the last byte with a file `filler`.
 fn fill(dir: &Path) {
@@ -232,8 +305,9 @@ async fn full_disk_round(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
+    let _serial = SERIAL.lock().await;
     if !is_root() {
-        println!("SKIPPED: grey_full_disk needs root to mount small tmpfs file systems");
+        println!("SKIPPED: grey_failures full disk needs root to mount small tmpfs file systems");
         return;
     }
     let mut disks = BTreeMap::new();
@@ -241,37 +315,14 @@ async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
         match Tmpfs::mount(TMPFS_SIZE) {
             Ok(t) => disks.insert(id, t),
             Err(e) => {
-                println!("SKIPPED: grey_full_disk cannot mount a tmpfs: {e}");
+                println!("SKIPPED: grey_failures full disk cannot mount a tmpfs: {e}");
                 return;
             }
         };
     }
     let logs = tempfile::tempdir().unwrap();
-    let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port())).collect();
-    let mut procs = BTreeMap::new();
-    for (id, disk) in &disks {
-        let log = logs.path().join(format!("n{id}.log"));
-        let extra = ["--segment-bytes", "1048576"];
-        let p = spawn_node_logged(*id, &disk.path, &addrs, CLUSTER, &extra, true, Some(&log));
-        procs.insert(*id, p);
-    }
-    let pids = procs.iter().map(|(id, p)| (*id, p.child.id())).collect();
-    let mut c = Cluster {
-        addrs,
-        procs,
-        pids,
-        disks,
-        logs: logs.path().into(),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let l = Arc::new(Mutex::new(Ledger::default()));
-    let writer = tokio::spawn(write_loop(
-        c.addrs.values().cloned().collect(),
-        stop.clone(),
-        l.clone(),
-    ));
-    wait_acks_after(&l, Instant::now() - WAIT, 20).await;
-
+    let roots = disks.iter().map(|(id, d)| (*id, d.path.clone())).collect();
+    let (mut c, l, stop, writer) = start(roots, disks, logs.path()).await;
     let leader = c.leader().await;
     let (gap, heal) = full_disk_round(&c, leader, &l, true).await;
     println!(
@@ -303,25 +354,7 @@ async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
 
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    c.assert_same_processes();
-    let acked: Vec<(u64, Bytes)> = ledger(&l)
-        .acked
-        .iter()
-        .flat_map(|a| a.1.iter().cloned())
-        .collect();
-    let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
-    for id in c.addrs.keys() {
-        c.wait_status(*id, "catching up", |s| s.commit_end >= end)
-            .await;
-        let got = read_all(&c.addrs[id], CLUSTER, end).await;
-        for (off, p) in &acked {
-            assert_eq!(
-                got.get(off),
-                Some(p),
-                "node {id}: acknowledged offset {off}"
-            );
-        }
-    }
+    let acked = c.check_every_ack(&l).await;
     let l = ledger(&l);
     println!(
         "grey: {} records acknowledged, all read back from 3 nodes; {} appends unknown, {} \
@@ -330,4 +363,79 @@ async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
         l.unknown,
         l.failed
     );
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid` (the hard limit stays).
+fn set_soft_nofile(pid: u32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new limit only writes the current one into `old`.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; the old value is not asked for.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+fn open_descriptors(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_exhaustion_on_the_leader_steps_aside_and_heals_in_place() {
+    let _serial = SERIAL.lock().await;
+    let data = tempfile::tempdir().unwrap();
+    let roots = (1..=3).map(|id| (id, data.path().to_path_buf())).collect();
+    let (mut c, l, stop, writer) = start(roots, BTreeMap::new(), data.path()).await;
+
+    let leader = c.leader().await;
+    let pid = c.pids[&leader];
+    let since = Instant::now();
+    // No descriptor left: the next file the node opens (a segment at its next roll) fails.
+    set_soft_nofile(pid, open_descriptors(pid));
+    let deadline = Instant::now() + WAIT;
+    let new = loop {
+        let new = c.leader().await;
+        if new != leader {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} kept leading without descriptors"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    wait_acks_after(&l, Instant::now(), 20).await;
+    let (gap, _) = ack_gap(&ledger(&l), since);
+    let restored = Instant::now();
+    set_soft_nofile(pid, 1024);
+    let target = c.status(new).await.map_or(0, |s| s.commit_end);
+    c.wait_status(leader, "healing after descriptors were freed", |s| {
+        s.role == Role::Follower && s.commit_end >= target
+    })
+    .await;
+    let heal = restored.elapsed();
+    let log = std::fs::read_to_string(data.path().join(format!("n{leader}.log"))).unwrap();
+    assert!(
+        log.contains("fault=descriptors"),
+        "node {leader} should have stepped aside on EMFILE:\n{log}"
+    );
+    println!(
+        "grey: descriptors exhausted on leader {leader}: longest ack gap {} ms; healed {} ms \
+         after the limit was restored",
+        gap.as_millis(),
+        heal.as_millis()
+    );
+    assert!(gap < MAX_ACK_GAP, "acks stalled {gap:?}");
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    c.check_every_ack(&l).await;
 }
