@@ -44,6 +44,9 @@ pub struct SimFaults {
     pub sync_delay_ms: u64,
     /// `open_direct` fails with EINVAL, as on a file system without `O_DIRECT` (tmpfs).
     pub refuse_direct: bool,
+    /// The next N `open` / `open_direct` calls fail with EMFILE, as in a process out of file
+    /// descriptors.
+    pub fail_opens: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +316,10 @@ impl SimDisk {
     /// Opens (or creates) `path`; `direct` checks the `O_DIRECT` alignment of its writes.
     fn open_file(&self, path: &Path, create: bool, direct: bool) -> io::Result<FileRef> {
         let mut st = self.lock_state();
+        if st.faults.fail_opens > 0 {
+            st.faults.fail_opens -= 1;
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
         let (parent, name) = split(path)?;
         let epoch = st.epoch;
         let existing = st

@@ -48,7 +48,18 @@ pub struct SimConfig {
     /// previous replacement completed (two sites lost at once is outside the fault model).
     /// Regression seeds found before this existed run without it, to replay as they did.
     pub media_faults: bool,
+    /// Grey failures too: the leader's storage fails (an fdatasync EIO or a full disk) with a
+    /// liveness bound on the takeover, descriptor exhaustion (opens fail with EMFILE), and a
+    /// slow disk. Off, the nemesis draws exactly as before they existed.
+    pub grey_faults: bool,
 }
+
+/// After the leader's storage failed (in a cluster otherwise whole, network calm), another
+/// node must lead and commit within this many virtual ms: one election timeout (at most
+/// 300 ms) after the lease (300 ms), a pre-vote and a vote round, with room for a retry.
+pub const TAKEOVER_BOUND_MS: u64 = 2_000;
+/// How long the nemesis waits for a leader's injected storage fault to be hit.
+const LEADER_FAULT_WAIT_MS: u64 = 2_000;
 
 impl SimConfig {
     pub fn new(seed: u64) -> Self {
@@ -58,6 +69,7 @@ impl SimConfig {
             converge_ms: 30_000,
             clients: 3,
             media_faults: true,
+            grey_faults: true,
         }
     }
 }
@@ -767,7 +779,12 @@ async fn nemesis(sim: &mut Sim) {
         }
         let voters = sim.voters();
         let pick = voters[sim.rng.usize(..voters.len())];
-        match sim.rng.u32(0..100) {
+        let roll = sim.rng.u32(0..if sim.cfg.grey_faults { 112 } else { 100 });
+        if roll >= 100 {
+            grey_fault(sim, pick, roll - 100, down).await;
+            continue;
+        }
+        match roll {
             0..=17 => {
                 if let Some(d) = down.take() {
                     sim.restart(d).await;
@@ -856,6 +873,102 @@ async fn nemesis(sim: &mut Sim) {
     if let Some(d) = down {
         sim.restart(d).await;
     }
+}
+
+/// A grey failure (`roll` in 0..12): the leader's storage fails, descriptors run out on
+/// `pick`, or `pick`'s disk turns slow.
+async fn grey_fault(sim: &mut Sim, pick: u64, roll: u32, down: Option<u64>) {
+    match roll {
+        0..=4 => {
+            if down.is_none() && sim.settled() {
+                fail_the_leaders_storage(sim).await;
+            }
+        }
+        5..=7 => {
+            sim.event(format!(
+                "node {pick}: out of descriptors (next open fails, EMFILE)"
+            ));
+            sim.nodes[&pick].disk.set_faults(SimFaults {
+                fail_opens: 1,
+                ..SimFaults::default()
+            });
+        }
+        _ => {
+            let ms = sim.rng.u64(20..300);
+            sim.event(format!("node {pick}: slow disk ({ms} ms per fdatasync)"));
+            sim.nodes[&pick].disk.set_faults(SimFaults {
+                sync_delay_ms: ms,
+                ..SimFaults::default()
+            });
+        }
+    }
+}
+
+/// Fails the leader's storage in an otherwise whole, calm cluster and checks liveness: once
+/// the fault has stopped the leader, another node must lead and commit within
+/// [`TAKEOVER_BOUND_MS`]. The failed node is left alone meanwhile (it stepped aside); its
+/// disk works again afterwards and the supervisor restarts it.
+async fn fail_the_leaders_storage(sim: &mut Sim) {
+    let Some(leader) = sim.leader() else { return };
+    sim.net.heal();
+    sim.net.set_faults(NetFaults::calm());
+    let disk = sim.nodes[&leader].disk.clone();
+    let faults = if sim.rng.bool() {
+        SimFaults {
+            fail_syncs: 1,
+            ..SimFaults::default()
+        }
+    } else {
+        SimFaults {
+            capacity_bytes: Some(disk.used_bytes() + sim.rng.u64(0..4096)),
+            ..SimFaults::default()
+        }
+    };
+    sim.event(format!("leader {leader}: storage fails ({faults:?})"));
+    disk.set_faults(faults);
+    let deadline = Instant::now() + Duration::from_millis(LEADER_FAULT_WAIT_MS);
+    let stopped = |sim: &Sim| {
+        sim.replica(leader)
+            .is_none_or(|r| r.fatal().is_some() || r.store.log().poisoned().is_some())
+    };
+    while !stopped(sim) {
+        if Instant::now() >= deadline {
+            sim.event(format!("leader {leader}: the storage fault was not hit"));
+            disk.set_faults(SimFaults::default());
+            return;
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+    let failed_at = Instant::now();
+    let base = live_replicas(&sim.live)
+        .iter()
+        .map(|(_, r)| *r.committed_end.borrow())
+        .max()
+        .unwrap_or(0);
+    let bound = Duration::from_millis(TAKEOVER_BOUND_MS);
+    loop {
+        let took_over = sim.leader().filter(|l| *l != leader).and_then(|l| {
+            let r = sim.replica(l)?;
+            let committed = *r.committed_end.borrow();
+            (committed > base).then_some(l)
+        });
+        if let Some(l) = took_over {
+            let ms = failed_at.elapsed().as_millis();
+            sim.event(format!(
+                "node {l} leads and commits {ms} ms after the leader's fault"
+            ));
+            break;
+        }
+        if failed_at.elapsed() > bound {
+            sim.history.lock().unwrap().live_violations.push(format!(
+                "liveness: no other node led and committed within {TAKEOVER_BOUND_MS} ms \
+                 after leader {leader}'s storage failed"
+            ));
+            break;
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+    disk.set_faults(SimFaults::default());
 }
 
 /// Media damage on `id`: one byte of one of its sealed segments changes on the platter.
