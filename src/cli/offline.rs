@@ -1,17 +1,25 @@
 //! Offline tools on a stopped node's (or a local log's) directory:
-//! - `sitelog verify DIR`: every checksum, every sealed segment's footer and whole-file
-//!   checksum, the superblock and (for a node's directory) the Raft metadata. Exit 0 when
-//!   clean, 2 when damage is found (printed with file, position and offset), 1 when the
-//!   directory cannot be checked (missing, locked by a running node).
+//! - `sitelog verify DIR`: read-only: it never modifies anything (every file opened read-only,
+//!   no cut, no superblock write, no LOCK file created). Checks every checksum, every sealed
+//!   segment's footer and whole-file checksum, the superblock and, for a node's directory, the
+//!   Raft metadata (`raft_meta`), the snapshot (`snapshot`) and the application state
+//!   (`app_state`) with their own checksums. Exit 0 when clean, 2 when damage is found
+//!   (printed with file, position and offset), 1 when the directory cannot be checked
+//!   (missing, not a log, held by a running node: a shared, non-blocking flock on its
+//!   existing LOCK file). What the next open would change without it being damage (a torn,
+//!   never-acknowledged tail to cut, leftovers to remove) is printed as `note:` lines on
+//!   stdout, and the exit status stays 0.
 //! - `sitelog dump DIR [--from N] [--to M] [--payload]`: records as JSON lines; a record whose
-//!   checksum fails is never printed (the dump stops there with exit 2).
+//!   checksum fails is never printed (the dump stops there with exit 2). Opening runs the
+//!   log's recovery, as any open does: a torn, never-acknowledged tail is cut.
 //!
 //! DIR is a log directory (holding `superblock`) or a node's data directory (holding `log/`).
-//! Opening runs the log's recovery, as any open does: a torn, never-acknowledged tail is cut.
 
 use super::json::Json;
 use clap::Args;
+use sitelog::io::{IoRef, PosixIo, ReadOnlyIo};
 use sitelog::storage::checksum::checksum;
+use sitelog::storage::PendingRecovery;
 use sitelog::{EntryKind, Error, Log, LogOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,21 +97,100 @@ fn finish(r: Result<(), Error>) -> ExitCode {
 /// `sitelog verify`.
 pub fn verify(args: &VerifyArgs) -> ExitCode {
     finish((|| {
-        let meta = args.dir.join("raft_meta");
-        if meta.exists() {
-            check_raft_meta(&meta)?;
+        let log_dir = log_dir(&args.dir);
+        if !log_dir.join("superblock").exists() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a sitelog log or node directory (no superblock)",
+                args.dir.display()
+            )));
         }
-        let log = open(&args.dir)?;
-        let r = log.verify()?;
+        let io = ReadOnlyIo::new_ref(PosixIo::new_ref());
+        // Held over the whole check: a node cannot start on the directory meanwhile.
+        let lock_path = log_dir.join(sitelog::storage::recovery::LOCK_FILE);
+        let _shared = io.lock_shared(&lock_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked {
+                path: args.dir.clone(),
+            },
+            _ => Error::Io {
+                path: lock_path.clone(),
+                source: e,
+            },
+        })?;
+        let found = sitelog::storage::verify_dir(&io, &log_dir, &LogOptions::default())?;
+        let node_files = if log_dir != args.dir {
+            check_node_files(&io, &args.dir)?
+        } else {
+            Vec::new()
+        };
+        let r = found.report;
         println!(
             "clean: {} sealed segments, {} records, {} bytes checked in {}",
             r.sealed_segments,
             r.records,
             r.bytes,
-            log_dir(&args.dir).display()
+            log_dir.display()
         );
+        for name in node_files {
+            println!("clean: {}", args.dir.join(name).display());
+        }
+        print_pending(&found.pending);
         Ok(())
     })())
+}
+
+/// The node's own files beside its log, each with its own decoder's checksum; returns the
+/// names of those present.
+fn check_node_files(io: &IoRef, dir: &Path) -> Result<Vec<&'static str>, Error> {
+    let mut present = Vec::new();
+    let meta = dir.join(sitelog::raft::meta::FILE_NAME);
+    if meta.exists() {
+        check_raft_meta(&meta)?;
+        present.push(sitelog::raft::meta::FILE_NAME);
+    }
+    if sitelog::raft::snapshot::load(io, dir)?.is_some() {
+        present.push(sitelog::raft::snapshot::FILE_NAME);
+    }
+    if let Some(app) = sitelog::raft::snapshot::load_app_state(io, dir)? {
+        // The compressed state must expand to its recorded size, too.
+        app.decompress().map_err(|e| Error::Corruption {
+            segment: dir.join(sitelog::raft::snapshot::APP_STATE_FILE),
+            file_offset: 0,
+            record_offset: None,
+            detail: format!("application state does not decompress: {e}"),
+        })?;
+        present.push(sitelog::raft::snapshot::APP_STATE_FILE);
+    }
+    Ok(present)
+}
+
+/// What the next open would change: not damage, said so.
+fn print_pending(p: &PendingRecovery) {
+    if let Some(t) = &p.torn_tail {
+        println!(
+            "note: torn, never-acknowledged tail (not damage; the next open cuts it): {} bytes \
+             in {} from file position {} (offset {}: {})",
+            t.bytes,
+            t.path.display(),
+            t.file_offset,
+            t.offset,
+            t.reason
+        );
+    }
+    if let Some(path) = &p.unused_segment {
+        println!(
+            "note: segment never written (the next open removes it): {}",
+            path.display()
+        );
+    }
+    for path in p.temp_files.iter().chain(&p.released_segments) {
+        println!(
+            "note: leftover file (the next open removes it): {}",
+            path.display()
+        );
+    }
+    if let Some(from) = p.truncate_from {
+        println!("note: truncation in progress (the next open completes it): from offset {from}");
+    }
 }
 
 /// Both copies of the Raft metadata are read; at least one must be valid.
