@@ -11,16 +11,19 @@
 //! | otherwise: nothing proves the record was ever fsynced          | torn tail: truncate here |
 //!
 //! "Nothing proves it" is not quite "never acknowledged": the watermark is persisted off the
-//! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and
-//! close) and each record proves only its predecessors. A record acknowledged after the last
-//! watermark write, with no later record, that the medium then damages before a crash, is cut
-//! like a torn write. Bit rot of freshly fsynced sectors at exactly that moment is the residual
+//! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and at
+//! a clean stop: `Log::close`, `Log::persist_watermark`, `Node::shutdown`) and each record
+//! proves only its predecessors. A record acknowledged after the last watermark write, with no
+//! later record, that the medium then damages after a crash, is cut like a torn write. Bit rot of freshly fsynced sectors at exactly that moment is the residual
 //! risk; replication re-fetches such a record from the majority that acknowledged it.
 //!
 //! Everything else that is wrong (a sealed segment with a bad footer, index or header, a gap
 //! between segments, a missing superblock beside existing segments, fewer records than the
 //! watermark) is `Error::Corruption` too. After a torn tail is cut, the tail file is fsynced:
 //! after a kill -9 the surviving bytes may still be only in the page cache.
+//!
+//! `inspect` runs the same checks read-only (for `sitelog verify`): files opened read-only,
+//! and what an open would change (cut, remove) returned as [`PendingRecovery`] instead.
 
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
 use super::options::LogOptions;
