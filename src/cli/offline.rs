@@ -10,8 +10,8 @@
 //!   never-acknowledged tail to cut, leftovers to remove) is printed as `note:` lines on
 //!   stdout, and the exit status stays 0.
 //! - `sitelog dump DIR [--from N] [--to M] [--payload]`: records as JSON lines; a record whose
-//!   checksum fails is never printed (the dump stops there with exit 2). Opening runs the
-//!   log's recovery, as any open does: a torn, never-acknowledged tail is cut.
+//!   checksum fails is never printed (the dump stops there with exit 2). Read-only like
+//!   `verify`: a torn tail is not printed and not cut (a `note:` on stderr says so).
 //!
 //! DIR is a log directory (holding `superblock`) or a node's data directory (holding `log/`).
 
@@ -20,7 +20,7 @@ use clap::Args;
 use sitelog::io::{IoRef, PosixIo, ReadOnlyIo};
 use sitelog::storage::checksum::checksum;
 use sitelog::storage::PendingRecovery;
-use sitelog::{EntryKind, Error, Log, LogOptions};
+use sitelog::{EntryKind, Error, LogOptions, Record};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,7 +60,8 @@ fn log_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn open(dir: &Path) -> Result<Log, Error> {
+/// The log directory inside `dir`, refusing a directory that holds no log.
+fn checked_log_dir(dir: &Path) -> Result<PathBuf, Error> {
     let log_dir = log_dir(dir);
     if !log_dir.join("superblock").exists() {
         return Err(Error::InvalidArgument(format!(
@@ -68,11 +69,7 @@ fn open(dir: &Path) -> Result<Log, Error> {
             dir.display()
         )));
     }
-    let opts = LogOptions {
-        preallocate: false,
-        ..LogOptions::default()
-    };
-    Log::open(&log_dir, opts)
+    Ok(log_dir)
 }
 
 /// Damage is exit 2; anything else that stops the check is exit 1.
@@ -97,13 +94,7 @@ fn finish(r: Result<(), Error>) -> ExitCode {
 /// `sitelog verify`.
 pub fn verify(args: &VerifyArgs) -> ExitCode {
     finish((|| {
-        let log_dir = log_dir(&args.dir);
-        if !log_dir.join("superblock").exists() {
-            return Err(Error::InvalidArgument(format!(
-                "{} is not a sitelog log or node directory (no superblock)",
-                args.dir.display()
-            )));
-        }
+        let log_dir = checked_log_dir(&args.dir)?;
         let io = ReadOnlyIo::new_ref(PosixIo::new_ref());
         // Held over the whole check: a node cannot start on the directory meanwhile.
         let lock_path = log_dir.join(sitelog::storage::recovery::LOCK_FILE);
@@ -133,7 +124,9 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         for name in node_files {
             println!("clean: {}", args.dir.join(name).display());
         }
-        print_pending(&found.pending);
+        for line in pending_notes(&found.pending) {
+            println!("{line}");
+        }
         Ok(())
     })())
 }
@@ -164,9 +157,10 @@ fn check_node_files(io: &IoRef, dir: &Path) -> Result<Vec<&'static str>, Error> 
 }
 
 /// What the next open would change: not damage, said so.
-fn print_pending(p: &PendingRecovery) {
+fn pending_notes(p: &PendingRecovery) -> Vec<String> {
+    let mut lines = Vec::new();
     if let Some(t) = &p.torn_tail {
-        println!(
+        lines.push(format!(
             "note: torn, never-acknowledged tail (not damage; the next open cuts it): {} bytes \
              in {} from file position {} (offset {}: {})",
             t.bytes,
@@ -174,23 +168,26 @@ fn print_pending(p: &PendingRecovery) {
             t.file_offset,
             t.offset,
             t.reason
-        );
+        ));
     }
     if let Some(path) = &p.unused_segment {
-        println!(
+        lines.push(format!(
             "note: segment never written (the next open removes it): {}",
             path.display()
-        );
+        ));
     }
     for path in p.temp_files.iter().chain(&p.released_segments) {
-        println!(
+        lines.push(format!(
             "note: leftover file (the next open removes it): {}",
             path.display()
-        );
+        ));
     }
     if let Some(from) = p.truncate_from {
-        println!("note: truncation in progress (the next open completes it): from offset {from}");
+        lines.push(format!(
+            "note: truncation in progress (the next open completes it): from offset {from}"
+        ));
     }
+    lines
 }
 
 /// Both copies of the Raft metadata are read; at least one must be valid.
@@ -218,50 +215,55 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
-/// `sitelog dump`.
+/// `sitelog dump` (read-only, like `verify`).
 pub fn dump(args: &DumpArgs) -> ExitCode {
     finish((|| {
-        let log = open(&args.dir)?;
-        let from = args
-            .from
-            .unwrap_or(log.start_offset())
-            .max(log.start_offset());
-        let to = args.to.unwrap_or(u64::MAX).min(log.end_offset());
+        let log_dir = checked_log_dir(&args.dir)?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        for rec in log.iter(from) {
-            // The iterator verified the checksum; a damaged record is an error, never printed.
-            let rec = rec?;
-            if rec.offset >= to {
-                break;
-            }
-            let mut fields = vec![
-                ("offset".to_string(), Json::from(rec.offset)),
-                ("term".to_string(), rec.term.into()),
-                ("timestamp_us".to_string(), rec.timestamp_us.into()),
-                ("kind".to_string(), kind_name(rec.kind).into()),
-                ("size".to_string(), rec.payload.len().into()),
-                (
-                    "crc32".to_string(),
-                    u64::from(checksum(&rec.payload)).into(),
-                ),
-            ];
-            if args.payload {
-                fields.push(match std::str::from_utf8(&rec.payload) {
-                    Ok(s) => ("payload".to_string(), s.into()),
-                    Err(_) => ("payload_hex".to_string(), hex(&rec.payload).into()),
-                });
-            }
-            writeln!(out, "{}", Json::Obj(fields).render()).map_err(|e| Error::Io {
-                path: "<stdout>".into(),
-                source: e,
-            })?;
-        }
-        out.flush().map_err(|e| Error::Io {
+        let io = PosixIo::new_ref();
+        let stdout_err = |e| Error::Io {
             path: "<stdout>".into(),
             source: e,
-        })
+        };
+        let read = sitelog::storage::read_dir(
+            &io,
+            &log_dir,
+            &LogOptions::default(),
+            args.from,
+            args.to,
+            |rec| {
+                // The checksum was verified; a damaged record is an error, never printed.
+                writeln!(out, "{}", record_json(&rec, args.payload).render()).map_err(stdout_err)
+            },
+        );
+        out.flush().map_err(stdout_err)?;
+        for line in pending_notes(&read?) {
+            eprintln!("sitelog: {line}");
+        }
+        Ok(())
     })())
+}
+
+fn record_json(rec: &Record, payload: bool) -> Json {
+    let mut fields = vec![
+        ("offset".to_string(), Json::from(rec.offset)),
+        ("term".to_string(), rec.term.into()),
+        ("timestamp_us".to_string(), rec.timestamp_us.into()),
+        ("kind".to_string(), kind_name(rec.kind).into()),
+        ("size".to_string(), rec.payload.len().into()),
+        (
+            "crc32".to_string(),
+            u64::from(checksum(&rec.payload)).into(),
+        ),
+    ];
+    if payload {
+        fields.push(match std::str::from_utf8(&rec.payload) {
+            Ok(s) => ("payload".to_string(), s.into()),
+            Err(_) => ("payload_hex".to_string(), hex(&rec.payload).into()),
+        });
+    }
+    Json::Obj(fields)
 }
 
 fn hex(b: &[u8]) -> String {

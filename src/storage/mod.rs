@@ -26,4 +26,4 @@ pub use options::{IoBackend, LogOptions, SyncMode};
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};
 pub use recovery::{PendingRecovery, RecoveryReport, TornTail};
-pub use verify::{verify_dir, DirReport, VerifyReport};
+pub use verify::{read_dir, verify_dir, DirReport, VerifyReport};

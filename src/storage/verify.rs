@@ -9,7 +9,7 @@
 //! reads only footers and the tail.
 
 use super::options::LogOptions;
-use super::record::MAX_PAYLOAD_BYTES;
+use super::record::{Record, HEADER_SIZE_BYTES, MAX_PAYLOAD_BYTES};
 use super::recovery::{self, PendingRecovery, LOCK_FILE};
 use super::segment::{self, Footer, Segment, FOOTER_BYTES, HEADER_REGION_BYTES};
 use crate::io::{read_exact_at, IoRef, ReadOnlyIo};
@@ -67,38 +67,54 @@ fn check_files(segments: &[Arc<Segment>], log_id: u64, report: &mut VerifyReport
     Ok(())
 }
 
-/// Checks every frame of `seg` holding an offset in `[start, end)`, walking the file in order.
-fn check_frames(seg: &Segment, start: u64, end: u64, report: &mut VerifyReport) -> Result<()> {
+/// Decodes, in order, every frame of `seg` holding an offset in `[start, end)` (checksums
+/// verified) and hands each to `f`; the first damaged frame is [`Error::Corruption`].
+fn walk_frames(
+    seg: &Segment,
+    start: u64,
+    end: u64,
+    mut f: impl FnMut(Record) -> Result<()>,
+) -> Result<()> {
     let (seg_end, data_end) = seg.read_state(|s| (s.end_offset, s.data_end));
-    let (mut offset, mut pos) = if start > seg.base_offset && start < seg_end {
+    if seg_end <= start || seg.base_offset >= end {
+        return Ok(());
+    }
+    let (mut offset, mut pos) = if start > seg.base_offset {
         (start, seg.locate(start)?)
     } else {
         (seg.base_offset, HEADER_REGION_BYTES)
     };
     while offset < seg_end.min(end) {
         let (h, frame) = seg.frame_at(pos, offset, data_end)?;
-        if offset >= start {
-            report.records += 1;
-            if !seg.is_sealed() {
-                report.bytes += frame.len() as u64;
-            }
-        }
+        let body_end = HEADER_SIZE_BYTES + h.payload_len as usize;
+        f(Record {
+            offset,
+            term: h.term,
+            timestamp_us: h.timestamp_us,
+            kind: h.kind,
+            payload: frame.slice(HEADER_SIZE_BYTES..body_end),
+            frame,
+        })?;
         pos += h.frame_len() as u64;
         offset += 1;
     }
     Ok(())
 }
 
-/// Verifies the log in `dir` without modifying anything (see the module doc). Fails with
-/// [`Error::Locked`] while a running log holds the directory (its `LOCK` file is flocked
-/// exclusively; this holds a shared lock meanwhile, so a log cannot open it during the check),
-/// with [`Error::Corruption`] naming the file, position and offset at the first damage, and
-/// with [`Error::InvalidArgument`] when `dir` holds no log. `opts` gives the index interval
-/// the log was written with; any record size up to the format's limit is accepted.
-pub fn verify_dir(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<DirReport> {
+/// A log directory inspected read-only, its shared lock held while this lives.
+struct Inspected {
+    log_id: u64,
+    segments: Vec<Arc<Segment>>,
+    /// The log's start and the end of what an open would keep.
+    range: std::ops::Range<u64>,
+    pending: PendingRecovery,
+    _shared: Option<Box<dyn crate::io::LockGuard>>,
+}
+
+fn inspect(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Inspected> {
     let io = ReadOnlyIo::new_ref(io.clone());
     let lock_path = dir.join(LOCK_FILE);
-    let _shared = io.lock_shared(&lock_path).map_err(|e| match e.kind() {
+    let shared = io.lock_shared(&lock_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => Error::Locked {
             path: dir.to_path_buf(),
         },
@@ -111,18 +127,65 @@ pub fn verify_dir(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<DirReport
         ..opts.clone()
     };
     let (rec, pending) = recovery::inspect(&io, dir, &opts)?;
-    let segments: Vec<Arc<Segment>> = rec.segments.values().cloned().collect();
-    let mut report = VerifyReport::default();
-    check_files(&segments, rec.log_id, &mut report)?;
     let start = rec.superblock.current().start_offset;
     // Records a pending truncation removes are not the log's any more.
     let end = rec
         .end_offset
         .min(pending.truncate_from.unwrap_or(u64::MAX));
-    for seg in &segments {
-        check_frames(seg, start, end, &mut report)?;
+    Ok(Inspected {
+        log_id: rec.log_id,
+        segments: rec.segments.values().cloned().collect(),
+        range: start..end.max(start),
+        pending,
+        _shared: shared,
+    })
+}
+
+/// Reads the records of the log in `dir` from `from` (or the log's start) to `to` (or its end)
+/// without modifying anything, as [`verify_dir`] opens it, handing each, checksum verified,
+/// to `f`; stops at the first damaged record ([`Error::Corruption`]) or error of `f`. Returns
+/// what the next open would change (a torn tail is not read).
+pub fn read_dir(
+    io: &IoRef,
+    dir: &Path,
+    opts: &LogOptions,
+    from: Option<u64>,
+    to: Option<u64>,
+    mut f: impl FnMut(Record) -> Result<()>,
+) -> Result<PendingRecovery> {
+    let log = inspect(io, dir, opts)?;
+    let start = from.unwrap_or(0).max(log.range.start);
+    let end = to.unwrap_or(u64::MAX).min(log.range.end);
+    for seg in &log.segments {
+        walk_frames(seg, start, end, &mut f)?;
     }
-    Ok(DirReport { report, pending })
+    Ok(log.pending)
+}
+
+/// Verifies the log in `dir` without modifying anything (see the module doc). Fails with
+/// [`Error::Locked`] while a running log holds the directory (its `LOCK` file is flocked
+/// exclusively; this holds a shared lock meanwhile, so a log cannot open it during the check),
+/// with [`Error::Corruption`] naming the file, position and offset at the first damage, and
+/// with [`Error::InvalidArgument`] when `dir` holds no log. `opts` gives the index interval
+/// the log was written with; any record size up to the format's limit is accepted.
+pub fn verify_dir(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<DirReport> {
+    let log = inspect(io, dir, opts)?;
+    let mut report = VerifyReport::default();
+    check_files(&log.segments, log.log_id, &mut report)?;
+    for seg in &log.segments {
+        let sealed = seg.is_sealed();
+        walk_frames(seg, log.range.start, log.range.end, |r| {
+            report.records += 1;
+            if !sealed {
+                report.bytes += r.frame.len() as u64;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(DirReport {
+        report,
+        pending: log.pending,
+    })
 }
 
 impl Log {
@@ -142,5 +205,80 @@ impl Log {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimDisk;
+    use crate::storage::segment::Segment;
+
+    fn opts(disk: &SimDisk) -> LogOptions {
+        LogOptions {
+            io: disk.io().into(),
+            segment_size_bytes: 16 << 10,
+            max_record_bytes: 4 << 10,
+            preallocate: false,
+            direct_io: false,
+            ..Default::default()
+        }
+    }
+
+    fn write_log(disk: &SimDisk, records: u64) -> Log {
+        let log = Log::open("/l", opts(disk)).unwrap();
+        for i in 0..records {
+            log.append(&[i as u8 + 1; 300]).unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_and_left_in_place() {
+        let disk = SimDisk::new(5);
+        let log = write_log(&disk, 80);
+        log.close().unwrap();
+        let last = log_last_segment(&disk);
+        let len = disk.peek(&last).unwrap().len() as u64;
+        disk.poke(&last, len, &[0x5a; 100]).unwrap();
+        let before = disk.peek(&last).unwrap();
+        let found = verify_dir(&disk.io(), Path::new("/l"), &opts(&disk)).unwrap();
+        assert_eq!(found.report.records, 80);
+        let torn = found.pending.torn_tail.expect("the tail is reported");
+        assert_eq!((torn.path, torn.offset), (last.clone(), 80));
+        assert!(torn.bytes >= 100, "{}", torn.bytes);
+        assert_eq!(disk.peek(&last).unwrap(), before, "nothing was cut");
+        // An open cuts exactly what was reported.
+        let log = Log::open("/l", opts(&disk)).unwrap();
+        assert_eq!(log.recovery_report().torn_bytes_truncated, torn.bytes);
+    }
+
+    #[test]
+    fn damage_is_corruption_and_a_held_directory_is_locked() {
+        let disk = SimDisk::new(6);
+        let log = write_log(&disk, 80);
+        assert!(matches!(
+            verify_dir(&disk.io(), Path::new("/l"), &opts(&disk)),
+            Err(Error::Locked { .. })
+        ));
+        drop(log);
+        let clean = verify_dir(&disk.io(), Path::new("/l"), &opts(&disk)).unwrap();
+        assert!(clean.pending.is_empty(), "{:?}", clean.pending);
+        assert_eq!(clean.report.records, 80);
+        // A flipped bit in the first record of the first (sealed) segment.
+        let first = Segment::path_in(Path::new("/l"), 0);
+        disk.poke(&first, HEADER_REGION_BYTES + 60, &[0xff])
+            .unwrap();
+        match verify_dir(&disk.io(), Path::new("/l"), &opts(&disk)) {
+            Err(Error::Corruption { segment, .. }) => assert_eq!(segment, first),
+            other => panic!("damage missed: {other:?}"),
+        }
+    }
+
+    fn log_last_segment(disk: &SimDisk) -> std::path::PathBuf {
+        let mut names = disk.io().list(Path::new("/l")).unwrap();
+        names.retain(|n| segment::parse_file_name(n).is_some());
+        names.sort();
+        Path::new("/l").join(names.last().unwrap())
     }
 }
