@@ -176,6 +176,12 @@ fn verify_never_writes_and_reports_a_torn_tail() {
         "verify modified the directory"
     );
     assert!(!torn.join("LOCK").exists(), "verify created a LOCK file");
+    // `dump` is read-only too: every record, not the tail, nothing changed.
+    let out = sitelog(&["dump"], &torn);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 500);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("note: torn"));
+    assert_eq!(snapshot_files(&torn), before, "dump modified the directory");
 
     // Held by a running log: refused, exit 1.
     let log = Log::open(&clean, LogOptions::default()).unwrap();
