@@ -182,6 +182,17 @@ fn verify_never_writes_and_reports_a_torn_tail() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 500);
     assert!(String::from_utf8_lossy(&out.stderr).contains("note: torn"));
     assert_eq!(snapshot_files(&torn), before, "dump modified the directory");
+    // `repair` is the explicit fixer: it cuts what verify reported.
+    let out = sitelog(&["repair"], &torn);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("cut ") && stdout.contains("log: offsets 0..500"),
+        "{stdout}"
+    );
+    let out = sitelog(&["verify"], &torn);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
 
     // Held by a running log: refused, exit 1.
     let log = Log::open(&clean, LogOptions::default()).unwrap();

@@ -12,6 +12,10 @@
 //! - `sitelog dump DIR [--from N] [--to M] [--payload]`: records as JSON lines; a record whose
 //!   checksum fails is never printed (the dump stops there with exit 2). Read-only like
 //!   `verify`: a torn tail is not printed and not cut (a `note:` on stderr says so).
+//! - `sitelog repair DIR`: the explicit offline fixer: opens the log as a node would, so
+//!   recovery cuts a torn, never-acknowledged tail, removes leftovers and completes a pending
+//!   truncation, and says what it did. It never seals (a node's segments must seal at the same
+//!   frame on every replica) and refuses damage like any open (exit 2).
 //!
 //! DIR is a log directory (holding `superblock`) or a node's data directory (holding `log/`).
 
@@ -205,6 +209,34 @@ fn check_raft_meta(path: &Path) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// `sitelog repair`.
+pub fn repair(args: &VerifyArgs) -> ExitCode {
+    finish((|| {
+        let log_dir = checked_log_dir(&args.dir)?;
+        let opts = LogOptions {
+            preallocate: false,
+            direct_io: false,
+            ..LogOptions::default()
+        };
+        // Dropped, not closed: closing would seal the active segment.
+        let log = sitelog::Log::open(&log_dir, opts)?;
+        let r = log.recovery_report();
+        if r.torn_bytes_truncated == 0 && r.temp_files_removed == 0 {
+            println!("nothing to repair in {}", log_dir.display());
+        } else {
+            println!(
+                "repaired {}: cut {} bytes of torn, never-acknowledged tail, removed {} \
+                 temporary files",
+                log_dir.display(),
+                r.torn_bytes_truncated,
+                r.temp_files_removed
+            );
+        }
+        println!("log: offsets {}..{}", log.start_offset(), log.end_offset());
+        Ok(())
+    })())
 }
 
 fn kind_name(k: EntryKind) -> &'static str {
