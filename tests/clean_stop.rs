@@ -117,6 +117,11 @@ fn sigterm_persists_the_watermark_so_damage_is_refused_not_cut() {
     let stdout = String::from_utf8_lossy(&restart.stdout);
     assert!(!restart.status.success(), "started on damage: {stdout}");
     assert!(!stdout.contains("LISTENING"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(
+        stderr.contains(".seg"),
+        "refused for another reason: {stderr}"
+    );
 }
 
 /// Opens the log once the stopped node's last handles are gone (they drop as its tasks end).
@@ -164,9 +169,6 @@ async fn node_shutdown_persists_the_watermark() {
 
     let log_dir = data.join("log");
     damage_last_frame(&last_segment(&log_dir));
-    let out = sitelog(&["verify", data.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "verify: {stderr}");
     let opts = LogOptions {
         log_id: Some(CLUSTER),
         durable_hints: false,
@@ -182,4 +184,8 @@ async fn node_shutdown_persists_the_watermark() {
         ),
         Err(e) => panic!("unexpected: {e}"),
     }
+    // The log is released now (a failed open holds nothing).
+    let out = sitelog(&["verify", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "verify: {stderr}");
 }

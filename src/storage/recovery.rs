@@ -14,8 +14,10 @@
 //! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and at
 //! a clean stop: `Log::close`, `Log::persist_watermark`, `Node::shutdown`) and each record
 //! proves only its predecessors. A record acknowledged after the last watermark write, with no
-//! later record, that the medium then damages after a crash, is cut like a torn write. Bit rot of freshly fsynced sectors at exactly that moment is the residual
-//! risk; replication re-fetches such a record from the majority that acknowledged it.
+//! later record, that the medium then damages before a crash (a clean stop leaves no such
+//! record), is cut like a torn write. Bit rot of freshly fsynced sectors at exactly that moment
+//! is the residual risk; replication re-fetches such a record from the majority that
+//! acknowledged it.
 //!
 //! Everything else that is wrong (a sealed segment with a bad footer, index or header, a gap
 //! between segments, a missing superblock beside existing segments, fewer records than the
@@ -541,16 +543,15 @@ fn scan_tail(
             }
         }
         drop(map);
-        let torn = || TornTail {
+        let torn = TornTail {
             path: path.to_path_buf(),
             file_offset: pos,
             offset,
             bytes: len - pos,
             reason: err.to_string(),
         };
-        if !preallocated && ctx.note(|p| p.torn_tail = Some(torn())) {
-            // Inspected: the segment ends at the torn frame, the file is left as it is.
-        } else if !preallocated {
+        // An inspection notes the tail; the segment ends at the torn frame either way.
+        if !preallocated && !ctx.note(|p| p.torn_tail = Some(torn)) {
             tracing::warn!(segment = %path.display(), file_offset = pos, offset, %err, "cutting torn, never-acknowledged tail");
             report.torn_bytes_truncated += len - pos;
             file.set_len(pos).map_err(&io_err)?;
