@@ -95,6 +95,9 @@ fn sigterm_persists_the_watermark_so_damage_is_refused_not_cut() {
         String::from_utf8_lossy(&clean.stderr)
     );
 
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    assert!(stdout.contains("raft_meta"), "{stdout}");
+
     damage_last_frame(&last_segment(&data.join("log")));
     let out = sitelog(&["verify", data.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
