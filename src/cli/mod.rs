@@ -44,6 +44,9 @@ enum Command {
     Verify(offline::VerifyArgs),
     /// Print the records of a stopped node's (or a log's) directory as JSON lines.
     Dump(offline::DumpArgs),
+    /// Run recovery on a stopped node's (or a log's) directory, as the next open would: cut a
+    /// torn, never-acknowledged tail, remove leftovers. Damage is refused (exit 2).
+    Repair(offline::VerifyArgs),
     /// Send messages to a cluster (generated, or stdin lines), optionally writing a ledger of
     /// what was acknowledged.
     Append(client_cmds::AppendArgs),
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
         },
         Command::Verify(args) => return offline::verify(&args),
         Command::Dump(args) => return offline::dump(&args),
+        Command::Repair(args) => return offline::repair(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,10 +16,12 @@
 //! write+fdatasync pair through [`File::write_at_sync`]) and block only the calling thread.
 
 mod posix;
+mod read_only;
 mod sim;
 mod uring;
 
 pub use posix::PosixIo;
+pub use read_only::ReadOnlyIo;
 pub use sim::{SimDisk, SimFaults};
 pub use uring::{UringIo, MAX_IOVECS};
 
@@ -60,6 +62,21 @@ pub trait Io: Send + Sync + Debug + 'static {
     /// Takes an exclusive lock on `path` (created if missing). Fails with
     /// `ErrorKind::WouldBlock` when any other holder, in this process or another, has it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+    /// Opens an existing file for reading only (`O_RDONLY` where the backend has real files:
+    /// works on read-only files and mounts). Writes through the handle fail. The default opens
+    /// it as [`Io::open`] does (a backend without permissions, like the simulated disk).
+    fn open_read_only(&self, path: &Path) -> io::Result<FileRef> {
+        self.open(path, false)
+    }
+    /// Checks, without creating or modifying anything, that no exclusive holder has the lock
+    /// file `path`: `Ok(None)` when the file does not exist (nobody ever held it, or it was
+    /// removed), `Ok(Some(guard))` holding a shared lock (an exclusive [`Io::lock`] fails
+    /// while it lives), `ErrorKind::WouldBlock` when an exclusive holder has it.
+    /// The default says `Unsupported`.
+    fn lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// A short name for logs and benchmark tables.
     fn name(&self) -> &'static str;
     /// Opens an existing file a second time for writes that bypass the page cache

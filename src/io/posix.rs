@@ -89,6 +89,31 @@ impl Io for PosixIo {
         Ok(Box::new(FlockGuard { _file: file }))
     }
 
+    fn open_read_only(&self, path: &Path) -> io::Result<FileRef> {
+        Ok(Arc::new(PosixFile {
+            file: fs::File::open(path)?,
+        }))
+    }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: flock on a descriptor we own; no memory is passed. flock needs no write
+        // access: a read-only descriptor can hold a shared lock.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
+            }
+            return Err(err);
+        }
+        Ok(Some(Box::new(FlockGuard { _file: file })))
+    }
+
     fn name(&self) -> &'static str {
         "posix"
     }

@@ -430,6 +430,14 @@ impl Io for SimDisk {
         }))
     }
 
+    fn lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        // The simulated disk has no lock files: only an exclusive holder is checked for.
+        if self.lock_state().locks.contains(path) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "locked"));
+        }
+        Ok(None)
+    }
+
     fn name(&self) -> &'static str {
         "sim"
     }

@@ -551,6 +551,14 @@ impl Io for UringIo {
         PosixIo.lock(path)
     }
 
+    fn open_read_only(&self, path: &Path) -> io::Result<FileRef> {
+        PosixIo.open_read_only(path)
+    }
+
+    fn lock_shared(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        PosixIo.lock_shared(path)
+    }
+
     fn name(&self) -> &'static str {
         "io_uring"
     }

@@ -486,7 +486,8 @@ impl Node {
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was
-    /// acknowledged is on disk), and the listening address is closed when this returns.
+    /// acknowledged is on disk, and the log's durable watermark is persisted up to it, see
+    /// `Replica::shutdown`), and the listening address is closed when this returns.
     pub async fn shutdown(self) -> Result<()> {
         for t in self.inner.take_tasks().into_iter().flatten() {
             t.abort();

@@ -535,9 +535,25 @@ impl Replica {
         super::remote::serve_append_stream(self.raft.clone(), tx, rx).await
     }
 
-    /// Stops openraft (the log is left as a crash would leave it, fully synced up to what
-    /// was acknowledged).
+    /// Stops openraft, then persists the log's durable watermark
+    /// ([`Log::persist_watermark`]): after a clean stop no acknowledged entry lies above it,
+    /// so damage to one is refused as corruption at the next open, never cut as a torn tail.
+    /// The active segment is not sealed (replicas must seal at the same frame). A log whose
+    /// storage already failed (poisoned) cannot write the watermark: that is said in the node's
+    /// log and the stop goes on, as a crash would have left it.
     pub async fn shutdown(&self) -> Result<()> {
-        self.raft.shutdown().await.map_err(raft_err)
+        let stopped = self.raft.shutdown().await.map_err(raft_err);
+        let log = self.store.log().clone();
+        let persisted = tokio::task::spawn_blocking(move || match log.poisoned() {
+            Some(reason) => {
+                tracing::warn!(dir = %log.dir().display(), %reason,
+                    "storage failed earlier; the watermark is not persisted at stop");
+                Ok(())
+            }
+            None => log.persist_watermark(),
+        })
+        .await
+        .map_err(|e| Error::Raft(format!("persisting the watermark at stop: {e}")))?;
+        stopped.and(persisted)
     }
 }

@@ -420,14 +420,35 @@ impl Log {
         background::persist_watermark(&self.shared.superblock, &self.shared.gc, true, interval)
     }
 
-    /// Flushes, seals the active segment if it holds records, and closes this handle (the
-    /// directory unlocks when the last clone drops). Sealing makes the next open read only
-    /// footers and indexes, scanning nothing; the next append starts a new segment.
-    pub fn close(self) -> Result<()> {
+    /// What a clean stop needs, through any clone of the handle: everything appended made
+    /// durable and the superblock's `durable_end` written (fsynced) up to it, so that no
+    /// acknowledged record lies above the on-disk watermark. Recovery then refuses damage to
+    /// any of them with [`Error::Corruption`] instead of cutting it as a torn tail. A tail
+    /// that failed for lack of space is discarded (it was never acknowledged) and the
+    /// watermark still written. Nothing is sealed: a replicated log must seal at the same frame
+    /// on every replica. Driven logs are pumped first. The handle stays usable.
+    pub fn persist_watermark(&self) -> Result<()> {
         if self.shared.opts.driven {
             self.pump()?;
         }
-        self.flush()?;
+        match self.flush() {
+            // The failed tail is gone now; what remains is durable.
+            Err(Error::NoSpace { .. }) => self.flush(),
+            other => other,
+        }
+    }
+
+    /// Persists the watermark ([`Log::persist_watermark`]) and closes this handle (the
+    /// directory unlocks when the last clone drops). A local log (`durable_hints`, the
+    /// default) also seals its active segment if it holds records: the next open then reads
+    /// only footers and indexes, scanning nothing, and the next append starts a new segment.
+    /// A replicated log (`durable_hints == false`) is not sealed: its replicas must seal at
+    /// the same frame, which only a roll at the segment size guarantees.
+    pub fn close(self) -> Result<()> {
+        self.persist_watermark()?;
+        if !self.shared.opts.durable_hints {
+            return Ok(());
+        }
         let mut w = lock(&self.shared.writer);
         let has_records = w
             .active

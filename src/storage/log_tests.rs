@@ -833,3 +833,83 @@ fn damage_in_the_active_segments_header_padding_is_corruption() {
         other => panic!("recovery accepted the damage: {other:?}"),
     }
 }
+
+/// Options of a replicated log whose watermark is persisted only when asked (no background
+/// write within a test's lifetime).
+fn replicated_opts(disk: &SimDisk) -> LogOptions {
+    LogOptions {
+        log_id: Some(77),
+        durable_hints: false,
+        superblock_interval_ms: 3_600_000,
+        segment_size_bytes: 1 << 20,
+        ..sim_opts(disk)
+    }
+}
+
+/// Flips a byte in the payload of the last record of the (unsealed) segment at 0.
+fn damage_last_record(disk: &SimDisk, dir: &str) {
+    let seg = Segment::path_in(Path::new(dir), 0);
+    // The file may end in zeros (direct writes fill whole blocks): the last non-zero byte is
+    // in the last frame.
+    let bytes = disk.peek(&seg).unwrap();
+    let at = bytes.iter().rposition(|&b| b != 0).unwrap();
+    disk.poke(&seg, at as u64, &[bytes[at] ^ 0x40]).unwrap();
+}
+
+/// Issue 12, "clean stop": a record acknowledged after the last background watermark write is
+/// above the on-disk watermark unless the stop persists it; damaged later, recovery would take
+/// it for a torn tail and cut it silently. `persist_watermark` through a clone (what
+/// `Replica::shutdown` does) and `close` leave none above it.
+#[test]
+fn clean_stop_persists_the_watermark_so_damage_is_corruption_not_a_cut() {
+    // Without a clean stop (the old `Node::shutdown`): the damaged record is silently cut.
+    let disk = SimDisk::new(41);
+    let log = Log::open("/l", replicated_opts(&disk)).unwrap();
+    fill(&log, 20, 100);
+    drop(log);
+    damage_last_record(&disk, "/l");
+    let log = Log::open("/l", replicated_opts(&disk)).unwrap();
+    assert_eq!(log.end_offset(), 19, "the counterfactual: a silent cut");
+    assert!(log.recovery_report().torn_bytes_truncated > 0);
+    drop(log);
+
+    // `persist_watermark` through one clone while another lives on.
+    let disk = SimDisk::new(42);
+    let log = Log::open("/l", replicated_opts(&disk)).unwrap();
+    fill(&log, 20, 100);
+    let other = log.clone();
+    other.persist_watermark().unwrap();
+    drop((log, other));
+    damage_last_record(&disk, "/l");
+    match Log::open("/l", replicated_opts(&disk)) {
+        Err(Error::Corruption { record_offset, .. }) => assert_eq!(record_offset, Some(19)),
+        other => panic!("damage to an acknowledged record was not refused: {other:?}"),
+    }
+
+    // `close` of a replicated log: the watermark, and no seal (replicas seal at one frame).
+    let disk = SimDisk::new(43);
+    let log = Log::open("/l", replicated_opts(&disk)).unwrap();
+    fill(&log, 20, 100);
+    log.close().unwrap();
+    let log = Log::open("/l", replicated_opts(&disk)).unwrap();
+    assert_eq!(log.sealed_segments(u64::MAX).unwrap(), vec![], "not sealed");
+    assert_eq!(log.recovery_report().tail_records_scanned, 20);
+    drop(log);
+    damage_last_record(&disk, "/l");
+    assert!(matches!(
+        Log::open("/l", replicated_opts(&disk)),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+/// A local log's `close` still seals: the next open scans nothing.
+#[test]
+fn close_of_a_local_log_seals() {
+    let disk = SimDisk::new(44);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 5, 100);
+    log.close().unwrap();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.recovery_report().tail_records_scanned, 0);
+    assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 1);
+}

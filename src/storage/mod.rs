@@ -25,5 +25,5 @@ pub use manifest::SegmentInfo;
 pub use options::{IoBackend, LogOptions, SyncMode};
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};
-pub use recovery::RecoveryReport;
-pub use verify::VerifyReport;
+pub use recovery::{PendingRecovery, RecoveryReport, TornTail};
+pub use verify::{read_dir, verify_dir, DirReport, VerifyReport};

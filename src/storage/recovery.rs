@@ -11,16 +11,21 @@
 //! | otherwise: nothing proves the record was ever fsynced          | torn tail: truncate here |
 //!
 //! "Nothing proves it" is not quite "never acknowledged": the watermark is persisted off the
-//! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and
-//! close) and each record proves only its predecessors. A record acknowledged after the last
-//! watermark write, with no later record, that the medium then damages before a crash, is cut
-//! like a torn write. Bit rot of freshly fsynced sectors at exactly that moment is the residual
-//! risk; replication re-fetches such a record from the majority that acknowledged it.
+//! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and at
+//! a clean stop: `Log::close`, `Log::persist_watermark`, `Node::shutdown`) and each record
+//! proves only its predecessors. A record acknowledged after the last watermark write, with no
+//! later record, that the medium then damages before a crash (a clean stop leaves no such
+//! record), is cut like a torn write. Bit rot of freshly fsynced sectors at exactly that moment
+//! is the residual risk; replication re-fetches such a record from the majority that
+//! acknowledged it.
 //!
 //! Everything else that is wrong (a sealed segment with a bad footer, index or header, a gap
 //! between segments, a missing superblock beside existing segments, fewer records than the
 //! watermark) is `Error::Corruption` too. After a torn tail is cut, the tail file is fsynced:
 //! after a kill -9 the surviving bytes may still be only in the page cache.
+//!
+//! `inspect` runs the same checks read-only (for `sitelog verify`): files opened read-only,
+//! and what an open would change (cut, remove) returned as [`PendingRecovery`] instead.
 
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
 use super::options::LogOptions;
@@ -51,6 +56,44 @@ pub struct RecoveryReport {
     pub temp_files_removed: usize,
 }
 
+/// A torn, never-acknowledged tail that recovery would cut (found read-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Where the cut would be (the first frame that does not decode).
+    pub file_offset: u64,
+    /// The offset the frame there should have held.
+    pub offset: u64,
+    /// Bytes that would be cut.
+    pub bytes: u64,
+    /// Why the frame there does not decode.
+    pub reason: String,
+}
+
+/// What the next open's recovery would change, found by a read-only inspection (none of it is
+/// damage: all of it concerns bytes never acknowledged or already released).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingRecovery {
+    /// A torn tail to cut.
+    pub torn_tail: Option<TornTail>,
+    /// Leftover temporary files to remove.
+    pub temp_files: Vec<PathBuf>,
+    /// A last segment created but never written (header missing, all zeros) to remove.
+    pub unused_segment: Option<PathBuf>,
+    /// Segments a purge had released (all below the start) to remove.
+    pub released_segments: Vec<PathBuf>,
+    /// A truncation in progress to complete: records from this offset on go.
+    pub truncate_from: Option<u64>,
+}
+
+impl PendingRecovery {
+    /// True when the next open would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == PendingRecovery::default()
+    }
+}
+
 pub(crate) struct Recovered {
     pub log_id: u64,
     pub superblock: SuperblockWriter,
@@ -72,9 +115,29 @@ struct Ctx<'a> {
     io: &'a IoRef,
     dir: &'a Path,
     opts: &'a LogOptions,
+    /// `Some` in a read-only inspection: what would change is noted here instead of done.
+    pending: Option<std::cell::RefCell<PendingRecovery>>,
 }
 
 impl Ctx<'_> {
+    fn open(&self, path: &Path) -> std::io::Result<FileRef> {
+        match self.pending {
+            Some(_) => self.io.open_read_only(path),
+            None => self.io.open(path, false),
+        }
+    }
+
+    /// In an inspection, notes a change and returns true (the caller skips it).
+    fn note(&self, f: impl FnOnce(&mut PendingRecovery)) -> bool {
+        match &self.pending {
+            Some(p) => {
+                f(&mut p.borrow_mut());
+                true
+            }
+            None => false,
+        }
+    }
+
     fn io_err(&self, path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         let path = path.to_path_buf();
         move |e| Error::io(path.clone(), e)
@@ -97,7 +160,38 @@ impl Ctx<'_> {
 
 /// Opens or creates the log in `dir`.
 pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recovered> {
-    let ctx = Ctx { io, dir, opts };
+    let ctx = Ctx {
+        io,
+        dir,
+        opts,
+        pending: None,
+    };
+    recover_in(&ctx)
+}
+
+/// Runs recovery's checks on an existing log without changing anything: every file is opened
+/// read-only, and what recovery would change (cut, remove) is returned instead of done.
+/// Damage is [`Error::Corruption`] exactly as at open.
+pub(crate) fn inspect(
+    io: &IoRef,
+    dir: &Path,
+    opts: &LogOptions,
+) -> Result<(Recovered, PendingRecovery)> {
+    let ctx = Ctx {
+        io,
+        dir,
+        opts,
+        pending: Some(Default::default()),
+    };
+    let rec = recover_in(&ctx)?;
+    let mut pending = ctx.pending.map(|p| p.into_inner()).unwrap_or_default();
+    let truncate_from = rec.superblock.current().truncate_from;
+    pending.truncate_from = (truncate_from != NO_TRUNCATION).then_some(truncate_from);
+    Ok((rec, pending))
+}
+
+fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
+    let (io, dir, opts) = (ctx.io, ctx.dir, ctx.opts);
     let mut report = RecoveryReport::default();
     let mut names = io.list(dir).map_err(ctx.io_err(dir))?;
     names.sort();
@@ -106,6 +200,9 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
         n.ends_with(segment::TEMP_SUFFIX) && !n.starts_with(super::background::PREPARED_PREFIX)
     };
     for name in names.iter().filter(temporary) {
+        if ctx.note(|p| p.temp_files.push(dir.join(name))) {
+            continue;
+        }
         io.remove(&dir.join(name)).map_err(ctx.io_err(dir))?;
         report.temp_files_removed += 1;
     }
@@ -124,9 +221,15 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
                 "segments exist but the superblock is missing",
             ));
         }
-        return create(&ctx, &sb_path, report);
+        if ctx.pending.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds no log (no superblock)",
+                dir.display()
+            )));
+        }
+        return create(ctx, &sb_path, report);
     }
-    let sb_file = io.open(&sb_path, false).map_err(ctx.io_err(&sb_path))?;
+    let sb_file = ctx.open(&sb_path).map_err(ctx.io_err(&sb_path))?;
     let sb = superblock::read(&*sb_file)
         .map_err(ctx.io_err(&sb_path))?
         .ok_or_else(|| Ctx::corrupt(&sb_path, 0, None, "both superblock copies are invalid"))?;
@@ -141,15 +244,15 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
     let mut active = None;
     for (i, &base) in bases.iter().enumerate() {
         let path = Segment::path_in(dir, base);
-        let file = io.open(&path, false).map_err(ctx.io_err(&path))?;
+        let file = ctx.open(&path).map_err(ctx.io_err(&path))?;
         let is_last = i + 1 == bases.len();
-        match load_sealed(&ctx, &path, &file, sb.log_id, base)? {
+        match load_sealed(ctx, &path, &file, sb.log_id, base)? {
             Some(state) => {
                 let seg = Segment::new(path, file, sb.log_id, base, opts.max_record_bytes, state);
                 segments.insert(base, Arc::new(seg));
             }
             None if is_last => {
-                if let Some((seg, crc)) = scan_tail(&ctx, &path, file, &sb, base, &mut report)? {
+                if let Some((seg, crc)) = scan_tail(ctx, &path, file, &sb, base, &mut report)? {
                     let seg = Arc::new(seg);
                     segments.insert(base, seg.clone());
                     active = Some((seg, crc));
@@ -168,7 +271,7 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
     if report.temp_files_removed > 0 {
         io.sync_dir(dir).map_err(ctx.io_err(dir))?;
     }
-    finish(&ctx, sb_file, sb, segments, active, report)
+    finish(ctx, sb_file, sb, segments, active, report)
 }
 
 fn create(ctx: &Ctx<'_>, sb_path: &Path, report: RecoveryReport) -> Result<Recovered> {
@@ -248,11 +351,13 @@ fn finish(
         .collect();
     for base in &released {
         if let Some(seg) = segments.remove(base) {
-            ctx.io.remove(&seg.path).map_err(ctx.io_err(&seg.path))?;
+            if !ctx.note(|p| p.released_segments.push(seg.path.clone())) {
+                ctx.io.remove(&seg.path).map_err(ctx.io_err(&seg.path))?;
+            }
         }
     }
     let active = active.filter(|(seg, _)| !released.contains(&seg.base_offset));
-    if !released.is_empty() {
+    if !released.is_empty() && ctx.pending.is_none() {
         ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
     }
     if let Some(first) = segments.values().next() {
@@ -285,7 +390,12 @@ pub(crate) fn open_sealed(
     opts: &LogOptions,
 ) -> Result<Segment> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let ctx = Ctx { io, dir, opts };
+    let ctx = Ctx {
+        io,
+        dir,
+        opts,
+        pending: None,
+    };
     let file = io.open(path, false).map_err(ctx.io_err(path))?;
     match load_sealed(&ctx, path, &file, log_id, base)? {
         Some(state) => Ok(Segment::new(
@@ -380,6 +490,9 @@ fn scan_tail(
         let never_used = body.iter().all(|&b| b == 0);
         if never_used && base >= sb.durable_end.min(sb.truncate_from) {
             drop(map);
+            if ctx.note(|p| p.unused_segment = Some(path.to_path_buf())) {
+                return Ok(None);
+            }
             ctx.io.remove(path).map_err(&io_err)?;
             ctx.io.sync_dir(ctx.dir).map_err(ctx.io_err(ctx.dir))?;
             return Ok(None);
@@ -430,13 +543,23 @@ fn scan_tail(
             }
         }
         drop(map);
-        if !preallocated {
+        let torn = TornTail {
+            path: path.to_path_buf(),
+            file_offset: pos,
+            offset,
+            bytes: len - pos,
+            reason: err.to_string(),
+        };
+        // An inspection notes the tail; the segment ends at the torn frame either way.
+        if !preallocated && !ctx.note(|p| p.torn_tail = Some(torn)) {
             tracing::warn!(segment = %path.display(), file_offset = pos, offset, %err, "cutting torn, never-acknowledged tail");
             report.torn_bytes_truncated += len - pos;
             file.set_len(pos).map_err(&io_err)?;
         }
     }
-    file.sync_data().map_err(&io_err)?;
+    if ctx.pending.is_none() {
+        file.sync_data().map_err(&io_err)?;
+    }
     let state = SegmentState {
         end_offset: offset,
         data_end: pos,

@@ -234,8 +234,9 @@ impl Sim {
             h.abort();
         }
         // Stops openraft's tasks; what it does while stopping cannot reach the disk after the
-        // crash below (old file handles belong to the old disk epoch).
-        let _ = timeout(Duration::from_secs(5), r.shutdown()).await;
+        // crash below (old file handles belong to the old disk epoch). Not `Replica::shutdown`:
+        // a clean stop would make the log durable first, and a crash must not.
+        let _ = timeout(Duration::from_secs(5), r.raft.shutdown()).await;
         slot.disk.crash();
         drop(r);
     }
