@@ -1,8 +1,8 @@
 //! One Raft replica: the segment log, the metadata file, the state machine and openraft,
 //! opened together from a data directory.
 //!
-//! Data directory layout: `log/` (the segment log, see `storage`) and `raft_meta` (see
-//! [`super::meta`]).
+//! Data directory layout: `identity` (whose directory it is, see [`super::identity`]),
+//! `log/` (the segment log, see `storage`) and `raft_meta` (see [`super::meta`]).
 
 use super::log_store::LogStore;
 use super::meta::MetaFile;
@@ -210,8 +210,15 @@ impl Replica {
         };
         let io: IoRef = log_opts.io.resolve()?;
         io.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Before anything else: a directory of another node or cluster is refused untouched.
+        super::identity::establish(&io, dir, id, cluster_id)?;
         let meta = MetaFile::open(&io, dir, cluster_id)?;
         let log = Log::open(dir.join("log"), log_opts)?;
+        // Again under the log's lock: two processes creating one directory at once cannot
+        // both go on, the one whose identity file lost the race is refused here.
+        if let Some(found) = super::identity::load(&io, dir)? {
+            super::identity::check(dir, &found, id, cluster_id)?;
+        }
         let store = LogStore::new(log, meta);
         let (sm, committed_end, sm_shared) =
             StateMachine::new(store.clone(), io.clone(), dir, cluster_id)?;
