@@ -153,6 +153,9 @@ pub(crate) async fn change_membership_checked(
     voters: BTreeSet<u64>,
     policy: Placement,
 ) -> Result<()> {
+    if let Some(&node_id) = voters.iter().find(|v| replica.is_retired(**v)) {
+        return Err(Error::RetiredNode { node_id });
+    }
     let members = replica.members();
     let mut sites = BTreeMap::new();
     for v in &voters {
@@ -414,7 +417,8 @@ impl Node {
         self.inner.replica.wait_for(timeout_ms, f).await
     }
 
-    /// Adds a learner (on the leader): a non-voting replica that starts catching up.
+    /// Adds a learner (on the leader): a non-voting replica that starts catching up. An id
+    /// removed from the membership earlier is refused with [`Error::RetiredNode`].
     pub async fn add_learner(&self, id: u64, peer: Peer) -> Result<()> {
         let info = NodeInfo {
             site: peer.site,
@@ -423,9 +427,15 @@ impl Node {
         self.inner.replica.add_learner(id, info).await
     }
 
-    /// Replaces the voter set (on the leader; joint consensus). Placement is checked.
+    /// Replaces the voter set (on the leader; joint consensus). Placement is checked; voters
+    /// dropped from the set are removed for good (their ids are retired).
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
         change_membership_checked(&self.inner.replica, voters, self.inner.placement).await
+    }
+
+    /// Node ids removed from the membership; they never join again.
+    pub fn retired_ids(&self) -> BTreeSet<u64> {
+        self.inner.replica.retired_ids()
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was

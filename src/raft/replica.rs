@@ -344,10 +344,33 @@ impl Replica {
         Ok(offsets)
     }
 
+    /// Node ids removed from the membership: they never join again. Known on every node
+    /// from the committed memberships (and from the snapshot it was rebuilt from).
+    pub fn retired_ids(&self) -> BTreeSet<u64> {
+        self.sm.applied_ids().0
+    }
+
+    /// Whether `id` is retired, or is being removed by a membership change not applied yet
+    /// (the effective membership dropped it): adding it back is refused either way.
+    pub fn is_retired(&self, id: u64) -> bool {
+        let (retired, applied) = self.sm.applied_ids();
+        retired.contains(&id) || (applied.contains(&id) && !self.members().contains_key(&id))
+    }
+
+    /// [`Error::RetiredNode`] for the first retired id of `ids`.
+    fn refuse_retired(&self, ids: impl IntoIterator<Item = u64>) -> Result<()> {
+        match ids.into_iter().find(|id| self.is_retired(*id)) {
+            Some(node_id) => Err(Error::RetiredNode { node_id }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds a non-voting member and starts replicating to it (returns once the change is
-    /// committed, not when the learner has caught up).
+    /// committed, not when the learner has caught up). A retired id is refused with
+    /// [`Error::RetiredNode`] (on any node, leader or not).
     pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<()> {
         super::entry::check_node_info(&node)?;
+        self.refuse_retired([id])?;
         self.raft.add_learner(id, node, false).await.map_err(|e| {
             e.forward_to_leader()
                 .map_or_else(|| raft_err(&e), not_leader)
@@ -356,8 +379,9 @@ impl Replica {
     }
 
     /// Replaces the voter set (joint consensus); removed voters stay as learners when
-    /// `retain`.
+    /// `retain`. A set naming a retired id is refused with [`Error::RetiredNode`].
     pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<()> {
+        self.refuse_retired(voters.iter().copied())?;
         self.raft
             .change_membership(voters, retain)
             .await
@@ -502,9 +526,12 @@ impl Replica {
         }
     }
 
-    /// Answers one Raft RPC received by the transport.
+    /// Answers one Raft RPC received by the transport. A vote or pre-vote asked by a retired
+    /// node is refused (an error reply): a removed node that did not learn of its removal
+    /// cannot disturb the cluster with elections.
     pub async fn handle_rpc(&self, msg: Bytes) -> Bytes {
-        super::remote::handle_rpc(&self.raft, msg).await
+        // Only committed retirements: an uncommitted removal may still be undone.
+        super::remote::handle_rpc(&self.raft, msg, |id| self.retired_ids().contains(&id)).await
     }
 
     /// Serves one append stream received by the transport.
