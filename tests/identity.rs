@@ -188,6 +188,14 @@ async fn a_damaged_identity_file_is_corruption() {
         .shutdown()
         .await
         .unwrap();
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .arg("verify")
+            .arg(tmp.path().join("n1"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(verify().status.code(), Some(0));
     let mut b = std::fs::read(&path).unwrap();
     b[20] ^= 0x40;
     std::fs::write(&path, &b).unwrap();
@@ -196,6 +204,13 @@ async fn a_damaged_identity_file_is_corruption() {
         Err(Error::Corruption { .. })
     ));
     assert_eq!(std::fs::read(&path).unwrap(), b, "damage was rewritten");
+    let out = verify();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "verify missed the damaged identity"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identity"));
 }
 
 fn peer(id: u64, addr: &str) -> Peer {

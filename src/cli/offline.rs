@@ -93,6 +93,10 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         if meta.exists() {
             check_raft_meta(&meta)?;
         }
+        let identity = args.dir.join(sitelog::raft::identity::FILE_NAME);
+        if identity.exists() {
+            sitelog::raft::identity::verify_file(&identity)?;
+        }
         let log = open(&args.dir)?;
         let r = log.verify()?;
         println!(

@@ -125,6 +125,15 @@ fn has_file(io: &IoRef, dir: &Path, name: &str) -> Result<bool> {
     Ok(names.iter().any(|n| n == name))
 }
 
+fn corrupt(path: &Path, detail: &str) -> Error {
+    Error::Corruption {
+        segment: path.to_path_buf(),
+        file_offset: 0,
+        record_offset: None,
+        detail: format!("identity file: {detail}"),
+    }
+}
+
 /// Reads `dir/identity`: `None` when there is none, [`Error::Corruption`] when it does not
 /// verify.
 pub fn load(io: &IoRef, dir: &Path) -> Result<Option<Identity>> {
@@ -134,18 +143,23 @@ pub fn load(io: &IoRef, dir: &Path) -> Result<Option<Identity>> {
     let path = dir.join(FILE_NAME);
     let f = io.open(&path, false).map_err(|e| Error::io(&path, e))?;
     let len = f.len().map_err(|e| Error::io(&path, e))?;
-    let bad = |detail: &str| Error::Corruption {
-        segment: path.clone(),
-        file_offset: 0,
-        record_offset: None,
-        detail: format!("identity file: {detail}"),
-    };
     if len != ENCODED_BYTES as u64 {
-        return Err(bad(&format!("{len} bytes, expected {ENCODED_BYTES}")));
+        return Err(corrupt(
+            &path,
+            &format!("{len} bytes, expected {ENCODED_BYTES}"),
+        ));
     }
     let mut b = [0u8; ENCODED_BYTES];
     crate::io::read_exact_at(&*f, &mut b, 0).map_err(|e| Error::io(&path, e))?;
-    Identity::decode(&b).map(Some).map_err(bad)
+    Identity::decode(&b)
+        .map(Some)
+        .map_err(|d| corrupt(&path, d))
+}
+
+/// Checks an identity file offline, opening it read-only (`sitelog verify`).
+pub fn verify_file(path: &Path) -> Result<Identity> {
+    let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Identity::decode(&b).map_err(|d| corrupt(path, d))
 }
 
 fn write(io: &IoRef, dir: &Path, id: &Identity) -> Result<()> {
