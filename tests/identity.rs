@@ -297,6 +297,17 @@ async fn a_removed_id_never_joins_again_even_on_a_node_rebuilt_from_a_snapshot()
         .collect();
     append_batch(&founders, 0).await;
 
+    // A voter's id cannot come back as a "new" node while it is a voter either.
+    let r = on_leader!(&founders, |l| l.add_learner(1, peer(1, &addrs[&1])));
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    let mut client =
+        sitelog::node::client::Client::new(addrs.values().take(3).cloned().collect(), CLUSTER);
+    let r = client.replace_voter(1, 1).await;
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("new id")),
+        "{r:?}"
+    );
+
     // Voter 1 is replaced by node 4, then stopped.
     on_leader!(&founders, |l| l.add_learner(4, peer(4, &addrs[&4]))).unwrap();
     on_leader!(&nodes, |l| l.change_membership(BTreeSet::from([2, 3, 4]))).unwrap();

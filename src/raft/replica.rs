@@ -367,10 +367,18 @@ impl Replica {
 
     /// Adds a non-voting member and starts replicating to it (returns once the change is
     /// committed, not when the learner has caught up). A retired id is refused with
-    /// [`Error::RetiredNode`] (on any node, leader or not).
+    /// [`Error::RetiredNode`] (on any node, leader or not), a current voter's id with
+    /// [`Error::InvalidArgument`].
     pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<()> {
         super::entry::check_node_info(&node)?;
         self.refuse_retired([id])?;
+        // openraft accepts it as a no-op, and a replacement started empty under the voter's
+        // own id would then be taken for that voter, its lost votes and log included.
+        if self.status().voters.contains(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is a voter already; a replacement node needs a new id"
+            )));
+        }
         self.raft.add_learner(id, node, false).await.map_err(|e| {
             e.forward_to_leader()
                 .map_or_else(|| raft_err(&e), not_leader)
