@@ -53,7 +53,8 @@ pub struct Peer {
 /// How to start a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's id; never reuse an id of a node that was lost.
+    /// This node's id; never reuse an id of a node that was lost (an id removed from the
+    /// membership is refused: [`Error::RetiredNode`]). The data directory records it.
     pub node_id: u64,
     /// This node's site.
     pub site: String,
