@@ -106,6 +106,41 @@ pub enum Error {
         reason: String,
     },
 
+    /// A node was started on a data directory that belongs to another node or cluster (its
+    /// `identity` file, or for a directory from before identity files its `raft_meta`, says
+    /// so). Nothing was written. Start the node with its own directory, or give a new node an
+    /// empty one.
+    #[error(
+        "data directory {path} belongs to {} of cluster {found_cluster_id:#x}, not to node \
+         {expected_node_id} of cluster {expected_cluster_id:#x}; refusing to start (give a new \
+         node an empty directory)",
+        .found_node_id.map_or("a node".to_string(), |n| format!("node {n}"))
+    )]
+    WrongIdentity {
+        /// The data directory.
+        path: PathBuf,
+        /// The node id it was started as.
+        expected_node_id: u64,
+        /// The cluster id it was started with.
+        expected_cluster_id: u64,
+        /// The node id the directory records (`None`: a directory from before identity
+        /// files, which records only its cluster).
+        found_node_id: Option<u64>,
+        /// The cluster id the directory records.
+        found_cluster_id: u64,
+    },
+
+    /// The node id was removed from the cluster's membership; a removed id never joins again
+    /// (its old data, votes and log could otherwise come back as a fresh member). Give the new
+    /// node a new id.
+    #[error(
+        "node id {node_id} was removed from the cluster and can never join again; use a new id"
+    )]
+    RetiredNode {
+        /// The retired id.
+        node_id: u64,
+    },
+
     /// The tailing reader's timeout elapsed before a new durable record arrived.
     #[error("timed out waiting for offset {offset}")]
     Timeout {

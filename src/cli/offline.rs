@@ -144,6 +144,11 @@ fn check_node_files(io: &IoRef, dir: &Path) -> Result<Vec<&'static str>, Error> 
         check_raft_meta(&meta)?;
         present.push(sitelog::raft::meta::FILE_NAME);
     }
+    let identity = dir.join(sitelog::raft::identity::FILE_NAME);
+    if identity.exists() {
+        sitelog::raft::identity::verify_file(&identity)?;
+        present.push(sitelog::raft::identity::FILE_NAME);
+    }
     if sitelog::raft::snapshot::load(io, dir)?.is_some() {
         present.push(sitelog::raft::snapshot::FILE_NAME);
     }

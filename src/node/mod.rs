@@ -56,7 +56,8 @@ pub struct Peer {
 /// How to start a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// This node's id; never reuse an id of a node that was lost.
+    /// This node's id; never reuse an id of a node that was lost (an id removed from the
+    /// membership is refused: [`Error::RetiredNode`]). The data directory records it.
     pub node_id: u64,
     /// This node's site.
     pub site: String,
@@ -159,6 +160,9 @@ pub(crate) async fn change_membership_checked(
     voters: BTreeSet<u64>,
     policy: Placement,
 ) -> Result<()> {
+    if let Some(&node_id) = voters.iter().find(|v| replica.is_retired(**v)) {
+        return Err(Error::RetiredNode { node_id });
+    }
     let members = replica.members();
     let mut sites = BTreeMap::new();
     for v in &voters {
@@ -471,7 +475,8 @@ impl Node {
         self.replica()?.wait_for(timeout_ms, f).await
     }
 
-    /// Adds a learner (on the leader): a non-voting replica that starts catching up.
+    /// Adds a learner (on the leader): a non-voting replica that starts catching up. An id
+    /// removed from the membership earlier is refused with [`Error::RetiredNode`].
     pub async fn add_learner(&self, id: u64, peer: Peer) -> Result<()> {
         let info = NodeInfo {
             site: peer.site,
@@ -480,9 +485,16 @@ impl Node {
         self.replica()?.add_learner(id, info).await
     }
 
-    /// Replaces the voter set (on the leader; joint consensus). Placement is checked.
+    /// Replaces the voter set (on the leader; joint consensus). Placement is checked; voters
+    /// dropped from the set are removed for good (their ids are retired).
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
         change_membership_checked(&self.replica()?, voters, self.inner.placement).await
+    }
+
+    /// Node ids removed from the membership; they never join again. ([`Error::Unavailable`]
+    /// while the node reopens its storage.)
+    pub fn retired_ids(&self) -> Result<BTreeSet<u64>> {
+        Ok(self.open_replica()?.retired_ids())
     }
 
     /// Stops Raft and the server. The data directory stays consistent (what was

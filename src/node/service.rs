@@ -150,6 +150,9 @@ async fn answer(
             };
             done(r.add_learner(id, info).await)
         }
+        Request::ReplaceVoter { dead, new } if dead == new => done(Err(Error::InvalidArgument(
+            format!("node {dead} cannot replace itself: a replacement node needs a new id"),
+        ))),
         Request::ReplaceVoter { dead, new } => {
             let mut voters: std::collections::BTreeSet<u64> =
                 r.status().voters.into_iter().collect();

@@ -184,7 +184,9 @@ enum Attempt {
 
 fn classify(e: Error) -> Attempt {
     match e {
-        Error::Corruption { .. } | Error::InvalidArgument(_) => Attempt::GiveUp(e),
+        Error::Corruption { .. } | Error::InvalidArgument(_) | Error::WrongIdentity { .. } => {
+            Attempt::GiveUp(e)
+        }
         e => Attempt::NotYet(Fault::of(&e), e.to_string()),
     }
 }

@@ -145,6 +145,27 @@ pub fn any_valid_copy(file: &[u8]) -> bool {
     })
 }
 
+fn read_current(file: &FileRef, path: &Path) -> Result<RaftMeta> {
+    read_newest_slot(&**file, ENCODED_BYTES, |b| {
+        RaftMeta::decode(b).map(|m| (m.sequence, m))
+    })
+    .map_err(|e| Error::io(path, e))?
+    .ok_or_else(|| Error::Corruption {
+        segment: path.to_path_buf(),
+        file_offset: 0,
+        record_offset: None,
+        detail: "neither copy of the Raft metadata is valid".into(),
+    })
+}
+
+/// The cluster id an existing `dir/raft_meta` records (to adopt a directory from before
+/// identity files; see [`super::identity`]).
+pub fn stored_cluster_id(io: &IoRef, dir: &Path) -> Result<u64> {
+    let path = dir.join(FILE_NAME);
+    let file = io.open(&path, false).map_err(|e| Error::io(&path, e))?;
+    Ok(read_current(&file, &path)?.cluster_id)
+}
+
 /// The open metadata file: the last state made durable, and the means to replace it.
 #[derive(Debug)]
 pub struct MetaFile {
@@ -179,16 +200,7 @@ impl MetaFile {
             io.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
             return Ok(m);
         }
-        let current = read_newest_slot(&*file, ENCODED_BYTES, |b| {
-            RaftMeta::decode(b).map(|m| (m.sequence, m))
-        })
-        .map_err(|e| Error::io(&path, e))?
-        .ok_or_else(|| Error::Corruption {
-            segment: path.clone(),
-            file_offset: 0,
-            record_offset: None,
-            detail: "neither copy of the Raft metadata is valid".into(),
-        })?;
+        let current = read_current(&file, &path)?;
         if current.cluster_id != cluster_id {
             return Err(Error::InvalidArgument(format!(
                 "{} belongs to cluster {:#x}, not {:#x}",

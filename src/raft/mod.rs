@@ -15,11 +15,14 @@
 //! - **`append` never blocks on the disk**: entries are written into the log (readable at
 //!   once) and the `IOFlushed` callback fires only once the group commit's fdatasync covers
 //!   them ([`log_store`]).
+//! - **A data directory knows whose it is**: the file `identity` ([`identity`]) records the
+//!   cluster and node it was created for; starting it as another node is refused.
 //! - **The state machine stores nothing again**: applying advances the committed offset that
 //!   readers may see and remembers the membership ([`state_machine`]).
 
 pub mod entry;
 pub mod health;
+pub mod identity;
 pub mod log_store;
 pub mod meta;
 pub mod network;

@@ -291,8 +291,9 @@ where
 }
 
 /// Handles one request of an RPC connection; always returns a reply (an error message if the
-/// request is malformed or the node failed).
-pub async fn handle_rpc(raft: &Raft, msg: Bytes) -> Bytes {
+/// request is malformed or the node failed). Votes asked by a node `retired` says was
+/// removed from the cluster are refused with an error reply.
+pub async fn handle_rpc(raft: &Raft, msg: Bytes, retired: impl Fn(u64) -> bool) -> Bytes {
     let reply = match wire::tag_of(&msg) {
         Some(tag::APPEND) => match wire::decode_append(&msg) {
             Ok(req) => raft
@@ -303,6 +304,10 @@ pub async fn handle_rpc(raft: &Raft, msg: Bytes) -> Bytes {
             Err(e) => Err(e.to_string()),
         },
         Some(tag::VOTE) | Some(tag::PRE_VOTE) => match wire::decode_vote(&msg) {
+            Ok((req, _)) if retired(req.vote.leader_id.voted_for) => Err(format!(
+                "node {} was removed from the cluster: no vote for it",
+                req.vote.leader_id.voted_for
+            )),
             Ok((req, false)) => raft
                 .vote(req)
                 .await

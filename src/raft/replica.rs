@@ -1,8 +1,8 @@
 //! One Raft replica: the segment log, the metadata file, the state machine and openraft,
 //! opened together from a data directory.
 //!
-//! Data directory layout: `log/` (the segment log, see `storage`) and `raft_meta` (see
-//! [`super::meta`]).
+//! Data directory layout: `identity` (whose directory it is, see [`super::identity`]),
+//! `log/` (the segment log, see `storage`) and `raft_meta` (see [`super::meta`]).
 
 use super::log_store::LogStore;
 use super::meta::MetaFile;
@@ -218,8 +218,15 @@ impl Replica {
         let log_opts = replica_log_options(cluster_id, log_opts);
         let io: IoRef = log_opts.io.resolve()?;
         io.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Before anything else: a directory of another node or cluster is refused untouched.
+        super::identity::establish(&io, dir, id, cluster_id)?;
         let meta = MetaFile::open(&io, dir, cluster_id)?;
         let log = Log::open(dir.join("log"), log_opts)?;
+        // Again under the log's lock: two processes creating one directory at once cannot
+        // both go on, the one whose identity file lost the race is refused here.
+        if let Some(found) = super::identity::load(&io, dir)? {
+            super::identity::check(dir, &found, id, cluster_id)?;
+        }
         let store = LogStore::new(log, meta);
         let (sm, committed_end, sm_shared) =
             StateMachine::new(store.clone(), io.clone(), dir, cluster_id)?;
@@ -345,10 +352,41 @@ impl Replica {
         Ok(offsets)
     }
 
+    /// Node ids removed from the membership: they never join again. Known on every node
+    /// from the committed memberships (and from the snapshot it was rebuilt from).
+    pub fn retired_ids(&self) -> BTreeSet<u64> {
+        self.sm.applied_ids().0
+    }
+
+    /// Whether `id` is retired, or is being removed by a membership change not applied yet
+    /// (the effective membership dropped it): adding it back is refused either way.
+    pub fn is_retired(&self, id: u64) -> bool {
+        let (retired, applied) = self.sm.applied_ids();
+        retired.contains(&id) || (applied.contains(&id) && !self.members().contains_key(&id))
+    }
+
+    /// [`Error::RetiredNode`] for the first retired id of `ids`.
+    fn refuse_retired(&self, ids: impl IntoIterator<Item = u64>) -> Result<()> {
+        match ids.into_iter().find(|id| self.is_retired(*id)) {
+            Some(node_id) => Err(Error::RetiredNode { node_id }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds a non-voting member and starts replicating to it (returns once the change is
-    /// committed, not when the learner has caught up).
+    /// committed, not when the learner has caught up). A retired id is refused with
+    /// [`Error::RetiredNode`] (on any node, leader or not), a current voter's id with
+    /// [`Error::InvalidArgument`].
     pub async fn add_learner(&self, id: u64, node: NodeInfo) -> Result<()> {
         super::entry::check_node_info(&node)?;
+        self.refuse_retired([id])?;
+        // openraft accepts it as a no-op, and a replacement started empty under the voter's
+        // own id would then be taken for that voter, its lost votes and log included.
+        if self.status().voters.contains(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is a voter already; a replacement node needs a new id"
+            )));
+        }
         self.raft.add_learner(id, node, false).await.map_err(|e| {
             e.forward_to_leader()
                 .map_or_else(|| raft_err(&e), not_leader)
@@ -357,8 +395,9 @@ impl Replica {
     }
 
     /// Replaces the voter set (joint consensus); removed voters stay as learners when
-    /// `retain`.
+    /// `retain`. A set naming a retired id is refused with [`Error::RetiredNode`].
     pub async fn change_membership(&self, voters: BTreeSet<u64>, retain: bool) -> Result<()> {
+        self.refuse_retired(voters.iter().copied())?;
         self.raft
             .change_membership(voters, retain)
             .await
@@ -521,9 +560,12 @@ impl Replica {
         }
     }
 
-    /// Answers one Raft RPC received by the transport.
+    /// Answers one Raft RPC received by the transport. A vote or pre-vote asked by a retired
+    /// node is refused (an error reply): a removed node that did not learn of its removal
+    /// cannot disturb the cluster with elections.
     pub async fn handle_rpc(&self, msg: Bytes) -> Bytes {
-        super::remote::handle_rpc(&self.raft, msg).await
+        // Only committed retirements: an uncommitted removal may still be undone.
+        super::remote::handle_rpc(&self.raft, msg, |id| self.retired_ids().contains(&id)).await
     }
 
     /// Serves one append stream received by the transport.

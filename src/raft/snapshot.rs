@@ -9,9 +9,14 @@
 //!             opt_log_id last_log_id, opt_log_id membership_log_id, u32 len, membership,
 //!             u32 n, n × segment,
 //!             u8 has_app_state [, u64 offset, u32 raw_len, u32 len, zstd bytes]
+//!             [, u8 version (2), u32 k, k × u64 retired id (strictly ascending)]
 //! segment   = u64 base, u64 end, u64 size, u32 file_crc,
 //!             u16 k, k × (u64 term, u64 first offset)   (the terms that start in it)
 //! ```
+//!
+//! Version 1 ends after the application state; version 2 adds the retired node ids (removed
+//! from the membership, never to join again) and is written only when there are any, so a
+//! cluster that never removed a node keeps writing version 1. Both are read.
 //!
 //! The file `snapshot` in a node's data directory holds the current one (written to a
 //! temporary name, fsynced, renamed, directory fsynced), so a restarted node can serve it and
@@ -23,6 +28,7 @@ use crate::io::IoRef;
 use crate::storage::SegmentInfo;
 use crate::{Error, Result};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf as SnapshotOfAlias};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Most segments one manifest lists (64 TiB of 64 MiB segments).
@@ -34,6 +40,10 @@ pub const FILE_NAME: &str = "snapshot";
 pub const MAX_TERMS_PER_SEGMENT: usize = 4096;
 /// Largest application state (compressed) a snapshot carries.
 pub const MAX_APP_STATE_BYTES: usize = 32 << 20;
+/// Most retired node ids a snapshot lists.
+pub const MAX_RETIRED_IDS: usize = 1 << 16;
+/// The encoding version that adds the retired ids.
+const VERSION_RETIRED: u8 = 2;
 
 /// State the embedding application attached at an offset (for example a materialized view
 /// of the messages up to it), zstd-compressed; shipped with the manifest so that a new
@@ -60,6 +70,8 @@ pub struct SegmentManifest {
     pub segment_terms: Vec<Vec<(u64, u64)>>,
     /// The application's state, if it attached one.
     pub app_state: Option<AppState>,
+    /// Node ids removed from the membership up to the snapshot: they never join again.
+    pub retired: BTreeSet<u64>,
 }
 
 /// A sitelog snapshot: openraft's metadata and the manifest.
@@ -128,7 +140,40 @@ pub fn encode(meta: &SnapshotMeta, m: &SegmentManifest) -> Vec<u8> {
             out.extend_from_slice(&a.zstd);
         }
     }
+    if !m.retired.is_empty() {
+        let ids = m.retired.iter().take(MAX_RETIRED_IDS);
+        out.push(VERSION_RETIRED);
+        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
     out
+}
+
+/// The version-2 trailer (retired ids) if the snapshot has one. `decode_from` decodes a
+/// snapshot inside a larger message, so the trailer is told apart by its version byte; a
+/// version-1 snapshot simply ends before it.
+fn get_retired(c: &mut Cursor<'_>) -> Option<BTreeSet<u64>> {
+    if c.buf.first() != Some(&VERSION_RETIRED) {
+        return Some(BTreeSet::new());
+    }
+    c.u8()?;
+    let k = u32_of(c)? as usize;
+    if k > MAX_RETIRED_IDS || k > c.buf.len() / 8 {
+        return None;
+    }
+    let mut ids = BTreeSet::new();
+    let mut last = None;
+    for _ in 0..k {
+        let id = c.u64()?;
+        if last.is_some_and(|l| l >= id) {
+            return None;
+        }
+        last = Some(id);
+        ids.insert(id);
+    }
+    Some(ids)
 }
 
 /// Decodes a snapshot from the front of `c`.
@@ -181,6 +226,7 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
         }
         _ => return None,
     };
+    let retired = get_retired(c)?;
     let contiguous = segments
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset);
@@ -193,6 +239,7 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
         segments,
         segment_terms,
         app_state,
+        retired,
     };
     contiguous.then_some((meta, manifest))
 }
@@ -359,6 +406,7 @@ mod tests {
             segments: vec![seg(0, 50), seg(50, 100)],
             segment_terms: vec![vec![(1, 0), (2, 40)], vec![(3, 50)]],
             app_state: Some(AppState::compress(77, b"materialized view").unwrap()),
+            retired: BTreeSet::new(),
         };
         let enc = encode(&meta, &manifest);
         let (m2, man2) = decode(&enc).unwrap();
@@ -376,5 +424,60 @@ mod tests {
             ..manifest
         };
         assert!(decode(&encode(&meta, &gap)).is_none());
+    }
+
+    fn sample() -> (SnapshotMeta, SegmentManifest) {
+        let nodes: BTreeMap<u64, NodeInfo> = [(2, NodeInfo::default()), (4, NodeInfo::default())]
+            .into_iter()
+            .collect();
+        let m = Membership::new(vec![BTreeSet::from([2, 4])], nodes).unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(2, 9)),
+            last_membership: StoredMembership::new(Some(log_id(2, 5)), m),
+        };
+        let manifest = SegmentManifest {
+            lineage: 7,
+            segments: vec![SegmentInfo {
+                base_offset: 0,
+                end_offset: 10,
+                size_bytes: 4096,
+                file_crc: 1,
+            }],
+            segment_terms: vec![vec![(1, 0)]],
+            app_state: None,
+            retired: BTreeSet::new(),
+        };
+        (meta, manifest)
+    }
+
+    #[test]
+    fn retired_ids_travel_in_version_2_and_version_1_still_reads() {
+        let (meta, v1) = sample();
+        let v1_bytes = encode(&meta, &v1);
+        let v2 = SegmentManifest {
+            retired: BTreeSet::from([1, 3]),
+            ..v1.clone()
+        };
+        let v2_bytes = encode(&meta, &v2);
+        // Version 2 only appends the trailer: a version-1 body (what earlier releases wrote)
+        // is its prefix, and reads as a snapshot with no retired ids.
+        assert_eq!(&v2_bytes[..v1_bytes.len()], &v1_bytes[..]);
+        assert_eq!(v2_bytes[v1_bytes.len()], 2, "version byte");
+        assert_eq!(decode(&v1_bytes).unwrap().1, v1);
+        assert_eq!(decode(&v2_bytes).unwrap().1, v2);
+        for n in v1_bytes.len() + 1..v2_bytes.len() {
+            assert!(decode(&v2_bytes[..n]).is_none(), "prefix {n} accepted");
+        }
+        // Not ascending, an unknown version, or a count above the bytes left: refused.
+        let mut b = v2_bytes.clone();
+        let first = v1_bytes.len() + 5;
+        b[first..first + 8].copy_from_slice(&3u64.to_le_bytes());
+        assert!(decode(&b).is_none(), "ids not strictly ascending");
+        let mut b = v2_bytes.clone();
+        b[v1_bytes.len()] = 3;
+        assert!(decode(&b).is_none(), "unknown version");
+        let mut b = v2_bytes.clone();
+        b[v1_bytes.len() + 1..v1_bytes.len() + 5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&b).is_none(), "count above the bytes left");
     }
 }

@@ -7,6 +7,12 @@
 //! in the file `snapshot`, so that a restarted node restores its state machine from it
 //! (openraft installs it again; the segments are already in the log, so nothing moves) and
 //! re-applies the committed entries after it.
+//!
+//! **Retired ids.** Applying a membership that drops a node id from the previous one retires
+//! that id for good: the set of retired ids is kept with every remembered membership, carried
+//! in the snapshot (so a node rebuilt from one knows them), and the replica refuses to add a
+//! retired id again or to vote for it. It is derived from committed entries only, so every
+//! node computes the same set.
 
 use super::log_store::LogStore;
 use super::snapshot::{self, AppState, SegmentManifest, Snapshot, SnapshotMeta};
@@ -15,6 +21,7 @@ use crate::io::IoRef;
 use futures_util::StreamExt;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +47,8 @@ pub struct SmShared {
     current: Mutex<Option<(SnapshotMeta, SegmentManifest)>>,
     /// The application's attached state (shipped with the next snapshot).
     pub(crate) app_state: Mutex<Option<AppState>>,
+    /// As of the last applied membership: (retired ids, the membership's node ids).
+    applied_ids: Mutex<(BTreeSet<u64>, BTreeSet<u64>)>,
 }
 
 impl SmShared {
@@ -51,14 +60,28 @@ impl SmShared {
     pub(crate) fn app_state(&self) -> MutexGuard<'_, Option<AppState>> {
         self.app_state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// As of the last applied membership: the retired ids, and the membership's node ids.
+    pub(crate) fn applied_ids(&self) -> (BTreeSet<u64>, BTreeSet<u64>) {
+        // Replaced whole; a panic cannot leave it half-written.
+        self.applied_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_applied_ids(&self, m: &StoredMembership, retired: &BTreeSet<u64>) {
+        let nodes = m.nodes().map(|(id, _)| *id).collect();
+        *self.applied_ids.lock().unwrap_or_else(|p| p.into_inner()) = (retired.clone(), nodes);
+    }
 }
 
 /// What has been applied: the committed end readers may use.
 pub struct StateMachine {
     shared: Arc<SmShared>,
     last_applied: Option<LogId>,
-    /// Memberships applied, oldest first (bounded).
-    memberships: Vec<StoredMembership>,
+    /// Memberships applied, oldest first (bounded), each with the ids retired as of it.
+    memberships: Vec<(StoredMembership, BTreeSet<u64>)>,
     committed_end: watch::Sender<u64>,
 }
 
@@ -89,6 +112,10 @@ impl StateMachine {
             Some(a) => Some(a),
             None => current.as_ref().and_then(|(_, m)| m.app_state.clone()),
         };
+        let retired = current
+            .as_ref()
+            .map(|(_, m)| m.retired.clone())
+            .unwrap_or_default();
         let (tx, rx) = watch::channel(0);
         let shared = Arc::new(SmShared {
             store,
@@ -97,6 +124,7 @@ impl StateMachine {
             cluster_id,
             current: Mutex::new(current),
             app_state: Mutex::new(app_state),
+            applied_ids: Mutex::new((retired, BTreeSet::new())),
         });
         let sm = StateMachine {
             shared: shared.clone(),
@@ -108,24 +136,44 @@ impl StateMachine {
     }
 
     fn membership(&self) -> StoredMembership {
-        self.memberships.last().cloned().unwrap_or_default()
+        self.membership_and_retired().0
     }
 
+    fn membership_and_retired(&self) -> (StoredMembership, BTreeSet<u64>) {
+        match self.memberships.last() {
+            Some(m) => m.clone(),
+            // Before any membership: only what the loaded snapshot retired.
+            None => (StoredMembership::default(), self.shared.applied_ids().0),
+        }
+    }
+
+    /// Remembers `m`, retiring every node id of the previous membership it drops.
     fn remember(&mut self, m: StoredMembership) {
-        self.memberships.push(m);
+        let (prev, mut retired) = self.membership_and_retired();
+        retired.extend(
+            prev.nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| !m.membership().nodes().any(|(n, _)| n == id)),
+        );
+        self.remember_with(m, retired);
+    }
+
+    fn remember_with(&mut self, m: StoredMembership, retired: BTreeSet<u64>) {
+        self.shared.set_applied_ids(&m, &retired);
+        self.memberships.push((m, retired));
         if self.memberships.len() > MEMBERSHIP_HISTORY {
             self.memberships.remove(0);
         }
     }
 
-    /// The membership in force at `at`.
-    fn membership_at(&self, at: LogId) -> StoredMembership {
+    /// The membership in force at `at`, with the ids retired as of it.
+    fn membership_at(&self, at: LogId) -> (StoredMembership, BTreeSet<u64>) {
         self.memberships
             .iter()
             .rev()
-            .find(|m| m.log_id().is_none_or(|id| id <= at))
+            .find(|(m, _)| m.log_id().is_none_or(|id| id <= at))
             .cloned()
-            .unwrap_or_else(|| self.membership())
+            .unwrap_or_else(|| self.membership_and_retired())
     }
 
     /// A builder for the sealed segments whose records are all applied, if they reach past
@@ -150,7 +198,8 @@ impl StateMachine {
             0 => None,
             e => Some(log_id(log.read(e - 1).map_err(io_err)?.term, e - 1)),
         };
-        let membership = last.map_or_else(|| self.membership(), |l| self.membership_at(l));
+        let (membership, retired) =
+            last.map_or_else(|| self.membership_and_retired(), |l| self.membership_at(l));
         let segment_terms = segments
             .iter()
             .map(|s| log.term_starts(s.base_offset, s.end_offset))
@@ -164,6 +213,7 @@ impl StateMachine {
                 last_membership: membership,
             },
             segments,
+            retired,
         }))
     }
 }
@@ -174,6 +224,7 @@ pub struct ManifestBuilder {
     shared: Arc<SmShared>,
     meta: SnapshotMeta,
     segments: Vec<crate::storage::SegmentInfo>,
+    retired: BTreeSet<u64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
@@ -185,6 +236,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
             segments: self.segments.clone(),
             segment_terms: self.segment_terms.clone(),
             app_state: self.shared.app_state().clone(),
+            retired: self.retired.clone(),
         };
         snapshot::save(&self.shared.io, &self.shared.dir, &self.meta, &manifest).map_err(io_err)?;
         *self.shared.current() = Some((self.meta.clone(), manifest.clone()));
@@ -231,15 +283,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // manifest at the applied point is the safe answer if it ever does.
         match self.builder(true) {
             Ok(Some(b)) => b,
-            _ => ManifestBuilder {
-                segment_terms: Vec::new(),
-                shared: self.shared.clone(),
-                meta: SnapshotMeta {
-                    last_log_id: None,
-                    last_membership: self.membership(),
-                },
-                segments: Vec::new(),
-            },
+            _ => {
+                let (membership, retired) = self.membership_and_retired();
+                ManifestBuilder {
+                    segment_terms: Vec::new(),
+                    shared: self.shared.clone(),
+                    meta: SnapshotMeta {
+                        last_log_id: None,
+                        last_membership: membership,
+                    },
+                    segments: Vec::new(),
+                    retired,
+                }
+            }
         }
     }
 
@@ -291,9 +347,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot::save_app_state(&self.shared.io, &self.shared.dir, a).map_err(io_err)?;
             *self.shared.app_state() = Some(a.clone());
         }
+        // Retirement is for good: what this node already knew stays retired.
+        let mut retired = self.shared.applied_ids().0;
+        retired.extend(manifest.retired.iter().copied());
         *self.shared.current() = Some((meta.clone(), manifest));
         self.last_applied = meta.last_log_id;
-        self.memberships = vec![meta.last_membership.clone()];
+        self.memberships.clear();
+        self.remember_with(meta.last_membership.clone(), retired);
         let end = meta.last_log_id.map_or(0, |l| l.index + 1);
         self.committed_end.send_if_modified(|c| {
             let moved = end > *c;
