@@ -195,7 +195,13 @@ async fn a_damaged_identity_file_is_corruption() {
             .output()
             .unwrap()
     };
-    assert_eq!(verify().status.code(), Some(0));
+    let v = verify();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
     let mut b = std::fs::read(&path).unwrap();
     b[20] ^= 0x40;
     std::fs::write(&path, &b).unwrap();

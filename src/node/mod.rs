@@ -499,7 +499,8 @@ impl Node {
 
     /// Stops Raft and the server. The data directory stays consistent (what was
     /// acknowledged is on disk, and the log's durable watermark is persisted up to it, see
-    /// `Replica::shutdown`), and the listening address is closed when this returns.
+    /// `Replica::shutdown`); the listening address is closed and the data directory unlocked
+    /// when this returns.
     pub async fn shutdown(self) -> Result<()> {
         for t in self.inner.take_tasks().into_iter().flatten() {
             t.abort();
@@ -509,10 +510,13 @@ impl Node {
             let _ = t.await;
         }
         self.inner.cell.set_health(Health::Stopped);
-        match self.inner.cell.get() {
-            Some(r) => r.shutdown().await,
-            None => Ok(()),
-        }
+        let Some(r) = self.inner.cell.take() else {
+            return Ok(());
+        };
+        let stopped = r.shutdown().await;
+        // The data directory is unlocked when this returns (a restart may follow at once).
+        supervisor::release(r).await;
+        stopped
     }
 }
 

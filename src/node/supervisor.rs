@@ -140,7 +140,7 @@ impl ReplicaCell {
         }
     }
 
-    fn take(&self) -> Option<Replica> {
+    pub(super) fn take(&self) -> Option<Replica> {
         let r = self
             .current
             .write()
@@ -329,4 +329,25 @@ async fn heal(
             .saturating_mul(2)
             .min(starter.heal.backoff_max_ms);
     }
+}
+
+/// Most time [`release`] waits for other holders of the log to let go.
+pub(super) const RELEASE_WAIT_MS: u64 = 2_000;
+
+/// Drops a stopped replica and waits (up to [`RELEASE_WAIT_MS`]) until nothing else holds its
+/// log, then closes it, so that the data directory is unlocked when this returns. Tasks that
+/// held it (the flush-completion task, aborted connection handlers) end on the runtime's
+/// schedule, a moment after the replica stopped.
+pub(super) async fn release(replica: Replica) {
+    let log = replica.store.log().clone();
+    drop(replica);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(RELEASE_WAIT_MS);
+    while log.handles() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if log.handles() > 1 {
+        tracing::warn!(dir = %log.dir().display(), "log still held after shutdown; it stays locked until released");
+    }
+    // The last handle's drop joins the log's threads: blocking work.
+    let _ = tokio::task::spawn_blocking(move || drop(log)).await;
 }

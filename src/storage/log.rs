@@ -466,6 +466,12 @@ impl Log {
         Ok(())
     }
 
+    /// How many handles (clones) of this log exist; the directory stays locked until the last
+    /// is dropped.
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.shared)
+    }
+
     /// Reads the record at `offset`.
     pub fn read(&self, offset: u64) -> Result<Record> {
         let seg = self.segment_for(offset)?;
