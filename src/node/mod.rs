@@ -15,6 +15,7 @@ pub mod catchup;
 pub mod client;
 pub mod metrics;
 pub mod protocol;
+pub mod repair;
 mod service;
 
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
@@ -81,6 +82,8 @@ pub struct NodeConfig {
     pub snapshots: SnapshotSettings,
     /// How this node catches up from a snapshot (bulk fetch settings).
     pub catch_up: catchup::CatchUpOptions,
+    /// The background scrub of sealed segments (repairs use the `catch_up` fetch settings).
+    pub repair: repair::RepairOptions,
 }
 
 impl NodeConfig {
@@ -109,6 +112,7 @@ impl NodeConfig {
             placement: Placement::default(),
             snapshots: SnapshotSettings::default(),
             catch_up: catchup::CatchUpOptions::new(cluster_id),
+            repair: repair::RepairOptions::default(),
         }
     }
 }
@@ -174,6 +178,7 @@ struct Inner {
     placement: Placement,
     replica: Replica,
     catch_up: Arc<catchup::CatchUpState>,
+    repairer: Arc<repair::Repairer>,
     /// The accept loop (it owns the listener and the connections) and the metrics watcher;
     /// `None` once `shutdown` took them.
     tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 2]>>,
@@ -187,6 +192,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.repairer.stop();
         for t in self.take_tasks().into_iter().flatten() {
             t.abort();
         }
@@ -256,8 +262,11 @@ impl Node {
             limits: cfg.net,
         };
         let catch_up = Arc::new(catchup::CatchUpState::default());
+        let repairer =
+            repair::Repairer::start(replica.clone(), &cfg.site, cfg.catch_up.fetch, cfg.repair);
         let service = Arc::new(service::NodeService {
             replica: replica.clone(),
+            repairer: repairer.clone(),
             placement: cfg.placement,
             site: cfg.site.clone(),
             catch_up: cfg.catch_up,
@@ -273,6 +282,7 @@ impl Node {
                 placement: cfg.placement,
                 replica,
                 catch_up,
+                repairer,
                 tasks: std::sync::Mutex::new(Some([server, watcher])),
             }),
         };
@@ -348,7 +358,12 @@ impl Node {
                 end: commit_end,
             });
         }
-        log.read(offset)
+        log.read(offset).inspect_err(|e| self.inner.repairer.on_read_error(e))
+    }
+
+    /// Counters of the background scrub and of repairs from peers on this node.
+    pub fn repair_stats(&self) -> repair::RepairStats {
+        self.inner.repairer.stats()
     }
 
     /// One past the highest committed offset on this node.
@@ -431,6 +446,7 @@ impl Node {
     /// Stops Raft and the server. The data directory stays consistent (what was
     /// acknowledged is on disk), and the listening address is closed when this returns.
     pub async fn shutdown(self) -> Result<()> {
+        self.inner.repairer.stop();
         for t in self.inner.take_tasks().into_iter().flatten() {
             t.abort();
             // Awaited, so the listener is closed when this returns: the address can be bound

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 pub(super) struct NodeService {
     pub(super) replica: Replica,
+    pub(super) repairer: std::sync::Arc<super::repair::Repairer>,
     pub(super) placement: super::Placement,
     pub(super) site: String,
     pub(super) catch_up: super::catchup::CatchUpOptions,
@@ -39,6 +40,11 @@ impl Service for NodeService {
 
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {
         let r = self.replica.clone();
+        if crate::net::fetch::is_identify(&msg) {
+            let commit_end = *r.committed_end.borrow();
+            let reply = crate::net::fetch::serve_identify(r.store.log(), commit_end, &msg);
+            return Box::pin(async move { reply });
+        }
         // Reading a chunk is a few MiB of pread: off the async threads.
         Box::pin(async move {
             tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
@@ -51,8 +57,9 @@ impl Service for NodeService {
         let r = self.replica.clone();
         let placement = self.placement;
         let progress = self.catch_up_state.clone();
+        let repairer = self.repairer.clone();
         Box::pin(async move {
-            let mut reply = answer(&r, placement, msg).await;
+            let mut reply = answer(&r, &repairer, placement, msg).await;
             if let Reply::Status(s) = &mut reply {
                 s.catch_up_bytes = progress.bytes();
             }
@@ -69,7 +76,12 @@ fn done(r: Result<()>) -> Reply {
     }
 }
 
-async fn answer(r: &Replica, placement: super::Placement, msg: Bytes) -> Reply {
+async fn answer(
+    r: &Replica,
+    repairer: &std::sync::Arc<super::repair::Repairer>,
+    placement: super::Placement,
+    msg: Bytes,
+) -> Reply {
     let req = match Request::decode(&msg) {
         Ok(req) => req,
         Err(e) => return Reply::Error(e.to_string()),
@@ -90,7 +102,10 @@ async fn answer(r: &Replica, placement: super::Placement, msg: Bytes) -> Reply {
         Request::Read {
             offset,
             max_records,
-        } => read(r, offset, max_records).unwrap_or_else(|e| Reply::Error(e.to_string())),
+        } => read(r, offset, max_records).unwrap_or_else(|e| {
+            repairer.on_read_error(&e);
+            Reply::Error(e.to_string())
+        }),
         Request::Status => Reply::Status(r.status()),
         Request::AddLearner { id, peer } => {
             let info = crate::raft::NodeInfo {

@@ -48,6 +48,21 @@ impl Log {
             .filter(|g| offset < g.end_offset)
     }
 
+    /// The identity of the sealed segment starting at `base` (its whole-file CRC read from the
+    /// file's last four bytes, not recomputed), if there is one.
+    pub fn sealed_segment_info(&self, base: u64) -> Option<SegmentInfo> {
+        let seg = self.sealed_segment(base)?;
+        let g = geometry(&seg)?;
+        let mut crc = [0u8; 4];
+        read_exact_at(&*seg.file, &mut crc, g.size_bytes.checked_sub(4)?).ok()?;
+        Some(SegmentInfo {
+            base_offset: base,
+            end_offset: g.end_offset,
+            size_bytes: g.size_bytes,
+            file_crc: u32::from_le_bytes(crc),
+        })
+    }
+
     /// Re-reads a whole sealed segment file and checks its footer and whole-file CRC; `pace`
     /// is called after every [`SCRUB_CHUNK_BYTES`] read with the bytes read (a rate limit
     /// sleeps there). `Ok(None)` when no sealed segment starts at `base` any more (purged or
