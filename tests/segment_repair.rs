@@ -64,7 +64,7 @@ async fn start_three(
     first_id: u64,
     cluster: u64,
     scrub_mb_per_s: u64,
-) -> BTreeMap<u64, Node> {
+) -> (BTreeMap<u64, Peer>, BTreeMap<u64, Node>) {
     let mut listeners = BTreeMap::new();
     for id in first_id..first_id + 3 {
         listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -83,7 +83,7 @@ async fn start_three(
         cfg.initial_members = members.clone();
         nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
     }
-    nodes
+    (members, nodes)
 }
 
 async fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -124,7 +124,9 @@ async fn fill(nodes: &BTreeMap<u64, Node>, n: usize) -> Node {
     }
     let (leader, offset) = last.unwrap();
     for node in nodes.values() {
-        node.wait_for(10_000, |s| s.commit_end > offset).await.unwrap();
+        node.wait_for(10_000, |s| s.commit_end > offset)
+            .await
+            .unwrap();
     }
     leader
 }
@@ -175,7 +177,7 @@ async fn scrub_finds_a_flipped_bit_in_a_follower_and_repairs_it_from_a_peer() {
     snapshotter();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let nodes = start_three(root, 1, 0x7e1, 1000).await;
+    let (_, nodes) = start_three(root, 1, 0x7e1, 1000).await;
     let leader = fill(&nodes, 400).await;
     let follower = nodes.values().find(|n| n.id() != leader.id()).unwrap();
     let (f, l) = (follower.id(), leader.id());
@@ -213,7 +215,11 @@ async fn scrub_finds_a_flipped_bit_in_a_follower_and_repairs_it_from_a_peer() {
     let stats = follower.repair_stats();
     assert_eq!((stats.segments_repaired, stats.repair_failures), (1, 0));
     assert!(stats.scrub_bytes > 0);
-    assert!(!root.join(format!("n{f}")).join("repair").join(name).exists());
+    assert!(!root
+        .join(format!("n{f}"))
+        .join("repair")
+        .join(name)
+        .exists());
 
     let mut acc = BTreeMap::new();
     counters(&mut acc);
@@ -236,7 +242,7 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     // Scrub off: only the read can find the damage.
-    let nodes = start_three(root, 11, 0x7e2, 0).await;
+    let (_, nodes) = start_three(root, 11, 0x7e2, 0).await;
     let leader = fill(&nodes, 300).await;
     let follower = nodes.values().find(|n| n.id() != leader.id()).unwrap();
     let (f, l) = (follower.id(), leader.id());
@@ -258,6 +264,64 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     assert_eq!(std::fs::read(seg_path(root, f, name)).unwrap(), good);
     same_records(follower, &leader, base, next);
     assert_eq!(follower.repair_stats().scrub_bytes, 0);
+    for n in nodes.into_values() {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_footer_found_at_start_is_repaired_before_the_node_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cluster = 0x7e3;
+    let (members, mut nodes) = start_three(root, 21, cluster, 0).await;
+    let leader = fill(&nodes, 300).await;
+    let f = *nodes.keys().find(|id| **id != leader.id()).unwrap();
+    let names = sealed_names(root, f);
+    let name = &names[1];
+    let (base, next) = (base_of(name), base_of(&names[2]));
+    let good = std::fs::read(seg_path(root, leader.id(), name)).unwrap();
+    nodes.remove(&f).unwrap().shutdown().await.unwrap();
+
+    // Damage the footer while the node is down: its log then refuses to open.
+    let path = seg_path(root, f, name);
+    flip_bit(&path, good.len() as u64 - 40);
+    let mut cfg = config(root, f, cluster, 0);
+    cfg.initial_members = members.clone();
+    let opened = poll(
+        "the stopped node's log lock",
+        Duration::from_secs(10),
+        || match sitelog::storage::Log::open(cfg.data_dir.join("log"), cfg.log.clone()) {
+            Err(sitelog::Error::Locked { .. }) => None,
+            other => Some(other),
+        },
+    )
+    .await;
+    assert!(
+        matches!(opened, Err(sitelog::Error::Corruption { .. })),
+        "{opened:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let node = loop {
+        let listener = TcpListener::bind(&members[&f].addr).await.unwrap();
+        match Node::start_on(cfg.clone(), listener).await {
+            Ok(n) => break n,
+            // The stopped node's log lock is released as its last tasks end.
+            Err(sitelog::Error::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("restart {f}: {e}"),
+        }
+    };
+    assert_eq!(node.repair_stats().segments_repaired, 1);
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    let end = leader.commit_end();
+    node.wait_for(10_000, |s| s.commit_end >= end)
+        .await
+        .unwrap();
+    same_records(&node, &leader, base, next);
+    nodes.insert(f, node);
     for n in nodes.into_values() {
         n.shutdown().await.unwrap();
     }

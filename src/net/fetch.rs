@@ -492,6 +492,8 @@ mod tests {
         let mut long = full.to_vec();
         long.push(0);
         assert!(decode_identity(&long).is_err());
-        assert!(decode_identity(&error_reply("no")).unwrap_err().contains("no"));
+        assert!(decode_identity(&error_reply("no"))
+            .unwrap_err()
+            .contains("no"));
     }
 }

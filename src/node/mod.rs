@@ -16,6 +16,7 @@ pub mod client;
 pub mod metrics;
 pub mod protocol;
 pub mod repair;
+mod repair_start;
 mod service;
 
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
@@ -247,15 +248,24 @@ impl Node {
         };
         let raft_cfg =
             openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers, cfg.snapshots)?;
-        let replica = Box::pin(Replica::start(
-            cfg.node_id,
-            &cfg.data_dir,
-            cfg.cluster_id,
-            cfg.log.clone(),
-            raft_cfg,
-            RemoteNetworkFactory::new(connector),
-        ))
-        .await?;
+        // A damaged sealed segment found while opening is repaired from a peer, then the
+        // replica is opened again (`repair_start`).
+        let mut repaired_at_start = std::collections::BTreeSet::new();
+        let replica = loop {
+            let opened = Box::pin(Replica::start(
+                cfg.node_id,
+                &cfg.data_dir,
+                cfg.cluster_id,
+                cfg.log.clone(),
+                raft_cfg.clone(),
+                RemoteNetworkFactory::new(connector.clone()),
+            ))
+            .await;
+            match opened {
+                Ok(r) => break r,
+                Err(e) => repair_start::repair_at_start(&cfg, e, &mut repaired_at_start).await?,
+            }
+        };
         let identity = ServerIdentity {
             node_id: cfg.node_id,
             cluster_id: cfg.cluster_id,
@@ -264,6 +274,7 @@ impl Node {
         let catch_up = Arc::new(catchup::CatchUpState::default());
         let repairer =
             repair::Repairer::start(replica.clone(), &cfg.site, cfg.catch_up.fetch, cfg.repair);
+        repairer.count_start_repairs(repaired_at_start.len() as u64);
         let service = Arc::new(service::NodeService {
             replica: replica.clone(),
             repairer: repairer.clone(),
@@ -358,7 +369,8 @@ impl Node {
                 end: commit_end,
             });
         }
-        log.read(offset).inspect_err(|e| self.inner.repairer.on_read_error(e))
+        log.read(offset)
+            .inspect_err(|e| self.inner.repairer.on_read_error(e))
     }
 
     /// Counters of the background scrub and of repairs from peers on this node.

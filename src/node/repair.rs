@@ -25,12 +25,12 @@
 
 use crate::net::fetch::{fetch_segment, identify, FetchOptions, FetchProgress};
 use crate::raft::replica::Replica;
-use crate::storage::repair::{damaged_segment_base, SealedGeometry};
+use crate::storage::repair::damaged_segment_base;
 use crate::storage::{Log, SegmentInfo};
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub(crate) struct Repairer {
     in_flight: Mutex<BTreeSet<u64>>,
     counters: Counters,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Set by `stop`: a scrub reading on a blocking thread (which abort cannot reach) stops
+    /// within one chunk, so the log is not held long after the node stopped.
+    stopped: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
     /// The `node` label of this node's repair metrics (several nodes may share a process).
     node_label: String,
@@ -114,6 +117,7 @@ impl Repairer {
             in_flight: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            stopped: Arc::new(AtomicBool::new(false)),
             runtime: tokio::runtime::Handle::current(),
         });
         if opts.scrub_mb_per_s > 0 {
@@ -126,7 +130,13 @@ impl Repairer {
 
     /// Stops the scrub and any repair in flight.
     pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         lock(&self.tasks).abort_all();
+    }
+
+    /// Counts the segments repaired before the log opened (`repair_start`).
+    pub(crate) fn count_start_repairs(&self, n: u64) {
+        self.counters.repaired.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> RepairStats {
@@ -149,7 +159,12 @@ impl Repairer {
         let Some(base) = damaged_segment_base(e) else {
             return;
         };
-        if !self.log().sealed_geometry().iter().any(|g| g.base_offset == base) {
+        if !self
+            .log()
+            .sealed_geometry()
+            .iter()
+            .any(|g| g.base_offset == base)
+        {
             tracing::warn!(segment = base, error = %e,
                 "damage in the active segment: not repairable from peers, reads there fail");
             return;
@@ -218,7 +233,12 @@ impl Repairer {
         let mut last = None;
         // Normally every peer names the same file; a peer whose own footer is damaged names
         // another CRC, and that copy then fails to verify: try the next candidate.
-        for info in self.identify(&held, &sources).await? {
+        let expect = Expected {
+            base_offset: base,
+            end_offset: held.end_offset,
+            size_bytes: Some(held.size_bytes),
+        };
+        for info in identify_copies(&expect, &sources, &self.fetch).await? {
             match self.fetch_and_swap(info, &sources).await {
                 Ok(()) => return Ok(info),
                 Err(e) => last = Some(e),
@@ -228,16 +248,16 @@ impl Repairer {
     }
 
     async fn fetch_and_swap(&self, info: SegmentInfo, sources: &[String]) -> Result<()> {
-        let base = info.base_offset;
-        let dir = self.replica.dir.join(REPAIR_DIR);
-        let io = &self.replica.io;
-        io.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let staging: PathBuf = dir.join(crate::storage::segment::file_name(base));
-        // A leftover of an earlier attempt may be of another identity: start afresh.
-        let _ = io.remove(&staging);
-        let progress = FetchProgress::default();
-        let cluster = self.replica.cluster_id;
-        fetch_segment(io, cluster, &info, &staging, sources, &self.fetch, &progress).await?;
+        let (io, dir) = (&self.replica.io, &self.replica.dir);
+        let staging = fetch_copy(
+            io,
+            dir,
+            self.replica.cluster_id,
+            &info,
+            sources,
+            &self.fetch,
+        )
+        .await?;
         let log = self.log().clone();
         tokio::task::spawn_blocking(move || log.replace_sealed(&info, &staging))
             .await
@@ -256,44 +276,6 @@ impl Repairer {
             .collect();
         peers.sort_by_key(|(site, _)| *site != self.site);
         peers.into_iter().map(|(_, addr)| addr).collect()
-    }
-
-    /// The identities peers give for the segment at `held.base_offset` with the same end and
-    /// size, distinct, in the order of `sources`; an error when there is none.
-    async fn identify(
-        &self,
-        held: &SealedGeometry,
-        sources: &[String],
-    ) -> Result<Vec<SegmentInfo>> {
-        let mut why = String::from("no peer to ask");
-        let mut found: Vec<SegmentInfo> = Vec::new();
-        for addr in sources {
-            let asked = tokio::time::timeout(
-                Duration::from_millis(IDENTIFY_TIMEOUT_MS),
-                identify(addr, held.base_offset, &self.fetch),
-            )
-            .await;
-            match asked {
-                Ok(Ok(Some(info)))
-                    if info.end_offset == held.end_offset && info.size_bytes == held.size_bytes =>
-                {
-                    if !found.contains(&info) {
-                        found.push(info);
-                    }
-                }
-                Ok(Ok(Some(info))) => why = format!("{addr} holds another segment: {info:?}"),
-                Ok(Ok(None)) => why = format!("{addr} holds no committed segment there"),
-                Ok(Err(e)) => why = format!("{addr}: {e}"),
-                Err(_) => why = format!("{addr}: no answer in {IDENTIFY_TIMEOUT_MS} ms"),
-            }
-        }
-        if !found.is_empty() {
-            return Ok(found);
-        }
-        Err(Error::Protocol(format!(
-            "no peer holds segment {} ({}..{}, {} bytes): {why}",
-            held.base_offset, held.base_offset, held.end_offset, held.size_bytes
-        )))
     }
 
     /// Scrub passes until stopped: every committed sealed segment, oldest first, at the
@@ -317,8 +299,12 @@ impl Repairer {
 
     async fn scrub_one(&self, base: u64, mut pacer: Pacer) -> Pacer {
         let log = self.log().clone();
+        let stopped = self.stopped.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let r = log.scrub_sealed(base, &mut |n| pacer.account(n));
+            let r = log.scrub_sealed(base, &mut |n| {
+                pacer.account(n);
+                !stopped.load(Ordering::Relaxed)
+            });
             (r, pacer)
         })
         .await;
@@ -331,7 +317,8 @@ impl Repairer {
                 c.scrub_segments.fetch_add(1, Ordering::Relaxed);
                 c.scrub_bytes.fetch_add(bytes, Ordering::Relaxed);
                 metrics::counter!("sitelog_scrub_segments_total", "node" => self.node_label.clone()).increment(1);
-                metrics::counter!("sitelog_scrub_bytes_total", "node" => self.node_label.clone()).increment(bytes);
+                metrics::counter!("sitelog_scrub_bytes_total", "node" => self.node_label.clone())
+                    .increment(bytes);
             }
             Ok(None) => {}
             Err(e @ Error::Corruption { .. }) => {
@@ -344,6 +331,69 @@ impl Repairer {
         }
         pacer
     }
+}
+
+/// What a good copy must be; the size is unknown when the local footer is damaged.
+pub(crate) struct Expected {
+    pub base_offset: u64,
+    pub end_offset: u64,
+    pub size_bytes: Option<u64>,
+}
+
+/// The identities peers give for the segment `expect` names, distinct, in the order of
+/// `sources`; an error when no peer holds a matching one.
+pub(crate) async fn identify_copies(
+    expect: &Expected,
+    sources: &[String],
+    fetch: &FetchOptions,
+) -> Result<Vec<SegmentInfo>> {
+    let base = expect.base_offset;
+    let mut why = String::from("no peer to ask");
+    let mut found: Vec<SegmentInfo> = Vec::new();
+    for addr in sources {
+        let limit = Duration::from_millis(IDENTIFY_TIMEOUT_MS);
+        match tokio::time::timeout(limit, identify(addr, base, fetch)).await {
+            Ok(Ok(Some(info)))
+                if info.end_offset == expect.end_offset
+                    && expect.size_bytes.is_none_or(|s| s == info.size_bytes) =>
+            {
+                if !found.contains(&info) {
+                    found.push(info);
+                }
+            }
+            Ok(Ok(Some(info))) => why = format!("{addr} holds another segment: {info:?}"),
+            Ok(Ok(None)) => why = format!("{addr} holds no committed segment there"),
+            Ok(Err(e)) => why = format!("{addr}: {e}"),
+            Err(_) => why = format!("{addr}: no answer in {IDENTIFY_TIMEOUT_MS} ms"),
+        }
+    }
+    if !found.is_empty() {
+        return Ok(found);
+    }
+    Err(Error::Protocol(format!(
+        "no peer holds segment {base}..{}: {why}",
+        expect.end_offset
+    )))
+}
+
+/// Fetches a verified copy of `info` from `sources` into `repair/` under `data_dir`; returns
+/// its path.
+pub(crate) async fn fetch_copy(
+    io: &crate::io::IoRef,
+    data_dir: &std::path::Path,
+    cluster_id: u64,
+    info: &SegmentInfo,
+    sources: &[String],
+    fetch: &FetchOptions,
+) -> Result<PathBuf> {
+    let dir = data_dir.join(REPAIR_DIR);
+    io.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let staging = dir.join(crate::storage::segment::file_name(info.base_offset));
+    // A leftover of an earlier attempt may be of another identity: start afresh.
+    let _ = io.remove(&staging);
+    let progress = FetchProgress::default();
+    fetch_segment(io, cluster_id, info, &staging, sources, fetch, &progress).await?;
+    Ok(staging)
 }
 
 /// Keeps the scrub at its rate: sleeps (on the blocking thread that reads) until the bytes
