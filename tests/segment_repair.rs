@@ -98,13 +98,13 @@ async fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
 }
 
 /// Appends through whichever node leads, retrying writes refused before they were appended
-/// (an election just finishing); returns the leader that took it and the offset.
-async fn append(nodes: &BTreeMap<u64, Node>, payload: Bytes) -> (Node, u64) {
+/// (an election just finishing); returns the leader that took them and the last offset.
+async fn append(nodes: &BTreeMap<u64, Node>, payloads: Vec<Bytes>) -> (Node, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(n) = nodes.values().find(|n| n.status().role == Role::Leader) {
-            match n.append(vec![payload.clone()]).await {
-                Ok(o) => return (n.clone(), o[0]),
+            match n.append(payloads.clone()).await {
+                Ok(o) => return (n.clone(), o[o.len() - 1]),
                 Err(sitelog::Error::NotLeader { .. }) => {}
                 Err(e) => panic!("append: {e}"),
             }
@@ -118,9 +118,12 @@ async fn append(nodes: &BTreeMap<u64, Node>, payload: Bytes) -> (Node, u64) {
 /// the leader.
 async fn fill(nodes: &BTreeMap<u64, Node>, n: usize) -> Node {
     let mut last = None;
-    for i in 0..n {
-        let p = Bytes::from(format!("record {i:05} {}", "m".repeat(1000)));
-        last = Some(append(nodes, p).await);
+    for batch in (0..n).collect::<Vec<_>>().chunks(10) {
+        let payloads = batch
+            .iter()
+            .map(|i| Bytes::from(format!("record {i:05} {}", "m".repeat(1000))))
+            .collect();
+        last = Some(append(nodes, payloads).await);
     }
     let (leader, offset) = last.unwrap();
     for node in nodes.values() {
@@ -200,7 +203,7 @@ async fn scrub_finds_a_flipped_bit_in_a_follower_and_repairs_it_from_a_peer() {
         let nodes = nodes.clone();
         tokio::spawn(async move {
             for i in 0..50 {
-                append(&nodes, Bytes::from(format!("during {i}"))).await;
+                append(&nodes, vec![Bytes::from(format!("during {i}"))]).await;
             }
         })
     };
@@ -322,6 +325,65 @@ async fn a_damaged_footer_found_at_start_is_repaired_before_the_node_serves() {
         .unwrap();
     same_records(&node, &leader, base, next);
     nodes.insert(f, node);
+    for n in nodes.into_values() {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_that_meets_damage_on_the_leader_repairs_it_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let cluster = 0x7e4;
+    // Scrub off: only the leader's replication reads find the damage.
+    let (members, mut nodes) = start_three(root, 31, cluster, 0).await;
+    let leader = fill(&nodes, 50).await;
+    let l = leader.id();
+    let f = *nodes.keys().find(|id| **id != l).unwrap();
+    let other = *nodes.keys().find(|id| **id != l && **id != f).unwrap();
+    nodes.remove(&f).unwrap().shutdown().await.unwrap();
+    let stopped_at = leader.commit_end();
+
+    // The follower misses several segments' worth of records; one of them is damaged on the
+    // leader before the follower comes back and needs it.
+    let leader = fill(&nodes, 400).await;
+    assert_eq!(
+        leader.id(),
+        l,
+        "the leader changed while the follower was down"
+    );
+    let name = sealed_names(root, l)
+        .into_iter()
+        .find(|n| base_of(n) > stopped_at)
+        .unwrap();
+    let good = std::fs::read(seg_path(root, other, &name)).unwrap();
+    flip_bit(&seg_path(root, l, &name), 4096 + 2000);
+
+    let mut cfg = config(root, f, cluster, 0);
+    cfg.initial_members = members.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let follower = loop {
+        let listener = TcpListener::bind(&members[&f].addr).await.unwrap();
+        match Node::start_on(cfg.clone(), listener).await {
+            Ok(n) => break n,
+            Err(sitelog::Error::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("restart {f}: {e}"),
+        }
+    };
+    let end = leader.commit_end();
+    follower
+        .wait_for(20_000, |s| s.commit_end >= end)
+        .await
+        .unwrap();
+    assert_eq!(leader.repair_stats().segments_repaired, 1);
+    assert_ne!(leader.status().role, Role::Shutdown);
+    assert_eq!(std::fs::read(seg_path(root, l, &name)).unwrap(), good);
+    assert_eq!(std::fs::read(seg_path(root, f, &name)).unwrap(), good);
+    let next = base_of(&name) + 1;
+    same_records(&follower, &nodes[&other], base_of(&name), next);
+    nodes.insert(f, follower);
     for n in nodes.into_values() {
         n.shutdown().await.unwrap();
     }

@@ -85,7 +85,11 @@ pub(crate) struct Repairer {
     replica: Replica,
     site: String,
     fetch: FetchOptions,
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// Segments with a read-triggered repair task pending (one task per segment).
+    pending: Mutex<BTreeSet<u64>>,
+    /// One repair at a time; each re-checks its segment first, so a second caller for the
+    /// same damage waits for the first and then finds the segment clean.
+    serial: tokio::sync::Mutex<()>,
     counters: Counters,
     tasks: Mutex<tokio::task::JoinSet<()>>,
     /// Set by `stop`: a scrub reading on a blocking thread (which abort cannot reach) stops
@@ -114,12 +118,15 @@ impl Repairer {
             replica,
             site: site.to_string(),
             fetch,
-            in_flight: Mutex::new(BTreeSet::new()),
+            pending: Mutex::new(BTreeSet::new()),
+            serial: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             stopped: Arc::new(AtomicBool::new(false)),
             runtime: tokio::runtime::Handle::current(),
         });
+        let hook = Arc::new(RepairHook(Arc::downgrade(&r)));
+        r.replica.store.set_repair(hook);
         if opts.scrub_mb_per_s > 0 {
             let me = r.clone();
             let handle = r.runtime.clone();
@@ -169,6 +176,9 @@ impl Repairer {
                 "damage in the active segment: not repairable from peers, reads there fail");
             return;
         }
+        if !lock(&self.pending).insert(base) {
+            return;
+        }
         let me = self.clone();
         let mut tasks = lock(&self.tasks);
         // Finished repairs leave their results here; drop them so the set stays small.
@@ -176,20 +186,29 @@ impl Repairer {
         tasks.spawn_on(
             async move {
                 let _ = me.repair(base).await;
+                lock(&me.pending).remove(&base);
             },
             &self.runtime,
         );
     }
 
-    /// Repairs the sealed segment at `base` from a peer (once at a time per segment; a
-    /// second call while one runs returns at once). Logs one line with the outcome.
+    /// Repairs the sealed segment at `base` from a peer, if it is (still) damaged: repairs run
+    /// one at a time, and each first re-reads the whole file (a segment another caller just
+    /// repaired, or that reads clean, is left alone). Logs one line when it repairs or fails.
     pub(crate) async fn repair(&self, base: u64) -> Result<()> {
-        if !lock(&self.in_flight).insert(base) {
-            return Ok(());
+        let _one_at_a_time = self.serial.lock().await;
+        let log = self.log().clone();
+        let checked = tokio::task::spawn_blocking(move || log.scrub_sealed(base, &mut |_| true))
+            .await
+            .map_err(|e| Error::Raft(format!("repair task: {e}")))?;
+        match checked {
+            Err(Error::Corruption { .. }) => {}
+            // Clean, or no longer a sealed segment of this log (purged, cut, never sealed).
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e),
         }
         let started = Instant::now();
         let r = self.repair_inner(base).await;
-        lock(&self.in_flight).remove(&base);
         match &r {
             Ok(info) => {
                 self.counters.repaired.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +225,7 @@ impl Repairer {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("sitelog_segment_repair_failures_total", "node" => self.node_label.clone()).increment(1);
                 tracing::error!(segment = base, error = %e,
-                    "repair of damaged sealed segment {base} failed; retried on the next scrub pass");
+                    "repair of damaged sealed segment {base} failed; retried on the next scrub pass or read");
             }
         }
         r.map(|_| ())
@@ -330,6 +349,22 @@ impl Repairer {
             Err(e) => tracing::warn!(segment = base, error = %e, "scrub could not read a segment"),
         }
         pacer
+    }
+}
+
+/// The hook the Raft log store calls when its reads meet a damaged sealed segment. Weak: the
+/// repairer holds the replica, whose log store holds this hook.
+pub(crate) struct RepairHook(pub(crate) std::sync::Weak<Repairer>);
+
+impl crate::raft::log_store::SegmentRepair for RepairHook {
+    fn repair(&self, base: u64) -> futures_util::future::BoxFuture<'static, Result<()>> {
+        let repairer = self.0.upgrade();
+        Box::pin(async move {
+            match repairer {
+                Some(r) => r.repair(base).await,
+                None => Err(Error::Raft("node stopped".into())),
+            }
+        })
     }
 }
 
