@@ -13,6 +13,10 @@
 //! | `sitelog_follower_lag_entries` | gauge, label `follower` | entries a follower is behind (leader only) |
 //! | `sitelog_fsync_latency_seconds` | histogram | one group commit's write + fdatasync (storage) |
 //! | `sitelog_replicated_bytes_total` | counter | bytes sent on append streams |
+//! | `sitelog_scrub_bytes_total` | counter, label `node` | bytes of sealed segments the scrub checked ([`super::repair`]) |
+//! | `sitelog_scrub_segments_total` | counter, label `node` | sealed segments the scrub checked |
+//! | `sitelog_segments_repaired_total` | counter, label `node` | damaged sealed segments replaced by a peer's copy |
+//! | `sitelog_segment_repair_failures_total` | counter, label `node` | repair attempts that failed |
 
 use crate::raft::replica::{Replica, Role};
 use std::time::Duration;
