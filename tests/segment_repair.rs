@@ -267,6 +267,28 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     assert_eq!(std::fs::read(seg_path(root, f, name)).unwrap(), good);
     same_records(follower, &leader, base, next);
     assert_eq!(follower.repair_stats().scrub_bytes, 0);
+
+    // Damage in the active segment, below the watermark, is refused with the typed error.
+    let (_, last) = append(&nodes, vec![Bytes::from("into the active segment")]).await;
+    follower
+        .wait_for(10_000, |s| s.commit_end > last)
+        .await
+        .unwrap();
+    let active = std::fs::read_dir(root.join(format!("n{f}")).join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .max()
+        .unwrap();
+    let active_base = base_of(&active);
+    assert!(follower.commit_end() > active_base);
+    flip_bit(&seg_path(root, f, &active), 4096 + 60);
+    match follower.read(active_base) {
+        Err(sitelog::Error::Corruption { .. }) => {}
+        other => panic!("expected corruption in the active segment, got {other:?}"),
+    }
+    let stats = follower.repair_stats();
+    assert_eq!((stats.segments_repaired, stats.repair_failures), (1, 0));
     for n in nodes.into_values() {
         n.shutdown().await.unwrap();
     }

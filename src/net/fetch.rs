@@ -496,4 +496,32 @@ mod tests {
             .unwrap_err()
             .contains("no"));
     }
+
+    #[test]
+    fn identify_answers_only_for_committed_sealed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::storage::LogOptions {
+            segment_size_bytes: 16 << 10,
+            max_record_bytes: 1 << 10,
+            preallocate: false,
+            ..crate::storage::LogOptions::default()
+        };
+        let log = Log::open(dir.path(), opts).unwrap();
+        for _ in 0..200 {
+            log.append(&[7u8; 200]).unwrap();
+        }
+        let info = log.sealed_segments(u64::MAX).unwrap()[1];
+        let ask = encode_identify(info.base_offset);
+        let answer = |commit_end| decode_identity(&serve_identify(&log, commit_end, &ask));
+        assert_eq!(answer(info.end_offset).unwrap(), Some(info));
+        assert_eq!(answer(info.end_offset - 1).unwrap(), None);
+        let active = log.segments_snapshot().last().unwrap().base_offset;
+        assert!(active < log.end_offset());
+        let ask_active = encode_identify(active);
+        assert_eq!(
+            decode_identity(&serve_identify(&log, u64::MAX, &ask_active)).unwrap(),
+            None
+        );
+        assert!(decode_identity(&serve_identify(&log, u64::MAX, &[IDENTIFY])).is_err());
+    }
 }
