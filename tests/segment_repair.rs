@@ -269,19 +269,21 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     assert_eq!(follower.repair_stats().scrub_bytes, 0);
 
     // Damage in the active segment, below the watermark, is refused with the typed error.
-    let (_, last) = append(&nodes, vec![Bytes::from("into the active segment")]).await;
-    follower
-        .wait_for(10_000, |s| s.commit_end > last)
-        .await
-        .unwrap();
-    let active = std::fs::read_dir(root.join(format!("n{f}")).join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .max()
-        .unwrap();
-    let active_base = base_of(&active);
-    assert!(follower.commit_end() > active_base);
+    // The damaged record must be in a full block: a write with O_DIRECT rewrites the last,
+    // partial one from memory.
+    let (active, active_base) = loop {
+        let leader = fill(&nodes, 10).await;
+        let active = std::fs::read_dir(root.join(format!("n{f}")).join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".seg"))
+            .max()
+            .unwrap();
+        let base = base_of(&active);
+        if leader.commit_end() >= base + 10 && follower.commit_end() >= base + 10 {
+            break (active, base);
+        }
+    };
     flip_bit(&seg_path(root, f, &active), 4096 + 60);
     match follower.read(active_base) {
         Err(sitelog::Error::Corruption { .. }) => {}
@@ -289,6 +291,26 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     }
     let stats = follower.repair_stats();
     assert_eq!((stats.segments_repaired, stats.repair_failures), (1, 0));
+
+    // Once that segment seals (its footer's whole-file CRC is computed from the bytes as
+    // written, not as the disk now holds them), it is repaired like any sealed segment.
+    let leader = fill(&nodes, 100).await;
+    assert!(sealed_names(root, f).contains(&active));
+    assert!(follower.read(active_base).is_err());
+    poll(
+        "the repair of the once active segment",
+        Duration::from_secs(20),
+        || (follower.repair_stats().segments_repaired == 2).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(seg_path(root, f, &active)).unwrap(),
+        std::fs::read(seg_path(root, leader.id(), &active)).unwrap()
+    );
+    assert_eq!(
+        follower.read(active_base).unwrap().payload,
+        leader.read(active_base).unwrap().payload
+    );
     for n in nodes.into_values() {
         n.shutdown().await.unwrap();
     }

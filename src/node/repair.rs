@@ -87,6 +87,8 @@ pub(crate) struct Repairer {
     fetch: FetchOptions,
     /// Segments with a read-triggered repair task pending (one task per segment).
     pending: Mutex<BTreeSet<u64>>,
+    /// Active segments whose damage a read met (said once each, not once per read).
+    active_damage_reported: Mutex<BTreeSet<u64>>,
     /// One repair at a time; each re-checks its segment first, so a second caller for the
     /// same damage waits for the first and then finds the segment clean.
     serial: tokio::sync::Mutex<()>,
@@ -119,6 +121,7 @@ impl Repairer {
             site: site.to_string(),
             fetch,
             pending: Mutex::new(BTreeSet::new()),
+            active_damage_reported: Mutex::new(BTreeSet::new()),
             serial: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
@@ -172,8 +175,10 @@ impl Repairer {
             .iter()
             .any(|g| g.base_offset == base)
         {
-            tracing::warn!(segment = base, error = %e,
-                "damage in the active segment: not repairable from peers, reads there fail");
+            if lock(&self.active_damage_reported).insert(base) {
+                tracing::error!(segment = base, error = %e,
+                    "damage in the active segment: not repairable from peers, reads there fail");
+            }
             return;
         }
         if !lock(&self.pending).insert(base) {
