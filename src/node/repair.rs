@@ -1,11 +1,15 @@
 //! Repair from peers: a node that finds a damaged sealed segment fetches the identical file
 //! from a replica that holds it, verifies it and swaps it in, while it keeps serving.
 //!
-//! Damage is found two ways: a read (client read, subscription) that returns
-//! [`Error::Corruption`] naming a sealed segment, and the background scrub, which re-reads
-//! every committed sealed segment's whole file and checks its footer and whole-file CRC, at
-//! most [`RepairOptions::scrub_mb_per_s`] and one pass per
-//! [`RepairOptions::scrub_pass_interval_ms`].
+//! Damage is found by:
+//! - a client read or subscription that returns [`Error::Corruption`] naming a sealed segment
+//!   (a repair starts in the background; that read fails, a retry reads the right bytes);
+//! - a Raft read (replication, apply) that meets one: the log store's hook
+//!   ([`crate::raft::log_store::SegmentRepair`]) waits for the repair and reads again;
+//! - the background scrub, which re-reads every committed sealed segment's whole file and
+//!   checks its footer and whole-file CRC, at most [`RepairOptions::scrub_mb_per_s`] and one
+//!   pass per [`RepairOptions::scrub_pass_interval_ms`];
+//! - opening the log at start (`repair_start`).
 //!
 //! What to ask for: the geometry the node holds in memory (base, end, size; its footer was
 //! valid when the segment was opened or sealed) and, from the peers, the whole-file CRC: an
@@ -18,10 +22,10 @@
 //! data directory and handed to [`Log::replace_sealed`], which verifies it again (size,
 //! whole-file CRC, footer, base, end, cluster id) and renames it over the damaged file.
 //!
-//! Not repaired (refused with the typed error): damage in the active segment (it is not a
-//! shippable file; below the watermark the local log reports [`Error::Corruption`] and keeps
-//! doing so), and sealed segments that hold uncommitted entries. A log that fails to open
-//! (damage in a footer, header or index found at start) still refuses to start.
+//! Not repaired (the typed [`Error::Corruption`] stays): damage in the active segment (it has
+//! no whole-file identity yet; once it seals in this process, its footer's CRC is the one of
+//! the bytes as written, and the damage is then repaired like any sealed segment's), and
+//! sealed segments that hold entries not known committed.
 
 use crate::net::fetch::{fetch_segment, identify, FetchOptions, FetchProgress};
 use crate::raft::replica::Replica;
