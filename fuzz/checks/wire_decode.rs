@@ -1,12 +1,13 @@
 //! Check logic of the `wire_decode` fuzz target: every decoder of bytes that arrive from the
-//! network (`raft::wire` RPCs, the client protocol, the handshake, membership payloads) on
-//! arbitrary input. Properties: no panic, no allocation beyond what the input can justify
+//! network (`raft::wire` RPCs, the client protocol, the handshake, membership payloads, the
+//! fetch protocol's repair messages) on arbitrary input. Properties: no panic, no allocation beyond what the input can justify
 //! (libFuzzer's malloc limit catches that), and whatever decodes re-encodes to something that
 //! decodes to the same value (round trip), so a decoder never invents data.
 //!
 //! Input layout: byte 0 selects the decoder (mod 9); the rest is the message.
 
 use bytes::Bytes;
+use sitelog::net::fetch;
 use sitelog::net::handshake::{decode_answer, Hello};
 use sitelog::node::protocol::{Reply, Request};
 use sitelog::raft::entry::{decode_membership, encode_membership};
@@ -84,6 +85,17 @@ pub fn check(data: &[u8]) {
         _ => {
             if let Some(m) = decode_membership(&msg) {
                 assert_eq!(decode_membership(&encode_membership(&m)), Some(m));
+            }
+            // The repair messages of the fetch protocol (small, fixed-size), on the same bytes.
+            if let Some(base) = fetch::decode_identify(&msg) {
+                assert_eq!(
+                    fetch::decode_identify(&fetch::encode_identify(base)),
+                    Some(base)
+                );
+            }
+            if let Ok(info) = fetch::decode_identity(&msg) {
+                let again = fetch::decode_identity(&fetch::identity_reply(info.as_ref()));
+                assert_eq!(again.expect("round trip"), info);
             }
         }
     }

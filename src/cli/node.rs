@@ -89,6 +89,10 @@ pub struct NodeArgs {
     /// Catch-up fetch throttle in MB/s (0: unthrottled) [default: 100].
     #[arg(long)]
     pub fetch_mb_per_s: Option<u64>,
+    /// Background scrub of sealed segments in MB/s (0: off); damage found is repaired from a
+    /// peer [default: 10].
+    #[arg(long)]
+    pub scrub_mb_per_s: Option<u64>,
     /// I/O backend of the log [default: auto].
     #[arg(long, value_enum)]
     pub io: Option<IoArg>,
@@ -147,6 +151,7 @@ struct FileConfig {
     snapshot_keep: Option<u64>,
     segment_bytes: Option<u64>,
     fetch_mb_per_s: Option<u64>,
+    scrub_mb_per_s: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -232,6 +237,9 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
     }
     if let Some(mb) = args.fetch_mb_per_s.or(file.fetch_mb_per_s) {
         cfg.catch_up.fetch.max_bytes_per_s = (mb > 0).then_some(mb * 1_000_000);
+    }
+    if let Some(mb) = args.scrub_mb_per_s.or(file.scrub_mb_per_s) {
+        cfg.repair.scrub_mb_per_s = mb;
     }
     if args.allow_unsafe_placement || file.allow_unsafe_placement == Some(true) {
         cfg.placement = Placement::Warn;

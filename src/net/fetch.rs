@@ -8,7 +8,14 @@
 //! CHUNK    = 0x71, u8 compressed, u32 raw_len, u32 raw_crc, u32 data_len, data
 //! NOT_HELD = 0x72   (the source has no sealed segment with that identity)
 //! ERROR    = 0x73, u16 len, text
+//! IDENTIFY = 0x52, u64 base                 (repair: which sealed segment starts at base?)
+//! IDENTITY = 0x74, u64 base, u64 end, u64 size, u32 file_crc   | NOT_HELD
 //! ```
+//!
+//! IDENTIFY lets a node whose own copy is damaged (perhaps its footer, so that it no longer
+//! knows the whole-file CRC) learn the identity to FETCH. A source answers only for a sealed
+//! segment wholly below its committed end: committed entries are the same on every replica,
+//! so the answer names the same records the asker held.
 //!
 //! A chunk is verified twice: the frame's CRC covers it on the wire; `raw_crc` covers the
 //! bytes as they are in the source's file, so a chunk damaged at the source or by the
@@ -34,6 +41,8 @@ const FETCH: u8 = 0x51;
 const CHUNK: u8 = 0x71;
 const NOT_HELD: u8 = 0x72;
 const ERROR: u8 = 0x73;
+const IDENTIFY: u8 = 0x52;
+const IDENTITY: u8 = 0x74;
 /// Largest chunk a source sends (and a fetcher asks for).
 pub const MAX_CHUNK_BYTES: u32 = 8 << 20;
 /// How many times a segment's whole-file verification may fail before the fetch gives up.
@@ -107,6 +116,78 @@ fn decode_req(b: &[u8]) -> Option<Req> {
             _ => return None,
         },
     })
+}
+
+/// Whether a fetch-connection message is an IDENTIFY request.
+pub fn is_identify(msg: &[u8]) -> bool {
+    msg.first() == Some(&IDENTIFY)
+}
+
+/// Encodes an IDENTIFY request for the sealed segment starting at `base`.
+pub fn encode_identify(base: u64) -> Bytes {
+    let mut o = vec![IDENTIFY];
+    o.extend_from_slice(&base.to_le_bytes());
+    o.into()
+}
+
+/// Decodes an IDENTIFY request to its base offset.
+pub fn decode_identify(b: &[u8]) -> Option<u64> {
+    (b.len() == 9 && b[0] == IDENTIFY).then(|| crate::storage::record::u64_at(b, 1))
+}
+
+/// Encodes the answer to an IDENTIFY: the segment's identity, or NOT_HELD.
+pub fn identity_reply(info: Option<&SegmentInfo>) -> Bytes {
+    let Some(i) = info else {
+        return Bytes::from_static(&[NOT_HELD]);
+    };
+    let mut o = vec![IDENTITY];
+    for v in [i.base_offset, i.end_offset, i.size_bytes] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    o.extend_from_slice(&i.file_crc.to_le_bytes());
+    o.into()
+}
+
+/// Decodes the answer to an IDENTIFY: `Ok(None)` for NOT_HELD.
+pub fn decode_identity(b: &[u8]) -> std::result::Result<Option<SegmentInfo>, String> {
+    match b.first() {
+        Some(&NOT_HELD) if b.len() == 1 => Ok(None),
+        Some(&IDENTITY) if b.len() == 1 + 8 * 3 + 4 => {
+            let u64_at = |at| crate::storage::record::u64_at(b, at);
+            Ok(Some(SegmentInfo {
+                base_offset: u64_at(1),
+                end_offset: u64_at(9),
+                size_bytes: u64_at(17),
+                file_crc: crate::storage::record::u32_at(b, 25),
+            }))
+        }
+        Some(&ERROR) => Err(format!(
+            "source error: {}",
+            String::from_utf8_lossy(b.get(3..).unwrap_or(&[]))
+        )),
+        _ => Err("malformed identity reply".into()),
+    }
+}
+
+/// Answers an IDENTIFY from `log`: the sealed segment starting at the asked base, if it lies
+/// wholly below `commit_end` and its stored whole-file CRC can be read.
+pub fn serve_identify(log: &Log, commit_end: u64, msg: &[u8]) -> Bytes {
+    let Some(base) = decode_identify(msg) else {
+        return error_reply("malformed identify request");
+    };
+    let held = log
+        .sealed_segment_info(base)
+        .filter(|i| i.end_offset <= commit_end);
+    identity_reply(held.as_ref())
+}
+
+/// Asks the source at `addr` which sealed segment starts at `base` (`Ok(None)`: it holds
+/// none wholly committed there).
+pub async fn identify(addr: &str, base: u64, opts: &FetchOptions) -> Result<Option<SegmentInfo>> {
+    let (mut tx, mut rx, _) = connect_fetch(addr, opts.cluster_id, opts.limits).await?;
+    tx.send(encode_identify(base)).await?;
+    let reply = rx.recv().await?;
+    decode_identity(&reply).map_err(Error::Protocol)
 }
 
 /// Encodes an error reply of the fetch protocol.
@@ -379,5 +460,68 @@ mod tests {
         assert!(decode_chunk(&[NOT_HELD], 10)
             .unwrap_err()
             .contains("does not hold"));
+    }
+
+    #[test]
+    fn identify_round_trips_and_rejects_malformed_messages() {
+        let info = SegmentInfo {
+            base_offset: 10,
+            end_offset: 20,
+            size_bytes: 5000,
+            file_crc: 7,
+        };
+        assert_eq!(decode_identify(&encode_identify(42)), Some(42));
+        assert!(is_identify(&encode_identify(42)));
+        assert!(!is_identify(&encode_req(&Req {
+            info,
+            from: 0,
+            max_len: 1,
+            compress: false
+        })));
+        assert_eq!(decode_identify(&[IDENTIFY, 1, 2]), None);
+        assert_eq!(decode_identify(&[]), None);
+        assert_eq!(
+            decode_identity(&identity_reply(Some(&info))).unwrap(),
+            Some(info)
+        );
+        assert_eq!(decode_identity(&identity_reply(None)).unwrap(), None);
+        let full = identity_reply(Some(&info));
+        for cut in 0..full.len() {
+            assert!(decode_identity(&full[..cut]).is_err());
+        }
+        let mut long = full.to_vec();
+        long.push(0);
+        assert!(decode_identity(&long).is_err());
+        assert!(decode_identity(&error_reply("no"))
+            .unwrap_err()
+            .contains("no"));
+    }
+
+    #[test]
+    fn identify_answers_only_for_committed_sealed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::storage::LogOptions {
+            segment_size_bytes: 16 << 10,
+            max_record_bytes: 1 << 10,
+            preallocate: false,
+            ..crate::storage::LogOptions::default()
+        };
+        let log = Log::open(dir.path(), opts).unwrap();
+        for _ in 0..200 {
+            log.append(&[7u8; 200]).unwrap();
+        }
+        let info = log.sealed_segments(u64::MAX).unwrap()[1];
+        let ask = encode_identify(info.base_offset);
+        let answer = |commit_end| decode_identity(&serve_identify(&log, commit_end, &ask));
+        assert_eq!(answer(info.end_offset).unwrap(), Some(info));
+        assert_eq!(answer(info.end_offset - 1).unwrap(), None);
+        let active = log.segments_snapshot().last().unwrap().base_offset;
+        assert!(active < log.end_offset());
+        let ask_active = encode_identify(active);
+        assert_eq!(
+            decode_identity(&serve_identify(&log, u64::MAX, &ask_active)).unwrap(),
+            None
+        );
+        assert!(decode_identity(&serve_identify(&log, u64::MAX, &[IDENTIFY])).is_err());
     }
 }

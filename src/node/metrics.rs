@@ -16,6 +16,10 @@
 //! | `sitelog_serving` | gauge | 1 while the node serves, 0 while it heals its storage or gave up |
 //! | `sitelog_storage_faults_total` | counter, label `fault` | times consensus stopped on a storage fault (`no_space`, `descriptors`, `device`, `corruption`, `other`) |
 //! | `sitelog_heals_total` | counter | times the node healed in place and rejoined |
+//! | `sitelog_scrub_bytes_total` | counter, label `node` | bytes of sealed segments the scrub checked ([`super::repair`]) |
+//! | `sitelog_scrub_segments_total` | counter, label `node` | sealed segments the scrub checked |
+//! | `sitelog_segments_repaired_total` | counter, label `node` | damaged sealed segments replaced by a peer's copy |
+//! | `sitelog_segment_repair_failures_total` | counter, label `node` | repair attempts that failed |
 
 use super::supervisor::{Health, ReplicaCell};
 use crate::raft::health::Fault;

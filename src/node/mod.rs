@@ -15,13 +15,14 @@ pub mod catchup;
 pub mod client;
 pub mod metrics;
 pub mod protocol;
+pub mod repair;
+mod repair_start;
 mod service;
 mod supervisor;
 
 pub use supervisor::{HealOptions, Health};
 
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
-use crate::raft::remote::RemoteNetworkFactory;
 use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus, SnapshotSettings};
 use crate::raft::NodeInfo;
 use crate::storage::{LogOptions, Record};
@@ -87,6 +88,8 @@ pub struct NodeConfig {
     pub catch_up: catchup::CatchUpOptions,
     /// How this node heals when its storage fails (see [`Health`]).
     pub heal: HealOptions,
+    /// The background scrub of sealed segments (repairs use the `catch_up` fetch settings).
+    pub repair: repair::RepairOptions,
 }
 
 impl NodeConfig {
@@ -116,6 +119,7 @@ impl NodeConfig {
             snapshots: SnapshotSettings::default(),
             catch_up: catchup::CatchUpOptions::new(cluster_id),
             heal: HealOptions::default(),
+            repair: repair::RepairOptions::default(),
         }
     }
 }
@@ -199,6 +203,9 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(repairer) = self.cell.repairer() {
+            repairer.stop();
+        }
         for t in self.take_tasks().into_iter().flatten() {
             t.abort();
         }
@@ -253,25 +260,13 @@ impl Node {
         };
         let raft_cfg =
             openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers, cfg.snapshots)?;
-        let replica = Box::pin(Replica::start(
-            cfg.node_id,
-            &cfg.data_dir,
-            cfg.cluster_id,
-            cfg.log.clone(),
-            raft_cfg.clone(),
-            RemoteNetworkFactory::new(connector.clone()),
-        ))
-        .await?;
         let starter = supervisor::Starter {
-            node_id: cfg.node_id,
-            data_dir: cfg.data_dir.clone(),
-            cluster_id: cfg.cluster_id,
-            log: cfg.log.clone(),
+            cfg: cfg.clone(),
             raft: raft_cfg,
             connector,
-            heal: cfg.heal,
         };
-        let cell = Arc::new(supervisor::ReplicaCell::new(replica));
+        let (replica, repairer) = starter.open().await?;
+        let cell = Arc::new(supervisor::ReplicaCell::new(replica, repairer));
         let identity = ServerIdentity {
             node_id: cfg.node_id,
             cluster_id: cfg.cluster_id,
@@ -406,7 +401,21 @@ impl Node {
                 end: commit_end,
             });
         }
-        log.read(offset)
+        log.read(offset).inspect_err(|e| {
+            if let Some(repairer) = self.inner.cell.repairer() {
+                repairer.on_read_error(e);
+            }
+        })
+    }
+
+    /// Counters of the background scrub and of repairs from peers on this node.
+    /// (Counted since the node's replica last opened: healing in place starts them again.)
+    pub fn repair_stats(&self) -> repair::RepairStats {
+        self.inner
+            .cell
+            .repairer()
+            .map(|r| r.stats())
+            .unwrap_or_default()
     }
 
     /// One past the highest committed offset on this node.

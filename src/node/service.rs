@@ -49,6 +49,11 @@ impl Service for NodeService {
         let Some(r) = self.cell.get() else {
             return Box::pin(async { crate::net::fetch::error_reply(NOT_OPEN) });
         };
+        if crate::net::fetch::is_identify(&msg) {
+            let commit_end = *r.committed_end.borrow();
+            let reply = crate::net::fetch::serve_identify(r.store.log(), commit_end, &msg);
+            return Box::pin(async move { reply });
+        }
         // Reading a chunk is a few MiB of pread: off the async threads.
         Box::pin(async move {
             tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
@@ -141,7 +146,12 @@ async fn answer(
         Request::Read {
             offset,
             max_records,
-        } => read(r, offset, max_records).unwrap_or_else(|e| Reply::Error(e.to_string())),
+        } => read(r, offset, max_records).unwrap_or_else(|e| {
+            if let Some(repairer) = cell.repairer() {
+                repairer.on_read_error(&e);
+            }
+            Reply::Error(e.to_string())
+        }),
         Request::Status => Reply::Status(r.status()),
         Request::AddLearner { id, peer } => {
             let info = crate::raft::NodeInfo {

@@ -19,13 +19,14 @@
 //!   non-zero and its supervisor (systemd, Kubernetes) restarts it.
 
 use super::metrics as node_metrics;
+use super::repair::Repairer;
+use super::NodeConfig;
 use crate::net::tcp::TcpConnector;
 use crate::raft::health::{probe, Fault};
 use crate::raft::remote::RemoteNetworkFactory;
 use crate::raft::replica::{replica_log_options, RaftConfig, Replica};
 use crate::storage::{Log, LogOptions};
 use crate::{Error, Result};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -77,9 +78,10 @@ pub enum Health {
     Stopped,
 }
 
-/// The node's current replica: replaced when the node heals, absent while it reopens.
+/// The node's current replica and its repairer (scrub and repair from peers): replaced when
+/// the node heals, absent while it reopens.
 pub(super) struct ReplicaCell {
-    current: RwLock<Option<Replica>>,
+    current: RwLock<Option<(Replica, Arc<Repairer>)>>,
     health: watch::Sender<Health>,
     /// The commit end of the last replica taken out (what `commit_end` reports while none
     /// is open).
@@ -87,9 +89,9 @@ pub(super) struct ReplicaCell {
 }
 
 impl ReplicaCell {
-    pub(super) fn new(replica: Replica) -> ReplicaCell {
+    pub(super) fn new(replica: Replica, repairer: Arc<Repairer>) -> ReplicaCell {
         ReplicaCell {
-            current: RwLock::new(Some(replica)),
+            current: RwLock::new(Some((replica, repairer))),
             health: watch::Sender::new(Health::Serving),
             last_commit_end: AtomicU64::new(0),
         }
@@ -97,10 +99,14 @@ impl ReplicaCell {
 
     /// The open replica, serving or not.
     pub(super) fn get(&self) -> Option<Replica> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|(r, _)| r.clone())
+    }
+
+    /// The open replica's repairer.
+    pub(super) fn repairer(&self) -> Option<Arc<Repairer>> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|(_, rep)| rep.clone())
     }
 
     /// The replica when the node serves: open, healthy and with openraft running.
@@ -140,21 +146,22 @@ impl ReplicaCell {
         }
     }
 
+    /// Takes the replica out (its repairer stopped): nothing new reaches it.
     pub(super) fn take(&self) -> Option<Replica> {
-        let r = self
+        let taken = self
             .current
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(r) = &r {
-            self.last_commit_end
-                .store(*r.committed_end.borrow(), Ordering::Relaxed);
-        }
-        r
+        let (r, repairer) = taken?;
+        repairer.stop();
+        self.last_commit_end
+            .store(*r.committed_end.borrow(), Ordering::Relaxed);
+        Some(r)
     }
 
-    fn put(&self, replica: Replica) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(replica);
+    fn put(&self, replica: Replica, repairer: Arc<Repairer>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((replica, repairer));
     }
 
     pub(super) fn set_health(&self, h: Health) {
@@ -163,15 +170,11 @@ impl ReplicaCell {
     }
 }
 
-/// What is needed to open the node's replica again.
+/// What is needed to open the node's replica (at start, and again when it heals).
 pub(super) struct Starter {
-    pub(super) node_id: u64,
-    pub(super) data_dir: PathBuf,
-    pub(super) cluster_id: u64,
-    pub(super) log: LogOptions,
+    pub(super) cfg: NodeConfig,
     pub(super) raft: Arc<RaftConfig>,
     pub(super) connector: TcpConnector,
-    pub(super) heal: HealOptions,
 }
 
 /// Why one heal attempt did not bring the replica back.
@@ -193,15 +196,46 @@ fn classify(e: Error) -> Attempt {
 
 impl Starter {
     fn min_free_bytes(&self) -> u64 {
-        self.heal
+        self.cfg
+            .heal
             .min_free_bytes
-            .unwrap_or_else(|| self.log.segment_size_bytes.saturating_mul(2))
+            .unwrap_or_else(|| self.cfg.log.segment_size_bytes.saturating_mul(2))
     }
 
-    /// Opens the replica again: probe, cut what was never durable, start openraft.
-    async fn restart(&self, trusted_end: u64) -> std::result::Result<Replica, Attempt> {
-        let (dir, min_free) = (self.data_dir.clone(), self.min_free_bytes());
-        let opts = replica_log_options(self.cluster_id, self.log.clone());
+    /// Opens the replica (a damaged sealed segment found while opening is repaired from a
+    /// peer, then the replica is opened again: `repair_start`) and starts its repairer.
+    pub(super) async fn open(&self) -> Result<(Replica, Arc<Repairer>)> {
+        let cfg = &self.cfg;
+        let mut repaired_at_start = std::collections::BTreeSet::new();
+        let replica = loop {
+            let opened = Box::pin(Replica::start(
+                cfg.node_id,
+                &cfg.data_dir,
+                cfg.cluster_id,
+                cfg.log.clone(),
+                self.raft.clone(),
+                RemoteNetworkFactory::new(self.connector.clone()),
+            ))
+            .await;
+            match opened {
+                Ok(r) => break r,
+                Err(e) => {
+                    super::repair_start::repair_at_start(cfg, e, &mut repaired_at_start).await?
+                }
+            }
+        };
+        let repairer = Repairer::start(replica.clone(), &cfg.site, cfg.catch_up.fetch, cfg.repair);
+        repairer.count_start_repairs(repaired_at_start.len() as u64);
+        Ok((replica, repairer))
+    }
+
+    /// Opens the replica again: probe, cut what was never durable, open.
+    async fn restart(
+        &self,
+        trusted_end: u64,
+    ) -> std::result::Result<(Replica, Arc<Repairer>), Attempt> {
+        let (dir, min_free) = (self.cfg.data_dir.clone(), self.min_free_bytes());
+        let opts = replica_log_options(self.cfg.cluster_id, self.cfg.log.clone());
         // The probe and the reopen are blocking file work.
         tokio::task::spawn_blocking(move || {
             probe(&dir, min_free).map_err(|(f, why)| Attempt::NotYet(f, why))?;
@@ -209,16 +243,7 @@ impl Starter {
         })
         .await
         .map_err(|e| Attempt::NotYet(Fault::Other, e.to_string()))??;
-        Box::pin(Replica::start(
-            self.node_id,
-            &self.data_dir,
-            self.cluster_id,
-            self.log.clone(),
-            self.raft.clone(),
-            RemoteNetworkFactory::new(self.connector.clone()),
-        ))
-        .await
-        .map_err(classify)
+        self.open().await.map_err(classify)
     }
 }
 
@@ -251,7 +276,7 @@ pub(super) async fn supervise(cell: Arc<ReplicaCell>, starter: Starter) {
         let why = replica.stopped().await;
         let (fault, detail) = replica.fault().unwrap_or((Fault::Other, why));
         tracing::error!(
-            node = starter.node_id,
+            node = starter.cfg.node_id,
             %fault,
             %detail,
             "consensus stopped on a storage fault: stepped aside (no leadership, no votes, \
@@ -283,7 +308,7 @@ async fn heal(
     trusted_end: u64,
 ) -> bool {
     let started = tokio::time::Instant::now();
-    let mut backoff_ms = starter.heal.backoff_initial_ms;
+    let mut backoff_ms = starter.cfg.heal.backoff_initial_ms;
     let mut attempts = 0u32;
     loop {
         attempts = attempts.saturating_add(1);
@@ -293,20 +318,20 @@ async fn heal(
             attempts,
         });
         match starter.restart(trusted_end).await {
-            Ok(replica) => {
+            Ok((replica, repairer)) => {
                 tracing::warn!(
-                    node = starter.node_id,
+                    node = starter.cfg.node_id,
                     attempts,
                     after_ms = started.elapsed().as_millis() as u64,
                     "healed: storage works again; rejoined the cluster"
                 );
-                cell.put(replica);
+                cell.put(replica, repairer);
                 cell.set_health(Health::Serving);
                 node_metrics::healed();
                 return true;
             }
             Err(Attempt::NotYet(still, why)) => tracing::warn!(
-                node = starter.node_id,
+                node = starter.cfg.node_id,
                 attempts,
                 fault = %still,
                 retry_in_ms = backoff_ms,
@@ -314,7 +339,7 @@ async fn heal(
             ),
             Err(Attempt::GiveUp(e)) => {
                 tracing::error!(
-                    node = starter.node_id,
+                    node = starter.cfg.node_id,
                     error = %e,
                     "cannot heal in place; this node stops serving (restart it after repair)"
                 );
@@ -327,7 +352,7 @@ async fn heal(
         tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
         backoff_ms = backoff_ms
             .saturating_mul(2)
-            .min(starter.heal.backoff_max_ms);
+            .min(starter.cfg.heal.backoff_max_ms);
     }
 }
 

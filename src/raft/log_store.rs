@@ -14,6 +14,10 @@
 //! - `save_committed` keeps the committed log id in memory and persists it at most every
 //!   [`COMMITTED_PERSIST_INTERVAL_MS`] (a stale committed id is a safe lower bound; this keeps
 //!   an fsync off every commit).
+//! - A read that meets a damaged sealed segment asks the installed [`SegmentRepair`] (the
+//!   node's repair from peers) to replace it and reads once more, so that damage found by
+//!   replication or apply does not stop consensus; without one, or when the repair fails,
+//!   the typed error goes to openraft as before.
 
 use super::entry::{from_record, to_payload, to_records};
 use super::health::{Fault, FaultSlot};
@@ -57,6 +61,13 @@ struct MetaState {
     committed_persisted_at: Option<Instant>,
 }
 
+/// Replaces a damaged sealed segment of the log with a verified copy (installed by the node
+/// layer: repair from peers). Resolves once the segment at `base` reads clean again.
+pub trait SegmentRepair: Send + Sync + 'static {
+    /// Repairs the sealed segment starting at `base`.
+    fn repair(&self, base: u64) -> futures_util::future::BoxFuture<'static, crate::Result<()>>;
+}
+
 /// The Raft log storage of one node: the segment log plus the metadata file.
 #[derive(Clone)]
 pub struct LogStore {
@@ -64,6 +75,7 @@ pub struct LogStore {
     meta: Arc<Mutex<MetaState>>,
     flushes: mpsc::Sender<(u64, IOFlushed<TypeConfig>)>,
     faults: FaultSlot,
+    repair: Arc<std::sync::OnceLock<Arc<dyn SegmentRepair>>>,
 }
 
 impl Debug for LogStore {
@@ -102,6 +114,7 @@ impl LogStore {
             })),
             flushes: tx,
             faults,
+            repair: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -112,6 +125,12 @@ impl LogStore {
 
     fn fail(&self, e: Error) -> io::Error {
         record(&self.faults, e)
+    }
+
+    /// Installs the repair reads use when they meet a damaged sealed segment (once; later
+    /// calls are ignored).
+    pub fn set_repair(&self, repair: Arc<dyn SegmentRepair>) {
+        let _ = self.repair.set(repair);
     }
 
     /// The segment log.
@@ -139,12 +158,7 @@ impl LogStore {
     /// The entries the log holds in `[start, end)` (purged ones at the start are left out, as
     /// openraft allows), at most `limit_bytes` of payload unless the first entry alone is
     /// larger (at least one entry is returned when any is held).
-    fn read_range(
-        &self,
-        start: u64,
-        end: u64,
-        limit_bytes: usize,
-    ) -> Result<Vec<Entry>, io::Error> {
+    fn read_range(&self, start: u64, end: u64, limit_bytes: usize) -> crate::Result<Vec<Entry>> {
         // Purged entries stay in the segment files (they are the snapshot's data and the
         // messages readers read) but are gone for Raft.
         let purged_end = lock(&self.meta)
@@ -160,7 +174,7 @@ impl LogStore {
         let mut out = Vec::with_capacity((end.saturating_sub(start)).min(4096) as usize);
         let mut bytes = 0usize;
         for rec in self.log.iter(start) {
-            let rec = rec.map_err(|e| self.fail(e))?;
+            let rec = rec?;
             if rec.offset >= end {
                 break;
             }
@@ -168,9 +182,34 @@ impl LogStore {
             if !out.is_empty() && bytes > limit_bytes {
                 break;
             }
-            out.push(from_record(rec).map_err(|e| self.fail(e))?);
+            out.push(from_record(rec)?);
         }
         Ok(out)
+    }
+
+    /// [`Self::read_range`]; damage in a sealed segment is repaired (when a repair is
+    /// installed) and the range read once more.
+    async fn read_range_repairing(
+        &self,
+        start: u64,
+        end: u64,
+        limit_bytes: usize,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let err = match self.read_range(start, end, limit_bytes) {
+            Ok(entries) => return Ok(entries),
+            Err(e) => e,
+        };
+        let base = crate::storage::repair::damaged_segment_base(&err);
+        let (Some(base), Some(repair)) = (base, self.repair.get()) else {
+            return Err(self.fail(err));
+        };
+        tracing::warn!(segment = base, error = %err, "Raft read met a damaged segment; repairing it");
+        if let Err(e) = repair.repair(base).await {
+            tracing::error!(segment = base, error = %e, "repair failed; the read fails");
+            return Err(self.fail(err));
+        }
+        self.read_range(start, end, limit_bytes)
+            .map_err(|e| self.fail(e))
     }
 }
 
@@ -208,7 +247,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = bounds(&range);
-        self.read_range(start, end, usize::MAX)
+        self.read_range_repairing(start, end, usize::MAX).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -224,7 +263,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.read_range(start, end, MAX_READ_BATCH_BYTES)
+        self.read_range_repairing(start, end, MAX_READ_BATCH_BYTES)
+            .await
     }
 }
 

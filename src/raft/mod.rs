@@ -30,6 +30,7 @@ pub mod remote;
 pub mod replica;
 pub mod runtime;
 pub mod snapshot;
+pub mod start_hints;
 pub mod state_machine;
 pub mod wire;
 

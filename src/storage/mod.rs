@@ -13,6 +13,7 @@ pub mod options;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod repair;
 pub mod segment;
 pub mod superblock;
 mod truncate;
