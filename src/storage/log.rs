@@ -466,6 +466,24 @@ impl Log {
         Ok(())
     }
 
+    /// Opens the sealed segment file at `path` (verifying it) and puts it in the segment map at
+    /// `base`, replacing what was there (readers holding the old map finish on it).
+    pub(crate) fn map_sealed(&self, path: &Path, base: u64) -> Result<()> {
+        let seg = super::recovery::open_sealed(
+            &self.shared.io,
+            path,
+            self.log_id(),
+            base,
+            &self.shared.opts,
+        )?;
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(base, Arc::new(seg));
+        Ok(())
+    }
+
     /// How many handles (clones) of this log exist; the directory stays locked until the last
     /// is dropped.
     pub(crate) fn handles(&self) -> usize {

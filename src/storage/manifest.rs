@@ -12,7 +12,6 @@ use super::segment::{Footer, Segment, FOOTER_BYTES};
 use crate::io::{read_exact_at, FileRef, IoRef};
 use crate::{Error, Log, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// One sealed segment, as a snapshot manifest lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,18 +173,7 @@ impl Log {
         io.sync_dir(&self.shared.dir)
             .map_err(|e| self.poison_with("directory fsync", e))?;
         for (info, path) in loaded {
-            let seg = super::recovery::open_sealed(
-                io,
-                &path,
-                self.log_id(),
-                info.base_offset,
-                &self.shared.opts,
-            )?;
-            self.shared
-                .segments
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(info.base_offset, Arc::new(seg));
+            self.map_sealed(&path, info.base_offset)?;
         }
         let end = last.end_offset;
         w.next_offset = end;

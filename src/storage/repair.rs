@@ -123,19 +123,7 @@ impl Log {
             )));
         }
         swap_in(io, copy, &seg.path)?;
-        let fresh = super::recovery::open_sealed(
-            io,
-            &seg.path,
-            self.log_id(),
-            info.base_offset,
-            &self.shared.opts,
-        )?;
-        self.shared
-            .segments
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(info.base_offset, Arc::new(fresh));
-        Ok(())
+        self.map_sealed(&seg.path, info.base_offset)
     }
 
     fn sealed_segment(&self, base: u64) -> Option<Arc<Segment>> {
