@@ -40,6 +40,19 @@ pub fn spawn_node_with(
     extra: &[&str],
     founding: bool,
 ) -> Proc {
+    spawn_node_configured(id, root, addrs, cluster, extra, founding, |_| {})
+}
+
+/// Like `spawn_node_with`; `configure` adjusts the command last (e.g. a `pre_exec`).
+pub fn spawn_node_configured(
+    id: u64,
+    root: &Path,
+    addrs: &BTreeMap<u64, String>,
+    cluster: u64,
+    extra: &[&str],
+    founding: bool,
+    configure: impl FnOnce(&mut Command),
+) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
     cmd.arg("node")
         .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
@@ -56,15 +69,22 @@ pub fn spawn_node_with(
     for (m, a) in addrs.iter().filter(|_| founding) {
         cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
     }
+    configure(&mut cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // SITELOG_TEST_STDERR=1 shows the nodes' logs (with RUST_LOG) when debugging a test.
+        .stderr(if std::env::var_os("SITELOG_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("spawn sitelog node");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
     assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
+    // Drain the rest (a closed pipe would kill the node at its next line, e.g. `METRICS`).
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Proc { child }
 }
