@@ -11,7 +11,11 @@
 //!   stream. Requests are sent as they come, up to [`MAX_APPENDS_IN_FLIGHT`] unanswered
 //!   (a bounded window: the sender waits, memory stays bounded); responses arrive in order and
 //!   are yielded one per request. The stream ends when the input ends and every response has
-//!   arrived, at the first rejection, or at the first transport error.
+//!   arrived, at the first rejection, or at the first transport error. openraft opens one
+//!   stream per heartbeat (one request, so one connection each) and one long replication
+//!   stream, which carries nothing at all while the cluster is idle: the server closes it
+//!   after its idle timeout, and a close while no request is in flight ends the stream
+//!   cleanly (openraft opens a new one when it has entries to send), not as an error.
 
 use super::snapshot::{SegmentManifest, Snapshot as SnapshotOf};
 use super::wire::{self, tag};
