@@ -2,7 +2,7 @@
 //!
 //! Three `sitelog node` processes on loopback, each with `RLIMIT_NOFILE` 256 (soft and hard,
 //! so the node cannot raise it), metrics enabled and 64 KiB segments. While a client appends
-//! 1 KiB records, the leader and a follower are each flooded, on every port kind, with more
+//! 512-byte records, the leader and a follower are each flooded, on every port kind, with more
 //! idle connections than their whole descriptor limit: silent TCP connections to the node
 //! port (no handshake), completed client handshakes, fake append streams (claiming a
 //! member's id), and silent connections to the metrics port. Consensus must keep running:
@@ -178,7 +178,7 @@ async fn idle_connection_floods_on_every_port_leave_consensus_running() {
         tokio::spawn(async move {
             let mut unknown = 0;
             while !stop.load(Ordering::Relaxed) {
-                let p = Bytes::from(vec![b'x'; 1024]);
+                let p = Bytes::from(vec![b'x'; 512]);
                 match client.append(vec![p]).await {
                     AppendOutcome::Ok(_) => {
                         acked.fetch_add(1, Ordering::Relaxed);

@@ -45,7 +45,8 @@ pub async fn start(
 }
 
 async fn accept_loop(listener: TcpListener, handle: PrometheusHandle, fd_reserve: usize) {
-    let budget = Budget::new("metrics", MAX_CONNECTIONS);
+    // A scrape is one request: the oldest connection is always fair game.
+    let budget = Budget::new("metrics", MAX_CONNECTIONS, Duration::ZERO);
     let mut fds = DescriptorGuard::new(fd_reserve);
     let (failed, refused) = (WarnRate::new(WARN_EVERY), WarnRate::new(WARN_EVERY));
     loop {

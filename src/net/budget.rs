@@ -1,6 +1,9 @@
 //! A budget of connections of one kind, with eviction: when the budget is full, a newcomer
 //! takes the place of the least recently active connection that has no request in flight
-//! (that connection is told to close), or is refused when every connection is busy.
+//! and has been quiet for at least the budget's `min_quiet` (that connection is told to
+//! close), or is refused when there is none. `min_quiet` protects a connection in steady use
+//! from a burst of newcomers (its next request could already be on the wire, and closing it
+//! then would leave that request's fate unknown to its sender).
 //!
 //! Why eviction rather than refusing newcomers: an idle connection costs the attacker
 //! nothing to hold, so a budget that refuses newcomers can be filled for good by a flood of
@@ -10,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// What a connection reports about itself: when it last received or sent a message, and
@@ -53,8 +56,10 @@ impl Activity {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) > 0
+    fn evictable(&self, min_quiet_ms: u64) -> bool {
+        let quiet_ms = (self.epoch.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        self.in_flight.load(Ordering::Relaxed) == 0 && quiet_ms >= min_quiet_ms
     }
 }
 
@@ -71,6 +76,7 @@ struct State {
 struct Shared {
     name: &'static str,
     capacity: usize,
+    min_quiet_ms: u64,
     epoch: Instant,
     state: Mutex<State>,
 }
@@ -111,11 +117,13 @@ pub enum Admission {
 }
 
 impl Budget {
-    /// A budget named `name` (for logs and refusals) holding at most `capacity` (≥ 1).
-    pub fn new(name: &'static str, capacity: usize) -> Self {
+    /// A budget named `name` (for logs and refusals) holding at most `capacity` (≥ 1)
+    /// connections, evicting only those quiet for at least `min_quiet`.
+    pub fn new(name: &'static str, capacity: usize, min_quiet: Duration) -> Self {
         Budget(Arc::new(Shared {
             name,
             capacity: capacity.max(1),
+            min_quiet_ms: min_quiet.as_millis() as u64,
             epoch: Instant::now(),
             state: Mutex::new(State {
                 next_id: 0,
@@ -147,14 +155,15 @@ impl Budget {
     /// Tells the least recently active idle connection to close (to give back its
     /// descriptor); false if there is none.
     pub fn evict_one(&self) -> bool {
-        Self::evict_from(&mut self.0.lock())
+        self.evict_from(&mut self.0.lock())
     }
 
-    fn evict_from(s: &mut State) -> bool {
+    fn evict_from(&self, s: &mut State) -> bool {
+        let min_quiet_ms = self.0.min_quiet_ms;
         let victim = s
             .members
             .iter()
-            .filter(|(_, m)| !m.activity.busy())
+            .filter(|(_, m)| m.activity.evictable(min_quiet_ms))
             .min_by_key(|(id, m)| (m.activity.last_ms.load(Ordering::Relaxed), **id))
             .map(|(id, _)| *id);
         let Some(m) = victim.and_then(|v| s.members.remove(&v)) else {
@@ -169,7 +178,7 @@ impl Budget {
         let mut s = self.0.lock();
         let mut evicted = false;
         if s.members.len() >= self.0.capacity {
-            if !Self::evict_from(&mut s) {
+            if !self.evict_from(&mut s) {
                 return Admission::Refused;
             }
             evicted = true;
@@ -235,7 +244,6 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn admitted(a: Admission) -> (Slot, bool) {
         match a {
@@ -246,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_budget_evicts_the_least_recently_active_idle_connection() {
-        let b = Budget::new("test", 2);
+        let b = Budget::new("test", 2, Duration::ZERO);
         let (old, e) = admitted(b.admit());
         assert!(!e);
         let (busy, _) = admitted(b.admit());
@@ -265,5 +273,13 @@ mod tests {
         assert_eq!(b.len(), 2);
         let (_newest, e) = admitted(b.admit());
         assert!(e, "the answered one is idle again");
+    }
+
+    #[test]
+    fn connections_in_steady_use_are_not_evicted() {
+        let b = Budget::new("test", 1, Duration::from_secs(3600));
+        let (_active, _) = admitted(b.admit());
+        assert!(matches!(b.admit(), Admission::Refused));
+        assert!(!b.evict_one());
     }
 }

@@ -213,6 +213,11 @@ pub struct ServerIdentity {
     pub limits: NetLimits,
 }
 
+/// A connection past its handshake is evicted only after this long without a message
+/// either way (see `net::budget`): longer than any round trip and any pause between two
+/// requests of a client or peer in steady use, far shorter than the idle timeout.
+pub const MIN_QUIET_FOR_EVICTION_MS: u64 = 1000;
+
 /// The per-kind budgets of one server.
 #[derive(Debug, Clone)]
 struct Kinds {
@@ -224,11 +229,13 @@ struct Kinds {
 
 impl Kinds {
     fn new(b: KindBudgets) -> Self {
+        // A handshake takes one round trip: the oldest one is always fair game.
+        let quiet = Duration::from_millis(MIN_QUIET_FOR_EVICTION_MS);
         Kinds {
-            handshaking: Budget::new("handshaking", b.handshaking),
-            peers: Budget::new("peer", b.peers),
-            clients: Budget::new("client", b.clients),
-            fetch: Budget::new("fetch", b.fetch),
+            handshaking: Budget::new("handshaking", b.handshaking, Duration::ZERO),
+            peers: Budget::new("peer", b.peers, quiet),
+            clients: Budget::new("client", b.clients, quiet),
+            fetch: Budget::new("fetch", b.fetch, quiet),
         }
     }
 
