@@ -315,10 +315,13 @@ pub async fn serve(listener: TcpListener, id: ServerIdentity, service: Arc<dyn S
         let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE and friends: keep serving the connections we have, back off.
+                // EMFILE and friends: keep serving the connections we have, give back an
+                // idle one's descriptor if out of them, back off.
                 count_refusal("accept_failed");
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let shed = out_of_fds.then(|| kinds.shed_one()).flatten();
                 if let Some(n) = refusals.accept_failed.event() {
-                    tracing::warn!(error = %e, failures = n, "accept failed; backing off");
+                    tracing::warn!(error = %e, failures = n, ?shed, "accept failed; backing off");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
