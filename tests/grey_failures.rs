@@ -112,7 +112,7 @@ async fn start(roots: BTreeMap<u64, PathBuf>, disks: BTreeMap<u64, Tmpfs>, logs:
     for (id, root) in &roots {
         let log = logs.join(format!("n{id}.log"));
         let extra = ["--segment-bytes", "1048576"];
-        let p = spawn_node_logged(*id, root, &addrs, CLUSTER, &extra, true, Some(&log));
+        let p = spawn_node_logged(*id, root, &addrs, CLUSTER, &extra, true, &log);
         procs.insert(*id, p);
     }
     let pids = procs.iter().map(|(id, p)| (*id, p.child.id())).collect();

@@ -268,3 +268,37 @@ async fn garbage_and_connection_floods_leave_the_node_serving() {
     let s = c.nodes[&1].status();
     assert!(s.commit_end >= 20, "{s:?}");
 }
+
+/// The replication stream carries nothing while the cluster is idle; the server closes it
+/// after the idle timeout (the shortest the LAN timers allow). The next write is acknowledged
+/// at once, by the same leader, and the leader's cached RPC connections recover too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_closed_by_the_server_cost_no_write() {
+    let limits = NetLimits {
+        idle_timeout_ms: 3_000,
+        ..NetLimits::default()
+    };
+    let c = Cluster::start(limits).await;
+    let leader = c.leader().await;
+    let mut client = c.client();
+    append(&mut client, 0).await;
+    // Waiting out the idle timeout is the behaviour under test, not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let took = append(&mut client, 1).await;
+    assert!(
+        took < Duration::from_millis(300),
+        "the first write after the idle close took {took:?}"
+    );
+    assert_eq!(c.leader().await, leader, "no election");
+}
+
+async fn append(client: &mut Client, i: u32) -> Duration {
+    let t = std::time::Instant::now();
+    match client
+        .append(vec![Bytes::from(format!("after idle {i}"))])
+        .await
+    {
+        AppendOutcome::Ok(_) => t.elapsed(),
+        other => panic!("append {i}: {other:?}"),
+    }
+}

@@ -252,7 +252,12 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
 
 /// Runs the node.
 pub fn run(args: &NodeArgs) -> CliResult<()> {
-    let settings = settings(args)?;
+    let mut settings = settings(args)?;
+    raise_descriptor_limit();
+    if settings.metrics_listen.is_some() {
+        // The metrics endpoint's connections come out of the node's descriptor headroom.
+        settings.cfg.net.fd_reserve += super::prometheus::MAX_CONNECTIONS;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -260,9 +265,24 @@ pub fn run(args: &NodeArgs) -> CliResult<()> {
     rt.block_on(serve(settings, args.exit_after_secs))
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as servers commonly do (systemd's
+/// default soft limit of 1024 is meant for select()-era programs; the hard limit is what the
+/// administrator allows). The node then keeps its descriptor reserve under the raised limit.
+fn raise_descriptor_limit() {
+    use sitelog::net::descriptors::raise_nofile_to_hard;
+    match raise_nofile_to_hard() {
+        Ok(soft) => tracing::info!(soft, "descriptor limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
+}
+
 async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()> {
     let metrics = match &settings.metrics_listen {
-        Some(addr) => Some(super::prometheus::start(addr).await?),
+        Some(addr) => {
+            // The node's reserve was raised by the endpoint's connections (see `run`).
+            let reserve = settings.cfg.net.fd_reserve - super::prometheus::MAX_CONNECTIONS;
+            Some(super::prometheus::start(addr, reserve).await?)
+        }
         None => None,
     };
     let id = settings.cfg.node_id;

@@ -1,20 +1,35 @@
 //! `--metrics-listen`: installs a Prometheus recorder as the process's `metrics` recorder and
-//! serves its text rendering to any HTTP GET (a scrape), one short connection at a time per
-//! request. Requests are bounded (8 KiB, 2 s) so that a slow or hostile client cannot hold
-//! memory or the task.
+//! serves its text rendering to any HTTP GET (a scrape), one short connection per request.
+//! Guards, so that a slow or hostile client cannot hold memory, descriptors or the node's
+//! work: requests are bounded (8 KiB, and 2 s for the whole exchange); at most
+//! [`MAX_CONNECTIONS`] are served at once (a newcomer evicts the oldest idle one, so a flood
+//! of idle connections cannot lock out scrapes); a connection is closed at accept when the
+//! process's descriptor reserve is reached (the node's own reserve is raised by
+//! [`MAX_CONNECTIONS`] so that these never take what the node keeps for its files); refusals
+//! and failed accepts are logged at most once per second, with a count.
 
 use super::{CliError, CliResult};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sitelog::net::budget::{Admission, Budget, Slot};
+use sitelog::net::descriptors::DescriptorGuard;
+use sitelog::net::warn_rate::{WarnRate, WARN_EVERY};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MAX_REQUEST_BYTES: usize = 8 << 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most metrics connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
 
-/// Installs the recorder and starts serving on `addr`; returns the bound address and the task.
-pub async fn start(addr: &str) -> CliResult<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// Installs the recorder and starts serving on `addr`, keeping `fd_reserve` descriptors free;
+/// returns the bound address and the task.
+pub async fn start(
+    addr: &str,
+    fd_reserve: usize,
+) -> CliResult<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
@@ -25,22 +40,49 @@ pub async fn start(addr: &str) -> CliResult<(SocketAddr, tokio::task::JoinHandle
     let bound = listener
         .local_addr()
         .map_err(|e| CliError(format!("metrics listener: {e}")))?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let h = handle.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, scrape(stream, &h)).await;
-            });
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, handle, fd_reserve));
     Ok((bound, task))
 }
 
-async fn scrape(mut s: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn accept_loop(listener: TcpListener, handle: PrometheusHandle, fd_reserve: usize) {
+    // A scrape is one request: the oldest connection is always fair game.
+    let budget = Budget::new("metrics", MAX_CONNECTIONS, Duration::ZERO);
+    let mut fds = DescriptorGuard::new(fd_reserve);
+    let (failed, refused) = (WarnRate::new(WARN_EVERY), WarnRate::new(WARN_EVERY));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if let Some(n) = failed.event() {
+                    tracing::warn!(error = %e, failures = n, "metrics: accept failed; backing off");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !fds.admit(stream.as_raw_fd()) {
+            if let Some(n) = refused.event() {
+                tracing::warn!(
+                    refused = n,
+                    "metrics: descriptor reserve reached; closing new connections"
+                );
+            }
+            continue;
+        }
+        let Admission::Admitted { slot, .. } = budget.admit() else {
+            continue; // every place busy rendering: close
+        };
+        let h = handle.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::timeout(REQUEST_TIMEOUT, scrape(stream, &h, &slot)) => {}
+                _ = slot.evicted() => {}
+            }
+        });
+    }
+}
+
+async fn scrape(mut s: TcpStream, handle: &PrometheusHandle, slot: &Slot) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST_BYTES {
@@ -50,6 +92,7 @@ async fn scrape(mut s: TcpStream, handle: &PrometheusHandle) -> std::io::Result<
         }
         req.extend_from_slice(&buf[..n]);
     }
+    slot.activity().received(); // rendering: not to be evicted
     let (status, body) = if req.starts_with(b"GET ") {
         handle.run_upkeep();
         ("200 OK", handle.render())

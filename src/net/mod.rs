@@ -3,8 +3,12 @@
 //! - [`frame`]: length-prefixed, CRC-32-checked messages with a bounded length.
 //! - [`handshake`]: cluster id, protocol version, caller and purpose; mismatches refused.
 //! - [`tcp`]: the connector (outgoing, implements the Raft layer's `Connector`, so the Raft
-//!   RPCs and the pipelined append streams run over it) and the server (accept limits,
-//!   handshake timeout, dispatch to a [`tcp::Service`]).
+//!   RPCs and the pipelined append streams run over it) and the server (per-kind connection
+//!   budgets, handshake and idle timeouts, dispatch to a [`tcp::Service`]).
+//! - [`limits`]: [`NetLimits`] and how the limits relate to each other and to the Raft timers.
+//! - [`budget`]: a budget of connections of one kind, evicting the least recently active idle.
+//! - [`descriptors`]: `RLIMIT_NOFILE` headroom kept for the node's own files.
+//! - [`warn_rate`]: one warning per second, with a count, instead of one per connection.
 //!
 //! - [`fetch`]: bulk, resumable, verified, throttled fetch of sealed segment files.
 //!
@@ -12,9 +16,14 @@
 //! Reconnection: every failed call drops its connection and the next one reconnects;
 //! openraft spaces retries to an unreachable peer with its backoff.
 
+pub mod budget;
+pub mod descriptors;
 pub mod fetch;
 pub mod frame;
 pub mod handshake;
+pub mod limits;
 pub mod tcp;
+pub mod warn_rate;
 
-pub use tcp::{NetLimits, TcpConnector};
+pub use limits::NetLimits;
+pub use tcp::TcpConnector;

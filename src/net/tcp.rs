@@ -1,99 +1,115 @@
 //! The TCP transport: a connector for outgoing connections (implements the Raft layer's
 //! [`Connector`]) and a server that accepts, handshakes and dispatches incoming ones.
 //!
-//! Limits (all in [`NetLimits`]): frames are bounded; at most `max_connections` incoming
-//! connections are served at once (more are closed at accept, so a flood of half-open or idle
-//! connections cannot grow memory); a handshake must complete within `handshake_timeout_ms`;
-//! an RPC or client connection idle for `idle_timeout_ms` is closed.
+//! Limits (all in [`NetLimits`]): frames are bounded; incoming connections are budgeted per
+//! kind (in their handshake, peers, clients, fetch; see `net::budget`), so a flood of one kind
+//! cannot starve another, and a full budget evicts its least recently active idle connection;
+//! a connection is closed at accept when fewer than `fd_reserve` descriptors would stay free
+//! (see `net::descriptors`); a handshake must complete within `handshake_timeout_ms`; any
+//! connection that receives nothing for `idle_timeout_ms` is closed. Refusals are logged at
+//! most once per second each, with a count (see `net::warn_rate`).
 
+use super::budget::{Activity, Admission, Budget, Slot};
+use super::descriptors::{DescriptorGuard, Headroom};
 use super::frame::{read_frame, write_frame};
 use super::handshake::{self, Hello, Purpose, ANY_NODE, MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION};
+pub use super::limits::{KindBudgets, NetLimits};
+use super::warn_rate::{WarnRate, WARN_EVERY};
 use crate::raft::remote::{ConnPurpose, Connector, MessageRx, MessageTx};
 use crate::{Error, Result};
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 /// A boxed future, for the dyn-compatible [`Service`].
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Network limits, with documented defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NetLimits {
-    /// Largest message body accepted. Default 72 MiB: a replication message holds at most 64
-    /// entries of at most 1 MiB (the node's record limit) plus headers. Only a peer that
-    /// passed the handshake can send a frame this large; one that has not is limited to 512
-    /// bytes.
-    pub max_frame_bytes: usize,
-    /// Most incoming connections served at once. Default 256.
-    pub max_connections: usize,
-    /// Time allowed for connecting (outgoing). Default 1000 ms.
-    pub connect_timeout_ms: u64,
-    /// Time allowed for the handshake. Default 2000 ms.
-    pub handshake_timeout_ms: u64,
-    /// An RPC or client connection with no request for this long is closed. Default 300 s.
-    pub idle_timeout_ms: u64,
-}
-
-impl Default for NetLimits {
-    fn default() -> Self {
-        NetLimits {
-            max_frame_bytes: 72 << 20,
-            max_connections: 256,
-            connect_timeout_ms: 1000,
-            handshake_timeout_ms: 2000,
-            idle_timeout_ms: 300_000,
-        }
-    }
-}
-
 /// The sending half of a framed connection.
 #[derive(Debug)]
-pub struct FrameTx(BufWriter<OwnedWriteHalf>);
+pub struct FrameTx {
+    w: BufWriter<OwnedWriteHalf>,
+    /// Server side: the connection's activity record in its budget.
+    activity: Option<Arc<Activity>>,
+}
 
 /// The receiving half of a framed connection.
 #[derive(Debug)]
 pub struct FrameRx {
     r: BufReader<OwnedReadHalf>,
     max_frame_bytes: usize,
+    /// Server side: nothing received for this long reads as a clean close.
+    idle: Option<Duration>,
+    /// Server side: the connection's activity record in its budget.
+    activity: Option<Arc<Activity>>,
 }
 
 impl MessageTx for FrameTx {
     async fn send(&mut self, msg: Bytes) -> Result<()> {
-        write_frame(&mut self.0, &msg).await
+        write_frame(&mut self.w, &msg).await?;
+        if let Some(a) = &self.activity {
+            a.sent();
+        }
+        Ok(())
     }
 }
 
 impl MessageRx for FrameRx {
     async fn recv(&mut self) -> Result<Bytes> {
-        read_frame(&mut self.r, self.max_frame_bytes)
+        self.recv_or_close()
             .await?
-            .ok_or_else(|| Error::Protocol("connection closed by peer".into()))
+            .ok_or_else(|| Error::Protocol("connection closed (by the peer, or idle)".into()))
     }
 }
 
 impl FrameRx {
-    /// The next message, `None` when the peer closed between messages.
+    /// Whether the peer closed this connection (or broke it, or sent something unasked)
+    /// while it sat idle between requests. A caller reusing a cached connection checks first,
+    /// so that it does not send a request into a connection the server closed after its idle
+    /// timeout (the request's fate would then be unknown). Never waits.
+    pub fn closed_while_idle(&mut self) -> bool {
+        use futures_util::FutureExt;
+        self.recv_or_close().now_or_never().is_some()
+    }
+
+    /// The next message, `None` when the peer closed between messages (or, on a server
+    /// connection, sent nothing for the idle timeout).
     pub async fn recv_or_close(&mut self) -> Result<Option<Bytes>> {
-        read_frame(&mut self.r, self.max_frame_bytes).await
+        let frame = match self.idle {
+            None => read_frame(&mut self.r, self.max_frame_bytes).await?,
+            Some(idle) => {
+                match timeout(idle, read_frame(&mut self.r, self.max_frame_bytes)).await {
+                    Err(_) => return Ok(None),
+                    Ok(r) => r?,
+                }
+            }
+        };
+        if let (Some(a), Some(_)) = (&self.activity, &frame) {
+            a.received();
+        }
+        Ok(frame)
     }
 }
 
 fn split(stream: TcpStream, limits: &NetLimits) -> (FrameTx, FrameRx) {
     let (r, w) = stream.into_split();
     (
-        FrameTx(BufWriter::new(w)),
+        FrameTx {
+            w: BufWriter::new(w),
+            activity: None,
+        },
         FrameRx {
             r: BufReader::new(r),
             max_frame_bytes: limits.max_frame_bytes,
+            idle: None,
+            activity: None,
         },
     )
 }
@@ -142,7 +158,7 @@ impl TcpConnector {
             to_node,
         };
         let exchange = async {
-            write_frame(&mut tx.0, &hello.encode()).await?;
+            write_frame(&mut tx.w, &hello.encode()).await?;
             let answer = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
                 .await?
                 .ok_or_else(|| Error::Protocol(format!("{addr} closed during the handshake")))?;
@@ -197,11 +213,99 @@ pub struct ServerIdentity {
     pub limits: NetLimits,
 }
 
+/// A connection past its handshake is evicted only after this long without a message
+/// either way (see `net::budget`): longer than any round trip and any pause between two
+/// requests of a client or peer in steady use, far shorter than the idle timeout.
+pub const MIN_QUIET_FOR_EVICTION_MS: u64 = 1000;
+
+/// The per-kind budgets of one server.
+#[derive(Debug, Clone)]
+struct Kinds {
+    handshaking: Budget,
+    peers: Budget,
+    clients: Budget,
+    fetch: Budget,
+}
+
+impl Kinds {
+    fn new(b: KindBudgets) -> Self {
+        // A handshake takes one round trip: the oldest one is always fair game.
+        let quiet = Duration::from_millis(MIN_QUIET_FOR_EVICTION_MS);
+        Kinds {
+            handshaking: Budget::new("handshaking", b.handshaking, Duration::ZERO),
+            peers: Budget::new("peer", b.peers, quiet),
+            clients: Budget::new("client", b.clients, quiet),
+            fetch: Budget::new("fetch", b.fetch, quiet),
+        }
+    }
+
+    /// Descriptors are short: closes one idle connection so that the next newcomer finds a
+    /// descriptor, from the kind that is not peers and holds the most connections (a flood
+    /// still queued in the listen backlog refills the handshake budget at once, so shedding
+    /// there alone would free nothing), peers last. Returns the kind it closed.
+    fn shed_one(&self) -> Option<&'static str> {
+        let mut others = [&self.handshaking, &self.clients, &self.fetch];
+        others.sort_by_key(|b| std::cmp::Reverse(b.len()));
+        others
+            .into_iter()
+            .chain([&self.peers])
+            .find(|b| b.evict_one())
+            .map(|b| b.name())
+    }
+
+    fn for_purpose(&self, p: Purpose) -> &Budget {
+        match p {
+            Purpose::Rpc | Purpose::AppendStream => &self.peers,
+            Purpose::Client => &self.clients,
+            Purpose::Fetch => &self.fetch,
+        }
+    }
+}
+
+/// Why connections were closed early; each reason is logged at most once per
+/// [`WARN_EVERY`], with the count since its last line.
+#[derive(Debug)]
+struct Refusals {
+    accept_failed: WarnRate,
+    no_descriptors: WarnRate,
+    budget_full: WarnRate,
+    evicted: WarnRate,
+    bad_hello: WarnRate,
+}
+
+impl Refusals {
+    fn new() -> Self {
+        let w = || WarnRate::new(WARN_EVERY);
+        Refusals {
+            accept_failed: w(),
+            no_descriptors: w(),
+            budget_full: w(),
+            evicted: w(),
+            bad_hello: w(),
+        }
+    }
+}
+
+fn count_refusal(reason: &'static str) {
+    metrics::counter!("sitelog_net_connections_refused_total", "reason" => reason).increment(1);
+}
+
 /// Accepts connections on `listener` until the task is dropped or aborted; dropping it also
 /// ends every connection it accepted (they live in its `JoinSet`), so a stopped node keeps
 /// nothing of itself alive through an open connection.
 pub async fn serve(listener: TcpListener, id: ServerIdentity, service: Arc<dyn Service>) {
-    let slots = Arc::new(Semaphore::new(id.limits.max_connections));
+    let spare = DescriptorGuard::new(id.limits.fd_reserve).spare_now();
+    let budgets = id.limits.fit(spare);
+    // The last descriptors above the reserve are kept for peers (and their handshakes).
+    let mut fds = DescriptorGuard::new(id.limits.fd_reserve)
+        .with_peer_margin(budgets.peers + budgets.handshaking);
+    tracing::info!(
+        ?budgets,
+        fd_reserve = id.limits.fd_reserve,
+        "connection budgets"
+    );
+    let kinds = Kinds::new(budgets);
+    let refusals = Arc::new(Refusals::new());
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -211,80 +315,189 @@ pub async fn serve(listener: TcpListener, id: ServerIdentity, service: Arc<dyn S
         let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE and friends: keep serving the connections we have.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: keep serving the connections we have, give back an
+                // idle one's descriptor if out of them, back off.
+                count_refusal("accept_failed");
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                let shed = out_of_fds.then(|| kinds.shed_one()).flatten();
+                if let Some(n) = refusals.accept_failed.event() {
+                    tracing::warn!(error = %e, failures = n, ?shed, "accept failed; backing off");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = id.limits.max_connections, "too many connections; closing");
+        let headroom = fds.headroom(stream.as_raw_fd());
+        if headroom == Headroom::None {
+            count_refusal("fd_reserve");
+            let shed = kinds.shed_one();
+            if let Some(n) = refusals.no_descriptors.event() {
+                tracing::warn!(%peer, refused = n, reserve = id.limits.fd_reserve, ?shed,
+                    "descriptor reserve reached: closing new and idle connections");
+            }
             continue; // dropping the stream closes it
+        }
+        let Some(slot) = admit(&kinds.handshaking, &refusals, peer) else {
+            continue;
         };
-        let service = service.clone();
+        let (service, kinds, refusals) = (service.clone(), kinds.clone(), refusals.clone());
         conns.spawn(async move {
-            if let Err(e) = serve_conn(stream, peer, id, service).await {
+            let conn = Conn {
+                id,
+                peer,
+                kinds,
+                refusals,
+                peers_only: headroom == Headroom::PeersOnly,
+            };
+            if let Err(e) = conn.serve(stream, slot, service).await {
                 tracing::debug!(%peer, error = %e, "connection closed");
             }
-            drop(permit);
         });
     }
 }
 
-async fn serve_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: ServerIdentity,
-    service: Arc<dyn Service>,
-) -> Result<()> {
-    stream
-        .set_nodelay(true)
-        .map_err(|e| net_io("<nodelay>", e))?;
-    let (mut tx, mut rx) = split(stream, &id.limits);
-    let handshake_ms = Duration::from_millis(id.limits.handshake_timeout_ms);
-    let hello = timeout(handshake_ms, read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES))
-        .await
-        .map_err(|_| Error::Protocol("no handshake in time".into()))??
-        .ok_or_else(|| Error::Protocol("closed before the handshake".into()))?;
-    let hello = Hello::decode(&hello).inspect_err(|e| {
-        tracing::warn!(%peer, error = %e, "refused a connection: not a sitelog peer");
-    })?;
-    if let Err(reason) = hello.check(id.cluster_id, id.node_id) {
-        tracing::warn!(%peer, from = hello.from_node, %reason, "refused a connection");
-        let _ = write_frame(
-            &mut tx.0,
-            &handshake::encode_answer(id.node_id, Some(&reason)),
-        )
-        .await;
-        return Err(Error::Protocol(reason));
-    }
-    write_frame(&mut tx.0, &handshake::encode_answer(id.node_id, None)).await?;
-    match hello.purpose {
-        Purpose::AppendStream => service.append_stream(tx, rx).await,
-        Purpose::Rpc => request_loop(tx, rx, id.limits, |m| service.rpc(m)).await,
-        Purpose::Client => request_loop(tx, rx, id.limits, |m| service.client(m)).await,
-        Purpose::Fetch => request_loop(tx, rx, id.limits, |m| service.fetch(m)).await,
+/// A place in `budget`, evicting an idle connection if it is full; `None` (logged,
+/// counted) when every place is busy.
+fn admit(budget: &Budget, refusals: &Refusals, peer: SocketAddr) -> Option<Slot> {
+    match budget.admit() {
+        Admission::Admitted { slot, evicted } => {
+            if evicted {
+                count_refusal("evicted");
+                if let Some(n) = refusals.evicted.event() {
+                    tracing::warn!(%peer, kind = budget.name(), evicted = n,
+                        capacity = budget.capacity(),
+                        "connection budget full: closed the least recently active idle ones");
+                }
+            }
+            Some(slot)
+        }
+        Admission::Refused => {
+            count_refusal("budget_full");
+            if let Some(n) = refusals.budget_full.event() {
+                tracing::warn!(%peer, kind = budget.name(), refused = n,
+                    capacity = budget.capacity(), "connection budget full of busy connections");
+            }
+            None
+        }
     }
 }
 
+/// One accepted connection.
+struct Conn {
+    id: ServerIdentity,
+    peer: SocketAddr,
+    kinds: Kinds,
+    refusals: Arc<Refusals>,
+    /// Accepted with little descriptor headroom: kept only if it is a peer.
+    peers_only: bool,
+}
+
+fn evicted_err() -> Error {
+    Error::Protocol("closed to make room for another connection".into())
+}
+
+impl Conn {
+    async fn serve(
+        self,
+        stream: TcpStream,
+        hs_slot: Slot,
+        service: Arc<dyn Service>,
+    ) -> Result<()> {
+        stream
+            .set_nodelay(true)
+            .map_err(|e| net_io("<nodelay>", e))?;
+        let (mut tx, mut rx) = split(stream, &self.id.limits);
+        let hello = tokio::select! {
+            h = self.hello(&mut tx, &mut rx) => h?,
+            _ = hs_slot.evicted() => return Err(evicted_err()),
+        };
+        let budget = self.kinds.for_purpose(hello.purpose);
+        let is_peer = matches!(hello.purpose, Purpose::Rpc | Purpose::AppendStream);
+        let slot = if self.peers_only && !is_peer {
+            count_refusal("fd_reserve");
+            let shed = self.kinds.shed_one();
+            if let Some(n) = self.refusals.no_descriptors.event() {
+                tracing::warn!(peer = %self.peer, refused = n, kind = budget.name(), ?shed,
+                    "descriptors low: only peer connections are accepted");
+            }
+            None
+        } else {
+            admit(budget, &self.refusals, self.peer)
+        };
+        let Some(slot) = slot else {
+            let why = if self.peers_only && !is_peer {
+                "descriptors are short: only peer connections are accepted; try again later"
+                    .to_string()
+            } else {
+                format!(
+                    "too many busy {} connections; try again later",
+                    budget.name()
+                )
+            };
+            let _ = write_frame(
+                &mut tx.w,
+                &handshake::encode_answer(self.id.node_id, Some(&why)),
+            )
+            .await;
+            return Err(Error::Protocol(why));
+        };
+        drop(hs_slot);
+        write_frame(&mut tx.w, &handshake::encode_answer(self.id.node_id, None)).await?;
+        tx.activity = Some(slot.activity());
+        rx.activity = Some(slot.activity());
+        rx.idle = Some(Duration::from_millis(self.id.limits.idle_timeout_ms));
+        let work = async {
+            match hello.purpose {
+                Purpose::AppendStream => service.append_stream(tx, rx).await,
+                Purpose::Rpc => request_loop(tx, rx, |m| service.rpc(m)).await,
+                Purpose::Client => request_loop(tx, rx, |m| service.client(m)).await,
+                Purpose::Fetch => request_loop(tx, rx, |m| service.fetch(m)).await,
+            }
+        };
+        tokio::select! {
+            r = work => r,
+            _ = slot.evicted() => Err(evicted_err()),
+        }
+    }
+
+    /// Reads and checks the hello within the handshake timeout; refusals are answered.
+    async fn hello(&self, tx: &mut FrameTx, rx: &mut FrameRx) -> Result<Hello> {
+        let handshake_ms = Duration::from_millis(self.id.limits.handshake_timeout_ms);
+        let peer = self.peer;
+        let hello = timeout(handshake_ms, read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES))
+            .await
+            .map_err(|_| Error::Protocol("no handshake in time".into()))??
+            .ok_or_else(|| Error::Protocol("closed before the handshake".into()))?;
+        let hello = Hello::decode(&hello).inspect_err(|e| {
+            count_refusal("bad_hello");
+            if let Some(n) = self.refusals.bad_hello.event() {
+                tracing::warn!(%peer, error = %e, refused = n, "refused a connection: not a sitelog peer");
+            }
+        })?;
+        if let Err(reason) = hello.check(self.id.cluster_id, self.id.node_id) {
+            count_refusal("bad_hello");
+            if let Some(n) = self.refusals.bad_hello.event() {
+                tracing::warn!(%peer, from = hello.from_node, %reason, refused = n, "refused a connection");
+            }
+            let answer = handshake::encode_answer(self.id.node_id, Some(&reason));
+            let _ = write_frame(&mut tx.w, &answer).await;
+            return Err(Error::Protocol(reason));
+        }
+        Ok(hello)
+    }
+}
+
+/// Answers requests in turn until the peer closes, or sends nothing for the idle timeout.
 async fn request_loop(
     mut tx: FrameTx,
     mut rx: FrameRx,
-    limits: NetLimits,
     handle: impl Fn(Bytes) -> BoxFut<Bytes>,
 ) -> Result<()> {
-    let idle = Duration::from_millis(limits.idle_timeout_ms);
-    loop {
-        let msg = match timeout(idle, rx.recv_or_close()).await {
-            Err(_) => return Ok(()), // idle: close
-            Ok(r) => match r? {
-                None => return Ok(()),
-                Some(m) => m,
-            },
-        };
+    while let Some(msg) = rx.recv_or_close().await? {
         let reply = handle(msg).await;
         tx.send(reply).await?;
     }
+    Ok(())
 }
 
 /// A segment-fetch connection to a node (see `net::fetch`).
@@ -319,3 +532,7 @@ async fn connect_anonymous(
     };
     c.open(addr, ANY_NODE, purpose).await
 }
+
+#[cfg(test)]
+#[path = "tcp_tests.rs"]
+mod tests;

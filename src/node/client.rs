@@ -52,6 +52,15 @@ impl Client {
         }
     }
 
+    /// Forgets the cached connection if the node closed it meanwhile (its idle timeout).
+    fn drop_stale_conn(&mut self) {
+        if let Some((_, _, rx)) = self.conn.as_mut() {
+            if rx.closed_while_idle() {
+                self.conn = None;
+            }
+        }
+    }
+
     async fn connect(&mut self, addr: &str) -> Result<()> {
         let (tx, rx, _) = connect_client(addr, self.cluster_id, self.limits).await?;
         self.conn = Some((addr.to_string(), tx, rx));
@@ -84,6 +93,7 @@ impl Client {
 
     /// Sends `req` to some node (the current connection, else the first that answers).
     async fn any_node(&mut self, req: Bytes) -> Result<Reply> {
+        self.drop_stale_conn();
         if self.conn.is_some() {
             match self.round_trip(req.clone()).await {
                 Ok(Reply::Unavailable(_)) => self.conn = None,
@@ -166,6 +176,7 @@ impl Client {
             if tokio::time::Instant::now() >= deadline {
                 return AppendOutcome::Failed(last_refusal);
             }
+            self.drop_stale_conn();
             if self.conn.is_none() {
                 if down.len() >= self.addrs.len() {
                     // Every node refused once: ask them all again.

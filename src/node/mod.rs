@@ -241,6 +241,7 @@ impl Node {
     /// Like [`Node::start`] on a listener the caller bound (so that every founding member's
     /// address is known before any starts); `cfg.listen` is ignored.
     pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
+        cfg.net.validate(&cfg.timers)?;
         if cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some() {
             // Retention deletes sealed segments by size or age; without snapshots the Raft log
             // must keep every entry a lagging or new replica may need.

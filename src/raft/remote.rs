@@ -11,7 +11,11 @@
 //!   stream. Requests are sent as they come, up to [`MAX_APPENDS_IN_FLIGHT`] unanswered
 //!   (a bounded window: the sender waits, memory stays bounded); responses arrive in order and
 //!   are yielded one per request. The stream ends when the input ends and every response has
-//!   arrived, at the first rejection, or at the first transport error.
+//!   arrived, at the first rejection, or at the first transport error. openraft opens one
+//!   stream per heartbeat (one request, so one connection each) and one long replication
+//!   stream, which carries nothing at all while the cluster is idle: the server closes it
+//!   after its idle timeout, and a close while no request is in flight ends the stream
+//!   cleanly (openraft opens a new one when it has entries to send), not as an error.
 
 use super::snapshot::{SegmentManifest, Snapshot as SnapshotOf};
 use super::wire::{self, tag};
@@ -113,32 +117,51 @@ fn network(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl<C: Connector> RemoteNetwork<C> {
-    /// One request, one response on the cached RPC connection; any failure drops it.
+    /// One request, one response on the cached RPC connection; any failure drops it. A
+    /// cached connection the server closed meanwhile (its idle timeout, or eviction) fails
+    /// at once; the call is then retried once on a new connection (Raft RPCs are idempotent).
     async fn call(&mut self, msg: Bytes, ttl: Duration) -> Result<Bytes, RPCError<TypeConfig>> {
-        let conn = match self.rpc.take() {
-            Some(c) => c,
-            None => self
+        let deadline = tokio::time::Instant::now() + ttl;
+        if let Some(conn) = self.rpc.take() {
+            match tokio::time::timeout_at(deadline, Self::round_trip(conn, msg.clone())).await {
+                Err(_) => return Err(self.no_answer(ttl)),
+                Ok(Ok((resp, conn))) => {
+                    self.rpc = Some(conn);
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => tracing::debug!(target = self.target, error = %e,
+                    "cached RPC connection failed; reconnecting"),
+            }
+        }
+        let fresh = async {
+            let conn = self
                 .connector
                 .connect(self.target, &self.addr, ConnPurpose::Rpc)
                 .await
-                .map_err(unreachable)?,
+                .map_err(unreachable)?;
+            Self::round_trip(conn, msg).await.map_err(network)
         };
-        let (mut tx, mut rx) = conn;
-        let round_trip = async {
-            tx.send(msg).await?;
-            rx.recv().await
-        };
-        let resp = tokio::time::timeout(ttl, round_trip)
+        let (resp, conn) = tokio::time::timeout_at(deadline, fresh)
             .await
-            .map_err(|_| {
-                network(format!(
-                    "no answer from node {} within {ttl:?}",
-                    self.target
-                ))
-            })?
-            .map_err(network)?;
-        self.rpc = Some((tx, rx));
+            .map_err(|_| self.no_answer(ttl))??;
+        self.rpc = Some(conn);
         Ok(resp)
+    }
+
+    async fn round_trip(
+        (mut tx, mut rx): (C::Tx, C::Rx),
+        msg: Bytes,
+    ) -> Result<(Bytes, (C::Tx, C::Rx))> {
+        tx.send(msg).await?;
+        let resp = rx.recv().await?;
+        Ok((resp, (tx, rx)))
+    }
+
+    fn no_answer(&self, ttl: Duration) -> RPCError<TypeConfig> {
+        network(format!(
+            "no answer from node {} within {ttl:?}",
+            self.target
+        ))
     }
 }
 
@@ -278,7 +301,20 @@ where
     let guard = AbortOnDrop(sender);
     let out = futures_util::stream::unfold(Some((pending_rx, rx, guard)), |state| async move {
         let (mut pending, mut rx, guard) = state?;
-        pending.recv().await?;
+        // Biased towards `pending`: a response only ever follows a token (the sender queues
+        // the token before sending), so `rx` is polled only while nothing is in flight and no
+        // response can be half read when its future is dropped.
+        tokio::select! {
+            biased;
+            token = pending.recv() => token?,
+            _ = rx.recv() => {
+                // The server closed the stream while nothing was in flight (its idle timeout,
+                // or it made room for another connection): a clean end, not a replication
+                // error; openraft opens a new stream when it has something to send.
+                tracing::debug!("append stream closed by the server while idle");
+                return None;
+            }
+        }
         let item = match rx.recv().await {
             Ok(msg) => wire::decode_stream_result(&msg).map_err(network),
             Err(e) => Err(network(e)),
@@ -334,6 +370,10 @@ pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
     rx: Rx,
 ) -> Result<()> {
     let (bad_tx, mut bad_rx) = mpsc::channel::<String>(1);
+    // openraft reads the input in a task of its own, which would keep the connection (and
+    // its descriptor) open after this function returns or is dropped (eviction, shutdown)
+    // until the peer sends again or the idle timeout: the input ends when `_stop` goes.
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let input = futures_util::stream::unfold(Some((rx, bad_tx)), |state| async move {
         let (mut rx, bad) = state?;
         let msg = rx.recv().await.ok()?;
@@ -345,7 +385,7 @@ pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
             }
         }
     });
-    let mut out = std::pin::pin!(raft.stream_append(input));
+    let mut out = std::pin::pin!(raft.stream_append(input.take_until(stopped)));
     while let Some(item) = out.next().await {
         match item {
             Ok(r) => tx.send(wire::encode_stream_result(&r)).await?,

@@ -40,10 +40,10 @@ pub fn spawn_node_with(
     extra: &[&str],
     founding: bool,
 ) -> Proc {
-    spawn_node_logged(id, root, addrs, cluster, extra, founding, None)
+    spawn_node_configured(id, root, addrs, cluster, extra, founding, |_| {})
 }
 
-/// Like `spawn_node_with`; the node's stderr (its log lines) goes to `stderr` when given.
+/// Like `spawn_node_with`; the node's stderr (its log lines) goes to the file `stderr`.
 pub fn spawn_node_logged(
     id: u64,
     root: &Path,
@@ -51,7 +51,24 @@ pub fn spawn_node_logged(
     cluster: u64,
     extra: &[&str],
     founding: bool,
-    stderr: Option<&Path>,
+    stderr: &Path,
+) -> Proc {
+    let log = std::fs::File::create(stderr).expect("node log file");
+    spawn_node_configured(id, root, addrs, cluster, extra, founding, |cmd| {
+        cmd.stderr(log);
+    })
+}
+
+/// Like `spawn_node_with`; `configure` adjusts the command last (e.g. a `pre_exec`, another
+/// stderr).
+pub fn spawn_node_configured(
+    id: u64,
+    root: &Path,
+    addrs: &BTreeMap<u64, String>,
+    cluster: u64,
+    extra: &[&str],
+    founding: bool,
+    configure: impl FnOnce(&mut Command),
 ) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitelog"));
     cmd.arg("node")
@@ -69,19 +86,21 @@ pub fn spawn_node_logged(
     for (m, a) in addrs.iter().filter(|_| founding) {
         cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(match stderr {
-            Some(p) => Stdio::from(std::fs::File::create(p).expect("node log file")),
-            None => Stdio::null(),
-        })
-        .spawn()
-        .expect("spawn sitelog node");
+    cmd.stdout(Stdio::piped())
+        // SITELOG_TEST_STDERR=1 shows the nodes' logs (with RUST_LOG) when debugging a test.
+        .stderr(if std::env::var_os("SITELOG_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn sitelog node");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
     assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
+    // Drain the rest (a closed pipe would kill the node at its next line, e.g. `METRICS`).
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Proc { child }
 }
 
