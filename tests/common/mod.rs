@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -86,19 +87,46 @@ pub fn spawn_node_configured(
     for (m, a) in addrs.iter().filter(|_| founding) {
         cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
     }
+    // The node's log lines go to `root/n<id>.stderr` (appended across restarts), so a node
+    // that fails to start says why; SITELOG_TEST_STDERR=1 shows them (with RUST_LOG) instead.
+    let stderr_path = root.join(format!("n{id}.stderr"));
     cmd.stdout(Stdio::piped())
-        // SITELOG_TEST_STDERR=1 shows the nodes' logs (with RUST_LOG) when debugging a test.
         .stderr(if std::env::var_os("SITELOG_TEST_STDERR").is_some() {
             Stdio::inherit()
         } else {
-            Stdio::null()
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&stderr_path)
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
         });
+    // Descriptors this process inherited without close-on-exec (a CI runner's) must not
+    // reach the node: tests that cap its descriptors count on a node that starts with a
+    // few. std's own are close-on-exec already; kernels before 5.11 lack close_range.
+    // SAFETY: a raw syscall, async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
     configure(&mut cmd);
     let mut child = cmd.spawn().expect("spawn sitelog node");
     let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("LISTENING"), "node {id} said {line:?}");
+    if !line.starts_with("LISTENING") {
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+        panic!("node {id} said {line:?}; the last lines of its log, newest first:\n{tail}");
+    }
     // Drain the rest (a closed pipe would kill the node at its next line, e.g. `METRICS`).
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Proc { child }
