@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use sitelog::io::{IoRef, PosixIo};
 use sitelog::net::fetch::{chunk_reply, fetch_segment, serve_chunk, FetchOptions, FetchProgress};
+use sitelog::net::fetch_budget::FetchBudget;
 use sitelog::net::tcp::{serve, BoxFut, FrameRx, FrameTx, NetLimits, ServerIdentity, Service};
 use sitelog::storage::checksum::checksum;
 use sitelog::{IoBackend, Log, LogOptions};
@@ -126,11 +127,12 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
     let mut fopts = FetchOptions::new(CLUSTER);
     fopts.chunk_bytes = 64 << 10;
     let progress = FetchProgress::default();
+    let budget = FetchBudget::new(fopts.max_bytes_per_s);
 
     // Segment 0: from scratch, past the two bad sources.
     let s0 = &manifest[0];
     let p0 = stage.join("0");
-    fetch_segment(&io, LOG_ID, s0, &p0, &sources, &fopts, &progress)
+    fetch_segment(&io, LOG_ID, s0, &p0, &sources, &fopts, &budget, &progress)
         .await
         .unwrap();
     let src_file = |base: u64| std::fs::read(src_dir.join(format!("{base:020}.seg"))).unwrap();
@@ -143,7 +145,7 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
     let half = whole.len() / 2;
     std::fs::write(&p1, &whole[..half]).unwrap();
     let before = served.load(Ordering::Relaxed);
-    fetch_segment(&io, LOG_ID, s1, &p1, &sources, &fopts, &progress)
+    fetch_segment(&io, LOG_ID, s1, &p1, &sources, &fopts, &budget, &progress)
         .await
         .unwrap();
     let fetched = served.load(Ordering::Relaxed) - before;
@@ -163,7 +165,7 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
     let g = garbage.len() - 10;
     garbage[g] ^= 0x5a;
     std::fs::write(&p2, &garbage).unwrap();
-    fetch_segment(&io, LOG_ID, s2, &p2, &sources, &fopts, &progress)
+    fetch_segment(&io, LOG_ID, s2, &p2, &sources, &fopts, &budget, &progress)
         .await
         .unwrap();
     assert_eq!(checksum(&std::fs::read(&p2).unwrap()), checksum(&whole2));
@@ -188,9 +190,18 @@ async fn fetch_skips_bad_sources_resumes_and_verifies() {
     let (rot_src, _) = start_source(rot_log, Behaviour::Honest).await;
     let (good2, _) = start_source(log.clone(), Behaviour::Honest).await;
     let p3 = stage.join("3");
-    fetch_segment(&io, LOG_ID, &s3, &p3, &[rot_src, good2], &fopts, &progress)
-        .await
-        .unwrap();
+    fetch_segment(
+        &io,
+        LOG_ID,
+        &s3,
+        &p3,
+        &[rot_src, good2],
+        &fopts,
+        &budget,
+        &progress,
+    )
+    .await
+    .unwrap();
     assert_eq!(std::fs::read(&p3).unwrap(), src_file(s3.base_offset));
 
     // A new replica adopts the three copies and reads the records back.

@@ -26,6 +26,7 @@
 //! Sources are tried in the order given (callers put the same site first); a source that
 //! does not hold the segment, fails, or sends a bad chunk is skipped for the next chunk.
 
+use super::fetch_budget::FetchBudget;
 use super::tcp::{connect_fetch, FrameRx, FrameTx, NetLimits};
 use crate::io::{read_exact_at, IoRef};
 use crate::raft::remote::{MessageRx, MessageTx};
@@ -35,7 +36,6 @@ use crate::{Error, Log, Result};
 use bytes::Bytes;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 const FETCH: u8 = 0x51;
 const CHUNK: u8 = 0x71;
@@ -55,7 +55,9 @@ pub struct FetchOptions {
     pub chunk_bytes: u32,
     /// zstd on the wire. Default true.
     pub compress: bool,
-    /// Throttle in bytes/s of file data (`None`: as fast as it goes). Default 100 MB/s.
+    /// The node's fetch budget in bytes/s of file data, shared by all its fetches at once
+    /// (`None`: as fast as it goes). Default 100 MB/s. The node builds one [`FetchBudget`]
+    /// from it.
     pub max_bytes_per_s: Option<u64>,
     /// Network limits of the fetch connections.
     pub limits: NetLimits,
@@ -286,27 +288,12 @@ pub struct FetchProgress {
     pub total_bytes: AtomicU64,
 }
 
-struct Throttle {
-    start: Instant,
-    bytes: u64,
-    rate: Option<u64>,
-}
-
-impl Throttle {
-    async fn account(&mut self, n: u64) {
-        self.bytes += n;
-        if let Some(rate) = self.rate.filter(|&r| r > 0) {
-            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(self.start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-}
-
 /// Fetches one sealed segment into `staging` (resuming from what it already holds) from the
 /// first of `sources` that serves it, verifies the whole file, and fsyncs it. Returns once
 /// `staging` is a verified copy.
+// The budget is the node's, the progress the caller's, the rest the segment's: no grouping
+// of them would be used twice.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_segment(
     io: &IoRef,
     log_id: u64,
@@ -314,16 +301,12 @@ pub async fn fetch_segment(
     staging: &Path,
     sources: &[String],
     opts: &FetchOptions,
+    budget: &FetchBudget,
     progress: &FetchProgress,
 ) -> Result<()> {
     if sources.is_empty() {
         return Err(Error::InvalidArgument("no source to fetch from".into()));
     }
-    let mut throttle = Throttle {
-        start: Instant::now(),
-        bytes: 0,
-        rate: opts.max_bytes_per_s,
-    };
     let mut source = 0usize;
     for _attempt in 0..MAX_WHOLE_FILE_ATTEMPTS {
         let file = io.open(staging, true).map_err(|e| Error::io(staging, e))?;
@@ -369,11 +352,24 @@ pub async fn fetch_segment(
                 rx.recv().await
             }
             .await;
-            let raw = match reply
-                .map_err(|e| e.to_string())
-                .and_then(|b| decode_chunk(&b, want))
-            {
-                Ok(raw) => raw,
+            // Decompressing, checking and writing a chunk is milliseconds of CPU and disk:
+            // off the async threads, which carry this node's consensus traffic.
+            let decoded = match reply {
+                Ok(b) => match budget.run_cpu(move || decode_chunk(&b, want)).await {
+                    Ok(Ok(raw)) => {
+                        let f = file.clone();
+                        let write = move || f.write_at_sync(&raw, pos).map(|()| raw.len() as u64);
+                        tokio::task::spawn_blocking(write)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(Err(why)) => Err(why),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let written = match decoded {
+                Ok(written) => written.map_err(|e| Error::io(staging, e))?,
                 Err(why) => {
                     tracing::warn!(segment = info.base_offset, source = %sources[source % sources.len()], %why, "fetch chunk failed; trying another source");
                     conn = None;
@@ -383,15 +379,18 @@ pub async fn fetch_segment(
                     continue;
                 }
             };
-            file.write_at_sync(&raw, pos)
-                .map_err(|e| Error::io(staging, e))?;
-            pos += raw.len() as u64;
-            progress
-                .done_bytes
-                .fetch_add(raw.len() as u64, Ordering::Relaxed);
-            throttle.account(raw.len() as u64).await;
+            pos += written;
+            progress.done_bytes.fetch_add(written, Ordering::Relaxed);
+            budget.spend(written).await;
         }
-        match verify_segment_file(io, staging, info, log_id) {
+        let verified = {
+            let (io, staging, info) = (io.clone(), staging.to_path_buf(), *info);
+            budget
+                .run_cpu(move || verify_segment_file(&io, &staging, &info, log_id))
+                .await
+                .and_then(|r| r)
+        };
+        match verified {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(segment = info.base_offset, error = %e, "fetched copy failed verification; fetching it again");

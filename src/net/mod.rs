@@ -10,7 +10,8 @@
 //! - [`descriptors`]: `RLIMIT_NOFILE` headroom kept for the node's own files.
 //! - [`warn_rate`]: one warning per second, with a count, instead of one per connection.
 //!
-//! - [`fetch`]: bulk, resumable, verified, throttled fetch of sealed segment files.
+//! - [`fetch`]: bulk, resumable, verified, throttled fetch of sealed segment files;
+//!   [`fetch_budget`]: the node's one throttle for all its fetches.
 //!
 //! Messages are opaque here: `raft::wire` encodes Raft RPCs, `node` encodes client requests.
 //! Reconnection: every failed call drops its connection and the next one reconnects;
@@ -19,6 +20,7 @@
 pub mod budget;
 pub mod descriptors;
 pub mod fetch;
+pub mod fetch_budget;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

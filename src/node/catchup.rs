@@ -9,6 +9,7 @@
 
 use crate::io::IoRef;
 use crate::net::fetch::{fetch_segment, FetchOptions, FetchProgress};
+use crate::net::fetch_budget::FetchBudget;
 use crate::raft::replica::{IncomingSnapshot, Replica};
 use crate::raft::wire;
 use crate::storage::manifest::verify_segment_file;
@@ -46,9 +47,19 @@ pub struct CatchUpState {
     pub progress: FetchProgress,
     /// When the current catch-up started.
     pub started: std::sync::Mutex<Option<Instant>>,
+    /// The node's fetch budget: all parallel segment fetches (and repairs) draw from it.
+    pub budget: FetchBudget,
 }
 
 impl CatchUpState {
+    /// No catch-up yet; fetches draw from `budget`.
+    pub fn new(budget: FetchBudget) -> Self {
+        CatchUpState {
+            budget,
+            ..CatchUpState::default()
+        }
+    }
+
     /// (bytes in place, bytes to have).
     pub fn bytes(&self) -> (u64, u64) {
         (
@@ -101,6 +112,7 @@ async fn stage(
         &staged,
         sources,
         opts,
+        &state.budget,
         progress,
     )
     .await

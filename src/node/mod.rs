@@ -22,6 +22,7 @@ mod supervisor;
 
 pub use supervisor::{HealOptions, Health};
 
+use crate::net::fetch_budget::FetchBudget;
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
 use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus, SnapshotSettings};
 use crate::raft::NodeInfo;
@@ -261,10 +262,13 @@ impl Node {
         };
         let raft_cfg =
             openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers, cfg.snapshots)?;
+        // One budget for all of this node's bulk fetches, however many run at once.
+        let budget = FetchBudget::new(cfg.catch_up.fetch.max_bytes_per_s);
         let starter = supervisor::Starter {
             cfg: cfg.clone(),
             raft: raft_cfg,
             connector,
+            budget: budget.clone(),
         };
         let (replica, repairer) = starter.open().await?;
         let cell = Arc::new(supervisor::ReplicaCell::new(replica, repairer));
@@ -273,7 +277,7 @@ impl Node {
             cluster_id: cfg.cluster_id,
             limits: cfg.net,
         };
-        let catch_up = Arc::new(catchup::CatchUpState::default());
+        let catch_up = Arc::new(catchup::CatchUpState::new(budget));
         let service = Arc::new(service::NodeService {
             cell: cell.clone(),
             node_id: cfg.node_id,

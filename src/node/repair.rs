@@ -28,6 +28,7 @@
 //! sealed segments that hold entries not known committed.
 
 use crate::net::fetch::{fetch_segment, identify, FetchOptions, FetchProgress};
+use crate::net::fetch_budget::FetchBudget;
 use crate::raft::replica::Replica;
 use crate::storage::repair::damaged_segment_base;
 use crate::storage::{Log, SegmentInfo};
@@ -89,6 +90,8 @@ pub(crate) struct Repairer {
     replica: Replica,
     site: String,
     fetch: FetchOptions,
+    /// The node's fetch budget, shared with catch-up.
+    budget: FetchBudget,
     /// Segments with a read-triggered repair task pending (one task per segment).
     pending: Mutex<BTreeSet<u64>>,
     /// Active segments whose damage a read met (said once each, not once per read).
@@ -117,6 +120,7 @@ impl Repairer {
         replica: Replica,
         site: &str,
         fetch: FetchOptions,
+        budget: FetchBudget,
         opts: RepairOptions,
     ) -> Arc<Repairer> {
         let r = Arc::new(Repairer {
@@ -124,6 +128,7 @@ impl Repairer {
             replica,
             site: site.to_string(),
             fetch,
+            budget,
             pending: Mutex::new(BTreeSet::new()),
             active_damage_reported: Mutex::new(BTreeSet::new()),
             serial: tokio::sync::Mutex::new(()),
@@ -284,6 +289,7 @@ impl Repairer {
             &info,
             sources,
             &self.fetch,
+            &self.budget,
         )
         .await?;
         let log = self.log().clone();
@@ -429,6 +435,7 @@ pub(crate) async fn fetch_copy(
     info: &SegmentInfo,
     sources: &[String],
     fetch: &FetchOptions,
+    budget: &FetchBudget,
 ) -> Result<PathBuf> {
     let dir = data_dir.join(REPAIR_DIR);
     io.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -436,7 +443,10 @@ pub(crate) async fn fetch_copy(
     // A leftover of an earlier attempt may be of another identity: start afresh.
     let _ = io.remove(&staging);
     let progress = FetchProgress::default();
-    fetch_segment(io, cluster_id, info, &staging, sources, fetch, &progress).await?;
+    fetch_segment(
+        io, cluster_id, info, &staging, sources, fetch, budget, &progress,
+    )
+    .await?;
     Ok(staging)
 }
 

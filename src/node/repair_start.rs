@@ -13,6 +13,7 @@
 
 use super::repair::{fetch_copy, identify_copies, Expected};
 use super::NodeConfig;
+use crate::net::fetch_budget::FetchBudget;
 use crate::raft::start_hints;
 use crate::storage::repair::{damaged_segment_base, replace_sealed_file};
 use crate::storage::SegmentInfo;
@@ -28,10 +29,11 @@ pub(crate) const MAX_START_REPAIRS: usize = 16;
 /// repaired).
 pub(crate) async fn repair_at_start(
     cfg: &NodeConfig,
+    budget: &FetchBudget,
     err: Error,
     tried: &mut BTreeSet<u64>,
 ) -> Result<()> {
-    match try_repair(cfg, &err, tried).await {
+    match try_repair(cfg, budget, &err, tried).await {
         Ok(Some(info)) => {
             metrics::counter!("sitelog_segments_repaired_total", "node" => cfg.node_id.to_string())
                 .increment(1);
@@ -58,6 +60,7 @@ pub(crate) async fn repair_at_start(
 /// already tried).
 async fn try_repair(
     cfg: &NodeConfig,
+    budget: &FetchBudget,
     err: &Error,
     tried: &mut BTreeSet<u64>,
 ) -> Result<Option<SegmentInfo>> {
@@ -109,6 +112,7 @@ async fn try_repair(
             &info,
             &sources,
             &cfg.catch_up.fetch,
+            budget,
         )
         .await;
         let swapped = fetched

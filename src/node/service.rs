@@ -54,9 +54,13 @@ impl Service for NodeService {
             let reply = crate::net::fetch::serve_identify(r.store.log(), commit_end, &msg);
             return Box::pin(async move { reply });
         }
-        // Reading a chunk is a few MiB of pread: off the async threads.
+        // Reading and compressing a chunk is a few MiB of pread and zstd: on the node's
+        // low-priority bulk-transfer thread, so serving a rebuild never takes more than one
+        // core from the writers, nor the async threads.
+        let budget = self.catch_up_state.budget.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
+            budget
+                .run_cpu(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
                 .await
                 .unwrap_or_else(|e| crate::net::fetch::error_reply(&e.to_string()))
         })

@@ -21,6 +21,7 @@
 use super::metrics as node_metrics;
 use super::repair::Repairer;
 use super::NodeConfig;
+use crate::net::fetch_budget::FetchBudget;
 use crate::net::tcp::TcpConnector;
 use crate::raft::health::{probe, Fault};
 use crate::raft::remote::RemoteNetworkFactory;
@@ -175,6 +176,8 @@ pub(super) struct Starter {
     pub(super) cfg: NodeConfig,
     pub(super) raft: Arc<RaftConfig>,
     pub(super) connector: TcpConnector,
+    /// The node's one budget for bulk fetches (catch-up and repair).
+    pub(super) budget: FetchBudget,
 }
 
 /// Why one heal attempt did not bring the replica back.
@@ -220,11 +223,23 @@ impl Starter {
             match opened {
                 Ok(r) => break r,
                 Err(e) => {
-                    super::repair_start::repair_at_start(cfg, e, &mut repaired_at_start).await?
+                    super::repair_start::repair_at_start(
+                        cfg,
+                        &self.budget,
+                        e,
+                        &mut repaired_at_start,
+                    )
+                    .await?
                 }
             }
         };
-        let repairer = Repairer::start(replica.clone(), &cfg.site, cfg.catch_up.fetch, cfg.repair);
+        let repairer = Repairer::start(
+            replica.clone(),
+            &cfg.site,
+            cfg.catch_up.fetch,
+            self.budget.clone(),
+            cfg.repair,
+        );
         repairer.count_start_repairs(repaired_at_start.len() as u64);
         Ok((replica, repairer))
     }
