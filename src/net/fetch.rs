@@ -199,6 +199,11 @@ pub fn error_reply(text: &str) -> Bytes {
     o.into()
 }
 
+/// How long serving a chunk of a segment keeps that segment from retention: longer than a
+/// fetcher's pause between two chunks (throttling, a retry), short enough that an abandoned
+/// transfer does not hold retention back for long.
+pub const TRANSFER_PIN_LEASE_MS: u64 = 30_000;
+
 /// Answers one fetch request from `log`'s sealed segments (the source side).
 pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let Some(req) = decode_req(msg) else {
@@ -207,6 +212,13 @@ pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let Some(file) = log.sealed_segment_file(&req.info) else {
         return Bytes::from_static(&[NOT_HELD]);
     };
+    // A transfer is many chunk requests: each renews a lease on the segment, so retention
+    // does not delete it between two chunks (a fetcher gone quiet releases it when the lease
+    // ends). The chunk itself reads through the open file, which outlives a deletion.
+    log.lease_pin(
+        req.info.base_offset,
+        std::time::Duration::from_millis(TRANSFER_PIN_LEASE_MS),
+    );
     if req.from >= req.info.size_bytes {
         return error_reply("fetch past the end of the segment");
     }

@@ -521,7 +521,22 @@ impl Replica {
         let a = super::snapshot::AppState::compress(offset, state)?;
         super::snapshot::save_app_state(&self.io, &self.dir, &a)?;
         *self.sm.app_state() = Some(a);
+        self.sm.refresh_floor_pin();
         Ok(())
+    }
+
+    /// Whether retention waits for a new snapshot: its cut passed the first segment the
+    /// current snapshot (which pins it) lists. The node then asks openraft for one, which
+    /// lists fewer segments even when no entry was applied since (an idle log's age
+    /// retention needs this).
+    pub fn retention_wants_snapshot(&self) -> bool {
+        let needed = self.sm.needed_from();
+        needed != u64::MAX
+            && self
+                .store
+                .log()
+                .retention_cut()
+                .is_some_and(|cut| cut > needed)
     }
 
     /// The application state attached here or received with a snapshot: (offset, state).
