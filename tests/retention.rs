@@ -19,6 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+mod common;
+
 const CLUSTER: u64 = 0x7e7;
 const SEGMENT_BYTES: u64 = 16 << 10;
 const RETENTION_BYTES: u64 = 64 << 10;
@@ -283,4 +285,105 @@ async fn retention_without_snapshots_is_refused() {
         Err(Error::InvalidArgument(why)) => assert!(why.contains("snapshots"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// `sitelog node --retention-bytes` (nodes 2 and 3) and the TOML keys `retention_bytes` and
+/// `retention_age_secs` (node 1): the cluster deletes old segments, `sitelog read --from 0`
+/// fails naming the first available offset, and `sitelog read` without `--from` starts there.
+#[test]
+fn cli_flags_and_toml_keys_set_retention_and_read_names_the_floor() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: BTreeMap<u64, String> = (1..=3).map(|i| (i, common::free_port())).collect();
+    let members: Vec<String> = addrs
+        .iter()
+        .map(|(i, a)| format!("{{ id = {i}, site = \"site-{i}\", addr = \"{a}\" }}"))
+        .collect();
+    let toml = format!(
+        "id = 1\nsite = \"site-1\"\ndata = \"{}\"\nlisten = \"{}\"\ncluster_id = {CLUSTER}\n\
+         segment_bytes = 16384\nsnapshot_every = 40\nsnapshot_keep = 10\n\
+         retention_bytes = 65536\nretention_age_secs = 3600\nmembers = [{}]\n",
+        dir.path().join("n1").display(),
+        addrs[&1],
+        members.join(", ")
+    );
+    let cfg = dir.path().join("node1.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let n1 = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["node", "--exit-after-secs", "120", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _n1 = common::Proc { child: n1 };
+    let flags = [
+        "--segment-bytes",
+        "16384",
+        "--snapshot-every",
+        "40",
+        "--snapshot-keep",
+        "10",
+        "--retention-bytes",
+        "65536",
+        "--retention-age-secs",
+        "3600",
+    ];
+    let _others: Vec<_> = (2..=3)
+        .map(|i| common::spawn_node_with(i, dir.path(), &addrs, CLUSTER, &flags, true))
+        .collect();
+    let nodes = addrs.values().cloned().collect::<Vec<_>>().join(",");
+    let cluster = CLUSTER.to_string();
+    let target = ["--node", &nodes, "--cluster-id", &cluster];
+    let st = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["append", "--count", "1200", "--size", "300"])
+        .args(target)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Poll until retention deleted the start: `read --from 0` then fails naming the floor.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .args(["read", "--from", "0", "--to", "1"])
+            .args(target)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() {
+            break err;
+        }
+        assert!(Instant::now() < deadline, "no node deleted anything");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        message.contains("below the first available offset"),
+        "{message}"
+    );
+    let first: u64 = message
+        .split("first available offset ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {message:?}"));
+    assert!(first > 0, "{message}");
+    // Without --from the read starts at the first offset still held, and succeeds.
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .arg("read")
+        .args(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first_line = text.lines().next().expect("records");
+    let off: u64 = first_line
+        .split("\"offset\":")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {first_line:?}"));
+    assert!(off >= first, "read from {off}, below the floor {first}");
 }
