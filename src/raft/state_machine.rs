@@ -87,6 +87,13 @@ impl SmShared {
         snap.into_iter().chain(app).min().unwrap_or(u64::MAX)
     }
 
+    /// The first segment the current snapshot lists, if there is one.
+    pub(crate) fn snapshot_first(&self) -> Option<u64> {
+        self.current()
+            .as_ref()
+            .and_then(|(_, m)| m.segments.first().map(|s| s.base_offset))
+    }
+
     /// Moves the floor pin to [`Self::needed_from`] (after a snapshot is built or installed,
     /// or an application state attached).
     pub(crate) fn refresh_floor_pin(&self) {
