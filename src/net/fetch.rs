@@ -536,4 +536,35 @@ mod tests {
         );
         assert!(decode_identity(&serve_identify(&log, u64::MAX, &[IDENTIFY])).is_err());
     }
+
+    #[test]
+    fn a_segment_being_served_is_kept_from_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::storage::LogOptions {
+            segment_size_bytes: 16 << 10,
+            max_record_bytes: 1 << 10,
+            preallocate: false,
+            retention_bytes: Some(32 << 10),
+            ..crate::storage::LogOptions::default()
+        };
+        let log = Log::open(dir.path(), opts).unwrap();
+        // Everything stays while the pin at 0 lives.
+        let hold = log.pin(0);
+        for _ in 0..600 {
+            log.append(&[7u8; 200]).unwrap();
+        }
+        let first = log.sealed_segments(u64::MAX).unwrap()[1];
+        let req = encode_req(&Req {
+            info: first,
+            from: 0,
+            max_len: 4096,
+            compress: false,
+        });
+        assert_eq!(serve_chunk(&log, &req)[0], CHUNK);
+        drop(hold);
+        // A transfer of `first` is under way: retention deletes only what lies below it.
+        log.apply_retention().unwrap();
+        assert_eq!(log.start_offset(), first.base_offset);
+        assert!(log.sealed_segment_file(&first).is_some());
+    }
 }

@@ -397,7 +397,8 @@ impl Node {
         r
     }
 
-    /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet).
+    /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet,
+    /// [`Error::BelowFloor`] naming the first offset held if retention deleted it).
     pub fn read(&self, offset: u64) -> Result<Record> {
         let commit_end = self.commit_end();
         let replica = self.open_replica()?;
@@ -433,6 +434,8 @@ impl Node {
 
     /// Committed records from `from`, in order, waiting for new ones. Raft's own entries
     /// (blank and membership) are included as records of their kind; most readers skip them.
+    /// A subscription that asks for, or falls below, the first offset held (retention deleted
+    /// it) gets [`Error::BelowFloor`] naming it, never a silent skip.
     pub fn subscribe(&self, from: u64) -> Subscription {
         Subscription {
             node: self.clone(),
