@@ -518,8 +518,19 @@ impl Log {
             .read()
             .unwrap_or_else(|p| p.into_inner());
         let seg = segs.range(..=offset).next_back().map(|(_, s)| s.clone());
-        seg.filter(|s| offset < s.end_offset())
-            .ok_or(Error::OutOfRange { offset, start, end })
+        seg.filter(|s| offset < s.end_offset()).ok_or_else(|| {
+            // A purge moves the start before it deletes the files: a segment gone since the
+            // check above is below the new start.
+            let first_available = self.start_offset();
+            if offset < first_available {
+                Error::BelowFloor {
+                    offset,
+                    first_available,
+                }
+            } else {
+                Error::OutOfRange { offset, start, end }
+            }
+        })
     }
 
     /// Keeps every record at or above `offset` from retention while the pin lives.
