@@ -63,7 +63,7 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The offset is below the log's logical start (purged) or at/after its end.
+    /// The offset is at or after the end (below the start is [`Error::BelowFloor`]).
     #[error("offset {offset} is out of range [{start}, {end})")]
     OutOfRange {
         /// The requested offset.
@@ -72,6 +72,20 @@ pub enum Error {
         start: u64,
         /// One past the last appended offset.
         end: u64,
+    },
+
+    /// The offset lies below the first record still held (Kafka's `OffsetOutOfRange`): older
+    /// records were deleted by retention or purged. Nothing is skipped silently; start again
+    /// at `first_available`.
+    #[error(
+        "offset {offset} is below the first available offset {first_available} (older records \
+         were deleted by retention)"
+    )]
+    BelowFloor {
+        /// The requested offset.
+        offset: u64,
+        /// The first offset still held.
+        first_available: u64,
     },
 
     /// A caller-supplied argument breaks a documented limit.

@@ -332,7 +332,7 @@ impl Harness<'_> {
         }
         if start > 0 {
             assert!(
-                matches!(log.read(start - 1), Err(Error::OutOfRange { .. })),
+                matches!(log.read(start - 1), Err(Error::BelowFloor { .. })),
                 "{ctx}: {when}: a purged offset is still readable"
             );
         }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use clap::Args;
 use sitelog::node::client::{AppendOutcome, Client};
 use sitelog::storage::checksum::checksum;
+use sitelog::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -59,9 +60,10 @@ pub struct AppendArgs {
 pub struct ReadArgs {
     #[command(flatten)]
     pub target: Target,
-    /// First offset.
-    #[arg(long, default_value_t = 0)]
-    pub from: u64,
+    /// First offset [default: the first offset the cluster still holds]. An offset below it
+    /// (deleted by retention) is an error naming the first available offset.
+    #[arg(long)]
+    pub from: Option<u64>,
     /// Stop before this offset [default: the commit end when the read starts].
     #[arg(long)]
     pub to: Option<u64>,
@@ -162,12 +164,30 @@ pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut next = args.from;
+    let mut next = args.from.unwrap_or(0);
     let mut end = args.to;
     loop {
-        let (commit_end, recs) = rt
-            .block_on(client.read(next, 10_000))
-            .map_err(|e| CliError(format!("read: {e}")))?;
+        let (commit_end, recs) = match rt.block_on(client.read(next, 10_000)) {
+            Ok(r) => r,
+            // No --from: start where the cluster's retained records start.
+            Err(Error::BelowFloor {
+                first_available, ..
+            }) if args.from.is_none() && first_available > next => {
+                next = first_available;
+                continue;
+            }
+            Err(Error::BelowFloor {
+                offset,
+                first_available,
+            }) => {
+                return Err(CliError(format!(
+                    "read: offset {offset} is below the first available offset \
+                     {first_available}: older records were deleted by retention (read again \
+                     with --from {first_available})"
+                )))
+            }
+            Err(e) => return Err(CliError(format!("read: {e}"))),
+        };
         let stop = *end.get_or_insert(commit_end);
         let Some(last) = recs.last().map(|r| r.offset) else {
             break;

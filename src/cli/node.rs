@@ -86,6 +86,16 @@ pub struct NodeArgs {
     /// Segment size of the log in bytes [default: 64 MiB].
     #[arg(long)]
     pub segment_bytes: Option<u64>,
+    /// Retention by size: delete the oldest sealed segments while the log's files exceed
+    /// this many bytes, down to the floor (what Raft, the latest snapshot and transfers still
+    /// need) [default: keep everything]. Needs snapshots.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// Retention by age: delete sealed segments whose newest record is older than this many
+    /// seconds, down to the floor; checked after every seal and every second [default: keep
+    /// everything]. Needs snapshots.
+    #[arg(long)]
+    pub retention_age_secs: Option<u64>,
     /// Catch-up fetch throttle in MB/s (0: unthrottled) [default: 100].
     #[arg(long)]
     pub fetch_mb_per_s: Option<u64>,
@@ -150,6 +160,8 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
     segment_bytes: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_age_secs: Option<u64>,
     fetch_mb_per_s: Option<u64>,
     scrub_mb_per_s: Option<u64>,
 }
@@ -235,6 +247,14 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         // A record must fit a segment with room to spare.
         cfg.log.max_record_bytes = cfg.log.max_record_bytes.min((b / 4) as u32);
     }
+    cfg.log.retention_bytes = args.retention_bytes.or(file.retention_bytes);
+    cfg.log.retention_age_ms = match args.retention_age_secs.or(file.retention_age_secs) {
+        Some(secs) => Some(
+            secs.checked_mul(1000)
+                .ok_or_else(|| CliError(format!("--retention-age-secs {secs} is too large")))?,
+        ),
+        None => None,
+    };
     if let Some(mb) = args.fetch_mb_per_s.or(file.fetch_mb_per_s) {
         cfg.catch_up.fetch.max_bytes_per_s = (mb > 0).then_some(mb * 1_000_000);
     }

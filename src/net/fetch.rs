@@ -201,6 +201,11 @@ pub fn error_reply(text: &str) -> Bytes {
     o.into()
 }
 
+/// How long serving a chunk of a segment keeps that segment from retention: longer than a
+/// fetcher's pause between two chunks (throttling, a retry), short enough that an abandoned
+/// transfer does not hold retention back for long.
+pub const TRANSFER_PIN_LEASE_MS: u64 = 30_000;
+
 /// Answers one fetch request from `log`'s sealed segments (the source side).
 pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let Some(req) = decode_req(msg) else {
@@ -209,6 +214,13 @@ pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let Some(file) = log.sealed_segment_file(&req.info) else {
         return Bytes::from_static(&[NOT_HELD]);
     };
+    // A transfer is many chunk requests: each renews a lease on the segment, so retention
+    // does not delete it between two chunks (a fetcher gone quiet releases it when the lease
+    // ends). The chunk itself reads through the open file, which outlives a deletion.
+    log.lease_pin(
+        req.info.base_offset,
+        std::time::Duration::from_millis(TRANSFER_PIN_LEASE_MS),
+    );
     if req.from >= req.info.size_bytes {
         return error_reply("fetch past the end of the segment");
     }
@@ -522,5 +534,36 @@ mod tests {
             None
         );
         assert!(decode_identity(&serve_identify(&log, u64::MAX, &[IDENTIFY])).is_err());
+    }
+
+    #[test]
+    fn a_segment_being_served_is_kept_from_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::storage::LogOptions {
+            segment_size_bytes: 16 << 10,
+            max_record_bytes: 1 << 10,
+            preallocate: false,
+            retention_bytes: Some(32 << 10),
+            ..crate::storage::LogOptions::default()
+        };
+        let log = Log::open(dir.path(), opts).unwrap();
+        // Everything stays while the pin at 0 lives.
+        let hold = log.pin(0);
+        for _ in 0..600 {
+            log.append(&[7u8; 200]).unwrap();
+        }
+        let first = log.sealed_segments(u64::MAX).unwrap()[1];
+        let req = encode_req(&Req {
+            info: first,
+            from: 0,
+            max_len: 4096,
+            compress: false,
+        });
+        assert_eq!(serve_chunk(&log, &req)[0], CHUNK);
+        drop(hold);
+        // A transfer of `first` is under way: retention deletes only what lies below it.
+        log.apply_retention().unwrap();
+        assert_eq!(log.start_offset(), first.base_offset);
+        assert!(log.sealed_segment_file(&first).is_some());
     }
 }

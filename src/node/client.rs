@@ -216,7 +216,7 @@ impl Client {
     }
 
     /// Committed records from `offset` (at most `max_records`), and the commit end, from any
-    /// node.
+    /// node. Below the first offset the node still holds: [`Error::BelowFloor`] naming it.
     pub async fn read(&mut self, offset: u64, max_records: u32) -> Result<(u64, Vec<WireRecord>)> {
         let req = Request::Read {
             offset,
@@ -227,6 +227,13 @@ impl Client {
                 commit_end,
                 records,
             } => Ok((commit_end, records)),
+            Reply::BelowFloor {
+                offset,
+                first_available,
+            } => Err(Error::BelowFloor {
+                offset,
+                first_available,
+            }),
             Reply::Error(e) => Err(Error::Protocol(e)),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod repair;
 mod repair_start;
+mod retention;
 mod service;
 mod supervisor;
 
@@ -77,7 +78,11 @@ pub struct NodeConfig {
     /// Raft timers. Default: LAN.
     pub timers: RaftTimers,
     /// Local log options. Default as `LogOptions`, with records limited to 1 MiB so that a
-    /// replication message (at most 64 entries) fits the network frame limit.
+    /// replication message (at most 64 entries) fits the network frame limit. Its
+    /// `retention_bytes` and `retention_age_ms` are the node's retention: whole sealed
+    /// segments below the floor (the lowest of the retention cut, what the latest snapshot
+    /// and attached application state need, one past Raft's purged entry, and segments being
+    /// fetched by peers) are deleted after each seal and every second. Needs snapshots.
     pub log: LogOptions,
     /// Network limits.
     pub net: NetLimits,
@@ -193,11 +198,11 @@ struct Inner {
     /// The storage supervisor (first: stopped before anything else, so that a shutdown is
     /// not taken for a fault), the accept loop (it owns the listener and the connections) and
     /// the metrics watcher; `None` once `shutdown` took them.
-    tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 3]>>,
+    tasks: std::sync::Mutex<Option<[tokio::task::JoinHandle<()>; 4]>>,
 }
 
 impl Inner {
-    fn take_tasks(&self) -> Option<[tokio::task::JoinHandle<()>; 3]> {
+    fn take_tasks(&self) -> Option<[tokio::task::JoinHandle<()>; 4]> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -243,11 +248,12 @@ impl Node {
     /// address is known before any starts); `cfg.listen` is ignored.
     pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
         cfg.net.validate(&cfg.timers)?;
-        if cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some() {
-            // Retention deletes sealed segments by size or age; without snapshots the Raft log
-            // must keep every entry a lagging or new replica may need.
+        let retention = cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some();
+        if retention && cfg.snapshots.every_entries.is_none() {
+            // Retention deletes only below Raft's purged entries, and Raft purges only behind
+            // a snapshot: without snapshots it would never delete anything.
             return Err(Error::InvalidArgument(
-                "retention on a replicated log needs segment snapshots (not implemented yet)"
+                "retention on a replicated node needs snapshots (set snapshots.every_entries)"
                     .into(),
             ));
         }
@@ -289,6 +295,7 @@ impl Node {
         let guard = tokio::spawn(supervisor::supervise(cell.clone(), starter));
         let server = tokio::spawn(tcp::serve(listener, identity, service));
         let watcher = tokio::spawn(metrics::watch_replica(cell.clone()));
+        let retainer = tokio::spawn(retention::run(cell.clone()));
         let node = Node {
             inner: Arc::new(Inner {
                 id: cfg.node_id,
@@ -297,7 +304,7 @@ impl Node {
                 placement: cfg.placement,
                 cell,
                 catch_up,
-                tasks: std::sync::Mutex::new(Some([guard, server, watcher])),
+                tasks: std::sync::Mutex::new(Some([guard, server, watcher, retainer])),
             }),
         };
         if !cfg.initial_members.is_empty() && !node.replica()?.is_initialized().await? {
@@ -394,7 +401,8 @@ impl Node {
         r
     }
 
-    /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet).
+    /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet,
+    /// [`Error::BelowFloor`] naming the first offset held if retention deleted it).
     pub fn read(&self, offset: u64) -> Result<Record> {
         let commit_end = self.commit_end();
         let replica = self.open_replica()?;
@@ -430,6 +438,8 @@ impl Node {
 
     /// Committed records from `from`, in order, waiting for new ones. Raft's own entries
     /// (blank and membership) are included as records of their kind; most readers skip them.
+    /// A subscription that asks for, or falls below, the first offset held (retention deleted
+    /// it) gets [`Error::BelowFloor`] naming it, never a silent skip.
     pub fn subscribe(&self, from: u64) -> Subscription {
         Subscription {
             node: self.clone(),

@@ -57,6 +57,8 @@ pub mod tag {
     pub const DONE: u8 = 0x66;
     /// The node is not serving (storage fault); nothing was done.
     pub const UNAVAILABLE: u8 = 0x67;
+    /// A read below the first offset still held (deleted by retention).
+    pub const BELOW_FLOOR: u8 = 0x68;
 }
 
 /// Most payloads in one append request.
@@ -136,6 +138,14 @@ pub enum Reply {
     Done,
     /// The node is not serving (its storage failed); nothing was done: try another node.
     Unavailable(String),
+    /// A read from below the first offset the node still holds (Kafka's `OffsetOutOfRange`):
+    /// older records were deleted by retention. Read again from `first_available`.
+    BelowFloor {
+        /// The offset asked for.
+        offset: u64,
+        /// The first offset the node holds.
+        first_available: u64,
+    },
 }
 
 fn put_u64(o: &mut Vec<u8>, v: u64) {
@@ -345,6 +355,14 @@ impl Reply {
                 o.push(tag::UNAVAILABLE);
                 put_str(&mut o, why);
             }
+            Reply::BelowFloor {
+                offset,
+                first_available,
+            } => {
+                o.push(tag::BELOW_FLOOR);
+                put_u64(&mut o, *offset);
+                put_u64(&mut o, *first_available);
+            }
         }
         o.into()
     }
@@ -433,6 +451,14 @@ impl Reply {
             Some(tag::ERROR) => c.str16().map(Reply::Error),
             Some(tag::DONE) => Some(Reply::Done),
             Some(tag::UNAVAILABLE) => c.str16().map(Reply::Unavailable),
+            Some(tag::BELOW_FLOOR) => (|| {
+                let offset = c.u64()?;
+                let first_available = c.u64()?;
+                Some(Reply::BelowFloor {
+                    offset,
+                    first_available,
+                })
+            })(),
             _ => None,
         };
         match r {
@@ -492,6 +518,10 @@ mod tests {
                 }],
             },
             Reply::Error("boom".into()),
+            Reply::BelowFloor {
+                offset: 3,
+                first_available: 4096,
+            },
             Reply::Done,
             Reply::Unavailable("disk full".into()),
         ];

@@ -150,11 +150,20 @@ async fn answer(
         Request::Read {
             offset,
             max_records,
-        } => read(r, offset, max_records).unwrap_or_else(|e| {
-            if let Some(repairer) = cell.repairer() {
-                repairer.on_read_error(&e);
+        } => read(r, offset, max_records).unwrap_or_else(|e| match e {
+            Error::BelowFloor {
+                offset,
+                first_available,
+            } => Reply::BelowFloor {
+                offset,
+                first_available,
+            },
+            e => {
+                if let Some(repairer) = cell.repairer() {
+                    repairer.on_read_error(&e);
+                }
+                Reply::Error(e.to_string())
             }
-            Reply::Error(e.to_string())
         }),
         Request::Status => Reply::Status(r.status()),
         Request::AddLearner { id, peer } => {
@@ -182,14 +191,15 @@ async fn answer(
 }
 
 /// Committed normal records from `offset`: at most `max_records` and [`MAX_READ_BYTES`]
-/// (at least one when there is one).
+/// (at least one when there is one). Below the log's start (deleted by retention):
+/// [`Error::BelowFloor`], never a silent skip to the start.
 fn read(r: &Replica, offset: u64, max_records: u32) -> Result<Reply> {
     let commit_end = *r.committed_end.borrow();
     let log = r.store.log();
     let mut records = Vec::new();
     let mut bytes = 0usize;
     if offset < commit_end {
-        for rec in log.iter(offset.max(log.start_offset())) {
+        for rec in log.iter(offset) {
             let rec = rec?;
             if rec.offset >= commit_end || records.len() >= max_records as usize {
                 break;

@@ -11,6 +11,9 @@
 //! - `truncate_after` maps to [`Log::truncate_from`]; `purge` only records the purged log id
 //!   in the metadata file (Raft no longer reads below it): the segment files stay, as the
 //!   snapshot's data and the messages readers read; retention removes files, never purge.
+//!   The store holds a [`Pin`] one past the purged id, so that retention never deletes an
+//!   entry openraft may still read: openraft purges only behind a snapshot, so the Raft log
+//!   shrinks only where a lagging replica can catch up by snapshot instead.
 //! - `save_committed` keeps the committed log id in memory and persists it at most every
 //!   [`COMMITTED_PERSIST_INTERVAL_MS`] (a stale committed id is a safe lower bound; this keeps
 //!   an fsync off every commit).
@@ -23,7 +26,7 @@ use super::entry::{from_record, to_payload, to_records};
 use super::health::{Fault, FaultSlot};
 use super::meta::{MetaFile, RaftMeta, StoredVote};
 use super::{log_id, Entry, LogId, TypeConfig, Vote};
-use crate::storage::Log;
+use crate::storage::{Log, Pin};
 use crate::Error;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use std::fmt::Debug;
@@ -76,6 +79,8 @@ pub struct LogStore {
     flushes: mpsc::Sender<(u64, IOFlushed<TypeConfig>)>,
     faults: FaultSlot,
     repair: Arc<std::sync::OnceLock<Arc<dyn SegmentRepair>>>,
+    /// Keeps retention at or below one past the purged id (see the module doc).
+    purge_pin: Arc<Mutex<Pin>>,
 }
 
 impl Debug for LogStore {
@@ -105,7 +110,9 @@ impl LogStore {
         let faults = FaultSlot::default();
         super::runtime::spawn(complete_flushes(log.clone(), rx, faults.clone()));
         let committed = from_pair(meta.current().committed);
+        let purge_pin = log.pin(meta.current().purged.map_or(0, |(_, i)| i + 1));
         LogStore {
+            purge_pin: Arc::new(Mutex::new(purge_pin)),
             log,
             meta: Arc::new(Mutex::new(MetaState {
                 file: meta,
@@ -400,6 +407,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // committed messages readers still read); files are removed by retention, never here.
         self.write_meta(|m| m.purged = Some((upto.leader_id.term, upto.index)))?;
         let start = upto.index + 1;
+        // Retention may now delete the segments wholly below the purged entries (and what
+        // the snapshot and the other pins allow).
+        self.purge_pin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .move_to(start);
         if start > self.log.end_offset() {
             // Purged past the last entry (a snapshot covers more than the log holds).
             self.log.restart_at(start).map_err(|e| self.fail(e))?;

@@ -521,7 +521,41 @@ impl Replica {
         let a = super::snapshot::AppState::compress(offset, state)?;
         super::snapshot::save_app_state(&self.io, &self.dir, &a)?;
         *self.sm.app_state() = Some(a);
+        self.sm.refresh_floor_pin();
         Ok(())
+    }
+
+    /// Whether retention waits for a new snapshot: a snapshot built now would list fewer
+    /// segments than the current one (which pins its first), because the retention cut moved
+    /// past it. The node then asks openraft for one, which the state machine builds even when
+    /// no entry was applied since (an idle log's age retention needs this). Reads nothing from
+    /// disk: cheap enough for every tick.
+    pub fn retention_wants_snapshot(&self) -> bool {
+        let Some(first) = self.sm.snapshot_first() else {
+            return false;
+        };
+        let log = self.store.log();
+        let Some(cut) = log.retention_cut() else {
+            return false;
+        };
+        let applied_end = *self.committed_end.borrow();
+        let last_sealed = log
+            .sealed_geometry()
+            .iter()
+            .rev()
+            .find(|g| g.end_offset <= applied_end)
+            .map(|g| g.base_offset);
+        let app_needs = self
+            .sm
+            .app_state()
+            .as_ref()
+            .map(|a| a.offset.saturating_add(1));
+        let planned = [Some(cut), app_needs, last_sealed]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0);
+        last_sealed.is_some() && planned > first
     }
 
     /// The application state attached here or received with a snapshot: (offset, state).

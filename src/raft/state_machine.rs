@@ -8,6 +8,13 @@
 //! (openraft installs it again; the segments are already in the log, so nothing moves) and
 //! re-applies the committed entries after it.
 //!
+//! **Retention.** A snapshot lists the sealed segments from the retention cut on (or from
+//! the one holding the first record the attached application state needs, if older), and
+//! always its last one: a replica rebuilt from it fetches only retained data and its log
+//! starts there. The state machine pins (`floor_pin`) the first segment the current snapshot
+//! lists and the first record after the attached application state, so retention never
+//! deletes what a snapshot being served or the next one needs.
+//!
 //! **Retired ids.** Applying a membership that drops a node id from the previous one retires
 //! that id for good: the set of retired ids is kept with every remembered membership, carried
 //! in the snapshot (so a node rebuilt from one knows them), and the replica refuses to add a
@@ -49,6 +56,8 @@ pub struct SmShared {
     pub(crate) app_state: Mutex<Option<AppState>>,
     /// As of the last applied membership: (retired ids, the membership's node ids).
     applied_ids: Mutex<(BTreeSet<u64>, BTreeSet<u64>)>,
+    /// What the current snapshot and the attached application state need kept.
+    floor_pin: Mutex<crate::storage::Pin>,
 }
 
 impl SmShared {
@@ -59,6 +68,40 @@ impl SmShared {
 
     pub(crate) fn app_state(&self) -> MutexGuard<'_, Option<AppState>> {
         self.app_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first offset the current snapshot and the attached application state need:
+    /// the first segment the snapshot lists (one past its last entry if it lists none) and
+    /// one past the application state's offset; `u64::MAX` when neither needs anything.
+    pub(crate) fn needed_from(&self) -> u64 {
+        let snap = self.current().as_ref().map(|(meta, m)| {
+            m.segments
+                .first()
+                .map(|s| s.base_offset)
+                .unwrap_or_else(|| meta.last_log_id.map_or(0, |l| l.index + 1))
+        });
+        let app = self
+            .app_state()
+            .as_ref()
+            .map(|a| a.offset.saturating_add(1));
+        snap.into_iter().chain(app).min().unwrap_or(u64::MAX)
+    }
+
+    /// The first segment the current snapshot lists, if there is one.
+    pub(crate) fn snapshot_first(&self) -> Option<u64> {
+        self.current()
+            .as_ref()
+            .and_then(|(_, m)| m.segments.first().map(|s| s.base_offset))
+    }
+
+    /// Moves the floor pin to [`Self::needed_from`] (after a snapshot is built or installed,
+    /// or an application state attached).
+    pub(crate) fn refresh_floor_pin(&self) {
+        let at = self.needed_from();
+        self.floor_pin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .move_to(at);
     }
 
     /// As of the last applied membership: the retired ids, and the membership's node ids.
@@ -117,7 +160,9 @@ impl StateMachine {
             .map(|(_, m)| m.retired.clone())
             .unwrap_or_default();
         let (tx, rx) = watch::channel(0);
+        let floor_pin = Mutex::new(store.log().pin(0));
         let shared = Arc::new(SmShared {
+            floor_pin,
             store,
             io,
             dir: dir.to_path_buf(),
@@ -126,6 +171,7 @@ impl StateMachine {
             app_state: Mutex::new(app_state),
             applied_ids: Mutex::new((retired, BTreeSet::new())),
         });
+        shared.refresh_floor_pin();
         let sm = StateMachine {
             shared: shared.clone(),
             last_applied: None,
@@ -177,21 +223,41 @@ impl StateMachine {
     }
 
     /// A builder for the sealed segments whose records are all applied, if they reach past
-    /// the current snapshot (or `force`).
+    /// the current snapshot (or `force`). It lists them from the retention cut (or the first
+    /// record the attached application state needs, if older), and always the last one.
     fn builder(&self, force: bool) -> io::Result<Option<ManifestBuilder>> {
         let Some(applied) = self.last_applied else {
             return Ok(None);
         };
         let log = self.shared.store.log();
-        let segments = log.sealed_segments(applied.index + 1).map_err(io_err)?;
-        let current_end = self
+        let all = log.sealed_segments(applied.index + 1).map_err(io_err)?;
+        let (current_end, current_first) = match self.shared.current().as_ref() {
+            Some((m, man)) => (
+                m.last_log_id.map_or(0, |l| l.index + 1),
+                man.segments.first().map(|s| s.base_offset),
+            ),
+            None => (0, None),
+        };
+        let end = all.last().map_or(0, |s| s.end_offset);
+        let app_needs = self
             .shared
-            .current()
+            .app_state()
             .as_ref()
-            .and_then(|(m, _)| m.last_log_id)
-            .map_or(0, |l| l.index + 1);
-        let end = segments.last().map_or(0, |s| s.end_offset);
-        if end <= current_end && !force {
+            .map(|a| a.offset.saturating_add(1));
+        let from = log
+            .retention_cut()
+            .into_iter()
+            .chain(app_needs)
+            .min()
+            .unwrap_or(0)
+            .min(all.last().map_or(0, |s| s.base_offset));
+        let segments: Vec<_> = all.into_iter().filter(|s| s.end_offset > from).collect();
+        // A snapshot that covers no more entries is still worth building when it lists fewer
+        // segments: retention moved past the current one's first, which it pins.
+        let trims = current_first
+            .zip(segments.first())
+            .is_some_and(|(f, s)| end >= current_end && s.base_offset > f);
+        if end <= current_end && !trims && !force {
             return Ok(None);
         }
         let last = match end {
@@ -218,6 +284,18 @@ impl StateMachine {
     }
 }
 
+/// `m` without the segments wholly below `start`, when `start` is one of its segment bases:
+/// this replica's retention already deleted them (replicas' segments share their bounds), and
+/// the log cannot adopt segments below its start. Otherwise `m` unchanged.
+fn without_segments_below(mut m: SegmentManifest, start: u64) -> SegmentManifest {
+    let Some(k) = m.segments.iter().position(|s| s.base_offset == start) else {
+        return m;
+    };
+    m.segments.drain(..k);
+    m.segment_terms.drain(..k.min(m.segment_terms.len()));
+    m
+}
+
 /// Builds a manifest snapshot: O(number of segments), no data copied.
 pub struct ManifestBuilder {
     segment_terms: Vec<Vec<(u64, u64)>>,
@@ -240,6 +318,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
         };
         snapshot::save(&self.shared.io, &self.shared.dir, &self.meta, &manifest).map_err(io_err)?;
         *self.shared.current() = Some((self.meta.clone(), manifest.clone()));
+        self.shared.refresh_floor_pin();
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: manifest,
@@ -321,6 +400,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )));
         }
         let log = self.shared.store.log();
+        let manifest = without_segments_below(manifest, log.start_offset());
         let held = manifest
             .segments
             .iter()
@@ -351,6 +431,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut retired = self.shared.applied_ids().0;
         retired.extend(manifest.retired.iter().copied());
         *self.shared.current() = Some((meta.clone(), manifest));
+        self.shared.refresh_floor_pin();
         self.last_applied = meta.last_log_id;
         self.memberships.clear();
         self.remember_with(meta.last_membership.clone(), retired);

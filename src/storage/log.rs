@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) start_offset: AtomicU64,
     /// The file system refused `O_DIRECT` once (said once in the log; writes stay buffered).
     pub(crate) direct_refused: AtomicBool,
+    /// What retention must keep (see `pin.rs`).
+    pub(crate) pins: Arc<super::pin::Pins>,
     recovery: RecoveryReport,
     threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: Box<dyn LockGuard>,
@@ -170,6 +172,7 @@ impl Log {
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
             direct_refused: AtomicBool::new(false),
+            pins: Arc::default(),
             recovery: rec.report,
             threads: Mutex::new(Vec::new()),
             opts,
@@ -496,10 +499,17 @@ impl Log {
         seg.read(offset)
     }
 
-    /// The segment holding `offset`, checking the readable range.
+    /// The segment holding `offset`, checking the readable range: below the start (deleted
+    /// by retention or purged) is [`Error::BelowFloor`], never a silent skip.
     pub(crate) fn segment_for(&self, offset: u64) -> Result<Arc<Segment>> {
         let (start, end) = (self.start_offset(), self.end_offset());
-        if offset < start || offset >= end {
+        if offset < start {
+            return Err(Error::BelowFloor {
+                offset,
+                first_available: start,
+            });
+        }
+        if offset >= end {
             return Err(Error::OutOfRange { offset, start, end });
         }
         let segs = self
@@ -508,11 +518,35 @@ impl Log {
             .read()
             .unwrap_or_else(|p| p.into_inner());
         let seg = segs.range(..=offset).next_back().map(|(_, s)| s.clone());
-        seg.filter(|s| offset < s.end_offset())
-            .ok_or(Error::OutOfRange { offset, start, end })
+        seg.filter(|s| offset < s.end_offset()).ok_or_else(|| {
+            // A purge moves the start before it deletes the files: a segment gone since the
+            // check above is below the new start.
+            let first_available = self.start_offset();
+            if offset < first_available {
+                Error::BelowFloor {
+                    offset,
+                    first_available,
+                }
+            } else {
+                Error::OutOfRange { offset, start, end }
+            }
+        })
     }
 
-    /// Iterates records from `from` to the end of the log (as it grows).
+    /// Keeps every record at or above `offset` from retention while the pin lives.
+    pub fn pin(&self, offset: u64) -> super::pin::Pin {
+        super::pin::Pin::new(self.shared.pins.clone(), offset)
+    }
+
+    /// Keeps every record at or above `offset` from retention for `lease` (a later call for
+    /// the same offset extends it): what a bulk transfer made of many requests holds.
+    pub fn lease_pin(&self, offset: u64, lease: Duration) {
+        self.shared.pins.lease(offset, Instant::now(), lease);
+    }
+
+    /// Iterates records from `from` to the end of the log (as it grows). Starting below the
+    /// log's start, or falling below it (retention deleted the next segment before the
+    /// iterator reached it), yields [`Error::BelowFloor`].
     pub fn iter(&self, from: u64) -> Iter {
         Iter::new(self.clone(), from)
     }

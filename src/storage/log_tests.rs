@@ -183,7 +183,13 @@ fn purge_moves_start_and_deletes_whole_sealed_segments() {
     assert!(outcome.segments_removed > 0);
     assert_eq!(log.size_bytes(), size - outcome.bytes_removed);
     assert_eq!(log.start_offset(), 100);
-    assert!(matches!(log.read(99), Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        log.read(99),
+        Err(Error::BelowFloor {
+            offset: 99,
+            first_available: 100
+        })
+    ));
     assert_eq!(
         log.read(100).unwrap().payload.as_ref(),
         &payload(100, 500)[..]
@@ -424,7 +430,13 @@ fn restart_at_continues_an_emptied_log_at_a_later_offset_and_survives_a_crash() 
     );
     log.restart_at(1000).unwrap();
     assert_eq!((log.start_offset(), log.end_offset()), (1000, 1000));
-    assert!(matches!(log.read(5), Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        log.read(5),
+        Err(Error::BelowFloor {
+            first_available: 1000,
+            ..
+        })
+    ));
     assert_eq!(log.append(b"after").unwrap(), 1000);
     drop(log);
     disk.crash();
@@ -912,4 +924,73 @@ fn close_of_a_local_log_seals() {
     let log = Log::open("/l", sim_opts(&disk)).unwrap();
     assert_eq!(log.recovery_report().tail_records_scanned, 0);
     assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 1);
+}
+
+#[test]
+fn retention_stops_at_pins_and_readers_below_the_floor_get_a_typed_error() {
+    let disk = SimDisk::new(17);
+    let opts = LogOptions {
+        retention_bytes: Some(32 << 10),
+        ..sim_opts(&disk)
+    };
+    let log = Log::open("/l", opts).unwrap();
+    let mut pin = log.pin(0);
+    fill(&log, 400, 500);
+    // The pin at 0 holds every segment, whatever the retention cut.
+    assert_eq!(log.start_offset(), 0);
+    let cut = log.retention_cut().expect("over the size limit");
+    assert!(cut > 0);
+    // An iterator started before retention moves on.
+    let mut early = log.iter(0);
+    assert_eq!(early.next().unwrap().unwrap().offset, 0);
+    // Moved into the middle of the log: only whole sealed segments ending at or below it go.
+    pin.move_to(cut / 2);
+    log.apply_retention().unwrap();
+    let start = log.start_offset();
+    assert!(start <= cut / 2, "start {start} passed the pin {}", cut / 2);
+    assert!(log.read(start).is_ok());
+    assert!(
+        matches!(
+            log.read(start.saturating_sub(1)),
+            Err(Error::BelowFloor { first_available, .. }) if first_available == start
+        ) || start == 0
+    );
+    drop(pin);
+    log.apply_retention().unwrap();
+    let start = log.start_offset();
+    assert_eq!(start, cut, "without pins retention cuts where size says");
+    // A reader asking below the floor, or one that falls below it, is told where data starts.
+    match log.iter(0).next() {
+        Some(Err(Error::BelowFloor {
+            offset: 0,
+            first_available,
+        })) => assert_eq!(first_available, start),
+        other => panic!("expected BelowFloor, got {other:?}"),
+    }
+    let mut fell_below = false;
+    for rec in early.by_ref() {
+        match rec {
+            Ok(_) => {}
+            Err(Error::BelowFloor {
+                first_available, ..
+            }) => {
+                assert_eq!(first_available, start);
+                fell_below = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(fell_below, "an iterator below the floor was not told");
+    assert!(matches!(
+        log.tail(0)
+            .next_timeout(std::time::Duration::from_millis(10)),
+        Err(Error::BelowFloor { .. })
+    ));
+    // A lease holds a segment for a while (a bulk transfer), then lets retention go on.
+    fill(&log, 200, 500);
+    let before = log.start_offset();
+    log.lease_pin(before, std::time::Duration::from_secs(60));
+    log.apply_retention().unwrap();
+    assert_eq!(log.start_offset(), before, "a leased segment was deleted");
 }

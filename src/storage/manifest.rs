@@ -70,7 +70,14 @@ impl Log {
     /// The sealed segments whose records all lie below `below`, oldest first, from the
     /// log's start. O(number of segments): each file's stored CRC is read, nothing scanned.
     pub fn sealed_segments(&self, below: u64) -> Result<Vec<SegmentInfo>> {
-        let start = self.start_offset();
+        self.sealed_segments_from(self.start_offset(), below)
+    }
+
+    /// The sealed segments whose records all lie below `below`, oldest first, from the one
+    /// holding `from` (or the log's start, if later): what a snapshot lists when retention
+    /// will drop the older ones.
+    pub fn sealed_segments_from(&self, from: u64, below: u64) -> Result<Vec<SegmentInfo>> {
+        let start = self.start_offset().max(from);
         let mut out = Vec::new();
         for seg in self.segments_snapshot() {
             let st = seg.state();

@@ -298,16 +298,42 @@ impl Log {
         self.retention_locked(&mut w)
     }
 
+    /// Retention deletes whole sealed segments below the *floor*: the lowest of the
+    /// retention cut (by size or age), every [`crate::storage::Pin`] and lease, rounded down
+    /// to a segment end, never the active or the last segment ([`super::pin::floor`]). What
+    /// the pins hold back is deleted by a later call, once they move.
     pub(crate) fn retention_locked(&self, w: &mut Writer) -> Result<PurgeOutcome> {
-        let opts = &self.shared.opts;
-        let segs: Vec<Arc<Segment>> = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
+        let Some(cut) = self.retention_cut() else {
+            return Ok(PurgeOutcome::default());
+        };
+        let bounds: Vec<super::pin::SegmentBounds> = self
+            .segments_snapshot()
+            .iter()
+            .map(|s| {
+                let (sealed, end) = s.read_state(|st| (st.sealed, st.end_offset));
+                super::pin::SegmentBounds {
+                    base: s.base_offset,
+                    end,
+                    sealed,
+                }
+            })
             .collect();
+        let lowest_pin = self.shared.pins.lowest(std::time::Instant::now());
+        match super::pin::floor(cut, lowest_pin, &bounds) {
+            Some(floor) if floor > self.start_offset() => self.purge_locked(w, floor),
+            _ => Ok(PurgeOutcome::default()),
+        }
+    }
+
+    /// Where retention by size and age alone would cut: the end of the oldest sealed
+    /// segments it would drop (pins not counted), or `None` when it would drop none or no
+    /// retention is set. A snapshot lists only the segments from here on.
+    pub fn retention_cut(&self) -> Option<u64> {
+        let opts = &self.shared.opts;
+        if opts.retention_bytes.is_none() && opts.retention_age_ms.is_none() {
+            return None;
+        }
+        let segs = self.segments_snapshot();
         let mut total: u64 = segs.iter().map(|s| s.size_bytes()).sum();
         let age_floor = opts
             .retention_age_ms
@@ -327,9 +353,6 @@ impl Log {
             total -= st.file_len;
             purge_to = Some(st.end_offset);
         }
-        match purge_to {
-            Some(offset) => self.purge_locked(w, offset),
-            None => Ok(PurgeOutcome::default()),
-        }
+        purge_to
     }
 }

@@ -3,6 +3,12 @@
 //! Input: every client operation (invocation and result), what a consumer read, samples of
 //! each node's committed end, and the final contents of every replica's log and sealed
 //! segments. Output: the list of violations (empty when the run is correct).
+//!
+//! Retention: each replica's final log starts at its *floor* (`FinalNode::start`). Nothing
+//! below it may be served as present (a read there must be the typed `BelowFloor`), and
+//! nothing acknowledged at or above it may be missing. An acknowledged record may be absent
+//! from every replica only when it lies below every replica's floor (retention deleted it
+//! everywhere); the consumer may skip offsets only where every live node had deleted them.
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +52,9 @@ pub struct FinalNode {
     pub sealed: BTreeMap<u64, Bytes>,
     /// A read that failed with a typed error (a corrupted replica): not a violation by itself.
     pub read_error: Option<String>,
+    /// What reading just below `start` gave, when it was not the typed `BelowFloor` naming
+    /// `start` (a violation).
+    pub below_floor: Option<String>,
 }
 
 /// Everything a run recorded.
@@ -61,6 +70,9 @@ pub struct History {
     pub finals: BTreeMap<u64, FinalNode>,
     /// Snapshots installed through the catch-up path (a replacement node's, a lagging one's).
     pub snapshot_installs: u64,
+    /// Where the consumer skipped ahead because every live node had deleted the offset it
+    /// wanted: (offset wanted, offset it went on from).
+    pub floor_skips: Vec<(u64, u64)>,
 }
 
 impl History {
@@ -72,6 +84,7 @@ impl History {
         self.no_duplicates_or_phantoms(&canonical, &mut v);
         self.consumer_consistent(&canonical, &mut v);
         self.sealed_identical(&mut v);
+        self.floors_respected(&mut v);
         v.truncate(20);
         v
     }
@@ -97,10 +110,17 @@ impl History {
         canon.into_iter().map(|(o, (_, r))| (o, r)).collect()
     }
 
+    /// The lowest floor of the final replicas: below it, retention deleted everywhere.
+    fn lowest_floor(&self) -> u64 {
+        self.finals.values().map(|n| n.start).min().unwrap_or(0)
+    }
+
     fn acked_present(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        let floor = self.lowest_floor();
         for op in &self.ops {
             if let Some(Outcome::Acked(off)) = op.outcome {
                 match canon.get(&off) {
+                    None if off < floor => {} // deleted by retention on every replica
                     Some(r) if r.payload == op.payload && r.kind == 0 => {}
                     Some(r) => v.push(format!(
                         "acknowledged {:?} at {off} (by node {} for an append invoked at {} ms), but the log holds {:?} there",
@@ -136,17 +156,35 @@ impl History {
         }
     }
 
-    /// The consumer read offsets in order, without gaps, and what it read stayed true.
+    /// The consumer read offsets in order, without gaps (but where every live node had
+    /// deleted them), and what it read stayed true.
     fn consumer_consistent(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        let floor = self.lowest_floor();
+        let mut skips = self.floor_skips.iter().peekable();
+        let mut expected = 0u64;
         for (i, (off, p)) in self.consumed.iter().enumerate() {
-            if *off != i as u64 {
+            while let Some(&&(from, to)) = skips.peek() {
+                if from != expected {
+                    break;
+                }
+                if to <= from {
+                    v.push(format!("consumer skipped from {from} back to {to}"));
+                    return;
+                }
+                expected = to;
+                skips.next();
+            }
+            if *off != expected {
                 v.push(format!("consumer read offset {off} as its record #{i}"));
                 return;
             }
+            expected += 1;
             let Some(r) = canon.get(off) else {
-                v.push(format!(
-                    "consumer read offset {off}, which no replica holds now"
-                ));
+                if *off >= floor {
+                    v.push(format!(
+                        "consumer read offset {off}, which no replica holds now"
+                    ));
+                }
                 continue;
             };
             let expect = (r.kind == 0).then(|| r.payload.clone());
@@ -181,6 +219,42 @@ impl History {
         }
     }
 
+    /// Per replica: nothing below its floor is served as present, and every acknowledged
+    /// record at or above it (and committed there) is held, at its offset.
+    fn floors_respected(&self, v: &mut Vec<String>) {
+        for (id, n) in &self.finals {
+            if let Some(e) = &n.below_floor {
+                v.push(format!("node {id} (floor {}): {e}", n.start));
+            }
+            if n.read_error.is_some() {
+                continue; // a damaged replica: what it lacks is reported by its read error
+            }
+            if let Some((&first, _)) = n.records.iter().next() {
+                if first != n.start {
+                    v.push(format!(
+                        "node {id}: log starts at {} but its first record is {first}",
+                        n.start
+                    ));
+                }
+            }
+            for op in &self.ops {
+                let Some(Outcome::Acked(off)) = op.outcome else {
+                    continue;
+                };
+                if off < n.start || off >= n.commit_end {
+                    continue;
+                }
+                match n.records.get(&off) {
+                    Some(r) if r.payload == op.payload => {}
+                    _ => v.push(format!(
+                        "node {id}: acknowledged {:?} at {off}, above its floor {}, is missing",
+                        op.payload, n.start
+                    )),
+                }
+            }
+        }
+    }
+
     /// A digest of everything observable about the run (replaying a seed must give the same).
     pub fn digest(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
@@ -198,6 +272,9 @@ impl History {
         }
         for (off, p) in &self.consumed {
             h.update(format!("{off} {p:?}\n").as_bytes());
+        }
+        for (from, to) in &self.floor_skips {
+            h.update(format!("skip {from} {to}\n").as_bytes());
         }
         for (id, n) in &self.finals {
             h.update(format!("{id} {} {} {}\n", n.start, n.commit_end, n.records.len()).as_bytes());
@@ -310,6 +387,32 @@ mod tests {
             .sealed
             .insert(0, Bytes::from_static(b"xy"));
         assert!(torn.check().iter().any(|e| e.contains("sealed segment 0")));
+
+        // Retention: a floor at 1 on every node deletes "a" everywhere; the consumer skipped.
+        let mut retained = good();
+        for n in retained.finals.values_mut() {
+            n.records.remove(&0);
+            n.start = 1;
+        }
+        retained.consumed = vec![(1, Some(Bytes::from_static(b"b")))];
+        retained.floor_skips = vec![(0, 1)];
+        assert!(retained.check().is_empty(), "{:?}", retained.check());
+        let mut served = good();
+        served.finals.get_mut(&1).unwrap().start = 1;
+        served.finals.get_mut(&1).unwrap().below_floor = Some("offset 0 is served".into());
+        assert!(served.check().iter().any(|e| e.contains("is served")));
+        let mut lost_above = good();
+        lost_above.finals.get_mut(&2).unwrap().records.remove(&0);
+        assert!(lost_above
+            .check()
+            .iter()
+            .any(|e| e.contains("above its floor")));
+        let mut unexplained_skip = retained;
+        unexplained_skip.floor_skips.clear();
+        assert!(unexplained_skip
+            .check()
+            .iter()
+            .any(|e| e.contains("consumer read offset 1")));
 
         let mut backwards = good();
         backwards

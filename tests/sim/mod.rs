@@ -54,6 +54,11 @@ pub struct SimConfig {
     /// simulated disk is synchronous, so a delay in `sync_data` only sleeps in real time
     /// while the virtual clock stands still — it slowed CI and tested nothing.)
     pub grey_faults: bool,
+    /// Retention by size on every node (`LogOptions::retention_bytes`): whole sealed segments
+    /// below the floor are deleted, and a node applies retention every virtual second (what
+    /// a real node's retention task does). The checker then learns each node's floor.
+    /// `None` (the default) runs as before retention existed.
+    pub retention_bytes: Option<u64>,
 }
 
 /// After the leader's storage failed (in a cluster otherwise whole, network calm), another
@@ -72,6 +77,7 @@ impl SimConfig {
             clients: 3,
             media_faults: true,
             grey_faults: true,
+            retention_bytes: None,
         }
     }
 }
@@ -113,8 +119,9 @@ fn dir() -> PathBuf {
     PathBuf::from("/node")
 }
 
-fn log_options(disk: &SimDisk) -> LogOptions {
+fn log_options(disk: &SimDisk, retention_bytes: Option<u64>) -> LogOptions {
     LogOptions {
+        retention_bytes,
         io: disk.io().into(),
         segment_size_bytes: 16 << 10,
         max_record_bytes: 2 << 10,
@@ -181,7 +188,7 @@ impl Sim {
                 id,
                 &dir(),
                 CLUSTER_ID,
-                log_options(&disk),
+                log_options(&disk, self.cfg.retention_bytes),
                 raft_config(),
                 factory,
             ),
@@ -221,6 +228,23 @@ impl Sim {
             }
         });
         tasks.lock().unwrap().push(pump.abort_handle());
+        if self.cfg.retention_bytes.is_some() {
+            // As a node's retention task does (`node::retention`): a snapshot when retention
+            // passed the current one, then retention down to the floor.
+            let ret_r = r.clone();
+            let retainer = runtime::spawn(async move {
+                loop {
+                    sleep(Duration::from_millis(1000)).await;
+                    if ret_r.retention_wants_snapshot() {
+                        let _ = ret_r.raft.trigger().snapshot().await;
+                    }
+                    if ret_r.store.log().apply_retention().is_err() {
+                        return; // poisoned: the supervisor restarts the node
+                    }
+                }
+            });
+            tasks.lock().unwrap().push(retainer.abort_handle());
+        }
         self.live.lock().unwrap().insert(id, r);
         Ok(())
     }
@@ -569,14 +593,29 @@ async fn consumer(seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Ins
                 continue;
             }
             let log = r.store.log();
-            if next < log.start_offset() {
-                break; // not here (a rebuilt node's log starts later): try another node
-            }
             match log.read(next) {
                 Ok(rec) => {
                     let p = (rec.kind == EntryKind::Normal).then_some(rec.payload);
                     history.lock().unwrap().consumed.push((next, p));
                     next += 1;
+                }
+                Err(Error::BelowFloor {
+                    offset,
+                    first_available,
+                }) => {
+                    // Deleted here. Only if every live node deleted it may the consumer
+                    // skip ahead (as a Kafka consumer resets on OffsetOutOfRange), to the
+                    // lowest first offset still held; otherwise another node serves it.
+                    let lowest = live_replicas(&live)
+                        .iter()
+                        .map(|(_, r)| r.store.log().start_offset())
+                        .min()
+                        .unwrap_or(first_available);
+                    if lowest > offset {
+                        history.lock().unwrap().floor_skips.push((offset, lowest));
+                        next = lowest;
+                    }
+                    break;
                 }
                 Err(_) => break,
             }
@@ -1122,6 +1161,16 @@ async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
             commit_end: *r.committed_end.borrow(),
             ..FinalNode::default()
         };
+        if n.start > 0 {
+            // Below the floor a read is told where the log starts: never served as present.
+            n.below_floor = match log.read(n.start - 1) {
+                Err(Error::BelowFloor {
+                    first_available, ..
+                }) if first_available == n.start => None,
+                Ok(_) => Some(format!("offset {} below the start is served", n.start - 1)),
+                Err(e) => Some(format!("offset {}: {e}", n.start - 1)),
+            };
+        }
         for off in n.start..log.end_offset() {
             match log.read(off) {
                 Ok(rec) => {
