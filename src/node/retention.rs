@@ -8,16 +8,21 @@
 //! node applies nothing, so the snapshot policy alone would never move that pin.
 
 use super::supervisor::ReplicaCell;
+use crate::net::warn_rate::WarnRate;
 use std::sync::Arc;
 
 /// How often the node applies retention.
 pub const RETENTION_CHECK_INTERVAL_MS: u64 = 1000;
+/// At most one warning about failing retention per this many seconds.
+const FAILURE_WARN_EVERY_S: u64 = 60;
 
 pub(super) async fn run(cell: Arc<ReplicaCell>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(
         RETENTION_CHECK_INTERVAL_MS,
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A disk that keeps failing must not write a line a second for as long as it fails.
+    let warn = WarnRate::new(std::time::Duration::from_secs(FAILURE_WARN_EVERY_S));
     loop {
         tick.tick().await;
         let Some(r) = cell.get() else {
@@ -44,8 +49,16 @@ pub(super) async fn run(cell: Arc<ReplicaCell>) {
             Ok(Ok(_)) => {}
             // A failing disk is the supervisor's to heal (the next append or fsync reports
             // it to Raft); here it is only said.
-            Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
-            Err(e) => tracing::warn!(error = %e, "retention task failed"),
+            Ok(Err(e)) => {
+                if let Some(times) = warn.event() {
+                    tracing::warn!(error = %e, times, "retention failed");
+                }
+            }
+            Err(e) => {
+                if let Some(times) = warn.event() {
+                    tracing::warn!(error = %e, times, "retention task failed");
+                }
+            }
         }
     }
 }
