@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const SECTOR_SIZE_BYTES: u64 = 512;
 
 /// Faults to inject; set with [`SimDisk::set_faults`]. Counters count down as they fire.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimFaults {
     /// Total bytes all files may hold; writes beyond fail with ENOSPC.
     pub capacity_bytes: Option<u64>,
