@@ -11,6 +11,8 @@ pub mod log;
 pub mod manifest;
 pub mod options;
 pub mod reader;
+#[cfg(test)]
+mod recycle_tests;
 pub mod record;
 pub mod recovery;
 pub mod repair;
@@ -21,6 +23,7 @@ pub mod verify;
 mod writer;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
+pub use background::PrepareStats;
 pub use group_commit::DurableFuture;
 pub use manifest::SegmentInfo;
 pub use options::{IoBackend, LogOptions, SyncMode};
