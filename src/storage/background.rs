@@ -285,7 +285,10 @@ impl BackgroundJob {
             }
             if let (Some(r), Some(at)) = (&self.retention, next_retention) {
                 if Instant::now() >= at {
-                    if !(r.apply)() {
+                    // The check may have dropped the log's last handle (its owner let go
+                    // meanwhile): then the directory is unlocked already, and nothing more
+                    // may be written.
+                    if !(r.apply)() || self.bg.is_shutdown() {
                         return;
                     }
                     next_retention = Some(Instant::now() + r.interval);
@@ -313,7 +316,9 @@ impl BackgroundJob {
                 }
                 None => {
                     self.bg.lock().stats.spares_still_read += 1;
-                    Err(std::io::Error::other("a reader still holds the retired segment"))
+                    Err(std::io::Error::other(
+                        "a reader still holds the retired segment",
+                    ))
                 }
             };
             match filled {

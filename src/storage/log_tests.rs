@@ -953,7 +953,13 @@ fn close_and_reopen_on_real_fs_keep_one_segment() {
     }
     let segs = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
         .count();
     assert_eq!(segs, 1);
     let log = Log::open(dir.path(), opts).unwrap();

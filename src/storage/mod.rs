@@ -11,10 +11,10 @@ pub mod log;
 pub mod manifest;
 pub mod options;
 pub mod reader;
-#[cfg(test)]
-mod recycle_tests;
 pub mod record;
 pub mod recovery;
+#[cfg(test)]
+mod recycle_tests;
 pub mod repair;
 pub mod segment;
 pub mod superblock;

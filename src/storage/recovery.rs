@@ -8,7 +8,15 @@
 //! |---------------------------------------------------------------|--------------------------|
 //! | `o < durable_end` of the superblock                           | `Error::Corruption`      |
 //! | a later valid frame says `durable_end > o` when it was written| `Error::Corruption`      |
+//! | the rest is unused: zeros, or a recycled file's stale bytes    | the segment ends here    |
 //! | otherwise: nothing proves the record was ever fsynced          | torn tail: truncate here |
+//!
+//! Stale bytes: a recycled segment file keeps its old life's frames, index and footer after
+//! the new frames. It only ever gets a base above every offset it held, and frames carry
+//! their offset, so a stale frame never decodes as the next record. The rest counts as unused
+//! (left in place, not reported) when it holds a stale frame or footer and no frame of this
+//! segment (offset at or above its base); any frame of this segment there is cut with the
+//! tail, so a record a crash discarded never reappears (see `after_the_tail`).
 //!
 //! "Nothing proves it" is not quite "never acknowledged": the watermark is persisted off the
 //! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and at

@@ -20,7 +20,9 @@
 //! this field (u32): a sealed segment can be shipped to another machine and verified as a file.
 //!
 //! A sealed segment is immutable: it is only ever read (through memmap2), deleted, or, when a
-//! truncation cuts into it, replaced by a new file renamed over it. The header region is 4 KiB
+//! truncation cuts into it, replaced by a new file renamed over it. Once retention retired it
+//! and nothing references it any more, its file may be recycled (renamed, re-headed and
+//! overwritten as a new segment: `background.rs`). The header region is 4 KiB
 //! so frames start sector- and page-aligned (room for O_DIRECT writers).
 
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};

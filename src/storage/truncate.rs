@@ -2,8 +2,8 @@
 
 use super::background::{lock_sb, Spare};
 use super::index::INDEX_ENTRY_SIZE_BYTES;
-use super::record;
 use super::log::{lock, Active, PurgeOutcome, Writer};
+use super::record;
 use super::recovery::now_us;
 use super::segment::{self, Segment};
 use super::superblock::NO_TRUNCATION;

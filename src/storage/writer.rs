@@ -492,10 +492,7 @@ impl Log {
         path: &std::path::Path,
     ) -> Option<FileRef> {
         let io = &self.shared.io;
-        debug_assert!(prepared
-            .path
-            .to_string_lossy()
-            .contains(PREPARED_PREFIX));
+        debug_assert!(prepared.path.to_string_lossy().contains(PREPARED_PREFIX));
         debug_assert_eq!(header.len() as u64, HEADER_REGION_BYTES);
         // Recovery's rule for stale bytes needs every frame a recycled file holds to lie below
         // the base it gets; retired segments end at or below the log start, which never
