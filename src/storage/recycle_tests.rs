@@ -72,8 +72,14 @@ fn active_is_recycled(log: &Log, bytes: &[u8]) -> bool {
 
 #[test]
 fn retention_recycles_retired_segments_instead_of_zero_filling() {
+    for backend in [IoBackend::Posix, IoBackend::Auto] {
+        recycles_on(backend);
+    }
+}
+
+fn recycles_on(backend: IoBackend) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = recycling_opts(IoBackend::Posix);
+    let opts = recycling_opts(backend);
     let log = Log::open(dir.path(), opts.clone()).unwrap();
     append_rolling(&log, 600);
     let stats = log.prepare_stats();
