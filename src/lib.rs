@@ -13,4 +13,4 @@ pub mod raft;
 pub mod storage;
 
 pub use error::{Error, Result};
-pub use storage::{EntryKind, IoBackend, Log, LogOptions, Record, SyncMode};
+pub use storage::{EntryKind, IoBackend, Log, LogOptions, PrepareStats, Record, SyncMode};

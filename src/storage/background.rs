@@ -1,8 +1,17 @@
-//! The background thread of a log: prepares the next segment file (written zeros, off the
-//! append path) and persists the durable watermark to the superblock every
-//! `superblock_interval_ms`, off the acknowledgement path.
+//! The background thread of a log: prepares the next segment file (off the append path),
+//! persists the durable watermark to the superblock every `superblock_interval_ms`, off the
+//! acknowledgement path, and applies retention by age every `retention_check_interval_ms`
+//! (an idle log, whose segments are never sealed, still ages out).
+//!
+//! The next segment file is prepared from a *spare* when there is one: a segment that
+//! retention retired, renamed to a prepared name instead of deleted (`Log::purge_locked`).
+//! Only the gap between its size and the segment size is written with zeros; its old frames
+//! stay in it until the new ones overwrite them (recovery tells them apart: see
+//! `recovery::scan_tail`), and the roll gives it a fresh header block before it takes the
+//! segment's name. Otherwise the file is zero-filled whole.
 
 use super::group_commit::GroupCommit;
+use super::segment::Segment;
 use super::superblock::{Superblock, SuperblockWriter, NO_TRUNCATION};
 use crate::io::IoRef;
 use std::path::{Path, PathBuf};
@@ -65,8 +74,53 @@ pub(crate) fn remove_leftovers(io: &IoRef, dir: &Path) {
     }
 }
 
+/// A prepared segment file: zero-filled, or recycled from a retired segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub path: PathBuf,
+    /// Recycled: holds a retired segment's stale bytes below the segment size.
+    pub recycled: bool,
+    /// The retired segment's end offset: every stale frame lies below it (0 if zero-filled).
+    pub stale_below: u64,
+}
+
+/// How the log's segment files were prepared (counted since open), for tests, metrics and
+/// the bandwidth measurement in the README.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrepareStats {
+    /// Prepared files zero-filled whole.
+    pub zero_filled: u64,
+    /// Prepared files recycled from retired segments (only their gap written).
+    pub recycled: u64,
+    /// Bytes of zeros written to prepare files (whole files and recycled gaps).
+    pub zero_bytes_written: u64,
+    /// Retired segments renamed to spares instead of deleted.
+    pub retired_kept: u64,
+    /// Prepared segment files a roll took (renamed into a segment).
+    pub taken: u64,
+    /// Spares deleted instead of recycled because something still read them.
+    pub spares_still_read: u64,
+}
+
+/// A retired segment renamed to a prepared name, waiting to be prepared.
+#[derive(Debug, Clone)]
+pub(crate) struct Spare {
+    pub path: PathBuf,
+    pub len_bytes: u64,
+    /// The retired segment's end offset.
+    pub stale_below: u64,
+    /// The retired segment: its file is overwritten only once this is the last reference.
+    pub seg: Arc<Segment>,
+}
+
 struct State {
-    prepared: Option<PathBuf>,
+    prepared: Option<Prepared>,
+    /// A retired segment renamed to a prepared name, and its length: prepared next.
+    spare: Option<Spare>,
+    /// Leftovers of earlier processes are gone: spares may be kept from now on (before,
+    /// `remove_leftovers` could delete one just renamed).
+    accepting_spares: bool,
+    stats: PrepareStats,
     /// Number of preparations started, for unique names.
     generation: u64,
     want_prepare: bool,
@@ -79,6 +133,12 @@ pub(crate) struct Background {
     cv: Condvar,
 }
 
+/// Periodic age retention: how often, and the work (false once the log is gone).
+pub(crate) struct RetentionTimer {
+    pub interval: Duration,
+    pub apply: Box<dyn Fn() -> bool + Send>,
+}
+
 /// What the background thread works with.
 pub(crate) struct BackgroundJob {
     pub bg: Arc<Background>,
@@ -89,6 +149,8 @@ pub(crate) struct BackgroundJob {
     pub superblock: Arc<Mutex<SuperblockState>>,
     pub gc: Arc<GroupCommit>,
     pub interval: Duration,
+    /// `Some` when `retention_age_ms` is set.
+    pub retention: Option<RetentionTimer>,
 }
 
 impl Background {
@@ -96,6 +158,9 @@ impl Background {
         Arc::new(Background {
             state: Mutex::new(State {
                 prepared: None,
+                spare: None,
+                accepting_spares: false,
+                stats: PrepareStats::default(),
                 generation: 0,
                 want_prepare: false,
                 shutdown: false,
@@ -109,8 +174,40 @@ impl Background {
     }
 
     /// Takes the prepared file, if one is ready.
-    pub fn take_prepared(&self) -> Option<PathBuf> {
-        self.lock().prepared.take()
+    pub fn take_prepared(&self) -> Option<Prepared> {
+        let mut st = self.lock();
+        let taken = st.prepared.take();
+        st.stats.taken += u64::from(taken.is_some());
+        taken
+    }
+
+    /// What preparing has done so far.
+    pub fn stats(&self) -> PrepareStats {
+        self.lock().stats
+    }
+
+    /// A fresh prepared name for a retired segment if a spare is wanted (the thread runs and
+    /// holds none): at most one spare waits, beside at most one prepared file.
+    pub fn spare_name(&self, dir: &Path) -> Option<PathBuf> {
+        let mut st = self.lock();
+        if !st.accepting_spares || st.shutdown || st.spare.is_some() {
+            return None;
+        }
+        st.generation += 1;
+        Some(dir.join(format!("{PREPARED_PREFIX}{:06}.seg.tmp", st.generation)))
+    }
+
+    /// Hands over a retired segment renamed to `path` (a name from `spare_name`).
+    pub fn keep_spare(&self, spare: Spare) {
+        let mut st = self.lock();
+        debug_assert!(st.spare.is_none());
+        st.spare = Some(spare);
+        st.stats.retired_kept += 1;
+        if st.prepared.is_none() {
+            // Nothing is prepared (a preparation failed or runs now): prepare from the spare.
+            st.want_prepare = true;
+            self.cv.notify_all();
+        }
     }
 
     /// Asks for the next segment file to be prepared.
@@ -155,14 +252,21 @@ impl BackgroundJob {
     /// The thread's body.
     pub fn run(self) {
         self.remove_leftovers();
+        self.bg.lock().accepting_spares = self.preallocate;
+        let mut next_retention = self.retention.as_ref().map(|r| Instant::now() + r.interval);
         loop {
             let prepare = {
                 let mut st = self.bg.lock();
                 if !st.shutdown && !st.want_prepare {
+                    let wait = next_retention
+                        .map_or(self.interval, |at| {
+                            at.saturating_duration_since(Instant::now())
+                        })
+                        .min(self.interval);
                     st = self
                         .bg
                         .cv
-                        .wait_timeout(st, self.interval)
+                        .wait_timeout(st, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -172,29 +276,106 @@ impl BackgroundJob {
                 let prepare = st.want_prepare && st.prepared.is_none() && self.preallocate;
                 st.want_prepare = false;
                 st.generation += 1;
-                prepare.then_some(st.generation)
+                prepare.then(|| (st.generation, st.spare.take()))
             };
-            if let Some(generation) = prepare {
-                let path = self
-                    .dir
-                    .join(format!("{PREPARED_PREFIX}{generation:06}.seg.tmp"));
-                match self.prepare(&path) {
-                    Ok(true) => {
-                        self.bg.lock().prepared = Some(path);
-                        self.bg.cv.notify_all();
+            if let Some((generation, spare)) = prepare {
+                if !self.prepare_next(generation, spare) {
+                    return;
+                }
+            }
+            if let (Some(r), Some(at)) = (&self.retention, next_retention) {
+                if Instant::now() >= at {
+                    // The check may have dropped the log's last handle (its owner let go
+                    // meanwhile): then the directory is unlocked already, and nothing more
+                    // may be written.
+                    if !(r.apply)() || self.bg.is_shutdown() {
+                        return;
                     }
-                    Ok(false) => return,
-                    Err(e) => {
-                        // Not fatal: the next segment is created without preallocation.
-                        tracing::debug!(error = %e, "could not prepare the next segment file");
-                        let _ = self.io.remove(&path);
-                    }
+                    next_retention = Some(Instant::now() + r.interval);
                 }
             }
             if persist_watermark(&self.superblock, &self.gc, false, self.interval).is_err() {
                 return;
             }
         }
+    }
+
+    /// Prepares the next segment file, from the spare if there is one; false on shutdown.
+    fn prepare_next(&self, generation: u64, spare: Option<Spare>) -> bool {
+        if let Some(spare) = spare {
+            let Spare {
+                path,
+                len_bytes,
+                stale_below,
+                seg,
+            } = spare;
+            let filled = match seg.into_unshared() {
+                Some((_, file)) => {
+                    drop(file);
+                    self.fill(&path, len_bytes)
+                }
+                None => {
+                    self.bg.lock().stats.spares_still_read += 1;
+                    Err(std::io::Error::other(
+                        "a reader still holds the retired segment",
+                    ))
+                }
+            };
+            match filled {
+                Ok(true) => {
+                    let prepared = Prepared {
+                        path,
+                        recycled: true,
+                        stale_below,
+                    };
+                    return self.ready(prepared, len_bytes);
+                }
+                Ok(false) => return false,
+                Err(e) => {
+                    // Not fatal: a new file is zero-filled instead. Readers of a retired
+                    // segment still read keep its unlinked inode.
+                    tracing::debug!(error = %e, "could not recycle a retired segment file");
+                    let _ = self.io.remove(&path);
+                }
+            }
+        }
+        let path = self
+            .dir
+            .join(format!("{PREPARED_PREFIX}{generation:06}.seg.tmp"));
+        match self.prepare(&path) {
+            Ok(true) => {
+                let prepared = Prepared {
+                    path,
+                    recycled: false,
+                    stale_below: 0,
+                };
+                self.ready(prepared, 0)
+            }
+            Ok(false) => false,
+            Err(e) => {
+                // Not fatal: the next segment is created without preallocation.
+                tracing::debug!(error = %e, "could not prepare the next segment file");
+                let _ = self.io.remove(&path);
+                true
+            }
+        }
+    }
+
+    /// Publishes a prepared file whose zeros were written from `zeros_from` on.
+    fn ready(&self, prepared: Prepared, zeros_from: u64) -> bool {
+        let recycled = prepared.recycled;
+        let mut st = self.bg.lock();
+        st.prepared = Some(prepared);
+        let stats = &mut st.stats;
+        if recycled {
+            stats.recycled += 1;
+        } else {
+            stats.zero_filled += 1;
+        }
+        stats.zero_bytes_written += self.segment_size_bytes.saturating_sub(zeros_from);
+        drop(st);
+        self.bg.cv.notify_all();
+        true
     }
 
     fn remove_leftovers(&self) {
@@ -205,8 +386,24 @@ impl BackgroundJob {
     fn prepare(&self, path: &Path) -> std::io::Result<bool> {
         let file = self.io.open(path, true)?;
         file.set_len(0)?;
+        self.write_zeros(&*file, 0)
+    }
+
+    /// Completes a retired segment of `len_bytes` (at most the segment size) as a prepared
+    /// file: zeros from its end to the segment size, then fsync. Its old bytes stay.
+    fn fill(&self, path: &Path, len_bytes: u64) -> std::io::Result<bool> {
+        let file = self.io.open(path, false)?;
+        if file.len()? != len_bytes || len_bytes > self.segment_size_bytes {
+            return Err(std::io::Error::other("retired segment changed size"));
+        }
+        self.write_zeros(&*file, len_bytes)
+    }
+
+    /// Writes zeros from `from` to the segment size and fsyncs; `Ok(false)` if interrupted
+    /// by shutdown.
+    fn write_zeros(&self, file: &dyn crate::io::File, from: u64) -> std::io::Result<bool> {
         let zeros = vec![0u8; PREPARE_STEP_BYTES];
-        let mut pos = 0u64;
+        let mut pos = from;
         while pos < self.segment_size_bytes {
             if self.bg.is_shutdown() {
                 return Ok(false);

@@ -8,7 +8,7 @@
 //! writer → superblock → group commit state; the segment map and a segment's state are
 //! leaves.
 
-use super::background::{self, Background, BackgroundJob, SuperblockState};
+use super::background::{self, Background, BackgroundJob, PrepareStats, SuperblockState};
 use super::group_commit::{DurableFuture, GroupCommit};
 use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
@@ -105,7 +105,10 @@ impl Drop for Shared {
         self.gc.shutdown();
         self.background.shutdown();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
+        let me = std::thread::current().id();
+        // The background thread drops the last handle itself when the owner dropped theirs
+        // while it applied retention: it exits on its own once this returns.
+        for t in threads.into_iter().filter(|t| t.thread().id() != me) {
             // A panicked thread has nothing left to clean up; the lock is released below.
             let _ = t.join();
         }
@@ -208,6 +211,7 @@ impl Log {
             superblock: s.superblock.clone(),
             gc: s.gc.clone(),
             interval: Duration::from_millis(s.opts.superblock_interval_ms.max(1)),
+            retention: self.retention_timer(),
         };
         let background = std::thread::Builder::new()
             .name("sitelog-background".into())
@@ -218,6 +222,36 @@ impl Log {
             s.background.request_prepare();
         }
         Ok(())
+    }
+
+    /// The background thread's periodic retention by age (`retention_check_interval_ms`),
+    /// when `retention_age_ms` is set. It holds the log weakly: a log nobody holds any more
+    /// is not kept open by its own timer.
+    fn retention_timer(&self) -> Option<background::RetentionTimer> {
+        let s = &self.shared;
+        s.opts.retention_age_ms?;
+        let weak = Arc::downgrade(s);
+        let apply = move || {
+            let Some(shared) = weak.upgrade() else {
+                return false;
+            };
+            let log = Log { shared };
+            if let Err(e) = log.apply_retention() {
+                // A poisoned log refuses; the appender sees that error itself.
+                tracing::debug!(error = %e, "periodic retention failed");
+            }
+            true
+        };
+        Some(background::RetentionTimer {
+            interval: Duration::from_millis(s.opts.retention_check_interval_ms),
+            apply: Box::new(apply),
+        })
+    }
+
+    /// How the log's segment files were prepared since open: zero-filled whole, or recycled
+    /// from segments retention retired (see `LogOptions::preallocate`).
+    pub fn prepare_stats(&self) -> PrepareStats {
+        self.shared.background.stats()
     }
 
     /// Gives the active segment its direct-write handle (`LogOptions::direct_io`). Where the
@@ -442,31 +476,16 @@ impl Log {
     }
 
     /// Persists the watermark ([`Log::persist_watermark`]) and closes this handle (the
-    /// directory unlocks when the last clone drops). A local log (`durable_hints`, the
-    /// default) also seals its active segment if it holds records: the next open then reads
-    /// only footers and indexes, scanning nothing, and the next append starts a new segment.
-    /// A replicated log (`durable_hints == false`) is not sealed: its replicas must seal at
-    /// the same frame, which only a roll at the segment size guarantees.
+    /// directory unlocks when the last clone drops). Nothing is sealed, for a local log as for
+    /// a replicated one: the next open scans the active segment (as after a crash, but with
+    /// every record below the watermark, so damage to any of them is [`Error::Corruption`])
+    /// and appends continue in the same file. A process that opens and closes a log often
+    /// thus leaves no trail of small sealed segments; a segment is sealed only when it is
+    /// full (a replicated log's replicas must seal at the same frame, which only the roll at
+    /// the segment size guarantees). The cost: the next open reads the active segment's
+    /// frames (at most one segment) instead of a footer.
     pub fn close(self) -> Result<()> {
-        self.persist_watermark()?;
-        if !self.shared.opts.durable_hints {
-            return Ok(());
-        }
-        let mut w = lock(&self.shared.writer);
-        let has_records = w
-            .active
-            .as_ref()
-            .is_some_and(|a| a.seg.end_offset() > a.seg.base_offset);
-        if has_records {
-            self.quiesce(&mut w)?;
-            match self.seal_locked(&mut w) {
-                // Everything is durable already; sealing only spares the next open a scan.
-                // On a full disk the segment stays unsealed (the partial footer was cut off).
-                Ok(()) | Err(Error::NoSpace { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.persist_watermark()
     }
 
     /// Opens the sealed segment file at `path` (verifying it) and puts it in the segment map at

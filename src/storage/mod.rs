@@ -14,6 +14,8 @@ pub mod pin;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+#[cfg(test)]
+mod recycle_tests;
 pub mod repair;
 pub mod segment;
 pub mod superblock;
@@ -22,6 +24,7 @@ pub mod verify;
 mod writer;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
+pub use background::PrepareStats;
 pub use group_commit::DurableFuture;
 pub use manifest::SegmentInfo;
 pub use options::{IoBackend, LogOptions, SyncMode};

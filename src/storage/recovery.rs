@@ -8,7 +8,15 @@
 //! |---------------------------------------------------------------|--------------------------|
 //! | `o < durable_end` of the superblock                           | `Error::Corruption`      |
 //! | a later valid frame says `durable_end > o` when it was written| `Error::Corruption`      |
+//! | the rest is unused: zeros, or a recycled file's stale bytes    | the segment ends here    |
 //! | otherwise: nothing proves the record was ever fsynced          | torn tail: truncate here |
+//!
+//! Stale bytes: a recycled segment file keeps its old life's frames, index and footer after
+//! the new frames. It only ever gets a base above every offset it held, and frames carry
+//! their offset, so a stale frame never decodes as the next record. The rest counts as unused
+//! (left in place, not reported) when it holds a stale frame or footer and no frame of this
+//! segment (offset at or above its base); any frame of this segment there is cut with the
+//! tail, so a record a crash discarded never reappears (see `after_the_tail`).
 //!
 //! "Nothing proves it" is not quite "never acknowledged": the watermark is persisted off the
 //! acknowledgement path (every `superblock_interval_ms`, at seals, truncations, purges and at
@@ -530,10 +538,10 @@ fn scan_tail(
             let detail = format!("{err}; offsets below {durable_floor} were durable");
             return Err(Ctx::corrupt(path, pos, Some(offset), detail));
         }
-        // Zeros from here on are preallocated space, not a torn write.
-        let preallocated = is_all_zero(&map[pos as usize..]);
-        if !preallocated {
-            if let Some(proof) = later_proof_of_durability(&map, pos, sb.log_id, offset, max) {
+        // Zeros from here on are preallocated space, the stale bytes of a recycled file are
+        // not a torn write either; anything else is cut.
+        let preallocated = match after_the_tail(&map, pos, sb.log_id, base, offset, max) {
+            After::Proof(proof) => {
                 let detail = format!(
                     "{err}; record {} was written after this one was durable (durable end {:?})",
                     proof.offset,
@@ -541,7 +549,9 @@ fn scan_tail(
                 );
                 return Err(Ctx::corrupt(path, pos, Some(offset), detail));
             }
-        }
+            After::Unused => true,
+            After::Torn => false,
+        };
         drop(map);
         let torn = TornTail {
             path: path.to_path_buf(),
@@ -591,16 +601,32 @@ fn is_all_zero(bytes: &[u8]) -> bool {
             .all(|c| c.iter().fold(0u128, |acc, w| acc | w) == 0)
 }
 
-/// Looks past a bad frame for a valid frame of this log, at a higher offset, written when
-/// `offset` was already durable: proof that the bad frame was acknowledged.
-fn later_proof_of_durability(
-    map: &[u8],
-    bad_pos: u64,
-    log_id: u64,
-    offset: u64,
-    max: u32,
-) -> Option<FrameHeader> {
-    let mut p = bad_pos as usize + record::FRAME_ALIGN_BYTES;
+/// What lies after the last record of the tail (at `pos`, where the record `offset` should
+/// have been) in a segment based at `base`.
+enum After {
+    /// A valid frame of this log, at a higher offset, written when `offset` was already
+    /// durable: proof that the bad frame was acknowledged (corruption).
+    Proof(FrameHeader),
+    /// Space never written in this segment's life: zeros (preallocated), or the stale bytes
+    /// of a recycled file (frames of offsets below `base`, their index and footer), with no
+    /// frame of this segment among them. Left in place: nothing there can ever decode as a
+    /// record of this segment (every frame carries its offset, and a recycled file only ever
+    /// gets a base above every offset it held), and the next appends overwrite it.
+    Unused,
+    /// Anything else: a torn, never-acknowledged tail, cut. A frame of this segment (offset at
+    /// or above `base`) after the end is always cut, so that no record a crash discarded can
+    /// later reappear where a new frame happens to end.
+    Torn,
+}
+
+/// Classifies the bytes from `pos` on (see [`After`]) by one pass over every aligned
+/// position; zeros are skipped a word at a time.
+fn after_the_tail(map: &[u8], pos: u64, log_id: u64, base: u64, offset: u64, max: u32) -> After {
+    if is_all_zero(&map[pos as usize..]) {
+        return After::Unused;
+    }
+    let (mut ours, mut stale) = (false, false);
+    let mut p = pos as usize;
     while p + record::HEADER_SIZE_BYTES <= map.len() {
         if map[p..p + 8] == [0u8; 8] {
             // No frame starts with a zero checksum and length (preallocated space).
@@ -608,13 +634,25 @@ fn later_proof_of_durability(
             continue;
         }
         if let Ok(h) = record::decode_header(&map[p..], log_id, None, max) {
-            if h.offset > offset && h.durable_end_hint().is_some_and(|d| d > offset) {
-                return Some(h);
+            let later = p > pos as usize && h.offset > offset;
+            if later && h.durable_end_hint().is_some_and(|d| d > offset) {
+                return After::Proof(h);
             }
+            if h.offset >= base {
+                ours = true;
+            } else {
+                stale = true;
+            }
+        } else if segment::is_stale_footer(&map[p..], log_id, base) {
+            stale = true;
         }
         p += record::FRAME_ALIGN_BYTES;
     }
-    None
+    if stale && !ours {
+        After::Unused
+    } else {
+        After::Torn
+    }
 }
 
 /// The directory's segment paths, for tools.

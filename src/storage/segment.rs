@@ -20,7 +20,9 @@
 //! this field (u32): a sealed segment can be shipped to another machine and verified as a file.
 //!
 //! A sealed segment is immutable: it is only ever read (through memmap2), deleted, or, when a
-//! truncation cuts into it, replaced by a new file renamed over it. The header region is 4 KiB
+//! truncation cuts into it, replaced by a new file renamed over it. Once retention retired it
+//! and nothing references it any more, its file may be recycled (renamed, re-headed and
+//! overwritten as a new segment: `background.rs`). The header region is 4 KiB
 //! so frames start sector- and page-aligned (room for O_DIRECT writers).
 
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
@@ -30,7 +32,7 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 /// Bytes before the first frame.
 pub const HEADER_REGION_BYTES: u64 = 4096;
@@ -111,6 +113,17 @@ pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Res
         return Err("segment header region padding is not zero".into());
     }
     Ok(())
+}
+
+/// Whether `b` (at least 64 bytes) starts with the footer of a segment of `log_id` based
+/// below `base_offset`, checksum verified: the stale footer a recycled file keeps after its
+/// old frames and index (see `recovery::scan_tail`).
+pub fn is_stale_footer(b: &[u8], log_id: u64, base_offset: u64) -> bool {
+    b.len() >= FOOTER_BYTES
+        && &b[0..8] == FOOTER_MAGIC
+        && crate::storage::checksum::checksum(&b[..56]) == u32_at(b, 56)
+        && u64_at(b, 8) == log_id
+        && u64_at(b, 16) < base_offset
 }
 
 /// The decoded footer of a sealed segment.
@@ -224,6 +237,22 @@ pub struct Segment {
     /// (`LogOptions::direct_io`); held by the active segment only (closed at the seal, so a
     /// long log does not keep two descriptors per sealed segment).
     direct: Mutex<Option<FileRef>>,
+    /// One clone lives in every map handed out by [`Segment::map`] (and so in every record
+    /// payload sliced from it): while any of them lives, the count is above one, and the file
+    /// must not be recycled (its bytes would change under a reader).
+    map_users: Arc<()>,
+}
+
+/// The owner of a segment's map: the mapped bytes, and a clone of the segment's `map_users`.
+struct TrackedMap {
+    bytes: Bytes,
+    _user: Arc<()>,
+}
+
+impl AsRef<[u8]> for TrackedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Segment {
@@ -248,7 +277,29 @@ impl Segment {
             map: OnceLock::new(),
             unwritten: Mutex::new(VecDeque::new()),
             direct: Mutex::new(None),
+            map_users: Arc::new(()),
         }
+    }
+
+    /// Takes a segment that nobody else references apart: its path and open file, if no map
+    /// of it, no record sliced from one and no other handle of its file lives anywhere (a
+    /// segment fetch server holds the file, a reader the `Arc<Segment>` or a payload). Only
+    /// then may the file be overwritten in place (recycled); `None` when something still
+    /// reads it, and the caller deletes the file instead (readers keep the unlinked inode).
+    pub(crate) fn into_unshared(self: Arc<Self>) -> Option<(PathBuf, FileRef)> {
+        let seg = Arc::try_unwrap(self).ok()?;
+        let Segment {
+            path,
+            file,
+            map,
+            map_users,
+            direct,
+            ..
+        } = seg;
+        // Dropping our own map leaves only the maps (and payloads) held elsewhere.
+        drop((map, direct));
+        let unshared = Arc::strong_count(&map_users) == 1 && Arc::strong_count(&file) == 1;
+        unshared.then_some((path, file))
     }
 
     fn direct(&self) -> MutexGuard<'_, Option<FileRef>> {
@@ -310,7 +361,11 @@ impl Segment {
         if let Some(m) = self.map.get() {
             return Ok(m);
         }
-        let map = self.file.map().map_err(|e| Error::io(&self.path, e))?;
+        let bytes = self.file.map().map_err(|e| Error::io(&self.path, e))?;
+        let map = Bytes::from_owner(TrackedMap {
+            bytes,
+            _user: self.map_users.clone(),
+        });
         Ok(self.map.get_or_init(|| map))
     }
 

@@ -1,7 +1,9 @@
 //! Truncation (cut the tail, for Raft), purge (drop a prefix) and retention.
 
-use super::background::lock_sb;
+use super::background::{lock_sb, Spare};
+use super::index::INDEX_ENTRY_SIZE_BYTES;
 use super::log::{lock, Active, PurgeOutcome, Writer};
+use super::record;
 use super::recovery::now_us;
 use super::segment::{self, Segment};
 use super::superblock::NO_TRUNCATION;
@@ -208,11 +210,8 @@ impl Log {
                 .collect()
         };
         let mut outcome = PurgeOutcome::default();
+        let mut spare = None;
         for seg in released {
-            self.shared
-                .io
-                .remove(&seg.path)
-                .map_err(|e| Error::io(&seg.path, e))?;
             self.shared
                 .segments
                 .write()
@@ -220,6 +219,9 @@ impl Log {
                 .remove(&seg.base_offset);
             outcome.segments_removed += 1;
             outcome.bytes_removed += seg.size_bytes();
+            if let Some(kept) = self.retire(seg, spare.is_none())? {
+                spare = Some(kept);
+            }
         }
         if outcome.segments_removed > 0 {
             self.shared
@@ -227,7 +229,52 @@ impl Log {
                 .sync_dir(&self.shared.dir)
                 .map_err(|e| self.poison_with("directory fsync", e))?;
         }
+        // Only once the rename is durable: were the spare's zeros written first, a crash
+        // could bring back the old segment name over a file that no longer ends in its footer.
+        if let Some(spare) = spare {
+            self.shared.background.keep_spare(spare);
+        }
         Ok(outcome)
+    }
+
+    /// Takes a released segment (already out of the segment map) off its name: renamed to a
+    /// spare, to become the next prepared segment without writing it whole (like PostgreSQL
+    /// recycles its WAL segments), or deleted. Kept only if
+    /// - the background thread prepares files and holds no spare yet, and this purge kept
+    ///   none (at most one waits);
+    /// - it is a full segment of the current size (its seal left less than one largest frame
+    ///   and its index entry free), so only that gap is zero-filled; any other size is deleted.
+    ///
+    /// The rename changes no byte, so it is safe under readers. The spare keeps the segment's
+    /// `Arc`, and the background thread overwrites the file only once nothing else references
+    /// it (`Segment::into_unshared`: no reader, iterator or group commit holding the segment,
+    /// no map of it or payload sliced from one, no other handle of its file such as a segment
+    /// fetch server's); a spare still read then is deleted instead, and its readers finish on
+    /// the unlinked inode, as after a plain delete.
+    fn retire(&self, seg: Arc<Segment>, want_spare: bool) -> Result<Option<Spare>> {
+        let opts = &self.shared.opts;
+        let (len_bytes, stale_below) = seg.read_state(|s| (s.file_len, s.end_offset));
+        let largest = record::frame_len(opts.max_record_bytes as usize) as u64;
+        let full = want_spare
+            && len_bytes <= opts.segment_size_bytes
+            && len_bytes + largest + INDEX_ENTRY_SIZE_BYTES as u64 >= opts.segment_size_bytes;
+        let kept = full
+            .then(|| self.shared.background.spare_name(&self.shared.dir))
+            .flatten()
+            .filter(|to| self.shared.io.rename(&seg.path, to).is_ok())
+            .map(|path| Spare {
+                path,
+                len_bytes,
+                stale_below,
+                seg: seg.clone(),
+            });
+        if kept.is_none() {
+            self.shared
+                .io
+                .remove(&seg.path)
+                .map_err(|e| Error::io(&seg.path, e))?;
+        }
+        Ok(kept)
     }
 
     /// Drops every record and continues the log at `offset` (at or after its end): the next

@@ -1,7 +1,7 @@
 //! The append path: encode frames into a chunk, publish it to readers, queue it for group
 //! commit; roll, seal and create segments; discard a tail that failed for lack of space.
 
-use super::background::PREPARED_PREFIX;
+use super::background::{Prepared, PREPARED_PREFIX};
 use super::checksum::{checksum, checksum_append};
 use super::group_commit::Chunk;
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
@@ -400,9 +400,9 @@ impl Log {
         }
     }
 
-    /// Creates the segment starting at the next offset, from the prepared (zero-filled) file if
-    /// one is ready: header written and fsynced, directory entry fsynced, before any record
-    /// goes into it.
+    /// Creates the segment starting at the next offset, from the prepared file if one is
+    /// ready: header written and fsynced, directory entry fsynced, before any record goes
+    /// into it.
     pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
         debug_assert!(w.active.is_none());
         let base = w.next_offset;
@@ -422,15 +422,16 @@ impl Log {
             .preallocate
             .then(|| self.shared.background.take_prepared())
             .flatten();
-        let from_prepared = match &prepared {
-            Some(p) => io.rename(p, &path).is_ok(),
-            None => false,
-        };
-        let file: FileRef = io.open(&path, true).map_err(|e| Error::io(&path, e))?;
-        let init = if from_prepared {
-            file.write_at_sync(&header, 0)
-        } else {
-            file.set_len(0).and_then(|_| file.write_at_sync(&header, 0))
+        let from_prepared = prepared
+            .as_ref()
+            .and_then(|p| self.head_prepared(p, base, &header, &path));
+        let (file, init) = match from_prepared {
+            Some(file) => (file, Ok(())),
+            None => {
+                let file: FileRef = io.open(&path, true).map_err(|e| Error::io(&path, e))?;
+                let init = file.set_len(0).and_then(|_| file.write_at_sync(&header, 0));
+                (file, init)
+            }
         };
         if let Err(e) = init {
             // Never referenced by a durable directory entry yet; recovery also removes it.
@@ -474,10 +475,38 @@ impl Log {
             seg,
             file_crc: checksum(&header),
         });
-        debug_assert!(
-            !from_prepared
-                || prepared.is_some_and(|p| p.to_string_lossy().contains(PREPARED_PREFIX))
-        );
         Ok(())
+    }
+
+    /// Makes the prepared file the segment at `base`: writes and fsyncs the fresh header
+    /// block (4 KiB: the header, then zeros, so the padding rule holds over a recycled file's
+    /// old header) *before* renaming it to the segment's name, so that a file under a segment
+    /// name always has a valid header (a recycled file's body is not zeros, so recovery could
+    /// not take it for one never written). `None` (and the prepared file removed) if any step
+    /// fails: the caller creates the segment afresh.
+    fn head_prepared(
+        &self,
+        prepared: &Prepared,
+        base: u64,
+        header: &[u8],
+        path: &std::path::Path,
+    ) -> Option<FileRef> {
+        let io = &self.shared.io;
+        debug_assert!(prepared.path.to_string_lossy().contains(PREPARED_PREFIX));
+        debug_assert_eq!(header.len() as u64, HEADER_REGION_BYTES);
+        // Recovery's rule for stale bytes needs every frame a recycled file holds to lie below
+        // the base it gets; retired segments end at or below the log start, which never
+        // exceeds the next offset.
+        let stale_ok = prepared.stale_below <= base;
+        debug_assert!(stale_ok, "recycled file holds offsets at or above {base}");
+        let headed = stale_ok
+            .then(|| io.open(&prepared.path, false).ok())
+            .flatten()
+            .filter(|f| f.write_at_sync(header, 0).is_ok())
+            .filter(|_| io.rename(&prepared.path, path).is_ok());
+        if headed.is_none() {
+            let _ = io.remove(&prepared.path);
+        }
+        headed
     }
 }
