@@ -308,7 +308,7 @@ fn apply_retention_by_bytes_and_by_age() {
     assert!(log.size_bytes() <= 3 * SEGMENT_BYTES);
     assert!(log.start_offset() > 0);
     assert_eq!(log.read(299).unwrap().payload.as_ref(), &payload(299)[..]);
-    assert!(matches!(log.read(0), Err(Error::OutOfRange { .. })));
+    assert!(matches!(log.read(0), Err(Error::BelowFloor { .. })));
     drop(log);
 
     // By age: nothing is old yet; once every record is, all sealed segments go.
