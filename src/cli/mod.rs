@@ -15,6 +15,9 @@ mod prometheus;
 mod raw;
 mod replicated;
 mod report;
+mod soak;
+mod soak_check;
+mod soak_report;
 mod stats;
 mod sys;
 
