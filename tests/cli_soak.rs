@@ -45,6 +45,13 @@ fn short_soak_keeps_its_bounds_and_loses_nothing() {
     for b in ["growth", "p99"] {
         assert_eq!(v["bounds"][b]["checked"], true, "{b} bound unchecked: {v}");
     }
+    // The disk bound is checked whenever the nodes run with retention (1 MiB with --quick:
+    // filled within the first 15 s).
+    assert_eq!(
+        v["bounds"]["disk"]["checked"],
+        !v["retention_bytes"].is_null(),
+        "{v}"
+    );
     let minutes = v["per_minute"].as_array().unwrap();
     assert_eq!(minutes.len(), 6, "45 s in 7.5 s minutes: {v}");
     assert!(minutes.iter().any(|m| m["disrupted"] == true), "{v}");

@@ -612,6 +612,7 @@ fn sample(p: &Proc) -> Option<SiteFigures> {
         line[name.len()..].split_whitespace().next()?.parse().ok()
     };
     let rss_kib = field("VmRSS:")?;
+    let anon_kib = field("RssAnon:")?;
     let threads = field("Threads:")?;
     let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
         .ok()?
@@ -620,6 +621,7 @@ fn sample(p: &Proc) -> Option<SiteFigures> {
         node: p.node,
         disk_bytes: dir_bytes(&p.dir),
         rss_bytes: rss_kib * 1024,
+        rss_anon_bytes: anon_kib * 1024,
         fds,
         threads,
         segments: segment_bases(&p.dir).count() as u64,
@@ -801,7 +803,7 @@ impl Summary {
             segment_bytes: plan.segment_bytes,
             disk_limit_bytes,
             disk: check::check_disk(&tally.buckets, plan.retention_bytes, disk_limit_bytes),
-            growth: check::check_growth(&tally.buckets),
+            growth: check::check_growth(&tally.buckets, plan.retention_bytes.is_some()),
             p99: check::check_p99(&tally.buckets),
             tally,
             bucket_secs,
@@ -869,6 +871,7 @@ impl Summary {
                     ("node", f.node.into()),
                     ("disk_bytes", f.disk_bytes.into()),
                     ("rss_bytes", f.rss_bytes.into()),
+                    ("rss_anon_bytes", f.rss_anon_bytes.into()),
                     ("fds", f.fds.into()),
                     ("threads", f.threads.into()),
                 ])

@@ -5,6 +5,7 @@ fn site(node: u64, disk: u64, rss: u64, fds: u64, threads: u64) -> SiteFigures {
         node,
         disk_bytes: disk,
         rss_bytes: rss,
+        rss_anon_bytes: rss / 2,
         fds,
         threads,
         segments: 0,
@@ -29,8 +30,7 @@ fn p99_is_nearest_rank() {
 #[test]
 fn disk_bound_starts_after_the_first_fill_and_needs_retention() {
     let mb = 1 << 20;
-    // Slot 0 goes over the limit before it ever reached retention (allowed: still filling
-    // cannot happen above the limit anyway), then fills, then breaks the limit.
+    // Slot 0 fills (5 MiB, then 10 MiB = its retention), then holds 12 MiB.
     let b = [
         bucket(&[], &[(0, site(1, 5 * mb, 0, 0, 0))]),
         bucket(&[], &[(0, site(1, 10 * mb, 0, 0, 0))]),
@@ -56,27 +56,33 @@ fn growth_compares_last_third_with_middle_third_and_skips_fresh_processes() {
         bucket(&[], &[(0, s(40 * mb))]),
     ];
     // 100 -> 40 -> 40: the first third does not count; no growth.
-    assert!(check_growth(&b).ok);
-    b[2].sites.insert(0, s(60 * mb));
-    let g = check_growth(&b);
-    assert!(g.checked && !g.ok, "40 -> 60 MiB is growth: {g:?}");
+    assert!(check_growth(&b, true).ok);
+    b[2].sites.insert(0, s(70 * mb));
+    let g = check_growth(&b, true);
+    assert!(g.checked && !g.ok, "40 -> 70 MiB is growth: {g:?}");
+    // Without retention only the anonymous part counts (20 -> 35 MiB: still growth)...
+    assert!(!check_growth(&b, false).ok);
+    // ...and mapped log pages growing with the log do not.
+    b[2].sites.get_mut(&0).unwrap().rss_anon_bytes = 20 * mb;
+    assert!(check_growth(&b, false).ok);
+    assert!(!check_growth(&b, true).ok);
     // The same bucket is where the slot's process restarted: a transient, left out, and
     // nothing is left to compare.
     b[2].fresh.insert(0);
-    assert!(!check_growth(&b).checked);
+    assert!(!check_growth(&b, true).checked);
     // Within 10 % plus the slack: fine.
     b[2].fresh.clear();
     b[2].sites.insert(0, s(40 * mb + 4 * mb + RSS_SLACK_BYTES));
-    assert!(check_growth(&b).ok);
+    assert!(check_growth(&b, true).ok);
     // A thread more is within the absolute slack.
     b[2].sites.insert(0, site(1, 0, 40 * mb, 20, 11));
-    assert!(check_growth(&b).ok);
+    assert!(check_growth(&b, true).ok);
     b[2].sites
         .insert(0, site(1, 0, 40 * mb, 20 + 2 + FD_SLACK + 1, 10));
-    assert!(!check_growth(&b).ok, "descriptors leaking");
+    assert!(!check_growth(&b, true).ok, "descriptors leaking");
     // ...unless they are the log's segments (the log grew: the disk bound's business).
     b[2].sites.get_mut(&0).unwrap().segments = 3 + FD_SLACK;
-    assert!(check_growth(&b).ok);
+    assert!(check_growth(&b, true).ok);
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The soak's SVG (plotters, SVG backend): per minute, disk bytes, RSS, open descriptors and
-//! threads of every site (one line per site slot), acknowledged messages per second and p99
+//! The soak's SVG (plotters, SVG backend): per minute, disk bytes, RSS (all and anonymous),
+//! open descriptors and threads of every site (one line per site slot), acknowledged messages per second and p99
 //! commit latency; fires, rebuilds and rolling restarts as vertical markers.
 
 use super::soak_check::{Bucket, SiteFigures};
@@ -46,7 +46,7 @@ fn site_panel(title: &'static str, buckets: &[Bucket], field: fn(&SiteFigures) -
     Panel { title, series }
 }
 
-/// The six panels of the report.
+/// The seven panels of the report.
 fn panels(buckets: &[Bucket], bucket_secs: &[f64]) -> Vec<Panel> {
     let rate = buckets
         .iter()
@@ -86,9 +86,9 @@ pub fn write_svg(
     events: &[(f64, String)],
 ) -> CliResult<()> {
     let end_min = (buckets.len() as f64).max(1.0);
-    let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 1200)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let areas = root.split_evenly((3, 2));
+    let areas = root.split_evenly((4, 2));
     for (area, panel) in areas.iter().zip(panels(buckets, bucket_secs)) {
         let max_y = panel
             .series
