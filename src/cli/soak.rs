@@ -614,15 +614,19 @@ fn sample(p: &Proc) -> Option<SiteFigures> {
     let rss_kib = field("VmRSS:")?;
     let anon_kib = field("RssAnon:")?;
     let threads = field("Threads:")?;
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
-        .ok()?
-        .count() as u64;
+    let (mut fds, mut sockets) = (0, 0);
+    for e in std::fs::read_dir(format!("/proc/{}/fd", p.pid)).ok()?.flatten() {
+        fds += 1;
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        sockets += u64::from(target.to_string_lossy().starts_with("socket:"));
+    }
     Some(SiteFigures {
         node: p.node,
         disk_bytes: dir_bytes(&p.dir),
         rss_bytes: rss_kib * 1024,
         rss_anon_bytes: anon_kib * 1024,
         fds,
+        sockets,
         threads,
         segments: segment_bases(&p.dir).count() as u64,
     })
@@ -686,6 +690,7 @@ async fn verify(shared: &Shared, cluster: &LocalCluster, run: &mut Run) -> CliRe
     let Some(max) = acked.last().map(|a| a.offset) else {
         return Ok(0);
     };
+    let t0 = Instant::now();
     let mut floors = Vec::new();
     for id in cluster.live() {
         let (floor, missing, differing) = compare_site(cluster, id, &acked, max).await?;
@@ -702,6 +707,12 @@ async fn verify(shared: &Shared, cluster: &LocalCluster, run: &mut Run) -> CliRe
             run.lost.len()
         );
     }
+    eprintln!(
+        "read back {} acknowledged messages from {} sites in {:.1} s",
+        acked.len(),
+        floors.len(),
+        t0.elapsed().as_secs_f64()
+    );
     let floor = floors.into_iter().min().unwrap_or(0);
     locked(&shared.tally).acked.retain(|a| a.offset >= floor);
     Ok(cluster.live().len())
@@ -803,7 +814,12 @@ impl Summary {
             segment_bytes: plan.segment_bytes,
             disk_limit_bytes,
             disk: check::check_disk(&tally.buckets, plan.retention_bytes, disk_limit_bytes),
-            growth: check::check_growth(&tally.buckets, plan.retention_bytes.is_some()),
+            growth: check::check_growth(
+                &tally.buckets,
+                plan.retention_bytes.is_some(),
+                // The writers and the soak's own admin and read-back clients.
+                args.writers as u64 + 2,
+            ),
             p99: check::check_p99(&tally.buckets),
             tally,
             bucket_secs,
@@ -873,6 +889,8 @@ impl Summary {
                     ("rss_bytes", f.rss_bytes.into()),
                     ("rss_anon_bytes", f.rss_anon_bytes.into()),
                     ("fds", f.fds.into()),
+                    ("sockets", f.sockets.into()),
+                    ("segments", f.segments.into()),
                     ("threads", f.threads.into()),
                 ])
             })

@@ -29,16 +29,18 @@ pub struct SiteFigures {
     /// RssAnon: heap and stacks, what a leak grows.
     pub rss_anon_bytes: u64,
     pub fds: u64,
+    /// Of those, sockets (peers, clients).
+    pub sockets: u64,
     pub threads: u64,
     /// Segment files in its log directory (each open segment holds a descriptor).
     pub segments: u64,
 }
 
 impl SiteFigures {
-    /// Descriptors beyond one per segment file: what must not grow even while the log does
-    /// (without retention the segment count grows by design).
-    pub fn other_fds(&self) -> u64 {
-        self.fds.saturating_sub(self.segments)
+    /// Descriptors other than sockets, beyond one per segment file: what must not grow even
+    /// while the log does (without retention the segment count grows by design).
+    pub fn file_fds(&self) -> u64 {
+        self.fds.saturating_sub(self.sockets + self.segments)
     }
 
     /// The per-field maximum of two samples (the node is the latest one's).
@@ -48,6 +50,7 @@ impl SiteFigures {
         self.rss_bytes = self.rss_bytes.max(s.rss_bytes);
         self.rss_anon_bytes = self.rss_anon_bytes.max(s.rss_anon_bytes);
         self.fds = self.fds.max(s.fds);
+        self.sockets = self.sockets.max(s.sockets);
         self.threads = self.threads.max(s.threads);
         self.segments = self.segments.max(s.segments);
     }
@@ -169,13 +172,16 @@ fn peak(
 }
 
 /// RSS, descriptors and threads of each site's process: the last third's peak stays within
-/// [`GROWTH_RATIO`] of the middle third's (plus the slacks above). Descriptors are counted
-/// beyond one per segment file: the segment count is the disk bound's business (it plateaus
-/// with retention and grows without it), a leak (of deleted segments' descriptors too) shows. Buckets in which the
+/// [`GROWTH_RATIO`] of the middle third's (plus the slacks above). Descriptors are checked in
+/// two parts: files beyond one per segment file (the segment count is the disk bound's
+/// business: it plateaus with retention and grows without it; a leak, of deleted segments'
+/// descriptors too, shows) and sockets. Buckets in which the
 /// slot's process started (a restart or a rebuild) are left out: a start-up is a transient,
 /// not growth. Anonymous RSS is always checked; the whole RSS only when `log_bounded`
 /// (retention on): otherwise the mapped pages of a log that grows by design grow with it.
-pub fn check_growth(buckets: &[Bucket], log_bounded: bool) -> Bound {
+/// Sockets get `clients` more slack: the soak's clients connect to the leader, and the
+/// leadership moves with every fire and restart.
+pub fn check_growth(buckets: &[Bucket], log_bounded: bool, clients: u64) -> Bound {
     let n = buckets.len();
     if n < 3 {
         return Bound::skipped("fewer than 3 minutes");
@@ -185,10 +191,11 @@ pub fn check_growth(buckets: &[Bucket], log_bounded: bool) -> Bound {
         .iter()
         .flat_map(|b| b.sites.keys().copied())
         .collect();
-    let all: [(&str, fn(&SiteFigures) -> u64, u64); 4] = [
+    let all: [(&str, fn(&SiteFigures) -> u64, u64); 5] = [
         ("rss_bytes", |f| f.rss_bytes, RSS_SLACK_BYTES),
         ("rss_anon_bytes", |f| f.rss_anon_bytes, RSS_SLACK_BYTES),
-        ("fds beyond one per segment", |f| f.other_fds(), FD_SLACK),
+        ("fds (files beyond one per segment)", |f| f.file_fds(), FD_SLACK),
+        ("fds (sockets)", |f| f.sockets, FD_SLACK + clients),
         ("threads", |f| f.threads, THREAD_SLACK),
     ];
     let fields = &all[usize::from(!log_bounded)..];

@@ -7,6 +7,7 @@ fn site(node: u64, disk: u64, rss: u64, fds: u64, threads: u64) -> SiteFigures {
         rss_bytes: rss,
         rss_anon_bytes: rss / 2,
         fds,
+        sockets: 0,
         threads,
         segments: 0,
     }
@@ -56,33 +57,39 @@ fn growth_compares_last_third_with_middle_third_and_skips_fresh_processes() {
         bucket(&[], &[(0, s(40 * mb))]),
     ];
     // 100 -> 40 -> 40: the first third does not count; no growth.
-    assert!(check_growth(&b, true).ok);
+    assert!(check_growth(&b, true, 0).ok);
     b[2].sites.insert(0, s(70 * mb));
-    let g = check_growth(&b, true);
+    let g = check_growth(&b, true, 0);
     assert!(g.checked && !g.ok, "40 -> 70 MiB is growth: {g:?}");
     // Without retention only the anonymous part counts (20 -> 35 MiB: still growth)...
-    assert!(!check_growth(&b, false).ok);
+    assert!(!check_growth(&b, false, 0).ok);
     // ...and mapped log pages growing with the log do not.
     b[2].sites.get_mut(&0).unwrap().rss_anon_bytes = 20 * mb;
-    assert!(check_growth(&b, false).ok);
-    assert!(!check_growth(&b, true).ok);
+    assert!(check_growth(&b, false, 0).ok);
+    assert!(!check_growth(&b, true, 0).ok);
     // The same bucket is where the slot's process restarted: a transient, left out, and
     // nothing is left to compare.
     b[2].fresh.insert(0);
-    assert!(!check_growth(&b, true).checked);
+    assert!(!check_growth(&b, true, 0).checked);
     // Within 10 % plus the slack: fine.
     b[2].fresh.clear();
     b[2].sites.insert(0, s(40 * mb + 4 * mb + RSS_SLACK_BYTES));
-    assert!(check_growth(&b, true).ok);
+    assert!(check_growth(&b, true, 0).ok);
     // A thread more is within the absolute slack.
     b[2].sites.insert(0, site(1, 0, 40 * mb, 20, 11));
-    assert!(check_growth(&b, true).ok);
+    assert!(check_growth(&b, true, 0).ok);
     b[2].sites
         .insert(0, site(1, 0, 40 * mb, 20 + 2 + FD_SLACK + 1, 10));
-    assert!(!check_growth(&b, true).ok, "descriptors leaking");
+    assert!(!check_growth(&b, true, 0).ok, "descriptors leaking");
     // ...unless they are the log's segments (the log grew: the disk bound's business).
     b[2].sites.get_mut(&0).unwrap().segments = 3 + FD_SLACK;
-    assert!(check_growth(&b, true).ok);
+    assert!(check_growth(&b, true, 0).ok);
+    // ...or sockets: the 16 clients' connections moved here with the leadership.
+    b[2].sites.get_mut(&0).unwrap().segments = 0;
+    b[2].sites.get_mut(&0).unwrap().sockets = 3 + FD_SLACK;
+    assert!(check_growth(&b, true, 16).ok);
+    b[2].sites.get_mut(&0).unwrap().sockets = 20 + 3 + 16 + FD_SLACK;
+    assert!(!check_growth(&b, true, 16).ok, "sockets leaking");
 }
 
 #[test]
