@@ -82,6 +82,12 @@ impl Plan {
                 "more than {MAX_BUCKETS} minutes of --soak-minute-secs"
             )));
         }
+        if !(args.soak_p99_factor >= 1.0) {
+            return Err(CliError(format!(
+                "--soak-p99-factor takes at least 1, not {}",
+                args.soak_p99_factor
+            )));
+        }
         let every = |v: Option<f64>, default: f64, flag: &str| match v.unwrap_or(default) {
             s if s >= MIN_EVENT_EVERY_SECS => Ok(Duration::from_secs_f64(s)),
             s => Err(CliError(format!(
@@ -615,7 +621,10 @@ fn sample(p: &Proc) -> Option<SiteFigures> {
     let anon_kib = field("RssAnon:")?;
     let threads = field("Threads:")?;
     let (mut fds, mut sockets) = (0, 0);
-    for e in std::fs::read_dir(format!("/proc/{}/fd", p.pid)).ok()?.flatten() {
+    for e in std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+        .ok()?
+        .flatten()
+    {
         fds += 1;
         let target = std::fs::read_link(e.path()).unwrap_or_default();
         sockets += u64::from(target.to_string_lossy().starts_with("socket:"));
@@ -774,6 +783,7 @@ struct Summary {
     retention_bytes: Option<u64>,
     segment_bytes: u64,
     disk_limit_bytes: u64,
+    p99_factor: f64,
     tally: Tally,
     /// Seconds of each bucket (the last one may be partial).
     bucket_secs: Vec<f64>,
@@ -813,6 +823,7 @@ impl Summary {
             retention_bytes: plan.retention_bytes,
             segment_bytes: plan.segment_bytes,
             disk_limit_bytes,
+            p99_factor: args.soak_p99_factor,
             disk: check::check_disk(&tally.buckets, plan.retention_bytes, disk_limit_bytes),
             growth: check::check_growth(
                 &tally.buckets,
@@ -820,7 +831,7 @@ impl Summary {
                 // The writers and the soak's own admin and read-back clients.
                 args.writers as u64 + 2,
             ),
-            p99: check::check_p99(&tally.buckets),
+            p99: check::check_p99(&tally.buckets, args.soak_p99_factor),
             tally,
             bucket_secs,
             run,
@@ -925,6 +936,7 @@ impl Summary {
             ("sites", self.sites.into()),
             ("minutes", self.minutes.into()),
             ("minute_secs", self.minute_secs.into()),
+            ("p99_factor", self.p99_factor.into()),
             ("rate", self.rate.into()),
             (
                 "retention_bytes",

@@ -15,7 +15,8 @@ pub const GROWTH_RATIO: f64 = 1.10;
 pub const RSS_SLACK_BYTES: u64 = 8 << 20;
 pub const FD_SLACK: u64 = 8;
 pub const THREAD_SLACK: u64 = 2;
-/// p99 bound: a steady minute's p99 may be this many times the first steady minute's.
+/// p99 bound: a steady minute's p99 may be this many times the first steady minute's (the
+/// issue's figure; `--soak-p99-factor` overrides it).
 pub const P99_FACTOR: f64 = 2.0;
 
 /// One site's figures in one bucket: the largest of the bucket's samples.
@@ -157,7 +158,8 @@ pub fn check_disk(buckets: &[Bucket], retention_bytes: Option<u64>, limit_bytes:
     ))
 }
 
-/// The peak of `field` over a slot's undisturbed buckets in `range`.
+/// The peak of `field` over the undisturbed buckets in `range` (no fire, rebuild or restart,
+/// and not one in which the slot's own process started).
 fn peak(
     buckets: &[Bucket],
     range: std::ops::Range<usize>,
@@ -166,18 +168,18 @@ fn peak(
 ) -> Option<u64> {
     buckets[range]
         .iter()
-        .filter(|b| !b.fresh.contains(&slot))
+        .filter(|b| !b.disrupted && !b.fresh.contains(&slot))
         .filter_map(|b| b.sites.get(&slot).map(field))
         .max()
 }
 
 /// RSS, descriptors and threads of each site's process: the last third's peak stays within
-/// [`GROWTH_RATIO`] of the middle third's (plus the slacks above). Descriptors are checked in
+/// [`GROWTH_RATIO`] of the middle third's (plus the slacks above), both over undisturbed
+/// minutes: a fire, rebuild or restart is a transient on every site (the snapshot source
+/// serves a bulk fetch on extra threads, clients reconnect). Descriptors are checked in
 /// two parts: files beyond one per segment file (the segment count is the disk bound's
 /// business: it plateaus with retention and grows without it; a leak, of deleted segments'
-/// descriptors too, shows) and sockets. Buckets in which the
-/// slot's process started (a restart or a rebuild) are left out: a start-up is a transient,
-/// not growth. Anonymous RSS is always checked; the whole RSS only when `log_bounded`
+/// descriptors too, shows) and sockets. Anonymous RSS is always checked; the whole RSS only when `log_bounded`
 /// (retention on): otherwise the mapped pages of a log that grows by design grow with it.
 /// Sockets get `clients` more slack: the soak's clients connect to the leader, and the
 /// leadership moves with every fire and restart.
@@ -194,7 +196,11 @@ pub fn check_growth(buckets: &[Bucket], log_bounded: bool, clients: u64) -> Boun
     let all: [(&str, fn(&SiteFigures) -> u64, u64); 5] = [
         ("rss_bytes", |f| f.rss_bytes, RSS_SLACK_BYTES),
         ("rss_anon_bytes", |f| f.rss_anon_bytes, RSS_SLACK_BYTES),
-        ("fds (files beyond one per segment)", |f| f.file_fds(), FD_SLACK),
+        (
+            "fds (files beyond one per segment)",
+            |f| f.file_fds(),
+            FD_SLACK,
+        ),
         ("fds (sockets)", |f| f.sockets, FD_SLACK + clients),
         ("threads", |f| f.threads, THREAD_SLACK),
     ];
@@ -231,14 +237,14 @@ pub fn first_steady(buckets: &[Bucket]) -> Option<usize> {
     (1..buckets.len()).find(|&i| !buckets[i].disrupted && !buckets[i].lat_ms.is_empty())
 }
 
-/// p99 of every undisturbed minute after the first steady one <= [`P99_FACTOR`] x that
-/// minute's p99.
-pub fn check_p99(buckets: &[Bucket]) -> Bound {
+/// p99 of every undisturbed minute after the first steady one <= `factor` x that minute's
+/// p99.
+pub fn check_p99(buckets: &[Bucket], factor: f64) -> Bound {
     let Some(first) = first_steady(buckets) else {
         return Bound::skipped("no steady minute");
     };
     let base = buckets[first].p99_ms();
-    let limit = base * P99_FACTOR;
+    let limit = base * factor;
     let mut worst = 0f64;
     for (i, b) in buckets.iter().enumerate().skip(first) {
         if b.disrupted || b.lat_ms.is_empty() {
@@ -247,13 +253,13 @@ pub fn check_p99(buckets: &[Bucket]) -> Bound {
         let p99 = b.p99_ms();
         if p99 > limit {
             return Bound::fail(format!(
-                "minute {i}: p99 {p99:.1} ms > {P99_FACTOR} x {base:.1} ms (minute {first})"
+                "minute {i}: p99 {p99:.1} ms > {factor} x {base:.1} ms (minute {first})"
             ));
         }
         worst = worst.max(p99);
     }
     Bound::pass(format!(
-        "worst steady p99 {:.1} ms <= {:.1} ms ({P99_FACTOR} x minute {first})",
+        "worst steady p99 {:.1} ms <= {:.1} ms ({factor} x minute {first})",
         round(worst, 1),
         round(limit, 1)
     ))
