@@ -82,7 +82,7 @@ impl Plan {
                 "more than {MAX_BUCKETS} minutes of --soak-minute-secs"
             )));
         }
-        if !(args.soak_p99_factor >= 1.0) {
+        if args.soak_p99_factor.is_nan() || args.soak_p99_factor < 1.0 {
             return Err(CliError(format!(
                 "--soak-p99-factor takes at least 1, not {}",
                 args.soak_p99_factor

@@ -158,13 +158,16 @@ pub fn check_disk(buckets: &[Bucket], retention_bytes: Option<u64>, limit_bytes:
     ))
 }
 
+/// One figure of a site's, read from its sample.
+type Figure = fn(&SiteFigures) -> u64;
+
 /// The peak of `field` over the undisturbed buckets in `range` (no fire, rebuild or restart,
 /// and not one in which the slot's own process started).
 fn peak(
     buckets: &[Bucket],
     range: std::ops::Range<usize>,
     slot: usize,
-    field: fn(&SiteFigures) -> u64,
+    field: Figure,
 ) -> Option<u64> {
     buckets[range]
         .iter()
@@ -193,7 +196,7 @@ pub fn check_growth(buckets: &[Bucket], log_bounded: bool, clients: u64) -> Boun
         .iter()
         .flat_map(|b| b.sites.keys().copied())
         .collect();
-    let all: [(&str, fn(&SiteFigures) -> u64, u64); 5] = [
+    let all: [(&str, Figure, u64); 5] = [
         ("rss_bytes", |f| f.rss_bytes, RSS_SLACK_BYTES),
         ("rss_anon_bytes", |f| f.rss_anon_bytes, RSS_SLACK_BYTES),
         (
