@@ -1015,3 +1015,45 @@ impl Summary {
         println!("  report                 {}", self.report.display());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_bytes_counts_each_inode_once_and_log_floor_is_the_oldest_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        std::fs::create_dir_all(&log).unwrap();
+        assert_eq!(log_floor(tmp.path()), 0, "no segment");
+        std::fs::write(log.join("00000000000000000500.seg"), [0u8; 1000]).unwrap();
+        std::fs::write(log.join("00000000000000000900.seg"), [0u8; 300]).unwrap();
+        std::fs::write(log.join("prepared-000001.seg.tmp"), [0u8; 20]).unwrap();
+        // A snapshot that hard-links a segment holds no more disk.
+        std::fs::hard_link(
+            log.join("00000000000000000500.seg"),
+            tmp.path().join("linked"),
+        )
+        .unwrap();
+        assert_eq!(dir_bytes(tmp.path()), 1320);
+        assert_eq!(log_floor(tmp.path()), 500);
+        assert_eq!(segment_bases(tmp.path()).count(), 2);
+    }
+
+    #[test]
+    fn sample_reads_this_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Proc {
+            node: 7,
+            pid: std::process::id(),
+            dir: tmp.path().to_path_buf(),
+        };
+        let f = sample(&p).unwrap();
+        assert_eq!(f.node, 7);
+        assert!(f.rss_bytes > 0 && f.rss_anon_bytes > 0 && f.rss_anon_bytes <= f.rss_bytes);
+        assert!(f.threads >= 1 && f.fds >= 3, "{f:?}");
+        assert!(f.sockets <= f.fds);
+        let gone = Proc { pid: u32::MAX, ..p };
+        assert_eq!(sample(&gone), None, "a process that is gone has no figures");
+    }
+}

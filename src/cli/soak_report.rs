@@ -1,6 +1,7 @@
 //! The soak's SVG (plotters, SVG backend): per minute, disk bytes, RSS (all and anonymous),
-//! open descriptors and threads of every site (one line per site slot), acknowledged messages per second and p99
-//! commit latency; fires, rebuilds and rolling restarts as vertical markers.
+//! open descriptors (all and sockets) and threads of every site (one line per site slot),
+//! acknowledged messages per second and p99 commit latency; fires, rebuilds and rolling
+//! restarts as vertical markers.
 
 use super::soak_check::{Bucket, SiteFigures};
 use super::{CliError, CliResult};
@@ -46,7 +47,7 @@ fn site_panel(title: &'static str, buckets: &[Bucket], field: fn(&SiteFigures) -
     Panel { title, series }
 }
 
-/// The seven panels of the report.
+/// The eight panels of the report.
 fn panels(buckets: &[Bucket], bucket_secs: &[f64]) -> Vec<Panel> {
     let rate = buckets
         .iter()
@@ -64,7 +65,11 @@ fn panels(buckets: &[Bucket], bucket_secs: &[f64]) -> Vec<Panel> {
         site_panel("RSS per process (MB)", buckets, |f| {
             f.rss_bytes as f64 / 1e6
         }),
+        site_panel("anonymous RSS per process (MB)", buckets, |f| {
+            f.rss_anon_bytes as f64 / 1e6
+        }),
         site_panel("open descriptors per process", buckets, |f| f.fds as f64),
+        site_panel("of those, sockets", buckets, |f| f.sockets as f64),
         site_panel("threads per process", buckets, |f| f.threads as f64),
         Panel {
             title: "acknowledged messages / s",
