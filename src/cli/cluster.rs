@@ -21,6 +21,8 @@ pub struct LocalCluster {
     /// More `sitelog node` arguments for every node.
     pub extra_args: Vec<String>,
     pub addrs: BTreeMap<u64, String>,
+    /// `--exit-after-secs` of every node spawned from now on (a long soak raises it).
+    pub max_runtime_secs: u64,
     root: PathBuf,
     procs: BTreeMap<u64, Child>,
 }
@@ -58,6 +60,7 @@ impl LocalCluster {
             io,
             extra_args,
             addrs,
+            max_runtime_secs: CHILD_MAX_RUNTIME_SECS,
             root: root.to_path_buf(),
             procs: BTreeMap::new(),
         };
@@ -106,7 +109,7 @@ impl LocalCluster {
                 "--io",
                 self.io,
             ])
-            .args(["--exit-after-secs", &CHILD_MAX_RUNTIME_SECS.to_string()]);
+            .args(["--exit-after-secs", &self.max_runtime_secs.to_string()]);
         cmd.args(&self.extra_args);
         if founding {
             for (m, a) in &self.addrs {
@@ -137,6 +140,40 @@ impl LocalCluster {
         if let Some(mut p) = self.procs.remove(&id) {
             let _ = p.kill();
             let _ = p.wait();
+        }
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.procs.get(&id).map(Child::id)
+    }
+
+    /// Clean stop of node `id`: SIGTERM, then waits up to `limit` for it to exit (SIGKILL
+    /// after that). Returns whether it exited by itself with status 0.
+    pub async fn terminate(&mut self, id: u64, limit: Duration) -> bool {
+        let Some(mut p) = self.procs.remove(&id) else {
+            return false;
+        };
+        let Ok(pid) = libc::pid_t::try_from(p.id()) else {
+            let _ = p.kill();
+            let _ = p.wait();
+            return false;
+        };
+        // SAFETY: kill(2) on our own, not yet reaped child: the pid cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            match p.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                _ => {
+                    let _ = p.kill();
+                    let _ = p.wait();
+                    return false;
+                }
+            }
         }
     }
 

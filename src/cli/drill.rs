@@ -83,14 +83,39 @@ pub struct DrillArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The soak instead of the one-fire drill: run this many minutes (fractions allowed, e.g.
+    /// 0.75) at a steady rate with retention, periodic fires + rebuilds and rolling restarts,
+    /// checking disk, RSS/descriptor/thread growth, p99 and RPO bounds (README: the soak).
+    #[arg(long, value_name = "MINUTES")]
+    pub soak: Option<f64>,
+    /// Soak: seconds per reported "minute" (per-minute figures and bounds; short CI soaks use a
+    /// few seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub soak_minute_secs: f64,
+    /// Soak: the p99 bound, as a factor of the first steady minute's p99 (the CI test loosens
+    /// it for debug builds on shared 2-core runners).
+    #[arg(long, value_name = "X", default_value_t = super::soak_check::P99_FACTOR)]
+    pub soak_p99_factor: f64,
+    /// Soak: log bytes each site keeps (retention by size) [default: 16 MiB, or 1 MiB with
+    /// --quick].
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// Soak: a fire (the leader's site burns) and a rebuild every this many seconds, the first
+    /// after half of it [default: 180].
+    #[arg(long, value_name = "SECS")]
+    pub fire_every_secs: Option<f64>,
+    /// Soak: a rolling restart (SIGTERM, restart, catch-up; site by site) every this many
+    /// seconds, the first after half of it [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub restart_every_secs: Option<f64>,
 }
 
 /// One acknowledged message: where it went and what it was.
 #[derive(Debug, Clone, Copy)]
-struct Acked {
-    offset: u64,
-    crc: u32,
-    len: u32,
+pub(super) struct Acked {
+    pub(super) offset: u64,
+    pub(super) crc: u32,
+    pub(super) len: u32,
 }
 
 /// What the writers saw.
@@ -115,7 +140,7 @@ struct Events {
 }
 
 /// A chat message of `id`: deterministic, sizes skewed like a messenger's.
-fn message(id: u64, conversations: u64) -> Vec<u8> {
+pub(super) fn message(id: u64, conversations: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(id);
     let conv = rng.u64(..conversations.max(1));
     let user = rng.u32(..1_000_000);
@@ -152,7 +177,10 @@ pub fn run(args: &DrillArgs) -> CliResult<()> {
         .enable_all()
         .build()
         .context(|| "cannot start the async runtime".into())?;
-    rt.block_on(drill(args))
+    match args.soak {
+        Some(minutes) => rt.block_on(super::soak::soak(args, minutes)),
+        None => rt.block_on(drill(args)),
+    }
 }
 
 fn phase(msg: &str, secs: u64) -> ProgressBar {
@@ -411,7 +439,7 @@ async fn wait_first_ack_after(
 
 /// Waits until node `id` holds everything the leader had committed when the wait began;
 /// returns that moment and that commit end.
-async fn catch_up(cluster: &LocalCluster, id: u64) -> CliResult<(Instant, u64)> {
+pub(super) async fn catch_up(cluster: &LocalCluster, id: u64) -> CliResult<(Instant, u64)> {
     let leader = cluster.leader(Duration::from_secs(20)).await?;
     let target = cluster.status(leader).await.map_or(0, |s| s.commit_end);
     let bar = ProgressBar::new(target);

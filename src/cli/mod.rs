@@ -15,6 +15,9 @@ mod prometheus;
 mod raw;
 mod replicated;
 mod report;
+mod soak;
+mod soak_check;
+mod soak_report;
 mod stats;
 mod sys;
 
@@ -37,7 +40,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The site-loss drill: three sites, a chat workload, the leader's site burns down
     /// (process killed, disk deleted), a replacement site is rebuilt; RTO, RPO and time to
-    /// full redundancy, with an SVG timeline.
+    /// full redundancy, with an SVG timeline. `--soak MINUTES`: the soak (steady traffic with
+    /// retention, periodic fires + rebuilds and rolling restarts, bounds on disk, memory,
+    /// descriptors, threads, p99 and RPO).
     Drill(drill::DrillArgs),
     /// Check every checksum of a stopped node's (or a log's) directory: exit 0 when clean, 2
     /// when damage is found.

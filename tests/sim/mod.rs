@@ -1005,9 +1005,21 @@ async fn fail_the_leaders_storage(sim: &mut Sim) {
             break;
         }
         if failed_at.elapsed() > bound {
+            // What each live node thought then, to tell a slow election from a stuck one.
+            let seen: Vec<String> = live_replicas(&sim.live)
+                .iter()
+                .map(|(id, r)| {
+                    let s = r.status();
+                    format!(
+                        "node {id}: {:?} term {} leader {:?} commit {} log {} voters {:?}",
+                        s.role, s.term, s.leader, s.commit_end, s.log_end, s.voters
+                    )
+                })
+                .collect();
             sim.history.lock().unwrap().live_violations.push(format!(
                 "liveness: no other node led and committed within {TAKEOVER_BOUND_MS} ms \
-                 after leader {leader}'s storage failed"
+                 after leader {leader}'s storage failed ({})",
+                seen.join("; ")
             ));
             break;
         }
