@@ -32,10 +32,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const CLUSTER_ID: u64 = 0x50_a4;
-/// Whether the nodes accept `--retention-bytes`. Retention on replicated nodes is not in
-/// `sitelog node` yet (branch `retain`): until then the soak runs without it and leaves the
-/// disk bound unchecked. Set to true when it lands.
-const RETENTION_ON_NODES: bool = true;
 /// Limits on the run's shape.
 const MAX_SOAK_MINUTES: f64 = 24.0 * 60.0;
 const MAX_BUCKETS: usize = 10_000;
@@ -104,7 +100,7 @@ impl Plan {
             total: Duration::from_secs_f64(total_secs),
             minute: Duration::from_secs_f64(minute_secs),
             rate: args.rate.unwrap_or(if args.quick { 300 } else { 1000 }),
-            retention_bytes: RETENTION_ON_NODES.then_some(retention),
+            retention_bytes: Some(retention),
             segment_bytes,
             snapshot_every: args
                 .snapshot_every
@@ -263,9 +259,6 @@ pub async fn soak(args: &DrillArgs, minutes: f64) -> CliResult<()> {
         return Err(CliError("a soak needs at least 3 sites".into()));
     }
     let plan = Plan::new(args, minutes)?;
-    if plan.retention_bytes.is_none() {
-        eprintln!("note: retention is not in `sitelog node` yet: the soak runs without it and leaves the disk bound unchecked");
-    }
     let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
     eprintln!(
         "soak: {} sites in {}, {:.1} min, {} msg/s",
