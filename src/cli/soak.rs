@@ -740,12 +740,22 @@ async fn compare_site(
     let mut client = Client::new(vec![cluster.addrs[&id].clone()], cluster.cluster_id);
     let (mut missing, mut differing) = (Vec::new(), Vec::new());
     let mut j = 0;
-    let mut next = 0;
+    let mut next = acked.first().map_or(0, |a| a.offset);
+    // Where the site said its records start, when a read fell below it.
+    let mut said_floor = 0;
     while next <= max && j < acked.len() {
-        let (_, recs) = client
-            .read(next, READ_BATCH)
-            .await
-            .map_err(|e| CliError(format!("read from site-{id}: {e}")))?;
+        let recs = match client.read(next, READ_BATCH).await {
+            Ok((_, recs)) => recs,
+            // Retention deleted what lies below: read on from where the site starts.
+            Err(sitelog::Error::BelowFloor {
+                first_available, ..
+            }) if first_available > next => {
+                said_floor = first_available;
+                next = first_available;
+                continue;
+            }
+            Err(e) => return Err(CliError(format!("read from site-{id}: {e}"))),
+        };
         let Some(last) = recs.last() else { break };
         next = last.offset + 1;
         for r in recs {
@@ -764,7 +774,8 @@ async fn compare_site(
         }
     }
     missing.extend(acked[j..].iter().map(|a| a.offset));
-    Ok((log_floor(&cluster.node_dir(id)), missing, differing))
+    let floor = log_floor(&cluster.node_dir(id)).max(said_floor);
+    Ok((floor, missing, differing))
 }
 
 /// The outcome, for the text or JSON summary and the exit status.
