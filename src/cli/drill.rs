@@ -140,6 +140,25 @@ struct Events {
 }
 
 /// A chat message of `id`: deterministic, sizes skewed like a messenger's.
+/// Makes the live nodes and `new_id` (caught up) the voters, in place of a burned site's.
+pub(super) async fn swap_in(
+    cluster: &LocalCluster,
+    admin: &mut Client,
+    new_id: u64,
+) -> CliResult<Vec<u64>> {
+    let mut voters: Vec<u64> = cluster
+        .live()
+        .into_iter()
+        .filter(|&i| i != new_id)
+        .collect();
+    voters.push(new_id);
+    admin
+        .change_membership(voters.clone())
+        .await
+        .map_err(|e| CliError(format!("membership change: {e}")))?;
+    Ok(voters)
+}
+
 pub(super) fn message(id: u64, conversations: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(id);
     let conv = rng.u64(..conversations.max(1));
@@ -289,16 +308,7 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         .filter(|a| a.offset < target)
         .map(|a| sitelog::storage::record::frame_len(a.len as usize) as u64)
         .sum();
-    let mut voters: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&i| i != new_id)
-        .collect();
-    voters.push(new_id);
-    admin
-        .change_membership(voters.clone())
-        .await
-        .map_err(|e| CliError(format!("membership change: {e}")))?;
+    let voters = swap_in(&cluster, &mut admin, new_id).await?;
     let swapped = Instant::now();
     eprintln!("site-{new_id} caught up and replaced site-{burned}: voters {voters:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;

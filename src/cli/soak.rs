@@ -436,16 +436,7 @@ async fn fire_and_rebuild(
         .map_err(|e| CliError(format!("add learner: {e}")))?;
     shared.set_proc(slot, cluster, new_id);
     catch_up(cluster, new_id).await?;
-    let mut voters: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&i| i != new_id)
-        .collect();
-    voters.push(new_id);
-    admin
-        .change_membership(voters.clone())
-        .await
-        .map_err(|e| CliError(format!("membership change: {e}")))?;
+    let voters = super::drill::swap_in(cluster, &mut admin, new_id).await?;
     shared.publish_addrs(cluster);
     let t1 = Instant::now();
     run.events
