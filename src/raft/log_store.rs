@@ -155,6 +155,22 @@ impl LogStore {
         })
     }
 
+    /// Persists the committed log id last given to `save_committed` if the file holds an older
+    /// one (at a clean stop: the interval may have held the latest back, and a restarted node
+    /// reads its committed end, e.g. to know which segments it may repair at start).
+    pub fn persist_committed(&self) -> crate::Result<()> {
+        let mut m = lock(&self.meta);
+        let next = RaftMeta {
+            committed: to_pair(m.committed),
+            ..m.file.current()
+        };
+        if next != m.file.current() {
+            m.file.write(next)?;
+            m.committed_persisted_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
     fn write_meta(&self, f: impl FnOnce(&mut RaftMeta)) -> Result<(), io::Error> {
         let mut m = lock(&self.meta);
         let mut next = m.file.current();

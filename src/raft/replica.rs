@@ -619,6 +619,10 @@ impl Replica {
     /// log and the stop goes on, as a crash would have left it.
     pub async fn shutdown(&self) -> Result<()> {
         let stopped = self.raft.shutdown().await.map_err(raft_err);
+        let committed = match self.store.log().poisoned() {
+            Some(_) => Ok(()),
+            None => self.store.persist_committed(),
+        };
         let log = self.store.log().clone();
         let persisted = tokio::task::spawn_blocking(move || match log.poisoned() {
             Some(reason) => {
@@ -630,6 +634,6 @@ impl Replica {
         })
         .await
         .map_err(|e| Error::Raft(format!("persisting the watermark at stop: {e}")))?;
-        stopped.and(persisted)
+        stopped.and(persisted).and(committed)
     }
 }
