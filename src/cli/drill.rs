@@ -140,6 +140,25 @@ struct Events {
 }
 
 /// A chat message of `id`: deterministic, sizes skewed like a messenger's.
+/// Adds the joining node `new_id` (listening on `addr`, in its own site) as a learner; returns
+/// the admin client that did it.
+pub(super) async fn add_learner(
+    cluster: &LocalCluster,
+    new_id: u64,
+    addr: String,
+) -> CliResult<Client> {
+    let mut admin = cluster.client();
+    let peer = Peer {
+        site: format!("site-{new_id}"),
+        addr,
+    };
+    admin
+        .add_learner(new_id, peer)
+        .await
+        .map_err(|e| CliError(format!("add learner: {e}")))?;
+    Ok(admin)
+}
+
 /// Makes the live nodes and `new_id` (caught up) the voters, in place of a burned site's.
 pub(super) async fn swap_in(
     cluster: &LocalCluster,
@@ -283,16 +302,8 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
     // The rebuild: a new node id (ids are never reused), joining as a learner.
     let new_id = args.sites + 1;
     let addr = cluster.spawn_joining(new_id)?;
-    let mut admin = cluster.client();
     let learner_added = Instant::now();
-    let peer = Peer {
-        site: format!("site-{new_id}"),
-        addr,
-    };
-    admin
-        .add_learner(new_id, peer)
-        .await
-        .map_err(|e| CliError(format!("add learner: {e}")))?;
+    let mut admin = add_learner(&cluster, new_id, addr).await?;
     let (caught_up, target) = catch_up(&cluster, new_id).await?;
     let snapshot_bytes = cluster
         .status(new_id)

@@ -23,7 +23,6 @@ use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::Peer;
 use sitelog::storage::checksum::checksum;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -425,15 +424,7 @@ async fn fire_and_rebuild(
     let new_id = run.next_node;
     run.next_node += 1;
     let addr = cluster.spawn_joining(new_id)?;
-    let mut admin = cluster.client();
-    let peer = Peer {
-        site: format!("site-{new_id}"),
-        addr,
-    };
-    admin
-        .add_learner(new_id, peer)
-        .await
-        .map_err(|e| CliError(format!("add learner: {e}")))?;
+    let mut admin = super::drill::add_learner(cluster, new_id, addr).await?;
     shared.set_proc(slot, cluster, new_id);
     catch_up(cluster, new_id).await?;
     let voters = super::drill::swap_in(cluster, &mut admin, new_id).await?;
