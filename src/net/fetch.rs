@@ -206,6 +206,12 @@ pub fn error_reply(text: &str) -> Bytes {
 /// transfer does not hold retention back for long.
 pub const TRANSFER_PIN_LEASE_MS: u64 = 30_000;
 
+/// How long a segment stays leased after its last chunk was served. Holding the whole lease
+/// after the transfer finished kept a rebuild's source 30 s behind retention (8 MB over the
+/// soak's disk bound); the grace only covers a second transfer of the same segment that is
+/// between two chunks (each of its requests renews the full lease).
+pub const TRANSFER_DONE_GRACE_MS: u64 = 2_000;
+
 /// Answers one fetch request from `log`'s sealed segments (the source side).
 pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let Some(req) = decode_req(msg) else {
@@ -229,6 +235,12 @@ pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
     let mut raw = vec![0u8; len];
     if let Err(e) = read_exact_at(&*file, &mut raw, req.from) {
         return error_reply(&format!("read failed: {e}"));
+    }
+    if req.from + len as u64 >= req.info.size_bytes {
+        log.shorten_lease_pin(
+            req.info.base_offset,
+            std::time::Duration::from_millis(TRANSFER_DONE_GRACE_MS),
+        );
     }
     let raw_crc = checksum(&raw);
     let (compressed, data) = if req.compress {
@@ -433,6 +445,7 @@ fn give_up_after(failures: usize, sources: usize, why: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn requests_and_chunks_decode_and_reject_damage() {
@@ -565,5 +578,21 @@ mod tests {
         log.apply_retention().unwrap();
         assert_eq!(log.start_offset(), first.base_offset);
         assert!(log.sealed_segment_file(&first).is_some());
+        let lease_left = || {
+            log.lease_expiry(first.base_offset)
+                .expect("leased")
+                .saturating_duration_since(std::time::Instant::now())
+        };
+        assert!(lease_left() > Duration::from_millis(TRANSFER_PIN_LEASE_MS / 2));
+        // Its last chunk served, the transfer holds the segment only for a short grace (a
+        // finished transfer held retention back for 30 s: 8 MB over the soak's disk bound).
+        let last = encode_req(&Req {
+            info: first,
+            from: first.size_bytes - 100,
+            max_len: 4096,
+            compress: false,
+        });
+        assert_eq!(serve_chunk(&log, &last)[0], CHUNK);
+        assert!(lease_left() <= Duration::from_millis(TRANSFER_DONE_GRACE_MS));
     }
 }

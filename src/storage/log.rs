@@ -563,6 +563,20 @@ impl Log {
         self.shared.pins.lease(offset, Instant::now(), lease);
     }
 
+    /// When the lease on `offset` ends, if there is one.
+    #[cfg(test)]
+    pub(crate) fn lease_expiry(&self, offset: u64) -> Option<Instant> {
+        self.shared.pins.lease_expiry(offset)
+    }
+
+    /// Ends the lease on `offset` within `grace` (sooner if it already ends sooner): the
+    /// transfer that held it is done.
+    pub fn shorten_lease_pin(&self, offset: u64, grace: Duration) {
+        self.shared
+            .pins
+            .shorten_lease(offset, Instant::now(), grace);
+    }
+
     /// Iterates records from `from` to the end of the log (as it grows). Starting below the
     /// log's start, or falling below it (retention deleted the next segment before the
     /// iterator reached it), yields [`Error::BelowFloor`].

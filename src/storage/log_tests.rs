@@ -1043,9 +1043,17 @@ fn retention_stops_at_pins_and_readers_below_the_floor_get_a_typed_error() {
         Err(Error::BelowFloor { .. })
     ));
     // A lease holds a segment for a while (a bulk transfer), then lets retention go on.
-    fill(&log, 200, 500);
     let before = log.start_offset();
     log.lease_pin(before, std::time::Duration::from_secs(60));
+    fill(&log, 200, 500);
     log.apply_retention().unwrap();
+    assert!(log.retention_cut().is_some_and(|cut| cut > before));
     assert_eq!(log.start_offset(), before, "a leased segment was deleted");
+    // A finished transfer ends its lease (here at once): retention goes on.
+    log.shorten_lease_pin(before, std::time::Duration::ZERO);
+    log.apply_retention().unwrap();
+    assert!(
+        log.start_offset() > before,
+        "a finished transfer still holds retention"
+    );
 }

@@ -74,6 +74,23 @@ impl Pins {
         }
         t.leased.insert(offset, now + lease);
     }
+
+    /// When the lease on `offset` ends, if there is one (tests check a transfer's lease).
+    #[cfg(test)]
+    pub(crate) fn lease_expiry(&self, offset: u64) -> Option<Instant> {
+        self.table().leased.get(&offset).copied()
+    }
+
+    /// Shortens the lease on `offset` to end by `now + grace` (a lease already ending sooner
+    /// is kept). A transfer that sent its last chunk no longer needs the whole lease, but a
+    /// second transfer of the same segment may still be between two chunks: the grace covers
+    /// its next request, which renews the lease.
+    pub(crate) fn shorten_lease(&self, offset: u64, now: Instant, grace: Duration) {
+        let mut t = self.table();
+        if let Some(expiry) = t.leased.get_mut(&offset) {
+            *expiry = (*expiry).min(now + grace);
+        }
+    }
 }
 
 /// Keeps every record at or above [`Pin::offset`] from retention while it lives.
@@ -237,6 +254,24 @@ mod tests {
         assert_eq!(pins.lowest(t0 + Duration::from_secs(11)), Some(300));
         drop(a);
         assert_eq!(pins.lowest(t0), None);
+    }
+
+    #[test]
+    fn a_finished_transfer_shortens_its_lease_and_never_lengthens_one() {
+        let pins = Pins::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        pins.lease(200, t0, s(30));
+        pins.lease(300, t0, s(1));
+        pins.shorten_lease(200, t0, s(2));
+        pins.shorten_lease(300, t0, s(2));
+        pins.shorten_lease(400, t0, s(2)); // no lease there: nothing is added
+        assert_eq!(pins.lowest(t0), Some(200));
+        assert_eq!(pins.lowest(t0 + Duration::from_millis(1500)), Some(200));
+        assert_eq!(pins.lowest(t0 + Duration::from_millis(2500)), None);
+        // A second transfer's next chunk renews the whole lease.
+        pins.lease(200, t0 + s(3), s(30));
+        assert_eq!(pins.lowest(t0 + s(20)), Some(200));
     }
 
     #[test]
