@@ -155,7 +155,8 @@ pub enum Error {
         node_id: u64,
     },
 
-    /// The tailing reader's timeout elapsed before a new durable record arrived.
+    /// The tailing reader's timeout elapsed before a new durable record arrived; or a site
+    /// replacement's catch-up deadline passed before the new node's commit end reached it.
     #[error("timed out waiting for offset {offset}")]
     Timeout {
         /// The offset waited for.

@@ -18,8 +18,9 @@ use super::stats::{fmt_bytes, nanos, round, Latency};
 use super::sys::{self, WorkDir};
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::Peer;
+use sitelog::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -99,33 +100,41 @@ async fn fill(cluster: &LocalCluster, bytes: u64) -> CliResult<()> {
     Ok(())
 }
 
-/// Adds node `id` as a learner and waits until it holds the leader's commit point; returns
-/// the time it took and the snapshot bytes it fetched.
+/// Adds node `id` as a learner and waits until it holds the leader's commit point (through
+/// `Client::add_caught_up_learner`, the first phases of a site replacement); returns the time
+/// it took (from the events' timestamps) and the snapshot bytes it fetched.
 async fn join_and_catch_up(cluster: &mut LocalCluster, id: u64) -> CliResult<(Duration, u64)> {
     let addr = cluster.spawn_joining(id)?;
-    let leader = cluster.leader(Duration::from_secs(20)).await?;
-    let target = cluster.status(leader).await.map_or(0, |s| s.commit_end);
-    let t = Instant::now();
-    let mut admin = cluster.client();
-    admin
-        .add_learner(
-            id,
-            Peer {
-                site: format!("site-{id}"),
-                addr,
-            },
-        )
-        .await
-        .map_err(|e| CliError(format!("add learner: {e}")))?;
-    loop {
-        if let Some(s) = cluster.status(id).await.filter(|s| s.commit_end >= target) {
-            return Ok((t.elapsed(), s.catch_up_bytes.1));
+    cluster.leader(Duration::from_secs(20)).await?;
+    let peer = Peer {
+        site: format!("site-{id}"),
+        addr,
+    };
+    let mut opts = ReplaceOptions::default();
+    // A fine poll: the bench reports the catch-up time.
+    opts.poll_ms = 20;
+    let mut events = cluster.client().add_caught_up_learner(id, peer, opts);
+    let (mut started, mut last) = (None, None);
+    while let Some(event) = events.next().await {
+        match event {
+            ReplaceEvent::Progress(p) if p.phase == ReplacePhase::AddingLearner => {
+                started = Some(p.at)
+            }
+            ReplaceEvent::Progress(p) => last = Some(p),
+            ReplaceEvent::Done { .. } => {
+                let (Some(t), Some(p)) = (started, last) else {
+                    return Err(CliError(format!("node {id}: caught up without progress")));
+                };
+                return Ok((p.at.duration_since(t), p.snapshot_total_bytes));
+            }
+            ReplaceEvent::Failed(e) => {
+                return Err(CliError(format!("node {id} did not catch up: {e}")))
+            }
         }
-        if t.elapsed() > Duration::from_secs(3600) {
-            return Err(CliError(format!("node {id} did not catch up")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Err(CliError(format!(
+        "node {id}: the catch-up ended without an outcome"
+    )))
 }
 
 /// Paced writers (8 clients, one record each at a time) until `stop`; their latencies.

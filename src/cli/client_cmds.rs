@@ -375,68 +375,60 @@ pub struct ReplaceArgs {
 }
 
 /// `sitelog replace-node`: adds the new node as a learner, waits until it has caught up
-/// (showing bytes, rate and ETA of a catch-up by snapshot), then swaps it in for the dead one.
+/// (showing bytes, rate and ETA of a catch-up by snapshot), then swaps it in for the dead one
+/// (all through `Client::replace_site`).
 pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
+    use futures_util::StreamExt;
+    use sitelog::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
     let rt = runtime()?;
     rt.block_on(async {
-        let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+        let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
         let peer = sitelog::node::Peer {
             site: args.new_site.clone(),
             addr: args.new_addr.clone(),
         };
-        client
-            .add_learner(args.new_id, peer)
-            .await
-            .map_err(|e| CliError(format!("add learner: {e}")))?;
-        let mut probe = Client::new(vec![], args.target.cluster_id);
-        let mut target = 0;
-        for addr in &args.target.nodes {
-            if let Ok(s) = probe.status_of(addr).await {
-                if s.role == sitelog::raft::replica::Role::Leader {
-                    target = s.commit_end;
+        let mut opts = ReplaceOptions::default();
+        opts.catch_up_deadline_ms = args.timeout_secs.saturating_mul(1000);
+        let mut events = client.replace_site(args.dead, args.new_id, peer, opts);
+        let bar = indicatif::ProgressBar::new(1);
+        let mut phase = ReplacePhase::AddingLearner;
+        while let Some(event) = events.next().await {
+            match event {
+                ReplaceEvent::Progress(p) => {
+                    phase = p.phase;
+                    if p.phase == ReplacePhase::CatchingUp {
+                        bar.set_length(p.commit_target.max(1));
+                        bar.set_position(p.commit_done.min(p.commit_target));
+                        bar.set_message(format!(
+                            "{:.1}/{:.1} MB of segments, {:.1} MB/s, ETA {:.0} s",
+                            p.snapshot_done_bytes as f64 / 1e6,
+                            p.snapshot_total_bytes as f64 / 1e6,
+                            p.rate_bytes_per_s / 1e6,
+                            p.eta_ms.unwrap_or(0) as f64 / 1e3
+                        ));
+                    }
                 }
+                ReplaceEvent::Done { .. } => {
+                    bar.finish();
+                    println!("node {} replaced node {}", args.new_id, args.dead);
+                    return Ok(());
+                }
+                ReplaceEvent::Failed(e) => return Err(replace_error(phase, args.new_id, &e)),
             }
         }
-        let started = std::time::Instant::now();
-        let bar = indicatif::ProgressBar::new(target.max(1));
-        loop {
-            let s = probe
-                .status_of(&args.new_addr)
-                .await
-                .map_err(|e| CliError(format!("new node: {e}")))?;
-            let (done, total) = s.catch_up_bytes;
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            let rate = done as f64 / secs;
-            let eta = if rate > 0.0 && total > done {
-                (total - done) as f64 / rate
-            } else {
-                0.0
-            };
-            bar.set_position(s.commit_end.min(target));
-            bar.set_message(format!(
-                "{:.1}/{:.1} MB of segments, {:.1} MB/s, ETA {:.0} s",
-                done as f64 / 1e6,
-                total as f64 / 1e6,
-                rate / 1e6,
-                eta
-            ));
-            if s.commit_end >= target {
-                break;
-            }
-            if started.elapsed().as_secs() > args.timeout_secs {
-                return Err(CliError(format!(
-                    "node {} did not catch up in time",
-                    args.new_id
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Err(CliError("the replacement ended without an outcome".into()))
+    })
+}
+
+/// The message of a replacement that failed at `phase`.
+fn replace_error(phase: sitelog::node::ReplacePhase, new_id: u64, e: &Error) -> CliError {
+    use sitelog::node::ReplacePhase;
+    CliError(match (phase, e) {
+        (ReplacePhase::AddingLearner, _) => format!("add learner: {e}"),
+        (ReplacePhase::CatchingUp, Error::Timeout { .. }) => {
+            format!("node {new_id} did not catch up in time")
         }
-        bar.finish();
-        client
-            .replace_voter(args.dead, args.new_id)
-            .await
-            .map_err(|e| CliError(format!("membership change: {e}")))?;
-        println!("node {} replaced node {}", args.new_id, args.dead);
-        Ok(())
+        (ReplacePhase::CatchingUp, _) => format!("new node: {e}"),
+        (ReplacePhase::Swapping, _) => format!("membership change: {e}"),
     })
 }

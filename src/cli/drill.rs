@@ -23,9 +23,10 @@ use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::Peer;
+use sitelog::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
 use sitelog::storage::checksum::checksum;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -139,45 +140,93 @@ struct Events {
     end_ms: f64,
 }
 
-/// A chat message of `id`: deterministic, sizes skewed like a messenger's.
-/// Adds the joining node `new_id` (listening on `addr`, in its own site) as a learner; returns
-/// the admin client that did it.
-pub(super) async fn add_learner(
+/// What a site replacement took, from its events' timestamps.
+pub(super) struct Replaced {
+    /// The `AddingLearner` event: the replacement began.
+    pub(super) learner_added: Instant,
+    /// The `Swapping` event: the new node was seen caught up.
+    pub(super) caught_up: Instant,
+    /// The `Done` event (produced in the poll that returned it): the swap was committed.
+    pub(super) swapped: Instant,
+    /// The leader's commit end when the learner was added.
+    pub(super) target: u64,
+    /// Bytes of sealed segments the new node had to have from a snapshot (0: none).
+    pub(super) snapshot_bytes: u64,
+    /// The voters after the swap.
+    pub(super) voters: Vec<u64>,
+}
+
+/// Replaces the burned site's node `dead` by the joining node `new_id` (listening on `addr`,
+/// in its own site) through `Client::replace_site`, showing the catch-up.
+pub(super) async fn replace(
     cluster: &LocalCluster,
+    dead: u64,
     new_id: u64,
     addr: String,
-) -> CliResult<Client> {
-    let mut admin = cluster.client();
+) -> CliResult<Replaced> {
     let peer = Peer {
         site: format!("site-{new_id}"),
         addr,
     };
-    admin
-        .add_learner(new_id, peer)
-        .await
-        .map_err(|e| CliError(format!("add learner: {e}")))?;
-    Ok(admin)
+    let mut opts = ReplaceOptions::default();
+    // A fine poll: the drill reports the catch-up time.
+    opts.poll_ms = 20;
+    opts.catch_up_deadline_ms = 600_000;
+    let mut events = cluster.client().replace_site(dead, new_id, peer, opts);
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} records")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("site-{new_id} catching up"));
+    let (mut learner_added, mut caught_up) = (None, None);
+    let (mut target, mut snapshot_bytes) = (0, 0);
+    let mut phase = ReplacePhase::AddingLearner;
+    while let Some(event) = events.next().await {
+        match event {
+            ReplaceEvent::Progress(p) => {
+                phase = p.phase;
+                match p.phase {
+                    ReplacePhase::AddingLearner => learner_added = Some(p.at),
+                    ReplacePhase::CatchingUp => {
+                        bar.set_length(p.commit_target.max(1));
+                        bar.set_position(p.commit_done.min(p.commit_target));
+                    }
+                    ReplacePhase::Swapping => {
+                        bar.finish();
+                        caught_up = Some(p.at);
+                        (target, snapshot_bytes) = (p.commit_target, p.snapshot_total_bytes);
+                    }
+                }
+            }
+            ReplaceEvent::Done { voters } => {
+                let swapped = Instant::now();
+                let (Some(learner_added), Some(caught_up)) = (learner_added, caught_up) else {
+                    return Err(CliError("replacement done without its phases".into()));
+                };
+                return Ok(Replaced {
+                    learner_added,
+                    caught_up,
+                    swapped,
+                    target,
+                    snapshot_bytes,
+                    voters,
+                });
+            }
+            ReplaceEvent::Failed(e) => {
+                let what = match phase {
+                    ReplacePhase::AddingLearner => "add learner",
+                    ReplacePhase::CatchingUp => "catch-up",
+                    ReplacePhase::Swapping => "membership change",
+                };
+                return Err(CliError(format!("site-{new_id}: {what}: {e}")));
+            }
+        }
+    }
+    Err(CliError("the replacement ended without an outcome".into()))
 }
 
-/// Makes the live nodes and `new_id` (caught up) the voters, in place of a burned site's.
-pub(super) async fn swap_in(
-    cluster: &LocalCluster,
-    admin: &mut Client,
-    new_id: u64,
-) -> CliResult<Vec<u64>> {
-    let mut voters: Vec<u64> = cluster
-        .live()
-        .into_iter()
-        .filter(|&i| i != new_id)
-        .collect();
-    voters.push(new_id);
-    admin
-        .change_membership(voters.clone())
-        .await
-        .map_err(|e| CliError(format!("membership change: {e}")))?;
-    Ok(voters)
-}
-
+/// A chat message of `id`: deterministic, sizes skewed like a messenger's.
 pub(super) fn message(id: u64, conversations: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(id);
     let conv = rng.u64(..conversations.max(1));
@@ -302,13 +351,10 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
     // The rebuild: a new node id (ids are never reused), joining as a learner.
     let new_id = args.sites + 1;
     let addr = cluster.spawn_joining(new_id)?;
-    let learner_added = Instant::now();
-    let mut admin = add_learner(&cluster, new_id, addr).await?;
-    let (caught_up, target) = catch_up(&cluster, new_id).await?;
-    let snapshot_bytes = cluster
-        .status(new_id)
-        .await
-        .map_or(0, |s| s.catch_up_bytes.1);
+    let replaced = replace(&cluster, burned, new_id, addr).await?;
+    let (learner_added, caught_up, swapped) =
+        (replaced.learner_added, replaced.caught_up, replaced.swapped);
+    let (target, snapshot_bytes) = (replaced.target, replaced.snapshot_bytes);
     // Bytes of the record frames the new site had to receive (acknowledged messages below
     // the catch-up target; Raft's own small entries left out).
     let log_bytes: u64 = ledger
@@ -319,9 +365,10 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         .filter(|a| a.offset < target)
         .map(|a| sitelog::storage::record::frame_len(a.len as usize) as u64)
         .sum();
-    let voters = swap_in(&cluster, &mut admin, new_id).await?;
-    let swapped = Instant::now();
-    eprintln!("site-{new_id} caught up and replaced site-{burned}: voters {voters:?}");
+    eprintln!(
+        "site-{new_id} caught up and replaced site-{burned}: voters {:?}",
+        replaced.voters
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     stop.store(true, Ordering::Relaxed);
@@ -455,32 +502,6 @@ async fn wait_first_ack_after(
             return Err(CliError("no write was acknowledged after the fire".into()));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Waits until node `id` holds everything the leader had committed when the wait began;
-/// returns that moment and that commit end.
-pub(super) async fn catch_up(cluster: &LocalCluster, id: u64) -> CliResult<(Instant, u64)> {
-    let leader = cluster.leader(Duration::from_secs(20)).await?;
-    let target = cluster.status(leader).await.map_or(0, |s| s.commit_end);
-    let bar = ProgressBar::new(target);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} records")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("site-{id} catching up"));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done = cluster.status(id).await.map_or(0, |s| s.commit_end);
-        bar.set_position(done.min(target));
-        if done >= target {
-            bar.finish();
-            return Ok((Instant::now(), target));
-        }
-        if Instant::now() >= deadline {
-            return Err(CliError(format!("site-{id} did not catch up")));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

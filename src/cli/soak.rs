@@ -15,7 +15,7 @@
 //! The bounds (`soak_check`) decide the exit status.
 
 use super::cluster::LocalCluster;
-use super::drill::{catch_up, message, Acked, DrillArgs};
+use super::drill::{message, Acked, DrillArgs};
 use super::json::Json;
 use super::soak_check::{self as check, Bound, Bucket, SiteFigures};
 use super::stats::{round, Latency};
@@ -424,10 +424,10 @@ async fn fire_and_rebuild(
     let new_id = run.next_node;
     run.next_node += 1;
     let addr = cluster.spawn_joining(new_id)?;
-    let mut admin = super::drill::add_learner(cluster, new_id, addr).await?;
     shared.set_proc(slot, cluster, new_id);
-    catch_up(cluster, new_id).await?;
-    let voters = super::drill::swap_in(cluster, &mut admin, new_id).await?;
+    let voters = super::drill::replace(cluster, burned, new_id, addr)
+        .await?
+        .voters;
     shared.publish_addrs(cluster);
     let t1 = Instant::now();
     run.events

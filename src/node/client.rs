@@ -52,6 +52,28 @@ impl Client {
         }
     }
 
+    /// The node addresses this client was given.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// The cluster id this client connects with.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// A client of the same nodes with the same settings and no connection yet.
+    pub(crate) fn sibling(&self) -> Client {
+        Client {
+            addrs: self.addrs.clone(),
+            cluster_id: self.cluster_id,
+            limits: self.limits,
+            conn: None,
+            request_timeout_ms: self.request_timeout_ms,
+            leader_wait_ms: self.leader_wait_ms,
+        }
+    }
+
     /// Forgets the cached connection if the node closed it meanwhile (its idle timeout).
     fn drop_stale_conn(&mut self) {
         if let Some((_, _, rx)) = self.conn.as_mut() {

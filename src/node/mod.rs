@@ -17,10 +17,12 @@ pub mod metrics;
 pub mod protocol;
 pub mod repair;
 mod repair_start;
+pub mod replace;
 mod retention;
 mod service;
 mod supervisor;
 
+pub use replace::{ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream};
 pub use supervisor::{HealOptions, Health};
 
 use crate::net::fetch_budget::FetchBudget;
