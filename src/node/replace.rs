@@ -225,9 +225,11 @@ impl Driver {
 
     async fn step(&mut self, step: Step) -> Option<(ReplaceEvent, Step)> {
         match step {
-            Step::Announce => Some((self.progress(ReplacePhase::AddingLearner, None), {
-                Step::AddLearner
-            })),
+            Step::Announce => {
+                let event = self.progress(ReplacePhase::AddingLearner, None);
+                Some((event, Step::AddLearner))
+            }
+            // The first `CatchingUp` event marks the moment the learner was added.
             Step::AddLearner => Some(match self.add_learner().await {
                 Ok(()) => (
                     self.progress(ReplacePhase::CatchingUp, None),
