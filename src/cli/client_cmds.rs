@@ -13,12 +13,14 @@ use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
 use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::raft::replica::Role;
 use sitelog::storage::checksum::checksum;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 /// Where the cluster is.
 #[derive(Debug, Args)]
@@ -102,9 +104,72 @@ fn generated(id: u64, size: usize) -> Vec<u8> {
     m
 }
 
+/// How long every node must stay a leaderless learner before `append` gives up: a founding
+/// node answers as a learner between binding its port and founding the cluster.
+const LEARNERS_CONFIRM_MS: u64 = 1000;
+/// How often the nodes are asked again meanwhile.
+const PROBE_EVERY_MS: u64 = 100;
+const NO_LEADER_LEARNERS: &str =
+    "no leader: nodes are learners — start them with --member ID=SITE@ADDR on every node";
+
+/// What the nodes' status says before appending.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Some node is (or may become) a voter, or none answered: let the client try.
+    Usable,
+    /// Every node that answered is a learner and knows no leader: nothing can ever commit.
+    Learners,
+}
+
+/// Refuses at once, instead of after the client's leader wait, when the nodes belong to
+/// another cluster (the typed handshake refusal) or are all learners of no cluster.
+async fn preflight(target: &Target) -> CliResult<()> {
+    let deadline = Instant::now() + Duration::from_millis(LEARNERS_CONFIRM_MS);
+    loop {
+        match probe_nodes(target).await? {
+            Probe::Usable => return Ok(()),
+            Probe::Learners if Instant::now() >= deadline => {
+                return Err(CliError(NO_LEADER_LEARNERS.into()))
+            }
+            Probe::Learners => tokio::time::sleep(Duration::from_millis(PROBE_EVERY_MS)).await,
+        }
+    }
+}
+
+/// Asks every node for its status once.
+async fn probe_nodes(target: &Target) -> CliResult<Probe> {
+    let mut probe = Client::new(vec![], target.cluster_id);
+    let (mut answered, mut learners) = (0usize, 0usize);
+    let mut mismatch = None;
+    for addr in &target.nodes {
+        match probe.status_of(addr).await {
+            Ok(s) => {
+                answered += 1;
+                learners += usize::from(s.role == Role::Learner && s.leader.is_none());
+            }
+            Err(e @ Error::ClusterMismatch { .. }) => mismatch = Some(format!("{addr}: {e}")),
+            // Unreachable or busy: the client's own retries decide.
+            Err(_) => {}
+        }
+    }
+    match (answered, mismatch) {
+        (0, Some(m)) => return Err(CliError(m)),
+        (0, None) => return Ok(Probe::Usable),
+        // The others may still take the messages; say which node is of another cluster.
+        (_, Some(m)) => eprintln!("sitelog: warning: {m}"),
+        (_, None) => {}
+    }
+    Ok(if learners == answered {
+        Probe::Learners
+    } else {
+        Probe::Usable
+    })
+}
+
 /// `sitelog append`.
 pub fn append(args: &AppendArgs) -> CliResult<()> {
     let rt = runtime()?;
+    rt.block_on(preflight(&args.target))?;
     let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
     let mut ledger = match &args.ledger {
         Some(p) => Some(std::io::BufWriter::new(
