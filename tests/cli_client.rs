@@ -60,6 +60,17 @@ fn wrong_cluster_id_and_learner_only_nodes_are_named_quickly() {
         "{err}"
     );
     assert!(started.elapsed().as_millis() < QUICK_MS, "{err}");
+
+    // Learners know no leader: `leader none`, never Rust's `None`.
+    let out = sitelog(&["status"], &nodes);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("leader none").count(), 3, "{text}");
+
+    // Nobody answers: a failure, not a table of errors with exit 0.
+    let out = sitelog(&["status"], &free_port());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node answered"));
 }
 
 #[test]
@@ -119,6 +130,12 @@ fn append_ledger_read_and_status_agree() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MISMATCH"));
+
+    let out = sitelog(&["status"], &nodes);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(!table.contains("Some("), "{table}");
+    assert_eq!(table.matches("leader none").count(), 0, "{table}");
 
     let out = sitelog(&["status", "--json"], &nodes);
     let st: Vec<serde_json::Value> = String::from_utf8(out.stdout)

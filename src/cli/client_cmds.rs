@@ -345,12 +345,14 @@ async fn check_ledger(client: &mut Client, path: &PathBuf) -> CliResult<ExitCode
     })
 }
 
-/// `sitelog status`.
+/// `sitelog status`; an error (exit 1) when no node answers.
 pub fn status(args: &StatusArgs) -> CliResult<()> {
     let rt = runtime()?;
     let mut client = Client::new(vec![], args.target.cluster_id);
+    let mut answered = 0usize;
     for addr in &args.target.nodes {
         let s = rt.block_on(client.status_of(addr));
+        answered += usize::from(s.is_ok());
         match (s, args.json) {
             (Ok(s), true) => {
                 let followers = s
@@ -388,11 +390,11 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
                     .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
                     .collect();
                 println!(
-                    "{addr}  node {}  {:?}  term {}  leader {:?}  commit_end {}  log_end {}{}",
+                    "{addr}  node {}  {:?}  term {}  leader {}  commit_end {}  log_end {}{}",
                     s.node_id,
                     s.role,
                     s.term,
-                    s.leader,
+                    s.leader.map_or("none".to_string(), |l| l.to_string()),
                     s.commit_end,
                     s.log_end,
                     if lag.is_empty() {
@@ -412,6 +414,12 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
             ),
             (Err(e), false) => println!("{addr}  unreachable: {e}"),
         }
+    }
+    if answered == 0 {
+        return Err(CliError(format!(
+            "no node answered ({} asked)",
+            args.target.nodes.len()
+        )));
     }
     Ok(())
 }
