@@ -149,6 +149,20 @@ fn append_ledger_read_and_status_agree() {
         1,
         "{st:?}"
     );
+
+    // A second run appends to the ledger, its ids continuing after the highest.
+    let out = sitelog(&["append", "--count", "5", "--ledger", ledger_s], &nodes);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (0..205).collect::<Vec<u64>>());
+    let out = sitelog(&["read", "--check-ledger", ledger_s], &nodes);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("205 acknowledged messages checked"), "{said}");
 }
 
 #[test]

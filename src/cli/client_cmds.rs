@@ -2,7 +2,8 @@
 //! - `sitelog append`: a verifiable producer. Sends N generated messages, or stdin lines, one
 //!   append each; with `--ledger FILE` writes one line per message:
 //!   `<id> <crc32 hex> <size> OK <offset>` | `FAIL` | `UNKNOWN` (sent, no answer: it may or may
-//!   not be committed), so anyone can check later that nothing acknowledged was lost.
+//!   not be committed), so anyone can check later that nothing acknowledged was lost. An
+//!   existing ledger is appended to, ids continuing after its highest.
 //! - `sitelog read`: a verifiable consumer: committed records as JSON lines (offset, term,
 //!   timestamp, size, crc32, optionally the payload); `--check-ledger FILE` verifies every
 //!   `OK` line of a ledger against what the cluster returns (exit 2 on a mismatch).
@@ -52,7 +53,8 @@ pub struct AppendArgs {
     /// Size of generated messages in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
-    /// Write the ledger (one line per message) to this file.
+    /// Append the ledger (one line per message) to this file; ids continue after the highest
+    /// id already in it.
     #[arg(long)]
     pub ledger: Option<PathBuf>,
 }
@@ -171,14 +173,15 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
     let rt = runtime()?;
     rt.block_on(preflight(&args.target))?;
     let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
-    let mut ledger = match &args.ledger {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => None,
+    let (mut ledger, first_id) = match &args.ledger {
+        Some(p) => {
+            let (file, first_id) = open_ledger(p)?;
+            (Some(std::io::BufWriter::new(file)), first_id)
+        }
+        None => (None, 0),
     };
     let messages: Box<dyn Iterator<Item = CliResult<Vec<u8>>>> = match args.count {
-        Some(n) => Box::new((0..n).map(|i| Ok(generated(i, args.size)))),
+        Some(n) => Box::new((first_id..first_id + n).map(|i| Ok(generated(i, args.size)))),
         None => Box::new(
             std::io::stdin()
                 .lock()
@@ -187,7 +190,7 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
         ),
     };
     let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
-    for (id, m) in messages.enumerate() {
+    for (id, m) in (first_id..).zip(messages) {
         let m = m?;
         let (crc, size) = (checksum(&m), m.len());
         let outcome = rt.block_on(client.append(vec![Bytes::from(m)]));
@@ -218,6 +221,43 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
         return Err(CliError("no message was acknowledged".into()));
     }
     Ok(())
+}
+
+/// Opens the ledger at `path` for appending (created if missing); returns it and the id of
+/// the next message: one past the highest id already in it, so that several runs build one
+/// ledger that `read --check-ledger` checks whole.
+fn open_ledger(path: &std::path::Path) -> CliResult<(std::fs::File, u64)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(CliError(format!("cannot read {}: {e}", path.display()))),
+    };
+    let mut next_id = 0u64;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let after: u64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|id| id.parse::<u64>().ok())
+            .and_then(|id| id.checked_add(1))
+            .ok_or_else(|| {
+                CliError(format!(
+                    "{}: not a ledger line: {line:?}; give another --ledger file",
+                    path.display()
+                ))
+            })?;
+        next_id = next_id.max(after);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .context(|| format!("cannot open {}", path.display()))?;
+    // A run cut off mid-line: the next line starts on its own.
+    if !text.is_empty() && !text.ends_with('\n') {
+        file.write_all(b"\n")
+            .context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((file, next_id))
 }
 
 /// `sitelog read`; exit 2 when a ledger check finds a lost or changed message.
