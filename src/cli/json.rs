@@ -11,7 +11,6 @@ pub enum Json {
     Bool(bool),
     /// NaN and infinities become `null`; whole values below 2^53 are written as integers.
     Num(f64),
-    Int(i64),
     UInt(u64),
     Str(String),
     Arr(Vec<Json>),
@@ -50,7 +49,6 @@ impl Serialize for Json {
             }
             Json::Num(x) if x.is_finite() => s.serialize_f64(*x),
             Json::Num(_) => s.serialize_unit(),
-            Json::Int(i) => s.serialize_i64(*i),
             Json::UInt(u) => s.serialize_u64(*u),
             Json::Str(v) => s.serialize_str(v),
             Json::Arr(items) => {
@@ -133,7 +131,7 @@ mod tests {
             ("e", Json::from(u64::MAX)),
             ("f", Json::from(3u64)),
             ("g", Json::from(2.0)),
-            ("h", Json::Int(-4)),
+            ("h", Json::from(-4.0)),
         ]);
         assert_eq!(
             j.render(),
