@@ -112,6 +112,21 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 
+    /// A node refused the connection because it belongs to another cluster: the caller's
+    /// cluster id (`--cluster-id`) is not the node's. Nothing was sent.
+    #[error(
+        "cluster id mismatch: node {node_id} belongs to cluster {node_cluster_id:#x} \
+         ({node_cluster_id}), not to cluster {cluster_id:#x} ({cluster_id}); check --cluster-id"
+    )]
+    ClusterMismatch {
+        /// The refusing node.
+        node_id: u64,
+        /// The refusing node's cluster id.
+        node_cluster_id: u64,
+        /// The cluster id the caller asked for.
+        cluster_id: u64,
+    },
+
     /// This node is not serving: its storage failed and it stepped aside while it heals (or
     /// it gave up and is stopping). Nothing was done; the request may go to another node.
     #[error("node not serving: {reason}")]

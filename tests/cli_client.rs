@@ -1,6 +1,7 @@
 //! The client commands against three `sitelog node` processes: `append --ledger` writes what
 //! was acknowledged, `read --check-ledger` agrees with it (and exits 2 on a doctored ledger),
-//! `read` prints committed records as JSON lines, `status` shows one leader.
+//! `read` prints committed records as JSON lines, `status` shows one leader; a wrong
+//! `--cluster-id` and nodes that are only learners are named at once.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -11,11 +12,65 @@ use common::{free_port, spawn_node};
 const CLUSTER: u64 = 0xc11e;
 
 fn sitelog(args: &[&str], nodes: &str) -> std::process::Output {
+    sitelog_of(CLUSTER, args, nodes)
+}
+
+fn sitelog_of(cluster: u64, args: &[&str], nodes: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(args)
-        .args(["--node", nodes, "--cluster-id", &CLUSTER.to_string()])
+        .args(["--node", nodes, "--cluster-id", &cluster.to_string()])
         .output()
         .unwrap()
+}
+
+/// Far below the client's 10 s leader wait: the refusal comes from the nodes' answers.
+const QUICK_MS: u128 = 5000;
+
+#[test]
+fn wrong_cluster_id_and_learner_only_nodes_are_named_quickly() {
+    use common::spawn_node_with;
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: BTreeMap<u64, String> = (1..=3).map(|i| (i, free_port())).collect();
+    // No `--member`: each node waits to be added, a learner of no cluster.
+    let _procs: Vec<_> = (1..=3)
+        .map(|i| spawn_node_with(i, dir.path(), &addrs, CLUSTER, &[], false))
+        .collect();
+    let nodes = addrs.values().cloned().collect::<Vec<_>>().join(",");
+
+    let started = std::time::Instant::now();
+    let out = sitelog_of(CLUSTER + 1, &["append", "--count", "1"], &nodes);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cluster id mismatch"), "{err}");
+    assert!(started.elapsed().as_millis() < QUICK_MS, "{err}");
+
+    let out = sitelog_of(CLUSTER + 1, &["read"], &nodes);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cluster id mismatch"), "{err}");
+
+    let started = std::time::Instant::now();
+    let out = sitelog(&["append", "--count", "1"], &nodes);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "no leader: nodes are learners — start them with --member ID=SITE@ADDR on every node"
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed().as_millis() < QUICK_MS, "{err}");
+
+    // Learners know no leader: `leader none`, never Rust's `None`.
+    let out = sitelog(&["status"], &nodes);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("leader none").count(), 3, "{text}");
+
+    // Nobody answers: a failure, not a table of errors with exit 0.
+    let out = sitelog(&["status"], &free_port());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node answered"));
 }
 
 #[test]
@@ -76,6 +131,12 @@ fn append_ledger_read_and_status_agree() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MISMATCH"));
 
+    let out = sitelog(&["status"], &nodes);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(!table.contains("Some("), "{table}");
+    assert_eq!(table.matches("leader none").count(), 0, "{table}");
+
     let out = sitelog(&["status", "--json"], &nodes);
     let st: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
@@ -88,6 +149,20 @@ fn append_ledger_read_and_status_agree() {
         1,
         "{st:?}"
     );
+
+    // A second run appends to the ledger, its ids continuing after the highest.
+    let out = sitelog(&["append", "--count", "5", "--ledger", ledger_s], &nodes);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (0..205).collect::<Vec<u64>>());
+    let out = sitelog(&["read", "--check-ledger", ledger_s], &nodes);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("205 acknowledged messages checked"), "{said}");
 }
 
 #[test]

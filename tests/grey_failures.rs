@@ -307,7 +307,7 @@ async fn full_disk_round(
 async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
     let _serial = SERIAL.lock().await;
     if !is_root() {
-        println!("SKIPPED: grey_failures full disk needs root to mount small tmpfs file systems");
+        common::skip("grey_failures full disk needs root to mount small tmpfs file systems");
         return;
     }
     let mut disks = BTreeMap::new();
@@ -315,7 +315,9 @@ async fn full_disk_on_leader_and_follower_steps_aside_and_heals_in_place() {
         match Tmpfs::mount(TMPFS_SIZE) {
             Ok(t) => disks.insert(id, t),
             Err(e) => {
-                println!("SKIPPED: grey_failures full disk cannot mount a tmpfs: {e}");
+                common::skip(&format!(
+                    "grey_failures full disk cannot mount a tmpfs: {e}"
+                ));
                 return;
             }
         };

@@ -2,6 +2,7 @@
 //! against the simulated disk's durable image, with slow and failing fsyncs), the async API
 //! works from a tokio runtime, and the backends agree.
 
+mod common;
 use sitelog::io::{SimDisk, SimFaults};
 use sitelog::{Error, IoBackend, Log, LogOptions, SyncMode};
 use std::path::Path;
@@ -170,7 +171,7 @@ fn backends_agree() {
         let log = match Log::open(dir.path(), opts.clone()) {
             Ok(log) => log,
             Err(e) => {
-                eprintln!("skipped {backend:?}: {e}");
+                common::skip(&format!("group commit with {backend:?}: {e}"));
                 continue;
             }
         };

@@ -9,6 +9,7 @@
 //! skipped. Addresses are 10.201.N.0/24 on interfaces this test creates and removes.
 
 use bytes::Bytes;
+mod common;
 use sitelog::node::client::{AppendOutcome, Client};
 use sitelog::raft::replica::Role;
 use std::collections::BTreeMap;
@@ -208,7 +209,7 @@ async fn leader_among(net: &Net, ids: &[u64]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_leader_in_its_own_namespace_acknowledges_nothing() {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED netns partition test: {why}");
+        common::skip(&format!("netns partition test: {why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

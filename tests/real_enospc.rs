@@ -1,7 +1,7 @@
 //! Full disk on the real path: a log on a tiny tmpfs is filled until the kernel returns ENOSPC.
 //!
 //! Needs root (to mount the tmpfs); without root, or if the mount fails, the test prints
-//! "skipped: <reason>" to stderr and passes. Each scenario:
+//! "SKIPPED: <reason>" to stderr and passes. Each scenario:
 //! 1. mounts a 4 MiB tmpfs and opens a log with 1 MiB segments in it;
 //! 2. appends (single records and batches, 1 B..64 KiB, payload derived from the offset) until
 //!    an append fails: the error must be `Error::NoSpace`, the log must not be poisoned, and
@@ -18,6 +18,7 @@
 //! POSIX). The tmpfs is unmounted by a guard, also when an assertion fails; a watchdog turns a
 //! deadlock into a failure.
 
+mod common;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -484,7 +485,7 @@ fn scenario(sc: &Scenario) -> Result<(), String> {
 #[test]
 fn full_tmpfs_returns_no_space_and_recovers() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        common::skip(&format!("real ENOSPC tests: {reason}"));
         return;
     }
     // A deadlock in the log must fail the test, not hang `cargo test`: the scenarios run on a
@@ -581,7 +582,7 @@ fn run_scenarios() {
     ];
     for sc in &scenarios {
         if let Err(reason) = scenario(sc) {
-            eprintln!("skipped: {reason}");
+            common::skip(&format!("real ENOSPC tests: {reason}"));
             return;
         }
     }

@@ -80,7 +80,7 @@ pub fn check(data: &[u8]) {
             if let Ok(h) = Hello::decode(&msg) {
                 assert_eq!(Hello::decode(&h.encode()).expect("round trip"), h);
             }
-            let _ = decode_answer(&msg);
+            let _ = decode_answer(&msg, 0);
         }
         _ => {
             if let Some(m) = decode_membership(&msg) {

@@ -2,7 +2,8 @@
 //! - `sitelog append`: a verifiable producer. Sends N generated messages, or stdin lines, one
 //!   append each; with `--ledger FILE` writes one line per message:
 //!   `<id> <crc32 hex> <size> OK <offset>` | `FAIL` | `UNKNOWN` (sent, no answer: it may or may
-//!   not be committed), so anyone can check later that nothing acknowledged was lost.
+//!   not be committed), so anyone can check later that nothing acknowledged was lost. An
+//!   existing ledger is appended to, ids continuing after its highest.
 //! - `sitelog read`: a verifiable consumer: committed records as JSON lines (offset, term,
 //!   timestamp, size, crc32, optionally the payload); `--check-ledger FILE` verifies every
 //!   `OK` line of a ledger against what the cluster returns (exit 2 on a mismatch).
@@ -13,12 +14,14 @@ use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
 use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::raft::replica::Role;
 use sitelog::storage::checksum::checksum;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 /// Where the cluster is.
 #[derive(Debug, Args)]
@@ -50,7 +53,8 @@ pub struct AppendArgs {
     /// Size of generated messages in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
-    /// Write the ledger (one line per message) to this file.
+    /// Append the ledger (one line per message) to this file; ids continue after the highest
+    /// id already in it.
     #[arg(long)]
     pub ledger: Option<PathBuf>,
 }
@@ -102,18 +106,82 @@ fn generated(id: u64, size: usize) -> Vec<u8> {
     m
 }
 
+/// How long every node must stay a leaderless learner before `append` gives up: a founding
+/// node answers as a learner between binding its port and founding the cluster.
+const LEARNERS_CONFIRM_MS: u64 = 1000;
+/// How often the nodes are asked again meanwhile.
+const PROBE_EVERY_MS: u64 = 100;
+const NO_LEADER_LEARNERS: &str =
+    "no leader: nodes are learners — start them with --member ID=SITE@ADDR on every node";
+
+/// What the nodes' status says before appending.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Some node is (or may become) a voter, or none answered: let the client try.
+    Usable,
+    /// Every node that answered is a learner and knows no leader: nothing can ever commit.
+    Learners,
+}
+
+/// Refuses at once, instead of after the client's leader wait, when the nodes belong to
+/// another cluster (the typed handshake refusal) or are all learners of no cluster.
+async fn preflight(target: &Target) -> CliResult<()> {
+    let deadline = Instant::now() + Duration::from_millis(LEARNERS_CONFIRM_MS);
+    loop {
+        match probe_nodes(target).await? {
+            Probe::Usable => return Ok(()),
+            Probe::Learners if Instant::now() >= deadline => {
+                return Err(CliError(NO_LEADER_LEARNERS.into()))
+            }
+            Probe::Learners => tokio::time::sleep(Duration::from_millis(PROBE_EVERY_MS)).await,
+        }
+    }
+}
+
+/// Asks every node for its status once.
+async fn probe_nodes(target: &Target) -> CliResult<Probe> {
+    let mut probe = Client::new(vec![], target.cluster_id);
+    let (mut answered, mut learners) = (0usize, 0usize);
+    let mut mismatch = None;
+    for addr in &target.nodes {
+        match probe.status_of(addr).await {
+            Ok(s) => {
+                answered += 1;
+                learners += usize::from(s.role == Role::Learner && s.leader.is_none());
+            }
+            Err(e @ Error::ClusterMismatch { .. }) => mismatch = Some(format!("{addr}: {e}")),
+            // Unreachable or busy: the client's own retries decide.
+            Err(_) => {}
+        }
+    }
+    match (answered, mismatch) {
+        (0, Some(m)) => return Err(CliError(m)),
+        (0, None) => return Ok(Probe::Usable),
+        // The others may still take the messages; say which node is of another cluster.
+        (_, Some(m)) => eprintln!("sitelog: warning: {m}"),
+        (_, None) => {}
+    }
+    Ok(if learners == answered {
+        Probe::Learners
+    } else {
+        Probe::Usable
+    })
+}
+
 /// `sitelog append`.
 pub fn append(args: &AppendArgs) -> CliResult<()> {
     let rt = runtime()?;
+    rt.block_on(preflight(&args.target))?;
     let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
-    let mut ledger = match &args.ledger {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => None,
+    let (mut ledger, first_id) = match &args.ledger {
+        Some(p) => {
+            let (file, first_id) = open_ledger(p)?;
+            (Some(std::io::BufWriter::new(file)), first_id)
+        }
+        None => (None, 0),
     };
     let messages: Box<dyn Iterator<Item = CliResult<Vec<u8>>>> = match args.count {
-        Some(n) => Box::new((0..n).map(|i| Ok(generated(i, args.size)))),
+        Some(n) => Box::new((first_id..first_id + n).map(|i| Ok(generated(i, args.size)))),
         None => Box::new(
             std::io::stdin()
                 .lock()
@@ -122,7 +190,7 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
         ),
     };
     let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
-    for (id, m) in messages.enumerate() {
+    for (id, m) in (first_id..).zip(messages) {
         let m = m?;
         let (crc, size) = (checksum(&m), m.len());
         let outcome = rt.block_on(client.append(vec![Bytes::from(m)]));
@@ -153,6 +221,43 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
         return Err(CliError("no message was acknowledged".into()));
     }
     Ok(())
+}
+
+/// Opens the ledger at `path` for appending (created if missing); returns it and the id of
+/// the next message: one past the highest id already in it, so that several runs build one
+/// ledger that `read --check-ledger` checks whole.
+fn open_ledger(path: &std::path::Path) -> CliResult<(std::fs::File, u64)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(CliError(format!("cannot read {}: {e}", path.display()))),
+    };
+    let mut next_id = 0u64;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let after: u64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|id| id.parse::<u64>().ok())
+            .and_then(|id| id.checked_add(1))
+            .ok_or_else(|| {
+                CliError(format!(
+                    "{}: not a ledger line: {line:?}; give another --ledger file",
+                    path.display()
+                ))
+            })?;
+        next_id = next_id.max(after);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .context(|| format!("cannot open {}", path.display()))?;
+    // A run cut off mid-line: the next line starts on its own.
+    if !text.is_empty() && !text.ends_with('\n') {
+        file.write_all(b"\n")
+            .context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((file, next_id))
 }
 
 /// `sitelog read`; exit 2 when a ledger check finds a lost or changed message.
@@ -280,12 +385,14 @@ async fn check_ledger(client: &mut Client, path: &PathBuf) -> CliResult<ExitCode
     })
 }
 
-/// `sitelog status`.
+/// `sitelog status`; an error (exit 1) when no node answers.
 pub fn status(args: &StatusArgs) -> CliResult<()> {
     let rt = runtime()?;
     let mut client = Client::new(vec![], args.target.cluster_id);
+    let mut answered = 0usize;
     for addr in &args.target.nodes {
         let s = rt.block_on(client.status_of(addr));
+        answered += usize::from(s.is_ok());
         match (s, args.json) {
             (Ok(s), true) => {
                 let followers = s
@@ -323,11 +430,11 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
                     .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
                     .collect();
                 println!(
-                    "{addr}  node {}  {:?}  term {}  leader {:?}  commit_end {}  log_end {}{}",
+                    "{addr}  node {}  {:?}  term {}  leader {}  commit_end {}  log_end {}{}",
                     s.node_id,
                     s.role,
                     s.term,
-                    s.leader,
+                    s.leader.map_or("none".to_string(), |l| l.to_string()),
                     s.commit_end,
                     s.log_end,
                     if lag.is_empty() {
@@ -347,6 +454,12 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
             ),
             (Err(e), false) => println!("{addr}  unreachable: {e}"),
         }
+    }
+    if answered == 0 {
+        return Err(CliError(format!(
+            "no node answered ({} asked)",
+            args.target.nodes.len()
+        )));
     }
     Ok(())
 }

@@ -1,19 +1,24 @@
-//! A minimal JSON value and writer for `--json` output (no serde needed for one flat report).
+//! A JSON value for `--json` output, written by serde_json. Object keys keep their insertion
+//! order (the field order of every report is part of its contract); u64 values above
+//! i64::MAX stay exact integers (a hand-built writer once printed them as floats).
 
-use std::fmt::Write;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 /// A JSON value. Object keys keep their insertion order.
 #[derive(Debug, Clone)]
 pub enum Json {
     Null,
     Bool(bool),
-    /// Written with Rust's shortest round-trip formatting; NaN and infinities become `null`.
+    /// NaN and infinities become `null`; whole values below 2^53 are written as integers.
     Num(f64),
-    Int(i64),
+    UInt(u64),
     Str(String),
     Arr(Vec<Json>),
     Obj(Vec<(String, Json)>),
 }
+
+/// Integers up to this magnitude are exact in an f64.
+const F64_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
 impl Json {
     /// An object from `(key, value)` pairs.
@@ -28,66 +33,40 @@ impl Json {
 
     /// The compact JSON text.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out);
-        out
-    }
-
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Num(x) if x.is_finite() => {
-                // `Display` for f64 never uses an exponent and always yields a valid JSON number.
-                let _ = write!(out, "{x}");
-            }
-            Json::Num(_) => out.push_str("null"),
-            Json::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Json::Str(s) => write_str(out, s),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_str(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-        }
+        // Writing to a String fails only for a map key that is not a string; ours all are.
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("JSON of a Json: {e}"))
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Null => s.serialize_unit(),
+            Json::Bool(b) => s.serialize_bool(*b),
+            // `3`, not `3.0`, for a whole number: as the hand-built writer printed it.
+            Json::Num(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < F64_EXACT_INT => {
+                s.serialize_i64(*x as i64)
             }
-            c => out.push(c),
+            Json::Num(x) if x.is_finite() => s.serialize_f64(*x),
+            Json::Num(_) => s.serialize_unit(),
+            Json::UInt(u) => s.serialize_u64(*u),
+            Json::Str(v) => s.serialize_str(v),
+            Json::Arr(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Json::Obj(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
         }
     }
-    out.push('"');
 }
 
 impl From<bool> for Json {
@@ -104,7 +83,7 @@ impl From<f64> for Json {
 
 impl From<u64> for Json {
     fn from(x: u64) -> Json {
-        i64::try_from(x).map_or(Json::Num(x as f64), Json::Int)
+        Json::UInt(x)
     }
 }
 
@@ -151,10 +130,14 @@ mod tests {
             ("d", Json::from(f64::NAN)),
             ("e", Json::from(u64::MAX)),
             ("f", Json::from(3u64)),
+            ("g", Json::from(2.0)),
+            ("h", Json::from(-4.0)),
         ]);
         assert_eq!(
             j.render(),
-            r#"{"a":1.5,"b":"x\"y\n\u0001","c":[null,true],"d":null,"e":18446744073709552000,"f":3}"#
+            r#"{"a":1.5,"b":"x\"y\n\u0001","c":[null,true],"d":null,"e":18446744073709551615,"f":3,"g":2,"h":-4}"#
         );
+        let back: serde_json::Value = serde_json::from_str(&j.render()).unwrap();
+        assert_eq!(back["e"].as_u64(), Some(u64::MAX));
     }
 }

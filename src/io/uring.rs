@@ -668,7 +668,12 @@ mod tests {
         match UringIo::new() {
             Ok(io) => Some(io),
             Err(e) => {
-                eprintln!("skipped: io_uring unavailable here: {e}");
+                // Written to stderr directly: libtest would capture `eprintln!`.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "SKIPPED: io_uring unavailable here: {e}"
+                );
                 None
             }
         }

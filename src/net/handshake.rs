@@ -9,7 +9,12 @@
 //!                            care which node answers)
 //! answer (server → client) = u8 status (0 accepted, 1 refused), u64 server node id,
 //!                            u16 reason_len, reason (UTF-8)
+//!                            [, u8 refusal kind (0 other, 1 cluster id), u64 server cluster id]
 //! ```
+//!
+//! The bracketed tail is optional (an answer from an older node ends after the reason, and an
+//! older client ignores it): it lets a client tell a wrong `--cluster-id` apart from any other
+//! refusal by type ([`Error::ClusterMismatch`]), never by the reason's text.
 //!
 //! Both travel as frames (`frame.rs`) limited to [`MAX_HANDSHAKE_BYTES`].
 
@@ -87,47 +92,86 @@ impl Hello {
         })
     }
 
-    /// Checks the hello against the server's identity; `Err(reason)` to refuse.
-    pub fn check(&self, cluster_id: u64, node_id: u64) -> std::result::Result<(), String> {
+    /// Checks the hello against the server's identity; `Err` to refuse.
+    pub fn check(&self, cluster_id: u64, node_id: u64) -> std::result::Result<(), Refusal> {
         if self.version != PROTOCOL_VERSION {
-            return Err(format!(
+            return Err(Refusal::other(format!(
                 "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
                 self.version
-            ));
+            )));
         }
         if self.cluster_id != cluster_id {
-            return Err(format!(
-                "cluster id {:#x} does not match this node's cluster {cluster_id:#x}",
-                self.cluster_id
-            ));
+            return Err(Refusal {
+                reason: format!(
+                    "cluster id {:#x} does not match this node's cluster {cluster_id:#x}",
+                    self.cluster_id
+                ),
+                server_cluster_id: Some(cluster_id),
+            });
         }
         if self.to_node != ANY_NODE && self.to_node != node_id {
-            return Err(format!(
+            return Err(Refusal::other(format!(
                 "caller wants node {} but this is node {node_id}",
                 self.to_node
-            ));
+            )));
         }
         let node_to_node = matches!(self.purpose, Purpose::Rpc | Purpose::AppendStream);
         if node_to_node && self.from_node == ANY_NODE {
-            return Err("node-to-node connections must name the calling node".into());
+            return Err(Refusal::other(
+                "node-to-node connections must name the calling node",
+            ));
         }
         Ok(())
     }
 }
 
+/// Why a server refuses a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// For the logs and the caller (UTF-8, cut to fit the answer frame).
+    pub reason: String,
+    /// The server's own cluster id when the refusal is for a wrong cluster id.
+    pub server_cluster_id: Option<u64>,
+}
+
+impl Refusal {
+    /// A refusal of any other kind (busy, wrong node, version).
+    pub fn other(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+            server_cluster_id: None,
+        }
+    }
+}
+
+const REFUSAL_OTHER: u8 = 0;
+const REFUSAL_CLUSTER: u8 = 1;
+/// Status, node id, reason length, refusal kind, server cluster id.
+const ANSWER_FIXED_BYTES: usize = 1 + 8 + 2 + 1 + 8;
+
 /// The server's answer.
-pub fn encode_answer(node_id: u64, refused: Option<&str>) -> Vec<u8> {
-    let reason = refused.unwrap_or("").as_bytes();
-    let reason = &reason[..reason.len().min(MAX_HANDSHAKE_BYTES - 16)];
+pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
+    let reason = refused.map_or("", |r| r.reason.as_str()).as_bytes();
+    let reason = &reason[..reason.len().min(MAX_HANDSHAKE_BYTES - ANSWER_FIXED_BYTES)];
     let mut b = vec![refused.is_some() as u8];
     b.extend_from_slice(&node_id.to_le_bytes());
     b.extend_from_slice(&(reason.len() as u16).to_le_bytes());
     b.extend_from_slice(reason);
+    if let Some(r) = refused {
+        let (kind, cluster) = match r.server_cluster_id {
+            Some(c) => (REFUSAL_CLUSTER, c),
+            None => (REFUSAL_OTHER, 0),
+        };
+        b.push(kind);
+        b.extend_from_slice(&cluster.to_le_bytes());
+    }
+    debug_assert!(b.len() <= MAX_HANDSHAKE_BYTES);
     b
 }
 
-/// Decodes the server's answer: its node id, or the refusal as an error.
-pub fn decode_answer(b: &[u8]) -> Result<u64> {
+/// Decodes the server's answer: its node id, or the refusal as an error
+/// ([`Error::ClusterMismatch`] when the server belongs to a cluster other than `cluster_id`).
+pub fn decode_answer(b: &[u8], cluster_id: u64) -> Result<u64> {
     if b.len() < 11 {
         return Err(Error::Protocol("short handshake answer".into()));
     }
@@ -136,8 +180,14 @@ pub fn decode_answer(b: &[u8]) -> Result<u64> {
     let reason = b
         .get(11..11 + n)
         .ok_or_else(|| Error::Protocol("bad handshake answer".into()))?;
+    let tail = &b[(11 + n)..];
     match b[0] {
         0 => Ok(node),
+        1 if tail.len() == 9 && tail[0] == REFUSAL_CLUSTER => Err(Error::ClusterMismatch {
+            node_id: node,
+            node_cluster_id: crate::storage::record::u64_at(tail, 1),
+            cluster_id,
+        }),
         1 => Err(Error::Protocol(format!(
             "node {node} refused the connection: {}",
             String::from_utf8_lossy(reason)
@@ -165,14 +215,39 @@ mod tests {
         let h = hello();
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
         assert!(h.check(7, 2).is_ok());
-        assert!(h.check(8, 2).unwrap_err().contains("cluster id"));
-        assert!(h.check(7, 3).unwrap_err().contains("wants node 2"));
+        assert_eq!(h.check(8, 2).unwrap_err().server_cluster_id, Some(8));
+        assert_eq!(h.check(7, 3).unwrap_err().server_cluster_id, None);
         let old = Hello { version: 0, ..h };
-        assert!(old.check(7, 2).unwrap_err().contains("version"));
+        assert_eq!(old.check(7, 2).unwrap_err().server_cluster_id, None);
         assert!(Hello::decode(b"GET / HTTP/1.1\r\n\r\n").is_err());
-        assert_eq!(decode_answer(&encode_answer(2, None)).unwrap(), 2);
-        let refused = decode_answer(&encode_answer(2, Some("wrong cluster"))).unwrap_err();
-        assert!(refused.to_string().contains("wrong cluster"));
-        assert!(decode_answer(&[0, 1]).is_err());
+        assert_eq!(decode_answer(&encode_answer(2, None), 7).unwrap(), 2);
+        let busy = Refusal::other("too busy");
+        let refused = decode_answer(&encode_answer(2, Some(&busy)), 7).unwrap_err();
+        assert!(matches!(refused, Error::Protocol(_)), "{refused:?}");
+        assert!(decode_answer(&[0, 1], 7).is_err());
+    }
+
+    #[test]
+    fn a_wrong_cluster_id_is_refused_with_a_typed_error() {
+        let refusal = hello().check(8, 2).unwrap_err();
+        let e = decode_answer(&encode_answer(2, Some(&refusal)), 7).unwrap_err();
+        match e {
+            Error::ClusterMismatch {
+                node_id,
+                node_cluster_id,
+                cluster_id,
+            } => assert_eq!((node_id, node_cluster_id, cluster_id), (2, 8, 7)),
+            other => panic!("expected ClusterMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_without_the_refusal_tail_still_decodes() {
+        // An older node's refusal ends after the reason: a generic protocol error.
+        let mut old = vec![1u8];
+        old.extend_from_slice(&2u64.to_le_bytes());
+        old.extend_from_slice(&3u16.to_le_bytes());
+        old.extend_from_slice(b"why");
+        assert!(matches!(decode_answer(&old, 7), Err(Error::Protocol(_))));
     }
 }

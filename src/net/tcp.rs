@@ -162,7 +162,7 @@ impl TcpConnector {
             let answer = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
                 .await?
                 .ok_or_else(|| Error::Protocol(format!("{addr} closed during the handshake")))?;
-            handshake::decode_answer(&answer)
+            handshake::decode_answer(&answer, self.cluster_id)
         };
         let node = timeout(ms(self.limits.handshake_timeout_ms), exchange)
             .await
@@ -425,7 +425,7 @@ impl Conn {
             admit(budget, &self.refusals, self.peer)
         };
         let Some(slot) = slot else {
-            let why = if self.peers_only && !is_peer {
+            let why = handshake::Refusal::other(if self.peers_only && !is_peer {
                 "descriptors are short: only peer connections are accepted; try again later"
                     .to_string()
             } else {
@@ -433,13 +433,13 @@ impl Conn {
                     "too many busy {} connections; try again later",
                     budget.name()
                 )
-            };
+            });
             let _ = write_frame(
                 &mut tx.w,
                 &handshake::encode_answer(self.id.node_id, Some(&why)),
             )
             .await;
-            return Err(Error::Protocol(why));
+            return Err(Error::Protocol(why.reason));
         };
         drop(hs_slot);
         write_frame(&mut tx.w, &handshake::encode_answer(self.id.node_id, None)).await?;
@@ -474,14 +474,15 @@ impl Conn {
                 tracing::warn!(%peer, error = %e, refused = n, "refused a connection: not a sitelog peer");
             }
         })?;
-        if let Err(reason) = hello.check(self.id.cluster_id, self.id.node_id) {
+        if let Err(refusal) = hello.check(self.id.cluster_id, self.id.node_id) {
             count_refusal("bad_hello");
+            let reason = &refusal.reason;
             if let Some(n) = self.refusals.bad_hello.event() {
                 tracing::warn!(%peer, from = hello.from_node, %reason, refused = n, "refused a connection");
             }
-            let answer = handshake::encode_answer(self.id.node_id, Some(&reason));
+            let answer = handshake::encode_answer(self.id.node_id, Some(&refusal));
             let _ = write_frame(&mut tx.w, &answer).await;
-            return Err(Error::Protocol(reason));
+            return Err(Error::Protocol(refusal.reason));
         }
         Ok(hello)
     }

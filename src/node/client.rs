@@ -209,9 +209,16 @@ impl Client {
                 if down.contains(&addr) {
                     continue;
                 }
-                if self.connect(&addr).await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                match self.connect(&addr).await {
+                    Ok(()) => {}
+                    // Another cluster's node: no leader will ever come from waiting.
+                    Err(e @ Error::ClusterMismatch { .. }) => {
+                        return AppendOutcome::Failed(e.to_string())
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                 }
             }
             match self.round_trip(req.clone()).await {

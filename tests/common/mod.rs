@@ -148,6 +148,14 @@ pub async fn read_all(addr: &str, cluster: u64, commit_end: u64) -> BTreeMap<u64
     out
 }
 
+/// Says on stderr that a test (or a part of it) is skipped, and why: `SKIPPED: <reason>`.
+/// libtest captures `println!`/`eprintln!` of a passing test, so the line is written to stderr
+/// directly, where `cargo test` shows it, instead of a silent "ok".
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {reason}");
+}
+
 /// Whether this process runs as root (mounting file systems needs it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
