@@ -5,8 +5,10 @@
 //! (the TCP transport and bulk segment fetch) and [`node`] (the embedding API, `Node`).
 #![warn(missing_docs)]
 
+pub(crate) mod codec;
 pub mod error;
 pub mod io;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod raft;

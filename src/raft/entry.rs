@@ -98,10 +98,8 @@ impl RaftEntry for LogEntry {
 }
 
 const MEMBERSHIP_VERSION: u8 = 1;
-/// Most configurations in a membership (joint consensus has two).
-const MAX_CONFIGS: usize = 2;
-/// Most voters in one configuration, and most nodes in a membership.
-pub const MAX_MEMBERS: usize = 1024;
+use crate::limits::MAX_MEMBERSHIP_CONFIGS as MAX_CONFIGS;
+pub use crate::limits::MAX_MEMBERS;
 
 /// The payload of a record for `entry`, borrowed where possible.
 pub enum StoredPayload<'a> {

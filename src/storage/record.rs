@@ -146,7 +146,7 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Bytes a frame with `payload_len` bytes of payload occupies.
-pub fn frame_len(payload_len: usize) -> usize {
+pub const fn frame_len(payload_len: usize) -> usize {
     (HEADER_SIZE_BYTES + payload_len + FRAME_ALIGN_BYTES - 1) & !(FRAME_ALIGN_BYTES - 1)
 }
 
