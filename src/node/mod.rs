@@ -194,6 +194,13 @@ pub(crate) async fn change_membership_checked(
     voters: BTreeSet<u64>,
     policy: Placement,
 ) -> Result<()> {
+    if voters.len() > crate::limits::MAX_MEMBERS {
+        return Err(Error::TooLong {
+            what: "membership change voter ids",
+            len: voters.len(),
+            max: crate::limits::MAX_MEMBERS,
+        });
+    }
     if let Some(&node_id) = voters.iter().find(|v| replica.is_retired(**v)) {
         return Err(Error::RetiredNode { node_id });
     }
