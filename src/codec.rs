@@ -64,16 +64,6 @@ impl<'a> Writer<'a> {
         Writer { out }
     }
 
-    /// Bytes in the buffer (including what was there before this writer).
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    /// True when the buffer is empty.
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
-    }
-
     /// Writes one byte.
     pub fn u8(&mut self, v: u8) {
         self.out.push(v);
@@ -177,10 +167,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Bytes not read yet.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
     /// Bytes read so far (the position in the input given to [`Reader::new`]).
     pub fn position(&self) -> usize {
         self.whole_len - self.buf.len()

@@ -36,15 +36,42 @@ fn over_long_strings_and_lists_are_refused_not_cut() {
     let long = "x".repeat(256);
     let err = w.str_u8("site", &long, 255).unwrap_err();
     assert!(
-        matches!(err, Error::TooLong { what: "site", len: 256, max: 255 }),
+        matches!(
+            err,
+            Error::TooLong {
+                what: "site",
+                len: 256,
+                max: 255
+            }
+        ),
         "{err:?}"
     );
     let huge = "y".repeat(u16::MAX as usize + 1);
     // The limit asked for is capped by what the prefix can say.
     let err = w.str_u16("text", &huge, usize::MAX).unwrap_err();
-    assert!(matches!(err, Error::TooLong { len: 65_536, max: 65_535, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::TooLong {
+                len: 65_536,
+                max: 65_535,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = w.len_u16("voter ids", 1025, 1024).unwrap_err();
-    assert!(matches!(err, Error::TooLong { len: 1025, max: 1024, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::TooLong {
+                len: 1025,
+                max: 1024,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(w.bytes_u32("payload", b"abcd", 3).is_err());
     assert!(out.is_empty(), "nothing written for a refused value");
 }
@@ -60,14 +87,20 @@ fn truncated_input_is_refused_without_panic() {
         let got = r.u64().and_then(|_| r.str_u16(10));
         // Short for the integers and the length, a length over what is left for the text.
         assert!(
-            matches!(got, Err(DecodeError::Short { .. } | DecodeError::TooMany { .. })),
+            matches!(
+                got,
+                Err(DecodeError::Short { .. } | DecodeError::TooMany { .. })
+            ),
             "prefix {n}: {got:?}"
         );
     }
     let r = Reader::new(&[1, 2], "trailing");
     assert_eq!(
         r.finish(()),
-        Err(DecodeError::Trailing { what: "trailing", left: 2 })
+        Err(DecodeError::Trailing {
+            what: "trailing",
+            left: 2
+        })
     );
     assert!(matches!(
         Reader::new(&[2], "b").bool(),
@@ -86,16 +119,26 @@ fn huge_declared_lengths_are_refused_before_allocating() {
     let mut r = Reader::new(&b, "list");
     assert!(matches!(
         r.count_u32(usize::MAX, 8),
-        Err(DecodeError::TooMany { count: 0xffff_ffff, .. })
+        Err(DecodeError::TooMany {
+            count: 0xffff_ffff,
+            ..
+        })
     ));
     // Within what the input holds but over the limit.
     let mut r = Reader::new(&[3, 0, 1, 2, 3, 4, 5, 6], "list");
     assert!(matches!(
         r.count_u16(2, 1),
-        Err(DecodeError::TooMany { count: 3, max: 2, .. })
+        Err(DecodeError::TooMany {
+            count: 3,
+            max: 2,
+            ..
+        })
     ));
     let mut r = Reader::new(&[0xff, 0xff, 0xff, 0x7f], "bytes");
-    assert!(matches!(r.bytes_u32(usize::MAX), Err(DecodeError::TooMany { .. })));
+    assert!(matches!(
+        r.bytes_u32(usize::MAX),
+        Err(DecodeError::TooMany { .. })
+    ));
 }
 
 #[test]

@@ -66,8 +66,8 @@ pub const fn append_message_bytes(max_record_bytes: u32) -> usize {
 
 /// The largest record limit whose replication messages fit `max_frame_bytes`.
 pub const fn max_record_bytes_for_frame(max_frame_bytes: usize) -> u64 {
-    let per_entry = max_frame_bytes.saturating_sub(APPEND_MESSAGE_HEADER_BYTES)
-        / MAX_PAYLOAD_ENTRIES as usize;
+    let per_entry =
+        max_frame_bytes.saturating_sub(APPEND_MESSAGE_HEADER_BYTES) / MAX_PAYLOAD_ENTRIES as usize;
     let frame = per_entry.saturating_sub(APPEND_ENTRY_OVERHEAD_BYTES);
     // The largest payload whose aligned frame is at most `frame`.
     (frame & !(FRAME_ALIGN_BYTES - 1)).saturating_sub(RECORD_HEADER_BYTES) as u64
@@ -75,9 +75,8 @@ pub const fn max_record_bytes_for_frame(max_frame_bytes: usize) -> u64 {
 
 // A default node's replication message fits the default frame limit.
 const _: () = assert!(append_message_bytes(NODE_MAX_RECORD_BYTES) <= DEFAULT_MAX_FRAME_BYTES);
-const _: () = assert!(
-    max_record_bytes_for_frame(DEFAULT_MAX_FRAME_BYTES) >= NODE_MAX_RECORD_BYTES as u64
-);
+const _: () =
+    assert!(max_record_bytes_for_frame(DEFAULT_MAX_FRAME_BYTES) >= NODE_MAX_RECORD_BYTES as u64);
 const _: () = assert!(
     append_message_bytes(max_record_bytes_for_frame(DEFAULT_MAX_FRAME_BYTES) as u32)
         <= DEFAULT_MAX_FRAME_BYTES
@@ -90,9 +89,8 @@ const _: () = assert!(MAX_PAYLOAD_ENTRIES as usize <= MAX_ENTRIES_PER_MESSAGE);
 // A fetch chunk and its reply header fit a frame.
 const _: () = assert!(MAX_CHUNK_BYTES as usize + 64 <= DEFAULT_MAX_FRAME_BYTES);
 // A read reply (the byte budget plus the one record always returned) fits a frame.
-const _: () = assert!(
-    MAX_READ_BYTES + NODE_MAX_RECORD_BYTES as usize + 64 <= DEFAULT_MAX_FRAME_BYTES
-);
+const _: () =
+    assert!(MAX_READ_BYTES + NODE_MAX_RECORD_BYTES as usize + 64 <= DEFAULT_MAX_FRAME_BYTES);
 // Counts and lengths fit their prefixes.
 const _: () = assert!(MAX_MEMBERS <= u16::MAX as usize);
 const _: () = assert!(MAX_SITE_BYTES <= u8::MAX as usize && MAX_ADDR_BYTES <= u8::MAX as usize);

@@ -40,7 +40,10 @@ async fn a_node_with_records_too_large_for_its_frames_refuses_to_start() {
         Ok(_) => panic!("a node with 8 MiB records started on 72 MiB frames"),
         Err(e) => e,
     };
-    assert!(matches!(err, Error::TooLong { len, .. } if len == 8 << 20), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLong { len, .. } if len == 8 << 20),
+        "{err:?}"
+    );
     let entries = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(entries, 0, "nothing was written before the refusal");
 }

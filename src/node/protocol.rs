@@ -233,8 +233,8 @@ impl Request {
             tag::STATUS => Request::Status,
             tag::ADD_LEARNER => {
                 let id = c.u64()?;
-                let site = c.text_u16(MAX_CLIENT_STRING_BYTES)?;
-                let addr = c.text_u16(MAX_CLIENT_STRING_BYTES)?;
+                let site = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
+                let addr = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
                 Request::AddLearner {
                     id,
                     peer: crate::node::Peer { site, addr },
@@ -347,7 +347,7 @@ impl Reply {
             tag::NOT_LEADER => {
                 let known = c.u8()? == 1;
                 let leader = c.u64()?;
-                let addr = c.text_u16(MAX_CLIENT_STRING_BYTES)?;
+                let addr = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
                 Reply::NotLeader {
                     leader: known.then_some(leader),
                     addr: (!addr.is_empty()).then_some(addr),
@@ -373,9 +373,9 @@ impl Reply {
                 }
             }
             tag::STATUS_RESP => Reply::Status(decode_status(&mut c)?),
-            tag::ERROR => Reply::Error(c.text_u16(MAX_CLIENT_STRING_BYTES)?),
+            tag::ERROR => Reply::Error(c.str_u16(MAX_CLIENT_STRING_BYTES)?),
             tag::DONE => Reply::Done,
-            tag::UNAVAILABLE => Reply::Unavailable(c.text_u16(MAX_CLIENT_STRING_BYTES)?),
+            tag::UNAVAILABLE => Reply::Unavailable(c.str_u16(MAX_CLIENT_STRING_BYTES)?),
             tag::BELOW_FLOOR => Reply::BelowFloor {
                 offset: c.u64()?,
                 first_available: c.u64()?,
@@ -516,7 +516,10 @@ mod tests {
         // The limit itself still travels whole.
         let ids: Vec<u64> = (0..MAX_MEMBERS as u64).collect();
         let enc = Request::ChangeMembership(ids.clone()).encode().unwrap();
-        assert_eq!(Request::decode(&enc).unwrap(), Request::ChangeMembership(ids));
+        assert_eq!(
+            Request::decode(&enc).unwrap(),
+            Request::ChangeMembership(ids)
+        );
     }
 
     #[test]

@@ -3,10 +3,10 @@
 use super::metrics;
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
 use super::supervisor::ReplicaCell;
+use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
 use crate::raft::replica::{Replica, ReplicaStatus, Role};
 use crate::storage::EntryKind;
-use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::{Error, Result};
 use bytes::Bytes;
 
