@@ -13,6 +13,7 @@
 //!
 //! Both travel as frames (`frame.rs`) limited to [`MAX_HANDSHAKE_BYTES`].
 
+use crate::codec::{clip_utf8, DecodeError, Reader, Writer};
 use crate::{Error, Result};
 
 /// Protocol version spoken by this build.
@@ -23,6 +24,11 @@ pub const MAX_HANDSHAKE_BYTES: usize = 512;
 pub const ANY_NODE: u64 = u64::MAX;
 const MAGIC: &[u8; 8] = b"SLHELLO1";
 const HELLO_BYTES: usize = 8 + 2 + 1 + 8 + 8 + 8;
+/// Longest refusal reason an answer carries (a diagnostic, clipped at a character boundary
+/// so that the answer fits [`MAX_HANDSHAKE_BYTES`]).
+pub const MAX_REFUSAL_REASON_BYTES: usize = MAX_HANDSHAKE_BYTES - 16;
+const _: () = assert!(HELLO_BYTES <= MAX_HANDSHAKE_BYTES);
+const _: () = assert!(1 + 8 + 2 + MAX_REFUSAL_REASON_BYTES <= MAX_HANDSHAKE_BYTES);
 
 /// What a connection carries after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,22 +62,26 @@ impl Hello {
     /// Encodes the hello.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(HELLO_BYTES);
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&self.version.to_le_bytes());
-        b.push(self.purpose as u8);
-        b.extend_from_slice(&self.cluster_id.to_le_bytes());
-        b.extend_from_slice(&self.from_node.to_le_bytes());
-        b.extend_from_slice(&self.to_node.to_le_bytes());
+        let mut w = Writer::new(&mut b);
+        w.raw(MAGIC);
+        w.u16(self.version);
+        w.u8(self.purpose as u8);
+        w.u64(self.cluster_id);
+        w.u64(self.from_node);
+        w.u64(self.to_node);
         b
     }
 
     /// Decodes a hello; a clear error for anything else (garbage on the port).
     pub fn decode(b: &[u8]) -> Result<Hello> {
-        if b.len() != HELLO_BYTES || &b[..8] != MAGIC {
-            return Err(Error::Protocol("not a sitelog hello".into()));
+        let not_hello = || Error::Protocol("not a sitelog hello".into());
+        let mut c = Reader::new(b, "hello");
+        if b.len() != HELLO_BYTES || c.take(MAGIC.len()).map_err(|_| not_hello())? != MAGIC {
+            return Err(not_hello());
         }
-        let u64_at = |at: usize| crate::storage::record::u64_at(b, at);
-        let purpose = match b[10] {
+        let fields = (|| Ok::<_, DecodeError>((c.u16()?, c.u8()?, c.u64()?, c.u64()?, c.u64()?)))();
+        let (version, purpose, cluster_id, from_node, to_node) = fields.map_err(|_| not_hello())?;
+        let purpose = match purpose {
             0 => Purpose::Rpc,
             1 => Purpose::AppendStream,
             2 => Purpose::Client,
@@ -79,11 +89,11 @@ impl Hello {
             p => return Err(Error::Protocol(format!("unknown connection purpose {p}"))),
         };
         Ok(Hello {
-            version: u16::from_le_bytes([b[8], b[9]]),
+            version,
             purpose,
-            cluster_id: u64_at(11),
-            from_node: u64_at(19),
-            to_node: u64_at(27),
+            cluster_id,
+            from_node,
+            to_node,
         })
     }
 
@@ -117,26 +127,29 @@ impl Hello {
 
 /// The server's answer.
 pub fn encode_answer(node_id: u64, refused: Option<&str>) -> Vec<u8> {
-    let reason = refused.unwrap_or("").as_bytes();
-    let reason = &reason[..reason.len().min(MAX_HANDSHAKE_BYTES - 16)];
-    let mut b = vec![refused.is_some() as u8];
-    b.extend_from_slice(&node_id.to_le_bytes());
-    b.extend_from_slice(&(reason.len() as u16).to_le_bytes());
-    b.extend_from_slice(reason);
+    let reason = clip_utf8(refused.unwrap_or(""), MAX_REFUSAL_REASON_BYTES).as_bytes();
+    let mut b = Vec::new();
+    let mut w = Writer::new(&mut b);
+    w.bool(refused.is_some());
+    w.u64(node_id);
+    // Fits: MAX_REFUSAL_REASON_BYTES < u16::MAX.
+    w.u16(reason.len() as u16);
+    w.raw(reason);
     b
 }
 
 /// Decodes the server's answer: its node id, or the refusal as an error.
 pub fn decode_answer(b: &[u8]) -> Result<u64> {
-    if b.len() < 11 {
-        return Err(Error::Protocol("short handshake answer".into()));
-    }
-    let node = crate::storage::record::u64_at(b, 1);
-    let n = u16::from_le_bytes([b[9], b[10]]) as usize;
-    let reason = b
-        .get(11..11 + n)
-        .ok_or_else(|| Error::Protocol("bad handshake answer".into()))?;
-    match b[0] {
+    let mut c = Reader::new(b, "handshake answer");
+    let head = (|| Ok::<_, DecodeError>((c.u8()?, c.u64()?)))();
+    let (status, node) =
+        head.map_err(|e| Error::Protocol(format!("short handshake answer: {e}")))?;
+    // Bytes after the reason are ignored, as they always were.
+    let reason = c
+        .count_u16(MAX_HANDSHAKE_BYTES, 1)
+        .and_then(|n| c.take(n))
+        .map_err(|e| Error::Protocol(format!("bad handshake answer: {e}")))?;
+    match status {
         0 => Ok(node),
         1 => Err(Error::Protocol(format!(
             "node {node} refused the connection: {}",
@@ -174,5 +187,22 @@ mod tests {
         let refused = decode_answer(&encode_answer(2, Some("wrong cluster"))).unwrap_err();
         assert!(refused.to_string().contains("wrong cluster"));
         assert!(decode_answer(&[0, 1]).is_err());
+        // The bytes as the README's FORMAT section documents them.
+        let mut want = b"SLHELLO1".to_vec();
+        want.extend_from_slice(&[1, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.encode(), want);
+        assert_eq!(
+            encode_answer(2, Some("no")),
+            [1, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, b'n', b'o']
+        );
+        let long = "é".repeat(MAX_HANDSHAKE_BYTES);
+        let answer = encode_answer(2, Some(&long));
+        assert!(answer.len() <= MAX_HANDSHAKE_BYTES);
+        let err = decode_answer(&answer).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&"é".repeat(MAX_REFUSAL_REASON_BYTES / 2)),
+            "{err}"
+        );
     }
 }
