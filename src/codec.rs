@@ -149,6 +149,22 @@ pub fn clip_utf8(s: &str, max_bytes: usize) -> &str {
     &s[..end]
 }
 
+/// Little-endian u32 at `at`; the caller has checked the bounds (fixed
+/// layouts: record headers, superblock and metadata slots).
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+/// Little-endian u64 at `at`; the caller has checked the bounds (fixed
+/// layouts: record headers, superblock and metadata slots).
+pub fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
 /// Reads encoded values from a byte slice, every read checked against what is left.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
