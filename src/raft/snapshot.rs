@@ -322,9 +322,11 @@ pub const APP_STATE_FILE: &str = "app_state";
 
 /// Writes the attached application state durably (`dir/app_state`).
 pub fn save_app_state(io: &IoRef, dir: &Path, a: &AppState) -> Result<()> {
-    let mut body = a.offset.to_le_bytes().to_vec();
-    body.extend_from_slice(&a.raw_len.to_le_bytes());
-    body.extend_from_slice(&a.zstd);
+    let mut body = Vec::with_capacity(12 + a.zstd.len());
+    let mut w = Writer::new(&mut body);
+    w.u64(a.offset);
+    w.u32(a.raw_len);
+    w.raw(&a.zstd);
     save_file(io, dir, APP_STATE_FILE, body)
 }
 
@@ -333,18 +335,18 @@ pub fn load_app_state(io: &IoRef, dir: &Path) -> Result<Option<AppState>> {
     let Some(b) = load_file(io, dir, APP_STATE_FILE)? else {
         return Ok(None);
     };
-    if b.len() < 12 {
-        return Err(Error::Corruption {
-            segment: dir.join(APP_STATE_FILE),
-            file_offset: 0,
-            record_offset: None,
-            detail: "short application state".into(),
-        });
-    }
+    let mut c = Reader::new(&b, "application state");
+    let head = (|| Ok::<_, crate::codec::DecodeError>((c.u64()?, c.u32()?)))();
+    let (offset, raw_len) = head.map_err(|e| Error::Corruption {
+        segment: dir.join(APP_STATE_FILE),
+        file_offset: 0,
+        record_offset: None,
+        detail: format!("short application state: {e}"),
+    })?;
     Ok(Some(AppState {
-        offset: crate::storage::record::u64_at(&b, 0),
-        raw_len: crate::storage::record::u32_at(&b, 8),
-        zstd: bytes::Bytes::copy_from_slice(&b[12..]),
+        offset,
+        raw_len,
+        zstd: bytes::Bytes::copy_from_slice(c.rest()),
     }))
 }
 
