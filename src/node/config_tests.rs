@@ -12,7 +12,10 @@ fn default_config_is_valid_and_its_batch_fits_the_frame() {
     cfg.validate().unwrap();
     assert!(append_message_bytes(cfg.log.max_record_bytes) <= cfg.net.max_frame_bytes);
     // The figure the README gives for the default 72 MiB frame limit.
-    assert_eq!(max_record_bytes_for_frame(cfg.net.max_frame_bytes), 1_179_576);
+    assert_eq!(
+        max_record_bytes_for_frame(cfg.net.max_frame_bytes),
+        1_179_576
+    );
 }
 
 #[test]
