@@ -92,6 +92,19 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A value is too long (or a list too many) for its encoding or limit: a string over its
+    /// length prefix, a membership change with more ids than a membership holds. Refused,
+    /// never cut; nothing was sent or written.
+    #[error("{what} is {len} long, over the limit {max}")]
+    TooLong {
+        /// What was being encoded.
+        what: &'static str,
+        /// Its length (bytes, or items for a list).
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+
     /// The consensus layer failed or refused: the node is shutting down, openraft stopped on
     /// a fatal error, or a membership change was rejected.
     #[error("consensus: {0}")]

@@ -101,8 +101,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub(crate) mod codec;
 pub mod error;
 pub mod io;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod raft;

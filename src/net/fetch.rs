@@ -28,7 +28,9 @@
 
 use super::fetch_budget::FetchBudget;
 use super::tcp::{connect_fetch, FrameRx, FrameTx, NetLimits};
+use crate::codec::{clip_utf8, DecodeError, DecodeResult, Reader, Writer};
 use crate::io::{read_exact_at, IoRef};
+use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::raft::remote::{MessageRx, MessageTx};
 use crate::storage::checksum::checksum;
 use crate::storage::manifest::{verify_segment_file, SegmentInfo};
@@ -85,39 +87,56 @@ struct Req {
     compress: bool,
 }
 
-fn encode_req(r: &Req) -> Bytes {
-    let mut o = vec![FETCH];
-    for v in [r.info.base_offset, r.info.end_offset, r.info.size_bytes] {
-        o.extend_from_slice(&v.to_le_bytes());
+fn put_info(w: &mut Writer<'_>, i: &SegmentInfo) {
+    for v in [i.base_offset, i.end_offset, i.size_bytes] {
+        w.u64(v);
     }
-    o.extend_from_slice(&r.info.file_crc.to_le_bytes());
-    o.extend_from_slice(&r.from.to_le_bytes());
-    o.extend_from_slice(&r.max_len.to_le_bytes());
-    o.push(r.compress as u8);
-    o.into()
+    w.u32(i.file_crc);
 }
 
-fn decode_req(b: &[u8]) -> Option<Req> {
-    if b.len() != 1 + 8 * 3 + 4 + 8 + 4 + 1 || b[0] != FETCH {
-        return None;
-    }
-    let u64_at = |at| crate::storage::record::u64_at(b, at);
-    let u32_at = |at| crate::storage::record::u32_at(b, at);
-    Some(Req {
-        info: SegmentInfo {
-            base_offset: u64_at(1),
-            end_offset: u64_at(9),
-            size_bytes: u64_at(17),
-            file_crc: u32_at(25),
-        },
-        from: u64_at(29),
-        max_len: u32_at(37),
-        compress: match b[41] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        },
+fn get_info(c: &mut Reader<'_>) -> DecodeResult<SegmentInfo> {
+    Ok(SegmentInfo {
+        base_offset: c.u64()?,
+        end_offset: c.u64()?,
+        size_bytes: c.u64()?,
+        file_crc: c.u32()?,
     })
+}
+
+/// Encodes a message of the fetch protocol into a fresh buffer.
+fn message(f: impl FnOnce(&mut Writer<'_>)) -> Bytes {
+    let mut out = Vec::new();
+    f(&mut Writer::new(&mut out));
+    out.into()
+}
+
+fn encode_req(r: &Req) -> Bytes {
+    message(|w| {
+        w.u8(FETCH);
+        put_info(w, &r.info);
+        w.u64(r.from);
+        w.u32(r.max_len);
+        w.bool(r.compress);
+    })
+}
+
+fn decode_req(b: &[u8]) -> DecodeResult<Req> {
+    let mut c = Reader::new(b, "fetch request");
+    if c.u8()? != FETCH {
+        return Err(c.invalid());
+    }
+    let req = Req {
+        info: get_info(&mut c)?,
+        from: c.u64()?,
+        max_len: c.u32()?,
+        compress: c.bool()?,
+    };
+    c.finish(req)
+}
+
+/// The text of an ERROR reply (after its tag).
+fn error_text(c: &mut Reader<'_>) -> String {
+    c.text_u16(u16::MAX as usize).unwrap_or_default()
 }
 
 /// Whether a fetch-connection message is an IDENTIFY request.
@@ -127,14 +146,20 @@ pub fn is_identify(msg: &[u8]) -> bool {
 
 /// Encodes an IDENTIFY request for the sealed segment starting at `base`.
 pub fn encode_identify(base: u64) -> Bytes {
-    let mut o = vec![IDENTIFY];
-    o.extend_from_slice(&base.to_le_bytes());
-    o.into()
+    message(|w| {
+        w.u8(IDENTIFY);
+        w.u64(base);
+    })
 }
 
 /// Decodes an IDENTIFY request to its base offset.
 pub fn decode_identify(b: &[u8]) -> Option<u64> {
-    (b.len() == 9 && b[0] == IDENTIFY).then(|| crate::storage::record::u64_at(b, 1))
+    let mut c = Reader::new(b, "identify request");
+    let base = (c.u8().ok()? == IDENTIFY)
+        .then(|| c.u64())
+        .transpose()
+        .ok()??;
+    c.finish(base).ok()
 }
 
 /// Encodes the answer to an IDENTIFY: the segment's identity, or NOT_HELD.
@@ -142,33 +167,23 @@ pub fn identity_reply(info: Option<&SegmentInfo>) -> Bytes {
     let Some(i) = info else {
         return Bytes::from_static(&[NOT_HELD]);
     };
-    let mut o = vec![IDENTITY];
-    for v in [i.base_offset, i.end_offset, i.size_bytes] {
-        o.extend_from_slice(&v.to_le_bytes());
-    }
-    o.extend_from_slice(&i.file_crc.to_le_bytes());
-    o.into()
+    message(|w| {
+        w.u8(IDENTITY);
+        put_info(w, i);
+    })
 }
 
 /// Decodes the answer to an IDENTIFY: `Ok(None)` for NOT_HELD.
 pub fn decode_identity(b: &[u8]) -> std::result::Result<Option<SegmentInfo>, String> {
-    match b.first() {
-        Some(&NOT_HELD) if b.len() == 1 => Ok(None),
-        Some(&IDENTITY) if b.len() == 1 + 8 * 3 + 4 => {
-            let u64_at = |at| crate::storage::record::u64_at(b, at);
-            Ok(Some(SegmentInfo {
-                base_offset: u64_at(1),
-                end_offset: u64_at(9),
-                size_bytes: u64_at(17),
-                file_crc: crate::storage::record::u32_at(b, 25),
-            }))
-        }
-        Some(&ERROR) => Err(format!(
-            "source error: {}",
-            String::from_utf8_lossy(b.get(3..).unwrap_or(&[]))
-        )),
-        _ => Err("malformed identity reply".into()),
-    }
+    let mut c = Reader::new(b, "identity reply");
+    let v = match c.u8() {
+        Ok(NOT_HELD) => Ok(None),
+        Ok(IDENTITY) => get_info(&mut c).map(Some),
+        Ok(ERROR) => return Err(format!("source error: {}", error_text(&mut c))),
+        _ => Err(c.invalid()),
+    };
+    v.and_then(|v| c.finish(v))
+        .map_err(|e| format!("malformed identity reply: {e}"))
 }
 
 /// Answers an IDENTIFY from `log`: the sealed segment starting at the asked base, if it lies
@@ -193,12 +208,16 @@ pub async fn identify(addr: &str, base: u64, opts: &FetchOptions) -> Result<Opti
 }
 
 /// Encodes an error reply of the fetch protocol.
+/// The text is a diagnostic: it is clipped to [`MAX_ERROR_TEXT_BYTES`] (at a character
+/// boundary) as the format documents.
 pub fn error_reply(text: &str) -> Bytes {
-    let t = &text.as_bytes()[..text.len().min(1024)];
-    let mut o = vec![ERROR];
-    o.extend_from_slice(&(t.len() as u16).to_le_bytes());
-    o.extend_from_slice(t);
-    o.into()
+    let t = clip_utf8(text, MAX_ERROR_TEXT_BYTES).as_bytes();
+    message(|w| {
+        w.u8(ERROR);
+        // Fits: MAX_ERROR_TEXT_BYTES <= u16::MAX (asserted in `limits`).
+        w.u16(t.len() as u16);
+        w.raw(t);
+    })
 }
 
 /// How long serving a chunk of a segment keeps that segment from retention: longer than a
@@ -214,7 +233,7 @@ pub const TRANSFER_DONE_GRACE_MS: u64 = 2_000;
 
 /// Answers one fetch request from `log`'s sealed segments (the source side).
 pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
-    let Some(req) = decode_req(msg) else {
+    let Ok(req) = decode_req(msg) else {
         return error_reply("malformed fetch request");
     };
     let Some(file) = log.sealed_segment_file(&req.info) else {
@@ -255,43 +274,43 @@ pub fn serve_chunk(log: &Log, msg: &[u8]) -> Bytes {
 }
 
 /// Encodes a chunk reply (public for tests that build misbehaving sources).
+/// `data` is at most one chunk (bounded by the caller's `max_len`, at most
+/// [`MAX_CHUNK_BYTES`] plus what compression may add), far below the u32 length.
 pub fn chunk_reply(compressed: bool, raw_len: u32, raw_crc: u32, data: &[u8]) -> Bytes {
+    debug_assert!(data.len() <= u32::MAX as usize);
     let mut o = Vec::with_capacity(14 + data.len());
-    o.push(CHUNK);
-    o.push(compressed as u8);
-    o.extend_from_slice(&raw_len.to_le_bytes());
-    o.extend_from_slice(&raw_crc.to_le_bytes());
-    o.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    o.extend_from_slice(data);
+    let mut w = Writer::new(&mut o);
+    w.u8(CHUNK);
+    w.bool(compressed);
+    w.u32(raw_len);
+    w.u32(raw_crc);
+    w.u32(data.len() as u32);
+    w.raw(data);
     o.into()
 }
 
 /// Decodes a chunk reply into the raw bytes, verified.
 fn decode_chunk(b: &[u8], asked: u32) -> std::result::Result<Vec<u8>, String> {
-    match b.first() {
-        Some(&CHUNK) if b.len() >= 14 => {}
-        Some(&NOT_HELD) => return Err("source does not hold the segment".into()),
-        Some(&ERROR) => {
-            return Err(format!(
-                "source error: {}",
-                String::from_utf8_lossy(b.get(3..).unwrap_or(&[]))
-            ))
-        }
+    let mut c = Reader::new(b, "chunk");
+    match c.u8() {
+        Ok(CHUNK) => {}
+        Ok(NOT_HELD) => return Err("source does not hold the segment".into()),
+        Ok(ERROR) => return Err(format!("source error: {}", error_text(&mut c))),
         _ => return Err("malformed chunk".into()),
     }
-    let raw_len = crate::storage::record::u32_at(b, 2);
-    let raw_crc = crate::storage::record::u32_at(b, 6);
-    let data_len = crate::storage::record::u32_at(b, 10) as usize;
-    let data = b
-        .get(14..14 + data_len)
-        .filter(|_| b.len() == 14 + data_len)
-        .ok_or("bad chunk length")?;
+    let head = (|| Ok((c.u8()?, c.u32()?, c.u32()?)))();
+    let (compressed, raw_len, raw_crc): (u8, u32, u32) =
+        head.map_err(|e: DecodeError| format!("malformed chunk: {e}"))?;
+    let data = c
+        .bytes_u32(u32::MAX as usize)
+        .map_err(|e| format!("bad chunk length: {e}"))?;
+    c.finish(()).map_err(|e| format!("bad chunk length: {e}"))?;
     if raw_len > asked || raw_len == 0 {
         return Err(format!(
             "chunk of {raw_len} bytes, asked for at most {asked}"
         ));
     }
-    let raw = match b[1] {
+    let raw = match compressed {
         0 => data.to_vec(),
         // The decompressed size is bounded by what was asked for: no zip bomb.
         1 => zstd::bulk::decompress(data, raw_len as usize).map_err(|e| format!("zstd: {e}"))?,
@@ -448,6 +467,42 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn the_encoding_is_unchanged() {
+        let info = SegmentInfo {
+            base_offset: 1,
+            end_offset: 2,
+            size_bytes: 3,
+            file_crc: 4,
+        };
+        let req = encode_req(&Req {
+            info,
+            from: 5,
+            max_len: 6,
+            compress: true,
+        });
+        let mut want = vec![FETCH];
+        for v in [1u64, 2, 3] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(&4u32.to_le_bytes());
+        want.extend_from_slice(&5u64.to_le_bytes());
+        want.extend_from_slice(&6u32.to_le_bytes());
+        want.push(1);
+        assert_eq!(&req[..], &want[..]);
+        assert_eq!(&error_reply("no")[..], &[ERROR, 2, 0, b'n', b'o']);
+        assert_eq!(
+            &chunk_reply(false, 1, 2, b"x")[..],
+            &[CHUNK, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, b'x']
+        );
+        let long = "é".repeat(MAX_ERROR_TEXT_BYTES);
+        let err = decode_identity(&error_reply(&long)).unwrap_err();
+        assert!(
+            err.ends_with(&"é".repeat(MAX_ERROR_TEXT_BYTES / 2)),
+            "clipped whole"
+        );
+    }
+
+    #[test]
     fn requests_and_chunks_decode_and_reject_damage() {
         let info = SegmentInfo {
             base_offset: 10,
@@ -466,7 +521,7 @@ mod tests {
             (r.info, r.from, r.max_len, r.compress),
             (info, 100, 4096, true)
         );
-        assert!(decode_req(&[FETCH, 1, 2]).is_none());
+        assert!(decode_req(&[FETCH, 1, 2]).is_err());
 
         let raw = vec![42u8; 3000];
         let plain = chunk_reply(false, 3000, checksum(&raw), &raw);

@@ -18,6 +18,7 @@
 //!
 //! Both travel as frames (`frame.rs`) limited to [`MAX_HANDSHAKE_BYTES`].
 
+use crate::codec::{clip_utf8, DecodeError, Reader, Writer};
 use crate::{Error, Result};
 
 /// Protocol version spoken by this build.
@@ -28,6 +29,12 @@ pub const MAX_HANDSHAKE_BYTES: usize = 512;
 pub const ANY_NODE: u64 = u64::MAX;
 const MAGIC: &[u8; 8] = b"SLHELLO1";
 const HELLO_BYTES: usize = 8 + 2 + 1 + 8 + 8 + 8;
+/// Longest refusal reason an answer carries (a diagnostic, clipped at a character boundary
+/// so that the answer fits [`MAX_HANDSHAKE_BYTES`]).
+pub const MAX_REFUSAL_REASON_BYTES: usize = MAX_HANDSHAKE_BYTES - 24;
+const _: () = assert!(HELLO_BYTES <= MAX_HANDSHAKE_BYTES);
+// Status, node id, reason length, reason, refusal kind, server cluster id.
+const _: () = assert!(1 + 8 + 2 + MAX_REFUSAL_REASON_BYTES + 1 + 8 <= MAX_HANDSHAKE_BYTES);
 
 /// What a connection carries after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,22 +68,26 @@ impl Hello {
     /// Encodes the hello.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(HELLO_BYTES);
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&self.version.to_le_bytes());
-        b.push(self.purpose as u8);
-        b.extend_from_slice(&self.cluster_id.to_le_bytes());
-        b.extend_from_slice(&self.from_node.to_le_bytes());
-        b.extend_from_slice(&self.to_node.to_le_bytes());
+        let mut w = Writer::new(&mut b);
+        w.raw(MAGIC);
+        w.u16(self.version);
+        w.u8(self.purpose as u8);
+        w.u64(self.cluster_id);
+        w.u64(self.from_node);
+        w.u64(self.to_node);
         b
     }
 
     /// Decodes a hello; a clear error for anything else (garbage on the port).
     pub fn decode(b: &[u8]) -> Result<Hello> {
-        if b.len() != HELLO_BYTES || &b[..8] != MAGIC {
-            return Err(Error::Protocol("not a sitelog hello".into()));
+        let not_hello = || Error::Protocol("not a sitelog hello".into());
+        let mut c = Reader::new(b, "hello");
+        if b.len() != HELLO_BYTES || c.take(MAGIC.len()).map_err(|_| not_hello())? != MAGIC {
+            return Err(not_hello());
         }
-        let u64_at = |at: usize| crate::storage::record::u64_at(b, at);
-        let purpose = match b[10] {
+        let fields = (|| Ok::<_, DecodeError>((c.u16()?, c.u8()?, c.u64()?, c.u64()?, c.u64()?)))();
+        let (version, purpose, cluster_id, from_node, to_node) = fields.map_err(|_| not_hello())?;
+        let purpose = match purpose {
             0 => Purpose::Rpc,
             1 => Purpose::AppendStream,
             2 => Purpose::Client,
@@ -84,11 +95,11 @@ impl Hello {
             p => return Err(Error::Protocol(format!("unknown connection purpose {p}"))),
         };
         Ok(Hello {
-            version: u16::from_le_bytes([b[8], b[9]]),
+            version,
             purpose,
-            cluster_id: u64_at(11),
-            from_node: u64_at(19),
-            to_node: u64_at(27),
+            cluster_id,
+            from_node,
+            to_node,
         })
     }
 
@@ -146,24 +157,25 @@ impl Refusal {
 
 const REFUSAL_OTHER: u8 = 0;
 const REFUSAL_CLUSTER: u8 = 1;
-/// Status, node id, reason length, refusal kind, server cluster id.
-const ANSWER_FIXED_BYTES: usize = 1 + 8 + 2 + 1 + 8;
 
 /// The server's answer.
 pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
-    let reason = refused.map_or("", |r| r.reason.as_str()).as_bytes();
-    let reason = &reason[..reason.len().min(MAX_HANDSHAKE_BYTES - ANSWER_FIXED_BYTES)];
-    let mut b = vec![refused.is_some() as u8];
-    b.extend_from_slice(&node_id.to_le_bytes());
-    b.extend_from_slice(&(reason.len() as u16).to_le_bytes());
-    b.extend_from_slice(reason);
+    let reason = clip_utf8(refused.map_or("", |r| r.reason.as_str()), MAX_REFUSAL_REASON_BYTES)
+        .as_bytes();
+    let mut b = Vec::new();
+    let mut w = Writer::new(&mut b);
+    w.bool(refused.is_some());
+    w.u64(node_id);
+    // Fits: MAX_REFUSAL_REASON_BYTES < u16::MAX.
+    w.u16(reason.len() as u16);
+    w.raw(reason);
     if let Some(r) = refused {
         let (kind, cluster) = match r.server_cluster_id {
             Some(c) => (REFUSAL_CLUSTER, c),
             None => (REFUSAL_OTHER, 0),
         };
-        b.push(kind);
-        b.extend_from_slice(&cluster.to_le_bytes());
+        w.u8(kind);
+        w.u64(cluster);
     }
     debug_assert!(b.len() <= MAX_HANDSHAKE_BYTES);
     b
@@ -172,16 +184,18 @@ pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
 /// Decodes the server's answer: its node id, or the refusal as an error
 /// ([`Error::ClusterMismatch`] when the server belongs to a cluster other than `cluster_id`).
 pub fn decode_answer(b: &[u8], cluster_id: u64) -> Result<u64> {
-    if b.len() < 11 {
-        return Err(Error::Protocol("short handshake answer".into()));
-    }
-    let node = crate::storage::record::u64_at(b, 1);
-    let n = u16::from_le_bytes([b[9], b[10]]) as usize;
-    let reason = b
-        .get(11..11 + n)
-        .ok_or_else(|| Error::Protocol("bad handshake answer".into()))?;
-    let tail = &b[(11 + n)..];
-    match b[0] {
+    let mut c = Reader::new(b, "handshake answer");
+    let head = (|| Ok::<_, DecodeError>((c.u8()?, c.u64()?)))();
+    let (status, node) =
+        head.map_err(|e| Error::Protocol(format!("short handshake answer: {e}")))?;
+    let reason = c
+        .count_u16(MAX_HANDSHAKE_BYTES, 1)
+        .and_then(|n| c.take(n))
+        .map_err(|e| Error::Protocol(format!("bad handshake answer: {e}")))?;
+    // The optional refusal tail; any other bytes after the reason are ignored, as they
+    // always were.
+    let tail = c.rest();
+    match status {
         0 => Ok(node),
         1 if tail.len() == 9 && tail[0] == REFUSAL_CLUSTER => Err(Error::ClusterMismatch {
             node_id: node,
@@ -225,6 +239,23 @@ mod tests {
         let refused = decode_answer(&encode_answer(2, Some(&busy)), 7).unwrap_err();
         assert!(matches!(refused, Error::Protocol(_)), "{refused:?}");
         assert!(decode_answer(&[0, 1], 7).is_err());
+        // The bytes as the README's FORMAT section documents them.
+        let mut want = b"SLHELLO1".to_vec();
+        want.extend_from_slice(&[1, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.encode(), want);
+        assert_eq!(
+            encode_answer(2, Some(&Refusal::other("no"))),
+            [1, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, b'n', b'o', 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let long = "é".repeat(MAX_HANDSHAKE_BYTES);
+        let answer = encode_answer(2, Some(&Refusal::other(long)));
+        assert!(answer.len() <= MAX_HANDSHAKE_BYTES);
+        let err = decode_answer(&answer, 7).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&"é".repeat(MAX_REFUSAL_REASON_BYTES / 2)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub const MIN_KIND_BUDGET: usize = 4;
 pub const MIN_PEER_BUDGET: usize = 16;
 
 const DEFAULT: NetLimits = NetLimits {
-    max_frame_bytes: 72 << 20,
+    max_frame_bytes: crate::limits::DEFAULT_MAX_FRAME_BYTES,
     max_connections: 512,
     max_handshaking: 64,
     max_peer_connections: 64,

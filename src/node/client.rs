@@ -144,10 +144,11 @@ impl Client {
 
     /// Appends payloads through the leader.
     pub async fn append(&mut self, payloads: Vec<Bytes>) -> AppendOutcome {
-        match self
-            .send_to_leader(Request::Append(payloads).encode())
-            .await
-        {
+        let msg = match Request::Append(payloads).encode() {
+            Ok(msg) => msg,
+            Err(e) => return AppendOutcome::Failed(e.to_string()),
+        };
+        match self.send_to_leader(msg).await {
             AppendOutcome::Ok(Reply::Offsets(o)) => AppendOutcome::Ok(o),
             AppendOutcome::Ok(Reply::Error(e)) => AppendOutcome::Unknown(e),
             AppendOutcome::Ok(other) => {
@@ -174,7 +175,7 @@ impl Client {
     }
 
     async fn admin(&mut self, req: Request) -> Result<()> {
-        match self.send_to_leader(req.encode()).await {
+        match self.send_to_leader(req.encode()?).await {
             AppendOutcome::Ok(Reply::Done) => Ok(()),
             AppendOutcome::Ok(Reply::Error(e)) => Err(Error::Raft(e)),
             AppendOutcome::Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
@@ -251,7 +252,7 @@ impl Client {
             offset,
             max_records,
         };
-        match self.any_node(req.encode()).await? {
+        match self.any_node(req.encode()?).await? {
             Reply::Records {
                 commit_end,
                 records,
@@ -271,7 +272,7 @@ impl Client {
     /// The status of the node at `addr`.
     pub async fn status_of(&mut self, addr: &str) -> Result<ReplicaStatus> {
         self.connect(addr).await?;
-        match self.round_trip(Request::Status.encode()).await? {
+        match self.round_trip(Request::Status.encode()?).await? {
             Reply::Status(s) => Ok(s),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }

@@ -119,7 +119,7 @@ impl NodeConfig {
             initial_members: BTreeMap::new(),
             timers: RaftTimers::default(),
             log: LogOptions {
-                max_record_bytes: 1 << 20,
+                max_record_bytes: crate::limits::NODE_MAX_RECORD_BYTES,
                 ..LogOptions::default()
             },
             net: NetLimits::default(),
@@ -129,6 +129,30 @@ impl NodeConfig {
             heal: HealOptions::default(),
             repair: repair::RepairOptions::default(),
         }
+    }
+
+    /// Checks the limits that must agree before anything starts: the network limits (against
+    /// the Raft timers), and the record limit against the frame limit. A replication message
+    /// carries up to `limits::MAX_PAYLOAD_ENTRIES` stored frames, so a `log.max_record_bytes`
+    /// whose full batch would not fit `net.max_frame_bytes` is refused here with
+    /// [`Error::TooLong`] (it would otherwise break replication at run time, on the first
+    /// full batch of large records).
+    pub fn validate(&self) -> Result<()> {
+        self.net.validate(&self.timers)?;
+        let max = crate::limits::max_record_bytes_for_frame(self.net.max_frame_bytes);
+        if u64::from(self.log.max_record_bytes) > max {
+            return Err(Error::TooLong {
+                what: "log.max_record_bytes (a full replication batch must fit \
+                       net.max_frame_bytes)",
+                len: self.log.max_record_bytes as usize,
+                max: max as usize,
+            });
+        }
+        debug_assert!(
+            crate::limits::append_message_bytes(self.log.max_record_bytes)
+                <= self.net.max_frame_bytes
+        );
+        Ok(())
     }
 }
 
@@ -172,6 +196,13 @@ pub(crate) async fn change_membership_checked(
     voters: BTreeSet<u64>,
     policy: Placement,
 ) -> Result<()> {
+    if voters.len() > crate::limits::MAX_MEMBERS {
+        return Err(Error::TooLong {
+            what: "membership change voter ids",
+            len: voters.len(),
+            max: crate::limits::MAX_MEMBERS,
+        });
+    }
     if let Some(&node_id) = voters.iter().find(|v| replica.is_retired(**v)) {
         return Err(Error::RetiredNode { node_id });
     }
@@ -249,7 +280,7 @@ impl Node {
     /// Like [`Node::start`] on a listener the caller bound (so that every founding member's
     /// address is known before any starts); `cfg.listen` is ignored.
     pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
-        cfg.net.validate(&cfg.timers)?;
+        cfg.validate()?;
         let retention = cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some();
         if retention && cfg.snapshots.every_entries.is_none() {
             // Retention deletes only below Raft's purged entries, and Raft purges only behind
@@ -608,3 +639,7 @@ impl Subscription {
         self.next
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod config_tests;

@@ -24,7 +24,8 @@
 //!               another node — an append answered so was appended nowhere)
 //! ```
 
-use crate::raft::entry::Cursor;
+use crate::codec::{DecodeError, DecodeResult, Reader, Writer};
+use crate::limits::{MAX_CLIENT_STRING_BYTES, MAX_MEMBERS};
 use crate::raft::replica::{FollowerProgress, ReplicaStatus, Role};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -148,132 +149,109 @@ pub enum Reply {
     },
 }
 
-fn put_u64(o: &mut Vec<u8>, v: u64) {
-    o.extend_from_slice(&v.to_le_bytes());
-}
-fn put_u32(o: &mut Vec<u8>, v: u32) {
-    o.extend_from_slice(&v.to_le_bytes());
-}
-fn put_str(o: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    o.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    o.extend_from_slice(b);
+fn malformed(what: &str, e: DecodeError) -> Error {
+    Error::Protocol(format!("malformed {what}: {e}"))
 }
 
-impl Cursor<'_> {
-    fn u32_le(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn str16(&mut self) -> Option<String> {
-        let n = self.u16()? as usize;
-        Some(String::from_utf8_lossy(self.take(n)?).into_owned())
-    }
-}
+/// The smallest encoded record of a read reply: offset, term, timestamp, length.
+const MIN_WIRE_RECORD_BYTES: usize = 28;
+/// The smallest encoded follower of a status reply: id, lag.
+const FOLLOWER_BYTES: usize = 16;
 
-fn malformed(what: &str) -> Error {
-    Error::Protocol(format!("malformed {what}"))
+/// Reads `u32 len, bytes` as a zero-copy slice of `whole`, the buffer `c` reads.
+fn slice_u32(c: &mut Reader<'_>, whole: &Bytes) -> DecodeResult<Bytes> {
+    let len = c.count_u32(u32::MAX as usize, 1)?;
+    let at = c.position();
+    c.take(len)?;
+    Ok(whole.slice(at..at + len))
 }
 
 impl Request {
-    /// Encodes the request.
-    pub fn encode(&self) -> Bytes {
+    /// Encodes the request. Refuses ([`Error::TooLong`]), never cuts, a string over
+    /// [`MAX_CLIENT_STRING_BYTES`], a membership change naming more than [`MAX_MEMBERS`] ids
+    /// and an append of more than [`MAX_APPEND_PAYLOADS`] payloads.
+    pub fn encode(&self) -> Result<Bytes> {
         let mut o = Vec::new();
+        let mut w = Writer::new(&mut o);
         match self {
             Request::Append(ps) => {
-                o.push(tag::APPEND);
-                put_u32(&mut o, ps.len() as u32);
+                w.u8(tag::APPEND);
+                w.len_u32("append payloads", ps.len(), MAX_APPEND_PAYLOADS)?;
                 for p in ps {
-                    put_u32(&mut o, p.len() as u32);
-                    o.extend_from_slice(p);
+                    w.bytes_u32("append payload", p, u32::MAX as usize)?;
                 }
             }
             Request::Read {
                 offset,
                 max_records,
             } => {
-                o.push(tag::READ);
-                put_u64(&mut o, *offset);
-                put_u32(&mut o, *max_records);
+                w.u8(tag::READ);
+                w.u64(*offset);
+                w.u32(*max_records);
             }
-            Request::Status => o.push(tag::STATUS),
+            Request::Status => w.u8(tag::STATUS),
             Request::AddLearner { id, peer } => {
-                o.push(tag::ADD_LEARNER);
-                put_u64(&mut o, *id);
-                put_str(&mut o, &peer.site);
-                put_str(&mut o, &peer.addr);
+                w.u8(tag::ADD_LEARNER);
+                w.u64(*id);
+                w.str_u16("learner site", &peer.site, MAX_CLIENT_STRING_BYTES)?;
+                w.str_u16("learner address", &peer.addr, MAX_CLIENT_STRING_BYTES)?;
             }
             Request::ReplaceVoter { dead, new } => {
-                o.push(tag::REPLACE);
-                put_u64(&mut o, *dead);
-                put_u64(&mut o, *new);
+                w.u8(tag::REPLACE);
+                w.u64(*dead);
+                w.u64(*new);
             }
             Request::ChangeMembership(ids) => {
-                o.push(tag::MEMBERSHIP);
-                o.extend_from_slice(&(ids.len().min(1024) as u16).to_le_bytes());
-                ids.iter().take(1024).for_each(|&i| put_u64(&mut o, i));
+                w.u8(tag::MEMBERSHIP);
+                w.len_u16("membership change voter ids", ids.len(), MAX_MEMBERS)?;
+                ids.iter().for_each(|&i| w.u64(i));
             }
         }
-        o.into()
+        Ok(o.into())
     }
 
     /// Decodes a request (payloads are zero-copy slices of `buf`).
     pub fn decode(buf: &Bytes) -> Result<Request> {
-        let mut c = Cursor { buf };
-        let r = match c.u8() {
-            Some(tag::APPEND) => (|| {
-                let n = c.u32_le()? as usize;
-                if n > MAX_APPEND_PAYLOADS || n > c.buf.len() / 4 {
-                    return None;
-                }
+        Self::decode_from(buf).map_err(|e| malformed("client request", e))
+    }
+
+    fn decode_from(buf: &Bytes) -> DecodeResult<Request> {
+        let mut c = Reader::new(buf, "client request");
+        let r = match c.u8()? {
+            tag::APPEND => {
+                let n = c.count_u32(MAX_APPEND_PAYLOADS, 4)?;
                 let mut ps = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let len = c.u32_le()? as usize;
-                    let at = buf.len() - c.buf.len();
-                    c.take(len)?;
-                    ps.push(buf.slice(at..at + len));
+                    ps.push(slice_u32(&mut c, buf)?);
                 }
-                Some(Request::Append(ps))
-            })(),
-            Some(tag::READ) => (|| {
-                let offset = c.u64()?;
-                let max_records = c.u32_le()?;
-                Some(Request::Read {
-                    offset,
-                    max_records,
-                })
-            })(),
-            Some(tag::STATUS) => Some(Request::Status),
-            Some(tag::ADD_LEARNER) => (|| {
+                Request::Append(ps)
+            }
+            tag::READ => Request::Read {
+                offset: c.u64()?,
+                max_records: c.u32()?,
+            },
+            tag::STATUS => Request::Status,
+            tag::ADD_LEARNER => {
                 let id = c.u64()?;
-                let site = c.str16()?;
-                let addr = c.str16()?;
-                Some(Request::AddLearner {
+                let site = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
+                let addr = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
+                Request::AddLearner {
                     id,
                     peer: crate::node::Peer { site, addr },
-                })
-            })(),
-            Some(tag::REPLACE) => (|| {
-                let dead = c.u64()?;
-                let new = c.u64()?;
-                Some(Request::ReplaceVoter { dead, new })
-            })(),
-            Some(tag::MEMBERSHIP) => (|| {
-                let n = c.u16()? as usize;
-                if n > 1024 {
-                    return None;
                 }
-                (0..n)
-                    .map(|_| c.u64())
-                    .collect::<Option<Vec<_>>>()
-                    .map(Request::ChangeMembership)
-            })(),
-            _ => None,
+            }
+            tag::REPLACE => Request::ReplaceVoter {
+                dead: c.u64()?,
+                new: c.u64()?,
+            },
+            tag::MEMBERSHIP => {
+                let n = c.count_u16(MAX_MEMBERS, 8)?;
+                let ids = (0..n).map(|_| c.u64()).collect::<DecodeResult<Vec<_>>>()?;
+                Request::ChangeMembership(ids)
+            }
+            _ => return Err(c.invalid()),
         };
-        match r {
-            Some(r) if c.buf.is_empty() => Ok(r),
-            _ => Err(malformed("client request")),
-        }
+        c.finish(r)
     }
 }
 
@@ -299,110 +277,89 @@ fn role_from(b: u8) -> Option<Role> {
 }
 
 impl Reply {
-    /// Encodes the reply.
-    pub fn encode(&self) -> Bytes {
+    /// Encodes the reply. Refuses ([`Error::TooLong`]), never cuts, a text over
+    /// [`MAX_CLIENT_STRING_BYTES`] and a status with more than [`MAX_MEMBERS`] followers.
+    pub fn encode(&self) -> Result<Bytes> {
         let mut o = Vec::new();
+        let mut w = Writer::new(&mut o);
         match self {
             Reply::Offsets(offs) => {
-                o.push(tag::OFFSETS);
-                put_u32(&mut o, offs.len() as u32);
-                offs.iter().for_each(|&x| put_u64(&mut o, x));
+                w.u8(tag::OFFSETS);
+                w.len_u32("offsets", offs.len(), u32::MAX as usize)?;
+                offs.iter().for_each(|&x| w.u64(x));
             }
             Reply::NotLeader { leader, addr } => {
-                o.push(tag::NOT_LEADER);
-                o.push(leader.is_some() as u8);
-                put_u64(&mut o, leader.unwrap_or(0));
-                put_str(&mut o, addr.as_deref().unwrap_or(""));
+                w.u8(tag::NOT_LEADER);
+                w.bool(leader.is_some());
+                w.u64(leader.unwrap_or(0));
+                let addr = addr.as_deref().unwrap_or("");
+                w.str_u16("leader address", addr, MAX_CLIENT_STRING_BYTES)?;
             }
             Reply::Records {
                 commit_end,
                 records,
             } => {
-                o.push(tag::RECORDS);
-                put_u64(&mut o, *commit_end);
-                put_u32(&mut o, records.len() as u32);
+                w.u8(tag::RECORDS);
+                w.u64(*commit_end);
+                w.len_u32("records", records.len(), u32::MAX as usize)?;
                 for r in records {
-                    put_u64(&mut o, r.offset);
-                    put_u64(&mut o, r.term);
-                    put_u64(&mut o, r.timestamp_us);
-                    put_u32(&mut o, r.payload.len() as u32);
-                    o.extend_from_slice(&r.payload);
+                    w.u64(r.offset);
+                    w.u64(r.term);
+                    w.u64(r.timestamp_us);
+                    w.bytes_u32("record payload", &r.payload, u32::MAX as usize)?;
                 }
             }
-            Reply::Status(s) => {
-                o.push(tag::STATUS_RESP);
-                put_u64(&mut o, s.node_id);
-                o.push(role_code(s.role));
-                put_u64(&mut o, s.term);
-                o.push(s.leader.is_some() as u8);
-                put_u64(&mut o, s.leader.unwrap_or(0));
-                put_u64(&mut o, s.commit_end);
-                put_u64(&mut o, s.log_end);
-                put_u64(&mut o, s.catch_up_bytes.0);
-                put_u64(&mut o, s.catch_up_bytes.1);
-                o.extend_from_slice(&(s.followers.len().min(1024) as u16).to_le_bytes());
-                for f in s.followers.iter().take(1024) {
-                    put_u64(&mut o, f.node_id);
-                    put_u64(&mut o, f.lag_entries);
-                }
-            }
+            Reply::Status(s) => encode_status(&mut w, s)?,
             Reply::Error(e) => {
-                o.push(tag::ERROR);
-                put_str(&mut o, e);
+                w.u8(tag::ERROR);
+                w.str_u16("error text", e, MAX_CLIENT_STRING_BYTES)?;
             }
-            Reply::Done => o.push(tag::DONE),
+            Reply::Done => w.u8(tag::DONE),
             Reply::Unavailable(why) => {
-                o.push(tag::UNAVAILABLE);
-                put_str(&mut o, why);
+                w.u8(tag::UNAVAILABLE);
+                w.str_u16("unavailable reason", why, MAX_CLIENT_STRING_BYTES)?;
             }
             Reply::BelowFloor {
                 offset,
                 first_available,
             } => {
-                o.push(tag::BELOW_FLOOR);
-                put_u64(&mut o, *offset);
-                put_u64(&mut o, *first_available);
+                w.u8(tag::BELOW_FLOOR);
+                w.u64(*offset);
+                w.u64(*first_available);
             }
         }
-        o.into()
+        Ok(o.into())
     }
 
     /// Decodes a reply (payloads are zero-copy slices of `buf`).
     pub fn decode(buf: &Bytes) -> Result<Reply> {
-        let mut c = Cursor { buf };
-        let r = match c.u8() {
-            Some(tag::OFFSETS) => (|| {
-                let n = c.u32_le()? as usize;
-                if n > c.buf.len() / 8 {
-                    return None;
-                }
-                (0..n)
-                    .map(|_| c.u64())
-                    .collect::<Option<Vec<_>>>()
-                    .map(Reply::Offsets)
-            })(),
-            Some(tag::NOT_LEADER) => (|| {
+        Self::decode_from(buf).map_err(|e| malformed("client reply", e))
+    }
+
+    fn decode_from(buf: &Bytes) -> DecodeResult<Reply> {
+        let mut c = Reader::new(buf, "client reply");
+        let r = match c.u8()? {
+            tag::OFFSETS => {
+                let n = c.count_u32(u32::MAX as usize, 8)?;
+                let offs = (0..n).map(|_| c.u64()).collect::<DecodeResult<Vec<_>>>()?;
+                Reply::Offsets(offs)
+            }
+            tag::NOT_LEADER => {
                 let known = c.u8()? == 1;
                 let leader = c.u64()?;
-                let addr = c.str16()?;
-                Some(Reply::NotLeader {
+                let addr = c.str_u16(MAX_CLIENT_STRING_BYTES)?;
+                Reply::NotLeader {
                     leader: known.then_some(leader),
                     addr: (!addr.is_empty()).then_some(addr),
-                })
-            })(),
-            Some(tag::RECORDS) => (|| {
-                let commit_end = c.u64()?;
-                let n = c.u32_le()? as usize;
-                if n > c.buf.len() / 28 {
-                    return None;
                 }
+            }
+            tag::RECORDS => {
+                let commit_end = c.u64()?;
+                let n = c.count_u32(u32::MAX as usize, MIN_WIRE_RECORD_BYTES)?;
                 let mut records = Vec::with_capacity(n);
                 for _ in 0..n {
                     let (offset, term, timestamp_us) = (c.u64()?, c.u64()?, c.u64()?);
-                    let len = c.u32_le()? as usize;
-                    let at = buf.len() - c.buf.len();
-                    c.take(len)?;
-                    let payload = buf.slice(at..at + len);
+                    let payload = slice_u32(&mut c, buf)?;
                     records.push(WireRecord {
                         offset,
                         term,
@@ -410,62 +367,76 @@ impl Reply {
                         payload,
                     });
                 }
-                Some(Reply::Records {
+                Reply::Records {
                     commit_end,
                     records,
-                })
-            })(),
-            Some(tag::STATUS_RESP) => (|| {
-                let node_id = c.u64()?;
-                let role = role_from(c.u8()?)?;
-                let term = c.u64()?;
-                let has_leader = c.u8()? == 1;
-                let leader = c.u64()?;
-                let commit_end = c.u64()?;
-                let log_end = c.u64()?;
-                let catch_up_bytes = (c.u64()?, c.u64()?);
-                let n = c.u16()? as usize;
-                let mut followers = Vec::with_capacity(n.min(1024));
-                for _ in 0..n {
-                    let node_id = c.u64()?;
-                    let lag_entries = c.u64()?;
-                    followers.push(FollowerProgress {
-                        node_id,
-                        matched_end: None,
-                        lag_entries,
-                    });
                 }
-                Some(Reply::Status(ReplicaStatus {
-                    node_id,
-                    role,
-                    term,
-                    leader: has_leader.then_some(leader),
-                    commit_end,
-                    log_end,
-                    voters: Vec::new(),
-                    learners: Vec::new(),
-                    followers,
-                    catch_up_bytes,
-                }))
-            })(),
-            Some(tag::ERROR) => c.str16().map(Reply::Error),
-            Some(tag::DONE) => Some(Reply::Done),
-            Some(tag::UNAVAILABLE) => c.str16().map(Reply::Unavailable),
-            Some(tag::BELOW_FLOOR) => (|| {
-                let offset = c.u64()?;
-                let first_available = c.u64()?;
-                Some(Reply::BelowFloor {
-                    offset,
-                    first_available,
-                })
-            })(),
-            _ => None,
+            }
+            tag::STATUS_RESP => Reply::Status(decode_status(&mut c)?),
+            tag::ERROR => Reply::Error(c.str_u16(MAX_CLIENT_STRING_BYTES)?),
+            tag::DONE => Reply::Done,
+            tag::UNAVAILABLE => Reply::Unavailable(c.str_u16(MAX_CLIENT_STRING_BYTES)?),
+            tag::BELOW_FLOOR => Reply::BelowFloor {
+                offset: c.u64()?,
+                first_available: c.u64()?,
+            },
+            _ => return Err(c.invalid()),
         };
-        match r {
-            Some(r) if c.buf.is_empty() => Ok(r),
-            _ => Err(malformed("client reply")),
-        }
+        c.finish(r)
     }
+}
+
+fn encode_status(w: &mut Writer<'_>, s: &ReplicaStatus) -> Result<()> {
+    w.u8(tag::STATUS_RESP);
+    w.u64(s.node_id);
+    w.u8(role_code(s.role));
+    w.u64(s.term);
+    w.bool(s.leader.is_some());
+    w.u64(s.leader.unwrap_or(0));
+    w.u64(s.commit_end);
+    w.u64(s.log_end);
+    w.u64(s.catch_up_bytes.0);
+    w.u64(s.catch_up_bytes.1);
+    w.len_u16("status followers", s.followers.len(), MAX_MEMBERS)?;
+    for f in &s.followers {
+        w.u64(f.node_id);
+        w.u64(f.lag_entries);
+    }
+    Ok(())
+}
+
+fn decode_status(c: &mut Reader<'_>) -> DecodeResult<ReplicaStatus> {
+    let node_id = c.u64()?;
+    let role = role_from(c.u8()?).ok_or_else(|| c.invalid())?;
+    let term = c.u64()?;
+    let has_leader = c.u8()? == 1;
+    let leader = c.u64()?;
+    let commit_end = c.u64()?;
+    let log_end = c.u64()?;
+    let catch_up_bytes = (c.u64()?, c.u64()?);
+    let n = c.count_u16(MAX_MEMBERS, FOLLOWER_BYTES)?;
+    let mut followers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let node_id = c.u64()?;
+        let lag_entries = c.u64()?;
+        followers.push(FollowerProgress {
+            node_id,
+            matched_end: None,
+            lag_entries,
+        });
+    }
+    Ok(ReplicaStatus {
+        node_id,
+        role,
+        term,
+        leader: has_leader.then_some(leader),
+        commit_end,
+        log_end,
+        voters: Vec::new(),
+        learners: Vec::new(),
+        followers,
+        catch_up_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -492,7 +463,7 @@ mod tests {
             Request::ReplaceVoter { dead: 1, new: 4 },
         ];
         for r in reqs {
-            let enc = r.encode();
+            let enc = r.encode().unwrap();
             assert_eq!(Request::decode(&enc).unwrap(), r);
             for n in 0..enc.len() {
                 assert!(Request::decode(&enc.slice(..n)).is_err());
@@ -526,12 +497,68 @@ mod tests {
             Reply::Unavailable("disk full".into()),
         ];
         for r in replies {
-            let enc = r.encode();
+            let enc = r.encode().unwrap();
             assert_eq!(Reply::decode(&enc).unwrap(), r);
             for n in 0..enc.len() {
                 assert!(Reply::decode(&enc.slice(..n)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_membership_change_with_too_many_ids_is_refused_not_cut() {
+        let ids: Vec<u64> = (0..=MAX_MEMBERS as u64).collect();
+        let err = Request::ChangeMembership(ids).encode().unwrap_err();
+        assert!(
+            matches!(err, Error::TooLong { len, max, .. } if len == MAX_MEMBERS + 1 && max == MAX_MEMBERS),
+            "{err:?}"
+        );
+        // The limit itself still travels whole.
+        let ids: Vec<u64> = (0..MAX_MEMBERS as u64).collect();
+        let enc = Request::ChangeMembership(ids.clone()).encode().unwrap();
+        assert_eq!(
+            Request::decode(&enc).unwrap(),
+            Request::ChangeMembership(ids)
+        );
+    }
+
+    #[test]
+    fn over_long_strings_are_refused_not_cut() {
+        let long = "x".repeat(MAX_CLIENT_STRING_BYTES + 1);
+        let req = Request::AddLearner {
+            id: 4,
+            peer: crate::node::Peer {
+                site: "d".into(),
+                addr: long.clone(),
+            },
+        };
+        assert!(matches!(req.encode(), Err(Error::TooLong { .. })));
+        assert!(matches!(
+            Reply::Error(long.clone()).encode(),
+            Err(Error::TooLong { .. })
+        ));
+        assert!(matches!(
+            Reply::Unavailable(long).encode(),
+            Err(Error::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn the_encoding_is_unchanged() {
+        // Bytes as the FORMAT section of the README documents them (and older peers wrote).
+        let enc = Request::AddLearner {
+            id: 0x0102,
+            peer: crate::node::Peer {
+                site: "ab".into(),
+                addr: "c".into(),
+            },
+        }
+        .encode()
+        .unwrap();
+        let want: &[u8] = &[0x44, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, b'a', b'b', 1, 0, b'c'];
+        assert_eq!(&enc[..], want);
+        let enc = Request::ChangeMembership(vec![7]).encode().unwrap();
+        assert_eq!(&enc[..], &[0x45, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::metrics;
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
 use super::supervisor::ReplicaCell;
+use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
 use crate::raft::replica::{Replica, ReplicaStatus, Role};
 use crate::storage::EntryKind;
@@ -75,7 +76,15 @@ impl Service for NodeService {
             if let Reply::Status(s) = &mut reply {
                 s.catch_up_bytes = progress.bytes();
             }
-            reply.encode()
+            // A reply that does not fit its encoding (an error text over 64 KiB) is
+            // answered with the refusal itself, clipped to a size that always fits.
+            reply.encode().unwrap_or_else(|e| {
+                let text = e.to_string();
+                let text = crate::codec::clip_utf8(&text, MAX_ERROR_TEXT_BYTES);
+                Reply::Error(text.to_string())
+                    .encode()
+                    .expect("invariant: an error text of at most 1 KiB fits its u16 length")
+            })
         })
     }
 }

@@ -15,6 +15,8 @@
 //! ```
 
 use super::{log_id, AppBytes, Entry, LogId, Membership, NodeInfo};
+use crate::codec::{DecodeResult, Reader, Writer};
+use crate::limits::{MAX_ADDR_BYTES, MAX_SITE_BYTES};
 use crate::storage::{EntryKind, NewRecord, Record};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -98,10 +100,8 @@ impl RaftEntry for LogEntry {
 }
 
 const MEMBERSHIP_VERSION: u8 = 1;
-/// Most configurations in a membership (joint consensus has two).
-const MAX_CONFIGS: usize = 2;
-/// Most voters in one configuration, and most nodes in a membership.
-pub const MAX_MEMBERS: usize = 1024;
+pub use crate::limits::MAX_MEMBERS;
+use crate::limits::MAX_MEMBERSHIP_CONFIGS as MAX_CONFIGS;
 
 /// The payload of a record for `entry`, borrowed where possible.
 pub enum StoredPayload<'a> {
@@ -120,16 +120,17 @@ impl StoredPayload<'_> {
     }
 }
 
-/// The record kind and payload that store `entry`.
-pub fn to_payload(entry: &Entry) -> (EntryKind, StoredPayload<'_>) {
-    match &entry.payload {
+/// The record kind and payload that store `entry` (a membership that does not fit its
+/// encoding is refused: [`Error::TooLong`]).
+pub fn to_payload(entry: &Entry) -> Result<(EntryKind, StoredPayload<'_>)> {
+    Ok(match &entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, StoredPayload::Borrowed(&[])),
         EntryPayload::Normal(d) => (EntryKind::Normal, StoredPayload::Borrowed(&d.0)),
         EntryPayload::Membership(m) => (
             EntryKind::Membership,
-            StoredPayload::Owned(encode_membership(m)),
+            StoredPayload::Owned(encode_membership(m)?),
         ),
-    }
+    })
 }
 
 /// The records that store `entries` (payloads borrowed from `payloads`).
@@ -162,11 +163,11 @@ pub fn from_record(rec: Record) -> Result<Entry> {
         EntryKind::Normal => Entry::new_normal(id, AppBytes(rec.payload)),
         EntryKind::Blank => Entry::new_blank(id),
         EntryKind::Membership => {
-            let m = decode_membership(&rec.payload).ok_or_else(|| Error::Corruption {
+            let m = decode_membership(&rec.payload).map_err(|e| Error::Corruption {
                 segment: "raft log".into(),
                 file_offset: 0,
                 record_offset: Some(rec.offset),
-                detail: "membership payload does not decode".into(),
+                detail: format!("membership payload does not decode: {e}"),
             })?;
             Entry::new_membership(id, m)
         }
@@ -175,112 +176,76 @@ pub fn from_record(rec: Record) -> Result<Entry> {
     Ok(entry)
 }
 
-/// Encodes a membership (see the module docs).
-pub fn encode_membership(m: &Membership) -> Vec<u8> {
-    let mut out = vec![MEMBERSHIP_VERSION];
+/// Encodes a membership (see the module docs). Refuses ([`Error::TooLong`]), never cuts, a
+/// configuration or node list over [`MAX_MEMBERS`] and a site or address over 255 bytes
+/// (`check_node_info` refuses such a node before it is added).
+pub fn encode_membership(m: &Membership) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = Writer::new(&mut out);
+    w.u8(MEMBERSHIP_VERSION);
     let configs = m.get_joint_config();
-    debug_assert!(configs.len() <= MAX_CONFIGS);
-    out.push(configs.len() as u8);
+    w.len_u8("membership configurations", configs.len(), MAX_CONFIGS)?;
     for c in configs {
-        out.extend_from_slice(&(c.len() as u16).to_le_bytes());
-        for id in c {
-            out.extend_from_slice(&id.to_le_bytes());
-        }
+        w.len_u16("membership voters", c.len(), MAX_MEMBERS)?;
+        c.iter().for_each(|&id| w.u64(id));
     }
     let nodes: Vec<_> = m.nodes().collect();
-    out.extend_from_slice(&(nodes.len() as u16).to_le_bytes());
+    w.len_u16("membership nodes", nodes.len(), MAX_MEMBERS)?;
     for (id, n) in nodes {
-        out.extend_from_slice(&id.to_le_bytes());
-        for s in [&n.site, &n.addr] {
-            // Lengths are checked when a node is added (`check_node_info`).
-            let b = &s.as_bytes()[..s.len().min(255)];
-            out.push(b.len() as u8);
-            out.extend_from_slice(b);
-        }
+        w.u64(*id);
+        w.str_u8("node site", &n.site, MAX_SITE_BYTES)?;
+        w.str_u8("node address", &n.addr, MAX_ADDR_BYTES)?;
     }
-    out
+    Ok(out)
 }
 
 /// Checks a node's description fits the membership encoding.
 pub fn check_node_info(n: &NodeInfo) -> Result<()> {
-    if n.site.len() > 255 || n.addr.len() > 255 {
-        return Err(Error::InvalidArgument(
-            "site names and addresses are at most 255 bytes".into(),
-        ));
+    if n.site.len() > MAX_SITE_BYTES || n.addr.len() > MAX_ADDR_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "site names and addresses are at most {MAX_SITE_BYTES} bytes"
+        )));
     }
     Ok(())
 }
 
-/// A bounds-checked little-endian reader.
-pub(crate) struct Cursor<'a> {
-    pub(crate) buf: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-    pub(crate) fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    pub(crate) fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-    }
-    pub(crate) fn u64(&mut self) -> Option<u64> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Some(u64::from_le_bytes(a))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u8()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-/// Decodes a membership; `None` if the bytes are not a valid encoding.
-pub fn decode_membership(buf: &[u8]) -> Option<Membership> {
-    let mut c = Cursor { buf };
+/// Decodes a membership that fills `buf` exactly.
+pub fn decode_membership(buf: &[u8]) -> DecodeResult<Membership> {
+    let mut c = Reader::new(buf, "membership");
     let m = decode_membership_from(&mut c)?;
-    c.buf.is_empty().then_some(m)
+    c.finish(m)
 }
 
-pub(crate) fn decode_membership_from(c: &mut Cursor<'_>) -> Option<Membership> {
+/// The smallest encoded node: id, two empty strings.
+const MIN_NODE_BYTES: usize = 8 + 1 + 1;
+
+pub(crate) fn decode_membership_from(c: &mut Reader<'_>) -> DecodeResult<Membership> {
     if c.u8()? != MEMBERSHIP_VERSION {
-        return None;
+        return Err(c.invalid());
     }
-    let n_configs = c.u8()? as usize;
-    if !(1..=MAX_CONFIGS).contains(&n_configs) {
-        return None;
+    let n_configs = usize::from(c.u8()?);
+    if n_configs == 0 {
+        return Err(c.invalid());
     }
+    c.check_count(n_configs, MAX_CONFIGS, 2)?;
     let mut configs = Vec::with_capacity(n_configs);
     for _ in 0..n_configs {
-        let n = c.u16()? as usize;
-        if n > MAX_MEMBERS {
-            return None;
-        }
+        let n = c.count_u16(MAX_MEMBERS, 8)?;
         let mut set = BTreeSet::new();
         for _ in 0..n {
             set.insert(c.u64()?);
         }
         configs.push(set);
     }
-    let n_nodes = c.u16()? as usize;
-    if n_nodes > MAX_MEMBERS {
-        return None;
-    }
+    let n_nodes = c.count_u16(MAX_MEMBERS, MIN_NODE_BYTES)?;
     let mut nodes = BTreeMap::new();
     for _ in 0..n_nodes {
         let id = c.u64()?;
-        let site = c.string()?;
-        let addr = c.string()?;
+        let site = c.str_u8()?;
+        let addr = c.str_u8()?;
         nodes.insert(id, NodeInfo { site, addr });
     }
-    Membership::new(configs, nodes).ok()
+    Membership::new(configs, nodes).map_err(|_| c.invalid())
 }
 
 #[cfg(test)]
@@ -305,24 +270,60 @@ mod tests {
         .into();
         let joint = vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 9])];
         let m = Membership::new(joint, nodes).unwrap();
-        let enc = encode_membership(&m);
-        assert_eq!(decode_membership(&enc), Some(m));
+        let enc = encode_membership(&m).unwrap();
+        assert_eq!(decode_membership(&enc), Ok(m));
         // Every strict prefix and any trailing byte is rejected.
         for n in 0..enc.len() {
-            assert_eq!(decode_membership(&enc[..n]), None, "prefix {n}");
+            assert!(decode_membership(&enc[..n]).is_err(), "prefix {n}");
         }
         let mut longer = enc.clone();
         longer.push(0);
-        assert_eq!(decode_membership(&longer), None);
+        assert!(decode_membership(&longer).is_err());
     }
 
     #[test]
     fn oversized_counts_are_refused_before_allocating() {
         let mut b = vec![MEMBERSHIP_VERSION, 1];
         b.extend_from_slice(&u16::MAX.to_le_bytes());
-        assert_eq!(decode_membership(&b), None);
-        assert_eq!(decode_membership(&[MEMBERSHIP_VERSION, 3]), None);
-        assert_eq!(decode_membership(&[2, 1]), None);
+        assert!(matches!(
+            decode_membership(&b),
+            Err(crate::codec::DecodeError::TooMany { count: 65_535, .. })
+        ));
+        assert!(decode_membership(&[MEMBERSHIP_VERSION, 3]).is_err());
+        assert!(decode_membership(&[2, 1]).is_err());
+    }
+
+    #[test]
+    fn the_membership_encoding_is_unchanged() {
+        let m =
+            Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node("a"))])).unwrap();
+        let mut want = vec![
+            1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        want.extend_from_slice(b"\x01a\x0ea.example:7000");
+        assert_eq!(encode_membership(&m).unwrap(), want);
+    }
+
+    #[test]
+    fn an_over_long_site_is_refused_not_cut() {
+        let long = NodeInfo {
+            site: "s".repeat(MAX_SITE_BYTES + 1),
+            addr: "x:1".into(),
+        };
+        assert!(check_node_info(&long).is_err());
+        let m = Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, long)])).unwrap();
+        let err = encode_membership(&m).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLong {
+                    what: "node site",
+                    len: 256,
+                    max: 255
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -334,7 +335,7 @@ mod tests {
             Entry::new_membership(log_id(1, 1), m),
             Entry::new_normal(log_id(2, 2), AppBytes(bytes::Bytes::from_static(b"hi"))),
         ];
-        let payloads: Vec<_> = entries.iter().map(to_payload).collect();
+        let payloads: Vec<_> = entries.iter().map(|e| to_payload(e).unwrap()).collect();
         let recs = to_records(&entries, &payloads);
         for (e, r) in entries.iter().zip(recs) {
             let rec = Record {

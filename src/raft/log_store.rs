@@ -397,7 +397,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         let frames: Vec<_> = run.iter().filter_map(|e| e.frame.clone()).collect();
                         self.log.append_frames(&frames)
                     } else {
-                        let payloads: Vec<_> = run.iter().map(to_payload).collect();
+                        // A membership that does not fit its encoding is refused before
+                        // anything is written (not a storage fault: the log stays healthy).
+                        let payloads = run
+                            .iter()
+                            .map(to_payload)
+                            .collect::<crate::Result<Vec<_>>>()
+                            .map_err(io::Error::other)?;
                         self.log.write_records(&to_records(run, &payloads), false)
                     }
                     .map_err(|e| self.fail(e))?;

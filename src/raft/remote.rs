@@ -174,7 +174,10 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let resp = self
-            .call(wire::encode_append(&rpc), option.hard_ttl())
+            .call(
+                wire::encode_append(&rpc).map_err(network)?,
+                option.hard_ttl(),
+            )
             .await?;
         wire::decode_append_resp(&resp).map_err(network)
     }
@@ -236,7 +239,8 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
         // Only the manifest travels here; the receiver fetches the segments it lacks in bulk
         // and answers once the snapshot is installed, which can take minutes: no timeout but
         // openraft's cancellation.
-        let msg = wire::encode_snapshot(&vote, &snapshot);
+        let msg = wire::encode_snapshot(&vote, &snapshot)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
         let (mut tx, mut rx) = self
             .connector
             .connect(self.target, &self.addr, ConnPurpose::Rpc)
@@ -290,7 +294,14 @@ where
             if pending_tx.send(()).await.is_err() {
                 return; // the output side is gone
             }
-            let msg = wire::encode_append(&req);
+            let msg = match wire::encode_append(&req) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    // Refused, not cut: the stream ends and the receiver sees it fail.
+                    tracing::warn!(error = %e, "append request does not fit its encoding");
+                    return;
+                }
+            };
             metrics::counter!("sitelog_replicated_bytes_total").increment(msg.len() as u64);
             if let Err(e) = tx.send(msg).await {
                 tracing::debug!(error = %e, "append stream send failed");

@@ -22,8 +22,9 @@
 //! temporary name, fsynced, renamed, directory fsynced), so a restarted node can serve it and
 //! restore its state machine from it.
 
-use super::entry::{decode_membership, encode_membership, Cursor};
-use super::{log_id, LogId, StoredMembership, TypeConfig};
+use super::entry::{decode_membership, encode_membership};
+use super::{LogId, StoredMembership, TypeConfig};
+use crate::codec::{DecodeResult, Reader, Writer};
 use crate::io::IoRef;
 use crate::storage::SegmentInfo;
 use crate::{Error, Result};
@@ -79,157 +80,146 @@ pub type Snapshot = SnapshotOfAlias<TypeConfig, SegmentManifest>;
 /// Snapshot metadata.
 pub type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
 
-fn put_opt(out: &mut Vec<u8>, id: Option<LogId>) {
+/// The smallest encoded segment: base, end, size, crc, term count.
+const MIN_SEGMENT_BYTES: usize = 8 + 8 + 8 + 4 + 2;
+/// Bytes of one `(term, first offset)` pair.
+const TERM_BYTES: usize = 16;
+
+fn put_opt(w: &mut Writer<'_>, id: Option<LogId>) {
     match id {
-        None => out.push(0),
+        None => w.u8(0),
         Some(id) => {
-            out.push(1);
-            out.extend_from_slice(&id.leader_id.term.to_le_bytes());
-            out.extend_from_slice(&id.index.to_le_bytes());
+            w.u8(1);
+            w.u64(id.leader_id.term);
+            w.u64(id.index);
         }
     }
 }
 
-fn get_opt(c: &mut Cursor<'_>) -> Option<Option<LogId>> {
-    match c.u8()? {
-        0 => Some(None),
-        1 => {
-            let term = c.u64()?;
-            Some(Some(log_id(term, c.u64()?)))
-        }
-        _ => None,
-    }
-}
-
-fn u32_of(c: &mut Cursor<'_>) -> Option<u32> {
-    let b = c.take(4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Encodes a snapshot (metadata and manifest).
-pub fn encode(meta: &SnapshotMeta, m: &SegmentManifest) -> Vec<u8> {
-    let mut out = m.lineage.to_le_bytes().to_vec();
-    put_opt(&mut out, meta.last_log_id);
-    put_opt(&mut out, *meta.last_membership.log_id());
-    let mem = encode_membership(meta.last_membership.membership());
-    out.extend_from_slice(&(mem.len() as u32).to_le_bytes());
-    out.extend_from_slice(&mem);
-    out.extend_from_slice(&(m.segments.len() as u32).to_le_bytes());
+/// Encodes a snapshot (metadata and manifest). Refuses ([`Error::TooLong`]), never cuts, a
+/// manifest over [`MAX_MANIFEST_SEGMENTS`] segments, a segment with more than
+/// [`MAX_TERMS_PER_SEGMENT`] terms, more than [`MAX_RETIRED_IDS`] retired ids, or application
+/// state over [`MAX_APP_STATE_BYTES`].
+pub fn encode(meta: &SnapshotMeta, m: &SegmentManifest) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = Writer::new(&mut out);
+    w.u64(m.lineage);
+    put_opt(&mut w, meta.last_log_id);
+    put_opt(&mut w, *meta.last_membership.log_id());
+    let mem = encode_membership(meta.last_membership.membership())?;
+    w.bytes_u32("snapshot membership", &mem, u32::MAX as usize)?;
+    w.len_u32("manifest segments", m.segments.len(), MAX_MANIFEST_SEGMENTS)?;
     for (i, s) in m.segments.iter().enumerate() {
         for v in [s.base_offset, s.end_offset, s.size_bytes] {
-            out.extend_from_slice(&v.to_le_bytes());
+            w.u64(v);
         }
-        out.extend_from_slice(&s.file_crc.to_le_bytes());
-        let terms = m
-            .segment_terms
-            .get(i)
-            .map_or(&[][..], |t| &t[..MAX_TERMS_PER_SEGMENT.min(t.len())]);
-        out.extend_from_slice(&(terms.len() as u16).to_le_bytes());
+        w.u32(s.file_crc);
+        let terms = m.segment_terms.get(i).map_or(&[][..], |t| &t[..]);
+        w.len_u16("segment terms", terms.len(), MAX_TERMS_PER_SEGMENT)?;
         for (t, o) in terms {
-            out.extend_from_slice(&t.to_le_bytes());
-            out.extend_from_slice(&o.to_le_bytes());
+            w.u64(*t);
+            w.u64(*o);
         }
     }
     match &m.app_state {
-        None => out.push(0),
+        None => w.u8(0),
         Some(a) => {
-            out.push(1);
-            out.extend_from_slice(&a.offset.to_le_bytes());
-            out.extend_from_slice(&a.raw_len.to_le_bytes());
-            out.extend_from_slice(&(a.zstd.len() as u32).to_le_bytes());
-            out.extend_from_slice(&a.zstd);
+            w.u8(1);
+            w.u64(a.offset);
+            w.u32(a.raw_len);
+            w.bytes_u32("application state", &a.zstd, MAX_APP_STATE_BYTES)?;
         }
     }
     if !m.retired.is_empty() {
-        let ids = m.retired.iter().take(MAX_RETIRED_IDS);
-        out.push(VERSION_RETIRED);
-        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-        for id in ids {
-            out.extend_from_slice(&id.to_le_bytes());
-        }
+        w.u8(VERSION_RETIRED);
+        w.len_u32("retired ids", m.retired.len(), MAX_RETIRED_IDS)?;
+        m.retired.iter().for_each(|&id| w.u64(id));
     }
-    out
+    Ok(out)
 }
 
 /// The version-2 trailer (retired ids) if the snapshot has one. `decode_from` decodes a
 /// snapshot inside a larger message, so the trailer is told apart by its version byte; a
 /// version-1 snapshot simply ends before it.
-fn get_retired(c: &mut Cursor<'_>) -> Option<BTreeSet<u64>> {
-    if c.buf.first() != Some(&VERSION_RETIRED) {
-        return Some(BTreeSet::new());
+fn get_retired(c: &mut Reader<'_>) -> DecodeResult<BTreeSet<u64>> {
+    if c.rest().first() != Some(&VERSION_RETIRED) {
+        return Ok(BTreeSet::new());
     }
     c.u8()?;
-    let k = u32_of(c)? as usize;
-    if k > MAX_RETIRED_IDS || k > c.buf.len() / 8 {
-        return None;
-    }
+    let k = c.count_u32(MAX_RETIRED_IDS, 8)?;
     let mut ids = BTreeSet::new();
     let mut last = None;
     for _ in 0..k {
         let id = c.u64()?;
         if last.is_some_and(|l| l >= id) {
-            return None;
+            return Err(c.invalid());
         }
         last = Some(id);
         ids.insert(id);
     }
-    Some(ids)
+    Ok(ids)
 }
 
-/// Decodes a snapshot from the front of `c`.
-pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentManifest)> {
-    let lineage = c.u64()?;
-    let last_log_id = get_opt(c)?;
-    let mem_id = get_opt(c)?;
-    let mem_len = u32_of(c)? as usize;
-    let membership = decode_membership(c.take(mem_len)?)?;
-    let n = u32_of(c)? as usize;
-    if n > MAX_MANIFEST_SEGMENTS || n > c.buf.len() / 28 {
-        return None;
+fn get_opt(c: &mut Reader<'_>) -> DecodeResult<Option<LogId>> {
+    super::wire::get_opt_log_id(c)
+}
+
+fn get_segment(c: &mut Reader<'_>) -> DecodeResult<(SegmentInfo, Vec<(u64, u64)>)> {
+    let (base_offset, end_offset, size_bytes) = (c.u64()?, c.u64()?, c.u64()?);
+    let file_crc = c.u32()?;
+    let info = SegmentInfo {
+        base_offset,
+        end_offset,
+        size_bytes,
+        file_crc,
+    };
+    let k = c.count_u16(MAX_TERMS_PER_SEGMENT, TERM_BYTES)?;
+    let mut terms = Vec::with_capacity(k);
+    for _ in 0..k {
+        terms.push((c.u64()?, c.u64()?));
     }
-    let mut segments = Vec::with_capacity(n);
-    let mut segment_terms = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (base_offset, end_offset, size_bytes) = (c.u64()?, c.u64()?, c.u64()?);
-        let file_crc = u32_of(c)?;
-        segments.push(SegmentInfo {
-            base_offset,
-            end_offset,
-            size_bytes,
-            file_crc,
-        });
-        let k = c.u16()? as usize;
-        if k > MAX_TERMS_PER_SEGMENT || k > c.buf.len() / 16 {
-            return None;
-        }
-        let mut terms = Vec::with_capacity(k);
-        for _ in 0..k {
-            terms.push((c.u64()?, c.u64()?));
-        }
-        segment_terms.push(terms);
-    }
-    let app_state = match c.u8()? {
+    Ok((info, terms))
+}
+
+fn get_app_state(c: &mut Reader<'_>) -> DecodeResult<Option<AppState>> {
+    Ok(match c.u8()? {
         0 => None,
         1 => {
             let offset = c.u64()?;
-            let raw_len = u32_of(c)?;
-            let len = u32_of(c)? as usize;
-            if len > MAX_APP_STATE_BYTES {
-                return None;
-            }
-            let zstd = bytes::Bytes::copy_from_slice(c.take(len)?);
+            let raw_len = c.u32()?;
+            let zstd = bytes::Bytes::copy_from_slice(c.bytes_u32(MAX_APP_STATE_BYTES)?);
             Some(AppState {
                 offset,
                 raw_len,
                 zstd,
             })
         }
-        _ => return None,
-    };
+        _ => return Err(c.invalid()),
+    })
+}
+
+/// Decodes a snapshot from the front of `c`.
+pub(crate) fn decode_from(c: &mut Reader<'_>) -> DecodeResult<(SnapshotMeta, SegmentManifest)> {
+    let lineage = c.u64()?;
+    let last_log_id = get_opt(c)?;
+    let mem_id = get_opt(c)?;
+    let membership = decode_membership(c.bytes_u32(u32::MAX as usize)?)?;
+    let n = c.count_u32(MAX_MANIFEST_SEGMENTS, MIN_SEGMENT_BYTES)?;
+    let mut segments = Vec::with_capacity(n);
+    let mut segment_terms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (info, terms) = get_segment(c)?;
+        segments.push(info);
+        segment_terms.push(terms);
+    }
+    let app_state = get_app_state(c)?;
     let retired = get_retired(c)?;
     let contiguous = segments
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset);
+    if !contiguous {
+        return Err(c.invalid());
+    }
     let meta = SnapshotMeta {
         last_log_id,
         last_membership: StoredMembership::new(mem_id, membership),
@@ -241,7 +231,7 @@ pub(crate) fn decode_from(c: &mut Cursor<'_>) -> Option<(SnapshotMeta, SegmentMa
         app_state,
         retired,
     };
-    contiguous.then_some((meta, manifest))
+    Ok((meta, manifest))
 }
 
 impl AppState {
@@ -274,15 +264,15 @@ impl AppState {
 }
 
 /// Decodes a whole encoded snapshot.
-pub fn decode(b: &[u8]) -> Option<(SnapshotMeta, SegmentManifest)> {
-    let mut c = Cursor { buf: b };
+pub fn decode(b: &[u8]) -> DecodeResult<(SnapshotMeta, SegmentManifest)> {
+    let mut c = Reader::new(b, "snapshot");
     let v = decode_from(&mut c)?;
-    c.buf.is_empty().then_some(v)
+    c.finish(v)
 }
 
 /// Writes the current snapshot durably to `dir/snapshot`.
 pub fn save(io: &IoRef, dir: &Path, meta: &SnapshotMeta, m: &SegmentManifest) -> Result<()> {
-    save_file(io, dir, FILE_NAME, encode(meta, m))
+    save_file(io, dir, FILE_NAME, encode(meta, m)?)
 }
 
 /// Writes `body` and its CRC-32 durably to `dir/name`: a temporary file, fsync, rename,
@@ -332,9 +322,11 @@ pub const APP_STATE_FILE: &str = "app_state";
 
 /// Writes the attached application state durably (`dir/app_state`).
 pub fn save_app_state(io: &IoRef, dir: &Path, a: &AppState) -> Result<()> {
-    let mut body = a.offset.to_le_bytes().to_vec();
-    body.extend_from_slice(&a.raw_len.to_le_bytes());
-    body.extend_from_slice(&a.zstd);
+    let mut body = Vec::with_capacity(12 + a.zstd.len());
+    let mut w = Writer::new(&mut body);
+    w.u64(a.offset);
+    w.u32(a.raw_len);
+    w.raw(&a.zstd);
     save_file(io, dir, APP_STATE_FILE, body)
 }
 
@@ -343,18 +335,18 @@ pub fn load_app_state(io: &IoRef, dir: &Path) -> Result<Option<AppState>> {
     let Some(b) = load_file(io, dir, APP_STATE_FILE)? else {
         return Ok(None);
     };
-    if b.len() < 12 {
-        return Err(Error::Corruption {
-            segment: dir.join(APP_STATE_FILE),
-            file_offset: 0,
-            record_offset: None,
-            detail: "short application state".into(),
-        });
-    }
+    let mut c = Reader::new(&b, "application state");
+    let head = (|| Ok::<_, crate::codec::DecodeError>((c.u64()?, c.u32()?)))();
+    let (offset, raw_len) = head.map_err(|e| Error::Corruption {
+        segment: dir.join(APP_STATE_FILE),
+        file_offset: 0,
+        record_offset: None,
+        detail: format!("short application state: {e}"),
+    })?;
     Ok(Some(AppState {
-        offset: crate::storage::record::u64_at(&b, 0),
-        raw_len: crate::storage::record::u32_at(&b, 8),
-        zstd: bytes::Bytes::copy_from_slice(&b[12..]),
+        offset,
+        raw_len,
+        zstd: bytes::Bytes::copy_from_slice(c.rest()),
     }))
 }
 
@@ -363,17 +355,18 @@ pub fn load(io: &IoRef, dir: &Path) -> Result<Option<(SnapshotMeta, SegmentManif
     let Some(body) = load_file(io, dir, FILE_NAME)? else {
         return Ok(None);
     };
-    decode(&body).map(Some).ok_or_else(|| Error::Corruption {
+    decode(&body).map(Some).map_err(|e| Error::Corruption {
         segment: dir.join(FILE_NAME),
         file_offset: 0,
         record_offset: None,
-        detail: "snapshot does not decode".into(),
+        detail: format!("snapshot does not decode: {e}"),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::log_id;
     use crate::raft::{Membership, NodeInfo};
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -408,7 +401,7 @@ mod tests {
             app_state: Some(AppState::compress(77, b"materialized view").unwrap()),
             retired: BTreeSet::new(),
         };
-        let enc = encode(&meta, &manifest);
+        let enc = encode(&meta, &manifest).unwrap();
         let (m2, man2) = decode(&enc).unwrap();
         assert_eq!((m2, &man2), (meta.clone(), &manifest));
         assert_eq!(
@@ -416,14 +409,14 @@ mod tests {
             b"materialized view"
         );
         for n in 0..enc.len() {
-            assert!(decode(&enc[..n]).is_none(), "prefix {n} accepted");
+            assert!(decode(&enc[..n]).is_err(), "prefix {n} accepted");
         }
         // Segments that are not contiguous are refused.
         let gap = SegmentManifest {
             segments: vec![seg(0, 50), seg(60, 100)],
             ..manifest
         };
-        assert!(decode(&encode(&meta, &gap)).is_none());
+        assert!(decode(&encode(&meta, &gap).unwrap()).is_err());
     }
 
     fn sample() -> (SnapshotMeta, SegmentManifest) {
@@ -453,12 +446,12 @@ mod tests {
     #[test]
     fn retired_ids_travel_in_version_2_and_version_1_still_reads() {
         let (meta, v1) = sample();
-        let v1_bytes = encode(&meta, &v1);
+        let v1_bytes = encode(&meta, &v1).unwrap();
         let v2 = SegmentManifest {
             retired: BTreeSet::from([1, 3]),
             ..v1.clone()
         };
-        let v2_bytes = encode(&meta, &v2);
+        let v2_bytes = encode(&meta, &v2).unwrap();
         // Version 2 only appends the trailer: a version-1 body (what earlier releases wrote)
         // is its prefix, and reads as a snapshot with no retired ids.
         assert_eq!(&v2_bytes[..v1_bytes.len()], &v1_bytes[..]);
@@ -466,18 +459,53 @@ mod tests {
         assert_eq!(decode(&v1_bytes).unwrap().1, v1);
         assert_eq!(decode(&v2_bytes).unwrap().1, v2);
         for n in v1_bytes.len() + 1..v2_bytes.len() {
-            assert!(decode(&v2_bytes[..n]).is_none(), "prefix {n} accepted");
+            assert!(decode(&v2_bytes[..n]).is_err(), "prefix {n} accepted");
         }
         // Not ascending, an unknown version, or a count above the bytes left: refused.
         let mut b = v2_bytes.clone();
         let first = v1_bytes.len() + 5;
         b[first..first + 8].copy_from_slice(&3u64.to_le_bytes());
-        assert!(decode(&b).is_none(), "ids not strictly ascending");
+        assert!(decode(&b).is_err(), "ids not strictly ascending");
         let mut b = v2_bytes.clone();
         b[v1_bytes.len()] = 3;
-        assert!(decode(&b).is_none(), "unknown version");
+        assert!(decode(&b).is_err(), "unknown version");
         let mut b = v2_bytes.clone();
         b[v1_bytes.len() + 1..v1_bytes.len() + 5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(&b).is_none(), "count above the bytes left");
+        assert!(decode(&b).is_err(), "count above the bytes left");
+    }
+
+    #[test]
+    fn too_many_terms_or_retired_ids_are_refused_not_cut() {
+        let (meta, base) = sample();
+        let terms = SegmentManifest {
+            segment_terms: vec![(0..=MAX_TERMS_PER_SEGMENT as u64).map(|t| (t, 0)).collect()],
+            ..base.clone()
+        };
+        let err = encode(&meta, &terms).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLong {
+                    what: "segment terms",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let retired = SegmentManifest {
+            retired: (0..=MAX_RETIRED_IDS as u64).collect(),
+            ..base
+        };
+        let err = encode(&meta, &retired).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLong {
+                    what: "retired ids",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -24,8 +24,11 @@
 //! SNAPSHOT_RESP = 9, vote
 //! ```
 
-use super::entry::{decode_membership, encode_membership, Cursor};
+use super::entry::{decode_membership, encode_membership};
 use super::{log_id, AppBytes, Entry, LogId, TypeConfig, Vote};
+use crate::codec::{clip_utf8, DecodeError, DecodeResult, Reader, Writer};
+use crate::limits::MAX_ERROR_TEXT_BYTES;
+use crate::Result;
 use bytes::Bytes;
 use openraft::entry::RaftEntry;
 use openraft::raft::{
@@ -58,15 +61,15 @@ pub mod tag {
 
 /// Most entries one AppendEntries message may carry.
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 65_536;
-/// Longest error text carried.
-const MAX_ERROR_BYTES: usize = 1024;
+/// The smallest encoded entry: index, term, kind, length.
+const MIN_ENTRY_BYTES: usize = crate::limits::APPEND_ENTRY_OVERHEAD_BYTES;
 
 /// Why a message did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The bytes are not a valid message of the expected kind.
-    #[error("malformed {0} message")]
-    Malformed(&'static str),
+    #[error("malformed {0} message: {1}")]
+    Malformed(&'static str, DecodeError),
     /// The remote node answered with an error instead.
     #[error("remote error instead of {what}: {text}")]
     Remote {
@@ -77,88 +80,80 @@ pub enum WireError {
     },
 }
 
-fn bad(what: &'static str) -> WireError {
-    WireError::Malformed(what)
+fn decoded<T>(v: DecodeResult<T>, what: &'static str) -> Result<T, WireError> {
+    v.map_err(|e| WireError::Malformed(what, e))
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
+fn put_log_id(w: &mut Writer<'_>, id: &LogId) {
+    w.u64(id.leader_id.term);
+    w.u64(id.index);
 }
 
-fn put_log_id(out: &mut Vec<u8>, id: &LogId) {
-    put_u64(out, id.leader_id.term);
-    put_u64(out, id.index);
-}
-
-fn put_opt_log_id(out: &mut Vec<u8>, id: &Option<LogId>) {
+fn put_opt_log_id(w: &mut Writer<'_>, id: &Option<LogId>) {
     match id {
-        None => out.push(0),
+        None => w.u8(0),
         Some(id) => {
-            out.push(1);
-            put_log_id(out, id);
+            w.u8(1);
+            put_log_id(w, id);
         }
     }
 }
 
-fn put_vote(out: &mut Vec<u8>, v: &Vote) {
-    put_u64(out, v.leader_id.term);
-    put_u64(out, v.leader_id.voted_for);
-    out.push(v.committed as u8);
+fn put_vote(w: &mut Writer<'_>, v: &Vote) {
+    w.u64(v.leader_id.term);
+    w.u64(v.leader_id.voted_for);
+    w.bool(v.committed);
 }
 
-impl Cursor<'_> {
-    fn bool(&mut self) -> Option<bool> {
-        match self.u8()? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
-        }
-    }
-    fn u32(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn log_id(&mut self) -> Option<LogId> {
-        let term = self.u64()?;
-        Some(log_id(term, self.u64()?))
-    }
-    fn opt_log_id(&mut self) -> Option<Option<LogId>> {
-        if self.bool()? {
-            Some(Some(self.log_id()?))
-        } else {
-            Some(None)
-        }
-    }
-    fn vote(&mut self) -> Option<Vote> {
-        let term = self.u64()?;
-        let node = self.u64()?;
-        Some(if self.bool()? {
-            Vote::new_committed(term, node)
-        } else {
-            Vote::new(term, node)
-        })
-    }
+pub(crate) fn get_log_id(c: &mut Reader<'_>) -> DecodeResult<LogId> {
+    let term = c.u64()?;
+    Ok(log_id(term, c.u64()?))
 }
 
-fn finish<T>(c: Cursor<'_>, v: Option<T>, what: &'static str) -> Result<T, WireError> {
-    match v {
-        Some(v) if c.buf.is_empty() => Ok(v),
-        _ => Err(bad(what)),
-    }
+pub(crate) fn get_opt_log_id(c: &mut Reader<'_>) -> DecodeResult<Option<LogId>> {
+    Ok(if c.bool()? {
+        Some(get_log_id(c)?)
+    } else {
+        None
+    })
 }
 
-fn expect_tag(c: &mut Cursor<'_>, want: u8, what: &'static str) -> Result<(), WireError> {
-    match c.u8() {
-        Some(t) if t == want => Ok(()),
-        Some(tag::ERROR) => {
-            let n = c.u16().map(usize::from).unwrap_or(0);
-            let text = c.take(n).map(String::from_utf8_lossy).unwrap_or_default();
-            Err(WireError::Remote {
-                what,
-                text: text.into_owned(),
-            })
+fn get_vote(c: &mut Reader<'_>) -> DecodeResult<Vote> {
+    let term = c.u64()?;
+    let node = c.u64()?;
+    Ok(if c.bool()? {
+        Vote::new_committed(term, node)
+    } else {
+        Vote::new(term, node)
+    })
+}
+
+/// Encodes a message into a fresh buffer.
+fn message(f: impl FnOnce(&mut Writer<'_>)) -> Bytes {
+    let mut out = Vec::new();
+    f(&mut Writer::new(&mut out));
+    out.into()
+}
+
+/// Decodes a whole message of kind `what` with `f`; trailing bytes are refused.
+fn decode_whole<'a, T>(
+    buf: &'a [u8],
+    what: &'static str,
+    f: impl FnOnce(&mut Reader<'a>) -> Result<T, WireError>,
+) -> Result<T, WireError> {
+    let mut c = Reader::new(buf, what);
+    let v = f(&mut c)?;
+    decoded(c.finish(v), what)
+}
+
+fn expect_tag(c: &mut Reader<'_>, want: u8, what: &'static str) -> Result<(), WireError> {
+    match decoded(c.u8(), what)? {
+        t if t == want => Ok(()),
+        tag::ERROR => {
+            let text = c.text_u16(u16::MAX as usize).unwrap_or_default();
+            Err(WireError::Remote { what, text })
         }
-        _ => Err(bad(what)),
+        _ => Err(WireError::Malformed(what, c.invalid())),
     }
 }
 
@@ -167,70 +162,75 @@ pub fn tag_of(buf: &[u8]) -> Option<u8> {
     buf.first().copied()
 }
 
-/// Encodes an error reply.
+/// Encodes an error reply. The text is a diagnostic: it is clipped to
+/// [`MAX_ERROR_TEXT_BYTES`] (at a character boundary) as the format documents.
 pub fn encode_error(text: &str) -> Bytes {
-    let b = &text.as_bytes()[..text.len().min(MAX_ERROR_BYTES)];
-    let mut out = vec![tag::ERROR];
-    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    out.extend_from_slice(b);
-    out.into()
+    let b = clip_utf8(text, MAX_ERROR_TEXT_BYTES).as_bytes();
+    message(|w| {
+        w.u8(tag::ERROR);
+        // Fits: MAX_ERROR_TEXT_BYTES <= u16::MAX (asserted in `limits`).
+        w.u16(b.len() as u16);
+        w.raw(b);
+    })
 }
 
-fn put_entry(out: &mut Vec<u8>, e: &Entry) {
-    put_u64(out, e.log_id.index);
-    put_u64(out, e.log_id.leader_id.term);
+fn put_entry(w: &mut Writer<'_>, e: &Entry) -> Result<()> {
+    w.u64(e.log_id.index);
+    w.u64(e.log_id.leader_id.term);
     if let Some(frame) = &e.frame {
-        out.push(3);
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(frame);
-        return;
+        w.u8(3);
+        return w.bytes_u32("stored frame", frame, u32::MAX as usize);
     }
     let (kind, payload): (u8, std::borrow::Cow<'_, [u8]>) = match &e.payload {
         EntryPayload::Normal(d) => (0, (&d.0[..]).into()),
         EntryPayload::Blank => (1, (&[][..]).into()),
-        EntryPayload::Membership(m) => (2, encode_membership(m).into()),
+        EntryPayload::Membership(m) => (2, encode_membership(m)?.into()),
     };
-    out.push(kind);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    w.u8(kind);
+    w.bytes_u32("entry payload", &payload, u32::MAX as usize)
 }
 
-fn get_entry(c: &mut Cursor<'_>, whole: &Bytes) -> Option<Entry> {
+fn get_entry(c: &mut Reader<'_>, whole: &Bytes) -> DecodeResult<Entry> {
     let index = c.u64()?;
     let term = c.u64()?;
     let kind = c.u8()?;
-    let len = c.u32()? as usize;
+    let len = c.count_u32(u32::MAX as usize, 1)?;
     // Zero-copy: the payload is a slice of the received message.
-    let at = whole.len() - c.buf.len();
+    let at = c.position();
     let payload = c.take(len)?;
     let id = log_id(term, index);
-    Some(match kind {
+    Ok(match kind {
         0 => Entry::new_normal(id, AppBytes(whole.slice(at..at + len))),
         1 if len == 0 => Entry::new_blank(id),
         2 => Entry::new_membership(id, decode_membership(payload)?),
         3 => return entry_from_frame(whole.slice(at..at + len), index, term),
-        _ => return None,
+        _ => return Err(c.invalid()),
     })
 }
 
 /// The entry a stored frame holds, if the frame is whole, its checksum right, and it is the
 /// entry the message says (index and term).
-fn entry_from_frame(frame: Bytes, index: u64, term: u64) -> Option<Entry> {
-    if frame.len() < 24 {
-        return None;
+fn entry_from_frame(frame: Bytes, index: u64, term: u64) -> DecodeResult<Entry> {
+    let bad = DecodeError::Invalid {
+        what: "stored frame",
+    };
+    if frame.len() < crate::storage::record::HEADER_SIZE_BYTES {
+        return Err(bad);
     }
     // The identity is checked when the frame is stored (against the local log's).
     let identity = crate::storage::record::u64_at(&frame, 16);
     let max = crate::storage::record::MAX_PAYLOAD_BYTES;
-    let rec = crate::storage::record::decode_record(&frame, identity, Some(index), max).ok()?;
+    let rec = crate::storage::record::decode_record(&frame, identity, Some(index), max)
+        .map_err(|_| bad.clone())?;
     if rec.term != term || rec.frame.len() != frame.len() {
-        return None;
+        return Err(bad);
     }
-    super::entry::from_record(rec).ok()
+    super::entry::from_record(rec).map_err(|_| bad)
 }
 
-/// Encodes an AppendEntries request.
-pub fn encode_append(req: &AppendEntriesRequest<TypeConfig>) -> Bytes {
+/// Encodes an AppendEntries request. Refuses ([`crate::Error::TooLong`]) more than
+/// [`MAX_ENTRIES_PER_MESSAGE`] entries and a membership that does not fit its encoding.
+pub fn encode_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<Bytes> {
     let payload_bytes: usize = req
         .entries
         .iter()
@@ -240,199 +240,211 @@ pub fn encode_append(req: &AppendEntriesRequest<TypeConfig>) -> Bytes {
         })
         .sum();
     let mut out = Vec::with_capacity(64 + req.entries.len() * 24 + payload_bytes);
-    out.push(tag::APPEND);
-    put_vote(&mut out, &req.vote);
-    put_opt_log_id(&mut out, &req.prev_log_id);
-    put_opt_log_id(&mut out, &req.leader_commit);
-    out.extend_from_slice(&(req.entries.len() as u32).to_le_bytes());
+    let mut w = Writer::new(&mut out);
+    w.u8(tag::APPEND);
+    put_vote(&mut w, &req.vote);
+    put_opt_log_id(&mut w, &req.prev_log_id);
+    put_opt_log_id(&mut w, &req.leader_commit);
+    w.len_u32("append entries", req.entries.len(), MAX_ENTRIES_PER_MESSAGE)?;
     for e in &req.entries {
-        put_entry(&mut out, e);
+        put_entry(&mut w, e)?;
     }
-    out.into()
+    Ok(out.into())
 }
 
 /// Decodes an AppendEntries request (payloads are zero-copy slices of `buf`).
 pub fn decode_append(buf: &Bytes) -> Result<AppendEntriesRequest<TypeConfig>, WireError> {
     const WHAT: &str = "append";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::APPEND, WHAT)?;
-    let v = (|| {
-        let vote = c.vote()?;
-        let prev_log_id = c.opt_log_id()?;
-        let leader_commit = c.opt_log_id()?;
-        let n = c.u32()? as usize;
-        // An entry takes at least 21 bytes: refuse counts the message cannot hold.
-        if n > MAX_ENTRIES_PER_MESSAGE || n > c.buf.len() / 21 {
-            return None;
-        }
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            entries.push(get_entry(&mut c, buf)?);
-        }
-        Some(AppendEntriesRequest {
-            vote,
-            prev_log_id,
-            entries,
-            leader_commit,
-        })
-    })();
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::APPEND, WHAT)?;
+        decoded(
+            (|| {
+                let vote = get_vote(c)?;
+                let prev_log_id = get_opt_log_id(c)?;
+                let leader_commit = get_opt_log_id(c)?;
+                let n = c.count_u32(MAX_ENTRIES_PER_MESSAGE, MIN_ENTRY_BYTES)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(get_entry(c, buf)?);
+                }
+                Ok(AppendEntriesRequest {
+                    vote,
+                    prev_log_id,
+                    entries,
+                    leader_commit,
+                })
+            })(),
+            WHAT,
+        )
+    })
 }
 
 /// Encodes an AppendEntries response.
 pub fn encode_append_resp(resp: &AppendEntriesResponse<TypeConfig>) -> Bytes {
-    let mut out = vec![tag::APPEND_RESP];
-    match resp {
-        AppendEntriesResponse::Success => out.push(0),
-        AppendEntriesResponse::PartialSuccess(id) => {
-            out.push(1);
-            put_opt_log_id(&mut out, id);
+    message(|w| {
+        w.u8(tag::APPEND_RESP);
+        match resp {
+            AppendEntriesResponse::Success => w.u8(0),
+            AppendEntriesResponse::PartialSuccess(id) => {
+                w.u8(1);
+                put_opt_log_id(w, id);
+            }
+            AppendEntriesResponse::Conflict => w.u8(2),
+            AppendEntriesResponse::HigherVote(v) => {
+                w.u8(3);
+                put_vote(w, v);
+            }
         }
-        AppendEntriesResponse::Conflict => out.push(2),
-        AppendEntriesResponse::HigherVote(v) => {
-            out.push(3);
-            put_vote(&mut out, v);
-        }
-    }
-    out.into()
+    })
 }
 
 /// Decodes an AppendEntries response.
 pub fn decode_append_resp(buf: &[u8]) -> Result<AppendEntriesResponse<TypeConfig>, WireError> {
     const WHAT: &str = "append response";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::APPEND_RESP, WHAT)?;
-    let v = match c.u8() {
-        Some(0) => Some(AppendEntriesResponse::Success),
-        Some(1) => c.opt_log_id().map(AppendEntriesResponse::PartialSuccess),
-        Some(2) => Some(AppendEntriesResponse::Conflict),
-        Some(3) => c.vote().map(AppendEntriesResponse::HigherVote),
-        _ => None,
-    };
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::APPEND_RESP, WHAT)?;
+        let v = match decoded(c.u8(), WHAT)? {
+            0 => Ok(AppendEntriesResponse::Success),
+            1 => get_opt_log_id(c).map(AppendEntriesResponse::PartialSuccess),
+            2 => Ok(AppendEntriesResponse::Conflict),
+            3 => get_vote(c).map(AppendEntriesResponse::HigherVote),
+            _ => Err(c.invalid()),
+        };
+        decoded(v, WHAT)
+    })
 }
 
 /// Encodes a vote (or, with `pre`, pre-vote) request.
 pub fn encode_vote(req: &VoteRequest<TypeConfig>, pre: bool) -> Bytes {
-    let mut out = vec![if pre { tag::PRE_VOTE } else { tag::VOTE }];
-    put_vote(&mut out, &req.vote);
-    put_opt_log_id(&mut out, &req.last_log_id);
-    out.push(req.leadership_transfer as u8);
-    out.into()
+    message(|w| {
+        w.u8(if pre { tag::PRE_VOTE } else { tag::VOTE });
+        put_vote(w, &req.vote);
+        put_opt_log_id(w, &req.last_log_id);
+        w.bool(req.leadership_transfer);
+    })
 }
 
 /// Decodes a vote or pre-vote request; the flag tells which.
 pub fn decode_vote(buf: &[u8]) -> Result<(VoteRequest<TypeConfig>, bool), WireError> {
     const WHAT: &str = "vote";
-    let mut c = Cursor { buf };
-    let pre = match c.u8() {
-        Some(tag::VOTE) => false,
-        Some(tag::PRE_VOTE) => true,
-        _ => return Err(bad(WHAT)),
-    };
-    let v = (|| {
-        let vote = c.vote()?;
-        let last = c.opt_log_id()?;
-        let transfer = c.bool()?;
-        let mut req = VoteRequest::new(vote, last);
-        req.leadership_transfer = transfer;
-        Some((req, pre))
-    })();
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        let v = (|| {
+            let pre = match c.u8()? {
+                tag::VOTE => false,
+                tag::PRE_VOTE => true,
+                _ => return Err(c.invalid()),
+            };
+            let vote = get_vote(c)?;
+            let last = get_opt_log_id(c)?;
+            let mut req = VoteRequest::new(vote, last);
+            req.leadership_transfer = c.bool()?;
+            Ok((req, pre))
+        })();
+        decoded(v, WHAT)
+    })
 }
 
 /// Encodes a vote response.
 pub fn encode_vote_resp(resp: &VoteResponse<TypeConfig>) -> Bytes {
-    let mut out = vec![tag::VOTE_RESP];
-    put_vote(&mut out, &resp.vote);
-    out.push(resp.vote_granted as u8);
-    put_opt_log_id(&mut out, &resp.last_log_id);
-    out.into()
+    message(|w| {
+        w.u8(tag::VOTE_RESP);
+        put_vote(w, &resp.vote);
+        w.bool(resp.vote_granted);
+        put_opt_log_id(w, &resp.last_log_id);
+    })
 }
 
 /// Decodes a vote response.
 pub fn decode_vote_resp(buf: &[u8]) -> Result<VoteResponse<TypeConfig>, WireError> {
     const WHAT: &str = "vote response";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::VOTE_RESP, WHAT)?;
-    let v = (|| {
-        let vote = c.vote()?;
-        let granted = c.bool()?;
-        let last = c.opt_log_id()?;
-        Some(VoteResponse::new(vote, last, granted))
-    })();
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::VOTE_RESP, WHAT)?;
+        let v = (|| {
+            let vote = get_vote(c)?;
+            let granted = c.bool()?;
+            let last = get_opt_log_id(c)?;
+            Ok(VoteResponse::new(vote, last, granted))
+        })();
+        decoded(v, WHAT)
+    })
 }
 
-/// Encodes a snapshot offer.
-pub fn encode_snapshot(vote: &Vote, snap: &super::snapshot::Snapshot) -> Bytes {
-    let mut out = vec![tag::SNAPSHOT];
-    put_vote(&mut out, vote);
-    out.extend_from_slice(&super::snapshot::encode(&snap.meta, &snap.snapshot));
-    out.into()
+/// Encodes a snapshot offer (refused, [`crate::Error::TooLong`], when the snapshot does not
+/// fit its encoding).
+pub fn encode_snapshot(vote: &Vote, snap: &super::snapshot::Snapshot) -> Result<Bytes> {
+    let body = super::snapshot::encode(&snap.meta, &snap.snapshot)?;
+    Ok(message(|w| {
+        w.u8(tag::SNAPSHOT);
+        put_vote(w, vote);
+        w.raw(&body);
+    }))
 }
 
 /// Decodes a snapshot offer.
 pub fn decode_snapshot(buf: &[u8]) -> Result<(Vote, super::snapshot::Snapshot), WireError> {
     const WHAT: &str = "snapshot";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::SNAPSHOT, WHAT)?;
-    let v = (|| {
-        let vote = c.vote()?;
-        let (meta, snapshot) = super::snapshot::decode_from(&mut c)?;
-        Some((vote, super::snapshot::Snapshot { meta, snapshot }))
-    })();
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::SNAPSHOT, WHAT)?;
+        let v = (|| {
+            let vote = get_vote(c)?;
+            let (meta, snapshot) = super::snapshot::decode_from(c)?;
+            Ok((vote, super::snapshot::Snapshot { meta, snapshot }))
+        })();
+        decoded(v, WHAT)
+    })
 }
 
 /// Encodes the answer to a snapshot.
 pub fn encode_snapshot_resp(vote: &Vote) -> Bytes {
-    let mut out = vec![tag::SNAPSHOT_RESP];
-    put_vote(&mut out, vote);
-    out.into()
+    message(|w| {
+        w.u8(tag::SNAPSHOT_RESP);
+        put_vote(w, vote);
+    })
 }
 
 /// Decodes the answer to a snapshot.
 pub fn decode_snapshot_resp(buf: &[u8]) -> Result<Vote, WireError> {
     const WHAT: &str = "snapshot response";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::SNAPSHOT_RESP, WHAT)?;
-    let v = c.vote();
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::SNAPSHOT_RESP, WHAT)?;
+        decoded(get_vote(c), WHAT)
+    })
 }
 
 /// Encodes one result of a stream of appends.
 pub fn encode_stream_result(r: &StreamAppendResult<TypeConfig>) -> Bytes {
-    let mut out = vec![tag::STREAM_RESP];
-    match r {
-        Ok(id) => {
-            out.push(0);
-            put_opt_log_id(&mut out, id);
+    message(|w| {
+        w.u8(tag::STREAM_RESP);
+        match r {
+            Ok(id) => {
+                w.u8(0);
+                put_opt_log_id(w, id);
+            }
+            Err(StreamAppendError::Conflict(id)) => {
+                w.u8(1);
+                put_log_id(w, id);
+            }
+            Err(StreamAppendError::HigherVote(v)) => {
+                w.u8(2);
+                put_vote(w, v);
+            }
         }
-        Err(StreamAppendError::Conflict(id)) => {
-            out.push(1);
-            put_log_id(&mut out, id);
-        }
-        Err(StreamAppendError::HigherVote(v)) => {
-            out.push(2);
-            put_vote(&mut out, v);
-        }
-    }
-    out.into()
+    })
 }
 
 /// Decodes one result of a stream of appends.
 pub fn decode_stream_result(buf: &[u8]) -> Result<StreamAppendResult<TypeConfig>, WireError> {
     const WHAT: &str = "stream result";
-    let mut c = Cursor { buf };
-    expect_tag(&mut c, tag::STREAM_RESP, WHAT)?;
-    let v = match c.u8() {
-        Some(0) => c.opt_log_id().map(Ok),
-        Some(1) => c.log_id().map(|id| Err(StreamAppendError::Conflict(id))),
-        Some(2) => c.vote().map(|v| Err(StreamAppendError::HigherVote(v))),
-        _ => None,
-    };
-    finish(c, v, WHAT)
+    decode_whole(buf, WHAT, |c| {
+        expect_tag(c, tag::STREAM_RESP, WHAT)?;
+        let v = match decoded(c.u8(), WHAT)? {
+            0 => get_opt_log_id(c).map(Ok),
+            1 => get_log_id(c).map(|id| Err(StreamAppendError::Conflict(id))),
+            2 => get_vote(c).map(|v| Err(StreamAppendError::HigherVote(v))),
+            _ => Err(c.invalid()),
+        };
+        decoded(v, WHAT)
+    })
 }
 
 #[cfg(test)]
@@ -473,7 +485,7 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let req = sample_append();
-        let enc = encode_append(&req);
+        let enc = encode_append(&req).unwrap();
         let got = decode_append(&enc).unwrap();
         assert_eq!(
             (got.vote, got.prev_log_id, got.leader_commit, got.entries),
@@ -515,7 +527,7 @@ mod tests {
 
     #[test]
     fn truncated_extended_and_flipped_messages_never_panic() {
-        let enc = encode_append(&sample_append());
+        let enc = encode_append(&sample_append()).unwrap();
         for n in 0..enc.len() {
             assert!(
                 decode_append(&enc.slice(..n)).is_err(),
@@ -535,10 +547,56 @@ mod tests {
     #[test]
     fn huge_entry_count_is_refused_before_allocating() {
         let mut b = vec![tag::APPEND];
-        put_vote(&mut b, &Vote::new(1, 1));
+        put_vote(&mut Writer::new(&mut b), &Vote::new(1, 1));
         b.extend_from_slice(&[0, 0]);
         b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_append(&Bytes::from(b)).is_err());
+        assert!(matches!(
+            decode_append(&Bytes::from(b)),
+            Err(WireError::Malformed(_, DecodeError::TooMany { .. }))
+        ));
+    }
+
+    #[test]
+    fn the_encoding_is_unchanged() {
+        let enc = encode_vote(
+            &VoteRequest::new(Vote::new(5, 3), Some(log_id(4, 40))),
+            false,
+        );
+        let mut want = vec![
+            tag::VOTE,
+            5,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            3,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
+        want.extend_from_slice(&[4, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&enc[..], &want[..]);
+        let enc = encode_error("no");
+        assert_eq!(&enc[..], &[tag::ERROR, 2, 0, b'n', b'o']);
+    }
+
+    #[test]
+    fn a_long_error_text_is_clipped_at_a_character_boundary() {
+        let text = "é".repeat(MAX_ERROR_TEXT_BYTES); // 2 bytes each
+        let err = decode_vote_resp(&encode_error(&text)).unwrap_err();
+        let WireError::Remote { text: got, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(got, "é".repeat(MAX_ERROR_TEXT_BYTES / 2));
     }
 
     #[test]
@@ -581,7 +639,7 @@ mod frame_tests {
         let frame = stored_frame(7, 2, b"hello");
         let mut e = Entry::new_normal(log_id(2, 7), AppBytes(Bytes::from_static(b"hello")));
         e.frame = Some(frame.clone());
-        let got = decode_append(&encode_append(&request(e.clone()))).unwrap();
+        let got = decode_append(&encode_append(&request(e.clone())).unwrap()).unwrap();
         assert_eq!(got.entries[0], e);
         assert_eq!(
             got.entries[0].frame.as_ref(),
@@ -592,11 +650,11 @@ mod frame_tests {
         // A frame whose index or term disagrees with the message, or with a flipped bit.
         let mut wrong = e.clone();
         wrong.log_id = log_id(3, 7);
-        assert!(decode_append(&encode_append(&request(wrong))).is_err());
+        assert!(decode_append(&encode_append(&request(wrong)).unwrap()).is_err());
         let mut flipped = frame.to_vec();
         flipped[50] ^= 4;
         let mut bad = e;
         bad.frame = Some(Bytes::from(flipped));
-        assert!(decode_append(&encode_append(&request(bad))).is_err());
+        assert!(decode_append(&encode_append(&request(bad)).unwrap()).is_err());
     }
 }

@@ -22,6 +22,7 @@
 //! an earlier record had been fsynced (and so acknowledged) when a later record was written:
 //! damage to such a record is corruption, never a torn tail.
 
+use crate::codec::{DecodeResult, Reader, Writer};
 use bytes::Bytes;
 
 /// Size of the fixed frame header.
@@ -146,7 +147,7 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Bytes a frame with `payload_len` bytes of payload occupies.
-pub fn frame_len(payload_len: usize) -> usize {
+pub const fn frame_len(payload_len: usize) -> usize {
     (HEADER_SIZE_BYTES + payload_len + FRAME_ALIGN_BYTES - 1) & !(FRAME_ALIGN_BYTES - 1)
 }
 
@@ -187,16 +188,18 @@ pub fn encode_with_lag(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durab
         "payload bounded by caller"
     );
     let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&rec.offset.to_le_bytes());
-    out.extend_from_slice(&log_id.to_le_bytes());
-    out.extend_from_slice(&rec.term.to_le_bytes());
-    out.extend_from_slice(&rec.timestamp_us.to_le_bytes());
-    out.extend_from_slice(&[rec.kind as u8, 0, 0, 0]);
-    out.extend_from_slice(&durable_lag.to_le_bytes());
-    debug_assert_eq!(out.len() - start, HEADER_SIZE_BYTES);
-    out.extend_from_slice(rec.payload);
+    let mut w = Writer::new(out);
+    w.u32(0); // the checksum, filled in below
+              // Fits: bounded by MAX_PAYLOAD_BYTES (asserted above).
+    w.u32(rec.payload.len() as u32);
+    w.u64(rec.offset);
+    w.u64(log_id);
+    w.u64(rec.term);
+    w.u64(rec.timestamp_us);
+    w.raw(&[rec.kind as u8, 0, 0, 0]);
+    w.u32(durable_lag);
+    w.raw(rec.payload);
+    debug_assert_eq!(out.len() - start, HEADER_SIZE_BYTES + rec.payload.len());
     let crc = crate::storage::checksum::checksum(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + frame_len(rec.payload.len()), 0);
@@ -205,19 +208,7 @@ pub fn encode_with_lag(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durab
 /// Byte position of the timestamp in a frame header.
 pub(crate) const TIMESTAMP_AT: usize = 32;
 
-/// Little-endian u32 at `at`; the caller has checked the bounds.
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-/// Little-endian u64 at `at`; the caller has checked the bounds.
-pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
+pub(crate) use crate::codec::{u32_at, u64_at};
 
 /// Decodes and verifies the frame at the start of `buf` (which may continue past it).
 ///
@@ -230,29 +221,27 @@ pub fn decode_header(
     expected_offset: Option<u64>,
     max_payload_bytes: u32,
 ) -> Result<FrameHeader, FrameError> {
-    if buf.len() < HEADER_SIZE_BYTES {
-        return Err(FrameError::Truncated);
-    }
-    let payload_len = u32_at(buf, 4);
+    let raw = read_header(buf).map_err(|_| FrameError::Truncated)?;
+    let payload_len = raw.payload_len;
     if payload_len > max_payload_bytes.min(MAX_PAYLOAD_BYTES) {
         return Err(FrameError::TooLong);
     }
-    let kind = EntryKind::from_u8(buf[40]).ok_or(FrameError::BadHeader)?;
-    if buf[41] != 0 || buf[42] != 0 || buf[43] != 0 {
+    let kind = EntryKind::from_u8(raw.kind[0]).ok_or(FrameError::BadHeader)?;
+    if raw.kind[1..] != [0, 0, 0] {
         return Err(FrameError::BadHeader);
     }
     let body_end = HEADER_SIZE_BYTES + payload_len as usize;
     if buf.len() < body_end {
         return Err(FrameError::Truncated);
     }
-    let checksum = u32_at(buf, 0);
+    let checksum = raw.checksum;
     if crate::storage::checksum::checksum(&buf[4..body_end]) != checksum {
         return Err(FrameError::BadChecksum);
     }
-    if u64_at(buf, 16) != log_id {
+    if raw.log_id != log_id {
         return Err(FrameError::WrongLog);
     }
-    let offset = u64_at(buf, 8);
+    let offset = raw.offset;
     if expected_offset.is_some_and(|e| e != offset) {
         return Err(FrameError::WrongOffset);
     }
@@ -266,13 +255,42 @@ pub fn decode_header(
     }
     Ok(FrameHeader {
         offset,
-        term: u64_at(buf, 24),
-        timestamp_us: u64_at(buf, 32),
+        term: raw.term,
+        timestamp_us: raw.timestamp_us,
         kind,
         payload_len,
-        durable_lag: u32_at(buf, 44),
+        durable_lag: raw.durable_lag,
         checksum,
     })
+}
+
+/// The header fields as stored, before any check.
+struct RawHeader {
+    checksum: u32,
+    payload_len: u32,
+    offset: u64,
+    log_id: u64,
+    term: u64,
+    timestamp_us: u64,
+    /// The kind byte and three zero bytes.
+    kind: [u8; 4],
+    durable_lag: u32,
+}
+
+fn read_header(buf: &[u8]) -> DecodeResult<RawHeader> {
+    let mut c = Reader::new(buf, "record header");
+    let h = RawHeader {
+        checksum: c.u32()?,
+        payload_len: c.u32()?,
+        offset: c.u64()?,
+        log_id: c.u64()?,
+        term: c.u64()?,
+        timestamp_us: c.u64()?,
+        kind: [c.u8()?, c.u8()?, c.u8()?, c.u8()?],
+        durable_lag: c.u32()?,
+    };
+    debug_assert_eq!(c.position(), HEADER_SIZE_BYTES);
+    Ok(h)
 }
 
 /// Decodes the frame at the start of `frame` into a [`Record`] whose payload shares `frame`.
@@ -297,6 +315,31 @@ pub fn decode_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_layout_is_unchanged() {
+        // Field by field as the README's FORMAT section documents it.
+        let mut got = Vec::new();
+        let r = RecordRef {
+            offset: 7,
+            term: 3,
+            timestamp_us: 9,
+            kind: EntryKind::Membership,
+            payload: b"abc",
+        };
+        encode_with_lag(&mut got, 0x51, r, 2);
+        let mut want = vec![0u8; 4];
+        want.extend_from_slice(&3u32.to_le_bytes());
+        for v in [7u64, 0x51, 3, 9] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(&[2, 0, 0, 0, 2, 0, 0, 0]);
+        want.extend_from_slice(b"abc");
+        let crc = crate::storage::checksum::checksum(&want[4..]);
+        want[..4].copy_from_slice(&crc.to_le_bytes());
+        want.resize(frame_len(3), 0);
+        assert_eq!(got, want);
+    }
 
     fn rec(offset: u64, payload: &[u8]) -> RecordRef<'_> {
         RecordRef {
