@@ -157,3 +157,7 @@ impl Follower {
         self.buffered.extend(records);
     }
 }
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;
