@@ -662,10 +662,15 @@ impl Cursor {
 
     async fn next_step(&mut self) -> Step {
         loop {
+            // Whether the watch was taken from the node's current replica in this step.
+            let mut fresh = false;
             let committed = match &mut self.committed {
                 Some(c) => c,
                 None => match self.attach().await {
-                    Ok(r) => self.committed.insert(r),
+                    Ok(r) => {
+                        fresh = true;
+                        self.committed.insert(r)
+                    }
                     Err(e) => return Step::End(e),
                 },
             };
@@ -676,6 +681,12 @@ impl Cursor {
                         Step::Record(rec)
                     }
                     Err(e @ Error::BelowFloor { .. }) => Step::End(e),
+                    // The watch is a replaced replica's (the node healed or is reopening its
+                    // storage): follow the node to its current one, once per step.
+                    Err(Error::OutOfRange { .. } | Error::Unavailable { .. }) if !fresh => {
+                        self.committed = None;
+                        continue;
+                    }
                     Err(e) => Step::Retry(e),
                 };
             }
