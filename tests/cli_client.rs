@@ -267,18 +267,21 @@ fn read_follow_prints_records_as_they_commit_and_stops_at_to() {
     );
     drop(follow);
 
-    // --to still stops it (here before the sixth record).
-    let to = all[5]["offset"].as_u64().unwrap().to_string();
+    // --to still stops it, also right after the last record (nothing more to wait for).
+    let to = (all[6]["offset"].as_u64().unwrap() + 1).to_string();
     let mut bounded = common::Proc {
         child: Command::new(env!("CARGO_BIN_EXE_sitelog"))
-            .args(["read", "--follow", "--from", "0", "--to", &to])
+            .args(["read", "--follow", "--payload", "--from", "0", "--to", &to])
             .args(["--node", node, "--cluster-id", &CLUSTER.to_string()])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     };
     let rx = lines_of(&mut bounded.child);
-    assert_eq!(take_json(&rx, 5).len(), 5);
+    assert_eq!(
+        take_json(&rx, 7),
+        all.into_iter().cloned().collect::<Vec<_>>()
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let status = loop {
         if let Some(s) = bounded.child.try_wait().unwrap() {

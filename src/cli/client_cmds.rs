@@ -291,6 +291,9 @@ async fn follow(client: &Client, args: &ReadArgs) -> CliResult<ExitCode> {
             out.flush().context(|| "stdout".into())?;
             from = r.offset + 1;
             printed = true;
+            if from >= stop {
+                break 'subscribe;
+            }
         }
         // The stream ends only after BelowFloor, handled above.
         break;
