@@ -257,3 +257,114 @@ fn replace_node_rebuilds_a_lost_site_by_snapshot() {
     assert!(total > 0, "caught up without a snapshot: {st}");
     assert_eq!(st["catch_up_done_bytes"].as_u64().unwrap(), total);
 }
+
+/// Lines of a child's stdout, as they come (a thread reads them into a channel).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next `n` lines within 20 s, parsed as JSON.
+fn take_json(rx: &std::sync::mpsc::Receiver<String>, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    (0..n)
+        .map(|i| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("line {i} of {n} did not come: {e}"));
+            serde_json::from_str(&line).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn read_follow_prints_records_as_they_commit_and_stops_at_to() {
+    use common::spawn_node_with;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: BTreeMap<u64, String> = BTreeMap::from([(1, free_port())]);
+    let _node = spawn_node_with(
+        1,
+        dir.path(),
+        &addrs,
+        CLUSTER,
+        &["--allow-unsafe-placement"],
+        true,
+    );
+    let node = &addrs[&1];
+    let append = |n: &str| {
+        let out = sitelog(&["append", "--count", n, "--size", "40"], node);
+        assert!(out.status.success(), "{out:?}");
+    };
+    append("3");
+
+    let mut follow = common::Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .args(["read", "--follow", "--payload"])
+            .args(["--node", node, "--cluster-id", &CLUSTER.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let rx = lines_of(&mut follow.child);
+    let old = take_json(&rx, 3);
+    // Appended while it follows: printed as they commit, same line format as `read`.
+    append("4");
+    let new = take_json(&rx, 4);
+    let all: Vec<_> = old.iter().chain(&new).collect();
+    for (i, r) in all.iter().enumerate() {
+        for field in ["offset", "term", "timestamp_us", "size", "crc32", "payload"] {
+            assert!(r.get(field).is_some(), "{field} missing in {r}");
+        }
+        let i_sent = if i < 3 { i } else { i - 3 };
+        let payload = r["payload"].as_str().unwrap();
+        assert!(payload.starts_with(&format!("msg {i_sent} ")), "{r}");
+        if i > 0 {
+            assert!(
+                r["offset"].as_u64() > all[i - 1]["offset"].as_u64(),
+                "order"
+            );
+        }
+    }
+    assert!(
+        follow.child.try_wait().unwrap().is_none(),
+        "still following"
+    );
+    drop(follow);
+
+    // --to still stops it, also right after the last record (nothing more to wait for).
+    let to = (all[6]["offset"].as_u64().unwrap() + 1).to_string();
+    let mut bounded = common::Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .args(["read", "--follow", "--payload", "--from", "0", "--to", &to])
+            .args(["--node", node, "--cluster-id", &CLUSTER.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let rx = lines_of(&mut bounded.child);
+    assert_eq!(
+        take_json(&rx, 7),
+        all.into_iter().cloned().collect::<Vec<_>>()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = bounded.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "--to did not stop it");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert!(rx.recv().is_err(), "nothing after --to");
+}

@@ -11,6 +11,7 @@
 //! - Age retention runs on a timer: an idle cluster still deletes old segments.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use sitelog::node::{Node, NodeConfig, Peer};
 use sitelog::raft::replica::SnapshotSettings;
 use sitelog::Error;
@@ -159,10 +160,10 @@ async fn a_follower_below_the_floor_catches_up_by_snapshot_and_readers_are_told_
 
     // Every kind of reader below the floor is told where the log starts.
     match leader.subscribe(0).next().await {
-        Err(Error::BelowFloor {
+        Some(Err(Error::BelowFloor {
             offset: 0,
             first_available,
-        }) => assert!(first_available >= leader_floor),
+        })) => assert!(first_available >= leader_floor),
         other => panic!("subscription below the floor: {other:?}"),
     }
     let mut client =

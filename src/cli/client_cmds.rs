@@ -13,7 +13,9 @@ use super::json::Json;
 use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
+use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::node::protocol::WireRecord;
 use sitelog::raft::replica::Role;
 use sitelog::storage::checksum::checksum;
 use sitelog::Error;
@@ -68,9 +70,14 @@ pub struct ReadArgs {
     /// (deleted by retention) is an error naming the first available offset.
     #[arg(long)]
     pub from: Option<u64>,
-    /// Stop before this offset [default: the commit end when the read starts].
+    /// Stop before this offset [default: the commit end when the read starts; with
+    /// --follow: never].
     #[arg(long)]
     pub to: Option<u64>,
+    /// After the commit end, keep printing records as they commit (polling every 50 ms) until
+    /// interrupted or --to is reached; every line is flushed.
+    #[arg(long, conflicts_with = "check_ledger")]
+    pub follow: bool,
     /// Include payloads (as a string when UTF-8, else hex).
     #[arg(long)]
     pub payload: bool,
@@ -267,6 +274,9 @@ pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
     if let Some(ledger) = &args.check_ledger {
         return rt.block_on(check_ledger(&mut client, ledger));
     }
+    if args.follow {
+        return rt.block_on(follow(&client, args));
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut next = args.from.unwrap_or(0);
@@ -281,16 +291,7 @@ pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
                 next = first_available;
                 continue;
             }
-            Err(Error::BelowFloor {
-                offset,
-                first_available,
-            }) => {
-                return Err(CliError(format!(
-                    "read: offset {offset} is below the first available offset \
-                     {first_available}: older records were deleted by retention (read again \
-                     with --from {first_available})"
-                )))
-            }
+            Err(e @ Error::BelowFloor { .. }) => return Err(below_floor(e)),
             Err(e) => return Err(CliError(format!("read: {e}"))),
         };
         let stop = *end.get_or_insert(commit_end);
@@ -298,28 +299,108 @@ pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
             break;
         };
         for r in recs.iter().filter(|r| r.offset < stop) {
-            let mut fields = vec![
-                ("offset".to_string(), Json::from(r.offset)),
-                ("term".to_string(), r.term.into()),
-                ("timestamp_us".to_string(), r.timestamp_us.into()),
-                ("size".to_string(), r.payload.len().into()),
-                ("crc32".to_string(), u64::from(checksum(&r.payload)).into()),
-            ];
-            if args.payload {
-                fields.push(match std::str::from_utf8(&r.payload) {
-                    Ok(s) => ("payload".to_string(), s.into()),
-                    Err(_) => {
-                        let hex: String = r.payload.iter().map(|b| format!("{b:02x}")).collect();
-                        ("payload_hex".to_string(), hex.into())
-                    }
-                });
-            }
-            writeln!(out, "{}", Json::Obj(fields).render()).context(|| "stdout".into())?;
+            writeln!(out, "{}", record_line(r, args.payload)).context(|| "stdout".into())?;
         }
         next = last + 1;
         if next >= stop {
             break;
         }
+    }
+    out.flush().context(|| "stdout".into())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The CLI's message for a read below the floor.
+fn below_floor(e: Error) -> CliError {
+    match e {
+        Error::BelowFloor {
+            offset,
+            first_available,
+        } => CliError(format!(
+            "read: offset {offset} is below the first available offset {first_available}: \
+             older records were deleted by retention (read again with --from {first_available})"
+        )),
+        other => CliError(format!("read: {other}")),
+    }
+}
+
+/// One record as the JSON line `read` prints.
+fn record_line(r: &WireRecord, payload: bool) -> String {
+    let mut fields = vec![
+        ("offset".to_string(), Json::from(r.offset)),
+        ("term".to_string(), r.term.into()),
+        ("timestamp_us".to_string(), r.timestamp_us.into()),
+        ("size".to_string(), r.payload.len().into()),
+        ("crc32".to_string(), u64::from(checksum(&r.payload)).into()),
+    ];
+    if payload {
+        fields.push(match std::str::from_utf8(&r.payload) {
+            Ok(s) => ("payload".to_string(), s.into()),
+            Err(_) => {
+                let hex: String = r.payload.iter().map(|b| format!("{b:02x}")).collect();
+                ("payload_hex".to_string(), hex.into())
+            }
+        });
+    }
+    Json::Obj(fields).render()
+}
+
+/// `read --follow` gives up after failing to reach any node for this long in a row (a node
+/// restarting or an election takes seconds; a cluster gone for this long is reported).
+const FOLLOW_GIVE_UP_MS: u64 = 30_000;
+
+/// `sitelog read --follow`: the records up to the commit end, then each new one as it commits,
+/// until interrupted or `--to`.
+async fn follow(client: &Client, args: &ReadArgs) -> CliResult<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stop = args.to.unwrap_or(u64::MAX);
+    let mut from = args.from.unwrap_or(0);
+    // Set while reads fail: since when (one warning per streak, not one per poll).
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut printed = false;
+    'subscribe: loop {
+        if from >= stop {
+            break;
+        }
+        let mut records = client.subscribe(from);
+        while let Some(item) = records.next().await {
+            let r = match item {
+                Ok(r) => r,
+                // No --from: start where the cluster's retained records start (only before
+                // the first line: a follower that falls behind the floor later is told).
+                Err(Error::BelowFloor {
+                    first_available, ..
+                }) if args.from.is_none() && !printed && first_available > from => {
+                    from = first_available;
+                    continue 'subscribe;
+                }
+                Err(e @ Error::BelowFloor { .. }) => return Err(below_floor(e)),
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(|| {
+                        eprintln!("read --follow: {e} (retrying)");
+                        std::time::Instant::now()
+                    });
+                    if since.elapsed() >= Duration::from_millis(FOLLOW_GIVE_UP_MS) {
+                        return Err(CliError(format!("read --follow: {e}")));
+                    }
+                    continue;
+                }
+            };
+            failing_since = None;
+            if r.offset >= stop {
+                break 'subscribe;
+            }
+            writeln!(out, "{}", record_line(&r, args.payload)).context(|| "stdout".into())?;
+            out.flush().context(|| "stdout".into())?;
+            from = r.offset + 1;
+            printed = true;
+            if from >= stop {
+                break 'subscribe;
+            }
+        }
+        // The stream ends only after BelowFloor, handled above.
+        break;
     }
     out.flush().context(|| "stdout".into())?;
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@
 
 pub mod catchup;
 pub mod client;
+pub mod follow;
 pub mod metrics;
 pub mod protocol;
 pub mod repair;
@@ -32,10 +33,14 @@ use crate::raft::NodeInfo;
 use crate::storage::{LogOptions, Record};
 use crate::{Error, Result};
 use bytes::Bytes;
+use futures_util::Stream;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -469,15 +474,20 @@ impl Node {
         self.inner.cell.commit_end()
     }
 
-    /// Committed records from `from`, in order, waiting for new ones. Raft's own entries
-    /// (blank and membership) are included as records of their kind; most readers skip them.
-    /// A subscription that asks for, or falls below, the first offset held (retention deleted
-    /// it) gets [`Error::BelowFloor`] naming it, never a silent skip.
+    /// Committed records from `from`, in order, waiting for new ones: a [`Stream`] (use
+    /// `futures_util::StreamExt::next`). Raft's own entries (blank and membership) are
+    /// included as records of their kind; most readers skip them. A subscription that asks
+    /// for, or falls below, the first offset held (retention deleted it) gets
+    /// [`Error::BelowFloor`] naming it, never a silent skip; see [`Subscription`] for when the
+    /// stream ends.
     pub fn subscribe(&self, from: u64) -> Subscription {
         Subscription {
-            node: self.clone(),
-            next: from,
-            committed: None,
+            position: from,
+            state: SubState::Idle(Cursor {
+                node: self.clone(),
+                next: from,
+                committed: None,
+            }),
         }
     }
 
@@ -577,9 +587,42 @@ impl Node {
     }
 }
 
-/// Committed records in order (see [`Node::subscribe`]).
-#[derive(Debug)]
+/// Committed records in order (see [`Node::subscribe`]): a [`Stream`] of
+/// `Result<Record>`.
+///
+/// End-of-stream rule: the stream ends (yields `None`) only after a *terminal* error, which it
+/// yields once: [`Error::BelowFloor`] (the position was deleted by retention and never becomes
+/// readable again: subscribe anew at `first_available`), or the node stopped or gave up
+/// healing. Any other error (a read of a damaged record that the node's repair may fix) is
+/// yielded with the position unchanged: polling again retries that record. While the node heals
+/// its storage the stream waits and then follows the node's new replica.
 pub struct Subscription {
+    /// The offset of the next record the stream yields.
+    position: u64,
+    state: SubState,
+}
+
+/// The work of one `poll_next`: the cursor moves into the pending future and comes back with
+/// its outcome, so no state is shared between the struct and the future.
+type StepFuture = Pin<Box<dyn Future<Output = (Cursor, Step)> + Send>>;
+
+enum SubState {
+    Idle(Cursor),
+    Pending(StepFuture),
+    Ended,
+}
+
+/// What one step of a subscription produced.
+enum Step {
+    Record(Record),
+    /// The record could not be read; the position is unchanged.
+    Retry(Error),
+    /// Nothing more will come.
+    End(Error),
+}
+
+/// Where a subscription stands on the node.
+struct Cursor {
     node: Node,
     next: u64,
     /// The committed end of the node's current replica; `None` until first needed and again
@@ -587,21 +630,96 @@ pub struct Subscription {
     committed: Option<watch::Receiver<u64>>,
 }
 
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            SubState::Idle(_) => "idle",
+            SubState::Pending(_) => "waiting",
+            SubState::Ended => "ended",
+        };
+        f.debug_struct("Subscription")
+            .field("position", &self.position)
+            .field("state", &state)
+            .finish()
+    }
+}
+
 impl Subscription {
-    /// The next committed record, waiting for it to be committed.
-    pub async fn next(&mut self) -> Result<Record> {
+    /// The offset of the next record the stream yields.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Record>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Record>>> {
+        let this = &mut *self;
+        let mut fut = match std::mem::replace(&mut this.state, SubState::Ended) {
+            SubState::Ended => return Poll::Ready(None),
+            SubState::Idle(cursor) => Box::pin(cursor.step()),
+            SubState::Pending(fut) => fut,
+        };
+        let Poll::Ready((cursor, step)) = fut.as_mut().poll(cx) else {
+            this.state = SubState::Pending(fut);
+            return Poll::Pending;
+        };
+        let item = match step {
+            Step::Record(rec) => {
+                debug_assert_eq!(rec.offset, this.position, "records come in order");
+                this.position = cursor.next;
+                this.state = SubState::Idle(cursor);
+                Ok(rec)
+            }
+            Step::Retry(e) => {
+                this.state = SubState::Idle(cursor);
+                Err(e)
+            }
+            // The state stays `Ended`.
+            Step::End(e) => Err(e),
+        };
+        Poll::Ready(Some(item))
+    }
+}
+
+impl Cursor {
+    /// The next committed record, waiting for it to be committed (no polling: it sleeps on the
+    /// replica's committed-end watch).
+    async fn step(mut self) -> (Cursor, Step) {
+        let step = self.next_step().await;
+        (self, step)
+    }
+
+    async fn next_step(&mut self) -> Step {
         loop {
+            // Whether the watch was taken from the node's current replica in this step.
+            let mut fresh = false;
             let committed = match &mut self.committed {
                 Some(c) => c,
-                None => {
-                    let r = self.attach().await?;
-                    self.committed.insert(r)
-                }
+                None => match self.attach().await {
+                    Ok(r) => {
+                        fresh = true;
+                        self.committed.insert(r)
+                    }
+                    Err(e) => return Step::End(e),
+                },
             };
             if self.next < *committed.borrow_and_update() {
-                let rec = self.node.read(self.next)?;
-                self.next += 1;
-                return Ok(rec);
+                return match self.node.read(self.next) {
+                    Ok(rec) => {
+                        self.next += 1;
+                        Step::Record(rec)
+                    }
+                    Err(e @ Error::BelowFloor { .. }) => Step::End(e),
+                    // The watch is a replaced replica's (the node healed or is reopening its
+                    // storage): follow the node to its current one, once per step.
+                    Err(Error::OutOfRange { .. } | Error::Unavailable { .. }) if !fresh => {
+                        self.committed = None;
+                        continue;
+                    }
+                    Err(e) => Step::Retry(e),
+                };
             }
             if committed.changed().await.is_err() {
                 // That replica stopped: follow the node to its next one.
@@ -632,11 +750,6 @@ impl Subscription {
                 return Err(Error::Raft("node stopped".into()));
             }
         }
-    }
-
-    /// The offset `next` returns.
-    pub fn position(&self) -> u64 {
-        self.next
     }
 }
 
