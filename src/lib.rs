@@ -44,12 +44,14 @@
 //! Every founding member is given the same members (id, site, address), so the listeners are
 //! bound first. Appends go to the leader ([`node::client::Client`] finds it) and are
 //! acknowledged once a majority has them fsynced. The first message lands at offset 2: Raft's
-//! own entries (the founding membership, the first leader's blank entry) take 0 and 1.
+//! own entries (the founding membership, the first leader's blank entry) take 0 and 1. A lost
+//! site is replaced with one call, [`node::Node::replace_site`] (or the same on a `Client`).
 //!
 //! ```
 //! use bytes::Bytes;
 //! use sitelog::node::client::{AppendOutcome, Client};
-//! use sitelog::node::{Node, NodeConfig, Peer};
+//! use futures_util::StreamExt;
+//! use sitelog::node::{Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions};
 //! use std::collections::BTreeMap;
 //!
 //! #[tokio::main]
@@ -93,6 +95,32 @@
 //!         .expect("a leader: the append was acknowledged");
 //!     let at = leader.append(vec![Bytes::from_static(b"world")]).await?;
 //!     assert_eq!(leader.read(at[0])?.payload.as_ref(), b"world");
+//!
+//!     // A follower's site burns down. A new node in a new site (started without members)
+//!     // replaces it: added as a learner, caught up (by snapshot when it is far behind),
+//!     // then swapped in for the lost voter, with progress events along the way.
+//!     let lost = nodes.iter().position(|n| n.id() != leader.id()).expect("a follower");
+//!     let lost = nodes.remove(lost);
+//!     let lost_id = lost.id();
+//!     lost.shutdown().await?;
+//!     let data = dir.path().join("n4");
+//!     let cfg = NodeConfig::new(4, "site-4", data, "127.0.0.1:0", CLUSTER);
+//!     let new = Node::start(cfg).await?;
+//!     let addr = new.advertise_addr().to_string();
+//!     let peer = Peer { site: "site-4".into(), addr };
+//!     let leader = nodes.iter().find(|n| n.id() != lost_id).expect("a live node");
+//!     let mut replace = leader.replace_site(lost_id, 4, peer, ReplaceOptions::default());
+//!     let mut voters = Vec::new();
+//!     while let Some(event) = replace.next().await {
+//!         match event {
+//!             ReplaceEvent::Progress(p) => println!("{:?} {}", p.phase, p.commit_done),
+//!             ReplaceEvent::Done { voters: v } => voters = v,
+//!             ReplaceEvent::Failed(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     assert!(voters.contains(&4) && !voters.contains(&lost_id));
+//!     assert_eq!(new.read(at[0])?.payload.as_ref(), b"world");
+//!     nodes.push(new);
 //!     for node in nodes {
 //!         node.shutdown().await?;
 //!     }
