@@ -11,8 +11,8 @@
 //! - Age retention runs on a timer: an idle cluster still deletes old segments.
 
 use bytes::Bytes;
+use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
-use sitelog::raft::replica::SnapshotSettings;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::path::Path;

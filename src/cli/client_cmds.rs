@@ -14,7 +14,7 @@ use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::raft::replica::Role;
+use sitelog::node::Role;
 use sitelog::storage::checksum::checksum;
 use sitelog::Error;
 use std::collections::BTreeMap;

@@ -160,8 +160,11 @@ const REFUSAL_CLUSTER: u8 = 1;
 
 /// The server's answer.
 pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
-    let reason = clip_utf8(refused.map_or("", |r| r.reason.as_str()), MAX_REFUSAL_REASON_BYTES)
-        .as_bytes();
+    let reason = clip_utf8(
+        refused.map_or("", |r| r.reason.as_str()),
+        MAX_REFUSAL_REASON_BYTES,
+    )
+    .as_bytes();
     let mut b = Vec::new();
     let mut w = Writer::new(&mut b);
     w.bool(refused.is_some());
