@@ -105,10 +105,51 @@ pub enum Error {
         max: usize,
     },
 
-    /// The consensus layer failed or refused: the node is shutting down, openraft stopped on
-    /// a fatal error, or a membership change was rejected.
+    /// Any other failure of the consensus layer or of a node's background tasks (a task that
+    /// stopped, a leader not found in time); also an error a remote node answered with, as
+    /// text for display.
     #[error("consensus: {0}")]
     Raft(String),
+
+    /// The node was initialized already (it holds a log or a vote): founding a cluster on it
+    /// again is refused, and nothing changed. Founding members get this when another one
+    /// initialized first and replicated to them.
+    #[error("consensus: the node is initialized already")]
+    AlreadyInitialized,
+
+    /// Another membership change is not committed yet (or the new leader has not committed
+    /// an entry of its own term): retry once it is.
+    #[error("consensus: another membership change is in progress")]
+    MembershipChangeInProgress,
+
+    /// The consensus layer refused a membership (an empty voter set, a voter that is not a
+    /// learner first, a node's address changed under its id, a founding set without this
+    /// node). Nothing changed.
+    #[error("consensus: membership change refused: {reason}")]
+    ChangeMembershipRefused {
+        /// Why, for people to read.
+        reason: String,
+    },
+
+    /// The consensus layer stopped on a fatal error (a storage failure, a panic): this replica
+    /// serves nothing until it is restarted or healed.
+    #[error("consensus stopped on a fatal error: {reason}")]
+    Fatal {
+        /// What failed, for people to read.
+        reason: String,
+    },
+
+    /// The consensus layer was shut down (the node is stopping or stopped).
+    #[error("consensus: shut down")]
+    Shutdown,
+
+    /// A write's fate is unknown: it was appended, then the leader changed, and it may or may
+    /// not be committed through the new leader. Retrying may duplicate it.
+    #[error("consensus: write outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What happened, for people to read.
+        reason: String,
+    },
 
     /// A write reached a node that is not the leader. Writes are not forwarded: retry on the
     /// leader named here (when one is known).
@@ -207,7 +248,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NoSpace { .. } | Error::Timeout { .. } | Error::Unavailable { .. }
+            Error::NoSpace { .. }
+                | Error::Timeout { .. }
+                | Error::Unavailable { .. }
+                | Error::MembershipChangeInProgress
         )
     }
 }

@@ -1,7 +1,7 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
 //!
 //! Layers, each depending only on those below it: [`io`] (one trait over file operations),
-//! [`storage`] (the local log, [`Log`]), [`raft`] (openraft on the segment log), [`net`]
+//! [`storage`] (the local log, [`Log`]), `raft` (consensus on the segment log; internal), [`net`]
 //! (the TCP transport and bulk segment fetch) and [`node`] (the embedding API, `Node`).
 //!
 //! # A local log
@@ -135,6 +135,10 @@ pub mod io;
 pub mod limits;
 pub mod net;
 pub mod node;
+// The consensus layer is public only for the simulation and the raft-level process tests in
+// `tests/`; it names the consensus library's types, so it is not part of the API: hidden from
+// the docs (see .ci/public-api-check), and it may change in any release.
+#[doc(hidden)]
 pub mod raft;
 pub mod storage;
 

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::raft::replica::Role;
+use sitelog::node::Role;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

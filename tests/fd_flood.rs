@@ -15,7 +15,7 @@ use sitelog::net::handshake::Purpose;
 use sitelog::net::tcp::{connect_client, TcpConnector};
 use sitelog::net::NetLimits;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::raft::replica::{ReplicaStatus, Role};
+use sitelog::node::{NodeStatus, Role};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -55,7 +55,7 @@ fn spawn(id: u64, root: &Path, addrs: &BTreeMap<u64, String>, metrics: &str) -> 
 
 /// The node's status, asking on new connections for up to 2 s (a node short of
 /// descriptors closes a newcomer and an idle connection, so a retry gets in).
-async fn status(addr: &str) -> Option<ReplicaStatus> {
+async fn status(addr: &str) -> Option<NodeStatus> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let mut c = Client::new(vec![], CLUSTER);

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::raft::replica::{ReplicaStatus, Role};
+use sitelog::node::{NodeStatus, Role};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -135,14 +135,14 @@ async fn start(roots: BTreeMap<u64, PathBuf>, disks: BTreeMap<u64, Tmpfs>, logs:
 }
 
 impl Cluster {
-    async fn status(&self, id: u64) -> Option<ReplicaStatus> {
+    async fn status(&self, id: u64) -> Option<NodeStatus> {
         let mut c = Client::new(vec![], CLUSTER);
         c.request_timeout_ms = 500;
         c.status_of(&self.addrs[&id]).await.ok()
     }
 
     /// Waits until `f` holds for node `id`'s status; panics with the node's log after `WAIT`.
-    async fn wait_status(&self, id: u64, what: &str, f: impl Fn(&ReplicaStatus) -> bool) {
+    async fn wait_status(&self, id: u64, what: &str, f: impl Fn(&NodeStatus) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(s) = self.status(id).await {

@@ -10,9 +10,10 @@
 
 use bytes::Bytes;
 use sitelog::net::tcp::{NetLimits, TcpConnector};
+use sitelog::node::Role;
+use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
 use sitelog::raft::remote::{ConnPurpose, Connector, MessageRx, MessageTx};
-use sitelog::raft::replica::{Role, SnapshotSettings};
 use sitelog::Error;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 mod common;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::raft::replica::Role;
+use sitelog::node::Role;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -184,7 +184,7 @@ impl Drop for Net {
     }
 }
 
-async fn status(addr: &str) -> Option<sitelog::raft::replica::ReplicaStatus> {
+async fn status(addr: &str) -> Option<sitelog::node::NodeStatus> {
     let mut c = Client::new(vec![], CLUSTER);
     c.request_timeout_ms = 500;
     c.status_of(addr).await.ok()

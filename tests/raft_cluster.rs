@@ -56,7 +56,11 @@ impl Cluster {
         for id in 1..=3 {
             c.start_node(id).await;
         }
-        c.nodes[&1].raft.initialize(members()).await.unwrap();
+        c.nodes[&1]
+            .raft_handle()
+            .initialize(members())
+            .await
+            .unwrap();
         c
     }
 
@@ -89,14 +93,14 @@ impl Cluster {
                 Err(e) => panic!("start node {id}: {e}"),
             }
         };
-        self.router.register(id, r.raft.clone());
+        self.router.register(id, r.raft_handle().clone());
         self.nodes.insert(id, r);
     }
 
     async fn kill(&mut self, id: u64) {
         self.router.unregister(id);
         let r = self.nodes.remove(&id).unwrap();
-        r.raft.shutdown().await.unwrap();
+        r.raft_handle().shutdown().await.unwrap();
     }
 
     /// The node that is leader by its own account (polled: openraft's metrics of other
@@ -111,7 +115,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             for (id, r) in self.nodes.iter().filter(|(i, _)| ids.contains(i)) {
-                if r.raft.metrics().borrow_watched().state == ServerState::Leader {
+                if r.raft_handle().metrics().borrow_watched().state == ServerState::Leader {
                     return *id;
                 }
             }
@@ -134,7 +138,7 @@ async fn write_among(c: &Cluster, ids: &[u64], payload: Vec<u8>) -> Option<u64> 
     while tokio::time::Instant::now() < deadline {
         let leader = c.leader_among(ids).await;
         let fut = c.nodes[&leader]
-            .raft
+            .raft_handle()
             .client_write(AppBytes(payload.clone().into()));
         match timeout(Duration::from_secs(2), fut).await {
             Ok(Ok(resp)) => return Some(resp.data),
@@ -156,7 +160,7 @@ async fn write_among(c: &Cluster, ids: &[u64], payload: Vec<u8>) -> Option<u64> 
 async fn check(c: &Cluster, acked: &HashMap<u64, Vec<u8>>, upto: u64) {
     let mut first_frames: Option<(u64, Vec<bytes::Bytes>)> = None;
     for (id, r) in &c.nodes {
-        r.raft
+        r.raft_handle()
             .wait(Some(Duration::from_secs(20)))
             .applied_index_at_least(Some(upto), "caught up")
             .await
@@ -264,7 +268,7 @@ async fn partitioned_old_leader_acknowledges_nothing() {
     // The old leader cannot reach a majority: nothing it accepts is acknowledged.
     for i in 0..5 {
         let fut = c.nodes[&old]
-            .raft
+            .raft_handle()
             .client_write(AppBytes(format!("fenced {i}").into()));
         let got = timeout(Duration::from_millis(1500), fut).await;
         assert!(
@@ -274,7 +278,7 @@ async fn partitioned_old_leader_acknowledges_nothing() {
     }
     // The majority side elects a new leader and keeps writing.
     let m = c.nodes[&others[0]]
-        .raft
+        .raft_handle()
         .wait(Some(Duration::from_secs(10)))
         .metrics(
             |m| m.current_leader.is_some_and(|l| l != old),

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
+use sitelog::node::Role;
 use sitelog::node::{Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
-use sitelog::raft::replica::Role;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -12,8 +12,8 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
-use sitelog::raft::replica::SnapshotSettings;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,8 +5,9 @@
 
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use sitelog::node::Role;
+use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
-use sitelog::raft::replica::{Role, SnapshotSettings};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

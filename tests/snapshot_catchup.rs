@@ -6,8 +6,8 @@
 //! leader's.
 
 use bytes::Bytes;
+use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
-use sitelog::raft::replica::SnapshotSettings;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokio::net::TcpListener;
@@ -62,7 +62,7 @@ async fn leader_of(nodes: &BTreeMap<u64, Node>) -> Node {
     loop {
         if let Some(n) = nodes
             .values()
-            .find(|n| n.status().role == sitelog::raft::replica::Role::Leader)
+            .find(|n| n.status().role == sitelog::node::Role::Leader)
         {
             return n.clone();
         }

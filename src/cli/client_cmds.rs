@@ -16,7 +16,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
 use sitelog::node::protocol::WireRecord;
-use sitelog::raft::replica::Role;
+use sitelog::node::Role;
 use sitelog::storage::checksum::checksum;
 use sitelog::Error;
 use std::collections::BTreeMap;

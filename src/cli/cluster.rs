@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult, Context};
 use sitelog::node::client::Client;
-use sitelog::raft::replica::{ReplicaStatus, Role};
+use sitelog::node::{NodeStatus, Role};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ impl LocalCluster {
     }
 
     /// The status of node `id`, if it answers quickly.
-    pub async fn status(&self, id: u64) -> Option<ReplicaStatus> {
+    pub async fn status(&self, id: u64) -> Option<NodeStatus> {
         let mut c = Client::new(vec![], self.cluster_id);
         c.request_timeout_ms = 500;
         c.status_of(&self.addrs[&id]).await.ok()

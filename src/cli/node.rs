@@ -6,7 +6,6 @@
 use super::{CliError, CliResult, Context};
 use clap::{Args, ValueEnum};
 use sitelog::node::{Node, NodeConfig, Peer, Placement};
-use sitelog::raft::replica::RaftTimers;
 use sitelog::IoBackend;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -227,8 +226,8 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         args.members.iter().cloned().collect::<BTreeMap<_, _>>()
     };
     cfg.timers = match args.timers.or(file.timers).unwrap_or(Timers::Lan) {
-        Timers::Lan => RaftTimers::default(),
-        Timers::Wan => RaftTimers::wan(),
+        Timers::Lan => sitelog::node::Timers::lan(),
+        Timers::Wan => sitelog::node::Timers::wan(),
     };
     cfg.log.io = match args.io.or(file.io).unwrap_or(IoArg::Auto) {
         IoArg::Auto => IoBackend::Auto,

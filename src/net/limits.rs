@@ -6,7 +6,6 @@
 //! into `max_connections` and into the descriptors the process can spare (see
 //! `net::descriptors`) when the server starts.
 
-use crate::raft::replica::RaftTimers;
 use crate::{Error, Result};
 
 /// Network limits, with documented defaults.
@@ -119,7 +118,7 @@ impl NetLimits {
     /// Checks the limits against each other and against the Raft timers: budgets non-zero,
     /// the handshake shorter than the idle timeout, and the idle timeout at least
     /// [`IDLE_OVER_ELECTION_MIN_RATIO`] times the longest election timeout.
-    pub fn validate(&self, timers: &RaftTimers) -> Result<()> {
+    pub fn validate(&self, election_timeout_max_ms: u64) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(format!("network limits: {m}")));
         let budgets = [
             self.max_connections,
@@ -137,12 +136,12 @@ impl NetLimits {
                 self.handshake_timeout_ms, self.idle_timeout_ms
             ));
         }
-        let floor = IDLE_OVER_ELECTION_MIN_RATIO * timers.election_timeout_max_ms;
+        let floor = IDLE_OVER_ELECTION_MIN_RATIO * election_timeout_max_ms;
         if self.idle_timeout_ms < floor {
             return bad(format!(
                 "idle_timeout_ms ({}) must be at least {IDLE_OVER_ELECTION_MIN_RATIO} x the \
                  election timeout ({} ms)",
-                self.idle_timeout_ms, timers.election_timeout_max_ms
+                self.idle_timeout_ms, election_timeout_max_ms
             ));
         }
         Ok(())
@@ -183,8 +182,10 @@ mod tests {
     #[test]
     fn defaults_validate_and_fit() {
         let d = NetLimits::default();
-        d.validate(&RaftTimers::default()).unwrap();
-        d.validate(&RaftTimers::wan()).unwrap();
+        d.validate(crate::node::Timers::lan().election_timeout_max_ms)
+            .unwrap();
+        d.validate(crate::node::Timers::wan().election_timeout_max_ms)
+            .unwrap();
         assert_eq!(d.fit(usize::MAX).total(), 512);
         let small = d.fit(80);
         assert!(small.total() <= 80 + MIN_PEER_BUDGET, "{small:?}");
@@ -198,17 +199,25 @@ mod tests {
             idle_timeout_ms: 5_000,
             ..NetLimits::default()
         };
-        assert!(short.validate(&RaftTimers::default()).is_ok());
-        assert!(short.validate(&RaftTimers::wan()).is_err());
+        assert!(short
+            .validate(crate::node::Timers::lan().election_timeout_max_ms)
+            .is_ok());
+        assert!(short
+            .validate(crate::node::Timers::wan().election_timeout_max_ms)
+            .is_err());
         let zero = NetLimits {
             max_peer_connections: 0,
             ..NetLimits::default()
         };
-        assert!(zero.validate(&RaftTimers::default()).is_err());
+        assert!(zero
+            .validate(crate::node::Timers::lan().election_timeout_max_ms)
+            .is_err());
         let slow_hello = NetLimits {
             handshake_timeout_ms: 400_000,
             ..NetLimits::default()
         };
-        assert!(slow_hello.validate(&RaftTimers::default()).is_err());
+        assert!(slow_hello
+            .validate(crate::node::Timers::lan().election_timeout_max_ms)
+            .is_err());
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Messages are opaque here: `raft::wire` encodes Raft RPCs, `node` encodes client requests.
 //! Reconnection: every failed call drops its connection and the next one reconnects;
-//! openraft spaces retries to an unreachable peer with its backoff.
+//! the consensus library spaces retries to an unreachable peer with its backoff.
 
 pub mod budget;
 pub mod descriptors;

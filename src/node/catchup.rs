@@ -119,7 +119,7 @@ async fn stage(
 }
 
 /// Handles a snapshot offer: stages every segment, installs, and returns the reply.
-pub async fn receive(
+pub(crate) async fn receive(
     replica: &Replica,
     my_site: &str,
     msg: Bytes,

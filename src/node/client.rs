@@ -6,10 +6,10 @@
 //! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
 
 use super::protocol::{Reply, Request, WireRecord};
+use super::status::NodeStatus;
 use super::Peer;
 use crate::net::tcp::{connect_client, FrameRx, FrameTx, NetLimits};
 use crate::raft::remote::{MessageRx, MessageTx};
-use crate::raft::replica::ReplicaStatus;
 use crate::{Error, Result};
 use bytes::Bytes;
 use std::time::Duration;
@@ -270,7 +270,7 @@ impl Client {
     }
 
     /// The status of the node at `addr`.
-    pub async fn status_of(&mut self, addr: &str) -> Result<ReplicaStatus> {
+    pub async fn status_of(&mut self, addr: &str) -> Result<NodeStatus> {
         self.connect(addr).await?;
         match self.round_trip(Request::Status.encode()?).await? {
             Reply::Status(s) => Ok(s),

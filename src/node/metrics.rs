@@ -21,9 +21,9 @@
 //! | `sitelog_segments_repaired_total` | counter, label `node` | damaged sealed segments replaced by a peer's copy |
 //! | `sitelog_segment_repair_failures_total` | counter, label `node` | repair attempts that failed |
 
+use super::status::Role;
 use super::supervisor::{Health, ReplicaCell};
 use crate::raft::health::Fault;
-use crate::raft::replica::Role;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +64,10 @@ pub(super) async fn watch_replica(cell: Arc<ReplicaCell>) {
     health(&cell.health());
     loop {
         tick.tick().await;
-        let Some(s) = cell.get().map(|r| r.status()) else {
+        let Some(s) = cell
+            .get()
+            .map(|r| super::status::NodeStatus::from(r.status()))
+        else {
             continue;
         };
         metrics::gauge!("sitelog_commit_offset").set(s.commit_end as f64);

@@ -21,14 +21,20 @@ mod repair_start;
 pub mod replace;
 mod retention;
 mod service;
+pub mod status;
 mod supervisor;
+pub mod timers;
 
+/// When manifest snapshots are taken (the consensus layer's settings, plain numbers).
+pub use crate::raft::replica::SnapshotSettings;
 pub use replace::{ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream};
+pub use status::{FollowerProgress, NodeStatus, Role};
 pub use supervisor::{HealOptions, Health};
+pub use timers::Timers;
 
 use crate::net::fetch_budget::FetchBudget;
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
-use crate::raft::replica::{openraft_config, RaftTimers, Replica, ReplicaStatus, SnapshotSettings};
+use crate::raft::replica::{openraft_config, Replica};
 use crate::raft::NodeInfo;
 use crate::storage::{LogOptions, Record};
 use crate::{Error, Result};
@@ -82,8 +88,8 @@ pub struct NodeConfig {
     /// The initial members (this node included) when founding a cluster; empty when joining
     /// as a learner or restarting. Initializing an already initialized node is skipped.
     pub initial_members: BTreeMap<u64, Peer>,
-    /// Raft timers. Default: LAN.
-    pub timers: RaftTimers,
+    /// Raft timers. Default: [`Timers::lan`].
+    pub timers: Timers,
     /// Local log options. Default as `LogOptions`, with records limited to 1 MiB so that a
     /// replication message (at most 64 entries) fits the network frame limit. Its
     /// `retention_bytes` and `retention_age_ms` are the node's retention: whole sealed
@@ -122,7 +128,7 @@ impl NodeConfig {
             advertise: None,
             cluster_id,
             initial_members: BTreeMap::new(),
-            timers: RaftTimers::default(),
+            timers: Timers::default(),
             log: LogOptions {
                 max_record_bytes: crate::limits::NODE_MAX_RECORD_BYTES,
                 ..LogOptions::default()
@@ -143,7 +149,7 @@ impl NodeConfig {
     /// [`Error::TooLong`] (it would otherwise break replication at run time, on the first
     /// full batch of large records).
     pub fn validate(&self) -> Result<()> {
-        self.net.validate(&self.timers)?;
+        self.net.validate(self.timers.election_timeout_max_ms)?;
         let max = crate::limits::max_record_bytes_for_frame(self.net.max_frame_bytes);
         if u64::from(self.log.max_record_bytes) > max {
             return Err(Error::TooLong {
@@ -304,8 +310,11 @@ impl Node {
             from_node: cfg.node_id,
             limits: cfg.net,
         };
-        let raft_cfg =
-            openraft_config(&format!("{:x}", cfg.cluster_id), cfg.timers, cfg.snapshots)?;
+        let raft_cfg = openraft_config(
+            &format!("{:x}", cfg.cluster_id),
+            cfg.timers.to_raft(),
+            cfg.snapshots,
+        )?;
         // One budget for all of this node's bulk fetches, however many run at once.
         let budget = FetchBudget::new(cfg.catch_up.fetch.max_bytes_per_s);
         let starter = supervisor::Starter {
@@ -369,7 +378,7 @@ impl Node {
             .collect();
         match self.replica()?.initialize(infos).await {
             // Another founding member initialized first and replicated to us.
-            Err(Error::Raft(e)) if e.contains("NotAllowed") || e.contains("not allowed") => Ok(()),
+            Err(Error::AlreadyInitialized) => Ok(()),
             other => other,
         }
     }
@@ -493,9 +502,9 @@ impl Node {
 
     /// Role, term, leader, commit and log ends, per-follower lag (on the leader), and the
     /// progress of a catch-up by snapshot.
-    pub fn status(&self) -> ReplicaStatus {
+    pub fn status(&self) -> NodeStatus {
         let mut s = match self.inner.cell.get() {
-            Some(r) => r.status(),
+            Some(r) => NodeStatus::from(r.status()),
             None => service::closed_status(self.inner.id, self.commit_end()),
         };
         s.catch_up_bytes = self.inner.catch_up.bytes();
@@ -537,9 +546,15 @@ impl Node {
     pub async fn wait_for(
         &self,
         timeout_ms: u64,
-        f: impl Fn(&ReplicaStatus) -> bool,
-    ) -> Result<ReplicaStatus> {
-        self.replica()?.wait_for(timeout_ms, f).await
+        f: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<NodeStatus> {
+        // The consensus layer's status is converted on each poll: a few small vectors, only
+        // when its metrics or the commit end change.
+        let r = self.replica()?;
+        let s = r
+            .wait_for(timeout_ms, |s| f(&NodeStatus::from(s.clone())))
+            .await?;
+        Ok(s.into())
     }
 
     /// Adds a learner (on the leader): a non-voting replica that starts catching up. An id

@@ -24,9 +24,9 @@
 //!               another node — an append answered so was appended nowhere)
 //! ```
 
+use super::status::{FollowerProgress, NodeStatus, Role};
 use crate::codec::{DecodeError, DecodeResult, Reader, Writer};
 use crate::limits::{MAX_CLIENT_STRING_BYTES, MAX_MEMBERS};
-use crate::raft::replica::{FollowerProgress, ReplicaStatus, Role};
 use crate::{Error, Result};
 use bytes::Bytes;
 
@@ -132,7 +132,7 @@ pub enum Reply {
         records: Vec<WireRecord>,
     },
     /// A node's status (followers' lag only on the leader).
-    Status(ReplicaStatus),
+    Status(NodeStatus),
     /// The request failed.
     Error(String),
     /// A membership change was committed.
@@ -386,7 +386,7 @@ impl Reply {
     }
 }
 
-fn encode_status(w: &mut Writer<'_>, s: &ReplicaStatus) -> Result<()> {
+fn encode_status(w: &mut Writer<'_>, s: &NodeStatus) -> Result<()> {
     w.u8(tag::STATUS_RESP);
     w.u64(s.node_id);
     w.u8(role_code(s.role));
@@ -405,7 +405,7 @@ fn encode_status(w: &mut Writer<'_>, s: &ReplicaStatus) -> Result<()> {
     Ok(())
 }
 
-fn decode_status(c: &mut Reader<'_>) -> DecodeResult<ReplicaStatus> {
+fn decode_status(c: &mut Reader<'_>) -> DecodeResult<NodeStatus> {
     let node_id = c.u64()?;
     let role = role_from(c.u8()?).ok_or_else(|| c.invalid())?;
     let term = c.u64()?;
@@ -425,7 +425,7 @@ fn decode_status(c: &mut Reader<'_>) -> DecodeResult<ReplicaStatus> {
             lag_entries,
         });
     }
-    Ok(ReplicaStatus {
+    Ok(NodeStatus {
         node_id,
         role,
         term,

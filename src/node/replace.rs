@@ -12,8 +12,8 @@
 //! request (placement is checked on the leader).
 
 use super::client::Client;
+use super::status::{NodeStatus, Role};
 use super::{Node, Peer};
-use crate::raft::replica::{ReplicaStatus, Role};
 use crate::{Error, Result};
 use futures_util::stream::{self, Stream};
 use std::pin::Pin;
@@ -147,7 +147,7 @@ struct Driver {
     /// When the learner was added, and the catch-up target.
     added: Option<(Instant, u64)>,
     /// The new node's last status seen.
-    last: Option<ReplicaStatus>,
+    last: Option<NodeStatus>,
     /// The node driving it, for [`Node::replace_site`]: its own view gives the voters.
     local: Option<Node>,
 }
@@ -181,7 +181,7 @@ impl Driver {
         }
     }
 
-    fn progress(&self, phase: ReplacePhase, s: Option<&ReplicaStatus>) -> ReplaceEvent {
+    fn progress(&self, phase: ReplacePhase, s: Option<&NodeStatus>) -> ReplaceEvent {
         let at = Instant::now();
         let (done, total) = s.map_or((0, 0), |s| s.catch_up_bytes);
         let (since, target) = self.added.unwrap_or((at, 0));
@@ -202,10 +202,10 @@ impl Driver {
 
     /// The status of the node leading by its own account (highest term), waiting out an
     /// election for up to the admin client's `leader_wait_ms`.
-    async fn leader_status(&mut self) -> Result<ReplicaStatus> {
+    async fn leader_status(&mut self) -> Result<NodeStatus> {
         let deadline = Instant::now() + Duration::from_millis(self.admin.leader_wait_ms);
         loop {
-            let mut best: Option<ReplicaStatus> = None;
+            let mut best: Option<NodeStatus> = None;
             for addr in &self.cluster {
                 if let Ok(s) = self.probe.status_of(addr).await {
                     if s.role == Role::Leader && best.as_ref().is_none_or(|b| s.term > b.term) {
@@ -330,7 +330,7 @@ impl Driver {
 /// The leader and the nodes it replicates to, but `except`: the voters as far as the status
 /// a client receives tells (it carries no voter set; a learner added by other means would be
 /// listed too).
-fn replicated_set(leader: &ReplicaStatus, except: u64) -> Vec<u64> {
+fn replicated_set(leader: &NodeStatus, except: u64) -> Vec<u64> {
     let mut ids: Vec<u64> = std::iter::once(leader.node_id)
         .chain(leader.followers.iter().map(|f| f.node_id))
         .filter(|&id| id != except)

@@ -2,10 +2,11 @@
 
 use super::metrics;
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
+use super::status::{NodeStatus, Role};
 use super::supervisor::ReplicaCell;
 use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
-use crate::raft::replica::{Replica, ReplicaStatus, Role};
+use crate::raft::replica::Replica;
 use crate::storage::EntryKind;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -101,8 +102,8 @@ fn done(r: Result<()>) -> Reply {
 const NOT_OPEN: &str = "node not serving: reopening its storage";
 
 /// A status for a node whose replica is not open (it is reopening its storage).
-pub(super) fn closed_status(node_id: u64, commit_end: u64) -> ReplicaStatus {
-    ReplicaStatus {
+pub(super) fn closed_status(node_id: u64, commit_end: u64) -> NodeStatus {
+    NodeStatus {
         node_id,
         role: Role::Shutdown,
         term: 0,
@@ -132,7 +133,7 @@ async fn answer(
         // while its log is open; everything that needs consensus goes elsewhere.
         (Request::Status, Err(_)) => {
             return Reply::Status(match cell.get() {
-                Some(r) => r.status(),
+                Some(r) => r.status().into(),
                 None => closed_status(node_id, cell.commit_end()),
             })
         }
@@ -174,7 +175,7 @@ async fn answer(
                 Reply::Error(e.to_string())
             }
         }),
-        Request::Status => Reply::Status(r.status()),
+        Request::Status => Reply::Status(r.status().into()),
         Request::AddLearner { id, peer } => {
             let info = crate::raft::NodeInfo {
                 site: peer.site,

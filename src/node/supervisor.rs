@@ -65,7 +65,7 @@ pub enum Health {
     Healing {
         /// What stopped it.
         fault: Fault,
-        /// The error, as openraft's storage saw it.
+        /// The error, as the consensus layer's storage saw it.
         detail: String,
         /// Heal attempts so far.
         attempts: u32,

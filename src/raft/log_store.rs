@@ -43,7 +43,7 @@ pub const MAX_PENDING_FLUSHES: usize = 4096;
 /// How often, at most, `save_committed` persists the committed log id.
 pub const COMMITTED_PERSIST_INTERVAL_MS: u64 = 200;
 /// Most bytes of payload one `limited_get_log_entries` call returns (it may return fewer
-/// entries than asked; openraft sends the rest next).
+/// entries than asked; the consensus library sends the rest next).
 pub const MAX_READ_BATCH_BYTES: usize = 4 << 20;
 
 fn to_io(e: Error) -> io::Error {

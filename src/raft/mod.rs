@@ -1,5 +1,8 @@
 //! Consensus: openraft (pinned to `=0.10.0-alpha.37`) on top of the segment log.
 //!
+//! Not part of sitelog's API (hidden from its docs): public only for the simulation and the
+//! raft-level tests in `tests/`. Embedders use `node`, whose types never name openraft.
+//!
 //! This is the only module that names openraft types; everything above it (`net`, `node`)
 //! uses sitelog's own types. The mapping (see `shared/research/replication-anchors.md` §9):
 //!
@@ -21,6 +24,7 @@
 //!   readers may see and remembers the membership ([`state_machine`]).
 
 pub mod entry;
+pub(crate) mod errors;
 pub mod health;
 pub mod identity;
 pub mod log_store;

@@ -4,6 +4,7 @@
 //! Data directory layout: `identity` (whose directory it is, see [`super::identity`]),
 //! `log/` (the segment log, see `storage`) and `raft_meta` (see [`super::meta`]).
 
+use super::errors;
 use super::log_store::LogStore;
 use super::meta::MetaFile;
 use super::remote::{MessageRx, MessageTx};
@@ -15,7 +16,6 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::ClientWriteError;
 use openraft::ServerState;
 use openraft::{Config, RaftNetworkFactory, SnapshotPolicy};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +60,7 @@ impl RaftTimers {
     }
 }
 
-/// Most entries openraft puts in one replication message.
+/// Most entries the consensus library puts in one replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// When snapshots are taken and how much log stays behind them.
@@ -138,8 +138,9 @@ pub fn replica_log_options(cluster_id: u64, opts: LogOptions) -> LogOptions {
 /// An open replica.
 #[derive(Clone)]
 pub struct Replica {
-    /// The openraft handle.
-    pub raft: Raft,
+    /// The consensus library's handle: crate-private, so that no openraft type is part of
+    /// the API (the node layer goes through `Replica`'s methods).
+    pub(crate) raft: Raft,
     /// The Raft log (the segment log).
     pub store: LogStore,
     /// Follows the committed end (one past the highest applied offset).
@@ -196,6 +197,13 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
+    /// The consensus library's handle, for the consensus layer's own tests
+    /// (`tests/raft_cluster.rs`, the simulation) only: hidden, not part of the API.
+    #[doc(hidden)]
+    pub fn raft_handle(&self) -> &Raft {
+        &self.raft
+    }
+
     /// Opens (recovering) or creates the replica in `dir` and starts openraft.
     pub async fn start<N>(
         id: u64,
@@ -299,21 +307,13 @@ pub struct ReplicaStatus {
     pub catch_up_bytes: (u64, u64),
 }
 
-fn raft_err(e: impl std::fmt::Display) -> Error {
-    Error::Raft(e.to_string())
-}
-
-fn not_leader(f: &openraft::error::ForwardToLeader<TypeConfig>) -> Error {
-    Error::NotLeader {
-        leader: f.leader_id,
-        addr: f.leader_node.as_ref().map(|n| n.addr.clone()),
-    }
-}
-
 impl Replica {
     /// Whether this replica's log has a membership (it was initialized or joined).
     pub async fn is_initialized(&self) -> Result<bool> {
-        self.raft.is_initialized().await.map_err(raft_err)
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| errors::fatal(&e))
     }
 
     /// Makes `members` the first membership of a new cluster (all of them voters). Calling it
@@ -322,7 +322,10 @@ impl Replica {
         for n in members.values() {
             super::entry::check_node_info(n)?;
         }
-        self.raft.initialize(members).await.map_err(raft_err)
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| errors::raft(e, errors::initialize))
     }
 
     #[tracing::instrument(name = "raft_append", skip_all, fields(n = payloads.len()))]
@@ -334,13 +337,12 @@ impl Replica {
             .raft
             .client_write_many(payloads.into_iter().map(AppBytes))
             .await
-            .map_err(raft_err)?;
+            .map_err(|e| errors::fatal(&e))?;
         let mut offsets = Vec::with_capacity(n);
         while let Some(r) = results.next().await {
-            match r.map_err(raft_err)? {
+            match r.map_err(|e| errors::fatal(&e))? {
                 Ok(w) => offsets.push(w.response),
-                Err(ClientWriteError::ForwardToLeader(f)) => return Err(not_leader(&f)),
-                Err(e) => return Err(raft_err(e)),
+                Err(e) => return Err(errors::client_write(e)),
             }
         }
         if offsets.len() != n {
@@ -387,10 +389,10 @@ impl Replica {
                 "node {id} is a voter already; a replacement node needs a new id"
             )));
         }
-        self.raft.add_learner(id, node, false).await.map_err(|e| {
-            e.forward_to_leader()
-                .map_or_else(|| raft_err(&e), not_leader)
-        })?;
+        self.raft
+            .add_learner(id, node, false)
+            .await
+            .map_err(|e| errors::raft(e, errors::client_write))?;
         Ok(())
     }
 
@@ -401,10 +403,7 @@ impl Replica {
         self.raft
             .change_membership(voters, retain)
             .await
-            .map_err(|e| {
-                e.forward_to_leader()
-                    .map_or_else(|| raft_err(&e), not_leader)
-            })?;
+            .map_err(|e| errors::raft(e, errors::client_write))?;
         Ok(())
     }
 
@@ -499,8 +498,9 @@ impl Replica {
             // Biased: a fixed polling order keeps simulated runs replayable.
             tokio::select! {
                 biased;
-                r = rx.changed() => r.map_err(raft_err)?,
-                r = committed.changed() => r.map_err(raft_err)?,
+                // A closed watch: openraft (or the state machine) stopped.
+                r = rx.changed() => r.map_err(|_| Error::Shutdown)?,
+                r = committed.changed() => r.map_err(|_| Error::Shutdown)?,
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Error::Timeout { offset: s.commit_end });
                 }
@@ -618,7 +618,9 @@ impl Replica {
     /// storage already failed (poisoned) cannot write the watermark: that is said in the node's
     /// log and the stop goes on, as a crash would have left it.
     pub async fn shutdown(&self) -> Result<()> {
-        let stopped = self.raft.shutdown().await.map_err(raft_err);
+        let stopped = self.raft.shutdown().await.map_err(|e| Error::Fatal {
+            reason: format!("stopping consensus: {e}"),
+        });
         let committed = match self.store.log().poisoned() {
             Some(_) => Ok(()),
             None => self.store.persist_committed(),

@@ -236,7 +236,7 @@ impl Sim {
                 loop {
                     sleep(Duration::from_millis(1000)).await;
                     if ret_r.retention_wants_snapshot() {
-                        let _ = ret_r.raft.trigger().snapshot().await;
+                        let _ = ret_r.raft_handle().trigger().snapshot().await;
                     }
                     if ret_r.store.log().apply_retention().is_err() {
                         return; // poisoned: the supervisor restarts the node
@@ -262,7 +262,7 @@ impl Sim {
         // Stops openraft's tasks; what it does while stopping cannot reach the disk after the
         // crash below (old file handles belong to the old disk epoch). Not `Replica::shutdown`:
         // a clean stop would make the log durable first, and a crash must not.
-        let _ = timeout(Duration::from_secs(5), r.raft.shutdown()).await;
+        let _ = timeout(Duration::from_secs(5), r.raft_handle().shutdown()).await;
         slot.disk.crash();
         drop(r);
     }
@@ -391,7 +391,7 @@ impl Sim {
                 use openraft::async_runtime::WatchReceiver;
                 out += &format!(
                     "{:?} durable {}\n",
-                    r.raft.metrics().borrow_watched(),
+                    r.raft_handle().metrics().borrow_watched(),
                     r.store.log().durable_end()
                 );
             }
