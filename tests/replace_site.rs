@@ -4,6 +4,8 @@
 //! voters, the new node holding every acknowledged record); a new node that never answers
 //! ends in `Failed(Timeout)` at the deadline (called on a follower).
 
+mod common;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
@@ -12,7 +14,6 @@ use sitelog::node::{Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions, Replac
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 const CLUSTER: u64 = 0x4e9;
 /// Any replacement here moves a few hundred KiB: far below this.
@@ -33,27 +34,7 @@ fn config(dir: &std::path::Path, id: u64) -> NodeConfig {
 
 /// Three founding nodes (ids 1..=3, one site each).
 async fn start_three(dir: &std::path::Path) -> BTreeMap<u64, Node> {
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            let p = Peer {
-                site: format!("site-{id}"),
-                addr: l.local_addr().unwrap().to_string(),
-            };
-            (*id, p)
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let mut cfg = config(dir, id);
-        cfg.initial_members = members.clone();
-        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
-    }
-    nodes
+    common::found_cluster(3, |id| config(dir, id)).await.1
 }
 
 /// A new, empty node waiting to be added; its peer entry.

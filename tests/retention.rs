@@ -26,7 +26,7 @@ const CLUSTER: u64 = 0x7e7;
 const SEGMENT_BYTES: u64 = 16 << 10;
 const RETENTION_BYTES: u64 = 64 << 10;
 
-fn config(root: &Path, id: u64, members: &BTreeMap<u64, Peer>) -> NodeConfig {
+fn config(root: &Path, id: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(
         id,
         &format!("site-{id}"),
@@ -42,31 +42,11 @@ fn config(root: &Path, id: u64, members: &BTreeMap<u64, Peer>) -> NodeConfig {
         keep_entries: 10,
     };
     cfg.catch_up.fetch.chunk_bytes = 8 << 10;
-    cfg.initial_members = members.clone();
     cfg
 }
 
 async fn start_three(root: &Path) -> (BTreeMap<u64, Peer>, BTreeMap<u64, Node>) {
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            let p = Peer {
-                site: format!("site-{id}"),
-                addr: l.local_addr().unwrap().to_string(),
-            };
-            (*id, p)
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let node = Node::start_on(config(root, id, &members), l).await.unwrap();
-        nodes.insert(id, node);
-    }
-    (members, nodes)
+    common::found_cluster(3, |id| config(root, id)).await
 }
 
 /// Appends through whichever node leads (retrying refused writes); returns the offset.
@@ -178,9 +158,7 @@ async fn a_follower_below_the_floor_catches_up_by_snapshot_and_readers_are_told_
 
     // The lagger comes back: the entries it needs are gone, so it catches up by snapshot.
     let l = TcpListener::bind(&members[&lagger].addr).await.unwrap();
-    let back = Node::start_on(config(root, lagger, &members), l)
-        .await
-        .unwrap();
+    let back = Node::start_on(config(root, lagger), l).await.unwrap();
     let target = leader.commit_end();
     back.wait_for(60_000, |s| s.commit_end >= target)
         .await
@@ -256,7 +234,8 @@ async fn age_retention_runs_on_a_timer_on_an_idle_node() {
         site: "site-1".into(),
         addr: l.local_addr().unwrap().to_string(),
     };
-    let mut cfg = config(tmp.path(), 1, &BTreeMap::from([(1, me)]));
+    let mut cfg = config(tmp.path(), 1);
+    cfg.initial_members = BTreeMap::from([(1, me)]);
     cfg.log.retention_bytes = None;
     cfg.log.retention_age_ms = Some(1000);
     // One node (a test of the timer, not of placement).
@@ -279,7 +258,7 @@ async fn age_retention_runs_on_a_timer_on_an_idle_node() {
 #[tokio::test]
 async fn retention_without_snapshots_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config(tmp.path(), 1, &BTreeMap::new());
+    let mut cfg = config(tmp.path(), 1);
     cfg.listen = "127.0.0.1:0".into();
     cfg.snapshots.every_entries = None;
     match Node::start(cfg).await {

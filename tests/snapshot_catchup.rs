@@ -5,6 +5,8 @@
 //! identical on every node, and the new node's sealed segment files are byte-identical to the
 //! leader's.
 
+mod common;
+
 use bytes::Bytes;
 use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
@@ -84,32 +86,8 @@ macro_rules! on_leader {
     }};
 }
 
-/// Three founding nodes (sites 1–3) with data under `root`.
 async fn start_three(root: &Path) -> (BTreeMap<u64, Peer>, BTreeMap<u64, Node>) {
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            let addr = l.local_addr().unwrap().to_string();
-            (
-                *id,
-                Peer {
-                    site: format!("site-{id}"),
-                    addr,
-                },
-            )
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        let mut cfg = config(root, id);
-        cfg.initial_members = members.clone();
-        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
-    }
-    (members, nodes)
+    common::found_cluster(3, |id| config(root, id)).await
 }
 
 fn sealed_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -5,45 +5,31 @@
 //! - `Client::subscribe` follows a three-node cluster: records appended while following arrive
 //!   in order; below the floor it yields `BelowFloor` and ends.
 
+mod common;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Node, NodeConfig, Peer, Placement};
-use sitelog::raft::replica::SnapshotSettings;
+use sitelog::node::SnapshotSettings;
+use sitelog::node::{Node, NodeConfig, Placement};
 use sitelog::storage::EntryKind;
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 const CLUSTER: u64 = 0x5b5;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Founds a cluster of `n` nodes on loopback; `tune` adjusts each node's config.
 async fn start(root: &Path, n: u64, tune: impl Fn(&mut NodeConfig)) -> BTreeMap<u64, Node> {
-    let mut listeners = BTreeMap::new();
-    for id in 1..=n {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<u64, Peer> = listeners
-        .iter()
-        .map(|(id, l)| {
-            let p = Peer {
-                site: format!("site-{id}"),
-                addr: l.local_addr().unwrap().to_string(),
-            };
-            (*id, p)
-        })
-        .collect();
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
+    let (_, nodes) = common::found_cluster(n, |id| {
         let dir = root.join(format!("n{id}"));
         let mut cfg = NodeConfig::new(id, &format!("site-{id}"), dir, "", CLUSTER);
-        cfg.initial_members = members.clone();
         tune(&mut cfg);
-        nodes.insert(id, Node::start_on(cfg, l).await.unwrap());
-    }
+        cfg
+    })
+    .await;
     let any = nodes.values().next().unwrap();
     any.wait_for(10_000, |s| s.leader.is_some()).await.unwrap();
     nodes

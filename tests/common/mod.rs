@@ -200,3 +200,38 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// Founds an in-process cluster of nodes `1..=n` on loopback, one site each (`site-<id>`):
+/// every listener is bound first, so each founding node is given every member's address.
+/// `config(id)` gives node `id`'s configuration; its `initial_members` is set here.
+pub async fn found_cluster(
+    n: u64,
+    config: impl Fn(u64) -> sitelog::node::NodeConfig,
+) -> (
+    BTreeMap<u64, sitelog::node::Peer>,
+    BTreeMap<u64, sitelog::node::Node>,
+) {
+    let mut listeners = BTreeMap::new();
+    for id in 1..=n {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.insert(id, l);
+    }
+    let members: BTreeMap<u64, sitelog::node::Peer> = listeners
+        .iter()
+        .map(|(id, l)| {
+            let p = sitelog::node::Peer {
+                site: format!("site-{id}"),
+                addr: l.local_addr().unwrap().to_string(),
+            };
+            (*id, p)
+        })
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let mut cfg = config(id);
+        cfg.initial_members = members.clone();
+        let node = sitelog::node::Node::start_on(cfg, l).await.unwrap();
+        nodes.insert(id, node);
+    }
+    (members, nodes)
+}
