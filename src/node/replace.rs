@@ -364,14 +364,7 @@ impl Client {
         new_peer: Peer,
         opts: ReplaceOptions,
     ) -> ReplaceStream {
-        let driver = Driver::new(
-            self.sibling(),
-            self.cluster_id(),
-            new_id,
-            new_peer,
-            Then::Replace { dead },
-        );
-        run(driver, opts)
+        self.drive(new_id, new_peer, Then::Replace { dead }, opts)
     }
 
     /// The first two phases of [`Client::replace_site`] alone: adds `new_id` as a learner
@@ -383,13 +376,18 @@ impl Client {
         new_peer: Peer,
         opts: ReplaceOptions,
     ) -> ReplaceStream {
-        let driver = Driver::new(
-            self.sibling(),
-            self.cluster_id(),
-            new_id,
-            new_peer,
-            Then::StayLearner,
-        );
+        self.drive(new_id, new_peer, Then::StayLearner, opts)
+    }
+
+    /// A replacement driven through connections of this client's own.
+    fn drive(
+        &self,
+        new_id: u64,
+        new_peer: Peer,
+        then: Then,
+        opts: ReplaceOptions,
+    ) -> ReplaceStream {
+        let driver = Driver::new(self.sibling(), self.cluster_id(), new_id, new_peer, then);
         run(driver, opts)
     }
 }
