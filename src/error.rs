@@ -9,8 +9,10 @@ use std::path::PathBuf;
 /// Result alias used throughout sitelog.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in sitelog.
+/// Everything that can go wrong in sitelog. Non-exhaustive: new failure kinds are added as
+/// variants without breaking callers (match with a wildcard arm).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O error that is not one of the more specific cases below.
     #[error("I/O error on {path}: {source}")]
