@@ -133,7 +133,10 @@ async fn node_subscription_streams_commits_in_order_then_below_floor_then_ends_o
     let mut tail = node.subscribe(node.commit_end());
     drop(nodes);
     node.shutdown().await.unwrap();
-    assert!(matches!(next_within(&mut tail).await, Some(Err(_))));
+    assert!(matches!(
+        next_within(&mut tail).await,
+        Some(Err(Error::Shutdown))
+    ));
     assert!(
         next_within(&mut tail).await.is_none(),
         "ended after the stop"

@@ -607,8 +607,8 @@ impl Node {
 ///
 /// End-of-stream rule: the stream ends (yields `None`) only after a *terminal* error, which it
 /// yields once: [`Error::BelowFloor`] (the position was deleted by retention and never becomes
-/// readable again: subscribe anew at `first_available`), or the node stopped or gave up
-/// healing. Any other error (a read of a damaged record that the node's repair may fix) is
+/// readable again: subscribe anew at `first_available`), [`Error::Shutdown`] (the node
+/// stopped) or [`Error::Unavailable`] (it gave up healing). Any other error (a read of a damaged record that the node's repair may fix) is
 /// yielded with the position unchanged: polling again retries that record. While the node heals
 /// its storage the stream waits and then follows the node's new replica.
 pub struct Subscription {
@@ -753,7 +753,7 @@ impl Cursor {
                         reason: reason.clone(),
                     })
                 }
-                Health::Stopped => return Err(Error::Raft("node stopped".into())),
+                Health::Stopped => return Err(Error::Shutdown),
                 Health::Serving | Health::Healing { .. } => {}
             }
             if let Some(r) = self.node.inner.cell.get() {
@@ -762,7 +762,7 @@ impl Cursor {
                 }
             }
             if health.changed().await.is_err() {
-                return Err(Error::Raft("node stopped".into()));
+                return Err(Error::Shutdown);
             }
         }
     }
