@@ -189,8 +189,9 @@ pub fn encode_with_lag(out: &mut Vec<u8>, log_id: u64, rec: RecordRef<'_>, durab
     );
     let start = out.len();
     let mut w = Writer::new(out);
-    w.u32(0); // the checksum, filled in below
-              // Fits: bounded by MAX_PAYLOAD_BYTES (asserted above).
+    // The checksum, filled in below.
+    w.u32(0);
+    // Fits: bounded by MAX_PAYLOAD_BYTES (asserted above).
     w.u32(rec.payload.len() as u32);
     w.u64(rec.offset);
     w.u64(log_id);
