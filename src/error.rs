@@ -107,11 +107,34 @@ pub enum Error {
         max: usize,
     },
 
-    /// Any other failure of the consensus layer or of a node's background tasks (a task that
-    /// stopped, a leader not found in time); also an error a remote node answered with, as
-    /// text for display.
+    /// An error a remote node answered an admin request with, as its text for display (the
+    /// reply carries no kind). Only the client builds it; every local failure has a typed
+    /// variant.
     #[error("consensus: {0}")]
     Raft(String),
+
+    /// A background task or worker thread of the node ended without its result: it panicked,
+    /// was cancelled, or its thread stopped. What it was doing was not done.
+    #[error("{task} failed: {reason}")]
+    TaskFailed {
+        /// Which task (a repair, a snapshot fetch, the bulk-transfer thread, ...).
+        task: &'static str,
+        /// Why, for people to read.
+        reason: String,
+    },
+
+    /// No node answered as the leader within the wait (an election did not settle, or a
+    /// majority is down). Nothing was changed; retry once a leader is elected.
+    #[error("no node answered as the leader within {waited_ms} ms")]
+    NoLeader {
+        /// How long the caller waited for one.
+        waited_ms: u64,
+    },
+
+    /// A documented invariant of sitelog itself broke (a bug, never a user error or a fault
+    /// of the disk or network). Nothing was acknowledged by the failing call.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 
     /// The node was initialized already (it holds a log or a vote): founding a cluster on it
     /// again is refused, and nothing changed. Founding members get this when another one
@@ -253,6 +276,7 @@ impl Error {
             Error::NoSpace { .. }
                 | Error::Timeout { .. }
                 | Error::Unavailable { .. }
+                | Error::NoLeader { .. }
                 | Error::MembershipChangeInProgress
         )
     }

@@ -61,7 +61,15 @@ impl BulkThread {
                     .map(|_| tx)
             })
             .as_ref()
-            .map_err(|e| crate::Error::Raft(format!("cannot start the bulk-transfer thread: {e}")))
+            // The spawn error stays in the cell (later calls see it too), so each caller gets
+            // its own copy, keeping the OS error code.
+            .map_err(|e| {
+                let copy = e.raw_os_error().map_or_else(
+                    || std::io::Error::new(e.kind(), e.to_string()),
+                    std::io::Error::from_raw_os_error,
+                );
+                crate::Error::io("<thread sitelog-bulk>", copy)
+            })
     }
 }
 
@@ -129,9 +137,14 @@ impl FetchBudget {
         self.cpu
             .queue()?
             .send(job)
-            .map_err(|_| crate::Error::Raft("the bulk-transfer thread stopped".into()))?;
-        rx.await
-            .map_err(|_| crate::Error::Raft("bulk-transfer work panicked".into()))
+            .map_err(|_| crate::Error::TaskFailed {
+                task: "bulk-transfer thread",
+                reason: "stopped".into(),
+            })?;
+        rx.await.map_err(|_| crate::Error::TaskFailed {
+            task: "bulk-transfer work",
+            reason: "panicked".into(),
+        })
     }
 
     /// Waits until `bytes` may be fetched (call before or after moving them; the rate holds

@@ -176,7 +176,10 @@ async fn receive_inner(
         }
         match tasks.join_next().await {
             None => break,
-            Some(r) => r.map_err(|e| Error::Raft(format!("fetch task: {e}")))??,
+            Some(r) => r.map_err(|e| Error::TaskFailed {
+                task: "snapshot segment fetch",
+                reason: e.to_string(),
+            })??,
         }
     }
     replica

@@ -13,6 +13,7 @@
 
 pub mod catchup;
 pub mod client;
+mod core;
 pub mod follow;
 pub mod metrics;
 pub mod protocol;
@@ -47,7 +48,6 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::sync::watch;
 
 /// What to do with a membership that one site's loss could leave without a majority.
@@ -232,13 +232,10 @@ pub(crate) async fn change_membership_checked(
 }
 
 struct Inner {
-    id: u64,
+    /// What the node serves; its TCP service shares it.
+    core: Arc<core::NodeCore>,
     addr: SocketAddr,
     advertise: String,
-    placement: Placement,
-    /// The replica, replaced when the node heals its storage.
-    cell: Arc<supervisor::ReplicaCell>,
-    catch_up: Arc<catchup::CatchUpState>,
     /// The storage supervisor (first: stopped before anything else, so that a shutdown is
     /// not taken for a fault), the accept loop (it owns the listener and the connections) and
     /// the metrics watcher; `None` once `shutdown` took them.
@@ -253,7 +250,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(repairer) = self.cell.repairer() {
+        if let Some(repairer) = self.core.cell.repairer() {
             repairer.stop();
         }
         for t in self.take_tasks().into_iter().flatten() {
@@ -271,7 +268,7 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("id", &self.inner.id)
+            .field("id", &self.inner.core.id)
             .field("addr", &self.inner.addr)
             .finish()
     }
@@ -330,14 +327,16 @@ impl Node {
             cluster_id: cfg.cluster_id,
             limits: cfg.net,
         };
-        let catch_up = Arc::new(catchup::CatchUpState::new(budget));
-        let service = Arc::new(service::NodeService {
-            cell: cell.clone(),
-            node_id: cfg.node_id,
+        let core = Arc::new(core::NodeCore {
+            id: cfg.node_id,
             placement: cfg.placement,
+            cell: cell.clone(),
+            catch_up: Arc::new(catchup::CatchUpState::new(budget)),
+        });
+        let service = Arc::new(service::NodeService {
+            core: core.clone(),
             site: cfg.site.clone(),
             catch_up: cfg.catch_up,
-            catch_up_state: catch_up.clone(),
         });
         let guard = tokio::spawn(supervisor::supervise(cell.clone(), starter));
         let server = tokio::spawn(tcp::serve(listener, identity, service));
@@ -345,12 +344,9 @@ impl Node {
         let retainer = tokio::spawn(retention::run(cell.clone()));
         let node = Node {
             inner: Arc::new(Inner {
-                id: cfg.node_id,
+                core,
                 addr,
                 advertise,
-                placement: cfg.placement,
-                cell,
-                catch_up,
                 tasks: std::sync::Mutex::new(Some([guard, server, watcher, retainer])),
             }),
         };
@@ -384,32 +380,30 @@ impl Node {
     }
 
     fn placement_ok(&self, voters: &BTreeMap<u64, String>) -> Result<()> {
-        placement_ok(voters, self.inner.placement)
+        placement_ok(voters, self.inner.core.placement)
     }
 
     /// The replica when the node serves; [`Error::Unavailable`] while it heals or after it
     /// gave up.
     fn replica(&self) -> Result<Replica> {
-        self.inner.cell.serving()
+        self.inner.core.replica()
     }
 
     /// The open replica, serving or not (reads of committed records work while consensus is
     /// stopped, as long as the log is open).
     fn open_replica(&self) -> Result<Replica> {
-        self.inner.cell.get().ok_or_else(|| Error::Unavailable {
-            reason: "reopening its storage".into(),
-        })
+        self.inner.core.open_replica()
     }
 
     /// Whether this node serves, heals its storage, or gave up (see [`Health`]).
     pub fn health(&self) -> Health {
-        self.inner.cell.health()
+        self.inner.core.cell.health()
     }
 
     /// Resolves when this node gave up healing ([`Health::Failed`]), with why: it serves no
     /// more, and the process should exit non-zero so that its supervisor restarts it.
     pub async fn failed(&self) -> String {
-        let mut rx = self.inner.cell.watch_health();
+        let mut rx = self.inner.core.cell.watch_health();
         loop {
             if let Health::Failed { reason } = &*rx.borrow_and_update() {
                 return reason.clone();
@@ -422,7 +416,7 @@ impl Node {
 
     /// This node's id.
     pub fn id(&self) -> u64 {
-        self.inner.id
+        self.inner.core.id
     }
 
     /// The address the server is bound to.
@@ -437,41 +431,22 @@ impl Node {
 
     /// Appends payloads; resolves to their offsets once a majority of voters have them
     /// fsynced. On a follower: [`Error::NotLeader`] with the leader's address.
-    #[tracing::instrument(name = "node_append", skip_all, fields(node = self.inner.id, n = payloads.len()))]
+    #[tracing::instrument(name = "node_append", skip_all, fields(node = self.inner.core.id, n = payloads.len()))]
     pub async fn append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {
-        let start = Instant::now();
-        let bytes: usize = payloads.iter().map(|p| p.len()).sum();
-        let r = self.replica()?.append(payloads).await;
-        if let Ok(offs) = &r {
-            metrics::appended(offs.len(), bytes, start.elapsed());
-        }
-        r
+        self.inner.core.append(payloads).await
     }
 
     /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet,
     /// [`Error::BelowFloor`] naming the first offset held if retention deleted it).
     pub fn read(&self, offset: u64) -> Result<Record> {
-        let commit_end = self.commit_end();
-        let replica = self.open_replica()?;
-        let log = replica.store.log();
-        if offset >= commit_end {
-            return Err(Error::OutOfRange {
-                offset,
-                start: log.start_offset(),
-                end: commit_end,
-            });
-        }
-        log.read(offset).inspect_err(|e| {
-            if let Some(repairer) = self.inner.cell.repairer() {
-                repairer.on_read_error(e);
-            }
-        })
+        self.inner.core.read(offset)
     }
 
     /// Counters of the background scrub and of repairs from peers on this node.
     /// (Counted since the node's replica last opened: healing in place starts them again.)
     pub fn repair_stats(&self) -> repair::RepairStats {
         self.inner
+            .core
             .cell
             .repairer()
             .map(|r| r.stats())
@@ -480,7 +455,7 @@ impl Node {
 
     /// One past the highest committed offset on this node.
     pub fn commit_end(&self) -> u64 {
-        self.inner.cell.commit_end()
+        self.inner.core.cell.commit_end()
     }
 
     /// Committed records from `from`, in order, waiting for new ones: a [`Stream`] (use
@@ -503,12 +478,7 @@ impl Node {
     /// Role, term, leader, commit and log ends, per-follower lag (on the leader), and the
     /// progress of a catch-up by snapshot.
     pub fn status(&self) -> NodeStatus {
-        let mut s = match self.inner.cell.get() {
-            Some(r) => NodeStatus::from(r.status()),
-            None => service::closed_status(self.inner.id, self.commit_end()),
-        };
-        s.catch_up_bytes = self.inner.catch_up.bytes();
-        s
+        self.inner.core.status()
     }
 
     /// Attaches the application's state as of committed `offset` (for example a
@@ -528,18 +498,7 @@ impl Node {
     /// Progress of the current or last catch-up by snapshot: (bytes in place, bytes to have,
     /// seconds since it started).
     pub fn catch_up_progress(&self) -> (u64, u64, f64) {
-        let p = &self.inner.catch_up.progress;
-        let started = *self
-            .inner
-            .catch_up
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        (
-            p.done_bytes.load(std::sync::atomic::Ordering::Relaxed),
-            p.total_bytes.load(std::sync::atomic::Ordering::Relaxed),
-            started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
-        )
+        self.inner.core.catch_up_progress()
     }
 
     /// Waits until `f(status)` holds, up to `timeout_ms`.
@@ -560,17 +519,21 @@ impl Node {
     /// Adds a learner (on the leader): a non-voting replica that starts catching up. An id
     /// removed from the membership earlier is refused with [`Error::RetiredNode`].
     pub async fn add_learner(&self, id: u64, peer: Peer) -> Result<()> {
-        let info = NodeInfo {
-            site: peer.site,
-            addr: peer.addr,
-        };
-        self.replica()?.add_learner(id, info).await
+        self.inner.core.add_learner(id, peer).await
     }
 
     /// Replaces the voter set (on the leader; joint consensus). Placement is checked; voters
     /// dropped from the set are removed for good (their ids are retired).
     pub async fn change_membership(&self, voters: BTreeSet<u64>) -> Result<()> {
-        change_membership_checked(&self.replica()?, voters, self.inner.placement).await
+        self.inner.core.change_membership(voters).await
+    }
+
+    /// Swaps voter `dead` for the member `new` (on the leader; `new` must have been added as
+    /// a learner): the voter set less `dead`, plus `new`, placement checked. `dead` is removed
+    /// for good (its id is retired). `dead == new` is refused with [`Error::InvalidArgument`]:
+    /// a replacement node needs a new id.
+    pub async fn replace_voter(&self, dead: u64, new: u64) -> Result<()> {
+        self.inner.core.replace_voter(dead, new).await
     }
 
     /// Node ids removed from the membership; they never join again. ([`Error::Unavailable`]
@@ -591,8 +554,8 @@ impl Node {
             // The only error is the cancellation asked for, or a panic already reported.
             let _ = t.await;
         }
-        self.inner.cell.set_health(Health::Stopped);
-        let Some(r) = self.inner.cell.take() else {
+        self.inner.core.cell.set_health(Health::Stopped);
+        let Some(r) = self.inner.core.cell.take() else {
             return Ok(());
         };
         let stopped = r.shutdown().await;
@@ -745,7 +708,7 @@ impl Cursor {
 
     /// The committed-end watch of the node's replica, waiting while the node heals.
     async fn attach(&self) -> Result<watch::Receiver<u64>> {
-        let mut health = self.node.inner.cell.watch_health();
+        let mut health = self.node.inner.core.cell.watch_health();
         loop {
             match &*health.borrow_and_update() {
                 Health::Failed { reason } => {
@@ -756,7 +719,7 @@ impl Cursor {
                 Health::Stopped => return Err(Error::Shutdown),
                 Health::Serving | Health::Healing { .. } => {}
             }
-            if let Some(r) = self.node.inner.cell.get() {
+            if let Some(r) = self.node.inner.core.cell.get() {
                 if r.fatal().is_none() {
                     return Ok(r.committed_end.clone());
                 }

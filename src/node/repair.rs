@@ -214,7 +214,10 @@ impl Repairer {
         let log = self.log().clone();
         let checked = tokio::task::spawn_blocking(move || log.scrub_sealed(base, &mut |_| true))
             .await
-            .map_err(|e| Error::Raft(format!("repair task: {e}")))?;
+            .map_err(|e| Error::TaskFailed {
+                task: "segment repair",
+                reason: e.to_string(),
+            })?;
         match checked {
             Err(Error::Corruption { .. }) => {}
             // Clean, or no longer a sealed segment of this log (purged, cut, never sealed).
@@ -295,7 +298,10 @@ impl Repairer {
         let log = self.log().clone();
         tokio::task::spawn_blocking(move || log.replace_sealed(&info, &staging))
             .await
-            .map_err(|e| Error::Raft(format!("repair task: {e}")))?
+            .map_err(|e| Error::TaskFailed {
+                task: "segment repair",
+                reason: e.to_string(),
+            })?
     }
 
     /// Peers' addresses, same site first; never this node.
@@ -377,7 +383,7 @@ impl crate::raft::log_store::SegmentRepair for RepairHook {
         Box::pin(async move {
             match repairer {
                 Some(r) => r.repair(base).await,
-                None => Err(Error::Raft("node stopped".into())),
+                None => Err(Error::Shutdown),
             }
         })
     }

@@ -217,7 +217,9 @@ impl Driver {
                 return Ok(s);
             }
             if Instant::now() >= deadline {
-                return Err(Error::Raft("no node answered as the leader in time".into()));
+                return Err(Error::NoLeader {
+                    waited_ms: self.admin.leader_wait_ms,
+                });
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -268,7 +270,7 @@ impl Driver {
         let Some((added, target)) = self.added else {
             // Invariant: `AddLearner` sets it before the first poll.
             return (
-                ReplaceEvent::Failed(Error::Raft("catch-up polled before the add".into())),
+                ReplaceEvent::Failed(Error::Internal("catch-up polled before the add")),
                 Step::End,
             );
         };
@@ -303,7 +305,8 @@ impl Driver {
 
     async fn swap(&mut self) -> ReplaceEvent {
         let Then::Replace { dead } = self.then else {
-            return ReplaceEvent::Failed(Error::Raft("swap without a dead voter".into()));
+            // Invariant: only a `Then::Replace` driver reaches the swap.
+            return ReplaceEvent::Failed(Error::Internal("swap without a dead voter"));
         };
         if let Err(e) = self.admin.replace_voter(dead, self.new_id).await {
             return ReplaceEvent::Failed(e);

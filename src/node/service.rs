@@ -1,37 +1,31 @@
 //! The node's answers to connections the TCP server accepted.
+//!
+//! Client requests are decoded here, served by the node's [`NodeCore`] (the same methods the
+//! embedding API calls) and encoded back; errors become replies in [`core::reply_to`].
 
-use super::metrics;
+use super::core::{self, NodeCore};
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
-use super::status::{NodeStatus, Role};
-use super::supervisor::ReplicaCell;
 use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
-use crate::raft::replica::Replica;
-use crate::storage::EntryKind;
-use crate::{Error, Result};
+use crate::Result;
 use bytes::Bytes;
+use std::sync::Arc;
 
 pub(super) struct NodeService {
-    /// The node's replica (replaced when the node heals its storage).
-    pub(super) cell: std::sync::Arc<ReplicaCell>,
-    pub(super) node_id: u64,
-    pub(super) placement: super::Placement,
+    /// What the node serves (its replica, replaced when the node heals its storage).
+    pub(super) core: Arc<NodeCore>,
     pub(super) site: String,
     pub(super) catch_up: super::catchup::CatchUpOptions,
-    pub(super) catch_up_state: std::sync::Arc<super::catchup::CatchUpState>,
 }
 
 impl Service for NodeService {
     fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let Some(r) = self.cell.get() else {
+        let Some(r) = self.core.cell.get() else {
             return Box::pin(async { crate::raft::wire::encode_error(NOT_OPEN) });
         };
         if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
-            let (site, opts, state) = (
-                self.site.clone(),
-                self.catch_up,
-                self.catch_up_state.clone(),
-            );
+            let (site, opts, state) =
+                (self.site.clone(), self.catch_up, self.core.catch_up.clone());
             return Box::pin(
                 async move { super::catchup::receive(&r, &site, msg, opts, state).await },
             );
@@ -40,7 +34,7 @@ impl Service for NodeService {
     }
 
     fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>> {
-        let r = match self.cell.serving() {
+        let r = match self.core.cell.serving() {
             Ok(r) => r,
             Err(e) => return Box::pin(async { Err(e) }),
         };
@@ -48,7 +42,7 @@ impl Service for NodeService {
     }
 
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let Some(r) = self.cell.get() else {
+        let Some(r) = self.core.cell.get() else {
             return Box::pin(async { crate::net::fetch::error_reply(NOT_OPEN) });
         };
         if crate::net::fetch::is_identify(&msg) {
@@ -59,7 +53,7 @@ impl Service for NodeService {
         // Reading and compressing a chunk is a few MiB of pread and zstd: on the node's
         // low-priority bulk-transfer thread, so serving a rebuild never takes more than one
         // core from the writers, nor the async threads.
-        let budget = self.catch_up_state.budget.clone();
+        let budget = self.core.catch_up.budget.clone();
         Box::pin(async move {
             budget
                 .run_cpu(move || crate::net::fetch::serve_chunk(r.store.log(), &msg))
@@ -69,14 +63,9 @@ impl Service for NodeService {
     }
 
     fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
-        let cell = self.cell.clone();
-        let (placement, node_id) = (self.placement, self.node_id);
-        let progress = self.catch_up_state.clone();
+        let core = self.core.clone();
         Box::pin(async move {
-            let mut reply = answer(&cell, node_id, placement, msg).await;
-            if let Reply::Status(s) = &mut reply {
-                s.catch_up_bytes = progress.bytes();
-            }
+            let reply = answer(&core, &msg).await.unwrap_or_else(core::reply_to);
             // A reply that does not fit its encoding (an error text over 64 KiB) is
             // answered with the refusal itself, clipped to a size that always fits.
             reply.encode().unwrap_or_else(|e| {
@@ -90,147 +79,47 @@ impl Service for NodeService {
     }
 }
 
-fn done(r: Result<()>) -> Reply {
-    match r {
-        Ok(()) => Reply::Done,
-        Err(Error::NotLeader { leader, addr }) => Reply::NotLeader { leader, addr },
-        Err(e) => Reply::Error(e.to_string()),
-    }
-}
-
 /// What a replica that is not open answers to peers.
 const NOT_OPEN: &str = "node not serving: reopening its storage";
 
-/// A status for a node whose replica is not open (it is reopening its storage).
-pub(super) fn closed_status(node_id: u64, commit_end: u64) -> NodeStatus {
-    NodeStatus {
-        node_id,
-        role: Role::Shutdown,
-        term: 0,
-        leader: None,
-        commit_end,
-        log_end: commit_end,
-        voters: Vec::new(),
-        learners: Vec::new(),
-        followers: Vec::new(),
-        catch_up_bytes: (0, 0),
-    }
-}
-
-async fn answer(
-    cell: &ReplicaCell,
-    node_id: u64,
-    placement: super::Placement,
-    msg: Bytes,
-) -> Reply {
-    let req = match Request::decode(&msg) {
-        Ok(req) => req,
-        Err(e) => return Reply::Error(e.to_string()),
-    };
-    let r = match (&req, cell.serving()) {
-        (_, Ok(r)) => r,
-        // A node whose storage failed still says where it stands, and serves committed reads
-        // while its log is open; everything that needs consensus goes elsewhere.
-        (Request::Status, Err(_)) => {
-            return Reply::Status(match cell.get() {
-                Some(r) => r.status().into(),
-                None => closed_status(node_id, cell.commit_end()),
-            })
-        }
-        (Request::Read { .. }, Err(e)) => match cell.get() {
-            Some(r) => r,
-            None => return Reply::Unavailable(e.to_string()),
-        },
-        (_, Err(e)) => return Reply::Unavailable(e.to_string()),
-    };
-    let r = &r;
-    match req {
-        Request::Append(payloads) => {
-            let start = std::time::Instant::now();
-            let bytes = payloads.iter().map(|p| p.len()).sum();
-            match r.append(payloads).await {
-                Ok(offs) => {
-                    metrics::appended(offs.len(), bytes, start.elapsed());
-                    Reply::Offsets(offs)
-                }
-                Err(Error::NotLeader { leader, addr }) => Reply::NotLeader { leader, addr },
-                Err(e) => Reply::Error(e.to_string()),
-            }
-        }
+/// Decodes a client request and serves it from the core. A node whose storage failed still
+/// says where it stands, and serves committed reads while its log is open; everything that
+/// needs consensus is refused ([`crate::Error::Unavailable`]) and goes elsewhere.
+async fn answer(core: &NodeCore, msg: &Bytes) -> Result<Reply> {
+    Ok(match Request::decode(msg)? {
+        Request::Append(payloads) => Reply::Offsets(core.append(payloads).await?),
         Request::Read {
             offset,
             max_records,
-        } => read(r, offset, max_records).unwrap_or_else(|e| match e {
-            Error::BelowFloor {
-                offset,
-                first_available,
-            } => Reply::BelowFloor {
-                offset,
-                first_available,
-            },
-            e => {
-                if let Some(repairer) = cell.repairer() {
-                    repairer.on_read_error(&e);
-                }
-                Reply::Error(e.to_string())
+        } => {
+            let range = core.read_range(offset, max_records, MAX_READ_BYTES)?;
+            let records = range.records.into_iter().map(wire_record).collect();
+            Reply::Records {
+                commit_end: range.commit_end,
+                records,
             }
-        }),
-        Request::Status => Reply::Status(r.status().into()),
-        Request::AddLearner { id, peer } => {
-            let info = crate::raft::NodeInfo {
-                site: peer.site,
-                addr: peer.addr,
-            };
-            done(r.add_learner(id, info).await)
         }
-        Request::ReplaceVoter { dead, new } if dead == new => done(Err(Error::InvalidArgument(
-            format!("node {dead} cannot replace itself: a replacement node needs a new id"),
-        ))),
+        Request::Status => Reply::Status(core.status()),
+        Request::AddLearner { id, peer } => {
+            core.add_learner(id, peer).await?;
+            Reply::Done
+        }
         Request::ReplaceVoter { dead, new } => {
-            let mut voters: std::collections::BTreeSet<u64> =
-                r.status().voters.into_iter().collect();
-            voters.remove(&dead);
-            voters.insert(new);
-            done(super::change_membership_checked(r, voters, placement).await)
+            core.replace_voter(dead, new).await?;
+            Reply::Done
         }
         Request::ChangeMembership(voters) => {
-            let voters = voters.into_iter().collect();
-            done(super::change_membership_checked(r, voters, placement).await)
+            core.change_membership(voters.into_iter().collect()).await?;
+            Reply::Done
         }
-    }
+    })
 }
 
-/// Committed normal records from `offset`: at most `max_records` and [`MAX_READ_BYTES`]
-/// (at least one when there is one). Below the log's start (deleted by retention):
-/// [`Error::BelowFloor`], never a silent skip to the start.
-fn read(r: &Replica, offset: u64, max_records: u32) -> Result<Reply> {
-    let commit_end = *r.committed_end.borrow();
-    let log = r.store.log();
-    let mut records = Vec::new();
-    let mut bytes = 0usize;
-    if offset < commit_end {
-        for rec in log.iter(offset) {
-            let rec = rec?;
-            if rec.offset >= commit_end || records.len() >= max_records as usize {
-                break;
-            }
-            if rec.kind != EntryKind::Normal {
-                continue;
-            }
-            bytes += rec.payload.len();
-            if !records.is_empty() && bytes > MAX_READ_BYTES {
-                break;
-            }
-            records.push(WireRecord {
-                offset: rec.offset,
-                term: rec.term,
-                timestamp_us: rec.timestamp_us,
-                payload: rec.payload,
-            });
-        }
+fn wire_record(rec: crate::storage::Record) -> WireRecord {
+    WireRecord {
+        offset: rec.offset,
+        term: rec.term,
+        timestamp_us: rec.timestamp_us,
+        payload: rec.payload,
     }
-    Ok(Reply::Records {
-        commit_end,
-        records,
-    })
 }

@@ -66,10 +66,11 @@ pub(crate) fn client_write(e: ClientWriteError<TypeConfig>) -> Error {
             ),
         },
         ClientWriteError::ChangeMembershipError(c) => change_membership(c),
-        // sitelog attaches no precondition to its writes; should one ever fail, nothing was
-        // appended, and the text says which.
+        // Invariant: sitelog attaches no precondition to its writes. Should one ever fail,
+        // nothing was appended; the log says which.
         ClientWriteError::PreconditionFailed(p) => {
-            Error::Raft(format!("write precondition failed: {p}"))
+            tracing::error!(precondition = %p, "a write precondition failed");
+            Error::Internal("a write precondition failed, but sitelog sets none")
         }
     }
 }

@@ -84,11 +84,11 @@ fn membership_errors_are_typed() {
 }
 
 #[test]
-fn a_failed_precondition_is_a_consensus_error() {
+fn a_failed_precondition_is_an_internal_error() {
     let p = openraft::error::PreconditionFailed::LastLogIdMismatch {
         expected: None,
         actual: Some(log_id(1, 2)),
     };
     let e = client_write(ClientWriteError::PreconditionFailed(p));
-    assert!(matches!(e, Error::Raft(_)), "{e:?}");
+    assert!(matches!(e, Error::Internal(_)), "{e:?}");
 }

@@ -178,7 +178,7 @@ mod tests {
             reason: "no space left".into(),
         };
         assert_eq!(Fault::of(&poisoned), Fault::Device);
-        assert_eq!(Fault::of(&Error::Raft("x".into())), Fault::Other);
+        assert_eq!(Fault::of(&Error::Internal("x")), Fault::Other);
     }
 
     #[test]
@@ -186,7 +186,7 @@ mod tests {
         let slot = FaultSlot::default();
         assert_eq!(slot.get(), None);
         slot.record(&Error::NoSpace { path: "/a".into() });
-        slot.record(&Error::Raft("later".into()));
+        slot.record(&Error::Shutdown);
         assert_eq!(slot.get().map(|f| f.0), Some(Fault::NoSpace));
     }
 

@@ -402,7 +402,7 @@ pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
             Ok(r) => tx.send(wire::encode_stream_result(&r)).await?,
             Err(fatal) => {
                 tx.send(wire::encode_error(&fatal.to_string())).await?;
-                return Err(Error::Raft(fatal.to_string()));
+                return Err(super::errors::fatal(&fatal));
             }
         }
     }

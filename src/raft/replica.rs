@@ -242,7 +242,7 @@ impl Replica {
         // stack (a debug build overflowed the main thread's stack with it).
         let raft = Box::pin(Raft::new(id, config, network, store.clone(), sm))
             .await
-            .map_err(|e| Error::Raft(format!("start: {e}")))?;
+            .map_err(|e| errors::fatal(&e))?;
         Ok(Replica {
             raft,
             store,
@@ -346,10 +346,10 @@ impl Replica {
             }
         }
         if offsets.len() != n {
-            return Err(Error::Raft(format!(
-                "{} of {n} writes answered",
-                offsets.len()
-            )));
+            // The unanswered writes were handed to consensus and may still commit.
+            return Err(Error::OutcomeUnknown {
+                reason: format!("{} of {n} writes answered", offsets.len()),
+            });
         }
         Ok(offsets)
     }
@@ -635,7 +635,10 @@ impl Replica {
             None => log.persist_watermark(),
         })
         .await
-        .map_err(|e| Error::Raft(format!("persisting the watermark at stop: {e}")))?;
+        .map_err(|e| Error::TaskFailed {
+            task: "persisting the watermark at stop",
+            reason: e.to_string(),
+        })?;
         stopped.and(persisted).and(committed)
     }
 }
