@@ -187,6 +187,12 @@ async fn follower_refuses_writes_naming_the_leader() {
         }
         other => panic!("follower accepted a write: {other:?}"),
     }
+    // A node refusing to replace a voter by itself, through the embedding API (the same core
+    // answers the wire protocol's ReplaceVoter): refused before anything is proposed.
+    match c.nodes[&leader].replace_voter(follower, follower).await {
+        Err(Error::InvalidArgument(_)) => {}
+        other => panic!("a voter replaced by itself: {other:?}"),
+    }
     let s = c.nodes[&leader].status();
     assert_eq!(s.role, Role::Leader);
     assert_eq!(s.voters, vec![1, 2, 3]);

@@ -101,7 +101,9 @@ pub enum ReplaceEvent {
         /// Voter ids of the new membership.
         voters: Vec<u64>,
     },
-    /// The outcome: the replacement stopped at the phase of the last progress event.
+    /// The outcome: the replacement stopped at the phase of the last progress event (for
+    /// example [`Error::NoLeader`] when no node answered as the leader in time, or
+    /// [`Error::Timeout`] past the catch-up deadline).
     Failed(Error),
 }
 
@@ -201,7 +203,7 @@ impl Driver {
     }
 
     /// The status of the node leading by its own account (highest term), waiting out an
-    /// election for up to the admin client's `leader_wait_ms`.
+    /// election for up to the admin client's `leader_wait_ms` ([`Error::NoLeader`] past it).
     async fn leader_status(&mut self) -> Result<NodeStatus> {
         let deadline = Instant::now() + Duration::from_millis(self.admin.leader_wait_ms);
         loop {
