@@ -366,6 +366,7 @@ impl TlsConfig {
         let identity = TlsIdentity::from_cert(&chain[0])
             .map_err(|e| tls_error(format!("{}: {e}", cert_path.display())))?;
         check_names(&identity, who, &cert_path)?;
+        check_own_chain(&provider, &roots, &chain, &cert_path)?;
         let server = match who {
             Who::Node(_) => Some(Arc::new(server_config(
                 &provider,
@@ -449,6 +450,36 @@ fn check_names(identity: &TlsIdentity, who: Who, path: &Path) -> Result<()> {
             path.display()
         )))
     }
+}
+
+/// Our own certificate must chain to the CA we trust and be valid now: a rotation that
+/// installs a certificate of another CA (or an expired one) is refused at load, and a reload
+/// keeps the working configuration, instead of making this process unreachable to its peers.
+fn check_own_chain(
+    provider: &CryptoProvider,
+    roots: &RootCertStore,
+    chain: &[CertificateDer<'static>],
+    path: &Path,
+) -> Result<()> {
+    let cert = webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| tls_error(format!("{}: unreadable certificate: {e}", path.display())))?;
+    // Node and client certificates both carry client authentication (nodes dial peers).
+    cert.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &roots.roots,
+        &chain[1..],
+        UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| {
+        tls_error(format!(
+            "{}: not valid under the cluster CA now: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(())
 }
 
 fn server_config(

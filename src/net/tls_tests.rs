@@ -38,6 +38,29 @@ fn is_cert_error(e: &std::io::Error, want: fn(&CertificateError) -> bool) -> boo
     matches!(rustls_error(e), Some(rustls::Error::InvalidCertificate(c)) if want(c))
 }
 
+/// Like `TlsConfig::load` without the check of our own chain: what a misconfigured (or
+/// hostile) peer would present.
+fn load_unchecked(dir: &TlsDir, who: Who) -> TlsConfig {
+    let provider = crypto_provider();
+    let roots = Arc::new(load_roots(&dir.ca_cert()).unwrap());
+    let chain = load_chain(&dir.cert(who)).unwrap();
+    let key = load_key(&provider, &dir.key(who)).unwrap();
+    let identity = TlsIdentity::from_cert(&chain[0]).unwrap();
+    let server = match who {
+        Who::Node(_) => {
+            let config = server_config(&provider, &roots, chain.clone(), key.clone_key());
+            Some(Arc::new(config.unwrap()))
+        }
+        Who::Client(_) => None,
+    };
+    let client = Arc::new(client_config(&provider, &roots, chain, key).unwrap());
+    TlsConfig {
+        identity,
+        server,
+        client,
+    }
+}
+
 type Side = std::result::Result<TlsIdentity, std::io::Error>;
 
 /// One handshake between `server` and `client` dialling `target`, then one byte from the
@@ -134,7 +157,12 @@ async fn a_certificate_of_another_ca_is_refused_both_ways() {
     transplant(&theirs, &mixed, Who::Node(1));
     transplant(&theirs, &mixed, Who::Node(2));
     let server = TlsConfig::load(&ours, Who::Node(2)).unwrap();
-    let intruder = TlsConfig::load(&mixed, Who::Node(1)).unwrap();
+    let err = TlsConfig::load(&mixed, Who::Node(1)).unwrap_err();
+    assert!(
+        matches!(err, Error::Tls { .. }),
+        "our own load refuses it: {err}"
+    );
+    let intruder = load_unchecked(&mixed, Who::Node(1));
     let (s, c) = handshake(&server, &intruder, DialTarget::Node(2)).await;
     let s = s.unwrap_err();
     assert!(
@@ -143,7 +171,7 @@ async fn a_certificate_of_another_ca_is_refused_both_ways() {
     );
     assert!(c.is_err(), "the refused client learns it");
     // A server that trusts our CA but presents their certificate: our client refuses it.
-    let impostor = TlsConfig::load(&mixed, Who::Node(2)).unwrap();
+    let impostor = load_unchecked(&mixed, Who::Node(2));
     let client = TlsConfig::load(&ours, Who::Node(1)).unwrap();
     let (s, c) = handshake(&impostor, &client, DialTarget::Node(2)).await;
     let c = c.unwrap_err();
@@ -180,7 +208,12 @@ async fn an_expired_certificate_is_refused_both_ways() {
     let server = TlsConfig::load(&tls, Who::Node(2)).unwrap();
     let old = ca.issue(&node(1, "site-1"), expired).unwrap();
     certs::write_issued(&tls, Who::Node(1), &old).unwrap();
-    let stale = TlsConfig::load(&tls, Who::Node(1)).unwrap();
+    let err = TlsConfig::load(&tls, Who::Node(1)).unwrap_err();
+    assert!(
+        matches!(err, Error::Tls { .. }),
+        "our own load refuses it: {err}"
+    );
+    let stale = load_unchecked(&tls, Who::Node(1));
     let expired_error = |c: &CertificateError| {
         matches!(
             c,
@@ -331,6 +364,20 @@ async fn reload_swaps_the_certificate_for_new_connections_only() {
     std::fs::write(tls.cert(Who::Node(2)), b"not a certificate").unwrap();
     let err = reloader.reload().unwrap_err();
     assert!(matches!(err, Error::Tls { .. }), "{err}");
+    // Nor does a certificate of another CA replace it.
+    let other = CertAuthority::new(Validity::days_from_now(1)).unwrap();
+    let foreign = other
+        .issue(&node(2, "site-2x"), Validity::days_from_now(1))
+        .unwrap();
+    certs::write_issued(&tls, Who::Node(2), &foreign).unwrap();
+    assert!(matches!(
+        reloader.reload_if_changed(),
+        Err(Error::Tls { .. })
+    ));
+    assert!(
+        !reloader.reload_if_changed().unwrap(),
+        "not retried unchanged"
+    );
     let (mut again, id) = dial(addr, &client).await;
     assert_eq!(id, node(2, "site-2b"));
     echo(&mut again, b"still served").await;
