@@ -218,6 +218,19 @@ impl TlsIdentity {
     }
 }
 
+impl TlsIdentity {
+    /// `Ok` when this is node `claimed_id`'s identity: a peer's claimed node id (in its
+    /// handshake or messages) must be the one its certificate names.
+    pub fn check_node(&self, claimed_id: u64) -> Result<()> {
+        match self {
+            TlsIdentity::Node { id, .. } if *id == claimed_id => Ok(()),
+            _ => Err(tls_error(format!(
+                "the peer claims to be node {claimed_id} but its certificate names {self}"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -345,11 +358,21 @@ impl TlsDir {
 }
 
 /// The rustls configurations of one node or client, loaded from a [`TlsDir`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsConfig {
     identity: TlsIdentity,
     server: Option<Arc<ServerConfig>>,
     client: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for TlsConfig {
+    /// The identity only: the configurations hold the private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("identity", &self.identity)
+            .field("serves", &self.server.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsConfig {

@@ -106,7 +106,17 @@ async fn the_right_node_is_accepted_both_ways() {
     assert_eq!(server.identity(), &node(2, "site-2"));
     let (s, c) = handshake(&server, &client, DialTarget::Node(2)).await;
     assert_eq!(c.unwrap(), node(2, "site-2"));
-    assert_eq!(s.unwrap(), node(1, "site-1"));
+    let peer = s.unwrap();
+    assert_eq!(peer, node(1, "site-1"));
+    peer.check_node(1).unwrap();
+    // Node 1 claiming (in its messages) to be node 3 is caught against its certificate.
+    assert!(matches!(peer.check_node(3), Err(Error::Tls { .. })));
+    // The configuration's Debug leaves the key out (it prints the identity only).
+    let debug = format!("{server:?}");
+    assert!(
+        debug.contains("site-2") && !debug.contains("key"),
+        "{debug}"
+    );
 }
 
 #[tokio::test]
