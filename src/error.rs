@@ -249,6 +249,24 @@ pub enum Error {
         node_id: u64,
     },
 
+    /// TLS could not be set up or a peer's certificate was refused: a missing or malformed
+    /// certificate or key file, a certificate that names no (or the wrong) identity, a
+    /// handshake that failed. The reason names files and identities, never key material.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What failed, for people to read.
+        reason: String,
+    },
+
+    /// The client's certificate role does not allow this request. Nothing was done.
+    #[error("not allowed: the client role {role} does not allow {op}")]
+    NotAllowed {
+        /// The role the client's certificate carries.
+        role: crate::net::tls::ClientRole,
+        /// The refused kind of request.
+        op: crate::net::tls::Operation,
+    },
+
     /// The tailing reader's timeout elapsed before a new durable record arrived; or a site
     /// replacement's catch-up deadline passed before the new node's commit end reached it.
     #[error("timed out waiting for offset {offset}")]

@@ -12,6 +12,7 @@ pub use crate::net::fetch::MAX_CHUNK_BYTES;
 pub use crate::net::frame::FRAME_HEADER_BYTES;
 pub use crate::net::handshake::MAX_HANDSHAKE_BYTES;
 pub use crate::net::limits::{MIN_KIND_BUDGET, MIN_PEER_BUDGET};
+pub use crate::net::tls::{MAX_CHAIN_CERTS, MAX_PEM_FILE_BYTES};
 pub use crate::node::protocol::{MAX_APPEND_PAYLOADS, MAX_READ_BYTES};
 pub use crate::raft::log_store::{MAX_PENDING_FLUSHES, MAX_READ_BATCH_BYTES};
 pub use crate::raft::remote::MAX_APPENDS_IN_FLIGHT;

@@ -1,9 +1,10 @@
 //! The `sitelog` command line. Subcommands: `bench` (measure the log against the machine's own
-//! limit), `drill` (the site-loss drill), `node` (run a replica), and the hidden
-//! `bench-writer` (the child process `bench` kills with SIGKILL).
+//! limit), `drill` (the site-loss drill), `node` (run a replica), `certs` (TLS certificates),
+//! and the hidden `bench-writer` (the child process `bench` kills with SIGKILL).
 
 mod bench;
 mod catchup_bench;
+mod certs;
 mod client_cmds;
 mod cluster;
 mod drill;
@@ -64,6 +65,9 @@ enum Command {
     ReplaceNode(client_cmds::ReplaceArgs),
     /// Run one replica of a replicated sitelog (until SIGINT/SIGTERM).
     Node(node::NodeArgs),
+    /// Certificates for mutual TLS: `certs init` creates a cluster CA, node certificates and
+    /// client certificates (one per role).
+    Certs(certs::CertsArgs),
     /// (internal) Open an existing log and append until killed, printing acknowledged ends.
     #[command(hide = true)]
     BenchWriter(bench::WriterArgs),
@@ -114,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchWriter(args) => bench::run_writer(&args),
         Command::Node(args) => node::run(&args),
+        Command::Certs(args) => certs::run(&args),
         Command::Drill(args) => drill::run(&args),
         Command::Append(args) => client_cmds::append(&args),
         Command::Status(args) => client_cmds::status(&args),

@@ -8,6 +8,8 @@
 //! - [`limits`]: [`NetLimits`] and how the limits relate to each other and to the Raft timers.
 //! - [`budget`]: a budget of connections of one kind, evicting the least recently active idle.
 //! - [`descriptors`]: `RLIMIT_NOFILE` headroom kept for the node's own files.
+//! - [`tls`]: mutual TLS 1.3 configurations, identities in certificates, reload;
+//!   [`certs`]: the cluster CA and its certificates (`sitelog certs init`).
 //! - [`warn_rate`]: one warning per second, with a count, instead of one per connection.
 //!
 //! - [`fetch`]: bulk, resumable, verified, throttled fetch of sealed segment files;
@@ -18,6 +20,7 @@
 //! the consensus library spaces retries to an unreachable peer with its backoff.
 
 pub mod budget;
+pub mod certs;
 pub mod descriptors;
 pub mod fetch;
 pub mod fetch_budget;
@@ -25,6 +28,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod tcp;
+pub mod tls;
 pub mod warn_rate;
 
 pub use limits::NetLimits;
