@@ -168,6 +168,23 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 
+    /// A client's connection to a node was lost (closed by the node, broken) with requests
+    /// on it. A request written before is of unknown fate; one not written yet was not sent.
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        /// The node's address.
+        addr: String,
+        /// What ended it, for people to read.
+        reason: String,
+    },
+
+    /// A node answered a client's request with an error (its text, as the node wrote it).
+    #[error("node refused: {message}")]
+    Remote {
+        /// The node's error text, for people to read.
+        message: String,
+    },
+
     /// A node refused the connection because it belongs to another cluster: the caller's
     /// cluster id (`--cluster-id`) is not the node's. Nothing was sent.
     #[error(
