@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Node, NodeConfig, Role};
+use sitelog::node::{Node, NodeConfig, Role, Timers};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ fn config(dir: &std::path::Path, id: u64) -> NodeConfig {
     );
     cfg.log.segment_size_bytes = 1 << 20;
     cfg.log.max_record_bytes = 64 << 10;
+    // WAN timers: on a loaded machine, LAN election timeouts may move the leadership while a
+    // test relies on it staying (a follower asked for its status, a leader whose followers
+    // are stopped).
+    cfg.timers = Timers::wan();
     cfg
 }
 
@@ -181,7 +185,14 @@ async fn appends_in_flight_when_the_leader_stops_are_unknown() {
     for (_, n) in std::mem::take(&mut nodes) {
         n.shutdown().await.unwrap();
     }
-    let log_end = leader_node.status().log_end;
+    // Alone, it stays the leader (no one can be elected) and commits nothing.
+    let s = leader_node.status();
+    assert_eq!(
+        s.role,
+        Role::Leader,
+        "the leader moved before its followers stopped"
+    );
+    let log_end = s.log_end;
     let in_flight = 16;
     let tasks: Vec<_> = (1..=in_flight)
         .map(|i| {
@@ -193,7 +204,8 @@ async fn appends_in_flight_when_the_leader_stops_are_unknown() {
     while leader_node.status().log_end < log_end + in_flight as u64 {
         assert!(
             Instant::now() < deadline,
-            "the appends never reached the leader"
+            "the appends never reached the leader: {:?}, log_end before {log_end}",
+            leader_node.status()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
