@@ -107,12 +107,6 @@ pub enum Error {
         max: usize,
     },
 
-    /// An error a remote node answered an admin request with, as its text for display (the
-    /// reply carries no kind). Only the client builds it; every local failure has a typed
-    /// variant.
-    #[error("consensus: {0}")]
-    Raft(String),
-
     /// A background task or worker thread of the node ended without its result: it panicked,
     /// was cancelled, or its thread stopped. What it was doing was not done.
     #[error("{task} failed: {reason}")]
@@ -190,6 +184,23 @@ pub enum Error {
     /// cluster id or protocol version. The connection is closed; nothing it sent was used.
     #[error("protocol: {0}")]
     Protocol(String),
+
+    /// A client's connection to a node was lost (closed by the node, broken) with requests
+    /// on it. A request written before is of unknown fate; one not written yet was not sent.
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        /// The node's address.
+        addr: String,
+        /// What ended it, for people to read.
+        reason: String,
+    },
+
+    /// A node answered a client's request with an error (its text, as the node wrote it).
+    #[error("node refused: {message}")]
+    Remote {
+        /// The node's error text, for people to read.
+        message: String,
+    },
 
     /// A node refused the connection because it belongs to another cluster: the caller's
     /// cluster id (`--cluster-id`) is not the node's. Nothing was sent.

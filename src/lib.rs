@@ -80,7 +80,7 @@
 //!     }
 //!
 //!     let addrs = members.values().map(|p| p.addr.clone()).collect();
-//!     let mut client = Client::new(addrs, CLUSTER);
+//!     let client = Client::new(addrs, CLUSTER);
 //!     let offsets = match client.append(vec![Bytes::from_static(b"hello")]).await {
 //!         AppendOutcome::Ok(offsets) => offsets,
 //!         other => panic!("not acknowledged: {other:?}"),

@@ -35,6 +35,17 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 72 << 20;
 /// [`DEFAULT_MAX_FRAME_BYTES`].
 pub const NODE_MAX_RECORD_BYTES: u32 = 1 << 20;
 
+/// Most client requests a node answers concurrently on one connection (pipelined; see
+/// `net::tcp`): beyond it the node stops reading that connection until a reply went out.
+/// Also the most requests a [`crate::node::client::Client`] has unanswered on one connection.
+pub const MAX_PIPELINED_REQUESTS: usize = 64;
+/// Most bytes of request frames a node holds unanswered on one client connection: beyond it
+/// the node stops reading the connection. A frame larger than what is free waits until
+/// nothing else is in flight, so one frame of the connection's limit is always admitted.
+/// Equal to the default frame limit: a pipelined connection holds no more request bytes
+/// than one sequential request of the largest size did.
+pub const MAX_PIPELINED_BYTES: usize = DEFAULT_MAX_FRAME_BYTES;
+
 /// Most voters in one configuration, and most nodes in a membership (also the most ids a
 /// membership change may name).
 pub const MAX_MEMBERS: usize = 1024;
@@ -107,3 +118,8 @@ const _: () = assert!(
 );
 // A refused handshake's reason fits the handshake frame (status, node id, u16 length).
 const _: () = assert!(1 + 8 + 2 < MAX_HANDSHAKE_BYTES);
+// A single frame of the default limit fits the pipelining window whole (and a larger one,
+// configured, is admitted alone); the window's byte count is a semaphore's u32 permits.
+const _: () = assert!(MAX_PIPELINED_BYTES >= DEFAULT_MAX_FRAME_BYTES);
+const _: () = assert!(MAX_PIPELINED_BYTES <= u32::MAX as usize);
+const _: () = assert!(MAX_PIPELINED_REQUESTS >= 1 && MAX_PIPELINED_REQUESTS <= u32::MAX as usize);

@@ -151,7 +151,7 @@ async fn leader_kill9_loop_loses_no_acknowledged_write() {
     let max = *acked.keys().max().unwrap();
     for (id, addr) in &addrs {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut c = Client::new(vec![], CLUSTER);
+        let c = Client::new(vec![], CLUSTER);
         let commit_end = loop {
             let s = c.status_of(addr).await.unwrap();
             if s.commit_end > max {

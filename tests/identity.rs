@@ -307,7 +307,7 @@ async fn a_removed_id_never_joins_again_even_on_a_node_rebuilt_from_a_snapshot()
     // A voter's id cannot come back as a "new" node while it is a voter either.
     let r = on_leader!(&founders, |l| l.add_learner(1, peer(1, &addrs[&1])));
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
-    let mut client =
+    let client =
         sitelog::node::client::Client::new(addrs.values().take(3).cloned().collect(), CLUSTER);
     let r = client.replace_voter(1, 1).await;
     assert!(
@@ -336,7 +336,7 @@ async fn a_removed_id_never_joins_again_even_on_a_node_rebuilt_from_a_snapshot()
     assert!(matches!(r, Err(Error::RetiredNode { node_id: 1 })), "{r:?}");
     let r = on_leader!(&nodes, |l| l.change_membership(BTreeSet::from([1, 2, 3])));
     assert!(matches!(r, Err(Error::RetiredNode { node_id: 1 })), "{r:?}");
-    let mut client = sitelog::node::client::Client::new(
+    let client = sitelog::node::client::Client::new(
         nodes
             .values()
             .map(|n| n.advertise_addr().to_string())

@@ -218,7 +218,7 @@ async fn isolated_leader_in_its_own_namespace_acknowledges_nothing() {
         net.start_node(i, dir.path());
     }
     let all: Vec<String> = (1..=3).map(|i| net.addr(i)).collect();
-    let mut client = Client::new(all.clone(), CLUSTER);
+    let client = Client::new(all.clone(), CLUSTER);
     let mut acked = BTreeMap::new();
     for k in 0..20 {
         let p = format!("before {k}");
@@ -246,7 +246,7 @@ async fn isolated_leader_in_its_own_namespace_acknowledges_nothing() {
     }
     let others: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
     let new = leader_among(&net, &others).await;
-    let mut majority = Client::new(others.iter().map(|&i| net.addr(i)).collect(), CLUSTER);
+    let majority = Client::new(others.iter().map(|&i| net.addr(i)).collect(), CLUSTER);
     for k in 0..20 {
         let p = format!("after {k}");
         match majority.append(vec![Bytes::from(p.clone())]).await {
@@ -265,7 +265,7 @@ async fn isolated_leader_in_its_own_namespace_acknowledges_nothing() {
             assert!(Instant::now() < deadline, "node {i} did not catch up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut c = Client::new(vec![addr], CLUSTER);
+        let c = Client::new(vec![addr], CLUSTER);
         let (_, recs) = c.read(0, 10_000).await.unwrap();
         let got: BTreeMap<u64, String> = recs
             .iter()

@@ -123,7 +123,7 @@ async fn check_all(c: &Cluster, acked: &HashMap<u64, Vec<u8>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_cluster_survives_repeated_leader_loss() {
     let mut c = Cluster::start(NetLimits::default()).await;
-    let mut client = c.client();
+    let client = c.client();
     let mut acked: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut unknown = 0;
     let mut seq = 0;
@@ -162,7 +162,7 @@ async fn tcp_cluster_survives_repeated_leader_loss() {
     );
     check_all(&c, &acked).await;
     // A read through the client returns the same bytes.
-    let mut client = c.client();
+    let client = c.client();
     let first = *acked.keys().min().unwrap();
     let (_, recs) = client.read(first, 1).await.unwrap();
     assert_eq!(&recs[0].payload[..], &acked[&first][..]);
@@ -260,7 +260,7 @@ async fn garbage_and_connection_floods_leave_the_node_serving() {
         }
     }
     // Honest traffic still flows (the idle ones time out of their handshake).
-    let mut client = c.client();
+    let client = c.client();
     for i in 0..20 {
         match client
             .append(vec![Bytes::from(format!("honest {i}"))])

@@ -146,7 +146,7 @@ async fn a_follower_below_the_floor_catches_up_by_snapshot_and_readers_are_told_
         })) => assert!(first_available >= leader_floor),
         other => panic!("subscription below the floor: {other:?}"),
     }
-    let mut client =
+    let client =
         sitelog::node::client::Client::new(vec![members[&leader_id].addr.clone()], CLUSTER);
     match client.read(1, 10).await {
         Err(Error::BelowFloor {

@@ -134,7 +134,7 @@ async fn lost_site_is_rebuilt_from_a_snapshot_with_bulk_fetch() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
-        let mut client = sitelog::node::client::Client::new(addrs, CLUSTER);
+        let client = sitelog::node::client::Client::new(addrs, CLUSTER);
         tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut i = 0u32;

@@ -153,7 +153,7 @@ async fn client_follow_gets_records_appended_while_following_in_order() {
         .collect();
     let client = Client::new(addrs.clone(), CLUSTER);
     let mut follow = client.subscribe(0);
-    let mut writer = Client::new(addrs, CLUSTER);
+    let writer = Client::new(addrs, CLUSTER);
     let appends = tokio::spawn(async move {
         let mut offsets = Vec::new();
         for i in 0..30u32 {

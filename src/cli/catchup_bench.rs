@@ -79,7 +79,7 @@ async fn fill(cluster: &LocalCluster, bytes: u64) -> CliResult<()> {
     let per_client = bytes / 16 / (64 * 1024) + 1;
     let mut tasks = Vec::new();
     for c in 0..16u64 {
-        let mut client = cluster.client();
+        let client = cluster.client();
         tasks.push(tokio::spawn(async move {
             for b in 0..per_client {
                 let batch: Vec<Bytes> = (0..64)
@@ -141,7 +141,7 @@ async fn join_and_catch_up(cluster: &mut LocalCluster, id: u64) -> CliResult<(Du
 fn writers(clients: Vec<Client>, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<Vec<u64>>> {
     clients
         .into_iter()
-        .map(|mut client| {
+        .map(|client| {
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::new();

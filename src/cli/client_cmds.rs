@@ -147,7 +147,7 @@ async fn preflight(target: &Target) -> CliResult<()> {
 
 /// Asks every node for its status once.
 async fn probe_nodes(target: &Target) -> CliResult<Probe> {
-    let mut probe = Client::new(vec![], target.cluster_id);
+    let probe = Client::new(vec![], target.cluster_id);
     let (mut answered, mut learners) = (0usize, 0usize);
     let mut mismatch = None;
     for addr in &target.nodes {
@@ -179,7 +179,7 @@ async fn probe_nodes(target: &Target) -> CliResult<Probe> {
 pub fn append(args: &AppendArgs) -> CliResult<()> {
     let rt = runtime()?;
     rt.block_on(preflight(&args.target))?;
-    let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
     let (mut ledger, first_id) = match &args.ledger {
         Some(p) => {
             let (file, first_id) = open_ledger(p)?;
@@ -270,9 +270,9 @@ fn open_ledger(path: &std::path::Path) -> CliResult<(std::fs::File, u64)> {
 /// `sitelog read`; exit 2 when a ledger check finds a lost or changed message.
 pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
     let rt = runtime()?;
-    let mut client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
     if let Some(ledger) = &args.check_ledger {
-        return rt.block_on(check_ledger(&mut client, ledger));
+        return rt.block_on(check_ledger(&client, ledger));
     }
     if args.follow {
         return rt.block_on(follow(&client, args));
@@ -406,7 +406,7 @@ async fn follow(client: &Client, args: &ReadArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn check_ledger(client: &mut Client, path: &PathBuf) -> CliResult<ExitCode> {
+async fn check_ledger(client: &Client, path: &PathBuf) -> CliResult<ExitCode> {
     let text =
         std::fs::read_to_string(path).context(|| format!("cannot read {}", path.display()))?;
     // offset -> (line id, crc, size) of every acknowledged message.
@@ -469,7 +469,7 @@ async fn check_ledger(client: &mut Client, path: &PathBuf) -> CliResult<ExitCode
 /// `sitelog status`; an error (exit 1) when no node answers.
 pub fn status(args: &StatusArgs) -> CliResult<()> {
     let rt = runtime()?;
-    let mut client = Client::new(vec![], args.target.cluster_id);
+    let client = Client::new(vec![], args.target.cluster_id);
     let mut answered = 0usize;
     for addr in &args.target.nodes {
         let s = rt.block_on(client.status_of(addr));

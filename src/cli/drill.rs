@@ -519,7 +519,7 @@ async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut client = Client::new(vec![addr], cluster.cluster_id);
+        let client = Client::new(vec![addr], cluster.cluster_id);
         let mut got: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
         let mut next = 0;
         while next <= max {

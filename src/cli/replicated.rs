@@ -129,7 +129,7 @@ async fn replicated_throughput(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
     for _ in 0..writers {
-        let mut client = cluster.client();
+        let client = cluster.client();
         let payload = payload.clone();
         let budget = budget.clone();
         tasks.push(tokio::spawn(async move {

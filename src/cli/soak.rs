@@ -719,7 +719,7 @@ async fn compare_site(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut client = Client::new(vec![cluster.addrs[&id].clone()], cluster.cluster_id);
+    let client = Client::new(vec![cluster.addrs[&id].clone()], cluster.cluster_id);
     let (mut missing, mut differing) = (Vec::new(), Vec::new());
     let mut j = 0;
     let mut next = acked.first().map_or(0, |a| a.offset);

@@ -27,6 +27,28 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_body_bytes: usize,
 ) -> Result<Option<Bytes>> {
+    match read_frame_header(r, max_body_bytes).await? {
+        None => Ok(None),
+        Some(head) => read_frame_body(r, head).await.map(Some),
+    }
+}
+
+/// A frame's header, read and checked against the limit before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Body length in bytes (at most the limit it was read with).
+    pub body_bytes: usize,
+    crc: u32,
+}
+
+/// Reads one frame's header (the body length is checked against `max_body_bytes`, nothing is
+/// allocated). `Ok(None)` when the peer closed the connection cleanly between frames. A
+/// caller that must make room for the body first (a pipelining server) reads the header,
+/// waits, then calls [`read_frame_body`].
+pub async fn read_frame_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_body_bytes: usize,
+) -> Result<Option<FrameHeader>> {
     let mut head = [0u8; FRAME_HEADER_BYTES];
     // A clean close shows as EOF before the first header byte.
     let n = r.read(&mut head).await.map_err(|e| io_err(e, "read"))?;
@@ -43,14 +65,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             "frame of {len} bytes exceeds the limit of {max_body_bytes}"
         )));
     }
-    let mut body = BytesMut::zeroed(len);
+    Ok(Some(FrameHeader {
+        body_bytes: len,
+        crc,
+    }))
+}
+
+/// Reads the body of the frame whose header was `head`, and checks its checksum.
+pub async fn read_frame_body<R: AsyncRead + Unpin>(r: &mut R, head: FrameHeader) -> Result<Bytes> {
+    let mut body = BytesMut::zeroed(head.body_bytes);
     r.read_exact(&mut body)
         .await
         .map_err(|e| io_err(e, "read frame body"))?;
-    if checksum(&body) != crc {
+    if checksum(&body) != head.crc {
         return Err(proto("frame checksum mismatch"));
     }
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
 }
 
 /// Writes one frame (header and body in one buffered write).

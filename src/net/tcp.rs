@@ -450,7 +450,12 @@ impl Conn {
             match hello.purpose {
                 Purpose::AppendStream => service.append_stream(tx, rx).await,
                 Purpose::Rpc => request_loop(tx, rx, |m| service.rpc(m)).await,
-                Purpose::Client => request_loop(tx, rx, |m| service.client(m)).await,
+                Purpose::Client => {
+                    pipeline::pipelined_loop(tx, rx, pipeline::Window::CLIENT, |m| {
+                        service.client(m)
+                    })
+                    .await
+                }
                 Purpose::Fetch => request_loop(tx, rx, |m| service.fetch(m)).await,
             }
         };
@@ -489,6 +494,10 @@ impl Conn {
 }
 
 /// Answers requests in turn until the peer closes, or sends nothing for the idle timeout.
+///
+/// Raft RPCs and segment fetches are answered so: a node's Raft client sends one RPC at a
+/// time per connection, and a fetch chunk is megabytes of disk and CPU that the fetching node
+/// asks for in turn. Client requests are pipelined (see [`pipeline`]).
 async fn request_loop(
     mut tx: FrameTx,
     mut rx: FrameRx,
@@ -533,6 +542,9 @@ async fn connect_anonymous(
     };
     c.open(addr, ANY_NODE, purpose).await
 }
+
+#[path = "pipeline.rs"]
+mod pipeline;
 
 #[cfg(test)]
 #[path = "tcp_tests.rs"]

@@ -187,3 +187,76 @@ async fn busy_connections_keep_their_place_and_idle_ones_time_out() {
     );
     task.abort();
 }
+
+/// How many requests the gated handler has started, once it stopped growing: polled until
+/// it reaches `n`, then checked to stay there a while (an absence can only be checked by
+/// waiting; the wait is not what the test synchronises on).
+async fn started_exactly(started: &std::sync::atomic::AtomicUsize, n: usize) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while started.load(SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} requests never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(started.load(SeqCst), n, "the server read past its window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_connection_stops_reading_at_its_window_and_replies_in_order() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let window = pipeline::Window {
+        max_requests: 4,
+        max_bytes: 1000,
+    };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server, _) = l.accept().await.unwrap();
+    let (stx, srx) = split(server, &limits());
+    let (mut tx, mut rx) = split(client, &limits());
+    // Each request waits for a permit of `gate` (used up), at a moment of its own, so that
+    // answers complete out of request order.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (g, s) = (gate.clone(), started.clone());
+    let serving = tokio::spawn(pipeline::pipelined_loop(stx, srx, window, move |m| {
+        let (g, s) = (g.clone(), s.clone());
+        Box::pin(async move {
+            let n = s.fetch_add(1, SeqCst);
+            g.acquire().await.unwrap().forget();
+            tokio::time::sleep(Duration::from_millis(((7 - n % 7) * 2) as u64)).await;
+            m
+        })
+    }));
+
+    // Ten small requests, no reply read: four are taken, the rest wait in the socket.
+    for i in 0..10u8 {
+        tx.send(Bytes::from(vec![i; 2])).await.unwrap();
+    }
+    started_exactly(&started, 4).await;
+    gate.add_permits(10);
+    for i in 0..10u8 {
+        assert_eq!(&rx.recv().await.unwrap()[..], &[i; 2], "reply {i} in order");
+    }
+
+    // The byte bound: two 400-byte requests fit 1000 bytes, the third waits; a frame over
+    // the window's bytes is admitted alone, once nothing else is in flight.
+    started.store(0, SeqCst);
+    for (i, len) in [(1u8, 400), (2, 400), (3, 400), (4, 5000)] {
+        tx.send(Bytes::from(vec![i; len])).await.unwrap();
+    }
+    started_exactly(&started, 2).await;
+    gate.add_permits(2);
+    started_exactly(&started, 3).await;
+    gate.add_permits(1);
+    started_exactly(&started, 4).await;
+    gate.add_permits(1);
+    for (i, len) in [(1u8, 400), (2, 400), (3, 400), (4, 5000)] {
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from(vec![i; len]));
+    }
+    drop((tx, rx));
+    serving.await.unwrap().unwrap();
+}

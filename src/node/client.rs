@@ -1,6 +1,12 @@
 //! A client of a sitelog cluster over TCP: appends go to the leader (found by asking and by
 //! following `NotLeader` answers), reads and status go to any node.
 //!
+//! A [`Client`] is cheap to clone, and every method takes `&self`: many tasks may call one
+//! client (or its clones) at once. Requests to the same node share one connection and are
+//! pipelined on it (the node answers them concurrently and replies in request order; see
+//! `client_conn`). Appends one task awaits in turn are ordered; concurrent appends have no
+//! order among themselves.
+//!
 //! An append that fails after it was sent (connection lost, timeout) is *unknown*, not
 //! failed: it may have been committed. The client never retries such an append by itself
 //! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
@@ -8,11 +14,23 @@
 use super::protocol::{Reply, Request, WireRecord};
 use super::status::NodeStatus;
 use super::Peer;
-use crate::net::tcp::{connect_client, FrameRx, FrameTx, NetLimits};
-use crate::raft::remote::{MessageRx, MessageTx};
+use crate::limits::MAX_MEMBERS;
+use crate::net::tcp::NetLimits;
 use crate::{Error, Result};
 use bytes::Bytes;
+use conn::{Conn, Failure};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio::time::Instant;
+
+#[path = "client_conn.rs"]
+mod conn;
+
+/// Most node connections a client and its clones keep (one per node address asked).
+pub const MAX_CLIENT_CONNECTIONS: usize = MAX_MEMBERS;
+/// Pause before asking again when no node could be reached or none knows a leader.
+const RETRY_PAUSE_MS: u64 = 20;
 
 /// How an append (or another request for the leader) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,28 +43,84 @@ pub enum AppendOutcome<T = Vec<u64>> {
     Unknown(String),
 }
 
-/// A client connection to a cluster.
-#[derive(Debug)]
+/// A client of a cluster: cheap to clone (the settings are copied, the connections shared).
+#[derive(Debug, Clone)]
 pub struct Client {
-    addrs: Vec<String>,
+    addrs: Arc<[String]>,
     cluster_id: u64,
     limits: NetLimits,
-    /// The connection to the node believed to lead.
-    conn: Option<(String, FrameTx, FrameRx)>,
-    /// How long one request may take.
+    pool: Arc<Pool>,
+    /// How long one request may take (queueing on its connection included).
     pub request_timeout_ms: u64,
     /// How long an append may search for a leader before failing.
     pub leader_wait_ms: u64,
 }
 
+/// A connection being opened or open, per node address.
+type ConnSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
+/// The connections of a client and its clones.
+#[derive(Debug, Default)]
+struct Pool {
+    conns: Mutex<HashMap<String, ConnSlot>>,
+    /// The node that last answered a request for the leader.
+    leader: Mutex<Option<String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code panics while holding these; the data stays consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// The slot of `addr`, making room (a lost connection first, else any other) when the
+    /// pool is full. Requests in flight keep a dropped connection alive until they end.
+    fn slot(&self, addr: &str) -> ConnSlot {
+        let mut conns = locked(&self.conns);
+        if !conns.contains_key(addr) && conns.len() >= MAX_CLIENT_CONNECTIONS {
+            let victim = conns
+                .iter()
+                .find(|(_, s)| {
+                    s.try_lock()
+                        .is_ok_and(|c| c.as_ref().is_none_or(|c| !c.is_alive()))
+                })
+                .or_else(|| conns.iter().next())
+                .map(|(a, _)| a.clone());
+            if let Some(v) = victim {
+                conns.remove(&v);
+            }
+        }
+        conns.entry(addr.to_string()).or_default().clone()
+    }
+
+    fn leader(&self) -> Option<String> {
+        locked(&self.leader).clone()
+    }
+
+    fn set_leader(&self, addr: Option<&str>) {
+        *locked(&self.leader) = addr.map(str::to_string);
+    }
+
+    /// Forgets `addr` as the leader (if it was the one remembered).
+    fn not_leader(&self, addr: &str) {
+        let mut l = locked(&self.leader);
+        if l.as_deref() == Some(addr) {
+            *l = None;
+        }
+    }
+}
+
+/// One request's reply, decoded; `Err` tells whether it was sent.
+type Answer = std::result::Result<Reply, Failure>;
+
 impl Client {
     /// A client for the cluster whose nodes listen on `addrs`.
     pub fn new(addrs: Vec<String>, cluster_id: u64) -> Client {
         Client {
-            addrs,
+            addrs: addrs.into(),
             cluster_id,
             limits: NetLimits::default(),
-            conn: None,
+            pool: Arc::default(),
             request_timeout_ms: 5000,
             leader_wait_ms: 10_000,
         }
@@ -62,192 +136,197 @@ impl Client {
         self.cluster_id
     }
 
-    /// A client of the same nodes with the same settings and no connection yet.
+    /// A client of the same nodes with the same settings and connections of its own.
     pub(crate) fn sibling(&self) -> Client {
         Client {
-            addrs: self.addrs.clone(),
-            cluster_id: self.cluster_id,
-            limits: self.limits,
-            conn: None,
-            request_timeout_ms: self.request_timeout_ms,
-            leader_wait_ms: self.leader_wait_ms,
+            pool: Arc::default(),
+            ..self.clone()
         }
     }
 
-    /// Forgets the cached connection if the node closed it meanwhile (its idle timeout).
-    fn drop_stale_conn(&mut self) {
-        if let Some((_, _, rx)) = self.conn.as_mut() {
-            if rx.closed_while_idle() {
-                self.conn = None;
-            }
+    /// The shared connection to `addr`, opened (or reopened, if lost) now if needed.
+    async fn conn(&self, addr: &str) -> Result<Arc<Conn>> {
+        let slot = self.pool.slot(addr);
+        // Held while connecting: concurrent callers wait for this one connection.
+        let mut open = slot.lock().await;
+        if let Some(c) = open.as_ref().filter(|c| c.is_alive()) {
+            return Ok(c.clone());
         }
+        *open = None;
+        let c = Arc::new(Conn::open(addr, self.cluster_id, self.limits).await?);
+        *open = Some(c.clone());
+        Ok(c)
     }
 
-    async fn connect(&mut self, addr: &str) -> Result<()> {
-        let (tx, rx, _) = connect_client(addr, self.cluster_id, self.limits).await?;
-        self.conn = Some((addr.to_string(), tx, rx));
-        Ok(())
-    }
-
-    /// One request on the current connection; `Err` means the fate is unknown.
-    async fn round_trip(&mut self, req: Bytes) -> Result<Reply> {
-        let Some((_, tx, rx)) = self.conn.as_mut() else {
-            return Err(Error::Protocol("not connected".into()));
+    /// One request to `addr` within `request_timeout_ms`.
+    async fn ask(&self, addr: &str, req: Bytes) -> Answer {
+        let deadline = Instant::now() + Duration::from_millis(self.request_timeout_ms);
+        let conn = match tokio::time::timeout_at(deadline, self.conn(addr)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(Failure::NotSent(e)),
+            Err(_) => return Err(Failure::NotSent(Error::Timeout { offset: 0 })),
         };
-        let t = Duration::from_millis(self.request_timeout_ms);
-        let r = tokio::time::timeout(t, async {
-            tx.send(req).await?;
-            rx.recv().await
-        })
-        .await;
-        match r {
-            Ok(Ok(bytes)) => Reply::decode(&bytes),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(Error::Timeout { offset: 0 })
-            }
+        let bytes = conn.request(req, deadline).await?;
+        // An undecodable reply came from a node that may have done the request.
+        Reply::decode(&bytes).map_err(Failure::Unknown)
+    }
+
+    /// [`Client::ask`] for a request that may be done twice (a read, a status): asked again
+    /// once on a new connection when the shared one was found lost (the node restarted, or
+    /// closed it while idle).
+    async fn ask_again(&self, addr: &str, req: Bytes) -> Answer {
+        match self.ask(addr, req.clone()).await {
+            Err(Failure::NotSent(Error::ConnectionLost { .. }))
+            | Err(Failure::Unknown(Error::ConnectionLost { .. })) => self.ask(addr, req).await,
+            r => r,
         }
     }
 
-    /// Sends `req` to some node (the current connection, else the first that answers).
-    async fn any_node(&mut self, req: Bytes) -> Result<Reply> {
-        self.drop_stale_conn();
-        if self.conn.is_some() {
-            match self.round_trip(req.clone()).await {
-                Ok(Reply::Unavailable(_)) => self.conn = None,
-                Ok(r) => return Ok(r),
-                Err(_) => {}
-            }
-        }
+    /// Sends `req` to some node (the leader last seen first, then in the order given) until
+    /// one that is serving answers.
+    async fn any_node(&self, req: Bytes) -> Result<Reply> {
         let mut last = Error::Protocol("no nodes configured".into());
-        for addr in self.addrs.clone() {
-            if let Err(e) = self.connect(&addr).await {
-                last = e;
-                continue;
-            }
-            match self.round_trip(req.clone()).await {
+        let first = self.pool.leader();
+        let order = first
+            .iter()
+            .chain(self.addrs.iter().filter(|a| Some(*a) != first.as_ref()));
+        for addr in order {
+            match self.ask_again(addr, req.clone()).await {
                 // Not serving (its storage failed): the next node may.
-                Ok(Reply::Unavailable(why)) => {
-                    self.conn = None;
-                    last = Error::Unavailable { reason: why };
-                }
+                Ok(Reply::Unavailable(why)) => last = Error::Unavailable { reason: why },
                 Ok(r) => return Ok(r),
-                Err(e) => last = e,
+                Err(Failure::NotSent(e) | Failure::Unknown(e)) => last = e,
             }
         }
         Err(last)
     }
 
     /// Appends payloads through the leader.
-    pub async fn append(&mut self, payloads: Vec<Bytes>) -> AppendOutcome {
+    pub async fn append(&self, payloads: Vec<Bytes>) -> AppendOutcome {
         let msg = match Request::Append(payloads).encode() {
             Ok(msg) => msg,
             Err(e) => return AppendOutcome::Failed(e.to_string()),
         };
         match self.send_to_leader(msg).await {
-            AppendOutcome::Ok(Reply::Offsets(o)) => AppendOutcome::Ok(o),
-            AppendOutcome::Ok(Reply::Error(e)) => AppendOutcome::Unknown(e),
-            AppendOutcome::Ok(other) => {
-                AppendOutcome::Unknown(format!("unexpected reply {other:?}"))
-            }
-            AppendOutcome::Failed(e) => AppendOutcome::Failed(e),
-            AppendOutcome::Unknown(e) => AppendOutcome::Unknown(e),
+            Ok(Reply::Offsets(o)) => AppendOutcome::Ok(o),
+            Ok(Reply::Error(e)) => AppendOutcome::Unknown(e),
+            Ok(other) => AppendOutcome::Unknown(format!("unexpected reply {other:?}")),
+            Err(Failure::NotSent(e)) => AppendOutcome::Failed(e.to_string()),
+            Err(Failure::Unknown(e)) => AppendOutcome::Unknown(e.to_string()),
         }
     }
 
     /// Adds a learner through the leader (returns once the change is committed).
-    pub async fn add_learner(&mut self, id: u64, peer: Peer) -> Result<()> {
+    pub async fn add_learner(&self, id: u64, peer: Peer) -> Result<()> {
         self.admin(Request::AddLearner { id, peer }).await
     }
 
     /// Replaces the voter set through the leader (placement is checked there).
-    pub async fn change_membership(&mut self, voters: Vec<u64>) -> Result<()> {
+    pub async fn change_membership(&self, voters: Vec<u64>) -> Result<()> {
         self.admin(Request::ChangeMembership(voters)).await
     }
 
     /// Swaps voter `dead` for `new` through the leader (placement is checked there).
-    pub async fn replace_voter(&mut self, dead: u64, new: u64) -> Result<()> {
+    pub async fn replace_voter(&self, dead: u64, new: u64) -> Result<()> {
         self.admin(Request::ReplaceVoter { dead, new }).await
     }
 
-    async fn admin(&mut self, req: Request) -> Result<()> {
+    /// A membership request through the leader: the leader's refusal is
+    /// [`Error::Remote`]; a request whose answer was lost is [`Error::OutcomeUnknown`].
+    async fn admin(&self, req: Request) -> Result<()> {
         match self.send_to_leader(req.encode()?).await {
-            AppendOutcome::Ok(Reply::Done) => Ok(()),
-            AppendOutcome::Ok(Reply::Error(e)) => Err(Error::Raft(e)),
-            AppendOutcome::Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
-            AppendOutcome::Failed(e) | AppendOutcome::Unknown(e) => Err(Error::Raft(e)),
+            Ok(Reply::Done) => Ok(()),
+            Ok(Reply::Error(message)) => Err(Error::Remote { message }),
+            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Err(Failure::NotSent(e)) => Err(e),
+            Err(Failure::Unknown(e)) => Err(Error::OutcomeUnknown {
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// Sends `req` to the leader, following `NotLeader` answers and moving past nodes that
     /// answer `Unavailable` (a refused request was not applied anywhere, so it is safe to send
-    /// again); gives up after `leader_wait_ms`.
-    async fn send_to_leader(&mut self, req: Bytes) -> AppendOutcome<Reply> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.leader_wait_ms);
-        let mut candidates = self.addrs.clone();
+    /// again); gives up after `leader_wait_ms` with `NotSent`.
+    async fn send_to_leader(&self, req: Bytes) -> Answer {
+        let deadline = Instant::now() + Duration::from_millis(self.leader_wait_ms);
+        let mut candidates: Vec<String> = self.addrs.to_vec();
         let mut next = 0usize;
+        // The leader last seen by this client or a clone: asked first.
+        let mut target = self.pool.leader();
         // Nodes that said they are not serving, within this call: a follower may still name
         // one as the leader until it hears of the next election, and following that hint
         // would bounce between the two until then.
         let mut down: Vec<String> = Vec::new();
         let mut last_refusal = String::from("no leader accepted the request in time");
         loop {
-            if tokio::time::Instant::now() >= deadline {
-                return AppendOutcome::Failed(last_refusal);
+            if Instant::now() >= deadline {
+                return Err(Failure::NotSent(Error::Unavailable {
+                    reason: last_refusal,
+                }));
             }
-            self.drop_stale_conn();
-            if self.conn.is_none() {
-                if down.len() >= self.addrs.len() {
-                    // Every node refused once: ask them all again.
-                    down.clear();
+            let addr = match target.take() {
+                Some(a) => a,
+                None if candidates.is_empty() => {
+                    return Err(Failure::NotSent(Error::Protocol(
+                        "no nodes configured".into(),
+                    )))
                 }
-                let addr = candidates[next % candidates.len()].clone();
-                next += 1;
-                if down.contains(&addr) {
-                    continue;
-                }
-                match self.connect(&addr).await {
-                    Ok(()) => {}
-                    // Another cluster's node: no leader will ever come from waiting.
-                    Err(e @ Error::ClusterMismatch { .. }) => {
-                        return AppendOutcome::Failed(e.to_string())
+                None => {
+                    if down.len() >= candidates.len() {
+                        // Every node refused once: ask them all again.
+                        down.clear();
                     }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    let a = candidates[next % candidates.len()].clone();
+                    next += 1;
+                    if down.contains(&a) {
                         continue;
                     }
+                    a
                 }
-            }
-            match self.round_trip(req.clone()).await {
-                Ok(Reply::NotLeader { addr, .. }) => {
-                    self.conn = None;
-                    match addr.filter(|a| !down.contains(a)) {
+            };
+            match self.ask(&addr, req.clone()).await {
+                Ok(Reply::NotLeader { addr: hint, .. }) => {
+                    self.pool.not_leader(&addr);
+                    match hint.filter(|a| !down.contains(a)) {
                         Some(a) => {
                             candidates.insert(0, a);
                             next = 0;
                         }
-                        None => tokio::time::sleep(Duration::from_millis(20)).await,
+                        None => pause().await,
                     }
                 }
                 Ok(Reply::Unavailable(why)) => {
-                    if let Some((addr, _, _)) = self.conn.take() {
-                        down.push(addr);
-                    }
+                    self.pool.not_leader(&addr);
+                    down.push(addr);
                     last_refusal = format!("no leader accepted the request in time ({why})");
                 }
-                Ok(reply) => return AppendOutcome::Ok(reply),
-                Err(e) => return AppendOutcome::Unknown(e.to_string()),
+                Ok(reply) => {
+                    self.pool.set_leader(Some(&addr));
+                    return Ok(reply);
+                }
+                // Another cluster's node: no leader will ever come from waiting.
+                Err(Failure::NotSent(e @ Error::ClusterMismatch { .. })) => {
+                    return Err(Failure::NotSent(e))
+                }
+                // Out of time while queued: nothing was sent.
+                Err(Failure::NotSent(e @ Error::Timeout { .. })) => {
+                    return Err(Failure::NotSent(e))
+                }
+                // Unreachable, or its connection was lost before this was written.
+                Err(Failure::NotSent(e)) => {
+                    tracing::debug!(%addr, error = %e, "leader candidate not reached");
+                    self.pool.not_leader(&addr);
+                    pause().await;
+                }
+                Err(e @ Failure::Unknown(_)) => return Err(e),
             }
         }
     }
 
     /// Committed records from `offset` (at most `max_records`), and the commit end, from any
     /// node. Below the first offset the node still holds: [`Error::BelowFloor`] naming it.
-    pub async fn read(&mut self, offset: u64, max_records: u32) -> Result<(u64, Vec<WireRecord>)> {
+    pub async fn read(&self, offset: u64, max_records: u32) -> Result<(u64, Vec<WireRecord>)> {
         let req = Request::Read {
             offset,
             max_records,
@@ -264,17 +343,21 @@ impl Client {
                 offset,
                 first_available,
             }),
-            Reply::Error(e) => Err(Error::Protocol(e)),
+            Reply::Error(message) => Err(Error::Remote { message }),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
-    /// The status of the node at `addr`.
-    pub async fn status_of(&mut self, addr: &str) -> Result<NodeStatus> {
-        self.connect(addr).await?;
-        match self.round_trip(Request::Status.encode()?).await? {
-            Reply::Status(s) => Ok(s),
-            other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+    /// The status of the node at `addr` (on this client's connection to it).
+    pub async fn status_of(&self, addr: &str) -> Result<NodeStatus> {
+        match self.ask_again(addr, Request::Status.encode()?).await {
+            Ok(Reply::Status(s)) => Ok(s),
+            Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+            Err(Failure::NotSent(e) | Failure::Unknown(e)) => Err(e),
         }
     }
+}
+
+async fn pause() {
+    tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
 }

@@ -16,7 +16,8 @@
 //!               u32 len, payload)
 //! STATUS_RESP = 0x64, u64 node, u8 role, u64 term, u8 has_leader, u64 leader, u64 commit_end,
 //!               u64 log_end, u64 catch_up_done, u64 catch_up_total, u16 n_followers,
-//!               n × (u64 id, u64 lag)
+//!               n × (u64 id, u64 lag), u16 n_voters, n × u64 voter id, u16 n_learners,
+//!               n × u64 learner id   (voters and learners: the node's effective membership)
 //! ERROR       = 0x65, u16 len, text
 //! DONE        = 0x66
 //! UNAVAILABLE = 0x67, u16 len, reason   (the node is not serving: its storage failed and
@@ -402,6 +403,15 @@ fn encode_status(w: &mut Writer<'_>, s: &NodeStatus) -> Result<()> {
         w.u64(f.node_id);
         w.u64(f.lag_entries);
     }
+    for (what, ids) in [
+        ("status voters", &s.voters),
+        ("status learners", &s.learners),
+    ] {
+        w.len_u16(what, ids.len(), MAX_MEMBERS)?;
+        for id in ids {
+            w.u64(*id);
+        }
+    }
     Ok(())
 }
 
@@ -425,6 +435,8 @@ fn decode_status(c: &mut Reader<'_>) -> DecodeResult<NodeStatus> {
             lag_entries,
         });
     }
+    let voters = decode_ids(c)?;
+    let learners = decode_ids(c)?;
     Ok(NodeStatus {
         node_id,
         role,
@@ -432,11 +444,21 @@ fn decode_status(c: &mut Reader<'_>) -> DecodeResult<NodeStatus> {
         leader: has_leader.then_some(leader),
         commit_end,
         log_end,
-        voters: Vec::new(),
-        learners: Vec::new(),
+        voters,
+        learners,
         followers,
         catch_up_bytes,
     })
+}
+
+/// A u16 count of node ids, then the ids.
+fn decode_ids(c: &mut Reader<'_>) -> DecodeResult<Vec<u64>> {
+    let n = c.count_u16(MAX_MEMBERS, 8)?;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(c.u64()?);
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -495,6 +517,34 @@ mod tests {
             },
             Reply::Done,
             Reply::Unavailable("disk full".into()),
+            Reply::Status(NodeStatus {
+                node_id: 2,
+                role: Role::Leader,
+                term: 7,
+                leader: Some(2),
+                commit_end: 100,
+                log_end: 101,
+                voters: vec![1, 2, 4],
+                learners: vec![5],
+                followers: vec![FollowerProgress {
+                    node_id: 4,
+                    matched_end: None,
+                    lag_entries: 3,
+                }],
+                catch_up_bytes: (10, 20),
+            }),
+            Reply::Status(NodeStatus {
+                node_id: 3,
+                role: Role::Follower,
+                term: 1,
+                leader: None,
+                commit_end: 0,
+                log_end: 0,
+                voters: Vec::new(),
+                learners: Vec::new(),
+                followers: Vec::new(),
+                catch_up_bytes: (0, 0),
+            }),
         ];
         for r in replies {
             let enc = r.encode().unwrap();

@@ -94,9 +94,7 @@ pub enum ReplaceEvent {
     Progress(ReplaceProgress),
     /// The outcome: the new node replaced the dead one (or, for
     /// [`Client::add_caught_up_learner`], caught up). The voters now: from the node's own
-    /// membership for [`Node::replace_site`]; for a [`Client`], the leader and the nodes it
-    /// replicates to (a client's status carries no voter set, so a learner added by other
-    /// means would be listed too; the new learner of `add_caught_up_learner` is not).
+    /// membership for [`Node::replace_site`]; for a [`Client`], from the leader's status.
     Done {
         /// Voter ids of the new membership.
         voters: Vec<u64>,
@@ -138,7 +136,7 @@ enum Then {
 /// The state a run carries from step to step.
 struct Driver {
     admin: Client,
-    /// Status requests (one connection per request, to any node).
+    /// Status requests (a connection per node asked, with a short timeout).
     probe: Client,
     cluster: Vec<String>,
     new_id: u64,
@@ -290,9 +288,7 @@ impl Driver {
             match self.then {
                 Then::Replace { .. } => Step::AnnounceSwap,
                 Then::StayLearner => match self.leader_status().await {
-                    Ok(s) => Step::Finish(ReplaceEvent::Done {
-                        voters: replicated_set(&s, self.new_id),
-                    }),
+                    Ok(s) => Step::Finish(ReplaceEvent::Done { voters: s.voters }),
                     Err(e) => Step::Finish(ReplaceEvent::Failed(e)),
                 },
             }
@@ -323,26 +319,38 @@ impl Driver {
                 })
                 .await
                 .map(|s| s.voters),
-            None => self.leader_status().await.map(|s| replicated_set(&s, dead)),
+            // The leader's membership, once the change is in effect there.
+            None => self.leader_voters(dead, new_id).await,
         };
         match voters {
             Ok(voters) => ReplaceEvent::Done { voters },
             Err(e) => ReplaceEvent::Failed(e),
         }
     }
-}
 
-/// The leader and the nodes it replicates to, but `except`: the voters as far as the status
-/// a client receives tells (it carries no voter set; a learner added by other means would be
-/// listed too).
-fn replicated_set(leader: &NodeStatus, except: u64) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::iter::once(leader.node_id)
-        .chain(leader.followers.iter().map(|f| f.node_id))
-        .filter(|&id| id != except)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+    /// The voters in the status of the leader once `new` replaced `dead` there (the leader
+    /// answering the swap committed it; a leader elected since may not have applied it yet),
+    /// waiting up to `leader_wait_ms`.
+    async fn leader_voters(&mut self, dead: u64, new: u64) -> Result<Vec<u64>> {
+        let deadline = Instant::now() + Duration::from_millis(self.admin.leader_wait_ms);
+        loop {
+            let s = self.leader_status().await?;
+            if s.voters.contains(&new) && !s.voters.contains(&dead) {
+                return Ok(s.voters);
+            }
+            if Instant::now() >= deadline {
+                // The swap was answered committed, yet the leader's membership does not show
+                // it within the wait: where it stands is not known from here.
+                return Err(Error::OutcomeUnknown {
+                    reason: format!(
+                        "voter {dead} still in the leader's membership {:?}",
+                        s.voters
+                    ),
+                });
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
 }
 
 /// The event stream of `driver`, started with `opts`.

@@ -134,7 +134,7 @@ pub fn spawn_node_configured(
 
 /// All committed normal records of the node at `addr` below `commit_end`, by offset.
 pub async fn read_all(addr: &str, cluster: u64, commit_end: u64) -> BTreeMap<u64, bytes::Bytes> {
-    let mut c = sitelog::node::client::Client::new(vec![addr.to_string()], cluster);
+    let c = sitelog::node::client::Client::new(vec![addr.to_string()], cluster);
     let mut out = BTreeMap::new();
     let mut next = 0;
     while next < commit_end {
