@@ -164,6 +164,15 @@ fn flip_bit(path: &Path, at: u64) {
     f.sync_all().unwrap();
 }
 
+fn byte_at(path: &Path, at: u64) -> u8 {
+    let mut b = [0u8; 1];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_at(&mut b, at)
+        .unwrap();
+    b[0]
+}
+
 fn base_of(name: &str) -> u64 {
     name.trim_end_matches(".seg").parse().unwrap()
 }
@@ -285,10 +294,21 @@ async fn a_read_that_meets_damage_starts_a_repair() {
             break (active, base);
         }
     };
-    flip_bit(&seg_path(root, f, &active), 4096 + 60);
-    match follower.read(active_base) {
-        Err(sitelog::Error::Corruption { .. }) => {}
-        other => panic!("expected corruption in the active segment, got {other:?}"),
+    // The follower may still be writing its last batch when the bit is flipped, and a batch
+    // rewrites its first (then partial) block from memory: an undone flip is flipped again.
+    let path = seg_path(root, f, &active);
+    let mut attempts = 0;
+    loop {
+        let before = byte_at(&path, 4096 + 60);
+        flip_bit(&path, 4096 + 60);
+        match follower.read(active_base) {
+            Err(sitelog::Error::Corruption { .. }) => break,
+            other if byte_at(&path, 4096 + 60) == before && attempts < 5 => {
+                eprintln!("the flip was rewritten by a write in flight ({other:?}); again");
+                attempts += 1;
+            }
+            other => panic!("expected corruption in the active segment, got {other:?}"),
+        }
     }
     let stats = follower.repair_stats();
     assert_eq!((stats.segments_repaired, stats.repair_failures), (1, 0));
