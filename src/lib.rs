@@ -141,6 +141,11 @@ pub mod node;
 #[doc(hidden)]
 pub mod raft;
 pub mod storage;
+// The command line (the `sitelog` binary, src/main.rs, only calls `cli::main`). It lives in
+// the library so that it reaches the internal modules as `crate::...`; not part of the API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 
 pub use error::{Error, Result};
 pub use storage::{EntryKind, IoBackend, Log, LogOptions, PrepareStats, Record, SyncMode};

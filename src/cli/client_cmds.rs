@@ -14,11 +14,11 @@ use super::{CliError, CliResult, Context};
 use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::protocol::WireRecord;
-use sitelog::node::Role;
-use sitelog::storage::checksum::checksum;
-use sitelog::Error;
+use crate::node::client::{AppendOutcome, Client};
+use crate::node::protocol::WireRecord;
+use crate::node::Role;
+use crate::storage::checksum::checksum;
+use crate::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -573,11 +573,11 @@ pub struct ReplaceArgs {
 /// (all through `Client::replace_site`).
 pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
     use futures_util::StreamExt;
-    use sitelog::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
+    use crate::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
-        let peer = sitelog::node::Peer {
+        let peer = crate::node::Peer {
             site: args.new_site.clone(),
             addr: args.new_addr.clone(),
         };
@@ -615,8 +615,8 @@ pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
 }
 
 /// The message of a replacement that failed at `phase`.
-fn replace_error(phase: sitelog::node::ReplacePhase, new_id: u64, e: &Error) -> CliError {
-    use sitelog::node::ReplacePhase;
+fn replace_error(phase: crate::node::ReplacePhase, new_id: u64, e: &Error) -> CliError {
+    use crate::node::ReplacePhase;
     CliError(match (phase, e) {
         (ReplacePhase::AddingLearner, _) => format!("add learner: {e}"),
         (ReplacePhase::CatchingUp, Error::Timeout { .. }) => {

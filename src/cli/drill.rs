@@ -25,9 +25,9 @@ use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
-use sitelog::storage::checksum::checksum;
+use crate::node::client::{AppendOutcome, Client};
+use crate::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
+use crate::storage::checksum::checksum;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -363,7 +363,7 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         .acked
         .iter()
         .filter(|a| a.offset < target)
-        .map(|a| sitelog::storage::record::frame_len(a.len as usize) as u64)
+        .map(|a| crate::storage::record::frame_len(a.len as usize) as u64)
         .sum();
     eprintln!(
         "site-{new_id} caught up and replaced site-{burned}: voters {:?}",
