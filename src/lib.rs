@@ -129,23 +129,56 @@
 //! ```
 #![warn(missing_docs)]
 
+/// Declares an internal module: private in the library's API, `pub` (and hidden from the docs)
+/// with the `testing` feature, which this crate's own tests, benches and fuzz targets turn on
+/// (a dev-dependency on itself) to reach the test hooks and the layers below the façade.
+macro_rules! internal_mod {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "testing"))]
+        mod $name;
+    };
+}
+
 pub(crate) mod codec;
-pub mod error;
-pub mod io;
+internal_mod!(error);
+internal_mod!(io);
 pub mod limits;
-pub mod net;
-pub mod node;
-// The consensus layer is public only for the simulation and the raft-level process tests in
-// `tests/`; it names the consensus library's types, so it is not part of the API: hidden from
-// the docs (see .ci/public-api-check), and it may change in any release.
-#[doc(hidden)]
-pub mod raft;
-pub mod storage;
+internal_mod!(net);
+internal_mod!(node);
+// The consensus layer names the consensus library's types: never part of the API (see
+// .ci/public-api-check), not even its hidden `testing` form's promise of stability.
+internal_mod!(raft);
+internal_mod!(storage);
 // The command line (the `sitelog` binary, src/main.rs, only calls `cli::main`). It lives in
 // the library so that it reaches the internal modules as `crate::...`; not part of the API.
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
 
+// The façade: everything an embedder names. The modules above are internal; a type reachable
+// from these (an argument, a return value, a field) is re-exported here too.
 pub use error::{Error, Result};
-pub use storage::{EntryKind, IoBackend, Log, LogOptions, PrepareStats, Record, SyncMode};
+pub use net::fetch::FetchOptions;
+pub use net::limits::KindBudgets;
+pub use net::NetLimits;
+pub use node::catchup::CatchUpOptions;
+pub use node::client::{AppendOutcome, Client};
+pub use node::follow::{ClientSubscription, FollowOptions};
+pub use node::protocol::WireRecord;
+pub use node::repair::{RepairOptions, RepairStats};
+pub use raft::health::Fault;
+pub use node::{
+    FollowerProgress, HealOptions, Health, Node, NodeConfig, NodeStatus, Peer, Placement,
+    ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream, Role,
+    SnapshotSettings, Subscription, Timers,
+};
+pub use storage::{
+    DurableFuture, EntryKind, IoBackend, Iter, Log, LogOptions, NewRecord, Pin, PrepareStats,
+    PurgeOutcome, Record, RecoveryReport, SegmentInfo, SyncMode, TailReader, TornTail,
+    VerifyReport,
+};

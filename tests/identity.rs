@@ -379,7 +379,7 @@ async fn a_removed_id_never_joins_again_even_on_a_node_rebuilt_from_a_snapshot()
     }
     let leader = leader_of(&nodes).await;
     let leader_dir = root.join(format!("n{}", leader.id()));
-    let io = sitelog::IoBackend::Posix.resolve().unwrap();
+    let io = sitelog::io::PosixIo::new_ref();
     let (meta, manifest) = sitelog::raft::snapshot::load(&io, &leader_dir)
         .unwrap()
         .expect("no snapshot taken");

@@ -28,4 +28,5 @@ pub mod tcp;
 pub mod warn_rate;
 
 pub use limits::NetLimits;
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub use tcp::TcpConnector;

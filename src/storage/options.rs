@@ -18,7 +18,9 @@ pub enum SyncMode {
 }
 
 /// Which I/O backend a log uses.
+// Non-exhaustive: the `testing` feature adds a variant (and more backends may come).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum IoBackend {
     /// io_uring if the kernel allows it, otherwise POSIX (logged once per process). Default.
     #[default]
@@ -27,13 +29,15 @@ pub enum IoBackend {
     IoUring,
     /// pread/pwrite/fdatasync.
     Posix,
-    /// A backend the caller built (the simulated disk, in tests).
+    /// A backend the caller built (the simulated disk): a test hook, not part of the API.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
     Custom(IoRef),
 }
 
 impl IoBackend {
     /// Builds the backend: one io_uring ring and thread per log.
-    pub fn resolve(&self) -> Result<IoRef> {
+    pub(crate) fn resolve(&self) -> Result<IoRef> {
         static FALLBACK_LOGGED: Once = Once::new();
         match self {
             IoBackend::Auto => match UringIo::new_ref() {
@@ -50,6 +54,7 @@ impl IoBackend {
                 source: e,
             }),
             IoBackend::Posix => Ok(PosixIo::new_ref()),
+            #[cfg(any(test, feature = "testing"))]
             IoBackend::Custom(io) => Ok(io.clone()),
         }
     }
@@ -192,6 +197,7 @@ impl LogOptions {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl From<IoRef> for IoBackend {
     fn from(io: IoRef) -> Self {
         IoBackend::Custom(io)

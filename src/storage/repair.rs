@@ -31,7 +31,7 @@ pub struct SealedGeometry {
 
 impl Log {
     /// The sealed segments, oldest first, as known in memory (nothing is read from disk).
-    pub fn sealed_geometry(&self) -> Vec<SealedGeometry> {
+    pub(crate) fn sealed_geometry(&self) -> Vec<SealedGeometry> {
         self.segments_snapshot()
             .iter()
             .filter_map(|s| geometry(s))
