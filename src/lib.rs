@@ -1,8 +1,11 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
 //!
-//! Layers, each depending only on those below it: [`io`] (one trait over file operations),
-//! [`storage`] (the local log, [`Log`]), `raft` (consensus on the segment log; internal), [`net`]
-//! (the TCP transport and bulk segment fetch) and [`node`] (the embedding API, `Node`).
+//! Layers, each depending only on those below it: `io` (one trait over file operations),
+//! `storage` (the local log, [`Log`]), `raft` (consensus on the segment log), `net` (the TCP
+//! transport and bulk segment fetch) and `node` (a replica, [`Node`], and [`Client`]). The
+//! layers are internal: everything an embedder names is re-exported here at the crate root,
+//! and the option and configuration structs are `#[non_exhaustive]` (start from `default()` or
+//! [`NodeConfig::new`] and assign fields), so new settings are not breaking changes.
 //!
 //! # A local log
 //!
@@ -14,11 +17,9 @@
 //!
 //! # fn main() -> sitelog::Result<()> {
 //! let dir = tempfile::tempdir().expect("a temporary directory");
-//! let opts = LogOptions {
-//!     segment_size_bytes: 4 << 20,
-//!     max_record_bytes: 1 << 20,
-//!     ..LogOptions::default()
-//! };
+//! let mut opts = LogOptions::default();
+//! opts.segment_size_bytes = 4 << 20;
+//! opts.max_record_bytes = 1 << 20;
 //! let log = Log::open(dir.path(), opts.clone())?;
 //! let first = log.append(b"hello")?;
 //! let more = log.append_batch(&[b"two".as_slice(), b"three"])?;
@@ -40,18 +41,17 @@
 //!
 //! # A three-node cluster in one process
 //!
-//! Each [`node::Node`] is one replica (in production: one process per site, `sitelog node`).
+//! Each [`Node`] is one replica (in production: one process per site, `sitelog node`).
 //! Every founding member is given the same members (id, site, address), so the listeners are
-//! bound first. Appends go to the leader ([`node::client::Client`] finds it) and are
+//! bound first. Appends go to the leader ([`Client`] finds it) and are
 //! acknowledged once a majority has them fsynced. The first message lands at offset 2: Raft's
 //! own entries (the founding membership, the first leader's blank entry) take 0 and 1. A lost
-//! site is replaced with one call, [`node::Node::replace_site`] (or the same on a `Client`).
+//! site is replaced with one call, [`Node::replace_site`] (or the same on a `Client`).
 //!
 //! ```
 //! use bytes::Bytes;
-//! use sitelog::node::client::{AppendOutcome, Client};
 //! use futures_util::StreamExt;
-//! use sitelog::node::{Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions};
+//! use sitelog::{AppendOutcome, Client, Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions};
 //! use std::collections::BTreeMap;
 //!
 //! #[tokio::main]
@@ -171,12 +171,12 @@ pub use node::client::{AppendOutcome, Client};
 pub use node::follow::{ClientSubscription, FollowOptions};
 pub use node::protocol::WireRecord;
 pub use node::repair::{RepairOptions, RepairStats};
-pub use raft::health::Fault;
 pub use node::{
     FollowerProgress, HealOptions, Health, Node, NodeConfig, NodeStatus, Peer, Placement,
     ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream, Role,
     SnapshotSettings, Subscription, Timers,
 };
+pub use raft::health::Fault;
 pub use storage::{
     DurableFuture, EntryKind, IoBackend, Iter, Log, LogOptions, NewRecord, Pin, PrepareStats,
     PurgeOutcome, Record, RecoveryReport, SegmentInfo, SyncMode, TailReader, TornTail,

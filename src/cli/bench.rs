@@ -21,8 +21,8 @@ use super::report::{
 use super::stats::nanos;
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
-use clap::{Args, ValueEnum};
 use crate::{IoBackend, Log, LogOptions, SyncMode};
+use clap::{Args, ValueEnum};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -11,14 +11,14 @@
 
 use super::json::Json;
 use super::{CliError, CliResult, Context};
-use bytes::Bytes;
-use clap::Args;
-use futures_util::StreamExt;
 use crate::node::client::{AppendOutcome, Client};
 use crate::node::protocol::WireRecord;
 use crate::node::Role;
 use crate::storage::checksum::checksum;
 use crate::Error;
+use bytes::Bytes;
+use clap::Args;
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -572,8 +572,8 @@ pub struct ReplaceArgs {
 /// (showing bytes, rate and ETA of a catch-up by snapshot), then swaps it in for the dead one
 /// (all through `Client::replace_site`).
 pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
-    use futures_util::StreamExt;
     use crate::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
+    use futures_util::StreamExt;
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);

@@ -4,9 +4,9 @@
 //! where it is.
 
 use super::{CliError, CliResult, Context};
-use clap::{Args, ValueEnum};
 use crate::node::{Node, NodeConfig, Peer, Placement};
 use crate::IoBackend;
+use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

@@ -20,11 +20,11 @@
 //! DIR is a log directory (holding `superblock`) or a node's data directory (holding `log/`).
 
 use super::json::Json;
-use clap::Args;
 use crate::io::{IoRef, PosixIo, ReadOnlyIo};
 use crate::storage::checksum::checksum;
 use crate::storage::PendingRecovery;
 use crate::{EntryKind, Error, LogOptions, Record};
+use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

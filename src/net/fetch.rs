@@ -52,6 +52,7 @@ const MAX_WHOLE_FILE_ATTEMPTS: usize = 3;
 
 /// How to fetch.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct FetchOptions {
     /// Bytes per chunk. Default 4 MiB.
     pub chunk_bytes: u32,

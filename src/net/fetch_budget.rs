@@ -106,6 +106,12 @@ impl FetchBudget {
         }
     }
 
+    /// Whether fetches are limited at all (the unit tests check that a zero rate is not).
+    #[cfg(test)]
+    fn is_limited(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// Runs `work` on the node's bulk-transfer thread (one core at most, low priority),
     /// after the work queued before it.
     pub async fn run_cpu<T, F>(&self, work: F) -> crate::Result<T>

@@ -10,6 +10,7 @@ use crate::{Error, Result};
 
 /// Network limits, with documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetLimits {
     /// Largest message body accepted. Default 72 MiB: a replication message holds at most 64
     /// entries of at most 1 MiB (the node's record limit) plus headers. Only a peer that
@@ -96,6 +97,7 @@ impl Default for NetLimits {
 
 /// The per-kind budgets a server runs with (after fitting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KindBudgets {
     /// Connections in their handshake.
     pub handshaking: usize,

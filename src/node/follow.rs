@@ -25,6 +25,7 @@ pub const FOLLOW_BATCH_RECORDS_MAX: u32 = 10_000;
 
 /// How a [`ClientSubscription`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FollowOptions {
     /// Wait this long before reading again at the commit end, or after a failed read
     /// (clamped to [`FOLLOW_POLL_MS_MIN`], [`FOLLOW_POLL_MS_MAX`]).

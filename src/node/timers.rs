@@ -103,7 +103,12 @@ mod tests {
         }
         assert_eq!(Timers::default(), Timers::lan());
         assert_eq!(Timers::lan().to_raft(), RaftTimers::default());
-        assert_eq!(Timers::wan().to_raft(), RaftTimers::wan());
+        let wan = RaftTimers {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+        };
+        assert_eq!(Timers::wan().to_raft(), wan);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// When snapshots are taken and how much log stays behind them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotSettings {
     /// Take a snapshot (a manifest of sealed segments) every this many applied entries;
     /// `None`: never (the Raft log is then never purged, and every replica catches up entry

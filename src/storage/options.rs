@@ -62,6 +62,7 @@ impl IoBackend {
 
 /// Options for [`crate::Log::open`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LogOptions {
     /// A segment is sealed once it could not take one more record of `max_record_bytes`
     /// within this size (so segments end up between `segment_size_bytes - max_record_bytes`
