@@ -581,8 +581,10 @@ pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
             site: args.new_site.clone(),
             addr: args.new_addr.clone(),
         };
-        let mut opts = ReplaceOptions::default();
-        opts.catch_up_deadline_ms = args.timeout_secs.saturating_mul(1000);
+        let opts = ReplaceOptions {
+            catch_up_deadline_ms: args.timeout_secs.saturating_mul(1000),
+            ..ReplaceOptions::default()
+        };
         let mut events = client.replace_site(args.dead, args.new_id, peer, opts);
         let bar = indicatif::ProgressBar::new(1);
         let mut phase = ReplacePhase::AddingLearner;

@@ -168,10 +168,12 @@ pub(super) async fn replace(
         site: format!("site-{new_id}"),
         addr,
     };
-    let mut opts = ReplaceOptions::default();
-    // A fine poll: the drill reports the catch-up time.
-    opts.poll_ms = 20;
-    opts.catch_up_deadline_ms = 600_000;
+    let opts = ReplaceOptions {
+        // A fine poll: the drill reports the catch-up time.
+        poll_ms: 20,
+        catch_up_deadline_ms: 600_000,
+        ..ReplaceOptions::default()
+    };
     let mut events = cluster.client().replace_site(dead, new_id, peer, opts);
     let bar = ProgressBar::new(1);
     bar.set_style(
