@@ -59,7 +59,7 @@ pub struct FetchOptions {
     /// zstd on the wire. Default true.
     pub compress: bool,
     /// The node's fetch budget in bytes/s of file data, shared by all its fetches at once
-    /// (`None`: as fast as it goes). Default 100 MB/s. The node builds one [`FetchBudget`]
+    /// (`None`: as fast as it goes). Default 100 MB/s. The node builds one `FetchBudget`
     /// from it.
     pub max_bytes_per_s: Option<u64>,
     /// Network limits of the fetch connections.

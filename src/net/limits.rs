@@ -119,7 +119,7 @@ impl KindBudgets {
 impl NetLimits {
     /// Checks the limits against each other and against the Raft timers: budgets non-zero,
     /// the handshake shorter than the idle timeout, and the idle timeout at least
-    /// [`IDLE_OVER_ELECTION_MIN_RATIO`] times the longest election timeout.
+    /// `IDLE_OVER_ELECTION_MIN_RATIO` times the longest election timeout.
     pub fn validate(&self, election_timeout_max_ms: u64) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(format!("network limits: {m}")));
         let budgets = [

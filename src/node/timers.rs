@@ -52,7 +52,7 @@ impl Timers {
 
     /// Custom timers. Refused with [`Error::InvalidArgument`] unless
     /// `0 < heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms <=`
-    /// [`MAX_TIMER_MS`]: a heartbeat slower than the election timeout would make followers
+    /// `MAX_TIMER_MS`: a heartbeat slower than the election timeout would make followers
     /// start elections against a healthy leader.
     pub fn custom(
         heartbeat_interval_ms: u64,

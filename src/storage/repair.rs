@@ -54,7 +54,7 @@ impl Log {
     }
 
     /// Re-reads a whole sealed segment file and checks its footer and whole-file CRC; `pace`
-    /// is called after every [`SCRUB_CHUNK_BYTES`] read with the bytes read (a rate limit
+    /// is called after every `SCRUB_CHUNK_BYTES` read with the bytes read (a rate limit
     /// sleeps there) and returns false to stop. `Ok(None)` when stopped, or when no sealed
     /// segment starts at `base` any more (purged or cut); [`Error::Corruption`] when the file
     /// is damaged; else the bytes checked.
