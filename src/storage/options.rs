@@ -135,8 +135,25 @@ pub struct LogOptions {
     /// calls [`crate::Log::pump`] (or a blocking wait does it), so a simulation decides when
     /// bytes reach the disk and replays the same run from a seed. Nothing is preallocated.
     /// Needs a backend that completes writes synchronously (the simulated disk or POSIX;
-    /// io_uring is refused). Default false.
+    /// io_uring is refused). Default false. A test hook (the simulation): only with the
+    /// `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
     pub driven: bool,
+}
+
+impl LogOptions {
+    /// Whether the log is driven (see the `driven` field, which only the `testing` feature has).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn is_driven(&self) -> bool {
+        self.driven
+    }
+
+    /// Never driven without the `testing` feature.
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(crate) fn is_driven(&self) -> bool {
+        false
+    }
 }
 
 impl Default for LogOptions {
@@ -157,6 +174,7 @@ impl Default for LogOptions {
             io: IoBackend::Auto,
             log_id: None,
             durable_hints: true,
+            #[cfg(any(test, feature = "testing"))]
             driven: false,
         }
     }
