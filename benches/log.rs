@@ -239,10 +239,9 @@ fn timed_raw_runs(target: &mut RawTarget, iters: u64, buf: &[u8]) -> Duration {
 }
 
 fn manual_opts() -> LogOptions {
-    LogOptions {
-        sync: SyncMode::Manual,
-        ..LogOptions::default()
-    }
+    let mut opts = LogOptions::default();
+    opts.sync = SyncMode::Manual;
+    opts
 }
 
 /// Appends in `SyncMode::Manual` without any sync: encode, checksum and `pwrite` to the page

@@ -11,10 +11,8 @@ fn main() -> sitelog::Result<()> {
     let dir = args.next().unwrap_or_else(|| "/tmp/sitelog-reopen".into());
     let gib: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let _ = std::fs::remove_dir_all(&dir);
-    let opts = LogOptions {
-        sync: SyncMode::Manual,
-        ..Default::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.sync = SyncMode::Manual;
     let log = Log::open(&dir, opts.clone())?;
     let record = vec![0x5au8; 1000];
     let batch: Vec<&[u8]> = (0..1024).map(|_| record.as_slice()).collect();

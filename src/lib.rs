@@ -1,8 +1,11 @@
 //! sitelog: a replicated, append-only message log that survives the loss of a whole site.
 //!
-//! Layers, each depending only on those below it: [`io`] (one trait over file operations),
-//! [`storage`] (the local log, [`Log`]), `raft` (consensus on the segment log; internal), [`net`]
-//! (the TCP transport and bulk segment fetch) and [`node`] (the embedding API, `Node`).
+//! Layers, each depending only on those below it: `io` (one trait over file operations),
+//! `storage` (the local log, [`Log`]), `raft` (consensus on the segment log), `net` (the TCP
+//! transport and bulk segment fetch) and `node` (a replica, [`Node`], and [`Client`]). The
+//! layers are internal: everything an embedder names is re-exported here at the crate root,
+//! and the option and configuration structs are `#[non_exhaustive]` (start from `default()` or
+//! [`NodeConfig::new`] and assign fields), so new settings are not breaking changes.
 //!
 //! # A local log
 //!
@@ -14,11 +17,9 @@
 //!
 //! # fn main() -> sitelog::Result<()> {
 //! let dir = tempfile::tempdir().expect("a temporary directory");
-//! let opts = LogOptions {
-//!     segment_size_bytes: 4 << 20,
-//!     max_record_bytes: 1 << 20,
-//!     ..LogOptions::default()
-//! };
+//! let mut opts = LogOptions::default();
+//! opts.segment_size_bytes = 4 << 20;
+//! opts.max_record_bytes = 1 << 20;
 //! let log = Log::open(dir.path(), opts.clone())?;
 //! let first = log.append(b"hello")?;
 //! let more = log.append_batch(&[b"two".as_slice(), b"three"])?;
@@ -40,18 +41,17 @@
 //!
 //! # A three-node cluster in one process
 //!
-//! Each [`node::Node`] is one replica (in production: one process per site, `sitelog node`).
+//! Each [`Node`] is one replica (in production: one process per site, `sitelog node`).
 //! Every founding member is given the same members (id, site, address), so the listeners are
-//! bound first. Appends go to the leader ([`node::client::Client`] finds it) and are
+//! bound first. Appends go to the leader ([`Client`] finds it) and are
 //! acknowledged once a majority has them fsynced. The first message lands at offset 2: Raft's
 //! own entries (the founding membership, the first leader's blank entry) take 0 and 1. A lost
-//! site is replaced with one call, [`node::Node::replace_site`] (or the same on a `Client`).
+//! site is replaced with one call, [`Node::replace_site`] (or the same on a `Client`).
 //!
 //! ```
 //! use bytes::Bytes;
-//! use sitelog::node::client::{AppendOutcome, Client};
 //! use futures_util::StreamExt;
-//! use sitelog::node::{Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions};
+//! use sitelog::{AppendOutcome, Client, Node, NodeConfig, Peer, ReplaceEvent, ReplaceOptions};
 //! use std::collections::BTreeMap;
 //!
 //! #[tokio::main]
@@ -129,18 +129,54 @@
 //! ```
 #![warn(missing_docs)]
 
-pub(crate) mod codec;
-pub mod error;
-pub mod io;
-pub mod limits;
-pub mod net;
-pub mod node;
-// The consensus layer is public only for the simulation and the raft-level process tests in
-// `tests/`; it names the consensus library's types, so it is not part of the API: hidden from
-// the docs (see .ci/public-api-check), and it may change in any release.
-#[doc(hidden)]
-pub mod raft;
-pub mod storage;
+/// Declares an internal module: private in the library's API, `pub` (and hidden from the docs)
+/// with the `testing` feature, which this crate's own tests, benches and fuzz targets turn on
+/// (a dev-dependency on itself) to reach the test hooks and the layers below the façade.
+macro_rules! internal_mod {
+    ($name:ident) => {
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        mod $name;
+    };
+}
 
+pub(crate) mod codec;
+internal_mod!(error);
+internal_mod!(io);
+pub mod limits;
+internal_mod!(net);
+internal_mod!(node);
+// The consensus layer names the consensus library's types: never part of the API (see
+// .ci/public-api-check), whatever the features.
+internal_mod!(raft);
+internal_mod!(storage);
+// The command line (the `sitelog` binary, src/main.rs, only calls `cli::main`). It lives in
+// the library so that it reaches the internal modules as `crate::...`; not part of the API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
+
+// The façade: everything an embedder names. The modules above are internal; a type reachable
+// from these (an argument, a return value, a field) is re-exported here too.
 pub use error::{Error, Result};
-pub use storage::{EntryKind, IoBackend, Log, LogOptions, PrepareStats, Record, SyncMode};
+pub use net::fetch::FetchOptions;
+pub use net::limits::KindBudgets;
+pub use net::NetLimits;
+pub use node::catchup::CatchUpOptions;
+pub use node::client::{AppendOutcome, Client};
+pub use node::follow::{ClientSubscription, FollowOptions};
+pub use node::protocol::WireRecord;
+pub use node::repair::{RepairOptions, RepairStats};
+pub use node::{
+    FollowerProgress, HealOptions, Health, Node, NodeConfig, NodeStatus, Peer, Placement,
+    ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream, Role,
+    SnapshotSettings, Subscription, Timers,
+};
+pub use raft::health::Fault;
+pub use storage::{
+    DurableFuture, EntryKind, IoBackend, Iter, Log, LogOptions, NewRecord, Pin, PrepareStats,
+    PurgeOutcome, Record, RecoveryReport, SegmentInfo, SyncMode, TailReader, TornTail,
+    VerifyReport,
+};

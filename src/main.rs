@@ -1,8 +1,7 @@
-//! The `sitelog` binary. The command-line code lives in `src/cli/` and is compiled only into
-//! this binary (feature `cli`), never into the library.
-
-mod cli;
+//! The `sitelog` binary. The command-line code lives in the library (`src/cli/`, the `cli`
+//! feature) so that it can use the crate's internal modules directly, without making them
+//! part of the public API; this file only calls it.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    sitelog::cli::main()
 }

@@ -172,12 +172,10 @@ async fn node_shutdown_persists_the_watermark() {
 
     let log_dir = data.join("log");
     damage_last_frame(&last_segment(&log_dir));
-    let opts = LogOptions {
-        log_id: Some(CLUSTER),
-        durable_hints: false,
-        preallocate: false,
-        ..LogOptions::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.log_id = Some(CLUSTER);
+    opts.durable_hints = false;
+    opts.preallocate = false;
     match open_when_released(&log_dir, opts) {
         Err(Error::Corruption { record_offset, .. }) => assert_eq!(record_offset, Some(last)),
         Ok(log) => panic!(

@@ -21,11 +21,9 @@ fn sitelog(args: &[&str], dir: &Path) -> Output {
 }
 
 fn make_log(dir: &Path) -> Vec<Vec<u8>> {
-    let opts = LogOptions {
-        segment_size_bytes: 64 << 10,
-        max_record_bytes: 4 << 10,
-        ..LogOptions::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.segment_size_bytes = 64 << 10;
+    opts.max_record_bytes = 4 << 10;
     let log = Log::open(dir, opts).unwrap();
     let payloads: Vec<Vec<u8>> = (0..500)
         .map(|i| format!("message {i} {}", "z".repeat(i % 300)).into_bytes())

@@ -45,13 +45,12 @@ impl Env {
     }
 
     fn opts(&self) -> LogOptions {
-        LogOptions {
-            io: self.io.clone().into(),
-            segment_size_bytes: 16 << 10,
-            max_record_bytes: 4096,
-            superblock_interval_ms: 1_000_000,
-            ..Default::default()
-        }
+        let mut opts = LogOptions::default();
+        opts.io = self.io.clone().into();
+        opts.segment_size_bytes = 16 << 10;
+        opts.max_record_bytes = 4096;
+        opts.superblock_interval_ms = 1_000_000;
+        opts
     }
 
     fn open(&self) -> sitelog::Result<Log> {
@@ -293,10 +292,8 @@ fn damage_in_durable_tail_fails_open_with_location() {
 fn torn_unacknowledged_tail_is_cut() {
     for env in Env::all() {
         build(&env);
-        let opts = LogOptions {
-            sync: SyncMode::Manual,
-            ..env.opts()
-        };
+        let mut opts = env.opts();
+        opts.sync = SyncMode::Manual;
         let log = Log::open(&env.dir, opts.clone()).unwrap();
         for offset in RECORDS..RECORDS + 5 {
             log.append(&payload(offset)).unwrap();
@@ -319,10 +316,8 @@ fn damaged_record_proven_durable_by_a_later_record_is_corruption() {
     for env in Env::all() {
         // Superblock watermark never advances (huge interval, no seal): only the records'
         // durable hints prove that earlier records were acknowledged.
-        let opts = LogOptions {
-            segment_size_bytes: 1 << 20,
-            ..env.opts()
-        };
+        let mut opts = env.opts();
+        opts.segment_size_bytes = 1 << 20;
         let log = Log::open(&env.dir, opts.clone()).unwrap();
         for offset in 0..10 {
             log.append(&payload(offset)).unwrap();

@@ -90,22 +90,21 @@ impl Mode {
     }
 
     fn options(self) -> LogOptions {
-        LogOptions {
-            segment_size_bytes: SEGMENT_BYTES,
-            max_record_bytes: MAX_RECORD_BYTES,
-            sync: match self {
-                Mode::Always | Mode::Direct => SyncMode::Always,
-                Mode::Manual => SyncMode::Manual,
-            },
-            // Both backends on the real kernel: io_uring (where the kernel allows it) for the
-            // durable-append loop, POSIX for the manual-sync loop.
-            io: match self {
-                Mode::Always | Mode::Direct => IoBackend::Auto,
-                Mode::Manual => IoBackend::Posix,
-            },
-            direct_io: self == Mode::Direct,
-            ..LogOptions::default()
-        }
+        let mut opts = LogOptions::default();
+        opts.segment_size_bytes = SEGMENT_BYTES;
+        opts.max_record_bytes = MAX_RECORD_BYTES;
+        opts.sync = match self {
+            Mode::Always | Mode::Direct => SyncMode::Always,
+            Mode::Manual => SyncMode::Manual,
+        };
+        // Both backends on the real kernel: io_uring (where the kernel allows it) for the
+        // durable-append loop, POSIX for the manual-sync loop.
+        opts.io = match self {
+            Mode::Always | Mode::Direct => IoBackend::Auto,
+            Mode::Manual => IoBackend::Posix,
+        };
+        opts.direct_io = self == Mode::Direct;
+        opts
     }
 
     /// Batches of one writer that may be written but unacknowledged when the child dies: in

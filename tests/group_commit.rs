@@ -11,13 +11,12 @@ use std::sync::Arc;
 const SEGMENT: &str = "/l/00000000000000000000.seg";
 
 fn sim_opts(disk: &SimDisk) -> LogOptions {
-    LogOptions {
-        io: disk.io().into(),
-        segment_size_bytes: 4 << 20,
-        max_record_bytes: 64 << 10,
-        preallocate: false,
-        ..Default::default()
-    }
+    let mut opts = LogOptions::default();
+    opts.io = disk.io().into();
+    opts.segment_size_bytes = 4 << 20;
+    opts.max_record_bytes = 64 << 10;
+    opts.preallocate = false;
+    opts
 }
 
 fn payload(thread: usize, i: usize) -> Vec<u8> {
@@ -145,13 +144,11 @@ fn durable_future_asks_for_a_sync_in_manual_mode() {
         .build()
         .unwrap();
     let disk = SimDisk::new(3);
-    let log = Log::open(
-        "/l",
-        LogOptions {
-            sync: SyncMode::Manual,
-            ..sim_opts(&disk)
-        },
-    )
+    let log = Log::open("/l", {
+        let mut opts = sim_opts(&disk);
+        opts.sync = SyncMode::Manual;
+        opts
+    })
     .unwrap();
     let range = log.append_nowait(&[payload(1, 1)]).unwrap();
     rt.block_on(log.durable(range.end)).unwrap();
@@ -172,12 +169,10 @@ fn backends_agree() {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let opts = LogOptions {
-            io: backend.clone(),
-            segment_size_bytes: 64 << 10,
-            max_record_bytes: 1 << 10,
-            ..Default::default()
-        };
+        let mut opts = LogOptions::default();
+        opts.io = backend.clone();
+        opts.segment_size_bytes = 64 << 10;
+        opts.max_record_bytes = 1 << 10;
         let log = Log::open(dir.path(), opts.clone()).unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -210,10 +205,8 @@ fn falls_back_to_posix_when_io_uring_is_refused() {
         assert_eq!(log.backend_name(), "posix");
         log.append(b"works").unwrap();
         drop(log);
-        let forced = LogOptions {
-            io: IoBackend::IoUring,
-            ..Default::default()
-        };
+        let mut forced = LogOptions::default();
+        forced.io = IoBackend::IoUring;
         assert!(Log::open(dir.path(), forced).is_err());
         println!("FALLBACK-OK");
         return;

@@ -11,7 +11,6 @@
 use bytes::Bytes;
 use sitelog::net::tcp::{NetLimits, TcpConnector};
 use sitelog::node::Role;
-use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
 use sitelog::raft::remote::{ConnPurpose, Connector, MessageRx, MessageTx};
 use sitelog::Error;
@@ -32,10 +31,8 @@ fn config(root: &Path, id: u64) -> NodeConfig {
     );
     cfg.log.segment_size_bytes = 32 << 10;
     cfg.log.max_record_bytes = 4 << 10;
-    cfg.snapshots = SnapshotSettings {
-        every_entries: Some(100),
-        keep_entries: 20,
-    };
+    cfg.snapshots.every_entries = Some(100);
+    cfg.snapshots.keep_entries = 20;
     cfg.catch_up.fetch.chunk_bytes = 16 << 10;
     cfg
 }
@@ -379,7 +376,7 @@ async fn a_removed_id_never_joins_again_even_on_a_node_rebuilt_from_a_snapshot()
     }
     let leader = leader_of(&nodes).await;
     let leader_dir = root.join(format!("n{}", leader.id()));
-    let io = sitelog::IoBackend::Posix.resolve().unwrap();
+    let io = sitelog::io::PosixIo::new_ref();
     let (meta, manifest) = sitelog::raft::snapshot::load(&io, &leader_dir)
         .unwrap()
         .expect("no snapshot taken");

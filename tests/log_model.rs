@@ -309,22 +309,20 @@ fn run(seed: u64, manual: bool, ops: Vec<Op>, real: Option<IoBackend>) {
             (None, tmp.path().join("log"), Some(tmp), backend)
         }
     };
-    let opts = LogOptions {
-        io,
-        segment_size_bytes: 16 << 10,
-        max_record_bytes: 2048,
-        index_interval_bytes: 512,
-        sync: if manual {
-            SyncMode::Manual
-        } else {
-            SyncMode::Always
-        },
-        superblock_interval_ms: if seed % 2 == 0 { 1 } else { 1_000_000 },
-        preallocate: disk.is_none() && seed % 3 == 0,
-        // O_DIRECT group writes in half the cases (the simulated disk checks their alignment).
-        direct_io: (seed >> 8) % 2 == 1,
-        ..Default::default()
+    let mut opts = LogOptions::default();
+    opts.io = io;
+    opts.segment_size_bytes = 16 << 10;
+    opts.max_record_bytes = 2048;
+    opts.index_interval_bytes = 512;
+    opts.sync = if manual {
+        SyncMode::Manual
+    } else {
+        SyncMode::Always
     };
+    opts.superblock_interval_ms = if seed % 2 == 0 { 1 } else { 1_000_000 };
+    opts.preallocate = disk.is_none() && seed % 3 == 0;
+    // O_DIRECT group writes in half the cases (the simulated disk checks their alignment).
+    opts.direct_io = (seed >> 8) % 2 == 1;
     let log = Log::open(&dir, opts.clone()).expect("create");
     let mut h = Harness {
         disk,

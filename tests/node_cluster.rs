@@ -213,11 +213,9 @@ fn placement_refuses_a_site_that_could_take_the_majority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_connection_floods_leave_the_node_serving() {
-    let limits = NetLimits {
-        max_connections: 16,
-        handshake_timeout_ms: 500,
-        ..NetLimits::default()
-    };
+    let mut limits = NetLimits::default();
+    limits.max_connections = 16;
+    limits.handshake_timeout_ms = 500;
     let c = Cluster::start(limits).await;
     c.leader().await;
     let target = c.addrs[&1].clone();
@@ -280,10 +278,8 @@ async fn garbage_and_connection_floods_leave_the_node_serving() {
 /// at once, by the same leader, and the leader's cached RPC connections recover too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_closed_by_the_server_cost_no_write() {
-    let limits = NetLimits {
-        idle_timeout_ms: 3_000,
-        ..NetLimits::default()
-    };
+    let mut limits = NetLimits::default();
+    limits.idle_timeout_ms = 3_000;
     let c = Cluster::start(limits).await;
     let leader = c.leader().await;
     let mut client = c.client();

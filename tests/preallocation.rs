@@ -12,13 +12,11 @@ fn payload(i: u64) -> Vec<u8> {
 
 fn roll_fast_then_reopen(backend: IoBackend, sync: SyncMode) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = LogOptions {
-        io: backend,
-        sync,
-        segment_size_bytes: 4 << 20,
-        max_record_bytes: 4096,
-        ..Default::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.io = backend;
+    opts.sync = sync;
+    opts.segment_size_bytes = 4 << 20;
+    opts.max_record_bytes = 4096;
     let log = Log::open(dir.path(), opts.clone()).unwrap();
     let mut next = 0u64;
     while log.segment_count() < 8 {
@@ -60,11 +58,9 @@ fn rolling_while_preparing_never_damages_a_segment() {
 fn wait_prepared_reports_the_prepared_next_segment() {
     let dir = tempfile::tempdir().unwrap();
     let segment_bytes = 1u64 << 20;
-    let opts = LogOptions {
-        segment_size_bytes: segment_bytes,
-        max_record_bytes: 4096,
-        ..Default::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.segment_size_bytes = segment_bytes;
+    opts.max_record_bytes = 4096;
     let prepared_files = || -> Vec<u64> {
         std::fs::read_dir(dir.path())
             .unwrap()
@@ -87,13 +83,11 @@ fn wait_prepared_reports_the_prepared_next_segment() {
     log.close().unwrap();
 
     let plain = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        plain.path(),
-        LogOptions {
-            preallocate: false,
-            ..opts
-        },
-    )
+    let log = Log::open(plain.path(), {
+        let mut opts = opts;
+        opts.preallocate = false;
+        opts
+    })
     .unwrap();
     let t0 = std::time::Instant::now();
     assert!(!log.wait_prepared(std::time::Duration::from_secs(30)));
@@ -112,13 +106,11 @@ fn process_write_bytes() -> Option<u64> {
 /// returns (bytes written by the process, the log's prepare stats).
 fn roll_segments(retention: Option<u64>, segments: usize) -> (Option<u64>, sitelog::PrepareStats) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let opts = LogOptions {
-        io: IoBackend::Posix,
-        segment_size_bytes: 4 << 20,
-        max_record_bytes: 4096,
-        retention_bytes: retention,
-        ..Default::default()
-    };
+    let mut opts = LogOptions::default();
+    opts.io = IoBackend::Posix;
+    opts.segment_size_bytes = 4 << 20;
+    opts.max_record_bytes = 4096;
+    opts.retention_bytes = retention;
     let log = Log::open(dir.path(), opts).unwrap();
     assert!(log.wait_prepared(std::time::Duration::from_secs(60)));
     let before = process_write_bytes();

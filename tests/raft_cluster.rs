@@ -18,10 +18,9 @@ const CLUSTER_ID: u64 = 0x5173_1095;
 
 /// The in-process network moves no segments: these tests catch up by replication only.
 fn no_snapshots() -> SnapshotSettings {
-    SnapshotSettings {
-        every_entries: None,
-        ..SnapshotSettings::default()
-    }
+    let mut settings = SnapshotSettings::default();
+    settings.every_entries = None;
+    settings
 }
 
 struct Cluster {
@@ -71,11 +70,9 @@ impl Cluster {
         // reopen may race them, so it is retried for a bounded time.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let r = loop {
-            let opts = LogOptions {
-                segment_size_bytes: 1 << 20,
-                max_record_bytes: 64 << 10,
-                ..LogOptions::default()
-            };
+            let mut opts = LogOptions::default();
+            opts.segment_size_bytes = 1 << 20;
+            opts.max_record_bytes = 64 << 10;
             match Replica::start(
                 id,
                 &dir,

@@ -184,18 +184,17 @@ impl Harness<'_> {
     }
 
     fn options(&self) -> LogOptions {
-        LogOptions {
-            segment_size_bytes: SEGMENT_BYTES,
-            max_record_bytes: MAX_RECORD_BYTES,
-            sync: self.sc.sync,
-            superblock_interval_ms: self.sc.superblock_interval_ms,
-            io: if self.sc.posix {
-                IoBackend::Posix
-            } else {
-                IoBackend::Auto
-            },
-            ..LogOptions::default()
-        }
+        let mut opts = LogOptions::default();
+        opts.segment_size_bytes = SEGMENT_BYTES;
+        opts.max_record_bytes = MAX_RECORD_BYTES;
+        opts.sync = self.sc.sync;
+        opts.superblock_interval_ms = self.sc.superblock_interval_ms;
+        opts.io = if self.sc.posix {
+            IoBackend::Posix
+        } else {
+            IoBackend::Auto
+        };
+        opts
     }
 
     fn open(&mut self) {

@@ -12,7 +12,6 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
 use sitelog::Error;
 use std::collections::BTreeMap;
@@ -37,10 +36,8 @@ fn config(root: &Path, id: u64) -> NodeConfig {
     cfg.log.segment_size_bytes = SEGMENT_BYTES;
     cfg.log.max_record_bytes = 2 << 10;
     cfg.log.retention_bytes = Some(RETENTION_BYTES);
-    cfg.snapshots = SnapshotSettings {
-        every_entries: Some(40),
-        keep_entries: 10,
-    };
+    cfg.snapshots.every_entries = Some(40);
+    cfg.snapshots.keep_entries = 10;
     cfg.catch_up.fetch.chunk_bytes = 8 << 10;
     cfg
 }

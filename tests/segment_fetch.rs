@@ -67,14 +67,13 @@ impl Service for Source {
 
 fn opts(dir: &Path) -> LogOptions {
     let _ = dir;
-    LogOptions {
-        segment_size_bytes: 256 << 10,
-        max_record_bytes: 16 << 10,
-        log_id: Some(LOG_ID),
-        durable_hints: false,
-        io: IoBackend::Posix,
-        ..LogOptions::default()
-    }
+    let mut opts = LogOptions::default();
+    opts.segment_size_bytes = 256 << 10;
+    opts.max_record_bytes = 16 << 10;
+    opts.log_id = Some(LOG_ID);
+    opts.durable_hints = false;
+    opts.io = IoBackend::Posix;
+    opts
 }
 
 async fn start_source(log: Log, behaviour: Behaviour) -> (String, Arc<AtomicU64>) {

@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use sitelog::node::Role;
-use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -50,10 +49,8 @@ fn config(root: &Path, id: u64, cluster: u64, scrub_mb_per_s: u64) -> NodeConfig
     );
     cfg.log.segment_size_bytes = 64 << 10;
     cfg.log.max_record_bytes = 8 << 10;
-    cfg.snapshots = SnapshotSettings {
-        every_entries: None,
-        keep_entries: 100,
-    };
+    cfg.snapshots.every_entries = None;
+    cfg.snapshots.keep_entries = 100;
     cfg.catch_up.fetch.chunk_bytes = 16 << 10;
     cfg.repair.scrub_mb_per_s = scrub_mb_per_s;
     cfg.repair.scrub_pass_interval_ms = 20;

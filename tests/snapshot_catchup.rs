@@ -8,7 +8,6 @@
 mod common;
 
 use bytes::Bytes;
-use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Peer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,10 +25,8 @@ fn config(root: &Path, id: u64) -> NodeConfig {
     );
     cfg.log.segment_size_bytes = 64 << 10;
     cfg.log.max_record_bytes = 8 << 10;
-    cfg.snapshots = SnapshotSettings {
-        every_entries: Some(500),
-        keep_entries: 100,
-    };
+    cfg.snapshots.every_entries = Some(500);
+    cfg.snapshots.keep_entries = 100;
     cfg.catch_up.fetch.chunk_bytes = 16 << 10;
     cfg
 }

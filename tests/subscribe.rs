@@ -10,7 +10,6 @@ mod common;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::SnapshotSettings;
 use sitelog::node::{Node, NodeConfig, Placement};
 use sitelog::storage::EntryKind;
 use sitelog::Error;
@@ -49,10 +48,8 @@ fn retained(cfg: &mut NodeConfig) {
     cfg.log.segment_size_bytes = 16 << 10;
     cfg.log.max_record_bytes = 2 << 10;
     cfg.log.retention_bytes = Some(32 << 10);
-    cfg.snapshots = SnapshotSettings {
-        every_entries: Some(40),
-        keep_entries: 10,
-    };
+    cfg.snapshots.every_entries = Some(40);
+    cfg.snapshots.keep_entries = 10;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

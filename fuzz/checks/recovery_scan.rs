@@ -97,22 +97,21 @@ impl Input<'_> {
 }
 
 fn options(disk: &SimDisk, flags: u8) -> LogOptions {
-    LogOptions {
-        io: disk.io().into(),
-        segment_size_bytes: 16 << 10,
-        max_record_bytes: MAX_RECORD_BYTES,
-        index_interval_bytes: if flags & F_DENSE_INDEX != 0 { 64 } else { 4096 },
-        sync: SyncMode::Manual,
-        // Only on demand: a time-dependent watermark would make runs irreproducible.
-        superblock_interval_ms: if flags & F_EAGER_WATERMARK != 0 {
-            0
-        } else {
-            3_600_000
-        },
-        // The background thread would prepare files at times of its own choosing.
-        preallocate: false,
-        ..LogOptions::default()
-    }
+    let mut opts = LogOptions::default();
+    opts.io = disk.io().into();
+    opts.segment_size_bytes = 16 << 10;
+    opts.max_record_bytes = MAX_RECORD_BYTES;
+    opts.index_interval_bytes = if flags & F_DENSE_INDEX != 0 { 64 } else { 4096 };
+    opts.sync = SyncMode::Manual;
+    // Only on demand: a time-dependent watermark would make runs irreproducible.
+    opts.superblock_interval_ms = if flags & F_EAGER_WATERMARK != 0 {
+        0
+    } else {
+        3_600_000
+    };
+    // The background thread would prepare files at times of its own choosing.
+    opts.preallocate = false;
+    opts
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

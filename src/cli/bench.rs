@@ -21,8 +21,8 @@ use super::report::{
 use super::stats::nanos;
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
+use crate::{IoBackend, Log, LogOptions, SyncMode};
 use clap::{Args, ValueEnum};
-use sitelog::{IoBackend, Log, LogOptions, SyncMode};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -284,13 +284,13 @@ impl Plan {
 
 /// Whether the file system of `dir` takes O_DIRECT (tmpfs does not; a log there would fall
 /// back to buffered writes and its figures would be mislabelled).
-fn direct_probe(io: &dyn sitelog::io::Io, dir: &Path) -> sitelog::Result<()> {
+fn direct_probe(io: &dyn crate::io::Io, dir: &Path) -> crate::Result<()> {
     let path = dir.join("direct-probe");
     let opened = io.open(&path, true).and_then(|_| io.open_direct(&path));
     let _ = io.remove(&path);
     opened
         .map(|_| ())
-        .map_err(|source| sitelog::Error::Io { path, source })
+        .map_err(|source| crate::Error::Io { path, source })
 }
 
 fn plan(
@@ -663,7 +663,7 @@ fn run_tasks(
                     log.append_batch_async(&[&payload[..]]).await?;
                     lat.push(nanos(t0.elapsed()));
                 }
-                Ok::<_, sitelog::Error>(lat)
+                Ok::<_, crate::Error>(lat)
             }));
         }
         let mut all = Vec::new();

@@ -17,10 +17,10 @@ use super::json::Json;
 use super::stats::{fmt_bytes, nanos, round, Latency};
 use super::sys::{self, WorkDir};
 use super::{CliError, CliResult, Context};
+use crate::node::client::{AppendOutcome, Client};
+use crate::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -110,9 +110,11 @@ async fn join_and_catch_up(cluster: &mut LocalCluster, id: u64) -> CliResult<(Du
         site: format!("site-{id}"),
         addr,
     };
-    let mut opts = ReplaceOptions::default();
-    // A fine poll: the bench reports the catch-up time.
-    opts.poll_ms = 20;
+    let opts = ReplaceOptions {
+        // A fine poll: the bench reports the catch-up time.
+        poll_ms: 20,
+        ..ReplaceOptions::default()
+    };
     let mut events = cluster.client().add_caught_up_learner(id, peer, opts);
     let (mut started, mut last) = (None, None);
     while let Some(event) = events.next().await {

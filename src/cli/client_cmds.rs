@@ -11,14 +11,14 @@
 
 use super::json::Json;
 use super::{CliError, CliResult, Context};
+use crate::node::client::{AppendOutcome, Client};
+use crate::node::protocol::WireRecord;
+use crate::node::Role;
+use crate::storage::checksum::checksum;
+use crate::Error;
 use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::protocol::WireRecord;
-use sitelog::node::Role;
-use sitelog::storage::checksum::checksum;
-use sitelog::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -572,17 +572,19 @@ pub struct ReplaceArgs {
 /// (showing bytes, rate and ETA of a catch-up by snapshot), then swaps it in for the dead one
 /// (all through `Client::replace_site`).
 pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
+    use crate::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
     use futures_util::StreamExt;
-    use sitelog::node::{ReplaceEvent, ReplaceOptions, ReplacePhase};
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
-        let peer = sitelog::node::Peer {
+        let peer = crate::node::Peer {
             site: args.new_site.clone(),
             addr: args.new_addr.clone(),
         };
-        let mut opts = ReplaceOptions::default();
-        opts.catch_up_deadline_ms = args.timeout_secs.saturating_mul(1000);
+        let opts = ReplaceOptions {
+            catch_up_deadline_ms: args.timeout_secs.saturating_mul(1000),
+            ..ReplaceOptions::default()
+        };
         let mut events = client.replace_site(args.dead, args.new_id, peer, opts);
         let bar = indicatif::ProgressBar::new(1);
         let mut phase = ReplacePhase::AddingLearner;
@@ -615,8 +617,8 @@ pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
 }
 
 /// The message of a replacement that failed at `phase`.
-fn replace_error(phase: sitelog::node::ReplacePhase, new_id: u64, e: &Error) -> CliError {
-    use sitelog::node::ReplacePhase;
+fn replace_error(phase: crate::node::ReplacePhase, new_id: u64, e: &Error) -> CliError {
+    use crate::node::ReplacePhase;
     CliError(match (phase, e) {
         (ReplacePhase::AddingLearner, _) => format!("add learner: {e}"),
         (ReplacePhase::CatchingUp, Error::Timeout { .. }) => {

@@ -2,8 +2,8 @@
 //! drill): spawn, SIGKILL, restart, find the leader.
 
 use super::{CliError, CliResult, Context};
-use sitelog::node::client::Client;
-use sitelog::node::{NodeStatus, Role};
+use crate::node::client::Client;
+use crate::node::{NodeStatus, Role};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

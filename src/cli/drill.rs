@@ -21,13 +21,13 @@ use super::json::Json;
 use super::stats::{round, Latency};
 use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
+use crate::node::client::{AppendOutcome, Client};
+use crate::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
+use crate::storage::checksum::checksum;
 use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
-use sitelog::storage::checksum::checksum;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,10 +168,12 @@ pub(super) async fn replace(
         site: format!("site-{new_id}"),
         addr,
     };
-    let mut opts = ReplaceOptions::default();
-    // A fine poll: the drill reports the catch-up time.
-    opts.poll_ms = 20;
-    opts.catch_up_deadline_ms = 600_000;
+    let opts = ReplaceOptions {
+        // A fine poll: the drill reports the catch-up time.
+        poll_ms: 20,
+        catch_up_deadline_ms: 600_000,
+        ..ReplaceOptions::default()
+    };
     let mut events = cluster.client().replace_site(dead, new_id, peer, opts);
     let bar = ProgressBar::new(1);
     bar.set_style(
@@ -363,7 +365,7 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         .acked
         .iter()
         .filter(|a| a.offset < target)
-        .map(|a| sitelog::storage::record::frame_len(a.len as usize) as u64)
+        .map(|a| crate::storage::record::frame_len(a.len as usize) as u64)
         .sum();
     eprintln!(
         "site-{new_id} caught up and replaced site-{burned}: voters {:?}",

@@ -83,8 +83,8 @@ impl fmt::Display for CliError {
     }
 }
 
-impl From<sitelog::Error> for CliError {
-    fn from(e: sitelog::Error) -> Self {
+impl From<crate::Error> for CliError {
+    fn from(e: crate::Error) -> Self {
         CliError(e.to_string())
     }
 }

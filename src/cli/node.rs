@@ -4,9 +4,9 @@
 //! where it is.
 
 use super::{CliError, CliResult, Context};
+use crate::node::{Node, NodeConfig, Peer, Placement};
+use crate::IoBackend;
 use clap::{Args, ValueEnum};
-use sitelog::node::{Node, NodeConfig, Peer, Placement};
-use sitelog::IoBackend;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -226,8 +226,8 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         args.members.iter().cloned().collect::<BTreeMap<_, _>>()
     };
     cfg.timers = match args.timers.or(file.timers).unwrap_or(Timers::Lan) {
-        Timers::Lan => sitelog::node::Timers::lan(),
-        Timers::Wan => sitelog::node::Timers::wan(),
+        Timers::Lan => crate::node::Timers::lan(),
+        Timers::Wan => crate::node::Timers::wan(),
     };
     cfg.log.io = match args.io.or(file.io).unwrap_or(IoArg::Auto) {
         IoArg::Auto => IoBackend::Auto,
@@ -288,7 +288,7 @@ pub fn run(args: &NodeArgs) -> CliResult<()> {
 /// default soft limit of 1024 is meant for select()-era programs; the hard limit is what the
 /// administrator allows). The node then keeps its descriptor reserve under the raised limit.
 fn raise_descriptor_limit() {
-    use sitelog::net::descriptors::raise_nofile_to_hard;
+    use crate::net::descriptors::raise_nofile_to_hard;
     match raise_nofile_to_hard() {
         Ok(soft) => tracing::info!(soft, "descriptor limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),

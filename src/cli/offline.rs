@@ -20,11 +20,11 @@
 //! DIR is a log directory (holding `superblock`) or a node's data directory (holding `log/`).
 
 use super::json::Json;
+use crate::io::{IoRef, PosixIo, ReadOnlyIo};
+use crate::storage::checksum::checksum;
+use crate::storage::PendingRecovery;
+use crate::{EntryKind, Error, LogOptions, Record};
 use clap::Args;
-use sitelog::io::{IoRef, PosixIo, ReadOnlyIo};
-use sitelog::storage::checksum::checksum;
-use sitelog::storage::PendingRecovery;
-use sitelog::{EntryKind, Error, LogOptions, Record};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -101,7 +101,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         let log_dir = checked_log_dir(&args.dir)?;
         let io = ReadOnlyIo::new_ref(PosixIo::new_ref());
         // Held over the whole check: a node cannot start on the directory meanwhile.
-        let lock_path = log_dir.join(sitelog::storage::recovery::LOCK_FILE);
+        let lock_path = log_dir.join(crate::storage::recovery::LOCK_FILE);
         let _shared = io.lock_shared(&lock_path).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::Locked {
                 path: args.dir.clone(),
@@ -111,7 +111,7 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
                 source: e,
             },
         })?;
-        let found = sitelog::storage::verify_dir(&io, &log_dir, &LogOptions::default())?;
+        let found = crate::storage::verify_dir(&io, &log_dir, &LogOptions::default())?;
         let node_files = if log_dir != args.dir {
             check_node_files(&io, &args.dir)?
         } else {
@@ -139,28 +139,28 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 /// names of those present.
 fn check_node_files(io: &IoRef, dir: &Path) -> Result<Vec<&'static str>, Error> {
     let mut present = Vec::new();
-    let meta = dir.join(sitelog::raft::meta::FILE_NAME);
+    let meta = dir.join(crate::raft::meta::FILE_NAME);
     if meta.exists() {
         check_raft_meta(&meta)?;
-        present.push(sitelog::raft::meta::FILE_NAME);
+        present.push(crate::raft::meta::FILE_NAME);
     }
-    let identity = dir.join(sitelog::raft::identity::FILE_NAME);
+    let identity = dir.join(crate::raft::identity::FILE_NAME);
     if identity.exists() {
-        sitelog::raft::identity::verify_file(&identity)?;
-        present.push(sitelog::raft::identity::FILE_NAME);
+        crate::raft::identity::verify_file(&identity)?;
+        present.push(crate::raft::identity::FILE_NAME);
     }
-    if sitelog::raft::snapshot::load(io, dir)?.is_some() {
-        present.push(sitelog::raft::snapshot::FILE_NAME);
+    if crate::raft::snapshot::load(io, dir)?.is_some() {
+        present.push(crate::raft::snapshot::FILE_NAME);
     }
-    if let Some(app) = sitelog::raft::snapshot::load_app_state(io, dir)? {
+    if let Some(app) = crate::raft::snapshot::load_app_state(io, dir)? {
         // The compressed state must expand to its recorded size, too.
         app.decompress().map_err(|e| Error::Corruption {
-            segment: dir.join(sitelog::raft::snapshot::APP_STATE_FILE),
+            segment: dir.join(crate::raft::snapshot::APP_STATE_FILE),
             file_offset: 0,
             record_offset: None,
             detail: format!("application state does not decompress: {e}"),
         })?;
-        present.push(sitelog::raft::snapshot::APP_STATE_FILE);
+        present.push(crate::raft::snapshot::APP_STATE_FILE);
     }
     Ok(present)
 }
@@ -205,7 +205,7 @@ fn check_raft_meta(path: &Path) -> Result<(), Error> {
         path: path.into(),
         source: e,
     })?;
-    if !sitelog::raft::meta::any_valid_copy(&bytes) {
+    if !crate::raft::meta::any_valid_copy(&bytes) {
         return Err(Error::Corruption {
             segment: path.into(),
             file_offset: 0,
@@ -226,7 +226,7 @@ pub fn repair(args: &VerifyArgs) -> ExitCode {
             ..LogOptions::default()
         };
         // Dropped, not closed: closing would seal the active segment.
-        let log = sitelog::Log::open(&log_dir, opts)?;
+        let log = crate::Log::open(&log_dir, opts)?;
         let r = log.recovery_report();
         if r.torn_bytes_truncated == 0 && r.temp_files_removed == 0 {
             println!("nothing to repair in {}", log_dir.display());
@@ -263,7 +263,7 @@ pub fn dump(args: &DumpArgs) -> ExitCode {
             path: "<stdout>".into(),
             source: e,
         };
-        let read = sitelog::storage::read_dir(
+        let read = crate::storage::read_dir(
             &io,
             &log_dir,
             &LogOptions::default(),

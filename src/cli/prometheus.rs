@@ -9,10 +9,10 @@
 //! and failed accepts are logged at most once per second, with a count.
 
 use super::{CliError, CliResult};
+use crate::net::budget::{Admission, Budget, Slot};
+use crate::net::descriptors::DescriptorGuard;
+use crate::net::warn_rate::{WarnRate, WARN_EVERY};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sitelog::net::budget::{Admission, Budget, Slot};
-use sitelog::net::descriptors::DescriptorGuard;
-use sitelog::net::warn_rate::{WarnRate, WARN_EVERY};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;

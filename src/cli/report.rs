@@ -8,7 +8,7 @@ use super::stats::{
     fmt_bytes, fmt_mbs, fmt_ms, fmt_rate, fmt_ratio, fmt_us, mb_per_s, round, Latency, Table,
 };
 use super::sys::DiskBudget;
-use sitelog::storage::RecoveryReport;
+use crate::storage::RecoveryReport;
 use std::path::PathBuf;
 use std::time::Duration;
 

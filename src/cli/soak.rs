@@ -21,9 +21,9 @@ use super::soak_check::{self as check, Bound, Bucket, SiteFigures};
 use super::stats::{round, Latency};
 use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
+use crate::node::client::{AppendOutcome, Client};
+use crate::storage::checksum::checksum;
 use bytes::Bytes;
-use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::storage::checksum::checksum;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -660,7 +660,7 @@ fn segment_bases(dir: &Path) -> impl Iterator<Item = u64> {
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(sitelog::storage::segment::parse_file_name)
+                .and_then(crate::storage::segment::parse_file_name)
         })
 }
 
@@ -729,7 +729,7 @@ async fn compare_site(
         let recs = match client.read(next, READ_BATCH).await {
             Ok((_, recs)) => recs,
             // Retention deleted what lies below: read on from where the site starts.
-            Err(sitelog::Error::BelowFloor {
+            Err(crate::Error::BelowFloor {
                 first_available, ..
             }) if first_available > next => {
                 said_floor = first_available;

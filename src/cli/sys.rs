@@ -204,7 +204,7 @@ impl DiskBudget {
                 super::stats::fmt_bytes(free_bytes)
             ));
         }
-        let default = sitelog::LogOptions::default().segment_size_bytes;
+        let default = crate::LogOptions::default().segment_size_bytes;
         let fit = per_log / Self::SEGMENTS_PER_BUDGET;
         // A power of two keeps the figures comparable between runs on similar machines.
         let segment_bytes = default.min(1 << fit.ilog2()).max(Self::MIN_SEGMENT_BYTES);
@@ -218,7 +218,7 @@ impl DiskBudget {
 
     /// Whether the segments are smaller than the default.
     pub fn shrunk(&self) -> bool {
-        self.segment_bytes < sitelog::LogOptions::default().segment_size_bytes
+        self.segment_bytes < crate::LogOptions::default().segment_size_bytes
     }
 
     /// Payload bytes one of the `logs` logs may take: its share, less the active segment, the
@@ -236,7 +236,7 @@ impl DiskBudget {
                 super::stats::fmt_bytes(self.free_bytes),
                 super::stats::fmt_bytes(self.bytes),
                 super::stats::fmt_bytes(self.segment_bytes),
-                super::stats::fmt_bytes(sitelog::LogOptions::default().segment_size_bytes)
+                super::stats::fmt_bytes(crate::LogOptions::default().segment_size_bytes)
             )
         })
     }

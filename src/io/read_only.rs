@@ -11,17 +11,20 @@ use std::sync::Arc;
 
 /// Wraps a backend so that nothing can be written through it.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub struct ReadOnlyIo {
     inner: IoRef,
 }
 
 impl ReadOnlyIo {
     /// A shared read-only handle over `inner`.
+    #[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
     pub fn new_ref(inner: IoRef) -> IoRef {
         Arc::new(ReadOnlyIo { inner })
     }
 }
 
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 fn refused(what: &str, path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
@@ -76,6 +79,7 @@ impl Io for ReadOnlyIo {
 
 /// A file through which nothing can be written.
 #[derive(Debug)]
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 struct ReadOnlyFile {
     inner: FileRef,
 }

@@ -148,6 +148,7 @@ impl Budget {
     }
 
     /// Whether no connection is held.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

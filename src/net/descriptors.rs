@@ -32,6 +32,7 @@ pub fn nofile_limits() -> Option<(u64, u64)> {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (what servers commonly do at start;
 /// the Go runtime does it for every program). Returns the soft limit now in force.
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn raise_nofile_to_hard() -> std::io::Result<u64> {
     let (soft, hard) = nofile_limits().unwrap_or((u64::MAX, u64::MAX));
     if soft >= hard {
@@ -107,6 +108,7 @@ impl DescriptorGuard {
     }
 
     /// Whether the connection just accepted as descriptor `fd` may be kept (any kind).
+    #[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
     pub fn admit(&mut self, fd: RawFd) -> bool {
         self.headroom(fd) == Headroom::Plenty
     }

@@ -52,13 +52,14 @@ const MAX_WHOLE_FILE_ATTEMPTS: usize = 3;
 
 /// How to fetch.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct FetchOptions {
     /// Bytes per chunk. Default 4 MiB.
     pub chunk_bytes: u32,
     /// zstd on the wire. Default true.
     pub compress: bool,
     /// The node's fetch budget in bytes/s of file data, shared by all its fetches at once
-    /// (`None`: as fast as it goes). Default 100 MB/s. The node builds one [`FetchBudget`]
+    /// (`None`: as fast as it goes). Default 100 MB/s. The node builds one `FetchBudget`
     /// from it.
     pub max_bytes_per_s: Option<u64>,
     /// Network limits of the fetch connections.

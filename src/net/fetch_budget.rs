@@ -114,8 +114,9 @@ impl FetchBudget {
         }
     }
 
-    /// Whether fetches are limited at all.
-    pub fn is_limited(&self) -> bool {
+    /// Whether fetches are limited at all (the unit tests check that a zero rate is not).
+    #[cfg(test)]
+    fn is_limited(&self) -> bool {
         self.limiter.is_some()
     }
 

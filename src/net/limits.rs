@@ -10,6 +10,7 @@ use crate::{Error, Result};
 
 /// Network limits, with documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetLimits {
     /// Largest message body accepted. Default 72 MiB: a replication message holds at most 64
     /// entries of at most 1 MiB (the node's record limit) plus headers. Only a peer that
@@ -96,6 +97,7 @@ impl Default for NetLimits {
 
 /// The per-kind budgets a server runs with (after fitting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KindBudgets {
     /// Connections in their handshake.
     pub handshaking: usize,
@@ -117,7 +119,7 @@ impl KindBudgets {
 impl NetLimits {
     /// Checks the limits against each other and against the Raft timers: budgets non-zero,
     /// the handshake shorter than the idle timeout, and the idle timeout at least
-    /// [`IDLE_OVER_ELECTION_MIN_RATIO`] times the longest election timeout.
+    /// `IDLE_OVER_ELECTION_MIN_RATIO` times the longest election timeout.
     pub fn validate(&self, election_timeout_max_ms: u64) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(format!("network limits: {m}")));
         let budgets = [

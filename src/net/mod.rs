@@ -32,4 +32,5 @@ pub mod tls;
 pub mod warn_rate;
 
 pub use limits::NetLimits;
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub use tcp::TcpConnector;

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 /// How a node catches up.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct CatchUpOptions {
     /// Bulk fetch settings (chunk size, zstd, throttle).
     pub fetch: FetchOptions,

@@ -71,6 +71,7 @@ pub struct Peer {
 
 /// How to start a node.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// This node's id; never reuse an id of a node that was lost (an id removed from the
     /// membership is refused: [`Error::RetiredNode`]). The data directory records it.

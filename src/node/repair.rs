@@ -46,6 +46,7 @@ const IDENTIFY_TIMEOUT_MS: u64 = 5_000;
 
 /// The background scrub's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepairOptions {
     /// Scrub rate in MB/s (10^6 bytes per second of segment file read); 0 turns the scrub
     /// off (reads still trigger repairs). Default 10.

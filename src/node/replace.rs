@@ -36,11 +36,11 @@ const STATUS_TIMEOUT_MS: u64 = 2_000;
 #[non_exhaustive]
 pub struct ReplaceOptions {
     /// Period between two polls of the new node's status (one progress event each), clamped
-    /// to 1 ms ..= 60 s. Default [`DEFAULT_POLL_MS`] (100 ms).
+    /// to 1 ms ..= 60 s. Default `DEFAULT_POLL_MS` (100 ms).
     pub poll_ms: u64,
     /// The new node must have caught up within this long after it was added as a learner,
     /// else the outcome is `Failed(Error::Timeout { offset: target })`. Default
-    /// [`DEFAULT_CATCH_UP_DEADLINE_MS`] (1 hour).
+    /// `DEFAULT_CATCH_UP_DEADLINE_MS` (1 hour).
     pub catch_up_deadline_ms: u64,
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 /// How a node heals its storage, with documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HealOptions {
     /// Free bytes the data directory's file system must have before a node whose storage
     /// failed rejoins. `None` (default): twice the log's `segment_size_bytes` (the next

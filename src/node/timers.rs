@@ -52,7 +52,7 @@ impl Timers {
 
     /// Custom timers. Refused with [`Error::InvalidArgument`] unless
     /// `0 < heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms <=`
-    /// [`MAX_TIMER_MS`]: a heartbeat slower than the election timeout would make followers
+    /// `MAX_TIMER_MS`: a heartbeat slower than the election timeout would make followers
     /// start elections against a healthy leader.
     pub fn custom(
         heartbeat_interval_ms: u64,
@@ -103,7 +103,12 @@ mod tests {
         }
         assert_eq!(Timers::default(), Timers::lan());
         assert_eq!(Timers::lan().to_raft(), RaftTimers::default());
-        assert_eq!(Timers::wan().to_raft(), RaftTimers::wan());
+        let wan = RaftTimers {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+        };
+        assert_eq!(Timers::wan().to_raft(), wan);
     }
 
     #[test]

@@ -157,6 +157,7 @@ pub fn load(io: &IoRef, dir: &Path) -> Result<Option<Identity>> {
 }
 
 /// Checks an identity file offline, opening it read-only (`sitelog verify`).
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn verify_file(path: &Path) -> Result<Identity> {
     let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Identity::decode(&b).map_err(|d| corrupt(path, d))

@@ -136,6 +136,7 @@ impl RaftMeta {
 }
 
 /// True when at least one of the two copies in the file's bytes is valid (for offline checks).
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn any_valid_copy(file: &[u8]) -> bool {
     (0..2).any(|slot| {
         let at = slot * SLOT_SIZE_BYTES;

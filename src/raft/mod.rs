@@ -29,6 +29,8 @@ pub mod health;
 pub mod identity;
 pub mod log_store;
 pub mod meta;
+// The in-process router: a test hook (the raft-level tests and the simulation).
+#[cfg(any(test, feature = "testing"))]
 pub mod network;
 pub mod remote;
 pub mod replica;

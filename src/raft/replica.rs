@@ -47,24 +47,12 @@ impl Default for RaftTimers {
     }
 }
 
-impl RaftTimers {
-    /// Settings for sites up to ~50 ms round trip apart: elections after 1–2 s of silence
-    /// (about 20–40 round trips, so a slow link does not cause needless elections), heartbeats
-    /// every 100 ms. Expect a failover of about 1.5–3 s.
-    pub fn wan() -> Self {
-        RaftTimers {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
-        }
-    }
-}
-
 /// Most entries the consensus library puts in one replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// When snapshots are taken and how much log stays behind them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotSettings {
     /// Take a snapshot (a manifest of sealed segments) every this many applied entries;
     /// `None`: never (the Raft log is then never purged, and every replica catches up entry
@@ -200,6 +188,7 @@ impl Replica {
     /// The consensus library's handle, for the consensus layer's own tests
     /// (`tests/raft_cluster.rs`, the simulation) only: hidden, not part of the API.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn raft_handle(&self) -> &Raft {
         &self.raft
     }

@@ -49,12 +49,14 @@ static UNSEEDED_DRAWS: AtomicU64 = AtomicU64::new(0);
 
 /// How many random draws this process made outside any [`scope`] (a simulation checks that
 /// none of its draws escaped the seed).
+#[cfg(any(test, feature = "testing"))]
 pub fn unseeded_draws() -> u64 {
     UNSEEDED_DRAWS.load(Ordering::Relaxed)
 }
 
 /// Runs `fut` with `seed` as its task-local seed: every random draw openraft makes in it, and
 /// in every task it spawns, follows from `seed`.
+#[cfg(any(test, feature = "testing"))]
 pub fn scope<F: Future>(seed: u64, fut: F) -> impl Future<Output = F::Output> {
     SEED.scope(Cell::new(seed), fut)
 }

@@ -130,7 +130,7 @@ impl Log {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let io = opts.io.resolve()?;
-        if opts.driven && io.name() == "io_uring" {
+        if opts.is_driven() && io.name() == "io_uring" {
             return Err(Error::InvalidArgument(
                 "a driven log needs a synchronous backend (posix or sim), not io_uring".into(),
             ));
@@ -154,7 +154,7 @@ impl Log {
             rec.end_offset,
             sync_always,
             opts.max_groups_in_flight,
-            opts.driven,
+            opts.is_driven(),
         );
         let superblock = Arc::new(Mutex::new(SuperblockState {
             writer: rec.superblock,
@@ -192,7 +192,7 @@ impl Log {
 
     fn start_threads(&self) -> Result<()> {
         let s = &self.shared;
-        if s.opts.driven {
+        if s.opts.is_driven() {
             // No threads: `pump` and the waiters do the flusher's work; nothing is prepared.
             background::remove_leftovers(&s.io, &s.dir);
             return Ok(());
@@ -275,7 +275,8 @@ impl Log {
 
     /// Whether the active segment is written with `O_DIRECT` (false before the first append
     /// creates a segment, or where the file system refused it).
-    pub fn writes_direct(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn writes_direct(&self) -> bool {
         lock(&self.shared.writer)
             .active
             .as_ref()
@@ -310,9 +311,17 @@ impl Log {
     /// Driven mode ([`LogOptions::driven`]): writes and fsyncs everything appended so far and
     /// persists the durable watermark, on the calling thread. Appends become durable (and
     /// their waiters wake) only through this call or a blocking wait. A no-op otherwise.
+    /// A test hook (the simulation): only with the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
     pub fn pump(&self) -> Result<()> {
+        self.pump_driven()
+    }
+
+    /// [`Log::pump`]'s work, which [`Log::persist_watermark`] does on a driven log too.
+    fn pump_driven(&self) -> Result<()> {
         let s = &self.shared;
-        if !s.opts.driven {
+        if !s.opts.is_driven() {
             return Ok(());
         }
         s.gc.pump();
@@ -465,8 +474,8 @@ impl Log {
     /// watermark still written. Nothing is sealed: a replicated log must seal at the same frame
     /// on every replica. Driven logs are pumped first. The handle stays usable.
     pub fn persist_watermark(&self) -> Result<()> {
-        if self.shared.opts.driven {
-            self.pump()?;
+        if self.shared.opts.is_driven() {
+            self.pump_driven()?;
         }
         match self.flush() {
             // The failed tail is gone now; what remains is durable.
@@ -625,7 +634,7 @@ impl Log {
     /// `preallocate` or on a driven log (nothing is prepared).
     pub fn wait_prepared(&self, timeout: Duration) -> bool {
         let s = &self.shared;
-        s.opts.preallocate && !s.opts.driven && s.background.wait_prepared(timeout)
+        s.opts.preallocate && !s.opts.is_driven() && s.background.wait_prepared(timeout)
     }
 
     /// Number of segment files.

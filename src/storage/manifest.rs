@@ -76,7 +76,7 @@ impl Log {
     /// The sealed segments whose records all lie below `below`, oldest first, from the one
     /// holding `from` (or the log's start, if later): what a snapshot lists when retention
     /// will drop the older ones.
-    pub fn sealed_segments_from(&self, from: u64, below: u64) -> Result<Vec<SegmentInfo>> {
+    pub(crate) fn sealed_segments_from(&self, from: u64, below: u64) -> Result<Vec<SegmentInfo>> {
         let start = self.start_offset().max(from);
         let mut out = Vec::new();
         for seg in self.segments_snapshot() {
@@ -99,7 +99,7 @@ impl Log {
     /// Where terms start in `[base, end)`: `(term, first offset)` for each term present, in
     /// order. Terms never decrease along a Raft log, so each change is found by binary search:
     /// O(terms × log(records)) reads, no scan.
-    pub fn term_starts(&self, base: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+    pub(crate) fn term_starts(&self, base: u64, end: u64) -> Result<Vec<(u64, u64)>> {
         let mut out = Vec::new();
         let mut at = base;
         while at < end {
@@ -122,7 +122,7 @@ impl Log {
 
     /// The open file of the sealed segment `info` names, if this log holds exactly that
     /// segment (same base, size and whole-file CRC): a source for peers fetching it.
-    pub fn sealed_segment_file(&self, info: &SegmentInfo) -> Option<FileRef> {
+    pub(crate) fn sealed_segment_file(&self, info: &SegmentInfo) -> Option<FileRef> {
         let seg = self
             .segments_snapshot()
             .into_iter()

@@ -31,5 +31,11 @@ pub use options::{IoBackend, LogOptions, SyncMode};
 pub use pin::Pin;
 pub use reader::{Iter, TailReader};
 pub use record::{EntryKind, Record};
-pub use recovery::{PendingRecovery, RecoveryReport, TornTail};
-pub use verify::{read_dir, verify_dir, DirReport, VerifyReport};
+pub use recovery::{RecoveryReport, TornTail};
+pub use verify::VerifyReport;
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(unused_imports))]
+pub use verify::{read_dir, verify_dir};
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(unused_imports))]
+pub use recovery::PendingRecovery;
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
+pub use verify::DirReport;

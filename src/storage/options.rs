@@ -18,7 +18,9 @@ pub enum SyncMode {
 }
 
 /// Which I/O backend a log uses.
+// Non-exhaustive: the `testing` feature adds a variant (and more backends may come).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum IoBackend {
     /// io_uring if the kernel allows it, otherwise POSIX (logged once per process). Default.
     #[default]
@@ -27,13 +29,15 @@ pub enum IoBackend {
     IoUring,
     /// pread/pwrite/fdatasync.
     Posix,
-    /// A backend the caller built (the simulated disk, in tests).
+    /// A backend the caller built (the simulated disk): a test hook, not part of the API.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
     Custom(IoRef),
 }
 
 impl IoBackend {
     /// Builds the backend: one io_uring ring and thread per log.
-    pub fn resolve(&self) -> Result<IoRef> {
+    pub(crate) fn resolve(&self) -> Result<IoRef> {
         static FALLBACK_LOGGED: Once = Once::new();
         match self {
             IoBackend::Auto => match UringIo::new_ref() {
@@ -50,6 +54,7 @@ impl IoBackend {
                 source: e,
             }),
             IoBackend::Posix => Ok(PosixIo::new_ref()),
+            #[cfg(any(test, feature = "testing"))]
             IoBackend::Custom(io) => Ok(io.clone()),
         }
     }
@@ -57,6 +62,7 @@ impl IoBackend {
 
 /// Options for [`crate::Log::open`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LogOptions {
     /// A segment is sealed once it could not take one more record of `max_record_bytes`
     /// within this size (so segments end up between `segment_size_bytes - max_record_bytes`
@@ -129,8 +135,25 @@ pub struct LogOptions {
     /// calls [`crate::Log::pump`] (or a blocking wait does it), so a simulation decides when
     /// bytes reach the disk and replays the same run from a seed. Nothing is preallocated.
     /// Needs a backend that completes writes synchronously (the simulated disk or POSIX;
-    /// io_uring is refused). Default false.
+    /// io_uring is refused). Default false. A test hook (the simulation): only with the
+    /// `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
     pub driven: bool,
+}
+
+impl LogOptions {
+    /// Whether the log is driven (see the `driven` field, which only the `testing` feature has).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn is_driven(&self) -> bool {
+        self.driven
+    }
+
+    /// Never driven without the `testing` feature.
+    #[cfg(not(any(test, feature = "testing")))]
+    pub(crate) fn is_driven(&self) -> bool {
+        false
+    }
 }
 
 impl Default for LogOptions {
@@ -151,6 +174,7 @@ impl Default for LogOptions {
             io: IoBackend::Auto,
             log_id: None,
             durable_hints: true,
+            #[cfg(any(test, feature = "testing"))]
             driven: false,
         }
     }
@@ -192,6 +216,7 @@ impl LogOptions {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl From<IoRef> for IoBackend {
     fn from(io: IoRef) -> Self {
         IoBackend::Custom(io)

@@ -97,6 +97,7 @@ pub struct PendingRecovery {
 
 impl PendingRecovery {
     /// True when the next open would change nothing.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         *self == PendingRecovery::default()
     }
@@ -180,6 +181,7 @@ pub(crate) fn recover(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Recov
 /// Runs recovery's checks on an existing log without changing anything: every file is opened
 /// read-only, and what recovery would change (cut, remove) is returned instead of done.
 /// Damage is [`Error::Corruption`] exactly as at open.
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub(crate) fn inspect(
     io: &IoRef,
     dir: &Path,
@@ -655,13 +657,3 @@ fn after_the_tail(map: &[u8], pos: u64, log_id: u64, base: u64, offset: u64, max
     }
 }
 
-/// The directory's segment paths, for tools.
-pub fn segment_paths(io: &IoRef, dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut names = io.list(dir).map_err(|e| Error::io(dir, e))?;
-    names.sort();
-    Ok(names
-        .iter()
-        .filter(|n| segment::parse_file_name(n).is_some())
-        .map(|n| dir.join(n))
-        .collect())
-}

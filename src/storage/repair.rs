@@ -31,7 +31,7 @@ pub struct SealedGeometry {
 
 impl Log {
     /// The sealed segments, oldest first, as known in memory (nothing is read from disk).
-    pub fn sealed_geometry(&self) -> Vec<SealedGeometry> {
+    pub(crate) fn sealed_geometry(&self) -> Vec<SealedGeometry> {
         self.segments_snapshot()
             .iter()
             .filter_map(|s| geometry(s))
@@ -40,7 +40,7 @@ impl Log {
 
     /// The identity of the sealed segment starting at `base` (its whole-file CRC read from the
     /// file's last four bytes, not recomputed), if there is one.
-    pub fn sealed_segment_info(&self, base: u64) -> Option<SegmentInfo> {
+    pub(crate) fn sealed_segment_info(&self, base: u64) -> Option<SegmentInfo> {
         let seg = self.sealed_segment(base)?;
         let g = geometry(&seg)?;
         let mut crc = [0u8; 4];
@@ -54,11 +54,11 @@ impl Log {
     }
 
     /// Re-reads a whole sealed segment file and checks its footer and whole-file CRC; `pace`
-    /// is called after every [`SCRUB_CHUNK_BYTES`] read with the bytes read (a rate limit
+    /// is called after every `SCRUB_CHUNK_BYTES` read with the bytes read (a rate limit
     /// sleeps there) and returns false to stop. `Ok(None)` when stopped, or when no sealed
     /// segment starts at `base` any more (purged or cut); [`Error::Corruption`] when the file
     /// is damaged; else the bytes checked.
-    pub fn scrub_sealed(
+    pub(crate) fn scrub_sealed(
         &self,
         base: u64,
         pace: &mut dyn FnMut(u64) -> bool,
@@ -99,7 +99,7 @@ impl Log {
     /// Failing before the rename changes nothing. The rename swaps one file for another holding
     /// the same records, so a crash or a failed directory fsync after it leaves either file:
     /// nothing acknowledged depends on which, and the log is not poisoned.
-    pub fn replace_sealed(&self, info: &SegmentInfo, copy: &Path) -> Result<()> {
+    pub(crate) fn replace_sealed(&self, info: &SegmentInfo, copy: &Path) -> Result<()> {
         let io = &self.shared.io;
         verify_segment_file(io, copy, info, self.log_id())?;
         // The writer lock orders the swap with truncations and purges of the same file.

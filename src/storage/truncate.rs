@@ -285,7 +285,7 @@ impl Log {
     /// the durable end to `offset`; then every segment file is removed and the directory
     /// fsynced. A crash between the two leaves segments wholly below the start, which
     /// recovery releases.
-    pub fn restart_at(&self, offset: u64) -> Result<()> {
+    pub(crate) fn restart_at(&self, offset: u64) -> Result<()> {
         self.check_poison()?;
         if offset > super::record::MAX_OFFSET {
             return Err(Error::InvalidArgument(format!(
@@ -375,7 +375,7 @@ impl Log {
     /// Where retention by size and age alone would cut: the end of the oldest sealed
     /// segments it would drop (pins not counted), or `None` when it would drop none or no
     /// retention is set. A snapshot lists only the segments from here on.
-    pub fn retention_cut(&self) -> Option<u64> {
+    pub(crate) fn retention_cut(&self) -> Option<u64> {
         let opts = &self.shared.opts;
         if opts.retention_bytes.is_none() && opts.retention_age_ms.is_none() {
             return None;

@@ -30,6 +30,7 @@ pub struct VerifyReport {
 
 /// What [`verify_dir`] found in a directory without damage.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub struct DirReport {
     /// What was checked.
     pub report: VerifyReport,
@@ -69,6 +70,7 @@ fn check_files(segments: &[Arc<Segment>], log_id: u64, report: &mut VerifyReport
 
 /// Decodes, in order, every frame of `seg` holding an offset in `[start, end)` (checksums
 /// verified) and hands each to `f`; the first damaged frame is [`Error::Corruption`].
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 fn walk_frames(
     seg: &Segment,
     start: u64,
@@ -102,6 +104,7 @@ fn walk_frames(
 }
 
 /// A log directory inspected read-only, its shared lock held while this lives.
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 struct Inspected {
     log_id: u64,
     segments: Vec<Arc<Segment>>,
@@ -111,6 +114,7 @@ struct Inspected {
     _shared: Option<Box<dyn crate::io::LockGuard>>,
 }
 
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 fn inspect(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Inspected> {
     let io = ReadOnlyIo::new_ref(io.clone());
     let lock_path = dir.join(LOCK_FILE);
@@ -145,6 +149,7 @@ fn inspect(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<Inspected> {
 /// without modifying anything, as [`verify_dir`] opens it, handing each, checksum verified,
 /// to `f`; stops at the first damaged record ([`Error::Corruption`]) or error of `f`. Returns
 /// what the next open would change (a torn tail is not read).
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn read_dir(
     io: &IoRef,
     dir: &Path,
@@ -168,6 +173,7 @@ pub fn read_dir(
 /// with [`Error::Corruption`] naming the file, position and offset at the first damage, and
 /// with [`Error::InvalidArgument`] when `dir` holds no log. `opts` gives the index interval
 /// the log was written with; any record size up to the format's limit is accepted.
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn verify_dir(io: &IoRef, dir: &Path, opts: &LogOptions) -> Result<DirReport> {
     let log = inspect(io, dir, opts)?;
     let mut report = VerifyReport::default();

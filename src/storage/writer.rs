@@ -85,7 +85,7 @@ impl Log {
     /// and carry the offset it lands at; otherwise nothing is appended
     /// ([`Error::InvalidArgument`]). Like [`Log::append_nowait`], it does not wait for
     /// durability. The checksums are verified before the writer lock is taken.
-    pub fn append_frames(&self, frames: &[Bytes]) -> Result<Range<u64>> {
+    pub(crate) fn append_frames(&self, frames: &[Bytes]) -> Result<Range<u64>> {
         let opts = &self.shared.opts;
         if frames.len() > opts.max_batch_records {
             return Err(Error::InvalidArgument(format!(

@@ -120,22 +120,20 @@ fn dir() -> PathBuf {
 }
 
 fn log_options(disk: &SimDisk, retention_bytes: Option<u64>) -> LogOptions {
-    LogOptions {
-        retention_bytes,
-        io: disk.io().into(),
-        segment_size_bytes: 16 << 10,
-        max_record_bytes: 2 << 10,
-        preallocate: false,
-        driven: true,
-        ..LogOptions::default()
-    }
+    let mut opts = LogOptions::default();
+    opts.retention_bytes = retention_bytes;
+    opts.io = disk.io().into();
+    opts.segment_size_bytes = 16 << 10;
+    opts.max_record_bytes = 2 << 10;
+    opts.preallocate = false;
+    opts.driven = true;
+    opts
 }
 
 fn raft_config() -> Arc<openraft::Config> {
-    let snapshots = SnapshotSettings {
-        every_entries: Some(150),
-        keep_entries: 40,
-    };
+    let mut snapshots = SnapshotSettings::default();
+    snapshots.every_entries = Some(150);
+    snapshots.keep_entries = 40;
     openraft_config("sim", RaftTimers::default(), snapshots).unwrap()
 }
 
