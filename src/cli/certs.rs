@@ -4,10 +4,10 @@
 //! files written, one per line. An existing CA is refused unless `--force`.
 
 use super::CliResult;
+use crate::limits::MAX_MEMBERS;
+use crate::net::certs::{self, CertOptions, DEFAULT_VALIDITY_DAYS};
+use crate::net::tls::{ClientRole, Who};
 use clap::{Args, Subcommand};
-use sitelog::limits::MAX_MEMBERS;
-use sitelog::net::certs::{self, CertOptions, DEFAULT_VALIDITY_DAYS};
-use sitelog::net::tls::{ClientRole, Who};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

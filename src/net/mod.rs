@@ -20,6 +20,9 @@
 //! the consensus library spaces retries to an unreachable peer with its backoff.
 
 pub mod budget;
+// Issuing certificates is for the command line (`sitelog certs`) and tests: library users
+// bring their own PKI and need no certificate generator (rcgen) in their build.
+#[cfg(any(feature = "cli", feature = "testing"))]
 pub mod certs;
 pub mod descriptors;
 pub mod fetch;

@@ -70,14 +70,6 @@ impl MessageRx for FrameRx {
 }
 
 impl FrameRx {
-    /// Whether the peer closed this connection (or broke it, or sent something unasked)
-    /// while it sat idle between requests. A caller reusing a cached connection checks first,
-    /// so that it does not send a request into a connection the server closed after its idle
-    /// timeout (the request's fate would then be unknown). Never waits.
-    pub fn closed_while_idle(&mut self) -> bool {
-        use futures_util::FutureExt;
-        self.recv_or_close().now_or_never().is_some()
-    }
 
     /// The next message, `None` when the peer closed between messages (or, on a server
     /// connection, sent nothing for the idle timeout).
