@@ -473,7 +473,7 @@ impl Log {
     /// that failed for lack of space is discarded (it was never acknowledged) and the
     /// watermark still written. Nothing is sealed: a replicated log must seal at the same frame
     /// on every replica. Driven logs are pumped first. The handle stays usable.
-    pub fn persist_watermark(&self) -> Result<()> {
+    pub(crate) fn persist_watermark(&self) -> Result<()> {
         if self.shared.opts.is_driven() {
             self.pump_driven()?;
         }
@@ -484,7 +484,7 @@ impl Log {
         }
     }
 
-    /// Persists the watermark ([`Log::persist_watermark`]) and closes this handle (the
+    /// Flushes, writes the durable watermark (see [`Log::flush`]) and closes this handle (the
     /// directory unlocks when the last clone drops). Nothing is sealed, for a local log as for
     /// a replicated one: the next open scans the active segment (as after a crash, but with
     /// every record below the watermark, so damage to any of them is [`Error::Corruption`])
@@ -568,7 +568,7 @@ impl Log {
 
     /// Keeps every record at or above `offset` from retention for `lease` (a later call for
     /// the same offset extends it): what a bulk transfer made of many requests holds.
-    pub fn lease_pin(&self, offset: u64, lease: Duration) {
+    pub(crate) fn lease_pin(&self, offset: u64, lease: Duration) {
         self.shared.pins.lease(offset, Instant::now(), lease);
     }
 
@@ -580,7 +580,7 @@ impl Log {
 
     /// Ends the lease on `offset` within `grace` (sooner if it already ends sooner): the
     /// transfer that held it is done.
-    pub fn shorten_lease_pin(&self, offset: u64, grace: Duration) {
+    pub(crate) fn shorten_lease_pin(&self, offset: u64, grace: Duration) {
         self.shared
             .pins
             .shorten_lease(offset, Instant::now(), grace);
