@@ -122,13 +122,21 @@ fn certs_issue_adds_a_node_under_the_existing_ca() {
     let node1 = std::fs::read(dir.join("node-1.pem")).unwrap();
 
     let out = certs_issue(dir, &["--node", "4=site-2", "--days", "30"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).unwrap();
     let files: Vec<&str> = printed.lines().collect();
     assert_eq!(files.len(), 2, "{printed}");
     assert!(files[0].ends_with("node-4.pem") && files[1].ends_with("node-4.key"));
     assert_eq!(mode(&dir.join("node-4.key")), 0o600);
-    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca, "CA unchanged");
+    assert_eq!(
+        std::fs::read(dir.join("ca.pem")).unwrap(),
+        ca,
+        "CA unchanged"
+    );
     assert_eq!(std::fs::read(dir.join("node-1.pem")).unwrap(), node1);
     let tls = TlsDir::new(dir);
     // `load` checks the chain against ca.pem: issued by the same CA.
@@ -145,8 +153,16 @@ fn certs_issue_adds_a_node_under_the_existing_ca() {
     assert_eq!(std::fs::read(dir.join("node-4.key")).unwrap(), key, "kept");
 
     let forced = certs_issue(dir, &["--node", "4=site-3", "--force"]);
-    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
-    assert_ne!(std::fs::read(dir.join("node-4.key")).unwrap(), key, "a new key");
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(
+        std::fs::read(dir.join("node-4.key")).unwrap(),
+        key,
+        "a new key"
+    );
     let config = TlsConfig::load(&tls, Who::Node(4)).unwrap();
     let site = "site-3".to_string();
     assert_eq!(config.identity(), &TlsIdentity::Node { id: 4, site });
@@ -163,9 +179,17 @@ fn certs_issue_client_roles_and_refusals() {
 
     assert!(certs_init(dir, &[]).status.success());
     let refused = certs_issue(dir, &["--client", "consume"]);
-    assert_eq!(refused.status.code(), Some(1), "an existing role needs --force");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "an existing role needs --force"
+    );
     let out = certs_issue(dir, &["--client", "consume", "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tls = TlsDir::new(dir);
     let config = TlsConfig::load(&tls, Who::Client(ClientRole::Consume)).unwrap();
     let role = ClientRole::Consume;

@@ -24,7 +24,11 @@ fn node(root: &Path, extra: &[&str], exit_secs: u64, stdout: Stdio, stderr: &Pat
         .arg(root.join("n1"))
         .args(["--listen", &addr, "--cluster-id", &CLUSTER.to_string()])
         .args(["--member", &format!("1=site-1@{addr}")])
-        .args(["--allow-unsafe-placement", "--exit-after-secs", &exit_secs.to_string()])
+        .args([
+            "--allow-unsafe-placement",
+            "--exit-after-secs",
+            &exit_secs.to_string(),
+        ])
         .args(extra)
         .stdout(stdout)
         .stderr(std::fs::File::create(stderr).unwrap())
@@ -47,7 +51,10 @@ fn scrape_until_ok(what: &str, mut get: impl FnMut() -> std::io::Result<String>)
     loop {
         match get() {
             Ok(body) if body.starts_with("HTTP/1.1 200 OK") => {
-                assert!(body.contains("Content-Type: text/plain; version=0.0.4"), "{body}");
+                assert!(
+                    body.contains("Content-Type: text/plain; version=0.0.4"),
+                    "{body}"
+                );
                 return body;
             }
             other => assert!(Instant::now() < deadline, "{what}: no scrape: {other:?}"),
@@ -93,7 +100,8 @@ fn closed_pipe() -> Stdio {
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: fresh descriptors from pipe2, owned by nothing else.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(read_end);
     Stdio::from(write_end)
 }
@@ -110,10 +118,19 @@ fn tls_dir_serves_https_and_a_wide_address_is_warned_about() {
         .arg(&tls)
         .output()
         .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let log = dir.path().join("n1.stderr");
     let tls_arg = tls.to_str().unwrap();
-    let args = ["--metrics-listen", "0.0.0.0:0", "--metrics-tls-dir", tls_arg];
+    let args = [
+        "--metrics-listen",
+        "0.0.0.0:0",
+        "--metrics-tls-dir",
+        tls_arg,
+    ];
     let mut child = node(dir.path(), &args, 120, Stdio::piped(), &log);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let (mut l1, mut l2) = (String::new(), String::new());
@@ -135,7 +152,10 @@ fn tls_dir_serves_https_and_a_wide_address_is_warned_about() {
     let plain = http_get(&addr).unwrap_or_default();
     assert!(!plain.contains("200 OK"), "{plain}");
     let stderr = read(&log);
-    let warned = stderr.lines().filter(|l| l.contains("non-loopback")).count();
+    let warned = stderr
+        .lines()
+        .filter(|l| l.contains("non-loopback"))
+        .count();
     assert_eq!(warned, 1, "{stderr}");
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
@@ -161,7 +181,8 @@ fn tls_client(ca: &Path) -> rustls::ClientConfig {
 /// The node's certificate names it `node-1` (DNS SAN), the name its peers dial it by.
 fn https_get(addr: &str, client: &Arc<rustls::ClientConfig>) -> std::io::Result<String> {
     let name = rustls::pki_types::ServerName::try_from("node-1").unwrap();
-    let conn = rustls::ClientConnection::new(client.clone(), name).map_err(std::io::Error::other)?;
+    let conn =
+        rustls::ClientConnection::new(client.clone(), name).map_err(std::io::Error::other)?;
     let sock = TcpStream::connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut s = rustls::StreamOwned::new(conn, sock);

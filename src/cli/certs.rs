@@ -87,7 +87,11 @@ fn run_issue(args: &IssueArgs) -> CliResult<()> {
         },
         (None, Some(role)) => TlsIdentity::Client { role },
         // clap's group requires exactly one of the two.
-        _ => return Err(CliError("give one of --node ID=SITE or --client ROLE".into())),
+        _ => {
+            return Err(CliError(
+                "give one of --node ID=SITE or --client ROLE".into(),
+            ))
+        }
     };
     let opts = CertOptions {
         validity_days: args.days,

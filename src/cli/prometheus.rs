@@ -13,7 +13,7 @@
 //! at accept when the process's descriptor reserve is reached (the node's own reserve is
 //! raised by [`MAX_CONNECTIONS`] so that these never take what the node keeps for its
 //! files); refusals, failed accepts and failed TLS handshakes are logged at most once per
-//! second, with a count.
+//! [`WARN_EVERY`] (10 s), with a count.
 
 use super::{CliError, CliResult};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

@@ -296,7 +296,10 @@ fn read_pem_text(path: &Path) -> Result<String> {
     })?;
     if text.len() as u64 > MAX_PEM_FILE_BYTES {
         return Err(Error::Tls {
-            reason: format!("{} is larger than {MAX_PEM_FILE_BYTES} bytes", path.display()),
+            reason: format!(
+                "{} is larger than {MAX_PEM_FILE_BYTES} bytes",
+                path.display()
+            ),
         });
     }
     Ok(text)
