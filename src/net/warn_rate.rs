@@ -23,7 +23,7 @@ pub struct WarnRate {
 
 impl WarnRate {
     /// A limiter letting one line through per `every`.
-    pub fn new(every: Duration) -> Self {
+    pub const fn new(every: Duration) -> Self {
         WarnRate {
             every,
             last: Mutex::new(None),
