@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 const MAX_REQUEST_BYTES: usize = 8 << 10;
@@ -110,26 +110,34 @@ async fn accept_loop(
         };
         let (h, tls, bad_tls) = (handle.clone(), tls.clone(), bad_tls.clone());
         tokio::spawn(async move {
-            let exchange = async {
-                match tls {
-                    None => scrape(stream, &h, &slot).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => scrape(s, &h, &slot).await,
-                        Err(e) => {
-                            // rustls' own text (alerts, protocol errors): no key material.
-                            if let Some(n) = bad_tls.event() {
-                                tracing::warn!(error = %e, failed = n, "metrics: TLS handshakes failed");
-                            }
-                            Ok(())
-                        }
-                    },
-                }
-            };
             tokio::select! {
-                _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange) => {}
+                _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, tls, &h, &slot, &bad_tls)) => {}
                 _ = slot.evicted() => {}
             }
         });
+    }
+}
+
+/// One connection: the TLS handshake (when configured), then the scrape.
+async fn exchange(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handle: &PrometheusHandle,
+    slot: &Slot,
+    bad_tls: &WarnRate,
+) -> std::io::Result<()> {
+    let Some(acceptor) = tls else {
+        return scrape(stream, handle, slot).await;
+    };
+    match acceptor.accept(stream).await {
+        Ok(s) => scrape(s, handle, slot).await,
+        Err(e) => {
+            // rustls' own text (alerts, protocol errors): no received bytes, no key material.
+            if let Some(n) = bad_tls.event() {
+                tracing::warn!(error = %e, failed = n, "metrics: TLS handshakes failed");
+            }
+            Ok(())
+        }
     }
 }
 
