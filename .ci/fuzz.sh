@@ -5,6 +5,9 @@
 # (every length the library allocates from must be bounded); the failing input is printed
 # (base64) so it can be recovered from the CI log into tests/fuzz_regressions/<target>/.
 #
+# Targets: every `[[bin]]` of fuzz/Cargo.toml (record_decode, recovery_scan, superblock_decode,
+# wire_decode, tls_handshake), as `cargo fuzz list` names them.
+#
 #   FUZZ_SECONDS   seconds per target (default 20)
 #   FUZZ_TARGETS   space-separated subset of targets (default: all)
 set -euo pipefail

@@ -12,6 +12,8 @@ mod record_decode;
 mod recovery_scan;
 #[path = "../fuzz/checks/superblock_decode.rs"]
 mod superblock_decode;
+#[path = "../fuzz/checks/tls_handshake.rs"]
+mod tls_handshake;
 #[path = "../fuzz/checks/wire_decode.rs"]
 mod wire_decode;
 
@@ -410,4 +412,9 @@ mod seeds {
         v.extend_from_slice(&[1, 1]);
         put(root, t, "open_proof_frame_offset_above_max", &v);
     }
+}
+
+#[test]
+fn tls_handshake_regressions() {
+    replay("tls_handshake", tls_handshake::check);
 }

@@ -2,11 +2,14 @@
 //! a cluster CA, a certificate and key per node, and a client certificate and key per role
 //! (`produce`, `consume`, `admin`), in DIR (see `sitelog::net::certs::generate`). Prints the
 //! files written, one per line. An existing CA is refused unless `--force`.
+//!
+//! `sitelog certs issue --dir DIR (--node ID=SITE | --client ROLE) [--days N] [--force]`: one
+//! more certificate and key from the CA in DIR (see `sitelog::net::certs::issue`).
 
-use super::CliResult;
+use super::{CliError, CliResult};
 use crate::limits::MAX_MEMBERS;
 use crate::net::certs::{self, CertOptions, DEFAULT_VALIDITY_DAYS};
-use crate::net::tls::{ClientRole, Who};
+use crate::net::tls::{ClientRole, TlsDir, TlsIdentity, Who};
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +26,31 @@ enum CertsCommand {
     /// Create a cluster CA, a certificate and key for each node and a client certificate and
     /// key for each role (produce, consume, admin) in DIR. Keys are written with mode 0600.
     Init(InitArgs),
+    /// Issue one more certificate and key from the CA already in DIR: a replacement node
+    /// (`--node ID=SITE`) or a client role (`--client ROLE`). An existing certificate of that
+    /// node or role is refused unless --force.
+    Issue(IssueArgs),
+}
+
+/// Arguments of `sitelog certs issue`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("whom").required(true).args(["node", "client"])))]
+pub struct IssueArgs {
+    /// The directory holding the CA (`ca.pem`, `ca.key`); the new files go there too.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The node, as ID=SITE.
+    #[arg(long, value_parser = parse_node)]
+    node: Option<(u64, String)>,
+    /// The client role: produce, consume or admin.
+    #[arg(long, value_parser = parse_role)]
+    client: Option<ClientRole>,
+    /// Validity of the certificate, in days.
+    #[arg(long, default_value_t = DEFAULT_VALIDITY_DAYS)]
+    days: u32,
+    /// Replace an existing certificate and key of that node or role.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Arguments of `sitelog certs init`.
@@ -46,7 +74,46 @@ pub struct InitArgs {
 pub fn run(args: &CertsArgs) -> CliResult<()> {
     match &args.command {
         CertsCommand::Init(init) => run_init(init),
+        CertsCommand::Issue(issue) => run_issue(issue),
     }
+}
+
+/// Prints the two files written (certificate, then key).
+fn run_issue(args: &IssueArgs) -> CliResult<()> {
+    let identity = match (&args.node, args.client) {
+        (Some((id, site)), None) => TlsIdentity::Node {
+            id: *id,
+            site: site.clone(),
+        },
+        (None, Some(role)) => TlsIdentity::Client { role },
+        // clap's group requires exactly one of the two.
+        _ => {
+            return Err(CliError(
+                "give one of --node ID=SITE or --client ROLE".into(),
+            ))
+        }
+    };
+    let opts = CertOptions {
+        validity_days: args.days,
+        force: args.force,
+    };
+    let who = certs::issue(&args.dir, &identity, &opts)?;
+    let tls = TlsDir::new(&args.dir);
+    println!("{}", tls.cert(who).display());
+    println!("{}", tls.key(who).display());
+    Ok(())
+}
+
+fn parse_node(s: &str) -> Result<(u64, String), String> {
+    let nodes = parse_nodes(s)?;
+    match nodes.into_iter().collect::<Vec<_>>().as_slice() {
+        [(id, site)] => Ok((*id, site.clone())),
+        _ => Err(format!("{s:?} is not one ID=SITE")),
+    }
+}
+
+fn parse_role(s: &str) -> Result<ClientRole, String> {
+    s.parse::<ClientRole>().map_err(|e| e.to_string())
 }
 
 fn run_init(args: &InitArgs) -> CliResult<()> {

@@ -4,6 +4,7 @@
 //! where it is.
 
 use super::{CliError, CliResult, Context};
+use crate::net::tls::{server_config_without_client_auth, TlsDir, Who};
 use crate::node::{Node, NodeConfig, Peer, Placement};
 use crate::IoBackend;
 use clap::{Args, ValueEnum};
@@ -55,9 +56,15 @@ pub struct NodeArgs {
     /// Address to listen on [default: 127.0.0.1:7400].
     #[arg(long)]
     pub listen: Option<String>,
-    /// Serve the node's metrics in the Prometheus text format over HTTP on this address.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the node's metrics in the Prometheus text format over HTTP: a bare PORT listens
+    /// on 127.0.0.1:PORT; an explicit HOST:PORT that is not loopback is allowed, with a
+    /// warning at start.
+    #[arg(long, value_name = "PORT|ADDR")]
     pub metrics_listen: Option<String>,
+    /// Serve the metrics over HTTPS (TLS 1.3) with this node's certificate from DIR
+    /// (`node-<id>.pem`, `node-<id>.key`, `ca.pem`); no client certificate is asked for.
+    #[arg(long, value_name = "DIR", requires = "metrics_listen")]
+    pub metrics_tls_dir: Option<PathBuf>,
     /// Address peers and clients use (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -156,6 +163,7 @@ struct FileConfig {
     direct_io: Option<bool>,
     allow_unsafe_placement: Option<bool>,
     metrics_listen: Option<String>,
+    metrics_tls_dir: Option<PathBuf>,
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
     segment_bytes: Option<u64>,
@@ -177,6 +185,7 @@ struct FileMember {
 struct Settings {
     cfg: NodeConfig,
     metrics_listen: Option<String>,
+    metrics_tls_dir: Option<PathBuf>,
 }
 
 fn settings(args: &NodeArgs) -> CliResult<Settings> {
@@ -263,9 +272,17 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
     if args.allow_unsafe_placement || file.allow_unsafe_placement == Some(true) {
         cfg.placement = Placement::Warn;
     }
+    let metrics_tls_dir = args.metrics_tls_dir.clone().or(file.metrics_tls_dir);
+    let metrics_listen = args.metrics_listen.clone().or(file.metrics_listen);
+    if metrics_tls_dir.is_some() && metrics_listen.is_none() {
+        return Err(CliError(
+            "--metrics-tls-dir needs --metrics-listen (the endpoint to serve over TLS)".into(),
+        ));
+    }
     Ok(Settings {
         cfg,
-        metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
+        metrics_listen,
+        metrics_tls_dir,
     })
 }
 
@@ -296,23 +313,39 @@ fn raise_descriptor_limit() {
 }
 
 async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()> {
+    let id = settings.cfg.node_id;
     let metrics = match &settings.metrics_listen {
         Some(addr) => {
+            let tls = match &settings.metrics_tls_dir {
+                Some(dir) => Some(server_config_without_client_auth(
+                    &TlsDir::new(dir),
+                    Who::Node(id),
+                )?),
+                None => None,
+            };
             // The node's reserve was raised by the endpoint's connections (see `run`).
             let reserve = settings.cfg.net.fd_reserve - super::prometheus::MAX_CONNECTIONS;
-            Some(super::prometheus::start(addr, reserve).await?)
+            Some(super::prometheus::start(addr, tls, reserve).await?)
         }
         None => None,
     };
-    let id = settings.cfg.node_id;
     let node = Node::start(settings.cfg)
         .await
         .map_err(|e| CliError(format!("node {id} failed to start: {e}")))?;
-    println!("LISTENING {}", node.local_addr());
+    // stdout may be closed (a supervisor that ignores it): a failed write must not kill the
+    // node (`println!` panics on EPIPE), so these lines are best effort.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "LISTENING {}", node.local_addr());
     if let Some((addr, _)) = &metrics {
-        println!("METRICS http://{addr}/metrics");
+        let scheme = if settings.metrics_tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let _ = writeln!(out, "METRICS {scheme}://{addr}/metrics");
     }
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
+    drop(out);
     let limit = exit_after_secs.map(Duration::from_secs);
     let expired = async {
         match limit {

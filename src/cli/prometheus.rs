@@ -1,12 +1,19 @@
 //! `--metrics-listen`: installs a Prometheus recorder as the process's `metrics` recorder and
 //! serves its text rendering to any HTTP GET (a scrape), one short connection per request.
+//!
+//! Exposure: a bare port binds 127.0.0.1 (metrics tell who the peers are and how loaded the
+//! node is); any address that is not loopback is allowed but warned about at start. With
+//! `--metrics-tls-dir` the endpoint speaks HTTPS (TLS 1.3) with the node's own certificate;
+//! no client certificate is asked for, so any scraper that trusts the cluster CA can read it.
+//!
 //! Guards, so that a slow or hostile client cannot hold memory, descriptors or the node's
-//! work: requests are bounded (8 KiB, and 2 s for the whole exchange); at most
-//! [`MAX_CONNECTIONS`] are served at once (a newcomer evicts the oldest idle one, so a flood
-//! of idle connections cannot lock out scrapes); a connection is closed at accept when the
-//! process's descriptor reserve is reached (the node's own reserve is raised by
-//! [`MAX_CONNECTIONS`] so that these never take what the node keeps for its files); refusals
-//! and failed accepts are logged at most once per second, with a count.
+//! work: requests are bounded (8 KiB, and 2 s for the whole exchange, TLS handshake
+//! included); at most [`MAX_CONNECTIONS`] are served at once (a newcomer evicts the oldest
+//! idle one, so a flood of idle connections cannot lock out scrapes); a connection is closed
+//! at accept when the process's descriptor reserve is reached (the node's own reserve is
+//! raised by [`MAX_CONNECTIONS`] so that these never take what the node keeps for its
+//! files); refusals, failed accepts and failed TLS handshakes are logged at most once per
+//! [`WARN_EVERY`] (10 s), with a count.
 
 use super::{CliError, CliResult};
 use crate::net::budget::{Admission, Budget, Slot};
@@ -15,40 +22,69 @@ use crate::net::warn_rate::{WarnRate, WARN_EVERY};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 const MAX_REQUEST_BYTES: usize = 8 << 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most metrics connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
 
-/// Installs the recorder and starts serving on `addr`, keeping `fd_reserve` descriptors free;
-/// returns the bound address and the task.
+/// Where to listen: a bare port means loopback (127.0.0.1:PORT); anything else is an address
+/// as given.
+pub fn listen_addr(arg: &str) -> String {
+    match arg.parse::<u16>() {
+        Ok(port) => format!("127.0.0.1:{port}"),
+        Err(_) => arg.to_string(),
+    }
+}
+
+/// Installs the recorder and starts serving on `addr` ([`listen_addr`] applied), over TLS
+/// when `tls` is given, keeping `fd_reserve` descriptors free; returns the bound address and
+/// the task.
 pub async fn start(
     addr: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
     fd_reserve: usize,
 ) -> CliResult<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let addr = listen_addr(addr);
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| CliError(format!("cannot install the metrics recorder: {e}")))?;
-    let listener = TcpListener::bind(addr)
+    let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| CliError(format!("cannot listen for metrics on {addr}: {e}")))?;
     let bound = listener
         .local_addr()
         .map_err(|e| CliError(format!("metrics listener: {e}")))?;
-    let task = tokio::spawn(accept_loop(listener, handle, fd_reserve));
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            addr = %bound,
+            tls = tls.is_some(),
+            "metrics: listening on a non-loopback address: whoever can reach it reads the \
+             node's metrics (give a bare port for 127.0.0.1)"
+        );
+    }
+    let acceptor = tls.map(TlsAcceptor::from);
+    let task = tokio::spawn(accept_loop(listener, handle, acceptor, fd_reserve));
     Ok((bound, task))
 }
 
-async fn accept_loop(listener: TcpListener, handle: PrometheusHandle, fd_reserve: usize) {
+async fn accept_loop(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    tls: Option<TlsAcceptor>,
+    fd_reserve: usize,
+) {
     // A scrape is one request: the oldest connection is always fair game.
     let budget = Budget::new("metrics", MAX_CONNECTIONS, Duration::ZERO);
     let mut fds = DescriptorGuard::new(fd_reserve);
     let (failed, refused) = (WarnRate::new(WARN_EVERY), WarnRate::new(WARN_EVERY));
+    let bad_tls = Arc::new(WarnRate::new(WARN_EVERY));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -72,17 +108,44 @@ async fn accept_loop(listener: TcpListener, handle: PrometheusHandle, fd_reserve
         let Admission::Admitted { slot, .. } = budget.admit() else {
             continue; // every place busy rendering: close
         };
-        let h = handle.clone();
+        let (h, tls, bad_tls) = (handle.clone(), tls.clone(), bad_tls.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::time::timeout(REQUEST_TIMEOUT, scrape(stream, &h, &slot)) => {}
+                _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, tls, &h, &slot, &bad_tls)) => {}
                 _ = slot.evicted() => {}
             }
         });
     }
 }
 
-async fn scrape(mut s: TcpStream, handle: &PrometheusHandle, slot: &Slot) -> std::io::Result<()> {
+/// One connection: the TLS handshake (when configured), then the scrape.
+async fn exchange(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handle: &PrometheusHandle,
+    slot: &Slot,
+    bad_tls: &WarnRate,
+) -> std::io::Result<()> {
+    let Some(acceptor) = tls else {
+        return scrape(stream, handle, slot).await;
+    };
+    match acceptor.accept(stream).await {
+        Ok(s) => scrape(s, handle, slot).await,
+        Err(e) => {
+            // rustls' own text (alerts, protocol errors): no received bytes, no key material.
+            if let Some(n) = bad_tls.event() {
+                tracing::warn!(error = %e, failed = n, "metrics: TLS handshakes failed");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn scrape<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    handle: &PrometheusHandle,
+    slot: &Slot,
+) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST_BYTES {

@@ -5,7 +5,7 @@
 //! Files are written durably (a temporary file, fsync, rename, fsync of the directory); keys
 //! are created with mode 0600 and never printed: [`IssuedCert`]'s `Debug` leaves the key out.
 
-use super::tls::{valid_site, ClientRole, TlsDir, TlsIdentity, Who};
+use super::tls::{valid_site, ClientRole, TlsDir, TlsIdentity, Who, MAX_PEM_FILE_BYTES};
 use crate::error::{Error, Result};
 use crate::limits::MAX_MEMBERS;
 use rcgen::{
@@ -111,6 +111,24 @@ impl CertAuthority {
         })
     }
 
+    /// The CA already in `dir` (`ca.pem` and `ca.key`, as `certs init` wrote them), to issue
+    /// more certificates under it: certificates it issued before stay valid.
+    pub fn load(dir: &TlsDir) -> Result<Self> {
+        let cert_pem = read_pem_text(&dir.ca_cert())?;
+        let key_pem = read_pem_text(&dir.ca_key())?;
+        // Nothing of the key file goes into the error: not even the parser's message.
+        let key = KeyPair::from_pem(&key_pem).map_err(|_| Error::Tls {
+            reason: format!("{}: not a usable CA private key", dir.ca_key().display()),
+        })?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| Error::Tls {
+            reason: format!("{}: not a CA certificate: {e}", dir.ca_cert().display()),
+        })?;
+        Ok(CertAuthority {
+            issuer,
+            ca: IssuedCert { cert_pem, key_pem },
+        })
+    }
+
     /// The CA's own certificate and key.
     pub fn ca(&self) -> &IssuedCert {
         &self.ca
@@ -196,6 +214,24 @@ pub fn generate(dir: &Path, nodes: &BTreeMap<u64, String>, opts: &CertOptions) -
     Ok(tls)
 }
 
+/// Issues one more certificate for `identity` (a replacement node, a new client) from the CA
+/// already in `dir` and writes it there; returns who it was written as. An existing
+/// certificate or key of that node is refused unless `opts.force` (a node's files are its
+/// identity; a client role's certificate may be shared, but replacing it also needs `force`).
+pub fn issue(dir: &Path, identity: &TlsIdentity, opts: &CertOptions) -> Result<Who> {
+    check_validity_days(opts.validity_days)?;
+    let tls = TlsDir::new(dir);
+    let who = match identity {
+        TlsIdentity::Node { id, .. } => Who::Node(*id),
+        TlsIdentity::Client { role } => Who::Client(*role),
+    };
+    refuse_existing(&tls, who, opts.force)?;
+    let ca = CertAuthority::load(&tls)?;
+    let cert = ca.issue(identity, Validity::days_from_now(opts.validity_days))?;
+    write_issued(&tls, who, &cert)?;
+    Ok(who)
+}
+
 /// Writes the CA's certificate and key into `dir` (key mode 0600), replacing old ones.
 pub fn write_ca(dir: &TlsDir, ca: &CertAuthority) -> Result<()> {
     write_file(&dir.ca_key(), ca.ca().key_pem.as_bytes(), KEY_FILE_MODE)?;
@@ -217,13 +253,56 @@ fn check_request(nodes: &BTreeMap<u64, String>, opts: &CertOptions) -> Result<()
             nodes.len()
         )));
     }
-    if opts.validity_days == 0 || opts.validity_days > MAX_VALIDITY_DAYS {
+    check_validity_days(opts.validity_days)?;
+    nodes.values().try_for_each(|site| check_site(site))
+}
+
+fn check_validity_days(days: u32) -> Result<()> {
+    if days == 0 || days > MAX_VALIDITY_DAYS {
         return Err(Error::InvalidArgument(format!(
-            "validity of {} days: give 1 to {MAX_VALIDITY_DAYS}",
-            opts.validity_days
+            "validity of {days} days: give 1 to {MAX_VALIDITY_DAYS}"
         )));
     }
-    nodes.values().try_for_each(|site| check_site(site))
+    Ok(())
+}
+
+fn refuse_existing(dir: &TlsDir, who: Who, force: bool) -> Result<()> {
+    for path in [dir.cert(who), dir.key(who)] {
+        if !force && path.exists() {
+            return Err(Error::Tls {
+                reason: format!(
+                    "{} exists: refusing to replace it; pass --force to issue a new one",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A PEM file of the CA as text, bounded like every PEM file read
+/// ([`MAX_PEM_FILE_BYTES`]).
+fn read_pem_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::new();
+    let read = file.take(MAX_PEM_FILE_BYTES + 1).read_to_string(&mut text);
+    // Nothing of the file goes into the error (it may be a key).
+    read.map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Error::Tls {
+            reason: format!("{}: not a PEM file", path.display()),
+        },
+        _ => Error::io(path, e),
+    })?;
+    if text.len() as u64 > MAX_PEM_FILE_BYTES {
+        return Err(Error::Tls {
+            reason: format!(
+                "{} is larger than {MAX_PEM_FILE_BYTES} bytes",
+                path.display()
+            ),
+        });
+    }
+    Ok(text)
 }
 
 fn check_site(site: &str) -> Result<()> {

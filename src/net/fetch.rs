@@ -28,6 +28,7 @@
 
 use super::fetch_budget::FetchBudget;
 use super::tcp::{connect_fetch, FrameRx, FrameTx, NetLimits};
+use super::warn_rate::{WarnRate, WARN_EVERY};
 use crate::codec::{clip_utf8, DecodeError, DecodeResult, Reader, Writer};
 use crate::io::{read_exact_at, IoRef};
 use crate::limits::MAX_ERROR_TEXT_BYTES;
@@ -49,6 +50,10 @@ const IDENTITY: u8 = 0x74;
 pub const MAX_CHUNK_BYTES: u32 = 8 << 20;
 /// How many times a segment's whole-file verification may fail before the fetch gives up.
 const MAX_WHOLE_FILE_ATTEMPTS: usize = 3;
+/// A source that serves bad chunks (damaged, or hostile) makes every fetch of this process
+/// fail over: one line per [`WARN_EVERY`] for all of them, with the count.
+static CHUNK_FAILED: WarnRate = WarnRate::new(WARN_EVERY);
+static COPY_FAILED: WarnRate = WarnRate::new(WARN_EVERY);
 
 /// How to fetch.
 #[derive(Debug, Clone, Copy)]
@@ -415,7 +420,9 @@ pub async fn fetch_segment(
             let written = match decoded {
                 Ok(written) => written.map_err(|e| Error::io(staging, e))?,
                 Err(why) => {
-                    tracing::warn!(segment = info.base_offset, source = %sources[source % sources.len()], %why, "fetch chunk failed; trying another source");
+                    if let Some(n) = CHUNK_FAILED.event() {
+                        tracing::warn!(segment = info.base_offset, source = %sources[source % sources.len()], %why, failures = n, "fetch chunk failed; trying another source");
+                    }
                     conn = None;
                     failures += 1;
                     source += 1;
@@ -437,7 +444,9 @@ pub async fn fetch_segment(
         match verified {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(segment = info.base_offset, error = %e, "fetched copy failed verification; fetching it again");
+                if let Some(n) = COPY_FAILED.event() {
+                    tracing::warn!(segment = info.base_offset, error = %e, failures = n, "fetched copy failed verification; fetching it again");
+                }
                 progress.done_bytes.fetch_sub(pos, Ordering::Relaxed);
                 file.set_len(0).map_err(|e| Error::io(staging, e))?;
                 source += 1;

@@ -10,7 +10,7 @@
 //! - [`descriptors`]: `RLIMIT_NOFILE` headroom kept for the node's own files.
 //! - [`tls`]: mutual TLS 1.3 configurations, identities in certificates, reload;
 //!   [`certs`]: the cluster CA and its certificates (`sitelog certs init`).
-//! - [`warn_rate`]: one warning per second, with a count, instead of one per connection.
+//! - [`warn_rate`]: one warning per 10 s, with a count, instead of one per connection.
 //!
 //! - [`fetch`]: bulk, resumable, verified, throttled fetch of sealed segment files;
 //!   [`fetch_budget`]: the node's one throttle for all its fetches.

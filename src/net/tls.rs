@@ -437,6 +437,30 @@ impl TlsConfig {
     }
 }
 
+/// A server configuration for a side endpoint that any local client may read (the metrics
+/// endpoint): `who`'s certificate from `dir`, checked like [`TlsConfig::load`] does, and no
+/// client certificate asked for. TLS 1.3 only, no resumption.
+pub fn server_config_without_client_auth(dir: &TlsDir, who: Who) -> Result<Arc<ServerConfig>> {
+    let roots = load_roots(&dir.ca_cert())?;
+    let cert_path = dir.cert(who);
+    let chain = load_chain(&cert_path)?;
+    let provider = crypto_provider();
+    let key = load_key(&provider, &dir.key(who))?;
+    let identity = TlsIdentity::from_cert(&chain[0])
+        .map_err(|e| tls_error(format!("{}: {e}", cert_path.display())))?;
+    check_names(&identity, who, &cert_path)?;
+    check_own_chain(&provider, &roots, &chain, &cert_path)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error(format!("server configuration: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error(format!("server certificate and key: {e}")))?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
 /// The identity of the peer of an established connection (either side), from its verified
 /// certificate. Use `stream.get_ref().1` of a tokio-rustls stream.
 pub fn peer_identity(conn: &CommonState) -> Result<TlsIdentity> {

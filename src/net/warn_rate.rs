@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Interval of the warnings the server logs about refused connections and failed accepts.
-pub const WARN_EVERY: Duration = Duration::from_secs(1);
+/// Interval of the warnings the server logs about refused connections and failed accepts
+/// (and the metrics endpoint about its own): a flood of bad connections writes one line per
+/// reason per 10 s, each with the count of what it stands for ("refused=1234"); the first
+/// event of a quiet period is logged at once. The counters
+/// (`sitelog_net_connections_refused_total{reason}`) have every event.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// One warning per `every`, with the count of the events in between.
 #[derive(Debug)]
@@ -19,7 +23,7 @@ pub struct WarnRate {
 
 impl WarnRate {
     /// A limiter letting one line through per `every`.
-    pub fn new(every: Duration) -> Self {
+    pub const fn new(every: Duration) -> Self {
         WarnRate {
             every,
             last: Mutex::new(None),
