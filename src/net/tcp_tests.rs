@@ -21,7 +21,7 @@ impl Service for Echo {
             Ok(())
         })
     }
-    fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
+    fn client(&self, _: crate::net::tls::ClientRole, msg: Bytes) -> BoxFut<Bytes> {
         Box::pin(async move {
             if &msg[..] == b"slow" {
                 SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -58,6 +58,7 @@ async fn server(limits: NetLimits) -> (String, tokio::task::JoinHandle<()>) {
         node_id: NODE,
         cluster_id: CLUSTER,
         limits,
+        tls: None,
     };
     (addr, tokio::spawn(serve(l, id, Arc::new(Echo))))
 }
@@ -67,6 +68,7 @@ fn peer(from: u64) -> TcpConnector {
         cluster_id: CLUSTER,
         from_node: from,
         limits: limits(),
+        tls: None,
     }
 }
 

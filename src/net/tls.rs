@@ -1,8 +1,8 @@
 //! Mutual TLS 1.3 (rustls, ring provider): identities in certificates, the rustls
 //! configurations of a node or client, and their reload from disk.
 //!
-//! Not yet wired into the transport ([`super::tcp`]): this module builds the configurations;
-//! the listeners and connectors take them in a later step.
+//! The transport ([`super::tcp`]) takes a [`TlsReloader`] on every listener and connector;
+//! [`Security`] is how a node or client is configured.
 //!
 //! # Identities
 //!
@@ -307,6 +307,16 @@ impl DialTarget {
         let id = dns.strip_prefix("node-")?;
         parse_canonical_u64(id).map(DialTarget::Node)
     }
+}
+
+/// How a node's ports (or a client's connections) are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// Plaintext, no authentication: everyone who knows the cluster id is admin. Labs and
+    /// tests only; a node started so logs a warning.
+    Insecure,
+    /// Mutual TLS 1.3 with the certificates of this directory (see [`TlsDir`]).
+    Tls(TlsDir),
 }
 
 /// The files of a TLS directory (what `sitelog certs init` writes):
