@@ -159,4 +159,24 @@ mod tests {
             Err(Error::Protocol(_))
         ));
     }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_in_steps_as_it_arrives() {
+        // 3.5 steps of body: read whole, checksum checked.
+        let body: Vec<u8> = (0..FRAME_READ_STEP_BYTES * 7 / 2)
+            .map(|i| i as u8)
+            .collect();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &body).await.unwrap();
+        let mut r = &buf[..];
+        let got = read_frame(&mut r, body.len()).await.unwrap().unwrap();
+        assert_eq!(&got[..], &body[..]);
+        // A header announcing 64 MiB followed by a few bytes: an error at the end of the
+        // input, after at most one step was allocated (the cut input is all there is).
+        let mut cut = (64u32 << 20).to_le_bytes().to_vec();
+        cut.extend_from_slice(&[0; 4]);
+        cut.extend_from_slice(b"short");
+        let mut r = &cut[..];
+        assert!(read_frame(&mut r, 72 << 20).await.is_err());
+    }
 }

@@ -333,4 +333,38 @@ mod tests {
         old.extend_from_slice(b"why");
         assert!(matches!(decode_answer(&old, 7), Err(Error::Protocol(_))));
     }
+
+    #[test]
+    fn the_certificate_must_back_the_hello() {
+        use crate::net::tls::{ClientRole, TlsIdentity};
+        let node = |id| TlsIdentity::Node {
+            id,
+            site: "s".into(),
+        };
+        let client = |role| TlsIdentity::Client { role };
+        let h = hello(); // an append stream from node 1
+        assert_eq!(h.authorize(None), Ok(ClientRole::Admin), "plaintext: admin");
+        assert_eq!(h.authorize(Some(&node(1))), Ok(ClientRole::Admin));
+        for wrong in [node(2), client(ClientRole::Admin)] {
+            let refusal = h.authorize(Some(&wrong)).unwrap_err();
+            assert!(refusal.identity);
+            match decode_answer(&encode_answer(2, Some(&refusal)), 7) {
+                Err(Error::Tls { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        for purpose in [Purpose::Rpc, Purpose::Fetch] {
+            let h = Hello { purpose, ..h };
+            assert!(h.authorize(Some(&node(3))).is_err());
+        }
+        let c = Hello {
+            purpose: Purpose::Client,
+            from_node: ANY_NODE,
+            ..h
+        };
+        for role in ClientRole::ALL {
+            assert_eq!(c.authorize(Some(&client(role))), Ok(role));
+        }
+        assert_eq!(c.authorize(Some(&node(5))), Ok(ClientRole::Admin));
+    }
 }
