@@ -163,6 +163,7 @@ pub mod cli;
 pub use error::{Error, Result};
 pub use net::fetch::FetchOptions;
 pub use net::limits::KindBudgets;
+pub use net::tls::{ClientRole, Operation, Security, TlsDir};
 pub use net::NetLimits;
 pub use node::catchup::CatchUpOptions;
 pub use node::client::{AppendOutcome, Client};

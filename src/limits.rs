@@ -46,6 +46,18 @@ pub const MAX_PIPELINED_REQUESTS: usize = 64;
 /// than one sequential request of the largest size did.
 pub const MAX_PIPELINED_BYTES: usize = DEFAULT_MAX_FRAME_BYTES;
 
+/// Most bytes a connection may send before it is authenticated (TLS handshake and hello
+/// done): a TLS 1.3 handshake with a certificate chain of [`MAX_CHAIN_CERTS`] fits well
+/// within it; past it the connection is closed. Nothing larger is read (or allocated) for a
+/// peer nobody knows yet.
+pub const MAX_PRE_AUTH_BYTES: usize = 64 << 10;
+/// Largest request frame a client of role `consume` may send (its requests are reads and
+/// status, a few bytes each); produce and admin clients get the connection's full limit.
+pub const MAX_CONSUME_REQUEST_BYTES: usize = 64 << 10;
+/// A frame body is read in steps of at most this many bytes, the buffer growing as bytes
+/// arrive: a peer announcing a large frame and sending nothing holds (almost) nothing.
+pub const FRAME_READ_STEP_BYTES: usize = 1 << 20;
+
 /// Most voters in one configuration, and most nodes in a membership (also the most ids a
 /// membership change may name).
 pub const MAX_MEMBERS: usize = 1024;
@@ -116,6 +128,8 @@ const _: () = assert!(
         + MAX_MEMBERS * (8 + 1 + MAX_SITE_BYTES + 1 + MAX_ADDR_BYTES)
         <= NODE_MAX_RECORD_BYTES as usize
 );
+// A hello frame fits the pre-authentication allowance.
+const _: () = assert!(MAX_HANDSHAKE_BYTES + FRAME_HEADER_BYTES < MAX_PRE_AUTH_BYTES);
 // A refused handshake's reason fits the handshake frame (status, node id, u16 length).
 const _: () = assert!(1 + 8 + 2 < MAX_HANDSHAKE_BYTES);
 // A single frame of the default limit fits the pipelining window whole (and a larger one,

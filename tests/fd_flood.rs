@@ -136,6 +136,7 @@ async fn flood(node: &str, id: u64, metrics: &str) -> Vec<Box<dyn Send>> {
             cluster_id: CLUSTER,
             from_node: if id == 1 { 2 } else { 1 },
             limits: NetLimits::default(),
+            tls: None,
         };
         if let Ok(c) = fake_peer.open(node, id, Purpose::AppendStream).await {
             held.push(Box::new(c));

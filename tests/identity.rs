@@ -263,6 +263,7 @@ async fn ask_vote(from: u64, to: u64, addr: &str) -> Bytes {
         cluster_id: CLUSTER,
         from_node: from,
         limits: NetLimits::default(),
+        tls: None,
     };
     let (mut tx, mut rx) = connector.connect(to, addr, ConnPurpose::Rpc).await.unwrap();
     let vote = sitelog::raft::Vote::new(1_000, from);

@@ -36,7 +36,7 @@ impl Service for Source {
     fn append_stream(&self, _: FrameTx, _: FrameRx) -> BoxFut<sitelog::Result<()>> {
         Box::pin(async { Ok(()) })
     }
-    fn client(&self, _: Bytes) -> BoxFut<Bytes> {
+    fn client(&self, _: sitelog::net::tls::ClientRole, _: Bytes) -> BoxFut<Bytes> {
         Box::pin(async { Bytes::new() })
     }
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {
@@ -89,6 +89,7 @@ async fn start_source(log: Log, behaviour: Behaviour) -> (String, Arc<AtomicU64>
         node_id: 1,
         cluster_id: CLUSTER,
         limits: NetLimits::default(),
+        tls: None,
     };
     tokio::spawn(serve(l, id, svc));
     (addr, served)

@@ -56,7 +56,7 @@ static CHUNK_FAILED: WarnRate = WarnRate::new(WARN_EVERY);
 static COPY_FAILED: WarnRate = WarnRate::new(WARN_EVERY);
 
 /// How to fetch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FetchOptions {
     /// Bytes per chunk. Default 4 MiB.
@@ -71,6 +71,11 @@ pub struct FetchOptions {
     pub limits: NetLimits,
     /// Cluster id for the handshake.
     pub cluster_id: u64,
+    /// The fetching node's id for the handshake (a node sets its own; over TLS it must be
+    /// the id its certificate names). Default [`super::handshake::ANY_NODE`].
+    pub from_node: u64,
+    /// TLS with the fetching node's configuration (a node sets its own); `None`: plaintext.
+    pub tls: Option<std::sync::Arc<super::tls::TlsReloader>>,
 }
 
 impl FetchOptions {
@@ -82,7 +87,20 @@ impl FetchOptions {
             max_bytes_per_s: Some(100_000_000),
             limits: NetLimits::default(),
             cluster_id,
+            from_node: super::handshake::ANY_NODE,
+            tls: None,
         }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<(FrameTx, FrameRx, u64)> {
+        connect_fetch(
+            addr,
+            self.cluster_id,
+            self.from_node,
+            self.limits,
+            self.tls.clone(),
+        )
+        .await
     }
 }
 
@@ -207,7 +225,7 @@ pub fn serve_identify(log: &Log, commit_end: u64, msg: &[u8]) -> Bytes {
 /// Asks the source at `addr` which sealed segment starts at `base` (`Ok(None)`: it holds
 /// none wholly committed there).
 pub async fn identify(addr: &str, base: u64, opts: &FetchOptions) -> Result<Option<SegmentInfo>> {
-    let (mut tx, mut rx, _) = connect_fetch(addr, opts.cluster_id, opts.limits).await?;
+    let (mut tx, mut rx, _) = opts.connect(addr).await?;
     tx.send(encode_identify(base)).await?;
     let reply = rx.recv().await?;
     decode_identity(&reply).map_err(Error::Protocol)
@@ -369,13 +387,7 @@ pub async fn fetch_segment(
         let mut failures = 0usize;
         while pos < info.size_bytes {
             if conn.is_none() {
-                match connect_fetch(
-                    &sources[source % sources.len()],
-                    opts.cluster_id,
-                    opts.limits,
-                )
-                .await
-                {
+                match opts.connect(&sources[source % sources.len()]).await {
                     Ok((tx, rx, _)) => conn = Some((tx, rx)),
                     Err(e) => {
                         failures += 1;

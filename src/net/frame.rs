@@ -1,7 +1,8 @@
 //! Message framing on a byte stream: every message is
 //!
 //! ```text
-//! u32 body_len (little-endian, ≤ the connection's limit, checked before anything is allocated)
+//! u32 body_len (little-endian, ≤ the connection's limit, checked before anything is allocated;
+//!              the body buffer then grows as its bytes arrive, one 1 MiB step at a time)
 //! u32 CRC-32 of the body
 //! body
 //! ```
@@ -9,6 +10,7 @@
 //! A length over the limit, a checksum mismatch or a connection that ends mid-frame is an
 //! error that closes the connection; nothing of such a frame reaches the layer above.
 
+use crate::limits::FRAME_READ_STEP_BYTES;
 use crate::storage::checksum::checksum;
 use crate::{Error, Result};
 use bytes::{Bytes, BytesMut};
@@ -73,10 +75,18 @@ pub async fn read_frame_header<R: AsyncRead + Unpin>(
 
 /// Reads the body of the frame whose header was `head`, and checks its checksum.
 pub async fn read_frame_body<R: AsyncRead + Unpin>(r: &mut R, head: FrameHeader) -> Result<Bytes> {
-    let mut body = BytesMut::zeroed(head.body_bytes);
-    r.read_exact(&mut body)
-        .await
-        .map_err(|e| io_err(e, "read frame body"))?;
+    // Grown as the bytes arrive, never more than one step ahead of them: the header's length
+    // alone allocates nothing large.
+    let mut body = BytesMut::with_capacity(head.body_bytes.min(FRAME_READ_STEP_BYTES));
+    while body.len() < head.body_bytes {
+        let start = body.len();
+        let step = (head.body_bytes - start).min(FRAME_READ_STEP_BYTES);
+        body.resize(start + step, 0);
+        r.read_exact(&mut body[start..])
+            .await
+            .map_err(|e| io_err(e, "read frame body"))?;
+    }
+    debug_assert_eq!(body.len(), head.body_bytes);
     if checksum(&body) != head.crc {
         return Err(proto("frame checksum mismatch"));
     }
@@ -148,5 +158,25 @@ mod tests {
             read_frame(&mut r, 1 << 20).await,
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_in_steps_as_it_arrives() {
+        // 3.5 steps of body: read whole, checksum checked.
+        let body: Vec<u8> = (0..FRAME_READ_STEP_BYTES * 7 / 2)
+            .map(|i| i as u8)
+            .collect();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &body).await.unwrap();
+        let mut r = &buf[..];
+        let got = read_frame(&mut r, body.len()).await.unwrap().unwrap();
+        assert_eq!(&got[..], &body[..]);
+        // A header announcing 64 MiB followed by a few bytes: an error at the end of the
+        // input, after at most one step was allocated (the cut input is all there is).
+        let mut cut = (64u32 << 20).to_le_bytes().to_vec();
+        cut.extend_from_slice(&[0; 4]);
+        cut.extend_from_slice(b"short");
+        let mut r = &cut[..];
+        assert!(read_frame(&mut r, 72 << 20).await.is_err());
     }
 }

@@ -9,15 +9,19 @@
 //!                            care which node answers)
 //! answer (server → client) = u8 status (0 accepted, 1 refused), u64 server node id,
 //!                            u16 reason_len, reason (UTF-8)
-//!                            [, u8 refusal kind (0 other, 1 cluster id), u64 server cluster id]
+//!                            [, u8 refusal kind (0 other, 1 cluster id, 2 identity),
+//!                               u64 server cluster id (0 unless kind 1)]
 //! ```
 //!
 //! The bracketed tail is optional (an answer from an older node ends after the reason, and an
 //! older client ignores it): it lets a client tell a wrong `--cluster-id` apart from any other
-//! refusal by type ([`Error::ClusterMismatch`]), never by the reason's text.
+//! refusal by type ([`Error::ClusterMismatch`]), never by the reason's text; and a hello that
+//! the caller's TLS certificate does not back ([`Hello::authorize`]) from other refusals
+//! ([`Error::Tls`]).
 //!
 //! Both travel as frames (`frame.rs`) limited to [`MAX_HANDSHAKE_BYTES`].
 
+use super::tls::{ClientRole, TlsIdentity};
 use crate::codec::{clip_utf8, DecodeError, Reader, Writer};
 use crate::{Error, Result};
 
@@ -118,6 +122,7 @@ impl Hello {
                     self.cluster_id
                 ),
                 server_cluster_id: Some(cluster_id),
+                identity: false,
             });
         }
         if self.to_node != ANY_NODE && self.to_node != node_id {
@@ -136,6 +141,31 @@ impl Hello {
     }
 }
 
+impl Hello {
+    /// Checks the hello against the caller's TLS certificate (`None`: a plaintext
+    /// connection, where everyone is admin) and returns the role its client requests are
+    /// authorized with. Peer purposes and fetch need a node certificate naming `from_node`
+    /// (a client certificate, or another node's, is refused); a client connection takes the
+    /// role of its client certificate, and a node certificate counts as admin (a node's
+    /// replace driver).
+    pub fn authorize(
+        &self,
+        identity: Option<&TlsIdentity>,
+    ) -> std::result::Result<ClientRole, Refusal> {
+        let Some(identity) = identity else {
+            return Ok(ClientRole::Admin);
+        };
+        match (self.purpose, identity) {
+            (Purpose::Client, TlsIdentity::Client { role }) => Ok(*role),
+            (Purpose::Client, TlsIdentity::Node { .. }) => Ok(ClientRole::Admin),
+            (Purpose::Rpc | Purpose::AppendStream | Purpose::Fetch, _) => identity
+                .check_node(self.from_node)
+                .map(|()| ClientRole::Admin)
+                .map_err(|e| Refusal::identity(e.to_string())),
+        }
+    }
+}
+
 /// Why a server refuses a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -143,6 +173,8 @@ pub struct Refusal {
     pub reason: String,
     /// The server's own cluster id when the refusal is for a wrong cluster id.
     pub server_cluster_id: Option<u64>,
+    /// The caller's certificate does not back its hello (the caller reads [`Error::Tls`]).
+    pub identity: bool,
 }
 
 impl Refusal {
@@ -151,12 +183,22 @@ impl Refusal {
         Refusal {
             reason: reason.into(),
             server_cluster_id: None,
+            identity: false,
+        }
+    }
+
+    /// A refusal because the caller's certificate does not back its hello.
+    pub fn identity(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            identity: true,
+            ..Refusal::other(reason)
         }
     }
 }
 
 const REFUSAL_OTHER: u8 = 0;
 const REFUSAL_CLUSTER: u8 = 1;
+const REFUSAL_IDENTITY: u8 = 2;
 
 /// The server's answer.
 pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
@@ -173,9 +215,10 @@ pub fn encode_answer(node_id: u64, refused: Option<&Refusal>) -> Vec<u8> {
     w.u16(reason.len() as u16);
     w.raw(reason);
     if let Some(r) = refused {
-        let (kind, cluster) = match r.server_cluster_id {
-            Some(c) => (REFUSAL_CLUSTER, c),
-            None => (REFUSAL_OTHER, 0),
+        let (kind, cluster) = match (r.server_cluster_id, r.identity) {
+            (Some(c), _) => (REFUSAL_CLUSTER, c),
+            (None, true) => (REFUSAL_IDENTITY, 0),
+            (None, false) => (REFUSAL_OTHER, 0),
         };
         w.u8(kind);
         w.u64(cluster);
@@ -204,6 +247,12 @@ pub fn decode_answer(b: &[u8], cluster_id: u64) -> Result<u64> {
             node_id: node,
             node_cluster_id: crate::storage::record::u64_at(tail, 1),
             cluster_id,
+        }),
+        1 if tail.len() == 9 && tail[0] == REFUSAL_IDENTITY => Err(Error::Tls {
+            reason: format!(
+                "node {node} refused the connection: {}",
+                String::from_utf8_lossy(reason)
+            ),
         }),
         1 => Err(Error::Protocol(format!(
             "node {node} refused the connection: {}",
@@ -283,5 +332,39 @@ mod tests {
         old.extend_from_slice(&3u16.to_le_bytes());
         old.extend_from_slice(b"why");
         assert!(matches!(decode_answer(&old, 7), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn the_certificate_must_back_the_hello() {
+        use crate::net::tls::{ClientRole, TlsIdentity};
+        let node = |id| TlsIdentity::Node {
+            id,
+            site: "s".into(),
+        };
+        let client = |role| TlsIdentity::Client { role };
+        let h = hello(); // an append stream from node 1
+        assert_eq!(h.authorize(None), Ok(ClientRole::Admin), "plaintext: admin");
+        assert_eq!(h.authorize(Some(&node(1))), Ok(ClientRole::Admin));
+        for wrong in [node(2), client(ClientRole::Admin)] {
+            let refusal = h.authorize(Some(&wrong)).unwrap_err();
+            assert!(refusal.identity);
+            match decode_answer(&encode_answer(2, Some(&refusal)), 7) {
+                Err(Error::Tls { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        for purpose in [Purpose::Rpc, Purpose::Fetch] {
+            let h = Hello { purpose, ..h };
+            assert!(h.authorize(Some(&node(3))).is_err());
+        }
+        let c = Hello {
+            purpose: Purpose::Client,
+            from_node: ANY_NODE,
+            ..h
+        };
+        for role in ClientRole::ALL {
+            assert_eq!(c.authorize(Some(&client(role))), Ok(role));
+        }
+        assert_eq!(c.authorize(Some(&node(5))), Ok(ClientRole::Admin));
     }
 }

@@ -8,13 +8,22 @@
 //! (see `net::descriptors`); a handshake must complete within `handshake_timeout_ms`; any
 //! connection that receives nothing for `idle_timeout_ms` is closed. Refusals are logged at
 //! most once per second each, with a count (see `net::warn_rate`).
+//!
+//! Security: with a [`TlsReloader`] every connection, both ways, is mutual TLS 1.3 (see
+//! `net::tls`); the hello follows inside it and is checked against the certificate: peer
+//! purposes and fetch need the certificate of the node the hello names, a client connection
+//! takes its role from its certificate (a node certificate is admin). Until the hello is
+//! accepted a connection may send at most [`MAX_PRE_AUTH_BYTES`], and TLS and hello together
+//! must finish within `handshake_timeout_ms`. Without TLS everyone is admin.
 
 use super::budget::{Activity, Admission, Budget, Slot};
 use super::descriptors::{DescriptorGuard, Headroom};
 use super::frame::{read_frame, write_frame};
 use super::handshake::{self, Hello, Purpose, ANY_NODE, MAX_HANDSHAKE_BYTES, PROTOCOL_VERSION};
 pub use super::limits::{KindBudgets, NetLimits};
+use super::tls::{peer_identity, ClientRole, DialTarget, TlsIdentity, TlsReloader};
 use super::warn_rate::{WarnRate, WARN_EVERY};
+use crate::limits::{MAX_CONSUME_REQUEST_BYTES, MAX_PRE_AUTH_BYTES};
 use crate::raft::remote::{ConnPurpose, Connector, MessageRx, MessageTx};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -22,28 +31,46 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 /// A boxed future, for the dyn-compatible [`Service`].
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// The sending half of a framed connection.
-#[derive(Debug)]
+/// The reading half of a connection: a plain TCP half or a TLS stream's.
+type ByteRx = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// The writing half of a connection: a plain TCP half or a TLS stream's.
+type ByteTx = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// The sending half of a framed connection (plain TCP or TLS).
 pub struct FrameTx {
-    w: BufWriter<OwnedWriteHalf>,
+    w: BufWriter<ByteTx>,
     /// Server side: the connection's activity record in its budget.
     activity: Option<Arc<Activity>>,
 }
 
-/// The receiving half of a framed connection.
-#[derive(Debug)]
+impl std::fmt::Debug for FrameTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameTx").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for FrameRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameRx")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving half of a framed connection (plain TCP or TLS).
 pub struct FrameRx {
-    r: BufReader<OwnedReadHalf>,
+    r: BufReader<ByteRx>,
     max_frame_bytes: usize,
     /// Server side: nothing received for this long reads as a clean close.
     idle: Option<Duration>,
@@ -90,20 +117,95 @@ impl FrameRx {
     }
 }
 
-fn split(stream: TcpStream, limits: &NetLimits) -> (FrameTx, FrameRx) {
-    let (r, w) = stream.into_split();
+/// The framed halves over a byte stream's halves.
+fn framed(
+    r: impl AsyncRead + Send + Sync + Unpin + 'static,
+    w: impl AsyncWrite + Send + Sync + Unpin + 'static,
+    limits: &NetLimits,
+) -> (FrameTx, FrameRx) {
     (
         FrameTx {
-            w: BufWriter::new(w),
+            w: BufWriter::new(Box::new(w)),
             activity: None,
         },
         FrameRx {
-            r: BufReader::new(r),
+            r: BufReader::new(Box::new(r)),
             max_frame_bytes: limits.max_frame_bytes,
             idle: None,
             activity: None,
         },
     )
+}
+
+/// A server connection's bytes until it is authenticated: reads fail once the peer sent more
+/// than [`MAX_PRE_AUTH_BYTES`] before `authenticated` is set (after its TLS handshake and
+/// hello were accepted), so nobody unknown makes the node read, buffer or allocate more.
+/// Writes pass through.
+struct PreAuth<S> {
+    inner: S,
+    read_bytes: usize,
+    authenticated: Arc<AtomicBool>,
+}
+
+impl<S> PreAuth<S> {
+    fn new(inner: S, authenticated: Arc<AtomicBool>) -> Self {
+        PreAuth {
+            inner,
+            read_bytes: 0,
+            authenticated,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PreAuth<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if !this.authenticated.load(Ordering::Acquire) {
+            this.read_bytes += buf.filled().len() - before;
+            if this.read_bytes > MAX_PRE_AUTH_BYTES {
+                return Poll::Ready(Err(std::io::Error::other(format!(
+                    "more than {MAX_PRE_AUTH_BYTES} bytes before authentication"
+                ))));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PreAuth<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 fn net_io(what: &str, e: std::io::Error) -> Error {
@@ -122,11 +224,15 @@ pub struct TcpConnector {
     pub from_node: u64,
     /// Limits.
     pub limits: NetLimits,
+    /// TLS with this (node's or client's) current configuration; `None`: plaintext.
+    pub tls: Option<Arc<TlsReloader>>,
 }
 
 impl TcpConnector {
-    /// Connects to `addr`, handshakes for `purpose`, and returns the framed halves and the
-    /// answering node's id.
+    /// Connects to `addr`, handshakes (TLS, then the hello) for `purpose`, and returns the
+    /// framed halves and the answering node's id. Over TLS the server's certificate must
+    /// name `to_node` (any node of the cluster for [`ANY_NODE`], and then the node id its
+    /// answer gives).
     pub async fn open(
         &self,
         addr: &str,
@@ -141,7 +247,57 @@ impl TcpConnector {
         stream
             .set_nodelay(true)
             .map_err(|e| net_io("<nodelay>", e))?;
-        let (mut tx, mut rx) = split(stream, &self.limits);
+        let handshake = async {
+            let (tx, rx, server) = self.secure(stream, to_node).await?;
+            let node = self.hello(tx, rx, addr, to_node, purpose).await?;
+            if let Some(identity) = server {
+                // A client dialling any node learns the id from the answer: the certificate
+                // must be that node's.
+                identity.check_node(node.2)?;
+            }
+            Ok::<_, Error>(node)
+        };
+        timeout(ms(self.limits.handshake_timeout_ms), handshake)
+            .await
+            .map_err(|_| Error::Protocol(format!("handshake with {addr} timed out")))?
+    }
+
+    /// The framed halves over plain TCP, or over TLS (then with the server's identity).
+    async fn secure(
+        &self,
+        stream: TcpStream,
+        to_node: u64,
+    ) -> Result<(FrameTx, FrameRx, Option<TlsIdentity>)> {
+        let Some(tls) = &self.tls else {
+            let (r, w) = stream.into_split();
+            let (tx, rx) = framed(r, w, &self.limits);
+            return Ok((tx, rx, None));
+        };
+        let target = if to_node == ANY_NODE {
+            DialTarget::AnyNode
+        } else {
+            DialTarget::Node(to_node)
+        };
+        let stream = tls
+            .current()
+            .connector()
+            .connect(target.server_name(), stream)
+            .await
+            .map_err(super::tls::handshake_error)?;
+        let server = peer_identity(stream.get_ref().1)?;
+        let (r, w) = tokio::io::split(stream);
+        let (tx, rx) = framed(r, w, &self.limits);
+        Ok((tx, rx, Some(server)))
+    }
+
+    async fn hello(
+        &self,
+        mut tx: FrameTx,
+        mut rx: FrameRx,
+        addr: &str,
+        to_node: u64,
+        purpose: Purpose,
+    ) -> Result<(FrameTx, FrameRx, u64)> {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             purpose,
@@ -149,16 +305,11 @@ impl TcpConnector {
             from_node: self.from_node,
             to_node,
         };
-        let exchange = async {
-            write_frame(&mut tx.w, &hello.encode()).await?;
-            let answer = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
-                .await?
-                .ok_or_else(|| Error::Protocol(format!("{addr} closed during the handshake")))?;
-            handshake::decode_answer(&answer, self.cluster_id)
-        };
-        let node = timeout(ms(self.limits.handshake_timeout_ms), exchange)
-            .await
-            .map_err(|_| Error::Protocol(format!("handshake with {addr} timed out")))??;
+        write_frame(&mut tx.w, &hello.encode()).await?;
+        let answer = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
+            .await?
+            .ok_or_else(|| Error::Protocol(format!("{addr} closed during the handshake")))?;
+        let node = handshake::decode_answer(&answer, self.cluster_id)?;
         Ok((tx, rx, node))
     }
 }
@@ -188,14 +339,15 @@ pub trait Service: Send + Sync + 'static {
     fn rpc(&self, msg: Bytes) -> BoxFut<Bytes>;
     /// Serves one append stream to its end.
     fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>>;
-    /// Answers one client request.
-    fn client(&self, msg: Bytes) -> BoxFut<Bytes>;
+    /// Answers one client request of a client with `role` (from its certificate; admin for
+    /// a node's certificate and on a plaintext server).
+    fn client(&self, role: ClientRole, msg: Bytes) -> BoxFut<Bytes>;
     /// Answers one segment-fetch request (see `net::fetch`).
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes>;
 }
 
 /// Identity and limits of a server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerIdentity {
     /// This node's id.
     pub node_id: u64,
@@ -203,6 +355,9 @@ pub struct ServerIdentity {
     pub cluster_id: u64,
     /// Limits.
     pub limits: NetLimits,
+    /// TLS with this node's current configuration (taken by each connection when accepted);
+    /// `None`: plaintext.
+    pub tls: Option<Arc<TlsReloader>>,
 }
 
 /// A connection past its handshake is evicted only after this long without a message
@@ -263,6 +418,9 @@ struct Refusals {
     budget_full: WarnRate,
     evicted: WarnRate,
     bad_hello: WarnRate,
+    /// TLS handshakes that failed (other CA, expired, plaintext on a TLS port), timed out
+    /// handshakes, and hellos that the certificate does not back.
+    unauthenticated: WarnRate,
 }
 
 impl Refusals {
@@ -274,6 +432,7 @@ impl Refusals {
             budget_full: w(),
             evicted: w(),
             bad_hello: w(),
+            unauthenticated: w(),
         }
     }
 }
@@ -333,6 +492,7 @@ pub async fn serve(listener: TcpListener, id: ServerIdentity, service: Arc<dyn S
             continue;
         };
         let (service, kinds, refusals) = (service.clone(), kinds.clone(), refusals.clone());
+        let id = id.clone();
         conns.spawn(async move {
             let conn = Conn {
                 id,
@@ -398,11 +558,23 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| net_io("<nodelay>", e))?;
-        let (mut tx, mut rx) = split(stream, &self.id.limits);
-        let hello = tokio::select! {
-            h = self.hello(&mut tx, &mut rx) => h?,
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handshake_ms = Duration::from_millis(self.id.limits.handshake_timeout_ms);
+        // TLS and hello together, within one deadline.
+        let opening = async {
+            let (mut tx, mut rx, identity) = self.secure(stream, authenticated.clone()).await?;
+            let (hello, role) = self.hello(&mut tx, &mut rx, identity.as_ref()).await?;
+            Ok::<_, Error>((tx, rx, hello, role))
+        };
+        let (mut tx, mut rx, hello, role) = tokio::select! {
+            h = timeout(handshake_ms, opening) => h.map_err(|_| self.slow_handshake())??,
             _ = hs_slot.evicted() => return Err(evicted_err()),
         };
+        authenticated.store(true, Ordering::Release);
+        if hello.purpose == Purpose::Client && role == ClientRole::Consume {
+            // Reads and status requests are a few bytes.
+            rx.max_frame_bytes = rx.max_frame_bytes.min(MAX_CONSUME_REQUEST_BYTES);
+        }
         let budget = self.kinds.for_purpose(hello.purpose);
         let is_peer = matches!(hello.purpose, Purpose::Rpc | Purpose::AppendStream);
         let slot = if self.peers_only && !is_peer {
@@ -444,7 +616,7 @@ impl Conn {
                 Purpose::Rpc => request_loop(tx, rx, |m| service.rpc(m)).await,
                 Purpose::Client => {
                     pipeline::pipelined_loop(tx, rx, pipeline::Window::CLIENT, |m| {
-                        service.client(m)
+                        service.client(role, m)
                     })
                     .await
                 }
@@ -457,13 +629,57 @@ impl Conn {
         }
     }
 
-    /// Reads and checks the hello within the handshake timeout; refusals are answered.
-    async fn hello(&self, tx: &mut FrameTx, rx: &mut FrameRx) -> Result<Hello> {
-        let handshake_ms = Duration::from_millis(self.id.limits.handshake_timeout_ms);
+    fn slow_handshake(&self) -> Error {
+        count_refusal("handshake_timeout");
+        if let Some(n) = self.refusals.unauthenticated.event() {
+            tracing::warn!(peer = %self.peer, refused = n, "closed a connection: no handshake in time");
+        }
+        Error::Protocol("no handshake in time".into())
+    }
+
+    /// The framed halves over plain TCP, or over TLS once its handshake succeeded (then with
+    /// the peer's identity). Reads are limited to [`MAX_PRE_AUTH_BYTES`] until
+    /// `authenticated` is set.
+    async fn secure(
+        &self,
+        stream: TcpStream,
+        authenticated: Arc<AtomicBool>,
+    ) -> Result<(FrameTx, FrameRx, Option<TlsIdentity>)> {
+        let Some(tls) = &self.id.tls else {
+            let (r, w) = stream.into_split();
+            let (tx, rx) = framed(PreAuth::new(r, authenticated), w, &self.id.limits);
+            return Ok((tx, rx, None));
+        };
+        let acceptor = tls.current().acceptor().ok_or_else(|| Error::Tls {
+            reason: "the server's TLS configuration is not a node's".into(),
+        })?;
+        let accepted = acceptor.accept(PreAuth::new(stream, authenticated)).await;
+        let stream = accepted
+            .map_err(super::tls::handshake_error)
+            .and_then(|s| peer_identity(s.get_ref().1).map(|id| (s, id)));
+        let (stream, identity) = stream.inspect_err(|e| {
+            count_refusal("tls");
+            if let Some(n) = self.refusals.unauthenticated.event() {
+                // rustls' reason: alerts and certificate errors, never key material.
+                tracing::warn!(peer = %self.peer, error = %e, refused = n, "refused a TLS connection");
+            }
+        })?;
+        let (r, w) = tokio::io::split(stream);
+        let (tx, rx) = framed(r, w, &self.id.limits);
+        Ok((tx, rx, Some(identity)))
+    }
+
+    /// Reads and checks the hello (against the certificate's identity, over TLS); refusals
+    /// are answered. The client role the connection's requests are authorized with.
+    async fn hello(
+        &self,
+        tx: &mut FrameTx,
+        rx: &mut FrameRx,
+        identity: Option<&TlsIdentity>,
+    ) -> Result<(Hello, ClientRole)> {
         let peer = self.peer;
-        let hello = timeout(handshake_ms, read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES))
-            .await
-            .map_err(|_| Error::Protocol("no handshake in time".into()))??
+        let hello = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
+            .await?
             .ok_or_else(|| Error::Protocol("closed before the handshake".into()))?;
         let hello = Hello::decode(&hello).inspect_err(|e| {
             count_refusal("bad_hello");
@@ -481,7 +697,22 @@ impl Conn {
             let _ = write_frame(&mut tx.w, &answer).await;
             return Err(Error::Protocol(refusal.reason));
         }
-        Ok(hello)
+        match hello.authorize(identity) {
+            Ok(role) => Ok((hello, role)),
+            Err(refusal) => {
+                count_refusal("identity");
+                let reason = &refusal.reason;
+                if let Some(n) = self.refusals.unauthenticated.event() {
+                    tracing::warn!(%peer, from = hello.from_node, %reason, refused = n,
+                        "refused a connection: its certificate does not back its hello");
+                }
+                let answer = handshake::encode_answer(self.id.node_id, Some(&refusal));
+                let _ = write_frame(&mut tx.w, &answer).await;
+                Err(Error::Tls {
+                    reason: refusal.reason,
+                })
+            }
+        }
     }
 }
 
@@ -502,37 +733,49 @@ async fn request_loop(
     Ok(())
 }
 
-/// A segment-fetch connection to a node (see `net::fetch`).
+/// A segment-fetch connection to any node (see `net::fetch`), from node `from_node` (over
+/// TLS, the node whose certificate `tls` holds; [`ANY_NODE`] is accepted in plaintext only).
 pub async fn connect_fetch(
     addr: &str,
     cluster_id: u64,
+    from_node: u64,
     limits: NetLimits,
+    tls: Option<Arc<TlsReloader>>,
 ) -> Result<(FrameTx, FrameRx, u64)> {
-    connect_anonymous(addr, cluster_id, limits, Purpose::Fetch).await
+    let c = TcpConnector {
+        cluster_id,
+        from_node,
+        limits,
+        tls,
+    };
+    c.open(addr, ANY_NODE, Purpose::Fetch).await
 }
 
-/// A client connection to a node (not a node itself).
+/// A plaintext client connection to a node (not a node itself). For tests.
+#[cfg(any(test, feature = "testing"))]
 pub async fn connect_client(
     addr: &str,
     cluster_id: u64,
     limits: NetLimits,
 ) -> Result<(FrameTx, FrameRx, u64)> {
-    connect_anonymous(addr, cluster_id, limits, Purpose::Client).await
+    connect_client_secured(addr, cluster_id, limits, None).await
 }
 
-/// A connection from something that is not a node, to any node.
-async fn connect_anonymous(
+/// A client connection to any node, over TLS with the client certificate of `tls` when
+/// given.
+pub async fn connect_client_secured(
     addr: &str,
     cluster_id: u64,
     limits: NetLimits,
-    purpose: Purpose,
+    tls: Option<Arc<TlsReloader>>,
 ) -> Result<(FrameTx, FrameRx, u64)> {
     let c = TcpConnector {
         cluster_id,
         from_node: ANY_NODE,
         limits,
+        tls,
     };
-    c.open(addr, ANY_NODE, purpose).await
+    c.open(addr, ANY_NODE, Purpose::Client).await
 }
 
 #[path = "pipeline.rs"]

@@ -21,7 +21,7 @@ impl Service for Echo {
             Ok(())
         })
     }
-    fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
+    fn client(&self, _: crate::net::tls::ClientRole, msg: Bytes) -> BoxFut<Bytes> {
         Box::pin(async move {
             if &msg[..] == b"slow" {
                 SLOW_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -58,6 +58,7 @@ async fn server(limits: NetLimits) -> (String, tokio::task::JoinHandle<()>) {
         node_id: NODE,
         cluster_id: CLUSTER,
         limits,
+        tls: None,
     };
     (addr, tokio::spawn(serve(l, id, Arc::new(Echo))))
 }
@@ -67,6 +68,7 @@ fn peer(from: u64) -> TcpConnector {
         cluster_id: CLUSTER,
         from_node: from,
         limits: limits(),
+        tls: None,
     }
 }
 
@@ -259,4 +261,57 @@ async fn a_pipelined_connection_stops_reading_at_its_window_and_replies_in_order
     }
     drop((tx, rx));
     serving.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn pre_auth_reads_stop_past_the_limit_until_authenticated() {
+    use tokio::io::AsyncReadExt;
+    let data = vec![7u8; MAX_PRE_AUTH_BYTES + 4096];
+    let authenticated = Arc::new(AtomicBool::new(false));
+    let mut r = PreAuth::new(&data[..], authenticated.clone());
+    let mut sink = vec![0u8; MAX_PRE_AUTH_BYTES + 4096];
+    let mut got = 0;
+    loop {
+        match r.read(&mut sink[got..got + 1000]).await {
+            Ok(0) => panic!("the whole input was read unauthenticated"),
+            Ok(n) => got += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        got <= MAX_PRE_AUTH_BYTES,
+        "read {got} bytes unauthenticated"
+    );
+    // Once authenticated, everything passes.
+    let authenticated = Arc::new(AtomicBool::new(true));
+    let mut r = PreAuth::new(&data[..], authenticated);
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all.len(), data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_frame_header_before_the_hello_allocates_nothing_and_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, task) = server(NetLimits {
+        handshake_timeout_ms: 2000,
+        ..limits()
+    })
+    .await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut head = (64u32 << 20).to_le_bytes().to_vec();
+    head.extend_from_slice(&[0; 4]);
+    s.write_all(&head).await.unwrap();
+    // Refused at once: a hello frame is at most MAX_HANDSHAKE_BYTES.
+    let mut buf = [0u8; 16];
+    let closed = timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    works(&addr, Purpose::Client).await.unwrap();
+    task.abort();
+}
+
+/// Framed halves over a plain TCP stream.
+fn split(stream: TcpStream, limits: &NetLimits) -> (FrameTx, FrameRx) {
+    let (r, w) = stream.into_split();
+    framed(r, w, limits)
 }

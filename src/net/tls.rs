@@ -1,8 +1,8 @@
 //! Mutual TLS 1.3 (rustls, ring provider): identities in certificates, the rustls
 //! configurations of a node or client, and their reload from disk.
 //!
-//! Not yet wired into the transport ([`super::tcp`]): this module builds the configurations;
-//! the listeners and connectors take them in a later step.
+//! The transport ([`super::tcp`]) takes a [`TlsReloader`] on every listener and connector;
+//! [`Security`] is how a node or client is configured.
 //!
 //! # Identities
 //!
@@ -21,10 +21,6 @@
 //! and then that the certificate names the node it dialled ([`DialTarget`]). TLS 1.3 only.
 //! Session resumption is off: every connection runs the full verification against the current
 //! CA, so a reloaded CA or certificate takes effect for every new connection.
-
-// Not yet used by the transport in a build without tests (the wiring into src/net/tcp.rs
-// follows): until then its items would all read as dead code there.
-#![cfg_attr(not(feature = "testing"), allow(dead_code))]
 
 use crate::error::{Error, Result};
 use crate::limits::MAX_SITE_BYTES;
@@ -313,6 +309,16 @@ impl DialTarget {
     }
 }
 
+/// How a node's ports (or a client's connections) are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// Plaintext, no authentication: everyone who knows the cluster id is admin. Labs and
+    /// tests only; a node started so logs a warning.
+    Insecure,
+    /// Mutual TLS 1.3 with the certificates of this directory (see [`TlsDir`]).
+    Tls(TlsDir),
+}
+
 /// The files of a TLS directory (what `sitelog certs init` writes):
 /// `ca.pem` (the cluster CA certificate, all that is trusted), `ca.key` (its key: needed only to
 /// issue certificates; keep it off the nodes), `node-<id>.pem` + `node-<id>.key`,
@@ -440,6 +446,7 @@ impl TlsConfig {
 /// A server configuration for a side endpoint that any local client may read (the metrics
 /// endpoint): `who`'s certificate from `dir`, checked like [`TlsConfig::load`] does, and no
 /// client certificate asked for. TLS 1.3 only, no resumption.
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn server_config_without_client_auth(dir: &TlsDir, who: Who) -> Result<Arc<ServerConfig>> {
     let roots = load_roots(&dir.ca_cert())?;
     let cert_path = dir.cert(who);

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// How a node catches up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CatchUpOptions {
     /// Bulk fetch settings (chunk size, zstd, throttle).
@@ -173,7 +173,8 @@ async fn receive_inner(
         while tasks.len() < opts.parallel_segments.max(1) {
             let Some(info) = pending.next() else { break };
             let (r, srcs, st) = (replica.clone(), srcs.clone(), state.clone());
-            tasks.spawn(async move { stage(&r, info, &srcs, &opts.fetch, &st).await });
+            let fetch = opts.fetch.clone();
+            tasks.spawn(async move { stage(&r, info, &srcs, &fetch, &st).await });
         }
         match tasks.join_next().await {
             None => break,

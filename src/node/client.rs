@@ -10,12 +10,18 @@
 //! An append that fails after it was sent (connection lost, timeout) is *unknown*, not
 //! failed: it may have been committed. The client never retries such an append by itself
 //! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
+//!
+//! Security: [`Client::new`] speaks plaintext; [`Client::new_tls`] connects with mutual TLS,
+//! presenting the client certificate of one role (`client-<role>.pem` of the directory), and
+//! checks that every node it reaches holds a node certificate of the cluster CA. A request
+//! the role does not allow fails with [`Error::NotAllowed`] (nothing was done).
 
 use super::protocol::{Reply, Request, WireRecord};
 use super::status::NodeStatus;
 use super::Peer;
 use crate::limits::MAX_MEMBERS;
 use crate::net::tcp::NetLimits;
+use crate::net::tls::{ClientRole, TlsDir, TlsReloader, Who};
 use crate::{Error, Result};
 use bytes::Bytes;
 use conn::{Conn, Failure};
@@ -49,6 +55,8 @@ pub struct Client {
     addrs: Arc<[String]>,
     cluster_id: u64,
     limits: NetLimits,
+    /// The client certificate's configuration (`None`: plaintext).
+    tls: Option<Arc<TlsReloader>>,
     pool: Arc<Pool>,
     /// How long one request may take (queueing on its connection included).
     pub request_timeout_ms: u64,
@@ -120,10 +128,33 @@ impl Client {
             addrs: addrs.into(),
             cluster_id,
             limits: NetLimits::default(),
+            tls: None,
             pool: Arc::default(),
             request_timeout_ms: 5000,
             leader_wait_ms: 10_000,
         }
+    }
+
+    /// A client that connects with mutual TLS, presenting the certificate of `role` from
+    /// `dir` (`client-<role>.pem`, `client-<role>.key`, trusting `ca.pem` only). Fails with
+    /// [`Error::Tls`] when the files are missing, malformed, expired or name another role.
+    pub fn new_tls(
+        addrs: Vec<String>,
+        cluster_id: u64,
+        dir: TlsDir,
+        role: ClientRole,
+    ) -> Result<Client> {
+        let tls = TlsReloader::load(dir, Who::Client(role))?;
+        Ok(Client {
+            tls: Some(Arc::new(tls)),
+            ..Client::new(addrs, cluster_id)
+        })
+    }
+
+    /// Re-reads the client certificate (rotation); connections already open keep theirs. A
+    /// plaintext client has nothing to reload: `Ok`.
+    pub fn reload_tls(&self) -> Result<()> {
+        self.tls.as_ref().map_or(Ok(()), |t| t.reload())
     }
 
     /// The node addresses this client was given.
@@ -153,7 +184,7 @@ impl Client {
             return Ok(c.clone());
         }
         *open = None;
-        let c = Arc::new(Conn::open(addr, self.cluster_id, self.limits).await?);
+        let c = Arc::new(Conn::open(addr, self.cluster_id, self.limits, self.tls.clone()).await?);
         *open = Some(c.clone());
         Ok(c)
     }
@@ -203,16 +234,26 @@ impl Client {
 
     /// Appends payloads through the leader.
     pub async fn append(&self, payloads: Vec<Bytes>) -> AppendOutcome {
-        let msg = match Request::Append(payloads).encode() {
-            Ok(msg) => msg,
-            Err(e) => return AppendOutcome::Failed(e.to_string()),
-        };
+        match self.try_append(payloads).await {
+            Ok(o) => AppendOutcome::Ok(o),
+            Err(Error::OutcomeUnknown { reason }) => AppendOutcome::Unknown(reason),
+            Err(e) => AppendOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// [`Client::append`] with a typed error: [`Error::OutcomeUnknown`] when the append was
+    /// sent and its fate is unknown; any other error means nothing was appended
+    /// ([`Error::NotAllowed`] for a role that may not append).
+    pub async fn try_append(&self, payloads: Vec<Bytes>) -> Result<Vec<u64>> {
+        let msg = Request::Append(payloads).encode()?;
+        let unknown = |reason: String| Error::OutcomeUnknown { reason };
         match self.send_to_leader(msg).await {
-            Ok(Reply::Offsets(o)) => AppendOutcome::Ok(o),
-            Ok(Reply::Error(e)) => AppendOutcome::Unknown(e),
-            Ok(other) => AppendOutcome::Unknown(format!("unexpected reply {other:?}")),
-            Err(Failure::NotSent(e)) => AppendOutcome::Failed(e.to_string()),
-            Err(Failure::Unknown(e)) => AppendOutcome::Unknown(e.to_string()),
+            Ok(Reply::Offsets(o)) => Ok(o),
+            Ok(Reply::NotAllowed { role, op }) => Err(Error::NotAllowed { role, op }),
+            Ok(Reply::Error(e)) => Err(unknown(e)),
+            Ok(other) => Err(unknown(format!("unexpected reply {other:?}"))),
+            Err(Failure::NotSent(e)) => Err(e),
+            Err(Failure::Unknown(e)) => Err(unknown(e.to_string())),
         }
     }
 
@@ -236,6 +277,7 @@ impl Client {
     async fn admin(&self, req: Request) -> Result<()> {
         match self.send_to_leader(req.encode()?).await {
             Ok(Reply::Done) => Ok(()),
+            Ok(Reply::NotAllowed { role, op }) => Err(Error::NotAllowed { role, op }),
             Ok(Reply::Error(message)) => Err(Error::Remote { message }),
             Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
             Err(Failure::NotSent(e)) => Err(e),
@@ -296,6 +338,8 @@ impl Client {
                         None => pause().await,
                     }
                 }
+                // The role check comes before leadership: any node answers it alike.
+                Ok(r @ Reply::NotAllowed { .. }) => return Ok(r),
                 Ok(Reply::Unavailable(why)) => {
                     self.pool.not_leader(&addr);
                     down.push(addr);
@@ -305,8 +349,8 @@ impl Client {
                     self.pool.set_leader(Some(&addr));
                     return Ok(reply);
                 }
-                // Another cluster's node: no leader will ever come from waiting.
-                Err(Failure::NotSent(e @ Error::ClusterMismatch { .. })) => {
+                // Another cluster's node, or TLS refused: no leader will come from waiting.
+                Err(Failure::NotSent(e @ (Error::ClusterMismatch { .. } | Error::Tls { .. }))) => {
                     return Err(Failure::NotSent(e))
                 }
                 // Out of time while queued: nothing was sent.
@@ -343,6 +387,7 @@ impl Client {
                 offset,
                 first_available,
             }),
+            Reply::NotAllowed { role, op } => Err(Error::NotAllowed { role, op }),
             Reply::Error(message) => Err(Error::Remote { message }),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }
@@ -352,6 +397,7 @@ impl Client {
     pub async fn status_of(&self, addr: &str) -> Result<NodeStatus> {
         match self.ask_again(addr, Request::Status.encode()?).await {
             Ok(Reply::Status(s)) => Ok(s),
+            Ok(Reply::NotAllowed { role, op }) => Err(Error::NotAllowed { role, op }),
             Ok(other) => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
             Err(Failure::NotSent(e) | Failure::Unknown(e)) => Err(e),
         }

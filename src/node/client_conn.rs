@@ -4,7 +4,8 @@
 //! in request order). A lost connection fails every waiter on it.
 
 use crate::limits::MAX_PIPELINED_REQUESTS;
-use crate::net::tcp::{connect_client, FrameRx, FrameTx, NetLimits};
+use crate::net::tcp::{connect_client_secured, FrameRx, FrameTx, NetLimits};
+use crate::net::tls::TlsReloader;
 use crate::raft::remote::MessageTx;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -100,10 +101,15 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    /// Connects to the node at `addr` (handshake included) and starts the connection's
-    /// writer and reader.
-    pub(super) async fn open(addr: &str, cluster_id: u64, limits: NetLimits) -> Result<Conn> {
-        let (tx, rx, _) = connect_client(addr, cluster_id, limits).await?;
+    /// Connects to the node at `addr` (TLS with `tls`'s client certificate when given, and
+    /// the handshake) and starts the connection's writer and reader.
+    pub(super) async fn open(
+        addr: &str,
+        cluster_id: u64,
+        limits: NetLimits,
+        tls: Option<Arc<TlsReloader>>,
+    ) -> Result<Conn> {
+        let (tx, rx, _) = connect_client_secured(addr, cluster_id, limits, tls).await?;
         let shared = Arc::new(Shared {
             addr: addr.to_string(),
             state: Mutex::new(State {

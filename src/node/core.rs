@@ -226,6 +226,7 @@ pub(super) fn reply_to(e: Error) -> Reply {
     match e {
         Error::NotLeader { leader, addr } => Reply::NotLeader { leader, addr },
         e @ Error::Unavailable { .. } => Reply::Unavailable(e.to_string()),
+        Error::NotAllowed { role, op } => Reply::NotAllowed { role, op },
         Error::BelowFloor {
             offset,
             first_available,

@@ -35,6 +35,8 @@ pub use timers::Timers;
 
 use crate::net::fetch_budget::FetchBudget;
 use crate::net::tcp::{self, NetLimits, ServerIdentity, TcpConnector};
+pub use crate::net::tls::Security;
+use crate::net::tls::{TlsReloader, Who};
 use crate::raft::replica::{openraft_config, Replica};
 use crate::raft::NodeInfo;
 use crate::storage::{LogOptions, Record};
@@ -110,6 +112,10 @@ pub struct NodeConfig {
     pub heal: HealOptions,
     /// The background scrub of sealed segments (repairs use the `catch_up` fetch settings).
     pub repair: repair::RepairOptions,
+    /// How every port and outgoing connection is secured: mutual TLS with this node's
+    /// certificate (`node-<id>.pem` of the directory), or plaintext. Default
+    /// [`Security::Insecure`] (logged as a warning at start).
+    pub security: Security,
 }
 
 impl NodeConfig {
@@ -140,6 +146,7 @@ impl NodeConfig {
             catch_up: catchup::CatchUpOptions::new(cluster_id),
             heal: HealOptions::default(),
             repair: repair::RepairOptions::default(),
+            security: Security::Insecure,
         }
     }
 
@@ -237,6 +244,8 @@ struct Inner {
     core: Arc<core::NodeCore>,
     addr: SocketAddr,
     advertise: String,
+    /// The node's TLS configuration (`None`: plaintext).
+    tls: Option<Arc<TlsReloader>>,
     /// The storage supervisor (first: stopped before anything else, so that a shutdown is
     /// not taken for a fault), the accept loop (it owns the listener and the connections) and
     /// the metrics watcher; `None` once `shutdown` took them.
@@ -290,6 +299,11 @@ impl Node {
     /// address is known before any starts); `cfg.listen` is ignored.
     pub async fn start_on(cfg: NodeConfig, listener: tokio::net::TcpListener) -> Result<Node> {
         cfg.validate()?;
+        let tls = load_security(&cfg)?;
+        let mut cfg = cfg;
+        // Segment fetches (catch-up, repair) dial as this node.
+        cfg.catch_up.fetch.from_node = cfg.node_id;
+        cfg.catch_up.fetch.tls = tls.clone();
         let retention = cfg.log.retention_bytes.is_some() || cfg.log.retention_age_ms.is_some();
         if retention && cfg.snapshots.every_entries.is_none() {
             // Retention deletes only below Raft's purged entries, and Raft purges only behind
@@ -307,6 +321,7 @@ impl Node {
             cluster_id: cfg.cluster_id,
             from_node: cfg.node_id,
             limits: cfg.net,
+            tls: tls.clone(),
         };
         let raft_cfg = openraft_config(
             &format!("{:x}", cfg.cluster_id),
@@ -327,6 +342,7 @@ impl Node {
             node_id: cfg.node_id,
             cluster_id: cfg.cluster_id,
             limits: cfg.net,
+            tls: tls.clone(),
         };
         let core = Arc::new(core::NodeCore {
             id: cfg.node_id,
@@ -337,7 +353,8 @@ impl Node {
         let service = Arc::new(service::NodeService {
             core: core.clone(),
             site: cfg.site.clone(),
-            catch_up: cfg.catch_up,
+            catch_up: cfg.catch_up.clone(),
+            refused: crate::net::warn_rate::WarnRate::new(crate::net::warn_rate::WARN_EVERY),
         });
         let guard = tokio::spawn(supervisor::supervise(cell.clone(), starter));
         let server = tokio::spawn(tcp::serve(listener, identity, service));
@@ -348,6 +365,7 @@ impl Node {
                 core,
                 addr,
                 advertise,
+                tls,
                 tasks: std::sync::Mutex::new(Some([guard, server, watcher, retainer])),
             }),
         };
@@ -428,6 +446,18 @@ impl Node {
     /// The address peers and clients use.
     pub fn advertise_addr(&self) -> &str {
         &self.inner.advertise
+    }
+
+    /// Re-reads the node's certificate, key and CA from its TLS directory (certificate
+    /// rotation, e.g. on SIGHUP): new connections, both ways, use the new configuration;
+    /// established ones finish with the one they started with. On error (a bad file, a
+    /// certificate for another node, expired) the old configuration stays. A plaintext node
+    /// has nothing to reload: `Ok`.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.inner.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Appends payloads; resolves to their offsets once a majority of voters have them
@@ -735,3 +765,22 @@ impl Cursor {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod config_tests;
+
+/// The node's TLS configuration, loaded once at start: a bad directory, a certificate of
+/// another node or an expired one refuses the start ([`Error::Tls`]). Plaintext is warned of.
+fn load_security(cfg: &NodeConfig) -> Result<Option<Arc<TlsReloader>>> {
+    match &cfg.security {
+        Security::Insecure => {
+            tracing::warn!(
+                node = cfg.node_id,
+                "plaintext: no TLS on this node's port or its connections; anyone who knows \
+                 the cluster id can act as any node or as an admin client"
+            );
+            Ok(None)
+        }
+        Security::Tls(dir) => {
+            let tls = TlsReloader::load(dir.clone(), Who::Node(cfg.node_id))?;
+            Ok(Some(Arc::new(tls)))
+        }
+    }
+}

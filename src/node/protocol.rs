@@ -23,11 +23,16 @@
 //! UNAVAILABLE = 0x67, u16 len, reason   (the node is not serving: its storage failed and
 //!               it is healing, or it gave up; nothing was done, so the request may go to
 //!               another node — an append answered so was appended nowhere)
+//! BELOW_FLOOR = 0x68, u64 offset, u64 first_available
+//! NOT_ALLOWED = 0x69, u8 role (0 produce, 1 consume, 2 admin), u8 operation (0 append,
+//!               1 read, 2 subscribe, 3 status, 4 membership, 5 replace-node, 6 snapshot)
+//!               (the client certificate's role does not allow the request; nothing was done)
 //! ```
 
 use super::status::{FollowerProgress, NodeStatus, Role};
 use crate::codec::{DecodeError, DecodeResult, Reader, Writer};
 use crate::limits::{MAX_CLIENT_STRING_BYTES, MAX_MEMBERS};
+use crate::net::tls::{ClientRole, Operation};
 use crate::{Error, Result};
 use bytes::Bytes;
 
@@ -61,6 +66,24 @@ pub mod tag {
     pub const UNAVAILABLE: u8 = 0x67;
     /// A read below the first offset still held (deleted by retention).
     pub const BELOW_FLOOR: u8 = 0x68;
+    /// The client's role does not allow the request; nothing was done.
+    pub const NOT_ALLOWED: u8 = 0x69;
+}
+
+const ROLES: [ClientRole; 3] = [ClientRole::Produce, ClientRole::Consume, ClientRole::Admin];
+const OPERATIONS: [Operation; 7] = [
+    Operation::Append,
+    Operation::Read,
+    Operation::Subscribe,
+    Operation::Status,
+    Operation::Membership,
+    Operation::ReplaceNode,
+    Operation::Snapshot,
+];
+
+fn code_of<T: PartialEq>(all: &[T], v: &T) -> u8 {
+    // Invariant: every value is in its table, and the tables are short.
+    all.iter().position(|x| x == v).unwrap_or(0) as u8
 }
 
 /// Most payloads in one append request.
@@ -147,6 +170,13 @@ pub enum Reply {
         offset: u64,
         /// The first offset the node holds.
         first_available: u64,
+    },
+    /// The client certificate's role does not allow the request; nothing was done.
+    NotAllowed {
+        /// The client's role.
+        role: ClientRole,
+        /// The refused kind of request.
+        op: Operation,
     },
 }
 
@@ -328,6 +358,11 @@ impl Reply {
                 w.u64(*offset);
                 w.u64(*first_available);
             }
+            Reply::NotAllowed { role, op } => {
+                w.u8(tag::NOT_ALLOWED);
+                w.u8(code_of(&ROLES, role));
+                w.u8(code_of(&OPERATIONS, op));
+            }
         }
         Ok(o.into())
     }
@@ -381,6 +416,14 @@ impl Reply {
                 offset: c.u64()?,
                 first_available: c.u64()?,
             },
+            tag::NOT_ALLOWED => {
+                let role = ROLES.get(usize::from(c.u8()?)).copied();
+                let op = OPERATIONS.get(usize::from(c.u8()?)).copied();
+                match (role, op) {
+                    (Some(role), Some(op)) => Reply::NotAllowed { role, op },
+                    _ => return Err(c.invalid()),
+                }
+            }
             _ => return Err(c.invalid()),
         };
         c.finish(r)
@@ -517,6 +560,14 @@ mod tests {
             },
             Reply::Done,
             Reply::Unavailable("disk full".into()),
+            Reply::NotAllowed {
+                role: ClientRole::Consume,
+                op: Operation::Append,
+            },
+            Reply::NotAllowed {
+                role: ClientRole::Produce,
+                op: Operation::Snapshot,
+            },
             Reply::Status(NodeStatus {
                 node_id: 2,
                 role: Role::Leader,

@@ -7,6 +7,8 @@ use super::core::{self, NodeCore};
 use super::protocol::{Reply, Request, WireRecord, MAX_READ_BYTES};
 use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::net::tcp::{BoxFut, FrameRx, FrameTx, Service};
+use crate::net::tls::{ClientRole, Operation};
+use crate::net::warn_rate::WarnRate;
 use crate::Result;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ pub(super) struct NodeService {
     pub(super) core: Arc<NodeCore>,
     pub(super) site: String,
     pub(super) catch_up: super::catchup::CatchUpOptions,
+    /// Requests refused by the client's role: logged at most once per second, with a count.
+    pub(super) refused: WarnRate,
 }
 
 impl Service for NodeService {
@@ -24,8 +28,11 @@ impl Service for NodeService {
             return Box::pin(async { crate::raft::wire::encode_error(NOT_OPEN) });
         };
         if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
-            let (site, opts, state) =
-                (self.site.clone(), self.catch_up, self.core.catch_up.clone());
+            let (site, opts, state) = (
+                self.site.clone(),
+                self.catch_up.clone(),
+                self.core.catch_up.clone(),
+            );
             return Box::pin(
                 async move { super::catchup::receive(&r, &site, msg, opts, state).await },
             );
@@ -62,10 +69,15 @@ impl Service for NodeService {
         })
     }
 
-    fn client(&self, msg: Bytes) -> BoxFut<Bytes> {
+    fn client(&self, role: ClientRole, msg: Bytes) -> BoxFut<Bytes> {
         let core = self.core.clone();
+        let allowed = self.authorize(role, &msg);
         Box::pin(async move {
-            let reply = answer(&core, &msg).await.unwrap_or_else(core::reply_to);
+            let reply = match allowed {
+                Ok(request) => answer(&core, request).await,
+                Err(e) => Err(e),
+            };
+            let reply = reply.unwrap_or_else(core::reply_to);
             // A reply that does not fit its encoding (an error text over 64 KiB) is
             // answered with the refusal itself, clipped to a size that always fits.
             reply.encode().unwrap_or_else(|e| {
@@ -79,14 +91,42 @@ impl Service for NodeService {
     }
 }
 
+impl NodeService {
+    /// Decodes a client request and checks that `role` may make it, before anything is done;
+    /// a refusal ([`crate::Error::NotAllowed`]) is counted and logged (rate-limited).
+    fn authorize(&self, role: ClientRole, msg: &Bytes) -> Result<Request> {
+        let request = Request::decode(msg)?;
+        let op = operation(&request);
+        role.check(op).inspect_err(|_| {
+            metrics::counter!("sitelog_client_requests_refused_total", "role" => role.as_str())
+                .increment(1);
+            if let Some(n) = self.refused.event() {
+                tracing::warn!(%role, %op, refused = n, "refused a client request: role does not allow it");
+            }
+        })?;
+        Ok(request)
+    }
+}
+
+/// The kind of a request, as the role check sees it.
+fn operation(request: &Request) -> Operation {
+    match request {
+        Request::Append(_) => Operation::Append,
+        Request::Read { .. } => Operation::Read,
+        Request::Status => Operation::Status,
+        Request::AddLearner { .. } | Request::ChangeMembership(_) => Operation::Membership,
+        Request::ReplaceVoter { .. } => Operation::ReplaceNode,
+    }
+}
+
 /// What a replica that is not open answers to peers.
 const NOT_OPEN: &str = "node not serving: reopening its storage";
 
 /// Decodes a client request and serves it from the core. A node whose storage failed still
 /// says where it stands, and serves committed reads while its log is open; everything that
 /// needs consensus is refused ([`crate::Error::Unavailable`]) and goes elsewhere.
-async fn answer(core: &NodeCore, msg: &Bytes) -> Result<Reply> {
-    Ok(match Request::decode(msg)? {
+async fn answer(core: &NodeCore, request: Request) -> Result<Reply> {
+    Ok(match request {
         Request::Append(payloads) => Reply::Offsets(core.append(payloads).await?),
         Request::Read {
             offset,

@@ -237,7 +237,7 @@ impl Starter {
         let repairer = Repairer::start(
             replica.clone(),
             &cfg.site,
-            cfg.catch_up.fetch,
+            cfg.catch_up.fetch.clone(),
             self.budget.clone(),
             cfg.repair,
         );
