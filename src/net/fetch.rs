@@ -72,7 +72,7 @@ pub struct FetchOptions {
     /// Cluster id for the handshake.
     pub cluster_id: u64,
     /// The fetching node's id for the handshake (a node sets its own; over TLS it must be
-    /// the id its certificate names). Default [`super::handshake::ANY_NODE`].
+    /// the id its certificate names). Default: none (`u64::MAX`).
     pub from_node: u64,
     /// TLS with the fetching node's configuration (a node sets its own); `None`: plaintext.
     pub tls: Option<std::sync::Arc<super::tls::TlsReloader>>,
