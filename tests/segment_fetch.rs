@@ -30,10 +30,10 @@ struct Source {
 }
 
 impl Service for Source {
-    fn rpc(&self, _: Bytes) -> BoxFut<Bytes> {
+    fn rpc(&self, _: u64, _: Bytes) -> BoxFut<Bytes> {
         Box::pin(async { Bytes::new() })
     }
-    fn append_stream(&self, _: FrameTx, _: FrameRx) -> BoxFut<sitelog::Result<()>> {
+    fn append_stream(&self, _: u64, _: FrameTx, _: FrameRx) -> BoxFut<sitelog::Result<()>> {
         Box::pin(async { Ok(()) })
     }
     fn client(&self, _: sitelog::net::tls::ClientRole, _: Bytes) -> BoxFut<Bytes> {

@@ -17,6 +17,7 @@ use sitelog::net::tcp::{NetLimits, TcpConnector};
 use sitelog::net::tls::{ClientRole, Operation, Security, TlsDir, TlsIdentity, TlsReloader, Who};
 use sitelog::node::client::Client;
 use sitelog::node::{Node, NodeConfig, Peer, Timers};
+use sitelog::raft::remote::{MessageRx, MessageTx};
 use sitelog::Error;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -220,8 +221,23 @@ async fn honest_tls_traffic_continues_while_every_attack_is_refused() {
         from_node: 2,
         ..impostor.clone()
     };
-    let (_tx, _rx, answered) = honest_peer.open(&node1, 1, Purpose::Rpc).await.unwrap();
+    let (mut tx, mut rx, answered) = honest_peer.open(&node1, 1, Purpose::Rpc).await.unwrap();
     assert_eq!(answered, 1);
+    // On its own, authenticated connection, node 2 asks for a vote in node 3's name (in a far
+    // higher term, which would depose the leader): refused, and the term does not move.
+    let term_before = nodes[&1].status().term;
+    let vote = sitelog::raft::Vote::new(term_before + 1_000, 3);
+    let req = openraft::raft::VoteRequest::new(vote, Some(sitelog::raft::log_id(999, 1 << 40)));
+    tx.send(sitelog::raft::wire::encode_vote(&req, false))
+        .await
+        .unwrap();
+    let reply = rx.recv().await.unwrap();
+    assert_eq!(
+        sitelog::raft::wire::tag_of(&reply),
+        Some(sitelog::raft::wire::tag::ERROR),
+        "a vote in another node's name must be refused"
+    );
+    assert!(nodes[&1].status().term < term_before + 1_000);
     honest_append(&admin, "a node impostor").await;
 
     // Plaintext against the TLS port.

@@ -336,9 +336,9 @@ impl Connector for TcpConnector {
 /// What a server does with accepted connections (implemented by the node).
 pub trait Service: Send + Sync + 'static {
     /// Answers one Raft RPC.
-    fn rpc(&self, msg: Bytes) -> BoxFut<Bytes>;
+    fn rpc(&self, from: u64, msg: Bytes) -> BoxFut<Bytes>;
     /// Serves one append stream to its end.
-    fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>>;
+    fn append_stream(&self, from: u64, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>>;
     /// Answers one client request of a client with `role` (from its certificate; admin for
     /// a node's certificate and on a plaintext server).
     fn client(&self, role: ClientRole, msg: Bytes) -> BoxFut<Bytes>;
@@ -612,8 +612,11 @@ impl Conn {
         rx.idle = Some(Duration::from_millis(self.id.limits.idle_timeout_ms));
         let work = async {
             match hello.purpose {
-                Purpose::AppendStream => service.append_stream(tx, rx).await,
-                Purpose::Rpc => request_loop(tx, rx, |m| service.rpc(m)).await,
+                // `from_node` is the caller's own word in plaintext; over TLS the hello was
+                // checked against its certificate. The consensus messages are checked against
+                // it: a peer speaks only for itself.
+                Purpose::AppendStream => service.append_stream(hello.from_node, tx, rx).await,
+                Purpose::Rpc => request_loop(tx, rx, |m| service.rpc(hello.from_node, m)).await,
                 Purpose::Client => {
                     pipeline::pipelined_loop(tx, rx, pipeline::Window::CLIENT, |m| {
                         service.client(role, m)

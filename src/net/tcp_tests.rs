@@ -10,10 +10,10 @@ static SLOW_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 struct Echo;
 
 impl Service for Echo {
-    fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
+    fn rpc(&self, _from: u64, msg: Bytes) -> BoxFut<Bytes> {
         Box::pin(async move { msg })
     }
-    fn append_stream(&self, mut tx: FrameTx, mut rx: FrameRx) -> BoxFut<Result<()>> {
+    fn append_stream(&self, _from: u64, mut tx: FrameTx, mut rx: FrameRx) -> BoxFut<Result<()>> {
         Box::pin(async move {
             while let Some(m) = rx.recv_or_close().await? {
                 tx.send(m).await?;

@@ -23,11 +23,14 @@ pub(super) struct NodeService {
 }
 
 impl Service for NodeService {
-    fn rpc(&self, msg: Bytes) -> BoxFut<Bytes> {
+    fn rpc(&self, from: u64, msg: Bytes) -> BoxFut<Bytes> {
         let Some(r) = self.core.cell.get() else {
             return Box::pin(async { crate::raft::wire::encode_error(NOT_OPEN) });
         };
         if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
+            if let Err(why) = crate::raft::remote::check_snapshot_sender(&msg, from) {
+                return Box::pin(async move { crate::raft::wire::encode_error(&why) });
+            }
             let (site, opts, state) = (
                 self.site.clone(),
                 self.catch_up.clone(),
@@ -37,15 +40,15 @@ impl Service for NodeService {
                 async move { super::catchup::receive(&r, &site, msg, opts, state).await },
             );
         }
-        Box::pin(async move { r.handle_rpc(msg).await })
+        Box::pin(async move { r.handle_rpc(from, msg).await })
     }
 
-    fn append_stream(&self, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>> {
+    fn append_stream(&self, from: u64, tx: FrameTx, rx: FrameRx) -> BoxFut<Result<()>> {
         let r = match self.core.cell.serving() {
             Ok(r) => r,
             Err(e) => return Box::pin(async { Err(e) }),
         };
-        Box::pin(async move { r.serve_append_stream(tx, rx).await })
+        Box::pin(async move { r.serve_append_stream(from, tx, rx).await })
     }
 
     fn fetch(&self, msg: Bytes) -> BoxFut<Bytes> {

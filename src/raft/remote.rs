@@ -340,9 +340,17 @@ where
 /// Handles one request of an RPC connection; always returns a reply (an error message if the
 /// request is malformed or the node failed). Votes asked by a node `retired` says was
 /// removed from the cluster are refused with an error reply.
-pub async fn handle_rpc(raft: &Raft, msg: Bytes, retired: impl Fn(u64) -> bool) -> Bytes {
+pub async fn handle_rpc(
+    raft: &Raft,
+    from: u64,
+    msg: Bytes,
+    retired: impl Fn(u64) -> bool,
+) -> Bytes {
     let reply = match wire::tag_of(&msg) {
         Some(tag::APPEND) => match wire::decode_append(&msg) {
+            Ok(req) if req.vote.leader_id.voted_for != from => {
+                Err(speaks_for_another("append", from, req.vote.leader_id.voted_for))
+            }
             Ok(req) => raft
                 .append_entries(req)
                 .await
@@ -351,6 +359,9 @@ pub async fn handle_rpc(raft: &Raft, msg: Bytes, retired: impl Fn(u64) -> bool) 
             Err(e) => Err(e.to_string()),
         },
         Some(tag::VOTE) | Some(tag::PRE_VOTE) => match wire::decode_vote(&msg) {
+            Ok((req, _)) if req.vote.leader_id.voted_for != from => {
+                Err(speaks_for_another("vote", from, req.vote.leader_id.voted_for))
+            }
             Ok((req, _)) if retired(req.vote.leader_id.voted_for) => Err(format!(
                 "node {} was removed from the cluster: no vote for it",
                 req.vote.leader_id.voted_for
@@ -372,11 +383,35 @@ pub async fn handle_rpc(raft: &Raft, msg: Bytes, retired: impl Fn(u64) -> bool) 
     reply.unwrap_or_else(|e| wire::encode_error(&e))
 }
 
+/// Why a consensus message is refused whose leader or candidate is not the node on the other
+/// end of the connection (its hello, over TLS checked against its certificate): with a valid
+/// certificate of its own, a node could otherwise vote or lead in another's name.
+fn speaks_for_another(what: &str, from: u64, claimed: u64) -> String {
+    static REFUSED: crate::net::warn_rate::WarnRate =
+        crate::net::warn_rate::WarnRate::new(crate::net::warn_rate::WARN_EVERY);
+    if let Some(n) = REFUSED.event() {
+        tracing::warn!(from, claimed, refused = n, "refused a {what} sent in another node's name");
+    }
+    format!("node {from} sent a {what} in the name of node {claimed}")
+}
+
+/// Checks that a snapshot offer comes from the leader it names (see [`speaks_for_another`]).
+pub fn check_snapshot_sender(msg: &[u8], from: u64) -> std::result::Result<(), String> {
+    match wire::decode_snapshot(msg) {
+        Ok((vote, _)) if vote.leader_id.voted_for != from => {
+            Err(speaks_for_another("snapshot", from, vote.leader_id.voted_for))
+        }
+        // A malformed offer is refused where it is decoded for use.
+        _ => Ok(()),
+    }
+}
+
 /// Serves one append stream until the peer closes it or sends something malformed: feeds
 /// the requests to openraft's pipelined `stream_append` and sends each result back, in order.
 #[tracing::instrument(name = "serve_append_stream", skip_all)]
 pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
     raft: Raft,
+    from: u64,
     mut tx: Tx,
     rx: Rx,
 ) -> Result<()> {
@@ -385,10 +420,15 @@ pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
     // its descriptor) open after this function returns or is dropped (eviction, shutdown)
     // until the peer sends again or the idle timeout: the input ends when `_stop` goes.
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let input = futures_util::stream::unfold(Some((rx, bad_tx)), |state| async move {
+    let input = futures_util::stream::unfold(Some((rx, bad_tx)), move |state| async move {
         let (mut rx, bad) = state?;
         let msg = rx.recv().await.ok()?;
         match wire::decode_append(&msg) {
+            Ok(req) if req.vote.leader_id.voted_for != from => {
+                let claimed = req.vote.leader_id.voted_for;
+                let _ = bad.try_send(speaks_for_another("append", from, claimed));
+                None
+            }
             Ok(req) => Some((req, Some((rx, bad)))),
             Err(e) => {
                 let _ = bad.try_send(e.to_string());

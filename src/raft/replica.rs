@@ -586,18 +586,22 @@ impl Replica {
     /// Answers one Raft RPC received by the transport. A vote or pre-vote asked by a retired
     /// node is refused (an error reply): a removed node that did not learn of its removal
     /// cannot disturb the cluster with elections.
-    pub async fn handle_rpc(&self, msg: Bytes) -> Bytes {
+    /// `from`: the calling node (checked against its certificate over TLS); a message that
+    /// speaks for another node is refused.
+    pub async fn handle_rpc(&self, from: u64, msg: Bytes) -> Bytes {
         // Only committed retirements: an uncommitted removal may still be undone.
-        super::remote::handle_rpc(&self.raft, msg, |id| self.retired_ids().contains(&id)).await
+        let retired = |id| self.retired_ids().contains(&id);
+        super::remote::handle_rpc(&self.raft, from, msg, retired).await
     }
 
     /// Serves one append stream received by the transport.
     pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
         &self,
+        from: u64,
         tx: Tx,
         rx: Rx,
     ) -> Result<()> {
-        super::remote::serve_append_stream(self.raft.clone(), tx, rx).await
+        super::remote::serve_append_stream(self.raft.clone(), from, tx, rx).await
     }
 
     /// Stops openraft, then persists the log's durable watermark

@@ -195,13 +195,13 @@ impl Sim {
         let (live, history) = (self.live.clone(), self.history.clone());
         let accept_r = r.clone();
         let accept_tasks = tasks.clone();
-        let accept: Accept = Arc::new(move |purpose, tx, rx| {
+        let accept: Accept = Arc::new(move |purpose, from, tx, rx| {
             let (r, live, history) = (accept_r.clone(), live.clone(), history.clone());
             let h = runtime::spawn(async move {
                 match purpose {
-                    ConnPurpose::Rpc => serve_rpc(r, live, history, tx, rx).await,
+                    ConnPurpose::Rpc => serve_rpc(r, live, history, from, tx, rx).await,
                     ConnPurpose::AppendStream => {
-                        if let Err(e) = r.serve_append_stream(tx, rx).await {
+                        if let Err(e) = r.serve_append_stream(from, tx, rx).await {
                             if std::env::var("SIM_DEBUG").is_ok() {
                                 eprintln!("append stream: {e}");
                             }
@@ -414,6 +414,7 @@ async fn serve_rpc(
     r: Replica,
     live: Live,
     history: Arc<Mutex<History>>,
+    from: u64,
     mut tx: net::SimTx,
     mut rx: net::SimRx,
 ) {
@@ -430,7 +431,7 @@ async fn serve_rpc(
                 Err(e) => wire::encode_error(&e.to_string()),
             }
         } else {
-            r.handle_rpc(msg).await
+            r.handle_rpc(from, msg).await
         };
         if tx.send(reply).await.is_err() {
             return;

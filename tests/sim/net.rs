@@ -29,7 +29,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Accepts a connection: the server side's halves.
-pub type Accept = Arc<dyn Fn(ConnPurpose, SimTx, SimRx) + Send + Sync>;
+/// Hands a server an accepted connection: its purpose, the calling node, and the halves.
+pub type Accept = Arc<dyn Fn(ConnPurpose, u64, SimTx, SimRx) + Send + Sync>;
 
 /// Network fault rates; all in parts per thousand of messages.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +189,7 @@ impl SimNet {
         let (c_tx, s_rx) = self.pipe(from, to, broken.clone(), true);
         let (s_tx, c_rx) = self.pipe(to, from, broken, false);
         drop(st);
-        accept(purpose, s_tx, s_rx);
+        accept(purpose, from.0, s_tx, s_rx);
         Ok((c_tx, c_rx))
     }
 
