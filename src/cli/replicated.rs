@@ -98,7 +98,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             node_args.push("--direct-io".into());
         }
         let mut cluster =
-            LocalCluster::start(&work.sub("cluster"), NODES, CLUSTER_ID, io_name, node_args)?;
+            LocalCluster::start(
+                &work.sub("cluster"),
+                NODES,
+                CLUSTER_ID,
+                io_name,
+                node_args,
+                !args.insecure,
+            )?;
         cluster.leader(Duration::from_secs(20)).await?;
         let max_bytes = disk.log_payload_bytes(NODES);
         let t = replicated_throughput(&cluster, &payload, writers, duration, max_bytes).await?;

@@ -175,6 +175,15 @@ impl Client {
         }
     }
 
+    /// A client of `addrs` with this one's settings (TLS included) and connections of its own.
+    pub(crate) fn with_addrs(&self, addrs: Vec<String>) -> Client {
+        Client {
+            addrs: addrs.into(),
+            pool: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     /// The shared connection to `addr`, opened (or reopened, if lost) now if needed.
     async fn conn(&self, addr: &str) -> Result<Arc<Conn>> {
         let slot = self.pool.slot(addr);

@@ -460,6 +460,16 @@ impl Node {
         }
     }
 
+    /// Reloads the TLS files when they changed since the last (attempted) load: true when a
+    /// new configuration was swapped in (see [`TlsReloader::reload_if_changed`]). A plaintext
+    /// node: `Ok(false)`.
+    pub(crate) fn reload_tls_if_changed(&self) -> Result<bool> {
+        match &self.inner.tls {
+            Some(tls) => tls.reload_if_changed(),
+            None => Ok(false),
+        }
+    }
+
     /// Appends payloads; resolves to their offsets once a majority of voters have them
     /// fsynced. On a follower: [`Error::NotLeader`] with the leader's address.
     #[tracing::instrument(name = "node_append", skip_all, fields(node = self.inner.core.id, n = payloads.len()))]
