@@ -45,7 +45,10 @@ fn node_and_client_refuse_to_run_without_exactly_one_security_choice() {
     let neither = node(&[]);
     assert!(!neither.status.success());
     let msg = stderr(&neither);
-    assert!(msg.contains("--tls-dir") && msg.contains("--insecure"), "{msg}");
+    assert!(
+        msg.contains("--tls-dir") && msg.contains("--insecure"),
+        "{msg}"
+    );
     assert!(
         !data.exists(),
         "a refused node must not create its data: {msg}"
@@ -55,7 +58,10 @@ fn node_and_client_refuse_to_run_without_exactly_one_security_choice() {
     let both = node(&["--insecure", "--tls-dir", tls.to_str().unwrap()]);
     assert!(!both.status.success());
     let msg = stderr(&both);
-    assert!(msg.contains("--tls-dir") && msg.contains("--insecure"), "{msg}");
+    assert!(
+        msg.contains("--tls-dir") && msg.contains("--insecure"),
+        "{msg}"
+    );
 
     // The TOML keys follow the same rule.
     let cfg = tmp.path().join("n1.toml");
@@ -77,7 +83,10 @@ fn node_and_client_refuse_to_run_without_exactly_one_security_choice() {
     let client = sitelog(&["status", "--node", &free_port(), "--cluster-id", "7"]);
     assert!(!client.status.success());
     let msg = stderr(&client);
-    assert!(msg.contains("--tls-dir") && msg.contains("--insecure"), "{msg}");
+    assert!(
+        msg.contains("--tls-dir") && msg.contains("--insecure"),
+        "{msg}"
+    );
 }
 
 /// The certificate node `id` serves now (a TLS handshake as the admin client).
@@ -149,7 +158,12 @@ async fn tls_processes_serve_tls_clients_by_role_and_rotate_on_sighup() {
     let addrs: BTreeMap<u64, String> = (1..=3).map(|i| (i, free_port())).collect();
     let extra = ["--tls-dir", dir_s.as_str()];
     let procs: BTreeMap<u64, _> = (1..=3)
-        .map(|i| (i, spawn_node_with(i, tmp.path(), &addrs, CLUSTER, &extra, true)))
+        .map(|i| {
+            (
+                i,
+                spawn_node_with(i, tmp.path(), &addrs, CLUSTER, &extra, true),
+            )
+        })
         .collect();
     let nodes = addrs.values().cloned().collect::<Vec<_>>().join(",");
     let cluster = CLUSTER.to_string();
@@ -177,7 +191,11 @@ async fn tls_processes_serve_tls_clients_by_role_and_rotate_on_sighup() {
     // Plaintext against the TLS ports: no append goes through.
     let t = Instant::now();
     let out = client(&["append", "--count", "1"], &["--insecure"]);
-    eprintln!("plaintext append refused in {:?}: {}", t.elapsed(), stderr(&out));
+    eprintln!(
+        "plaintext append refused in {:?}: {}",
+        t.elapsed(),
+        stderr(&out)
+    );
     assert!(!out.status.success(), "{}", stderr(&out));
     let out = client(&["read"], &consume);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
@@ -200,7 +218,15 @@ async fn tls_processes_serve_tls_clients_by_role_and_rotate_on_sighup() {
     sighup(procs[&1].child.id());
     let rotated = eventually(10_000, async || served_cert(&addr1, &tls, 1).await == new).await;
     assert!(rotated, "node 1 never served its rotated certificate");
-    let out = sitelog(&["status", "--node", &addr1, "--cluster-id", &cluster, "--tls-dir", &dir_s]);
+    let out = sitelog(&[
+        "status",
+        "--node",
+        &addr1,
+        "--cluster-id",
+        &cluster,
+        "--tls-dir",
+        &dir_s,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // A bad rotation (a truncated certificate): the node says so and keeps the last good one.

@@ -57,14 +57,16 @@ pub struct ClientSecurity {
 }
 
 fn parse_role(s: &str) -> Result<ClientRole, String> {
-    s.parse().map_err(|_| format!("{s:?} is not a role: admin, produce or consume"))
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a role: admin, produce or consume"))
 }
 
 impl Target {
     /// A client of `addrs` secured as the flags say; refuses neither or both of `--tls-dir`
     /// and `--insecure`.
     pub fn client(&self, addrs: Vec<String>) -> CliResult<Client> {
-        let security = super::security_choice(self.security.tls_dir.as_ref(), self.security.insecure)?;
+        let security =
+            super::security_choice(self.security.tls_dir.as_ref(), self.security.insecure)?;
         match security {
             Security::Insecure => {
                 eprintln!(

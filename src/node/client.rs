@@ -184,6 +184,12 @@ impl Client {
         }
     }
 
+    /// This client presenting `tls` (a node's own reloader: a node driving a replacement);
+    /// `None`: plaintext.
+    pub(crate) fn with_tls(self, tls: Option<Arc<TlsReloader>>) -> Client {
+        Client { tls, ..self }
+    }
+
     /// The shared connection to `addr`, opened (or reopened, if lost) now if needed.
     async fn conn(&self, addr: &str) -> Result<Arc<Conn>> {
         let slot = self.pool.slot(addr);
