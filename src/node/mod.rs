@@ -460,10 +460,12 @@ impl Node {
         }
     }
 
-    /// Reloads the TLS files when they changed since the last (attempted) load: true when a
-    /// new configuration was swapped in (see [`TlsReloader::reload_if_changed`]). A plaintext
-    /// node: `Ok(false)`.
-    pub(crate) fn reload_tls_if_changed(&self) -> Result<bool> {
+    /// Reloads the TLS files when one changed (size or modification time) since the last
+    /// (attempted) load: `Ok(true)` when a new configuration was swapped in. Poll it (`sitelog
+    /// node` does every 5 s) for rotation without a signal. A failed reload keeps the old
+    /// configuration, returns the error, and is not retried until the files change again. A
+    /// plaintext node: `Ok(false)`.
+    pub fn reload_tls_if_changed(&self) -> Result<bool> {
         match &self.inner.tls {
             Some(tls) => tls.reload_if_changed(),
             None => Ok(false),
