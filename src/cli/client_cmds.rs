@@ -48,7 +48,8 @@ pub struct ClientSecurity {
     /// only its `ca.pem` (what `sitelog certs init` writes).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// The role whose client certificate is presented (with --tls-dir).
+    /// The role whose client certificate is presented (with --tls-dir; plaintext has no
+    /// roles: every client is admin).
     #[arg(long, value_parser = parse_role, default_value = "admin")]
     pub role: ClientRole,
     /// Plaintext, no authentication (labs and tests only): a warning is printed.

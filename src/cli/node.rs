@@ -1,4 +1,5 @@
-//! `sitelog node`: runs one replica until SIGINT/SIGTERM (or `--exit-after-secs`).
+//! `sitelog node`: runs one replica until SIGINT/SIGTERM (or `--exit-after-secs`). With
+//! `--tls-dir`, SIGHUP (or a change of the files, polled) reloads the node's certificates.
 //!
 //! Prints `LISTENING <addr>` on stdout once the server is bound, so scripts and tests know
 //! where it is.
