@@ -54,6 +54,7 @@ fn sigterm_persists_the_watermark_so_damage_is_refused_not_cut() {
     let mut node = spawn_node_with(1, dir.path(), &addrs, CLUSTER, &extra, true);
     let out = sitelog(&[
         "append",
+        "--insecure",
         "--count",
         "20",
         "--size",
@@ -114,7 +115,7 @@ fn sigterm_persists_the_watermark_so_damage_is_refused_not_cut() {
             "--cluster-id",
             &CLUSTER.to_string(),
         ])
-        .args(["--exit-after-secs", "10"])
+        .args(["--exit-after-secs", "10", "--insecure"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&restart.stdout);

@@ -19,6 +19,7 @@ fn sitelog_of(cluster: u64, args: &[&str], nodes: &str) -> std::process::Output 
     Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(args)
         .args(["--node", nodes, "--cluster-id", &cluster.to_string()])
+        .arg("--insecure")
         .output()
         .unwrap()
 }
@@ -215,6 +216,7 @@ fn replace_node_rebuilds_a_lost_site_by_snapshot() {
     let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args([
             "replace-node",
+            "--insecure",
             "--node",
             &survivors,
             "--cluster-id",
@@ -312,6 +314,7 @@ fn read_follow_prints_records_as_they_commit_and_stops_at_to() {
         child: Command::new(env!("CARGO_BIN_EXE_sitelog"))
             .args(["read", "--follow", "--payload"])
             .args(["--node", node, "--cluster-id", &CLUSTER.to_string()])
+            .arg("--insecure")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -348,6 +351,7 @@ fn read_follow_prints_records_as_they_commit_and_stops_at_to() {
         child: Command::new(env!("CARGO_BIN_EXE_sitelog"))
             .args(["read", "--follow", "--payload", "--from", "0", "--to", &to])
             .args(["--node", node, "--cluster-id", &CLUSTER.to_string()])
+            .arg("--insecure")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),

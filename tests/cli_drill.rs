@@ -30,6 +30,9 @@ fn quick_drill_loses_nothing_and_restores_redundancy() {
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert!(v["acknowledged"].as_u64().unwrap() > 100, "{v}");
     assert_eq!(v["rpo_lost"], 0, "{v}");
+    // Without --insecure the sites serve mutual TLS (certificates generated in the work dir,
+    // the replacement's issued when it is spawned).
+    assert_eq!(v["tls"], true, "{v}");
     assert_eq!(
         v["verified_nodes"], 3,
         "two survivors and the replacement: {v}"

@@ -23,6 +23,7 @@ fn node(root: &Path, extra: &[&str], exit_secs: u64, stdout: Stdio, stderr: &Pat
         .args(["node", "--id", "1", "--site", "site-1", "--data"])
         .arg(root.join("n1"))
         .args(["--listen", &addr, "--cluster-id", &CLUSTER.to_string()])
+        .arg("--insecure")
         .args(["--member", &format!("1=site-1@{addr}")])
         .args([
             "--allow-unsafe-placement",

@@ -22,7 +22,7 @@ fn node_from_toml_serves_prometheus_metrics() {
         .collect();
     let toml = format!(
         "id = 1\nsite = \"site-1\"\ndata = \"{}\"\nlisten = \"{}\"\ncluster_id = {CLUSTER}\n\
-         metrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\ndirect_io = true\nscrub_mb_per_s = 50\nmembers = [{}]\n",
+         insecure = true\nmetrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\ndirect_io = true\nscrub_mb_per_s = 50\nmembers = [{}]\n",
         dir.path().join("n1").display(),
         addrs[&1],
         members.join(", ")
@@ -56,6 +56,7 @@ fn node_from_toml_serves_prometheus_metrics() {
     let st = Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args([
             "append",
+            "--insecure",
             "--count",
             "20",
             "--node",

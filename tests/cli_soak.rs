@@ -20,6 +20,7 @@ fn short_soak_keeps_its_bounds_and_loses_nothing() {
             "5",
             "--quick",
             "--json",
+            "--insecure",
         ])
         // One fire at 15 s and right after its rebuild one rolling restart (due at 16 s): both
         // in minutes 3 and 4 (of the middle third), leaving minute 1 (the first steady one),

@@ -119,6 +119,7 @@ async fn a_directory_of_another_node_or_cluster_is_refused() {
             &CLUSTER.to_string(),
             "--exit-after-secs",
             "5",
+            "--insecure",
         ])
         .output()
         .unwrap();

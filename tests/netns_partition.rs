@@ -113,7 +113,7 @@ impl Net {
                 "--cluster-id",
                 &CLUSTER.to_string(),
             ])
-            .args(["--exit-after-secs", "120"]);
+            .args(["--exit-after-secs", "120", "--insecure"]);
         for m in 1..=3 {
             cmd.args(["--member", &format!("{m}=site-{m}@{}", self.addr(m))]);
         }

@@ -279,7 +279,7 @@ fn cli_flags_and_toml_keys_set_retention_and_read_names_the_floor() {
     let toml = format!(
         "id = 1\nsite = \"site-1\"\ndata = \"{}\"\nlisten = \"{}\"\ncluster_id = {CLUSTER}\n\
          segment_bytes = 16384\nsnapshot_every = 40\nsnapshot_keep = 10\n\
-         retention_bytes = 65536\nretention_age_secs = 3600\nmembers = [{}]\n",
+         retention_bytes = 65536\nretention_age_secs = 3600\ninsecure = true\nmembers = [{}]\n",
         dir.path().join("n1").display(),
         addrs[&1],
         members.join(", ")
@@ -310,7 +310,7 @@ fn cli_flags_and_toml_keys_set_retention_and_read_names_the_floor() {
         .collect();
     let nodes = addrs.values().cloned().collect::<Vec<_>>().join(",");
     let cluster = CLUSTER.to_string();
-    let target = ["--node", &nodes, "--cluster-id", &cluster];
+    let target = ["--node", &nodes, "--cluster-id", &cluster, "--insecure"];
     let st = Command::new(env!("CARGO_BIN_EXE_sitelog"))
         .args(["append", "--count", "1200", "--size", "300"])
         .args(target)

@@ -443,3 +443,38 @@ async fn a_learner_catches_up_by_snapshot_over_tls() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A node of a TLS cluster drives a site replacement (`Node::replace_site`): its status probes
+/// and membership requests go over TLS with the node's own certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replaces_a_lost_site_over_tls() {
+    use futures_util::StreamExt;
+    use sitelog::node::{ReplaceEvent, ReplaceOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let (tls, _) = cluster_certs(&tmp.path().join("tls"));
+    let (members, mut nodes) = common::found_cluster(3, |id| config(tmp.path(), &tls, id)).await;
+    let admin = Client::new_tls(addrs(&members), CLUSTER, tls.clone(), ClientRole::Admin).unwrap();
+    honest_append(&admin, "founding").await;
+    nodes.remove(&3).unwrap().shutdown().await.unwrap();
+    let new = Node::start(config(tmp.path(), &tls, 4)).await.unwrap();
+    let peer = Peer {
+        site: "site-4".into(),
+        addr: new.advertise_addr().to_string(),
+    };
+    let mut opts = ReplaceOptions::default();
+    opts.poll_ms = 10;
+    let events = nodes[&1].replace_site(3, 4, peer, opts);
+    let events: Vec<ReplaceEvent> =
+        tokio::time::timeout(Duration::from_secs(60), events.collect::<Vec<_>>())
+            .await
+            .expect("the replacement did not end in time");
+    match events.last() {
+        Some(ReplaceEvent::Done { .. }) => {}
+        other => panic!("the replacement over TLS did not finish: {other:?}"),
+    }
+    honest_append(&admin, "the replacement").await;
+    new.shutdown().await.unwrap();
+    for (_, n) in nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -229,6 +229,10 @@ pub struct BenchArgs {
     /// directory]. Logs get smaller segments, and loops stop early, to stay within it.
     #[arg(long, value_name = "MIB")]
     pub max_disk_mib: Option<u64>,
+    /// `--replicated` / `--catch-up`: run the nodes in plaintext. Without it they serve mutual
+    /// TLS with a CA and certificates generated into the work directory.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Options of the hidden `bench-writer` child.

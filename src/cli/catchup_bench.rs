@@ -238,6 +238,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             CLUSTER_ID,
             "auto",
             snap_args("5000", "0"),
+            !args.insecure,
         )?;
         a.leader(Duration::from_secs(20)).await?;
         fill(&a, bytes).await?;
@@ -262,8 +263,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         }
 
         eprintln!("filling cluster B (snapshots off) with {mib} MiB");
-        let mut b =
-            LocalCluster::start(&work.sub("b"), 3, CLUSTER_ID, "auto", snap_args("0", "0"))?;
+        let mut b = LocalCluster::start(
+            &work.sub("b"),
+            3,
+            CLUSTER_ID,
+            "auto",
+            snap_args("0", "0"),
+            !args.insecure,
+        )?;
         b.leader(Duration::from_secs(20)).await?;
         fill(&b, bytes).await?;
         let (t_replay, _) = join_and_catch_up(&mut b, 4).await?;

@@ -11,7 +11,8 @@
 
 use super::json::Json;
 use super::{CliError, CliResult, Context};
-use crate::node::client::{AppendOutcome, Client};
+use crate::net::tls::{ClientRole, Security};
+use crate::node::client::Client;
 use crate::node::protocol::WireRecord;
 use crate::node::Role;
 use crate::storage::checksum::checksum;
@@ -34,6 +35,53 @@ pub struct Target {
     /// The cluster id (decimal or 0x-hex).
     #[arg(long, value_parser = parse_u64)]
     pub cluster_id: u64,
+    #[command(flatten)]
+    pub security: ClientSecurity,
+}
+
+/// How a client command connects: `--tls-dir` (mutual TLS with a role's certificate) or
+/// `--insecure` (plaintext). Exactly one is required, the same rule as `sitelog node`: a
+/// forgotten flag must not silently downgrade to plaintext.
+#[derive(Debug, Args)]
+pub struct ClientSecurity {
+    /// Connect with mutual TLS, presenting `client-<ROLE>.pem`/`.key` from DIR and trusting
+    /// only its `ca.pem` (what `sitelog certs init` writes).
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// The role whose client certificate is presented (with --tls-dir; plaintext has no
+    /// roles: every client is admin).
+    #[arg(long, value_parser = parse_role, default_value = "admin")]
+    pub role: ClientRole,
+    /// Plaintext, no authentication (labs and tests only): a warning is printed.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+fn parse_role(s: &str) -> Result<ClientRole, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a role: admin, produce or consume"))
+}
+
+impl Target {
+    /// A client of `addrs` secured as the flags say; refuses neither or both of `--tls-dir`
+    /// and `--insecure`.
+    pub fn client(&self, addrs: Vec<String>) -> CliResult<Client> {
+        let security =
+            super::security_choice(self.security.tls_dir.as_ref(), self.security.insecure)?;
+        match security {
+            Security::Insecure => {
+                eprintln!(
+                    "sitelog: warning: --insecure: plaintext, no authentication of the nodes"
+                );
+                Ok(Client::new(addrs, self.cluster_id))
+            }
+            Security::Tls(dir) => {
+                let display = dir.path().display().to_string();
+                Client::new_tls(addrs, self.cluster_id, dir, self.security.role)
+                    .context(|| format!("TLS files in {display}"))
+            }
+        }
+    }
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -132,10 +180,10 @@ enum Probe {
 
 /// Refuses at once, instead of after the client's leader wait, when the nodes belong to
 /// another cluster (the typed handshake refusal) or are all learners of no cluster.
-async fn preflight(target: &Target) -> CliResult<()> {
+async fn preflight(target: &Target, probe: &Client) -> CliResult<()> {
     let deadline = Instant::now() + Duration::from_millis(LEARNERS_CONFIRM_MS);
     loop {
-        match probe_nodes(target).await? {
+        match probe_nodes(target, probe).await? {
             Probe::Usable => return Ok(()),
             Probe::Learners if Instant::now() >= deadline => {
                 return Err(CliError(NO_LEADER_LEARNERS.into()))
@@ -146,8 +194,7 @@ async fn preflight(target: &Target) -> CliResult<()> {
 }
 
 /// Asks every node for its status once.
-async fn probe_nodes(target: &Target) -> CliResult<Probe> {
-    let probe = Client::new(vec![], target.cluster_id);
+async fn probe_nodes(target: &Target, probe: &Client) -> CliResult<Probe> {
     let (mut answered, mut learners) = (0usize, 0usize);
     let mut mismatch = None;
     for addr in &target.nodes {
@@ -178,8 +225,8 @@ async fn probe_nodes(target: &Target) -> CliResult<Probe> {
 /// `sitelog append`.
 pub fn append(args: &AppendArgs) -> CliResult<()> {
     let rt = runtime()?;
-    rt.block_on(preflight(&args.target))?;
-    let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    let client = args.target.client(args.target.nodes.clone())?;
+    rt.block_on(preflight(&args.target, &client))?;
     let (mut ledger, first_id) = match &args.ledger {
         Some(p) => {
             let (file, first_id) = open_ledger(p)?;
@@ -197,21 +244,26 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
         ),
     };
     let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
+    // A refusal by role refuses every message alike: stop at the first and say why.
+    let mut refused = None;
     for (id, m) in (first_id..).zip(messages) {
         let m = m?;
         let (crc, size) = (checksum(&m), m.len());
-        let outcome = rt.block_on(client.append(vec![Bytes::from(m)]));
+        let outcome = rt.block_on(client.try_append(vec![Bytes::from(m)]));
         let status = match outcome {
-            AppendOutcome::Ok(o) => {
+            Ok(o) => {
                 ok += 1;
                 format!("OK {}", o[0])
             }
-            AppendOutcome::Unknown(_) => {
+            Err(Error::OutcomeUnknown { .. }) => {
                 unknown += 1;
                 "UNKNOWN".into()
             }
-            AppendOutcome::Failed(_) => {
+            Err(e) => {
                 failed += 1;
+                if matches!(e, Error::NotAllowed { .. }) {
+                    refused = Some(e);
+                }
                 "FAIL".into()
             }
         };
@@ -219,11 +271,17 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
             writeln!(l, "{id} {crc:08x} {size} {status}")
                 .context(|| "writing the ledger".into())?;
         }
+        if refused.is_some() {
+            break;
+        }
     }
     if let Some(mut l) = ledger {
         l.flush().context(|| "writing the ledger".into())?;
     }
     eprintln!("{ok} acknowledged, {unknown} unknown, {failed} failed");
+    if let Some(e) = refused {
+        return Err(CliError(format!("append: {e}")));
+    }
     if ok == 0 && (unknown + failed) > 0 {
         return Err(CliError("no message was acknowledged".into()));
     }
@@ -270,7 +328,7 @@ fn open_ledger(path: &std::path::Path) -> CliResult<(std::fs::File, u64)> {
 /// `sitelog read`; exit 2 when a ledger check finds a lost or changed message.
 pub fn read(args: &ReadArgs) -> CliResult<ExitCode> {
     let rt = runtime()?;
-    let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+    let client = args.target.client(args.target.nodes.clone())?;
     if let Some(ledger) = &args.check_ledger {
         return rt.block_on(check_ledger(&client, ledger));
     }
@@ -469,7 +527,7 @@ async fn check_ledger(client: &Client, path: &PathBuf) -> CliResult<ExitCode> {
 /// `sitelog status`; an error (exit 1) when no node answers.
 pub fn status(args: &StatusArgs) -> CliResult<()> {
     let rt = runtime()?;
-    let client = Client::new(vec![], args.target.cluster_id);
+    let client = args.target.client(vec![])?;
     let mut answered = 0usize;
     for addr in &args.target.nodes {
         let s = rt.block_on(client.status_of(addr));
@@ -533,6 +591,7 @@ pub fn status(args: &StatusArgs) -> CliResult<()> {
                 ])
                 .render()
             ),
+            (Err(e @ Error::NotAllowed { .. }), false) => println!("{addr}  refused: {e}"),
             (Err(e), false) => println!("{addr}  unreachable: {e}"),
         }
     }
@@ -576,7 +635,7 @@ pub fn replace_node(args: &ReplaceArgs) -> CliResult<()> {
     use futures_util::StreamExt;
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::new(args.target.nodes.clone(), args.target.cluster_id);
+        let client = args.target.client(args.target.nodes.clone())?;
         let peer = crate::node::Peer {
             site: args.new_site.clone(),
             addr: args.new_addr.clone(),

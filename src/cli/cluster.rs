@@ -2,8 +2,11 @@
 //! drill): spawn, SIGKILL, restart, find the leader.
 
 use super::{CliError, CliResult, Context};
+use crate::net::certs::{self, CertOptions};
+use crate::net::tls::{ClientRole, TlsIdentity};
 use crate::node::client::Client;
 use crate::node::{NodeStatus, Role};
+use crate::TlsDir;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,6 +26,11 @@ pub struct LocalCluster {
     pub addrs: BTreeMap<u64, String>,
     /// `--exit-after-secs` of every node spawned from now on (a long soak raises it).
     pub max_runtime_secs: u64,
+    /// The certificates (a CA of this cluster's own, under the root) when the nodes serve TLS;
+    /// `None`: `--insecure`.
+    pub tls: Option<TlsDir>,
+    /// The client every other one is made from (admin role under TLS).
+    base: Client,
     root: PathBuf,
     procs: BTreeMap<u64, Child>,
 }
@@ -43,24 +51,38 @@ fn free_port() -> CliResult<String> {
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes (ids 1..=n, one site each) with data under `root`.
+    /// Starts `n` nodes (ids 1..=n, one site each) with data under `root`; with `tls`, a new
+    /// CA and certificates in `root/tls` and mutual TLS everywhere, else `--insecure`.
     pub fn start(
         root: &Path,
         n: u64,
         cluster_id: u64,
         io: &'static str,
         extra_args: Vec<String>,
+        tls: bool,
     ) -> CliResult<LocalCluster> {
         let mut addrs = BTreeMap::new();
         for id in 1..=n {
             addrs.insert(id, free_port()?);
         }
+        let (tls, base) = if tls {
+            let sites = (1..=n).map(|id| (id, site_of(id))).collect();
+            let dir = root.join("tls");
+            let dir = certs::generate(&dir, &sites, &CertOptions::default())
+                .context(|| format!("cannot create certificates in {}", dir.display()))?;
+            let base = Client::new_tls(vec![], cluster_id, dir.clone(), ClientRole::Admin)?;
+            (Some(dir), base)
+        } else {
+            (None, Client::new(vec![], cluster_id))
+        };
         let mut c = LocalCluster {
             cluster_id,
             io,
             extra_args,
             addrs,
             max_runtime_secs: CHILD_MAX_RUNTIME_SECS,
+            tls,
+            base,
             root: root.to_path_buf(),
             procs: BTreeMap::new(),
         };
@@ -95,11 +117,29 @@ impl LocalCluster {
         self.addrs.remove(&id);
     }
 
+    /// The `sitelog node` security flags of node `id`: its certificate (issued now by the
+    /// cluster's CA if the node is new, e.g. a replacement) or `--insecure`.
+    fn security_args(&self, id: u64) -> CliResult<Vec<std::ffi::OsString>> {
+        let Some(dir) = &self.tls else {
+            return Ok(vec!["--insecure".into()]);
+        };
+        if !dir.cert(crate::net::tls::Who::Node(id)).exists() {
+            let identity = TlsIdentity::Node {
+                id,
+                site: site_of(id),
+            };
+            certs::issue(dir.path(), &identity, &CertOptions::default())
+                .context(|| format!("cannot issue node {id}'s certificate"))?;
+        }
+        Ok(vec!["--tls-dir".into(), dir.path().into()])
+    }
+
     fn spawn_with(&mut self, id: u64, founding: bool) -> CliResult<()> {
         let exe = std::env::current_exe().context(|| "cannot find the sitelog binary".into())?;
         let mut cmd = Command::new(exe);
         cmd.arg("node")
-            .args(["--id", &id.to_string(), "--site", &format!("site-{id}")])
+            .args(["--id", &id.to_string(), "--site", &site_of(id)])
+            .args(self.security_args(id)?)
             .arg("--data")
             .arg(self.node_dir(id))
             .args(["--listen", &self.addrs[&id]])
@@ -113,7 +153,7 @@ impl LocalCluster {
         cmd.args(&self.extra_args);
         if founding {
             for (m, a) in &self.addrs {
-                cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
+                cmd.args(["--member", &format!("{m}={}@{a}", site_of(*m))]);
             }
         }
         let mut child = cmd
@@ -184,7 +224,7 @@ impl LocalCluster {
 
     /// The status of node `id`, if it answers quickly.
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
-        let mut c = Client::new(vec![], self.cluster_id);
+        let mut c = self.base.with_addrs(vec![]);
         c.request_timeout_ms = 500;
         c.status_of(&self.addrs[&id]).await.ok()
     }
@@ -211,6 +251,16 @@ impl LocalCluster {
 
     /// A client of the whole cluster.
     pub fn client(&self) -> Client {
-        Client::new(self.addrs.values().cloned().collect(), self.cluster_id)
+        self.base.with_addrs(self.addrs.values().cloned().collect())
     }
+
+    /// A client of `addrs` only (secured like the cluster).
+    pub fn client_of(&self, addrs: Vec<String>) -> Client {
+        self.base.with_addrs(addrs)
+    }
+}
+
+/// The site of node `id` in a local cluster.
+fn site_of(id: u64) -> String {
+    format!("site-{id}")
 }

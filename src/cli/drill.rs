@@ -21,7 +21,7 @@ use super::json::Json;
 use super::stats::{round, Latency};
 use super::sys::WorkDir;
 use super::{CliError, CliResult, Context};
-use crate::node::client::{AppendOutcome, Client};
+use crate::node::client::AppendOutcome;
 use crate::node::{Peer, ReplaceEvent, ReplaceOptions, ReplacePhase};
 use crate::storage::checksum::checksum;
 use bytes::Bytes;
@@ -84,6 +84,10 @@ pub struct DrillArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Run the sites in plaintext (`sitelog node --insecure`). Without it they serve mutual
+    /// TLS with a CA and certificates generated into the work directory.
+    #[arg(long)]
+    pub insecure: bool,
     /// The soak instead of the one-fire drill: run this many minutes (fractions allowed, e.g.
     /// 0.75) at a steady rate with retention, periodic fires + rebuilds and rolling restarts,
     /// checking disk, RSS/descriptor/thread growth, p99 and RPO bounds (README: the soak).
@@ -323,7 +327,14 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         "--timers".to_string(),
         timers.to_string(),
     ];
-    let mut cluster = LocalCluster::start(work.path(), args.sites, CLUSTER_ID, "auto", node_args)?;
+    let mut cluster = LocalCluster::start(
+        work.path(),
+        args.sites,
+        CLUSTER_ID,
+        "auto",
+        node_args,
+        !args.insecure,
+    )?;
     cluster.leader(Duration::from_secs(20)).await?;
 
     let ledger: Arc<Mutex<Ledger>> = Arc::default();
@@ -407,6 +418,7 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         redundancy_ms: ms(swapped) - ms(fire),
         verified_nodes: verified,
         report: args.report.clone(),
+        tls: !args.insecure,
     };
     summary.print(args.json);
     if ledger.acked.is_empty() {
@@ -521,7 +533,7 @@ async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let client = Client::new(vec![addr], cluster.cluster_id);
+        let client = cluster.client_of(vec![addr]);
         let mut got: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
         let mut next = 0;
         while next <= max {
@@ -563,6 +575,7 @@ struct Summary<'a> {
     redundancy_ms: f64,
     verified_nodes: usize,
     report: PathBuf,
+    tls: bool,
 }
 
 impl Summary<'_> {
@@ -589,6 +602,7 @@ impl Summary<'_> {
         if json {
             let out = Json::obj([
                 ("sites", self.sites.into()),
+                ("tls", self.tls.into()),
                 ("burned_site", self.burned.into()),
                 ("replacement_node", self.replacement.into()),
                 ("acknowledged", l.acked.len().into()),
@@ -613,8 +627,11 @@ impl Summary<'_> {
             return;
         }
         println!(
-            "\nsite-loss drill: {} sites, site-{} burned, site-{} rebuilt",
-            self.sites, self.burned, self.replacement
+            "\nsite-loss drill: {} sites ({}), site-{} burned, site-{} rebuilt",
+            self.sites,
+            if self.tls { "mutual TLS" } else { "plaintext" },
+            self.burned,
+            self.replacement
         );
         println!(
             "  messages acknowledged  {} (unknown outcome {}, refused {})",

@@ -91,6 +91,28 @@ impl From<crate::Error> for CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
+/// The security that `--tls-dir DIR` / `--insecure` choose, for a node and for every client
+/// command alike: exactly one must be given, so that a forgotten flag never silently means
+/// plaintext.
+pub fn security_choice(
+    tls_dir: Option<&std::path::PathBuf>,
+    insecure: bool,
+) -> CliResult<crate::Security> {
+    match (tls_dir, insecure) {
+        (Some(dir), false) => Ok(crate::Security::Tls(crate::TlsDir::new(dir))),
+        (None, true) => Ok(crate::Security::Insecure),
+        (Some(_), true) => Err(CliError(
+            "--tls-dir and --insecure exclude each other: give one of them".into(),
+        )),
+        (None, false) => Err(CliError(
+            "refusing to run without a security choice: give --tls-dir DIR (mutual TLS with \
+             the certificates `sitelog certs init` writes) or --insecure (plaintext, no \
+             authentication; labs only)"
+                .into(),
+        )),
+    }
+}
+
 /// Adds what was being done to an error.
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> CliResult<T>;

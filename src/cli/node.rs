@@ -1,4 +1,5 @@
-//! `sitelog node`: runs one replica until SIGINT/SIGTERM (or `--exit-after-secs`).
+//! `sitelog node`: runs one replica until SIGINT/SIGTERM (or `--exit-after-secs`). With
+//! `--tls-dir`, SIGHUP (or a change of the files, polled) reloads the node's certificates.
 //!
 //! Prints `LISTENING <addr>` on stdout once the server is bound, so scripts and tests know
 //! where it is.
@@ -65,6 +66,15 @@ pub struct NodeArgs {
     /// (`node-<id>.pem`, `node-<id>.key`, `ca.pem`); no client certificate is asked for.
     #[arg(long, value_name = "DIR", requires = "metrics_listen")]
     pub metrics_tls_dir: Option<PathBuf>,
+    /// Serve mutual TLS 1.3 on the node's port and dial peers with it, with this node's
+    /// certificate from DIR (`node-<id>.pem`, `node-<id>.key`, `ca.pem`). SIGHUP, or a change
+    /// of those files (polled every 5 s), reloads them. This or --insecure is required.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Plaintext, no authentication (labs and tests only; warned of at start). This or
+    /// --tls-dir is required.
+    #[arg(long)]
+    pub insecure: bool,
     /// Address peers and clients use (default: the bound address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -164,6 +174,8 @@ struct FileConfig {
     allow_unsafe_placement: Option<bool>,
     metrics_listen: Option<String>,
     metrics_tls_dir: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    insecure: Option<bool>,
     snapshot_every: Option<u64>,
     snapshot_keep: Option<u64>,
     segment_bytes: Option<u64>,
@@ -219,6 +231,11 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:7400".into());
     let mut cfg = NodeConfig::new(id, &site, data, &listen, cluster_id);
+    let tls_dir = args.tls_dir.clone().or(file.tls_dir);
+    cfg.security = super::security_choice(
+        tls_dir.as_ref(),
+        args.insecure || file.insecure == Some(true),
+    )?;
     cfg.advertise = args.advertise.clone().or(file.advertise);
     cfg.initial_members = if args.members.is_empty() {
         let peer = |m: FileMember| {
@@ -314,6 +331,7 @@ fn raise_descriptor_limit() {
 
 async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()> {
     let id = settings.cfg.node_id;
+    let node_is_insecure = settings.cfg.security == crate::Security::Insecure;
     let metrics = match &settings.metrics_listen {
         Some(addr) => {
             let tls = match &settings.metrics_tls_dir {
@@ -346,6 +364,9 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
     }
     let _ = out.flush();
     drop(out);
+    if node_is_insecure {
+        eprintln!("sitelog: warning: --insecure: plaintext on node {id}'s port and connections, no authentication");
+    }
     let limit = exit_after_secs.map(Duration::from_secs);
     let expired = async {
         match limit {
@@ -353,16 +374,7 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
             None => std::future::pending().await,
         }
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context(|| "cannot watch SIGTERM".into())?;
-    // A node that cannot heal its storage in place serves no more: the process exits
-    // non-zero (after closing its ports) so that its supervisor restarts it.
-    let gave_up = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-        _ = expired => None,
-        why = node.failed() => Some(why),
-    };
+    let gave_up = run_until_stopped(&node, expired).await?;
     if let Some((_, task)) = metrics {
         task.abort();
     }
@@ -373,5 +385,50 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
     match gave_up {
         Some(why) => Err(CliError(format!("node {id} stopped serving: {why}"))),
         None => stopped,
+    }
+}
+
+/// How often the TLS files are checked for a change (rotation without a signal).
+const TLS_POLL_MS: u64 = 5000;
+
+/// Serves until SIGINT/SIGTERM, `expired`, or the node gives up (`Some(why)`); reloads the
+/// TLS files on SIGHUP and when they change.
+async fn run_until_stopped(
+    node: &Node,
+    expired: impl std::future::Future<Output = ()>,
+) -> CliResult<Option<String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context(|| "cannot watch SIGTERM".into())?;
+    let mut hup = signal(SignalKind::hangup()).context(|| "cannot watch SIGHUP".into())?;
+    let mut poll = tokio::time::interval(Duration::from_millis(TLS_POLL_MS));
+    // The first tick is immediate: the files were just loaded.
+    poll.tick().await;
+    tokio::pin!(expired);
+    loop {
+        // A node that cannot heal its storage in place serves no more: the process exits
+        // non-zero (after closing its ports) so that its supervisor restarts it.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(None),
+            _ = term.recv() => return Ok(None),
+            _ = &mut expired => return Ok(None),
+            why = node.failed() => return Ok(Some(why.to_string())),
+            _ = hup.recv() => report_reload("SIGHUP", node.reload_tls().map(|()| true)),
+            _ = poll.tick() => report_reload("file change", node.reload_tls_if_changed()),
+        }
+    }
+}
+
+/// Logs a TLS reload's outcome; on error the node keeps serving with the old certificates.
+fn report_reload(cause: &str, outcome: crate::Result<bool>) {
+    match outcome {
+        // At warn level: an operator rotating certificates wants to see it under the default
+        // filter (warn).
+        Ok(true) => tracing::warn!(cause, "TLS certificates reloaded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(
+            cause,
+            error = %e,
+            "TLS reload failed; still serving with the previous certificates"
+        ),
     }
 }

@@ -15,7 +15,7 @@ use super::json::Json;
 use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
-use crate::node::client::AppendOutcome;
+use crate::node::client::{AppendOutcome, Client};
 use crate::{IoBackend, Log, LogOptions};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,8 +97,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         if direct_io {
             node_args.push("--direct-io".into());
         }
-        let mut cluster =
-            LocalCluster::start(&work.sub("cluster"), NODES, CLUSTER_ID, io_name, node_args)?;
+        let mut cluster = LocalCluster::start(
+            &work.sub("cluster"),
+            NODES,
+            CLUSTER_ID,
+            io_name,
+            node_args,
+            !args.insecure,
+        )?;
         cluster.leader(Duration::from_secs(20)).await?;
         let max_bytes = disk.log_payload_bytes(NODES);
         let t = replicated_throughput(&cluster, &payload, writers, duration, max_bytes).await?;
@@ -116,6 +122,25 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// One client per writer, each with its connections open (one untimed append): the timed run
+/// measures steady appends, not connection setup (a TLS handshake each). Sequential, so that
+/// the leader never sees more concurrent handshakes than its pre-authentication budget holds.
+async fn connected_clients(
+    cluster: &LocalCluster,
+    payload: &Bytes,
+    writers: usize,
+) -> CliResult<Vec<Client>> {
+    let mut clients = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let client = cluster.client();
+        match client.append(vec![payload.clone()]).await {
+            AppendOutcome::Ok(_) => clients.push(client),
+            other => return Err(CliError(format!("replicated warm-up append: {other:?}"))),
+        }
+    }
+    Ok(clients)
+}
+
 async fn replicated_throughput(
     cluster: &LocalCluster,
     payload: &[u8],
@@ -125,11 +150,11 @@ async fn replicated_throughput(
 ) -> CliResult<Throughput> {
     let payload = Bytes::copy_from_slice(payload);
     let budget = Arc::new(ByteBudget::new(max_payload_bytes));
+    let clients = connected_clients(cluster, &payload, writers).await?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let client = cluster.client();
+    for client in clients {
         let payload = payload.clone();
         let budget = budget.clone();
         tasks.push(tokio::spawn(async move {

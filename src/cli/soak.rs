@@ -272,6 +272,7 @@ pub async fn soak(args: &DrillArgs, minutes: f64) -> CliResult<()> {
         CLUSTER_ID,
         "auto",
         plan.node_args(args),
+        !args.insecure,
     )?;
     // The children's safety net must outlast the soak.
     cluster.max_runtime_secs = plan.total.as_secs() + 3600;
@@ -289,7 +290,7 @@ pub async fn soak(args: &DrillArgs, minutes: f64) -> CliResult<()> {
         shared.set_proc(slot, &cluster, id);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(args, &shared, plan.rate, &stop);
+    let writers = spawn_writers(args, &shared, cluster.client_of(vec![]), plan.rate, &stop);
     let sampler = tokio::spawn(sample_loop(shared.clone(), stop.clone()));
     let mut run = Run {
         lost: BTreeSet::new(),
@@ -495,6 +496,7 @@ async fn wait_caught_up(cluster: &LocalCluster, id: u64) -> CliResult<()> {
 fn spawn_writers(
     args: &DrillArgs,
     shared: &Shared,
+    base: Client,
     rate: u64,
     stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -504,11 +506,12 @@ fn spawn_writers(
     (0..writers)
         .map(|_| {
             let (shared, stop, next_id) = (shared.clone(), stop.clone(), next_id.clone());
+            let base = base.with_addrs(vec![]);
             let conversations = args.conversations;
             tokio::spawn(async move {
                 let mut due = Instant::now();
                 let mut generation = u64::MAX;
-                let mut client = Client::new(Vec::new(), CLUSTER_ID);
+                let mut client = base.with_addrs(vec![]);
                 while !stop.load(Ordering::Relaxed) {
                     due += period;
                     let now = Instant::now();
@@ -522,7 +525,7 @@ fn spawn_writers(
                         let book = locked(&shared.book);
                         if book.generation != generation {
                             generation = book.generation;
-                            client = Client::new(book.addrs.clone(), CLUSTER_ID);
+                            client = base.with_addrs(book.addrs.clone());
                             client.request_timeout_ms = 2000;
                             client.leader_wait_ms = 30_000;
                         }
@@ -719,7 +722,7 @@ async fn compare_site(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let client = Client::new(vec![cluster.addrs[&id].clone()], cluster.cluster_id);
+    let client = cluster.client_of(vec![cluster.addrs[&id].clone()]);
     let (mut missing, mut differing) = (Vec::new(), Vec::new());
     let mut j = 0;
     let mut next = acked.first().map_or(0, |a| a.offset);

@@ -175,6 +175,21 @@ impl Client {
         }
     }
 
+    /// A client of `addrs` with this one's settings (TLS included) and connections of its own.
+    pub(crate) fn with_addrs(&self, addrs: Vec<String>) -> Client {
+        Client {
+            addrs: addrs.into(),
+            pool: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// This client presenting `tls` (a node's own reloader: a node driving a replacement);
+    /// `None`: plaintext.
+    pub(crate) fn with_tls(self, tls: Option<Arc<TlsReloader>>) -> Client {
+        Client { tls, ..self }
+    }
+
     /// The shared connection to `addr`, opened (or reopened, if lost) now if needed.
     async fn conn(&self, addr: &str) -> Result<Arc<Conn>> {
         let slot = self.pool.slot(addr);

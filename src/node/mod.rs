@@ -460,6 +460,18 @@ impl Node {
         }
     }
 
+    /// Reloads the TLS files when one changed (size or modification time) since the last
+    /// (attempted) load: `Ok(true)` when a new configuration was swapped in. Poll it (`sitelog
+    /// node` does every 5 s) for rotation without a signal. A failed reload keeps the old
+    /// configuration, returns the error, and is not retried until the files change again. A
+    /// plaintext node: `Ok(false)`.
+    pub fn reload_tls_if_changed(&self) -> Result<bool> {
+        match &self.inner.tls {
+            Some(tls) => tls.reload_if_changed(),
+            None => Ok(false),
+        }
+    }
+
     /// Appends payloads; resolves to their offsets once a majority of voters have them
     /// fsynced. On a follower: [`Error::NotLeader`] with the leader's address.
     #[tracing::instrument(name = "node_append", skip_all, fields(node = self.inner.core.id, n = payloads.len()))]

@@ -163,8 +163,10 @@ enum Step {
 }
 
 impl Driver {
-    fn new(admin: Client, cluster_id: u64, new_id: u64, new_peer: Peer, then: Then) -> Self {
-        let mut probe = Client::new(vec![], cluster_id);
+    fn new(admin: Client, new_id: u64, new_peer: Peer, then: Then) -> Self {
+        // The probe speaks like the admin client (TLS with the same certificate, or plaintext):
+        // a plaintext probe of a TLS cluster is refused by every node.
+        let mut probe = admin.with_addrs(vec![]);
         probe.request_timeout_ms = STATUS_TIMEOUT_MS;
         Driver {
             cluster: admin.addrs().to_vec(),
@@ -400,7 +402,7 @@ impl Client {
         then: Then,
         opts: ReplaceOptions,
     ) -> ReplaceStream {
-        let driver = Driver::new(self.sibling(), self.cluster_id(), new_id, new_peer, then);
+        let driver = Driver::new(self.sibling(), new_id, new_peer, then);
         run(driver, opts)
     }
 }
@@ -417,9 +419,7 @@ impl Node {
     ) -> ReplaceStream {
         match self.member_client() {
             Ok(client) => {
-                let cluster_id = client.cluster_id();
-                let mut driver =
-                    Driver::new(client, cluster_id, new_id, new_peer, Then::Replace { dead });
+                let mut driver = Driver::new(client, new_id, new_peer, Then::Replace { dead });
                 driver.local = Some(self.clone());
                 run(driver, opts)
             }
@@ -435,6 +435,7 @@ impl Node {
         if !addrs.iter().any(|a| a == self.advertise_addr()) {
             addrs.push(self.advertise_addr().to_string());
         }
-        Ok(Client::new(addrs, replica.cluster_id))
+        // With TLS the driver presents this node's certificate (admin on a client connection).
+        Ok(Client::new(addrs, replica.cluster_id).with_tls(self.inner.tls.clone()))
     }
 }

@@ -83,6 +83,10 @@ pub fn spawn_node_configured(
             &cluster.to_string(),
         ])
         .args(["--exit-after-secs", "300"]);
+    // A node needs a security choice: plaintext unless the test gives its TLS directory.
+    if !extra.contains(&"--tls-dir") {
+        cmd.arg("--insecure");
+    }
     cmd.args(extra);
     for (m, a) in addrs.iter().filter(|_| founding) {
         cmd.args(["--member", &format!("{m}=site-{m}@{a}")]);
