@@ -184,9 +184,10 @@ async fn a_follower_below_the_floor_catches_up_by_snapshot_and_readers_are_told_
             assert_eq!(&rec.payload[..], p.as_bytes(), "node {id} offset {off}");
         }
         if floor > 0 {
+            // Retention runs every second: the floor may have moved up since it was read.
             assert!(matches!(
                 n.read(floor - 1),
-                Err(Error::BelowFloor { first_available, .. }) if first_available == floor
+                Err(Error::BelowFloor { first_available, .. }) if first_available >= floor
             ));
         }
         // Only whole segments go: the first file starts exactly at the floor.
