@@ -245,9 +245,24 @@ async fn honest_tls_traffic_continues_while_every_attack_is_refused() {
         tls: None,
         ..impostor.clone()
     };
-    assert!(plain.open(&node1, 1, Purpose::Rpc).await.is_err());
+    // Refused with a typed answer in plaintext: the caller stops at once (no leader search
+    // until its deadline) and can say why.
+    assert!(matches!(
+        plain.open(&node1, 1, Purpose::Rpc).await,
+        Err(Error::Tls { .. })
+    ));
     let plain_client = Client::new(vec![node1.clone()], CLUSTER);
-    assert!(plain_client.status_of(&node1).await.is_err());
+    assert!(matches!(
+        plain_client.status_of(&node1).await,
+        Err(Error::Tls { .. })
+    ));
+    match plain_client
+        .try_append(vec![Bytes::from_static(b"plain")])
+        .await
+    {
+        Err(Error::Tls { .. }) => {}
+        other => panic!("a plaintext append to a TLS node: {other:?}"),
+    }
     honest_append(&admin, "plaintext").await;
 
     // A consume client appending; it still reads and asks for status.

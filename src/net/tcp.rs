@@ -39,6 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
+/// The first byte of a TLS connection: a handshake record (its ClientHello). Anything else on
+/// a TLS port is a plaintext caller.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// A boxed future, for the dyn-compatible [`Service`].
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -656,6 +660,11 @@ impl Conn {
         let acceptor = tls.current().acceptor().ok_or_else(|| Error::Tls {
             reason: "the server's TLS configuration is not a node's".into(),
         })?;
+        let mut first = [0u8; 1];
+        let peeked = stream.peek(&mut first).await.map_err(|e| net_io("<peek>", e))?;
+        if peeked == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+            return Err(self.refuse_plaintext(stream).await);
+        }
         let accepted = acceptor.accept(PreAuth::new(stream, authenticated)).await;
         let stream = accepted
             .map_err(super::tls::handshake_error)
@@ -670,6 +679,28 @@ impl Conn {
         let (r, w) = tokio::io::split(stream);
         let (tx, rx) = framed(r, w, &self.id.limits);
         Ok((tx, rx, Some(identity)))
+    }
+
+    /// A plaintext caller on a TLS port (a sitelog client or node started without
+    /// `--tls-dir`): answered in plaintext with a refusal it reads as [`Error::Tls`], so that
+    /// it stops at once with the reason instead of retrying until its deadline. The caller's
+    /// hello (at most a handshake frame) is read first: closing a socket with unread bytes
+    /// resets it, and the reset could reach the caller before the answer.
+    async fn refuse_plaintext(&self, mut stream: TcpStream) -> Error {
+        count_refusal("tls");
+        if let Some(n) = self.refusals.unauthenticated.event() {
+            tracing::warn!(peer = %self.peer, refused = n, "refused a plaintext connection on the TLS port");
+        }
+        if let Ok(Some(_)) = read_frame(&mut stream, MAX_HANDSHAKE_BYTES).await {
+            let why = handshake::Refusal::identity(
+                "this node serves mutual TLS only: connect with a certificate (--tls-dir), not in plaintext",
+            );
+            let answer = handshake::encode_answer(self.id.node_id, Some(&why));
+            let _ = write_frame(&mut stream, &answer).await;
+        }
+        Error::Tls {
+            reason: "a plaintext connection to a TLS port".into(),
+        }
     }
 
     /// Reads and checks the hello (against the certificate's identity, over TLS); refusals
