@@ -278,6 +278,31 @@ pub enum Error {
         op: crate::net::tls::Operation,
     },
 
+    /// A snapshot offer names a node to fetch its segments from that is not a member of the
+    /// cluster: not a voter or learner of the offered membership, or retired (in the offer's
+    /// retired set or the receiver's). Nothing was fetched or installed; the offer is
+    /// answered with an error.
+    #[error("snapshot offer refused: it names node {node_id} as a segment source, {reason}")]
+    UntrustedSnapshot {
+        /// The node the offer names.
+        node_id: u64,
+        /// Why it is not trusted, for people to read.
+        reason: String,
+    },
+
+    /// A node closed (or reset) a new connection before its handshake completed, without
+    /// an answer: what a node does to a newcomer while its handshake budget is full of
+    /// handshakes too young to evict (a herd of clients connecting at once). Nothing was
+    /// sent; connecting again shortly succeeds once the herd's handshakes finish. A node
+    /// that speaks no TLS closes a TLS caller alike.
+    #[error("{addr} closed the connection before the handshake ({reason}); it may be busy: try again")]
+    ConnectRefused {
+        /// The node's address.
+        addr: String,
+        /// What the caller saw (EOF, reset), for people to read.
+        reason: String,
+    },
+
     /// The tailing reader's timeout elapsed before a new durable record arrived; or a site
     /// replacement's catch-up deadline passed before the new node's commit end reached it.
     #[error("timed out waiting for offset {offset}")]

@@ -1,6 +1,7 @@
 //! The client commands against three `sitelog node` processes: `append --ledger` writes what
 //! was acknowledged, `read --check-ledger` agrees with it (and exits 2 on a doctored ledger),
-//! `read` prints committed records as JSON lines, `status` shows one leader; a wrong
+//! `read` prints committed records as JSON lines, `status` shows one leader (and warns that
+//! `--role` has no effect with `--insecure`); a wrong
 //! `--cluster-id` and nodes that are only learners are named at once.
 
 use std::collections::BTreeMap;
@@ -137,6 +138,19 @@ fn append_ledger_read_and_status_agree() {
     assert!(out.status.success(), "{table}");
     assert!(!table.contains("Some("), "{table}");
     assert_eq!(table.matches("leader none").count(), 0, "{table}");
+
+    // --role with --insecure: plaintext has no roles; said at start, and the command works.
+    let out = sitelog(&["status", "--role", "consume"], &nodes);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("--role has no effect with --insecure: plaintext has no roles"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&sitelog(&["status"], &nodes).stderr).contains("--role"),
+        "no warning without an explicit --role"
+    );
 
     let out = sitelog(&["status", "--json"], &nodes);
     let st: Vec<serde_json::Value> = String::from_utf8(out.stdout)

@@ -3,7 +3,9 @@
 //! certificate, node 2's certificate claiming to be node 3, plaintext on the TLS port, a
 //! consume client appending, a produce client changing the membership, slow handshakes —
 //! and a pre-authentication flood leaves the process RSS almost unchanged. A learner added
-//! to a TLS cluster catches up by snapshot (segment fetch over TLS).
+//! to a TLS cluster catches up by snapshot (segment fetch over TLS). A herd of TLS clients
+//! connecting at once (over twice the handshake budget) all get in during a flood of
+//! silent connections.
 
 mod common;
 
@@ -16,7 +18,7 @@ use sitelog::net::handshake::{self, Hello, Purpose, ANY_NODE, PROTOCOL_VERSION};
 use sitelog::net::tcp::{NetLimits, TcpConnector};
 use sitelog::net::tls::{ClientRole, Operation, Security, TlsDir, TlsIdentity, TlsReloader, Who};
 use sitelog::node::client::Client;
-use sitelog::node::{Node, NodeConfig, Peer, Timers};
+use sitelog::node::{Node, NodeConfig, Peer, Placement, Timers};
 use sitelog::raft::remote::{MessageRx, MessageTx};
 use sitelog::Error;
 use std::collections::BTreeMap;
@@ -489,6 +491,120 @@ async fn a_node_replaces_a_lost_site_over_tls() {
     }
     honest_append(&admin, "the replacement").await;
     new.shutdown().await.unwrap();
+    for (_, n) in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Honest clients connecting at once: over twice the node's handshake budget (64).
+const HERD_CLIENTS: usize = 150;
+/// Silent connections held open (each reopened when the node closes it) during the herd.
+const FLOOD_CONNECTIONS: usize = 32;
+/// Time allowed for the whole herd.
+const HERD_DEADLINE_MS: u64 = 30_000;
+
+/// Keeps one silent connection to `addr` open, reopening it whenever the node closes it
+/// (evicted for a newcomer, refused, or its handshake timed out), until `stop`.
+async fn silent_flood(
+    addr: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while !stop.load(Relaxed) {
+        if let Ok(mut s) = TcpStream::connect(&addr).await {
+            opened.fetch_add(1, Relaxed);
+            let mut buf = [0u8; 64];
+            let _ = tokio::time::timeout(
+                Duration::from_millis(HANDSHAKE_TIMEOUT_MS * 3),
+                s.read(&mut buf),
+            )
+            .await;
+        }
+        // A pause between reconnects: a flood, not a busy loop eating the test's two cores.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A herd of honest TLS clients connecting at once all append: a connection in its
+/// handshake is evicted only once older than `MIN_HANDSHAKE_AGE_FOR_EVICTION_MS` (the herd
+/// no longer evicts itself), and a newcomer refused meanwhile connects again after a short
+/// backoff — while silent connections keep the handshake budget under pressure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_tls_clients_all_get_in_during_a_silent_flood() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let tmp = tempfile::tempdir().unwrap();
+    let (tls, _ca) = cluster_certs(&tmp.path().join("tls"));
+    let (members, nodes) = common::found_cluster(1, |id| {
+        let mut cfg = config(tmp.path(), &tls, id);
+        cfg.placement = Placement::Warn;
+        cfg
+    })
+    .await;
+    let addr = members[&1].addr.clone();
+    let admin =
+        Client::new_tls(vec![addr.clone()], CLUSTER, tls.clone(), ClientRole::Admin).unwrap();
+    honest_append(&admin, "start").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (0..FLOOD_CONNECTIONS)
+        .map(|_| tokio::spawn(silent_flood(addr.clone(), stop.clone(), opened.clone())))
+        .collect();
+    let clients: Vec<Client> = (0..HERD_CLIENTS)
+        .map(|_| {
+            let mut c = Client::new_tls(
+                vec![addr.clone()],
+                CLUSTER,
+                tls.clone(),
+                ClientRole::Produce,
+            )
+            .unwrap();
+            // 150 TLS handshakes and appends of a debug build on two shared cores
+            // take seconds: the default 5 s per request would fail the last ones however
+            // fairly they are let in.
+            c.request_timeout_ms = HERD_DEADLINE_MS;
+            c.leader_wait_ms = HERD_DEADLINE_MS;
+            c
+        })
+        .collect();
+    let start = Instant::now();
+    let herd: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            tokio::spawn(async move { c.try_append(vec![Bytes::from(format!("herd {i}"))]).await })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for h in herd {
+        match tokio::time::timeout_at((start + Duration::from_millis(HERD_DEADLINE_MS)).into(), h)
+            .await
+        {
+            Ok(Ok(Ok(offsets))) => assert_eq!(offsets.len(), 1),
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    let took = start.elapsed();
+    let flooded = opened.load(Relaxed);
+    stop.store(true, Relaxed);
+    eprintln!(
+        "{HERD_CLIENTS} TLS clients appended in {took:?}; the flood opened {flooded} connections"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {HERD_CLIENTS} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        flooded > FLOOD_CONNECTIONS,
+        "the flood kept reconnecting: {flooded}"
+    );
+    for f in flood {
+        f.abort();
+    }
+    honest_append(&admin, "the herd").await;
     for (_, n) in nodes {
         n.shutdown().await.unwrap();
     }

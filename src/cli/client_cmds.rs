@@ -48,14 +48,21 @@ pub struct ClientSecurity {
     /// only its `ca.pem` (what `sitelog certs init` writes).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// The role whose client certificate is presented (with --tls-dir; plaintext has no
-    /// roles: every client is admin).
-    #[arg(long, value_parser = parse_role, default_value = "admin")]
-    pub role: ClientRole,
+    /// The role whose client certificate is presented (with --tls-dir), default admin.
+    /// Plaintext has no roles (every client is admin): with --insecure a warning says that
+    /// the flag has no effect. No clap default, so that an explicit flag can be told apart.
+    #[arg(long, value_parser = parse_role, value_name = "admin|produce|consume")]
+    pub role: Option<ClientRole>,
     /// Plaintext, no authentication (labs and tests only): a warning is printed.
     #[arg(long)]
     pub insecure: bool,
 }
+
+/// Printed at start when a client command is given `--role` with `--insecure`: the role
+/// would otherwise be dropped silently (a script asking for `consume` expects its writes to
+/// be refused, and in plaintext they are not).
+pub const ROLE_WITHOUT_TLS_WARNING: &str =
+    "sitelog: warning: --role has no effect with --insecure: plaintext has no roles";
 
 fn parse_role(s: &str) -> Result<ClientRole, String> {
     s.parse()
@@ -73,11 +80,15 @@ impl Target {
                 eprintln!(
                     "sitelog: warning: --insecure: plaintext, no authentication of the nodes"
                 );
+                if self.security.role.is_some() {
+                    eprintln!("{ROLE_WITHOUT_TLS_WARNING}");
+                }
                 Ok(Client::new(addrs, self.cluster_id))
             }
             Security::Tls(dir) => {
                 let display = dir.path().display().to_string();
-                Client::new_tls(addrs, self.cluster_id, dir, self.security.role)
+                let role = self.security.role.unwrap_or(ClientRole::Admin);
+                Client::new_tls(addrs, self.cluster_id, dir, role)
                     .context(|| format!("TLS files in {display}"))
             }
         }

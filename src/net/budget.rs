@@ -276,6 +276,34 @@ mod tests {
         assert!(e, "the answered one is idle again");
     }
 
+    /// The handshake budget's rule: a connection is evicted only once `min_quiet` old (a
+    /// handshaking connection is never marked active: its quiet time is its age); until
+    /// then newcomers are refused, so a herd connecting at once does not evict itself.
+    #[test]
+    fn young_connections_are_not_evicted_and_newcomers_are_refused() {
+        let min_age = Duration::from_millis(50);
+        let b = Budget::new("handshaking", 2, min_age);
+        let start = Instant::now();
+        let (first, _) = admitted(b.admit());
+        let (_second, _) = admitted(b.admit());
+        assert!(matches!(b.admit(), Admission::Refused), "both are young");
+        let deadline = start + Duration::from_secs(5);
+        let (_third, evicted) = loop {
+            match b.admit() {
+                Admission::Admitted { slot, evicted } => break (slot, evicted),
+                Admission::Refused => assert!(Instant::now() < deadline, "never admitted"),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(evicted && start.elapsed() >= min_age, "admitted only by evicting an old one");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), first.evicted())
+                .await
+                .expect("the oldest was told to close");
+        });
+    }
+
     #[test]
     fn connections_in_steady_use_are_not_evicted() {
         let b = Budget::new("test", 1, Duration::from_secs(3600));

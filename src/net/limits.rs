@@ -22,8 +22,10 @@ pub struct NetLimits {
     /// Default 512.
     pub max_connections: usize,
     /// Budget of connections that have not completed their handshake. When it is full, the
-    /// oldest such connection is closed to make room (an honest handshake takes one round
-    /// trip; a flood of silent connections only evicts itself). Default 64.
+    /// oldest such connection is closed to make room if it is at least
+    /// [`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`] old (a flood of silent connections only evicts
+    /// itself), else the newcomer is closed at once (a herd of honest clients does not evict
+    /// each other; they connect again after a short backoff). Default 64.
     pub max_handshaking: usize,
     /// Budget of peer connections (Raft RPC and append streams). When full, the least
     /// recently active idle one is closed to make room; one with a request in flight is
@@ -53,6 +55,16 @@ pub struct NetLimits {
 /// connection in steady use (heartbeats arrive every `heartbeat_interval_ms`) is ever idle
 /// long enough to be closed.
 pub const IDLE_OVER_ELECTION_MIN_RATIO: u64 = 10;
+
+/// A connection still in its handshake is evicted (to make room for a newcomer) only once
+/// it is this old; while every handshaking connection is younger, the newcomer is refused
+/// (closed at once) instead, and honest callers connect again after a short backoff (see
+/// `TcpConnector::open`). Why: with eviction at any age, a herd of honest clients connecting
+/// at once (more than the budget) evicted each other before any finished its TLS handshake.
+/// 250 ms covers a TLS 1.3 handshake and the hello (two round trips) across a WAN, and is
+/// far below the handshake timeout, so a flood of silent connections still turns over
+/// several times per timeout. Capped at half the configured handshake timeout.
+pub const MIN_HANDSHAKE_AGE_FOR_EVICTION_MS: u64 = 250;
 
 /// Smallest budget a kind other than peers gets when the budgets are scaled down.
 pub const MIN_KIND_BUDGET: usize = 4;
@@ -85,6 +97,8 @@ const _: () = {
     );
     assert!(d.max_peer_connections >= MIN_PEER_BUDGET);
     assert!(d.handshake_timeout_ms < d.idle_timeout_ms);
+    // A flood of silent handshakes is evicted several times over before it times out.
+    assert!(4 * MIN_HANDSHAKE_AGE_FOR_EVICTION_MS <= d.handshake_timeout_ms);
     // WAN election timeouts are at most 2 s, LAN 300 ms.
     assert!(d.idle_timeout_ms >= IDLE_OVER_ELECTION_MIN_RATIO * 2000);
 };
@@ -117,6 +131,12 @@ impl KindBudgets {
 }
 
 impl NetLimits {
+    /// How old a connection in its handshake must be to be evicted for a newcomer:
+    /// [`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`], at most half the handshake timeout.
+    pub fn min_handshake_age_for_eviction_ms(&self) -> u64 {
+        MIN_HANDSHAKE_AGE_FOR_EVICTION_MS.min(self.handshake_timeout_ms / 2)
+    }
+
     /// Checks the limits against each other and against the Raft timers: budgets non-zero,
     /// the handshake shorter than the idle timeout, and the idle timeout at least
     /// `IDLE_OVER_ELECTION_MIN_RATIO` times the longest election timeout.

@@ -43,6 +43,12 @@ use tokio::time::timeout;
 /// a TLS port is a plaintext caller.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// A TLS record's largest body (RFC 8446 5.1: 2^14 bytes of plaintext, the ClientHello's).
+const MAX_TLS_RECORD_BYTES: usize = 1 << 14;
+/// A plaintext TLS record: a fatal alert, `protocol_version` (RFC 8446 6): what a plaintext
+/// port answers a TLS caller.
+const TLS_PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 70];
+
 /// A boxed future, for the dyn-compatible [`Service`].
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -237,7 +243,44 @@ impl TcpConnector {
     /// framed halves and the answering node's id. Over TLS the server's certificate must
     /// name `to_node` (any node of the cluster for [`ANY_NODE`], and then the node id its
     /// answer gives).
+    ///
+    /// A node whose handshake budget is full of young handshakes closes newcomers at once
+    /// (see `NetLimits::max_handshaking`): such a refusal ([`Error::ConnectRefused`]) is
+    /// tried again after a short, growing, jittered backoff, within the time one open is
+    /// allowed (`connect_timeout_ms + handshake_timeout_ms`) and at most
+    /// [`MAX_CONNECT_ATTEMPTS`] times; the last refusal is returned when out of either.
     pub async fn open(
+        &self,
+        addr: &str,
+        to_node: u64,
+        purpose: Purpose,
+    ) -> Result<(FrameTx, FrameRx, u64)> {
+        let allowed_ms = self.limits.connect_timeout_ms + self.limits.handshake_timeout_ms;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(allowed_ms);
+        let mut backoff_ms = CONNECT_RETRY_MIN_MS;
+        let mut attempt = 1;
+        loop {
+            match self.open_once(addr, to_node, purpose).await {
+                Err(e @ Error::ConnectRefused { .. }) => {
+                    // Jittered: a herd refused together must not come back together.
+                    let pause = Duration::from_millis(fastrand::u64(backoff_ms / 2..=backoff_ms));
+                    if attempt >= MAX_CONNECT_ATTEMPTS
+                        || tokio::time::Instant::now() + pause >= deadline
+                    {
+                        return Err(e);
+                    }
+                    tracing::debug!(%addr, attempt, error = %e, "connection refused; trying again");
+                    tokio::time::sleep(pause).await;
+                    backoff_ms = (backoff_ms * 2).min(CONNECT_RETRY_MAX_MS);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One try of [`TcpConnector::open`].
+    async fn open_once(
         &self,
         addr: &str,
         to_node: u64,
@@ -252,7 +295,7 @@ impl TcpConnector {
             .set_nodelay(true)
             .map_err(|e| net_io("<nodelay>", e))?;
         let handshake = async {
-            let (tx, rx, server) = self.secure(stream, to_node).await?;
+            let (tx, rx, server) = self.secure(stream, addr, to_node).await?;
             let node = self.hello(tx, rx, addr, to_node, purpose).await?;
             if let Some(identity) = server {
                 // A client dialling any node learns the id from the answer: the certificate
@@ -270,6 +313,7 @@ impl TcpConnector {
     async fn secure(
         &self,
         stream: TcpStream,
+        addr: &str,
         to_node: u64,
     ) -> Result<(FrameTx, FrameRx, Option<TlsIdentity>)> {
         let Some(tls) = &self.tls else {
@@ -287,7 +331,10 @@ impl TcpConnector {
             .connector()
             .connect(target.server_name(), stream)
             .await
-            .map_err(super::tls::handshake_error)?;
+            .map_err(|e| match closed_early(&e) {
+                true => refused(addr, e),
+                false => super::tls::handshake_error(e),
+            })?;
         let server = peer_identity(stream.get_ref().1)?;
         let (r, w) = tokio::io::split(stream);
         let (tx, rx) = framed(r, w, &self.limits);
@@ -309,12 +356,45 @@ impl TcpConnector {
             from_node: self.from_node,
             to_node,
         };
-        write_frame(&mut tx.w, &hello.encode()).await?;
+        // A node refuses with an answer; closing (or resetting) without one is a newcomer
+        // closed at once or evicted, to be tried again.
+        let early = |e: Error| match e {
+            Error::Io { source, .. } if closed_early(&source) => refused(addr, source),
+            e => e,
+        };
+        write_frame(&mut tx.w, &hello.encode()).await.map_err(early)?;
         let answer = read_frame(&mut rx.r, MAX_HANDSHAKE_BYTES)
-            .await?
-            .ok_or_else(|| Error::Protocol(format!("{addr} closed during the handshake")))?;
+            .await
+            .map_err(early)?
+            .ok_or_else(|| Error::ConnectRefused {
+                addr: addr.to_string(),
+                reason: "closed without an answer".into(),
+            })?;
         let node = handshake::decode_answer(&answer, self.cluster_id)?;
         Ok((tx, rx, node))
+    }
+}
+
+/// First pause before connecting again after [`Error::ConnectRefused`].
+const CONNECT_RETRY_MIN_MS: u64 = 10;
+/// Longest pause between two tries: a refused herd is let in within a few of these.
+const CONNECT_RETRY_MAX_MS: u64 = 200;
+/// Most tries of one [`TcpConnector::open`] (the time allowed bounds them first).
+pub const MAX_CONNECT_ATTEMPTS: u32 = 64;
+
+/// Whether `e` says the other end closed or reset the connection (no answer, no TLS alert).
+fn closed_early(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+fn refused(addr: &str, e: std::io::Error) -> Error {
+    Error::ConnectRefused {
+        addr: addr.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -379,11 +459,13 @@ struct Kinds {
 }
 
 impl Kinds {
-    fn new(b: KindBudgets) -> Self {
-        // A handshake takes one round trip: the oldest one is always fair game.
+    fn new(b: KindBudgets, limits: &NetLimits) -> Self {
+        // A connection in its handshake is never active (nothing marks it), so its quiet time
+        // is its age: it is evicted only once old enough to have finished an honest one.
+        let hs_age = Duration::from_millis(limits.min_handshake_age_for_eviction_ms());
         let quiet = Duration::from_millis(MIN_QUIET_FOR_EVICTION_MS);
         Kinds {
-            handshaking: Budget::new("handshaking", b.handshaking, Duration::ZERO),
+            handshaking: Budget::new("handshaking", b.handshaking, hs_age),
             peers: Budget::new("peer", b.peers, quiet),
             clients: Budget::new("client", b.clients, quiet),
             fetch: Budget::new("fetch", b.fetch, quiet),
@@ -459,7 +541,7 @@ pub async fn serve(listener: TcpListener, id: ServerIdentity, service: Arc<dyn S
         fd_reserve = id.limits.fd_reserve,
         "connection budgets"
     );
-    let kinds = Kinds::new(budgets);
+    let kinds = Kinds::new(budgets, &id.limits);
     let refusals = Arc::new(Refusals::new());
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -531,7 +613,9 @@ fn admit(budget: &Budget, refusals: &Refusals, peer: SocketAddr) -> Option<Slot>
             count_refusal("budget_full");
             if let Some(n) = refusals.budget_full.event() {
                 tracing::warn!(%peer, kind = budget.name(), refused = n,
-                    capacity = budget.capacity(), "connection budget full of busy connections");
+                    capacity = budget.capacity(),
+                    "connection budget full of busy (or, handshaking, young) connections: \
+                     refused newcomers");
             }
             None
         }
@@ -653,6 +737,11 @@ impl Conn {
         authenticated: Arc<AtomicBool>,
     ) -> Result<(FrameTx, FrameRx, Option<TlsIdentity>)> {
         let Some(tls) = &self.id.tls else {
+            let mut first = [0u8; 1];
+            let peeked = stream.peek(&mut first).await.map_err(|e| net_io("<peek>", e))?;
+            if peeked == 1 && first[0] == TLS_HANDSHAKE_RECORD {
+                return Err(self.refuse_tls(stream).await);
+            }
             let (r, w) = stream.into_split();
             let (tx, rx) = framed(PreAuth::new(r, authenticated), w, &self.id.limits);
             return Ok((tx, rx, None));
@@ -700,6 +789,30 @@ impl Conn {
         }
         Error::Tls {
             reason: "a plaintext connection to a TLS port".into(),
+        }
+    }
+
+    /// A TLS caller on a plaintext port (a client or node given `--tls-dir` against one
+    /// started `--insecure`): answered with a fatal TLS alert (`protocol_version`), which
+    /// its TLS stack reads as a refused handshake ([`Error::Tls`]): it stops at once, where a
+    /// bare close would read as a busy node ([`Error::ConnectRefused`]) and be tried again.
+    /// The ClientHello (one record, at most 16 KiB + 5) is read first, so that the close
+    /// sends no reset ahead of the alert.
+    async fn refuse_tls(&self, mut stream: TcpStream) -> Error {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        count_refusal("tls");
+        if let Some(n) = self.refusals.unauthenticated.event() {
+            tracing::warn!(peer = %self.peer, refused = n, "refused a TLS connection on the plaintext port");
+        }
+        let mut head = [0u8; 5];
+        if stream.read_exact(&mut head).await.is_ok() {
+            let len = usize::from(u16::from_be_bytes([head[3], head[4]])).min(MAX_TLS_RECORD_BYTES);
+            let mut body = vec![0u8; len];
+            let _ = stream.read_exact(&mut body).await;
+            let _ = stream.write_all(&TLS_PROTOCOL_VERSION_ALERT).await;
+        }
+        Error::Tls {
+            reason: "a TLS connection to a plaintext port".into(),
         }
     }
 

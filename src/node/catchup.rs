@@ -70,13 +70,14 @@ impl CatchUpState {
     }
 }
 
-/// Sources for a snapshot's segments, best first: same site, then other followers, then the
-/// leader; never this node.
-fn sources(s: &IncomingSnapshot, me: u64, my_site: &str) -> Vec<String> {
-    let mut members = s.members();
-    members.retain(|(id, _)| *id != me);
+/// Addresses of the nodes to fetch a snapshot's segments from, best first: same site, then
+/// other followers, then the leader; never this node. Only members of the cluster (see
+/// [`IncomingSnapshot::sources`]): an offer naming another node is refused.
+fn sources(s: &IncomingSnapshot, replica: &Replica, my_site: &str) -> Result<Vec<String>> {
+    let me = replica.status().node_id;
+    let mut members = s.sources(me, &replica.retired_ids())?;
     members.sort_by_key(|(id, n)| (*id == s.leader(), n.site != my_site, *id));
-    members.into_iter().map(|(_, n)| n.addr).collect()
+    Ok(members.into_iter().map(|(_, n)| n.addr).collect())
 }
 
 /// Stages one segment: a verified staged copy is kept, a held one hard-linked, the rest
@@ -119,15 +120,16 @@ async fn stage(
     .await
 }
 
-/// Handles a snapshot offer: stages every segment, installs, and returns the reply.
+/// Handles a snapshot offer (decoded, its sender checked): stages every segment, installs,
+/// and returns the reply.
 pub(crate) async fn receive(
     replica: &Replica,
     my_site: &str,
-    msg: Bytes,
+    s: IncomingSnapshot,
     opts: CatchUpOptions,
     state: Arc<CatchUpState>,
 ) -> Bytes {
-    match receive_inner(replica, my_site, msg, opts, state).await {
+    match receive_inner(replica, my_site, s, opts, state).await {
         Ok(reply) => reply,
         Err(e) => {
             tracing::warn!(error = %e, "snapshot catch-up failed; the leader will offer it again");
@@ -139,11 +141,10 @@ pub(crate) async fn receive(
 async fn receive_inner(
     replica: &Replica,
     my_site: &str,
-    msg: Bytes,
+    s: IncomingSnapshot,
     opts: CatchUpOptions,
     state: Arc<CatchUpState>,
 ) -> Result<Bytes> {
-    let s = Replica::decode_snapshot(&msg)?;
     if s.lineage() != replica.cluster_id {
         return Err(Error::Protocol(format!(
             "snapshot of cluster {:#x} refused (this is {:#x})",
@@ -151,8 +152,7 @@ async fn receive_inner(
             replica.cluster_id
         )));
     }
-    let me = replica.status().node_id;
-    let srcs = sources(&s, me, my_site);
+    let srcs = sources(&s, replica, my_site)?;
     let staging = replica.dir.join(crate::raft::state_machine::STAGING_DIR);
     replica
         .io

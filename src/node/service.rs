@@ -28,16 +28,23 @@ impl Service for NodeService {
             return Box::pin(async { crate::raft::wire::encode_error(NOT_OPEN) });
         };
         if crate::raft::wire::tag_of(&msg) == Some(crate::raft::wire::tag::SNAPSHOT) {
-            if let Err(why) = crate::raft::remote::check_snapshot_sender(&msg, from) {
-                return Box::pin(async move { crate::raft::wire::encode_error(&why) });
-            }
+            // Decoded once, here: the sender check and the catch-up both use this value.
+            let offer = crate::raft::replica::Replica::decode_snapshot(&msg)
+                .and_then(|s| s.check_sender(from).map(|()| s).map_err(crate::Error::Protocol));
+            let s = match offer {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = e.to_string();
+                    return Box::pin(async move { crate::raft::wire::encode_error(&why) });
+                }
+            };
             let (site, opts, state) = (
                 self.site.clone(),
                 self.catch_up.clone(),
                 self.core.catch_up.clone(),
             );
             return Box::pin(
-                async move { super::catchup::receive(&r, &site, msg, opts, state).await },
+                async move { super::catchup::receive(&r, &site, s, opts, state).await },
             );
         }
         Box::pin(async move { r.handle_rpc(from, msg).await })

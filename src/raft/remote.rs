@@ -386,24 +386,13 @@ pub async fn handle_rpc(
 /// Why a consensus message is refused whose leader or candidate is not the node on the other
 /// end of the connection (its hello, over TLS checked against its certificate): with a valid
 /// certificate of its own, a node could otherwise vote or lead in another's name.
-fn speaks_for_another(what: &str, from: u64, claimed: u64) -> String {
+pub(crate) fn speaks_for_another(what: &str, from: u64, claimed: u64) -> String {
     static REFUSED: crate::net::warn_rate::WarnRate =
         crate::net::warn_rate::WarnRate::new(crate::net::warn_rate::WARN_EVERY);
     if let Some(n) = REFUSED.event() {
         tracing::warn!(from, claimed, refused = n, "refused a {what} sent in another node's name");
     }
     format!("node {from} sent a {what} in the name of node {claimed}")
-}
-
-/// Checks that a snapshot offer comes from the leader it names (see [`speaks_for_another`]).
-pub fn check_snapshot_sender(msg: &[u8], from: u64) -> std::result::Result<(), String> {
-    match wire::decode_snapshot(msg) {
-        Ok((vote, _)) if vote.leader_id.voted_for != from => {
-            Err(speaks_for_another("snapshot", from, vote.leader_id.voted_for))
-        }
-        // A malformed offer is refused where it is decoded for use.
-        _ => Ok(()),
-    }
 }
 
 /// Serves one append stream until the peer closes it or sends something malformed: feeds

@@ -174,6 +174,52 @@ impl IncomingSnapshot {
             .map(|(id, n)| (*id, n.clone()))
             .collect()
     }
+
+    /// Checks that the offer comes from the leader it names: the node `from` on the other
+    /// end of the connection (over TLS, the node its certificate names). The reason is the
+    /// error reply's text.
+    pub fn check_sender(&self, from: u64) -> std::result::Result<(), String> {
+        match self.leader() {
+            claimed if claimed != from => {
+                Err(super::remote::speaks_for_another("snapshot", from, claimed))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The nodes the offer's segments may be fetched from, with sites and addresses: every
+    /// node the offered membership names except `me`. Each must be a voter or learner of
+    /// that membership and not retired, neither in the offer's own retired set nor in
+    /// `retired` (the receiver's): a retired id never comes back, so an offer naming one is
+    /// damaged or forged, and its address may now be anyone's. Refused whole
+    /// ([`Error::UntrustedSnapshot`]) otherwise: nothing is fetched from a node the cluster
+    /// does not hold.
+    pub fn sources(&self, me: u64, retired: &BTreeSet<u64>) -> Result<Vec<(u64, NodeInfo)>> {
+        let membership = self.snapshot.meta.last_membership.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: BTreeSet<u64> = membership.learner_ids().collect();
+        let offered_retired = &self.snapshot.snapshot.retired;
+        let mut out = Vec::new();
+        for (id, node) in self.members() {
+            let refuse = |reason: &str| Error::UntrustedSnapshot {
+                node_id: id,
+                reason: reason.to_string(),
+            };
+            if !voters.contains(&id) && !learners.contains(&id) {
+                return Err(refuse("which is no voter or learner of the offered membership"));
+            }
+            if offered_retired.contains(&id) {
+                return Err(refuse("which the offer itself lists as retired"));
+            }
+            if retired.contains(&id) {
+                return Err(refuse("which this node knows as retired"));
+            }
+            if id != me {
+                out.push((id, node));
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl std::fmt::Debug for Replica {
@@ -633,5 +679,75 @@ impl Replica {
             reason: e.to_string(),
         })?;
         stopped.and(persisted).and(committed)
+    }
+}
+
+#[cfg(test)]
+mod incoming_tests {
+    use super::*;
+    use crate::raft::snapshot::{SegmentManifest, Snapshot, SnapshotMeta};
+    use crate::raft::{log_id, Membership, StoredMembership};
+
+    /// An offer from leader 1 of voters {1, 2, 3} and learner 4, retiring `offered_retired`.
+    fn offer(offered_retired: &[u64]) -> IncomingSnapshot {
+        let nodes: BTreeMap<u64, NodeInfo> = (1..=4)
+            .map(|i| {
+                let n = NodeInfo {
+                    site: format!("site-{i}"),
+                    addr: format!("h{i}:1"),
+                };
+                (i, n)
+            })
+            .collect();
+        let m = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap();
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(2, 9)),
+            last_membership: StoredMembership::new(Some(log_id(2, 5)), m),
+        };
+        let manifest = SegmentManifest {
+            lineage: 7,
+            segments: Vec::new(),
+            segment_terms: Vec::new(),
+            app_state: None,
+            retired: offered_retired.iter().copied().collect(),
+        };
+        IncomingSnapshot {
+            vote: Vote::new_committed(2, 1),
+            snapshot: Snapshot {
+                meta,
+                snapshot: manifest,
+            },
+        }
+    }
+
+    fn ids(v: &[(u64, NodeInfo)]) -> Vec<u64> {
+        v.iter().map(|(id, _)| *id).collect()
+    }
+
+    #[test]
+    fn sources_are_the_offered_voters_and_learners_but_me() {
+        let s = offer(&[]);
+        let got = s.sources(2, &BTreeSet::from([9])).unwrap();
+        assert_eq!(ids(&got), vec![1, 3, 4], "the learner is a source, this node is not");
+        assert_eq!(got[2].1.addr, "h4:1");
+        assert!(s.check_sender(1).is_ok());
+        let forged = s.check_sender(3).unwrap_err();
+        assert!(forged.contains("node 3"), "{forged}");
+    }
+
+    #[test]
+    fn an_offer_naming_a_retired_node_is_refused() {
+        // The receiver knows node 3 as retired: the offer still names it (forged, or damaged).
+        match offer(&[]).sources(2, &BTreeSet::from([3])) {
+            Err(Error::UntrustedSnapshot { node_id: 3, .. }) => {}
+            other => panic!("a retired source was trusted: {other:?}"),
+        }
+        // The offer lists node 4 as retired and as a learner at once.
+        match offer(&[4]).sources(2, &BTreeSet::new()) {
+            Err(Error::UntrustedSnapshot { node_id: 4, .. }) => {}
+            other => panic!("a self-contradicting offer was trusted: {other:?}"),
+        }
+        // Retired ids the offer does not name are no reason to refuse it.
+        assert!(offer(&[7]).sources(2, &BTreeSet::from([8])).is_ok());
     }
 }
