@@ -1,7 +1,8 @@
 //! `sitelog node --metrics-listen`: a bare port binds loopback and serves plain HTTP; a
 //! closed stdout does not kill the node; `--metrics-tls-dir` serves HTTPS with the node's
 //! certificate (a client trusting the cluster CA scrapes it, no client certificate needed);
-//! a non-loopback address is served with a warning at start.
+//! a non-loopback address is served with a warning at start; a rotated certificate is served
+//! after SIGHUP, and a bad rotation keeps the previous one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{free_port, Proc};
+use sitelog::net::certs::{self, CertOptions};
+use sitelog::net::tls::{TlsDir, TlsIdentity, Who};
 
 const CLUSTER: u64 = 0x3e7c;
 const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -159,6 +162,83 @@ fn tls_dir_serves_https_and_a_wide_address_is_warned_about() {
         .count();
     assert_eq!(warned, 1, "{stderr}");
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+
+    // Rotation: a new node certificate from the same CA, then SIGHUP: new HTTPS connections
+    // get it.
+    let old = served_cert(&addr, &client);
+    assert_eq!(old, cert_file_der(&tls));
+    let node1 = TlsIdentity::Node {
+        id: 1,
+        site: "site-1".into(),
+    };
+    let force = CertOptions {
+        force: true,
+        ..CertOptions::default()
+    };
+    certs::issue(&tls, &node1, &force).unwrap();
+    let new = cert_file_der(&tls);
+    assert_ne!(old, new);
+    sighup(_n1.child.id());
+    let rotated = eventually(|| served_cert(&addr, &client) == new);
+    assert!(
+        rotated,
+        "the metrics endpoint never served the rotated certificate"
+    );
+    scrape_until_ok("https after rotation", || https_get(&addr, &client));
+
+    // A bad rotation (a truncated certificate): logged, and the last good one is served.
+    std::fs::write(
+        TlsDir::new(&tls).cert(Who::Node(1)),
+        "-----BEGIN CERTIFICATE-----\n",
+    )
+    .unwrap();
+    sighup(_n1.child.id());
+    let logged = eventually(|| {
+        read(&log)
+            .lines()
+            .any(|l| l.contains("TLS reload failed") && l.contains("metrics"))
+    });
+    assert!(logged, "no failed metrics reload logged: {}", read(&log));
+    assert_eq!(served_cert(&addr, &client), new);
+}
+
+/// The certificate the metrics endpoint at `addr` serves now.
+fn served_cert(addr: &str, client: &Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let name = rustls::pki_types::ServerName::try_from("node-1").unwrap();
+    let mut conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn cert_file_der(tls: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let path = TlsDir::new(tls).cert(Who::Node(1));
+    let mut certs = rustls::pki_types::CertificateDer::pem_file_iter(path).unwrap();
+    certs.next().unwrap().unwrap().to_vec()
+}
+
+fn sighup(pid: u32) {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+}
+
+/// Polls `cond` every 50 ms until it holds or 10 s pass.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn read(p: &Path) -> String {

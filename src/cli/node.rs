@@ -5,13 +5,14 @@
 //! where it is.
 
 use super::{CliError, CliResult, Context};
-use crate::net::tls::{server_config_without_client_auth, TlsDir, Who};
+use crate::net::tls::{SideTlsReloader, TlsDir, Who};
 use crate::node::{Node, NodeConfig, Peer, Placement};
 use crate::IoBackend;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Raft timer presets.
@@ -335,15 +336,16 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
     let metrics = match &settings.metrics_listen {
         Some(addr) => {
             let tls = match &settings.metrics_tls_dir {
-                Some(dir) => Some(server_config_without_client_auth(
-                    &TlsDir::new(dir),
+                Some(dir) => Some(Arc::new(SideTlsReloader::load_without_client_auth(
+                    TlsDir::new(dir),
                     Who::Node(id),
-                )?),
+                )?)),
                 None => None,
             };
             // The node's reserve was raised by the endpoint's connections (see `run`).
             let reserve = settings.cfg.net.fd_reserve - super::prometheus::MAX_CONNECTIONS;
-            Some(super::prometheus::start(addr, tls, reserve).await?)
+            let (bound, task) = super::prometheus::start(addr, tls.clone(), reserve).await?;
+            Some((bound, task, tls))
         }
         None => None,
     };
@@ -354,7 +356,7 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
     // node (`println!` panics on EPIPE), so these lines are best effort.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "LISTENING {}", node.local_addr());
-    if let Some((addr, _)) = &metrics {
+    if let Some((addr, _, _)) = &metrics {
         let scheme = if settings.metrics_tls_dir.is_some() {
             "https"
         } else {
@@ -374,8 +376,9 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
             None => std::future::pending().await,
         }
     };
-    let gave_up = run_until_stopped(&node, expired).await?;
-    if let Some((_, task)) = metrics {
+    let metrics_tls = metrics.as_ref().and_then(|(_, _, tls)| tls.clone());
+    let gave_up = run_until_stopped(&node, metrics_tls.as_deref(), expired).await?;
+    if let Some((_, task, _)) = metrics {
         task.abort();
     }
     let stopped = node
@@ -392,9 +395,11 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
 const TLS_POLL_MS: u64 = 5000;
 
 /// Serves until SIGINT/SIGTERM, `expired`, or the node gives up (`Some(why)`); reloads the
-/// TLS files on SIGHUP and when they change.
+/// TLS files on SIGHUP and when they change: the node's, and the metrics endpoint's
+/// (`metrics_tls`, `--metrics-tls-dir`) on the same trigger.
 async fn run_until_stopped(
     node: &Node,
+    metrics_tls: Option<&SideTlsReloader>,
     expired: impl std::future::Future<Output = ()>,
 ) -> CliResult<Option<String>> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -412,21 +417,33 @@ async fn run_until_stopped(
             _ = term.recv() => return Ok(None),
             _ = &mut expired => return Ok(None),
             why = node.failed() => return Ok(Some(why.to_string())),
-            _ = hup.recv() => report_reload("SIGHUP", node.reload_tls().map(|()| true)),
-            _ = poll.tick() => report_reload("file change", node.reload_tls_if_changed()),
+            _ = hup.recv() => {
+                report_reload("SIGHUP", "node", node.reload_tls().map(|()| true));
+                if let Some(m) = metrics_tls {
+                    report_reload("SIGHUP", "metrics", m.reload().map(|()| true));
+                }
+            }
+            _ = poll.tick() => {
+                report_reload("file change", "node", node.reload_tls_if_changed());
+                if let Some(m) = metrics_tls {
+                    report_reload("file change", "metrics", m.reload_if_changed());
+                }
+            }
         }
     }
 }
 
-/// Logs a TLS reload's outcome; on error the node keeps serving with the old certificates.
-fn report_reload(cause: &str, outcome: crate::Result<bool>) {
+/// Logs a TLS reload's outcome (`endpoint`: the node's ports, or the metrics endpoint); on
+/// error it keeps serving with the old certificates.
+fn report_reload(cause: &str, endpoint: &str, outcome: crate::Result<bool>) {
     match outcome {
         // At warn level: an operator rotating certificates wants to see it under the default
         // filter (warn).
-        Ok(true) => tracing::warn!(cause, "TLS certificates reloaded"),
+        Ok(true) => tracing::warn!(cause, endpoint, "TLS certificates reloaded"),
         Ok(false) => {}
         Err(e) => tracing::error!(
             cause,
+            endpoint,
             error = %e,
             "TLS reload failed; still serving with the previous certificates"
         ),

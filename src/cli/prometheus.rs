@@ -5,6 +5,8 @@
 //! node is); any address that is not loopback is allowed but warned about at start. With
 //! `--metrics-tls-dir` the endpoint speaks HTTPS (TLS 1.3) with the node's own certificate;
 //! no client certificate is asked for, so any scraper that trusts the cluster CA can read it.
+//! The certificate is reloaded with the node's (SIGHUP, or a change of the files, polled by
+//! `sitelog node`): each new connection takes the current one.
 //!
 //! Guards, so that a slow or hostile client cannot hold memory, descriptors or the node's
 //! work: requests are bounded (8 KiB, and 2 s for the whole exchange, TLS handshake
@@ -18,6 +20,7 @@
 use super::{CliError, CliResult};
 use crate::net::budget::{Admission, Budget, Slot};
 use crate::net::descriptors::DescriptorGuard;
+use crate::net::tls::SideTlsReloader;
 use crate::net::warn_rate::{WarnRate, WARN_EVERY};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -43,11 +46,11 @@ pub fn listen_addr(arg: &str) -> String {
 }
 
 /// Installs the recorder and starts serving on `addr` ([`listen_addr`] applied), over TLS
-/// when `tls` is given, keeping `fd_reserve` descriptors free; returns the bound address and
-/// the task.
+/// with `tls`'s current configuration when given, keeping `fd_reserve` descriptors free;
+/// returns the bound address and the task.
 pub async fn start(
     addr: &str,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<SideTlsReloader>>,
     fd_reserve: usize,
 ) -> CliResult<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let addr = listen_addr(addr);
@@ -69,15 +72,14 @@ pub async fn start(
              node's metrics (give a bare port for 127.0.0.1)"
         );
     }
-    let acceptor = tls.map(TlsAcceptor::from);
-    let task = tokio::spawn(accept_loop(listener, handle, acceptor, fd_reserve));
+    let task = tokio::spawn(accept_loop(listener, handle, tls, fd_reserve));
     Ok((bound, task))
 }
 
 async fn accept_loop(
     listener: TcpListener,
     handle: PrometheusHandle,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<SideTlsReloader>>,
     fd_reserve: usize,
 ) {
     // A scrape is one request: the oldest connection is always fair game.
@@ -108,7 +110,11 @@ async fn accept_loop(
         let Admission::Admitted { slot, .. } = budget.admit() else {
             continue; // every place busy rendering: close
         };
-        let (h, tls, bad_tls) = (handle.clone(), tls.clone(), bad_tls.clone());
+        // The configuration current now: a reload applies to the next connection.
+        let tls = tls
+            .as_ref()
+            .map(|t| TlsAcceptor::from(Arc::clone(&*t.current())));
+        let (h, bad_tls) = (handle.clone(), bad_tls.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, tls, &h, &slot, &bad_tls)) => {}

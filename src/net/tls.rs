@@ -783,33 +783,59 @@ impl Stamp {
 }
 
 /// The current [`TlsConfig`] of a node or client, reloaded from its directory on demand
-/// (SIGHUP, or [`TlsReloader::reload_if_changed`] polled). A failed reload keeps the old
+/// (SIGHUP, or [`Reloading::reload_if_changed`] polled). A failed reload keeps the old
 /// configuration. Connections take the configuration current when they start and keep it:
 /// established ones are not affected by a reload.
+pub type TlsReloader = Reloading<TlsConfig>;
+
+/// The current server configuration of a side endpoint without client certificates (the
+/// metrics endpoint, see [`server_config_without_client_auth`]), reloaded like
+/// [`TlsReloader`].
+pub type SideTlsReloader = Reloading<Arc<ServerConfig>>;
+
+/// A configuration `T` read from a TLS directory, reloaded on demand: a failed reload keeps
+/// the old one. See [`TlsReloader`] and [`SideTlsReloader`].
 #[derive(Debug)]
-pub struct TlsReloader {
+pub struct Reloading<T> {
     dir: TlsDir,
     who: Who,
-    current: RwLock<Arc<TlsConfig>>,
+    read: fn(&TlsDir, Who) -> Result<T>,
+    current: RwLock<Arc<T>>,
     stamp: Mutex<Stamp>,
 }
 
-impl TlsReloader {
+impl Reloading<TlsConfig> {
     /// Loads the first configuration (an error here is the caller's to report: nothing to
     /// keep yet).
     pub fn load(dir: TlsDir, who: Who) -> Result<Self> {
+        Self::first(dir, who, TlsConfig::load)
+    }
+}
+
+impl Reloading<Arc<ServerConfig>> {
+    /// Loads the first side-endpoint configuration of `who` (see
+    /// [`server_config_without_client_auth`]).
+    #[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
+    pub fn load_without_client_auth(dir: TlsDir, who: Who) -> Result<Self> {
+        Self::first(dir, who, server_config_without_client_auth)
+    }
+}
+
+impl<T> Reloading<T> {
+    fn first(dir: TlsDir, who: Who, read: fn(&TlsDir, Who) -> Result<T>) -> Result<Self> {
         let stamp = Stamp::of(&dir, who);
-        let config = TlsConfig::load(&dir, who)?;
-        Ok(TlsReloader {
+        let config = read(&dir, who)?;
+        Ok(Reloading {
             dir,
             who,
+            read,
             current: RwLock::new(Arc::new(config)),
             stamp: Mutex::new(stamp),
         })
     }
 
     /// The configuration new connections should use.
-    pub fn current(&self) -> Arc<TlsConfig> {
+    pub fn current(&self) -> Arc<T> {
         // A poisoned lock still holds a whole Arc: the swap below cannot leave it half-written.
         self.current
             .read()
@@ -822,7 +848,7 @@ impl TlsReloader {
     pub fn reload(&self) -> Result<()> {
         let stamp = Stamp::of(&self.dir, self.who);
         *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
-        let config = TlsConfig::load(&self.dir, self.who)?;
+        let config = (self.read)(&self.dir, self.who)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         Ok(())
     }
