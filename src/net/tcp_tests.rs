@@ -315,3 +315,56 @@ fn split(stream: TcpStream, limits: &NetLimits) -> (FrameTx, FrameRx) {
     let (r, w) = stream.into_split();
     framed(r, w, limits)
 }
+
+/// A node that closes every newcomer at once (its handshake budget full of young
+/// handshakes): the caller gets `Error::ConnectRefused` after trying again, within the time
+/// one open is allowed. A TLS caller on a plaintext port gets a TLS alert: `Error::Tls` at
+/// once, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_are_tried_again_and_tls_on_a_plaintext_port_is_not() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = l.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let closer = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Relaxed);
+            drop(s);
+        }
+    });
+    let c = TcpConnector {
+        limits: NetLimits {
+            connect_timeout_ms: 200,
+            handshake_timeout_ms: 400,
+            ..limits()
+        },
+        ..peer(ANY_NODE)
+    };
+    let start = std::time::Instant::now();
+    match c.open(&closing, ANY_NODE, Purpose::Client).await {
+        Err(Error::ConnectRefused { .. }) => {}
+        other => panic!("a bare close is a refused connect: {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(accepted.load(Relaxed) >= 2, "tried again");
+    closer.abort();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sites = std::collections::BTreeMap::from([(1, "site-1".to_string())]);
+    let certs = crate::net::certs::generate(dir.path(), &sites, &Default::default()).unwrap();
+    let who = crate::net::tls::Who::Client(ClientRole::Admin);
+    let (plain, task) = server(limits()).await;
+    let tls_caller = TcpConnector {
+        tls: Some(Arc::new(TlsReloader::load(certs, who).unwrap())),
+        ..peer(ANY_NODE)
+    };
+    let start = std::time::Instant::now();
+    match tls_caller.open(&plain, ANY_NODE, Purpose::Client).await {
+        Err(Error::Tls { .. }) => {}
+        other => panic!("TLS against a plaintext port: {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_millis(500), "not retried: {:?}", start.elapsed());
+    works(&plain, Purpose::Client).await.unwrap();
+    task.abort();
+}
