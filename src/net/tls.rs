@@ -791,6 +791,7 @@ pub type TlsReloader = Reloading<TlsConfig>;
 /// The current server configuration of a side endpoint without client certificates (the
 /// metrics endpoint, see [`server_config_without_client_auth`]), reloaded like
 /// [`TlsReloader`].
+#[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub type SideTlsReloader = Reloading<Arc<ServerConfig>>;
 
 /// A configuration `T` read from a TLS directory, reloaded on demand: a failed reload keeps
