@@ -123,19 +123,31 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
 }
 
 /// One client per writer, each with its connections open (one untimed append): the timed run
-/// measures steady appends, not connection setup (a TLS handshake each). Sequential, so that
-/// the leader never sees more concurrent handshakes than its pre-authentication budget holds.
+/// measures steady appends, not connection setup (a TLS handshake each). All at once: a
+/// leader whose handshake budget is full of young handshakes refuses the rest, and they
+/// connect again after a short backoff (`TcpConnector::open`).
 async fn connected_clients(
     cluster: &LocalCluster,
     payload: &Bytes,
     writers: usize,
 ) -> CliResult<Vec<Client>> {
+    let warmups: Vec<_> = (0..writers)
+        .map(|_| {
+            let (client, payload) = (cluster.client(), payload.clone());
+            tokio::spawn(async move {
+                let outcome = client.append(vec![payload]).await;
+                (client, outcome)
+            })
+        })
+        .collect();
     let mut clients = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let client = cluster.client();
-        match client.append(vec![payload.clone()]).await {
-            AppendOutcome::Ok(_) => clients.push(client),
-            other => return Err(CliError(format!("replicated warm-up append: {other:?}"))),
+    for w in warmups {
+        match w.await {
+            Ok((client, AppendOutcome::Ok(_))) => clients.push(client),
+            Ok((_, other)) => {
+                return Err(CliError(format!("replicated warm-up append: {other:?}")))
+            }
+            Err(e) => return Err(CliError(format!("replicated warm-up append: {e}"))),
         }
     }
     Ok(clients)
