@@ -108,7 +108,12 @@ fn node_writes_direct_by_default_and_no_direct_io_turns_it_off() {
     for (id, extra, want) in cases {
         let addrs: BTreeMap<u64, String> = [(id, free_port())].into();
         let metrics_addr = free_port();
-        let mut args = vec!["--metrics-listen", metrics_addr.as_str()];
+        // One node alone: placement would refuse a single site.
+        let mut args = vec![
+            "--metrics-listen",
+            metrics_addr.as_str(),
+            "--allow-unsafe-placement",
+        ];
         args.extend_from_slice(extra);
         let _node = spawn_node_with(id, dir.path(), &addrs, CLUSTER, &args, true);
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -5,7 +5,11 @@
 //! - `durable`: `SyncMode::Always` appends of single records from W OS threads (record sizes
 //!   100 B, 1 KiB, 16 KiB; W = 1, 8, 64, 256; plus 1 MiB records with 256 writers). Compared
 //!   with the raw loop at the group size one group commit would write if every writer's record
-//!   were grouped (record size × W), into a fresh file and into a pre-written one.
+//!   were grouped (record size × W), into a fresh file and into a pre-written one. Every cell
+//!   also runs the naive group commit of issue 16 (`naive.rs`) back to back with sitelog's
+//!   backends (naive first in every other cell), and counts records per fsynced group. Then
+//!   the stall runs: the first 200 appends of one writer after open, and 8 writers across
+//!   rolls of 1 MiB segments, of every backend and the naive log.
 //! - `buffered`: `SyncMode::Manual` batches of 64 × 1 KiB, then one `sync()`, against plain
 //!   pwrites of the same chunk size and one fdatasync.
 //! - `read`: the buffered log read back with `Log::iter` after a reopen, with the page cache
