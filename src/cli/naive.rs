@@ -37,7 +37,8 @@ struct Tail {
 
 #[derive(Debug)]
 struct State {
-    /// Framed records waiting for a leader.
+    /// Framed records waiting for a leader: at most one per blocked writer, so bounded by the
+    /// writers times their record size.
     queue: Vec<u8>,
     /// Sequence number the next queued record gets.
     next_seq: u64,

@@ -453,3 +453,34 @@ fn report_reload(cause: &str, outcome: crate::Result<bool>) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn direct(flags: &[&str], file: Option<bool>) -> bool {
+        let cmd = Cmd::try_parse_from(std::iter::once("node").chain(flags.iter().copied()))
+            .expect("flags parse");
+        direct_io(&cmd.node, file)
+    }
+
+    /// O_DIRECT follows the library default; a flag wins over the file, the last flag wins.
+    #[test]
+    fn direct_io_follows_the_default_then_the_file_then_the_flags() {
+        assert!(LogOptions::default().direct_io);
+        assert!(direct(&[], None));
+        assert!(!direct(&[], Some(false)));
+        assert!(!direct(&["--no-direct-io"], None));
+        assert!(!direct(&["--no-direct-io"], Some(true)));
+        assert!(direct(&["--direct-io"], Some(false)));
+        assert!(direct(&["--no-direct-io", "--direct-io"], None));
+        assert!(!direct(&["--direct-io", "--no-direct-io"], None));
+    }
+}
