@@ -44,6 +44,52 @@ fn bench_quick_json_has_ratios() {
         assert!(cell["ratio_fresh"].as_f64().unwrap() > 0.0, "{cell}");
         assert!(cell["ratio_prewritten"].as_f64().unwrap() > 0.0, "{cell}");
         assert!(cell["latency"]["p999_us"].as_f64().unwrap() > 0.0, "{cell}");
+        // The naive group commit ran in the same cell: ratio, p999s, max and flushes.
+        assert!(cell["ratio_baseline"].as_f64().unwrap() > 0.0, "{cell}");
+        let base = &cell["baseline"];
+        assert!(base["records"].as_u64().unwrap() > 0, "{cell}");
+        for lat in [&cell["latency"], &base["latency"]] {
+            assert!(lat["p999_us"].as_f64().unwrap() >= lat["p50_us"].as_f64().unwrap());
+            assert!(lat["max_us"].as_f64().unwrap() >= lat["p999_us"].as_f64().unwrap());
+        }
+        assert_eq!(
+            cell["baseline_p999_us"], base["latency"]["p999_us"],
+            "{cell}"
+        );
+        assert_eq!(cell["p999_us"], cell["latency"]["p999_us"], "{cell}");
+        assert!(cell["max_us"].as_f64().unwrap() > 0.0, "{cell}");
+        assert!(cell["baseline_max_us"].as_f64().unwrap() > 0.0, "{cell}");
+        // Every flush carries at least one record.
+        let flushes = base["flushes"].as_u64().unwrap();
+        assert!(
+            flushes > 0 && flushes <= base["records"].as_u64().unwrap(),
+            "{cell}"
+        );
+        assert!(base["records_per_flush"].as_f64().unwrap() >= 1.0, "{cell}");
+        let flushes = cell["flushes"].as_u64().unwrap();
+        assert!(
+            flushes > 0 && flushes <= cell["records"].as_u64().unwrap(),
+            "{cell}"
+        );
+        assert!(cell["records_per_flush"].as_f64().unwrap() >= 1.0, "{cell}");
+    }
+    // The stall runs: the first 200 appends after open, and appends across segment rolls,
+    // of sitelog and of the naive group commit.
+    let stalls = v["stalls"].as_array().unwrap();
+    for backend in ["posix", "naive"] {
+        for kind in ["open", "roll"] {
+            let r = stalls
+                .iter()
+                .find(|r| r["backend"] == backend && r["kind"] == kind)
+                .unwrap_or_else(|| panic!("no {kind} stall run of {backend}: {v}"));
+            if kind == "open" {
+                assert_eq!(r["records"], 200, "{r}");
+            }
+            assert!(r["records"].as_u64().unwrap() > 0, "{r}");
+            assert!(r["max_us"].as_f64().unwrap() >= r["latency"]["p50_us"].as_f64().unwrap());
+            assert!(r["segments"].as_u64().unwrap() >= 1, "{r}");
+            assert!(r["records_per_flush"].as_f64().unwrap() >= 1.0, "{r}");
+        }
     }
     let buffered = v["buffered"].as_array().unwrap();
     assert_eq!(buffered.len(), 1);
@@ -52,6 +98,9 @@ fn bench_quick_json_has_ratios() {
     assert!(v["reopen"].as_array().unwrap().is_empty());
     let targets = v["targets"].as_array().unwrap();
     assert!(targets.iter().any(|t| t["pass"].is_boolean()));
+    assert!(targets
+        .iter()
+        .any(|t| t["name"].as_str().unwrap().contains("naive group commit")));
 
     // The bench directory it created inside --dir is gone.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);

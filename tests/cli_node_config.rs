@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, spawn_node, Proc};
+use common::{free_port, spawn_node, spawn_node_with, Proc};
 
 const CLUSTER: u64 = 0xc0f1;
 
@@ -94,4 +94,41 @@ fn node_from_toml_serves_prometheus_metrics() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--id is required"));
+}
+
+/// Issue 16 item 6: `sitelog node` follows the library default and writes its log with
+/// O_DIRECT (its metrics say `sitelog_direct_io 1`); `--no-direct-io` turns that off (0).
+#[test]
+fn node_writes_direct_by_default_and_no_direct_io_turns_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(u64, &[&str], &str); 2] = [
+        (1, &[], "sitelog_direct_io 1"),
+        (2, &["--no-direct-io"], "sitelog_direct_io 0"),
+    ];
+    for (id, extra, want) in cases {
+        let addrs: BTreeMap<u64, String> = [(id, free_port())].into();
+        let metrics_addr = free_port();
+        // One node alone: placement would refuse a single site.
+        let mut args = vec![
+            "--metrics-listen",
+            metrics_addr.as_str(),
+            "--allow-unsafe-placement",
+        ];
+        args.extend_from_slice(extra);
+        let _node = spawn_node_with(id, dir.path(), &addrs, CLUSTER, &args, true);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            if body.contains("sitelog_direct_io ") {
+                assert!(body.lines().any(|l| l == want), "{want}:\n{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no sitelog_direct_io:\n{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

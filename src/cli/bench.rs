@@ -5,7 +5,11 @@
 //! - `durable`: `SyncMode::Always` appends of single records from W OS threads (record sizes
 //!   100 B, 1 KiB, 16 KiB; W = 1, 8, 64, 256; plus 1 MiB records with 256 writers). Compared
 //!   with the raw loop at the group size one group commit would write if every writer's record
-//!   were grouped (record size × W), into a fresh file and into a pre-written one.
+//!   were grouped (record size × W), into a fresh file and into a pre-written one. Every cell
+//!   also runs the naive group commit of issue 16 (`naive.rs`) back to back with sitelog's
+//!   backends (naive first in every other cell), and counts records per fsynced group. Then
+//!   the stall runs: the first 200 appends of one writer after open, and 8 writers across
+//!   rolls of 1 MiB segments, of every backend and the naive log.
 //! - `buffered`: `SyncMode::Manual` batches of 64 × 1 KiB, then one `sync()`, against plain
 //!   pwrites of the same chunk size and one fdatasync.
 //! - `read`: the buffered log read back with `Log::iter` after a reopen, with the page cache
@@ -14,11 +18,13 @@
 //! - `reopen`: `Log::open` of a 1 GiB log after a clean close, and after a child process that
 //!   was appending durably is killed with SIGKILL.
 
+use super::naive::NaiveLog;
 use super::raw::{self, RawFile, RawLoop};
 use super::report::{
-    writer_kind, BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun, Results,
+    writer_kind, BaselineCell, BufferedRun, DurableCell, Meta, ReadRun, ReopenKind, ReopenRun,
+    Results, StallKind, StallRun,
 };
-use super::stats::nanos;
+use super::stats::{nanos, Latency};
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
 use crate::{IoBackend, Log, LogOptions, SyncMode};
@@ -72,6 +78,14 @@ const CHILD_RECORD_BYTES: usize = 1 << 10;
 const CHILD_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// A child that is somehow never killed stops on its own.
 const CHILD_MAX_RUNTIME: Duration = Duration::from_secs(120);
+/// The stall runs: appends timed after open, record size, and the roll run's writers and
+/// segment size (small, so that segments roll several times a second).
+const STALL_OPEN_APPENDS: usize = 200;
+const STALL_RECORD_BYTES: usize = 1 << 10;
+const STALL_ROLL_WRITERS: usize = 8;
+const STALL_ROLL_SEGMENT_BYTES: u64 = 1 << 20;
+/// How the report names the naive group commit (src/cli/naive.rs).
+pub const NAIVE_NAME: &str = "naive";
 /// Offset bytes at the start of every payload the bench writes for reading back.
 const OFFSET_PREFIX_BYTES: usize = 8;
 
@@ -456,19 +470,10 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         sys::remove_path(&path)?;
         results.buffered_raw = Some(times);
     }
+    if plan.wants(Workload::Durable) {
+        durable_workload(&plan, &work, &mut results)?;
+    }
     for &backend in &plan.backends {
-        if plan.wants(Workload::Durable) {
-            for &(size, writers, tasks) in &plan.cells {
-                progress(&format!(
-                    "durable {} {} × {writers} {}",
-                    backend.name(),
-                    super::stats::fmt_bytes(size as u64),
-                    writer_kind(tasks)
-                ));
-                let cell = durable_cell(&plan, &work, backend, (size, writers, tasks))?;
-                results.durable.push(cell);
-            }
-        }
         if plan.wants(Workload::Buffered) || plan.wants(Workload::Read) {
             let dir = work.sub(&format!("log-{}", backend.name()));
             progress(&format!(
@@ -580,6 +585,220 @@ fn segment_files(dir: &Path) -> CliResult<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Every durable cell with each backend and the naive group commit back to back (the naive
+/// one first in every other cell, so that neither always runs on a disk the other just
+/// used), then the stall runs.
+fn durable_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliResult<()> {
+    if !super::stats::install_flush_counter() {
+        results.notes.push(
+            "records per flush of sitelog not counted: a metrics recorder is installed".into(),
+        );
+    }
+    for (i, &cell) in plan.cells.iter().enumerate() {
+        let naive_first = i % 2 == 0;
+        if naive_first {
+            results.baseline.push(naive_cell(plan, work, cell)?);
+        }
+        for &backend in &plan.backends {
+            let (size, writers, tasks) = cell;
+            progress(&format!(
+                "durable {} {} × {writers} {}",
+                backend.name(),
+                super::stats::fmt_bytes(size as u64),
+                writer_kind(tasks)
+            ));
+            results
+                .durable
+                .push(durable_cell(plan, work, backend, cell)?);
+        }
+        if !naive_first {
+            results.baseline.push(naive_cell(plan, work, cell)?);
+        }
+    }
+    for kind in [StallKind::Open, StallKind::Roll] {
+        // The naive log first for one kind, last for the other.
+        let mut order: Vec<Option<Backend>> = std::iter::once(None)
+            .chain(plan.backends.iter().copied().map(Some))
+            .collect();
+        if kind == StallKind::Roll {
+            order.reverse();
+        }
+        for who in order {
+            let run = match who {
+                Some(backend) => stall_run(plan, work, backend, kind)?,
+                None => naive_stall_run(plan, work, kind)?,
+            };
+            results.stalls.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// Single appends timed before a cell: at most 100, at most 16 MiB.
+fn warmup_appends(record_bytes: usize) -> usize {
+    (WARMUP_BYTES / record_bytes).clamp(1, WARMUP_APPENDS)
+}
+
+/// Synced groups of sitelog since `before` (both from [`super::stats::sitelog_flushes`]).
+fn flushes_since(before: Option<u64>) -> Option<u64> {
+    Some(super::stats::sitelog_flushes()? - before?)
+}
+
+/// One durable cell of the naive group commit, set up as sitelog's: a new directory, the same
+/// warm-up, the same writers and budget.
+fn naive_cell(
+    plan: &Plan,
+    work: &WorkDir,
+    (size, writers, tasks): (usize, usize, bool),
+) -> CliResult<BaselineCell> {
+    progress(&format!(
+        "durable naive {} × {writers} {}",
+        super::stats::fmt_bytes(size as u64),
+        writer_kind(tasks)
+    ));
+    let dir = work.sub(&format!("naive-{size}-{writers}-{}", writer_kind(tasks)));
+    let log = Arc::new(
+        NaiveLog::create(&dir, plan.disk.segment_bytes)
+            .context(|| format!("cannot create a naive log in {}", dir.display()))?,
+    );
+    let payload = raw::pattern(size);
+    for _ in 0..warmup_appends(size) {
+        log.append(&payload).context(|| "naive append".into())?;
+    }
+    sys::settle_disk();
+    let before = log.stats();
+    let max_bytes = plan.disk.log_payload_bytes(1);
+    let (records, secs, lat) = if tasks {
+        run_naive_tasks(&log, &payload, writers, plan.duration, max_bytes)?
+    } else {
+        let append = |p: &[u8]| log.append(p).map(|_| ()).context(|| "naive append".into());
+        run_writer_threads(&append, &payload, writers, plan.duration, max_bytes)?
+    };
+    let flushes = log.stats().flushes - before.flushes;
+    drop(log);
+    if !plan.keep {
+        sys::remove_path(&dir)?;
+    }
+    Ok(BaselineCell {
+        record_bytes: size as u64,
+        writers,
+        tasks,
+        records,
+        secs,
+        lat: Latency::from_nanos(lat),
+        flushes,
+    })
+}
+
+/// One writer's first appends to a new log, timed one by one.
+fn first_appends(append: &dyn Fn(&[u8]) -> CliResult<()>) -> CliResult<(u64, f64, Vec<u64>)> {
+    let payload = raw::pattern(STALL_RECORD_BYTES);
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(STALL_OPEN_APPENDS);
+    for _ in 0..STALL_OPEN_APPENDS {
+        let t0 = Instant::now();
+        append(&payload)?;
+        lat.push(nanos(t0.elapsed()));
+    }
+    Ok((lat.len() as u64, started.elapsed().as_secs_f64(), lat))
+}
+
+/// Sitelog's stall run of `kind` with `backend`: a new log, timed from its open.
+fn stall_run(
+    plan: &Plan,
+    work: &WorkDir,
+    backend: Backend,
+    kind: StallKind,
+) -> CliResult<StallRun> {
+    progress(&format!("stall {} {}", kind.key(), backend.name()));
+    let dir = work.sub(&format!("stall-{}-{}", kind.key(), backend.name()));
+    let segment_bytes = match kind {
+        StallKind::Open => plan.disk.segment_bytes,
+        StallKind::Roll => STALL_ROLL_SEGMENT_BYTES,
+    };
+    sys::settle_disk();
+    let log = Log::open(&dir, backend.options(segment_bytes))
+        .context(|| format!("cannot open a log in {}", dir.display()))?;
+    let before = super::stats::sitelog_flushes();
+    let (records, secs, lat, writers) = match kind {
+        StallKind::Open => {
+            let append = |p: &[u8]| log.append(p).map(|_| ()).map_err(CliError::from);
+            let (r, s, l) = first_appends(&append)?;
+            (r, s, l, 1)
+        }
+        StallKind::Roll => {
+            let payload = raw::pattern(STALL_RECORD_BYTES);
+            let max_bytes = plan.disk.log_payload_bytes(1);
+            let (r, s, l) =
+                run_writers(&log, &payload, STALL_ROLL_WRITERS, plan.duration, max_bytes)?;
+            (r, s, l, STALL_ROLL_WRITERS)
+        }
+    };
+    let run = StallRun {
+        backend: backend.name(),
+        kind,
+        record_bytes: STALL_RECORD_BYTES as u64,
+        writers,
+        segment_bytes,
+        records,
+        secs,
+        lat: Latency::from_nanos(lat),
+        segments: log.segment_count() as u64,
+        flushes: flushes_since(before),
+    };
+    log.close()?;
+    if !plan.keep {
+        sys::remove_path(&dir)?;
+    }
+    Ok(run)
+}
+
+/// The naive group commit's stall run of `kind`.
+fn naive_stall_run(plan: &Plan, work: &WorkDir, kind: StallKind) -> CliResult<StallRun> {
+    progress(&format!("stall {} naive", kind.key()));
+    let dir = work.sub(&format!("stall-{}-naive", kind.key()));
+    let segment_bytes = match kind {
+        StallKind::Open => plan.disk.segment_bytes,
+        StallKind::Roll => STALL_ROLL_SEGMENT_BYTES,
+    };
+    sys::settle_disk();
+    let log = NaiveLog::create(&dir, segment_bytes)
+        .context(|| format!("cannot create a naive log in {}", dir.display()))?;
+    let append = |p: &[u8]| log.append(p).map(|_| ()).context(|| "naive append".into());
+    let ((records, secs, lat), writers) = match kind {
+        StallKind::Open => (first_appends(&append)?, 1),
+        StallKind::Roll => {
+            let payload = raw::pattern(STALL_RECORD_BYTES);
+            let max_bytes = plan.disk.log_payload_bytes(1);
+            let r = run_writer_threads(
+                &append,
+                &payload,
+                STALL_ROLL_WRITERS,
+                plan.duration,
+                max_bytes,
+            )?;
+            (r, STALL_ROLL_WRITERS)
+        }
+    };
+    let stats = log.stats();
+    drop(log);
+    if !plan.keep {
+        sys::remove_path(&dir)?;
+    }
+    Ok(StallRun {
+        backend: NAIVE_NAME,
+        kind,
+        record_bytes: STALL_RECORD_BYTES as u64,
+        writers,
+        segment_bytes,
+        records,
+        secs,
+        lat: Latency::from_nanos(lat),
+        segments: stats.rolls + 1,
+        flushes: Some(stats.flushes),
+    })
+}
+
 fn durable_cell(
     plan: &Plan,
     work: &WorkDir,
@@ -602,7 +821,7 @@ fn durable_cell(
         Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?,
     );
     let payload = raw::pattern(size);
-    for _ in 0..(WARMUP_BYTES / size).clamp(1, WARMUP_APPENDS) {
+    for _ in 0..warmup_appends(size) {
         log.append(&payload)?;
     }
     // Steady state: a long-running log has its next segment prepared long before it is
@@ -610,6 +829,7 @@ fn durable_cell(
     let prepared = log.wait_prepared(PREPARE_TIMEOUT);
     sys::settle_disk();
     let max_bytes = plan.disk.log_payload_bytes(1);
+    let before = super::stats::sitelog_flushes();
     let (records, secs, lat) = if tasks {
         run_tasks(&log, &payload, writers, plan.duration, max_bytes)?
     } else {
@@ -622,9 +842,10 @@ fn durable_cell(
         tasks,
         records,
         secs,
-        lat: super::stats::Latency::from_nanos(lat),
+        lat: Latency::from_nanos(lat),
         next_segment_prepared: prepared,
         segments: log.segment_count(),
+        flushes: flushes_since(before),
     };
     // Every task has ended (`run_tasks` drops its runtime), so this is the last handle.
     let log = Arc::into_inner(log)
@@ -647,6 +868,52 @@ fn run_tasks(
     duration: Duration,
     max_payload_bytes: u64,
 ) -> CliResult<(u64, f64, Vec<u64>)> {
+    let log = log.clone();
+    let append = move |payload: Arc<[u8]>| {
+        let log = log.clone();
+        async move {
+            log.append_batch_async(&[&payload[..]]).await?;
+            Ok(())
+        }
+    };
+    run_async_tasks(append, payload, tasks, duration, max_payload_bytes)
+}
+
+/// [`run_tasks`] for the naive baseline: it has no async API, so each task calls its blocking
+/// append through `spawn_blocking`, as a simple design would.
+fn run_naive_tasks(
+    log: &Arc<NaiveLog>,
+    payload: &[u8],
+    tasks: usize,
+    duration: Duration,
+    max_payload_bytes: u64,
+) -> CliResult<(u64, f64, Vec<u64>)> {
+    let log = log.clone();
+    let append = move |payload: Arc<[u8]>| {
+        let log = log.clone();
+        async move {
+            tokio::task::spawn_blocking(move || log.append(&payload))
+                .await
+                .map_err(|e| CliError(format!("a blocking append failed: {e}")))?
+                .context(|| "naive append".to_string())?;
+            Ok(())
+        }
+    };
+    run_async_tasks(append, payload, tasks, duration, max_payload_bytes)
+}
+
+/// `tasks` async tasks, each awaiting `append(payload)` one at a time (see [`run_tasks`]).
+fn run_async_tasks<F, Fut>(
+    append: F,
+    payload: &[u8],
+    tasks: usize,
+    duration: Duration,
+    max_payload_bytes: u64,
+) -> CliResult<(u64, f64, Vec<u64>)>
+where
+    F: Fn(Arc<[u8]>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = CliResult<()>> + Send,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(sys::cpus())
         .enable_time()
@@ -659,15 +926,15 @@ fn run_tasks(
     let result = rt.block_on(async {
         let mut handles = Vec::with_capacity(tasks);
         for _ in 0..tasks {
-            let (log, payload, budget) = (log.clone(), payload.clone(), budget.clone());
+            let (append, payload, budget) = (append.clone(), payload.clone(), budget.clone());
             handles.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while Instant::now() < deadline && budget.take(payload.len()) {
                     let t0 = Instant::now();
-                    log.append_batch_async(&[&payload[..]]).await?;
+                    append(payload.clone()).await?;
                     lat.push(nanos(t0.elapsed()));
                 }
-                Ok::<_, crate::Error>(lat)
+                Ok::<_, CliError>(lat)
             }));
         }
         let mut all = Vec::new();
@@ -676,7 +943,7 @@ fn run_tasks(
             match h.await {
                 Ok(Ok(lat)) => all.extend(lat),
                 Ok(Err(e)) => {
-                    first_error.get_or_insert(CliError::from(e));
+                    first_error.get_or_insert(e);
                 }
                 Err(e) => {
                     first_error.get_or_insert(CliError(format!("a writer task failed: {e}")));
@@ -689,6 +956,7 @@ fn run_tasks(
         }
     });
     let secs = started.elapsed().as_secs_f64();
+    // Ends every task, and with them their handles on the log.
     drop(rt);
     let all = result?;
     Ok((all.len() as u64, secs, all))
@@ -751,6 +1019,18 @@ pub(super) fn run_writers(
     duration: Duration,
     max_payload_bytes: u64,
 ) -> CliResult<(u64, f64, Vec<u64>)> {
+    let append = |p: &[u8]| log.append(p).map(|_| ()).map_err(CliError::from);
+    run_writer_threads(&append, payload, writers, duration, max_payload_bytes)
+}
+
+/// [`run_writers`] with any blocking durable append (sitelog's or the naive baseline's).
+fn run_writer_threads(
+    append: &(dyn Fn(&[u8]) -> CliResult<()> + Sync),
+    payload: &[u8],
+    writers: usize,
+    duration: Duration,
+    max_payload_bytes: u64,
+) -> CliResult<(u64, f64, Vec<u64>)> {
     let gate = Gate::default();
     let stop = AtomicBool::new(false);
     let budget = ByteBudget::new(max_payload_bytes);
@@ -773,9 +1053,9 @@ pub(super) fn run_writers(
                             break;
                         }
                         let t0 = Instant::now();
-                        if let Err(e) = log.append(payload) {
+                        if let Err(e) = append(payload) {
                             stop.store(true, Ordering::Relaxed);
-                            return Err(e.into());
+                            return Err(e);
                         }
                         lat.push(nanos(t0.elapsed()));
                     }

@@ -10,6 +10,7 @@ mod cluster;
 mod drill;
 mod drill_report;
 mod json;
+mod naive;
 mod node;
 mod offline;
 mod prometheus;

@@ -7,7 +7,7 @@
 use super::{CliError, CliResult, Context};
 use crate::net::tls::{SideTlsReloader, TlsDir, Who};
 use crate::node::{Node, NodeConfig, Peer, Placement};
-use crate::IoBackend;
+use crate::{IoBackend, LogOptions};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -124,9 +124,13 @@ pub struct NodeArgs {
     #[arg(long, value_enum)]
     pub io: Option<IoArg>,
     /// Write durable groups with O_DIRECT (`LogOptions::direct_io`; see the README's
-    /// performance section) [default: off].
-    #[arg(long)]
+    /// performance section): the default already, accepted for compatibility.
+    #[arg(long, overrides_with = "no_direct_io")]
     pub direct_io: bool,
+    /// Write durable groups through the page cache instead of with O_DIRECT (`direct_io =
+    /// false` in the config file).
+    #[arg(long, overrides_with = "direct_io")]
+    pub no_direct_io: bool,
     /// Exit by itself after this many seconds (a safety net for test harnesses).
     #[arg(long)]
     pub exit_after_secs: Option<u64>,
@@ -261,7 +265,7 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         IoArg::IoUring => IoBackend::IoUring,
         IoArg::Posix => IoBackend::Posix,
     };
-    cfg.log.direct_io = args.direct_io || file.direct_io == Some(true);
+    cfg.log.direct_io = direct_io(args, file.direct_io);
     if let Some(n) = args.snapshot_every.or(file.snapshot_every) {
         cfg.snapshots.every_entries = (n > 0).then_some(n);
     }
@@ -302,6 +306,19 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
         metrics_listen,
         metrics_tls_dir,
     })
+}
+
+/// `LogOptions::direct_io`: a flag wins over the file, the file over the library default (on).
+/// Where the file system refuses O_DIRECT (tmpfs) the log warns once and writes through the
+/// page cache, so the default never keeps a node from starting.
+fn direct_io(args: &NodeArgs, file: Option<bool>) -> bool {
+    if args.no_direct_io {
+        false
+    } else if args.direct_io {
+        true
+    } else {
+        file.unwrap_or(LogOptions::default().direct_io)
+    }
 }
 
 /// Runs the node.
@@ -349,12 +366,16 @@ async fn serve(settings: Settings, exit_after_secs: Option<u64>) -> CliResult<()
         }
         None => None,
     };
+    let direct_io = settings.cfg.log.direct_io;
+    tracing::info!(direct_io, io = ?settings.cfg.log.io, "storage");
     let node = Node::start(settings.cfg)
         .await
         .map_err(|e| CliError(format!("node {id} failed to start: {e}")))?;
     // stdout may be closed (a supervisor that ignores it): a failed write must not kill the
     // node (`println!` panics on EPIPE), so these lines are best effort.
     let mut out = std::io::stdout().lock();
+    // Set once the recorder is installed; what the log was configured with (see `direct_io`).
+    metrics::gauge!("sitelog_direct_io").set(if direct_io { 1.0 } else { 0.0 });
     let _ = writeln!(out, "LISTENING {}", node.local_addr());
     if let Some((addr, _, _)) = &metrics {
         let scheme = if settings.metrics_tls_dir.is_some() {
@@ -447,5 +468,36 @@ fn report_reload(cause: &str, endpoint: &str, outcome: crate::Result<bool>) {
             error = %e,
             "TLS reload failed; still serving with the previous certificates"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn direct(flags: &[&str], file: Option<bool>) -> bool {
+        let cmd = Cmd::try_parse_from(std::iter::once("node").chain(flags.iter().copied()))
+            .expect("flags parse");
+        direct_io(&cmd.node, file)
+    }
+
+    /// O_DIRECT follows the library default; a flag wins over the file, the last flag wins.
+    #[test]
+    fn direct_io_follows_the_default_then_the_file_then_the_flags() {
+        assert!(LogOptions::default().direct_io);
+        assert!(direct(&[], None));
+        assert!(!direct(&[], Some(false)));
+        assert!(!direct(&["--no-direct-io"], None));
+        assert!(!direct(&["--no-direct-io"], Some(true)));
+        assert!(direct(&["--direct-io"], Some(false)));
+        assert!(direct(&["--no-direct-io", "--direct-io"], None));
+        assert!(!direct(&["--direct-io", "--no-direct-io"], None));
     }
 }

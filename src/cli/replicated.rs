@@ -62,7 +62,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let payload = vec![0x5au8; record_bytes];
 
     let (io_name, io, direct_io) = match args.backend {
-        BackendArg::All => ("auto", IoBackend::Auto, false),
+        // The defaults, as `sitelog node` has them.
+        BackendArg::All => ("auto", IoBackend::Auto, LogOptions::default().direct_io),
         BackendArg::IoUring => ("io_uring", IoBackend::IoUring, false),
         BackendArg::Posix => ("posix", IoBackend::Posix, false),
         BackendArg::IoUringDirect => ("io_uring", IoBackend::IoUring, true),
@@ -94,8 +95,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .context(|| "cannot start the async runtime".into())?;
     let (replicated, failovers) = rt.block_on(async {
         let mut node_args = vec!["--segment-bytes".into(), disk.segment_bytes.to_string()];
-        if direct_io {
-            node_args.push("--direct-io".into());
+        if !direct_io {
+            node_args.push("--no-direct-io".into());
         }
         let mut cluster = LocalCluster::start(
             &work.sub("cluster"),

@@ -57,6 +57,108 @@ pub struct DurableCell {
     pub next_segment_prepared: bool,
     /// Segment files at the end of the cell.
     pub segments: usize,
+    /// Groups written and fsynced while the cell was timed (`None`: not counted).
+    pub flushes: Option<u64>,
+}
+
+/// The naive group commit (`src/cli/naive.rs`) in one durable cell, run back to back with
+/// sitelog's cells of the same record size and writers.
+#[derive(Debug, Clone)]
+pub struct BaselineCell {
+    pub record_bytes: u64,
+    pub writers: usize,
+    pub tasks: bool,
+    pub records: u64,
+    pub secs: f64,
+    pub lat: Latency,
+    pub flushes: u64,
+}
+
+impl BaselineCell {
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+
+    fn json(&self) -> Json {
+        Json::obj([
+            ("records", self.records.into()),
+            ("seconds", round(self.secs, 4).into()),
+            ("records_per_s", round(self.records_per_s(), 1).into()),
+            ("latency", self.lat.json()),
+            ("flushes", self.flushes.into()),
+            (
+                "records_per_flush",
+                per_flush(self.records, Some(self.flushes)).into(),
+            ),
+        ])
+    }
+}
+
+/// Records per fsynced group, rounded; `None` when not counted or nothing was flushed.
+fn per_flush(records: u64, flushes: Option<u64>) -> Option<f64> {
+    flushes
+        .filter(|&f| f > 0)
+        .map(|f| round(records as f64 / f as f64, 1))
+}
+
+/// Which stall a [`StallRun`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallKind {
+    /// The first appends (one writer) right after the log is opened.
+    Open,
+    /// Appends from several writers into small segments, so that segments roll meanwhile.
+    Roll,
+}
+
+impl StallKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            StallKind::Open => "open",
+            StallKind::Roll => "roll",
+        }
+    }
+}
+
+/// One stall measurement of sitelog (a backend) or of the naive baseline (`"naive"`).
+#[derive(Debug, Clone)]
+pub struct StallRun {
+    pub backend: &'static str,
+    pub kind: StallKind,
+    pub record_bytes: u64,
+    pub writers: usize,
+    pub segment_bytes: u64,
+    pub records: u64,
+    pub secs: f64,
+    pub lat: Latency,
+    /// Segment files (sitelog) or files (naive) at the end.
+    pub segments: u64,
+    pub flushes: Option<u64>,
+}
+
+impl StallRun {
+    fn json(&self) -> Json {
+        Json::obj([
+            ("backend", self.backend.into()),
+            ("kind", self.kind.key().into()),
+            ("record_bytes", self.record_bytes.into()),
+            ("writers", self.writers.into()),
+            ("segment_bytes", self.segment_bytes.into()),
+            ("records", self.records.into()),
+            ("seconds", round(self.secs, 4).into()),
+            (
+                "records_per_s",
+                round(self.records as f64 / self.secs, 1).into(),
+            ),
+            ("latency", self.lat.json()),
+            ("max_us", round(self.lat.max_us, 1).into()),
+            ("segments", self.segments.into()),
+            ("flushes", self.flushes.into()),
+            (
+                "records_per_flush",
+                per_flush(self.records, self.flushes).into(),
+            ),
+        ])
+    }
 }
 
 /// How a durable cell's writers are named: `tasks` (async) or `threads`.
@@ -214,6 +316,10 @@ pub struct Results {
     pub notes: Vec<String>,
     pub raw: Vec<RawLoop>,
     pub durable: Vec<DurableCell>,
+    /// The naive group commit, one per durable cell (record size, writers, kind).
+    pub baseline: Vec<BaselineCell>,
+    /// Max latency right after open and across segment rolls, sitelog and naive.
+    pub stalls: Vec<StallRun>,
     pub buffered_raw: Option<BufferedTimes>,
     pub buffered: Vec<BufferedRun>,
     pub read: Vec<ReadRun>,
@@ -297,6 +403,76 @@ impl Results {
         })
     }
 
+    /// The naive group commit's run of `cell`'s record size, writers and kind.
+    pub fn baseline_of(&self, cell: &DurableCell) -> Option<&BaselineCell> {
+        self.baseline.iter().find(|b| {
+            b.record_bytes == cell.record_bytes
+                && b.writers == cell.writers
+                && b.tasks == cell.tasks
+        })
+    }
+
+    /// Sitelog's records/s ÷ the naive group commit's in the same cell.
+    pub fn baseline_ratio(&self, cell: &DurableCell) -> Option<f64> {
+        let b = self.baseline_of(cell)?;
+        (b.records > 0).then(|| cell.records_per_s() / b.records_per_s())
+    }
+
+    /// Issue 16's targets against the naive group commit: throughput and p999 of the 1 KiB
+    /// cells, and the stalls.
+    fn baseline_targets(&self, backend: &'static str, out: &mut Vec<Target>) {
+        let cells = self
+            .durable
+            .iter()
+            .filter(|c| c.backend == backend && c.record_bytes == 1 << 10);
+        for c in cells {
+            let (Some(b), Some(ratio)) = (self.baseline_of(c), self.baseline_ratio(c)) else {
+                continue;
+            };
+            let who = DurableCell::writers_name(c.writers, c.tasks);
+            let limit = if c.writers >= 8 { 1.3 } else { 1.0 };
+            out.push(Target {
+                name: format!("durable 1 KiB, {who}: throughput ≥ {limit}× naive group commit"),
+                backend,
+                measured: format!("{ratio:.2}×"),
+                value: ratio,
+                limit,
+                at_least: true,
+                not_applicable: None,
+            });
+            out.push(Target {
+                name: format!("durable 1 KiB, {who}: p999 ≤ naive group commit's"),
+                backend,
+                measured: format!(
+                    "{} µs vs {} µs",
+                    fmt_us(c.lat.p999_us),
+                    fmt_us(b.lat.p999_us)
+                ),
+                value: c.lat.p999_us,
+                limit: b.lat.p999_us,
+                at_least: false,
+                not_applicable: None,
+            });
+        }
+        for r in self.stalls.iter().filter(|r| r.backend == backend) {
+            let what = match r.kind {
+                StallKind::Open => "max append latency in the first 200 appends after open ≤ 5 ms",
+                StallKind::Roll => "max append latency across segment rolls ≤ 5 ms",
+            };
+            let no_roll = r.kind == StallKind::Roll && r.segments < 2;
+            let ms = r.lat.max_us / 1e3;
+            out.push(Target {
+                name: what.into(),
+                backend,
+                measured: format!("{ms:.2} ms"),
+                value: ms,
+                limit: 5.0,
+                at_least: false,
+                not_applicable: no_roll.then(|| "no segment rolled during the run".to_string()),
+            });
+        }
+    }
+
     fn buffered_ratio(&self, run: &BufferedRun) -> Option<f64> {
         let raw = self.buffered_raw?;
         Some(mb_per_s(run.bytes, run.total_secs) / mb_per_s(raw.bytes, raw.total_secs))
@@ -373,6 +549,7 @@ impl Results {
                     not_applicable: None,
                 });
             }
+            self.baseline_targets(backend, &mut out);
             for run in self.buffered.iter().filter(|r| r.backend == backend) {
                 if let Some(value) = self.buffered_ratio(run) {
                     out.push(Target {
@@ -437,6 +614,110 @@ impl Results {
                 format!("{} ≥{}× {what}", t.mark(), t.limit)
             })
             .unwrap_or_default()
+    }
+
+    /// Sitelog beside the naive group commit, cell by cell.
+    fn baseline_table(&self, targets: &[Target]) -> String {
+        let mut out = String::from(
+            "\nDurable append against the naive group commit (src/cli/naive.rs: one mutex, the \
+             first waiter writes all queued with one pwrite + one fdatasync into a file it \
+             extends; async tasks call it through spawn_blocking), run back to back in each \
+             cell; ×naive = records/s ÷ naive records/s; rec/flush = records per fsynced group\n",
+        );
+        let mut t = Table::new(
+            &[
+                "backend",
+                "record",
+                "W",
+                "rec/s",
+                "naive rec/s",
+                "×naive",
+                "p999 µs",
+                "naive p999",
+                "max µs",
+                "naive max",
+                "rec/flush",
+                "naive rec/flush",
+                "target",
+            ],
+            3,
+        );
+        for c in &self.durable {
+            let Some(b) = self.baseline_of(c) else {
+                continue;
+            };
+            let prefix = format!(
+                "durable {}, {}: ",
+                fmt_bytes(c.record_bytes),
+                DurableCell::writers_name(c.writers, c.tasks)
+            );
+            let marks: String = targets
+                .iter()
+                .filter(|t| t.backend == c.backend && t.name.starts_with(&prefix))
+                .map(|t| t.mark())
+                .collect();
+            let opt = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.1}"));
+            t.row(vec![
+                c.backend.into(),
+                fmt_bytes(c.record_bytes),
+                format!("{} {}", c.writers, c.kind()),
+                fmt_rate(c.records_per_s()),
+                fmt_rate(b.records_per_s()),
+                fmt_ratio(self.baseline_ratio(c)),
+                fmt_us(c.lat.p999_us),
+                fmt_us(b.lat.p999_us),
+                fmt_us(c.lat.max_us),
+                fmt_us(b.lat.max_us),
+                opt(per_flush(c.records, c.flushes)),
+                opt(per_flush(b.records, Some(b.flushes))),
+                marks,
+            ]);
+        }
+        out.push_str(&t.render());
+        out
+    }
+
+    /// The stall measurements: max latency after open and across rolls.
+    fn stall_table(&self, targets: &[Target]) -> String {
+        let mut out = String::from(
+            "\nStalls: open = the first appends of one writer right after opening a new log; \
+             roll = W writers into small segments, so that segments roll during the run \
+             (naive = the naive group commit)\n",
+        );
+        let mut t = Table::new(
+            &[
+                "backend", "stall", "record", "W", "segment", "appends", "segments", "rec/s",
+                "p50 µs", "p999 µs", "max µs", "target",
+            ],
+            2,
+        );
+        for r in &self.stalls {
+            let prefix = match r.kind {
+                StallKind::Open => "max append latency in the first",
+                StallKind::Roll => "max append latency across",
+            };
+            let mark = targets
+                .iter()
+                .find(|t| t.backend == r.backend && t.name.starts_with(prefix))
+                .map(|t| format!("{} ≤{} ms", t.mark(), t.limit))
+                .unwrap_or_default();
+            t.row(vec![
+                r.backend.into(),
+                r.kind.key().into(),
+                fmt_bytes(r.record_bytes),
+                r.writers.to_string(),
+                fmt_bytes(r.segment_bytes),
+                r.records.to_string(),
+                r.segments.to_string(),
+                fmt_rate(r.records as f64 / r.secs),
+                fmt_us(r.lat.p50_us),
+                fmt_us(r.lat.p999_us),
+                fmt_us(r.lat.max_us),
+                mark,
+            ]);
+        }
+        out.push_str(&t.render());
+        out
     }
 
     /// The tables.
@@ -534,6 +815,12 @@ impl Results {
                 ]);
             }
             out.push_str(&t.render());
+        }
+        if !self.baseline.is_empty() {
+            out.push_str(&self.baseline_table(&targets));
+        }
+        if !self.stalls.is_empty() {
+            out.push_str(&self.stall_table(&targets));
         }
         if !self.buffered.is_empty() {
             out.push_str(
@@ -756,6 +1043,26 @@ impl Results {
                     ),
                     ("next_segment_prepared", c.next_segment_prepared.into()),
                     ("segments", c.segments.into()),
+                    ("p999_us", round(c.lat.p999_us, 1).into()),
+                    ("max_us", round(c.lat.max_us, 1).into()),
+                    ("flushes", c.flushes.into()),
+                    ("records_per_flush", per_flush(c.records, c.flushes).into()),
+                    (
+                        "baseline",
+                        self.baseline_of(c).map(BaselineCell::json).into(),
+                    ),
+                    (
+                        "ratio_baseline",
+                        self.baseline_ratio(c).map(|r| round(r, 3)).into(),
+                    ),
+                    (
+                        "baseline_p999_us",
+                        self.baseline_of(c).map(|b| round(b.lat.p999_us, 1)).into(),
+                    ),
+                    (
+                        "baseline_max_us",
+                        self.baseline_of(c).map(|b| round(b.lat.max_us, 1)).into(),
+                    ),
                 ])
             })
             .collect();
@@ -874,6 +1181,10 @@ impl Results {
             ("segment_bytes", m.disk.segment_bytes.into()),
             ("raw", Json::Arr(raw)),
             ("durable", Json::Arr(durable)),
+            (
+                "stalls",
+                Json::Arr(self.stalls.iter().map(StallRun::json).collect()),
+            ),
             ("buffered_raw", buffered_raw.into()),
             ("buffered", Json::Arr(buffered)),
             ("read", Json::Arr(read)),
