@@ -12,17 +12,25 @@
 //!   (a bounded window: the sender waits, memory stays bounded); responses arrive in order and
 //!   are yielded one per request. The stream ends when the input ends and every response has
 //!   arrived, at the first rejection, or at the first transport error. openraft opens one
-//!   stream per heartbeat (one request, so one connection each) and one long replication
-//!   stream, which carries nothing at all while the cluster is idle: the server closes it
-//!   after its idle timeout, and a close while no request is in flight ends the stream
-//!   cleanly (openraft opens a new one when it has entries to send), not as an error.
+//!   stream per heartbeat (one request each) and one long replication stream, which carries
+//!   nothing at all while the cluster is idle: the server closes it after its idle timeout,
+//!   and a close while no request is in flight ends the stream cleanly (openraft opens a new
+//!   one when it has entries to send), not as an error.
+//!
+//!   A stream that ended cleanly (its input ended and every response was a success) leaves
+//!   its connection idle in its [`RemoteNetwork`], and the next stream of that network reuses
+//!   it (after checking the server has not closed it): heartbeats (20 a second per follower
+//!   at the LAN timers) then ride one connection instead of one TCP connect, TLS handshake
+//!   and hello each. The server side is unchanged: it serves a connection's requests in
+//!   order, whichever stream they belong to, and closes it after a rejection, which ends the
+//!   client's stream with that rejection, so such a connection is never reused.
 
 use super::snapshot::{SegmentManifest, Snapshot as SnapshotOf};
 use super::wire::{self, tag};
 use super::{NodeInfo, Raft, TypeConfig, Vote};
 use crate::{Error, Result};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -93,6 +101,8 @@ pub struct RemoteNetwork<C: Connector> {
     target: u64,
     addr: String,
     rpc: Option<(C::Tx, C::Rx)>,
+    /// The connection of the last append stream that ended cleanly, for the next one.
+    idle_stream: Option<(C::Tx, C::Rx)>,
 }
 
 impl<C: Connector> RaftNetworkFactory<TypeConfig> for RemoteNetworkFactory<C> {
@@ -104,6 +114,7 @@ impl<C: Connector> RaftNetworkFactory<TypeConfig> for RemoteNetworkFactory<C> {
             target,
             addr: node.addr.clone(),
             rpc: None,
+            idle_stream: None,
         }
     }
 }
@@ -157,6 +168,23 @@ impl<C: Connector> RemoteNetwork<C> {
         Ok((resp, (tx, rx)))
     }
 
+    /// The idle connection of the last clean append stream, unless the server closed it
+    /// meanwhile (its idle timeout, an eviction, a restart): an idle append connection
+    /// receives nothing, so anything ready to read (the close, or a stray message) rules it
+    /// out. A close still on its way is not seen here: that stream then fails like one whose
+    /// connection breaks, and openraft opens the next one on a new connection.
+    fn take_idle_stream(&mut self) -> Option<(C::Tx, C::Rx)> {
+        let (tx, mut rx) = self.idle_stream.take()?;
+        // One poll: nothing is consumed when nothing is ready to read.
+        match rx.recv().now_or_never() {
+            None => Some((tx, rx)),
+            Some(_) => {
+                tracing::debug!(target = self.target, "idle append connection closed; reconnecting");
+                None
+            }
+        }
+    }
+
     fn no_answer(&self, ttl: Duration) -> RPCError<TypeConfig> {
         network(format!(
             "no answer from node {} within {ttl:?}",
@@ -198,12 +226,15 @@ impl<C: Connector> RaftNetworkV2<TypeConfig> for RemoteNetwork<C> {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
-            let (tx, rx) = self
-                .connector
-                .connect(self.target, &self.addr, ConnPurpose::AppendStream)
-                .await
-                .map_err(unreachable)?;
-            Ok(pipelined(input, tx, rx))
+            let (tx, rx) = match self.take_idle_stream() {
+                Some(conn) => conn,
+                None => self
+                    .connector
+                    .connect(self.target, &self.addr, ConnPurpose::AppendStream)
+                    .await
+                    .map_err(unreachable)?,
+            };
+            Ok(pipelined(input, tx, rx, &mut self.idle_stream))
         })
     }
 
@@ -274,11 +305,13 @@ impl Drop for AbortOnDrop {
 }
 
 /// Sends requests as they come (window: a bounded queue of unanswered requests) and yields
-/// the responses in order.
+/// the responses in order. A stream that ends cleanly (input ended, every response a
+/// success) leaves its connection in `idle` for the next one.
 fn pipelined<'s, S, Tx, Rx>(
     mut input: S,
     mut tx: Tx,
     rx: Rx,
+    idle: &'s mut Option<(Tx, Rx)>,
 ) -> BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
@@ -287,6 +320,8 @@ where
 {
     // One token per request sent and not yet answered; the capacity is the window.
     let (pending_tx, pending_rx) = mpsc::channel::<()>(MAX_APPENDS_IN_FLIGHT);
+    // The sending half, handed back once the input ended with every request sent.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Tx>();
     // Through the runtime's spawn: openraft code runs inside (the request stream), and its
     // random draws must follow the caller's seed in a simulation.
     let sender = super::runtime::spawn(async move {
@@ -308,16 +343,28 @@ where
                 return; // the receiver sees the connection fail
             }
         }
+        // Handed back before the tokens' channel closes, so the receiving side finds it
+        // once it has seen the last token.
+        let _ = done_tx.send(tx);
+        drop(pending_tx);
     });
     let guard = AbortOnDrop(sender);
-    let out = futures_util::stream::unfold(Some((pending_rx, rx, guard)), |state| async move {
-        let (mut pending, mut rx, guard) = state?;
+    let state = Some((pending_rx, rx, guard, done_rx, idle));
+    let out = futures_util::stream::unfold(state, |state| async move {
+        let (mut pending, mut rx, guard, mut done, idle) = state?;
         // Biased towards `pending`: a response only ever follows a token (the sender queues
         // the token before sending), so `rx` is polled only while nothing is in flight and no
         // response can be half read when its future is dropped.
         tokio::select! {
             biased;
-            token = pending.recv() => token?,
+            token = pending.recv() => {
+                if token.is_none() {
+                    // Every request was answered with a success: keep the connection if
+                    // the sender finished its input (not if it failed or was cut short).
+                    *idle = done.try_recv().ok().map(|tx| (tx, rx));
+                    return None;
+                }
+            }
             _ = rx.recv() => {
                 // The server closed the stream while nothing was in flight (its idle timeout,
                 // or it made room for another connection): a clean end, not a replication
@@ -331,7 +378,7 @@ where
             Err(e) => Err(network(e)),
         };
         // Stop after a rejection or a failure; openraft opens a new stream as needed.
-        let next = matches!(item, Ok(Ok(_))).then_some((pending, rx, guard));
+        let next = matches!(item, Ok(Ok(_))).then_some((pending, rx, guard, done, idle));
         Some((item, next))
     });
     Box::pin(out)
@@ -440,3 +487,7 @@ pub async fn serve_append_stream<Tx: MessageTx, Rx: MessageRx>(
         Err(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod tests;
