@@ -9,7 +9,7 @@
 //! leaves.
 
 use super::background::{self, Background, BackgroundJob, PrepareStats, SuperblockState};
-use super::group_commit::{DurableFuture, GroupCommit};
+use super::group_commit::{CommitStats, DurableFuture, GroupCommit};
 use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
 use super::record::{EntryKind, Record};
@@ -248,6 +248,13 @@ impl Log {
         })
     }
 
+    /// What group commit has done since open: device flushes, the records they carried
+    /// (`records_flushed / flushes` is the mean group size) and the rolls run off the append
+    /// path.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.gc.stats()
+    }
+
     /// How the log's segment files were prepared since open: zero-filled whole, or recycled
     /// from segments retention retired (see `LogOptions::preallocate`).
     pub fn prepare_stats(&self) -> PrepareStats {
@@ -258,11 +265,17 @@ impl Log {
     /// file system refuses `O_DIRECT` it says so once and leaves the segment to buffered
     /// writes, which are just as safe.
     pub(crate) fn attach_direct(&self, seg: &Segment) {
+        self.attach_direct_at(seg, &seg.path);
+    }
+
+    /// [`Log::attach_direct`] for a segment whose file still lies at `path` (a roll renames
+    /// it to the segment's name later).
+    pub(crate) fn attach_direct_at(&self, seg: &Segment, path: &Path) {
         let s = &self.shared;
         if !s.opts.direct_io || seg.direct_file().is_some() {
             return;
         }
-        match s.io.open_direct(&seg.path) {
+        match s.io.open_direct(path) {
             Ok(file) => seg.attach_direct(file),
             Err(e) => {
                 if !s.direct_refused.swap(true, Ordering::Relaxed) {
