@@ -61,6 +61,10 @@ pub(crate) trait Barrier: Send + Sync {
     fn run(&self) -> std::io::Result<()>;
     /// What it does, for the poison reason.
     fn what(&self) -> String;
+    /// The segment it seals, if any (ENOSPC: the writer undoes the roll, see `FailedTail`).
+    fn sealing(&self) -> Option<Arc<Segment>>;
+    /// Removes the new segment's file after a failure (best effort; recovery removes it too).
+    fn discard(&self);
 }
 
 struct Group {
@@ -73,8 +77,8 @@ struct Group {
     sync: bool,
     /// Written with O_DIRECT.
     direct: bool,
-    /// A roll's barrier: any failure poisons (see `Barrier`).
-    barrier: Option<String>,
+    /// A roll's barrier (see `Barrier`).
+    barrier: Option<Arc<dyn Barrier>>,
     done: Option<std::io::Result<()>>,
     /// When it was submitted (for the write + fdatasync latency metric).
     submitted_at: std::time::Instant,
@@ -87,6 +91,10 @@ pub(crate) struct FailedTail {
     pub pos: u64,
     pub first_offset: u64,
     pub path: PathBuf,
+    /// A roll's barrier failed with ENOSPC: `seg` is the new segment, never named; the
+    /// writer forgets it and everything after it (and reactivates the old segment if its
+    /// seal did not complete).
+    pub roll: Option<Arc<dyn Barrier>>,
 }
 
 struct State {
@@ -526,8 +534,8 @@ impl GroupCommit {
                 continue;
             }
             match result {
-                Err(e) if g.barrier.is_some() => {
-                    let what = g.barrier.as_deref().unwrap_or_default();
+                Err(e) if g.barrier.is_some() && e.raw_os_error() != Some(libc::ENOSPC) => {
+                    let what = g.barrier.as_ref().map(|b| b.what()).unwrap_or_default();
                     let reason = format!("{what} failed: {e}");
                     if self.poison.set(reason.clone()).is_ok() {
                         tracing::error!(%reason, "log poisoned");
@@ -556,6 +564,7 @@ impl GroupCommit {
                         pos: g.start_pos,
                         seg: g.seg.clone(),
                         first_offset: g.first_offset,
+                        roll: g.barrier.clone(),
                     });
                     st.queue.clear();
                 }
@@ -657,7 +666,7 @@ impl GroupCommit {
         let span = (c.pos, c.pos, c.first_offset, c.end_offset);
         let mut sub = self.push_group(st, c.seg, span, true, Vec::new());
         if let Some(g) = st.in_flight.back_mut() {
-            g.barrier = Some(barrier.what());
+            g.barrier = Some(barrier.clone());
         }
         // The next direct group writes another file (or a new first block).
         st.tail = None;

@@ -284,6 +284,9 @@ impl Log {
         let Some(failed) = self.shared.gc.wait_idle()? else {
             return Ok(());
         };
+        if let Some(roll) = failed.roll.clone() {
+            return self.undo_failed_roll(w, failed, &*roll);
+        }
         let seg = failed.seg;
         if !w.active.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &seg)) {
             self.undo_rolls(w, &seg);
@@ -317,6 +320,46 @@ impl Log {
             offset = failed.first_offset,
             "discarded unacknowledged tail after ENOSPC"
         );
+        Err(Error::NoSpace { path: failed.path })
+    }
+
+    /// A roll's barrier failed for lack of space: the new segment (never named) and every
+    /// record in it or after it are discarded; the old segment is active again, its partial
+    /// seal cut off, unless its seal completed. The next append retries the roll.
+    fn undo_failed_roll(
+        &self,
+        w: &mut Writer,
+        failed: super::group_commit::FailedTail,
+        roll: &dyn Barrier,
+    ) -> Result<()> {
+        let base = failed.first_offset;
+        debug_assert_eq!(base, failed.seg.base_offset);
+        self.undo_rolls(w, &failed.seg);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&base);
+        roll.discard();
+        w.active = None;
+        if let Some(old) = roll.sealing().filter(|s| !s.is_sealed()) {
+            let data_end = old.read_state(|s| s.data_end);
+            let cut = old
+                .file
+                .set_len(data_end)
+                .and_then(|_| old.file.sync_data())
+                .and_then(|_| segment::crc_of_prefix(&*old.file, data_end));
+            let file_crc = cut.map_err(|e| self.poison_with("cutting a failed seal", e))?;
+            old.update_state(|s| s.file_len = data_end);
+            w.active = Some(Active {
+                seg: old,
+                file_crc,
+            });
+        }
+        w.next_offset = base;
+        self.shared.written_end.store(base, Ordering::Release);
+        self.shared.gc.reset(base);
+        tracing::warn!(offset = base, "a segment roll failed for lack of space; undone");
         Err(Error::NoSpace { path: failed.path })
     }
 
@@ -531,6 +574,14 @@ impl Barrier for RollWork {
 
     fn what(&self) -> String {
         format!("segment roll to {}", self.to.display())
+    }
+
+    fn sealing(&self) -> Option<Arc<Segment>> {
+        self.seal.as_ref().map(|(seg, _)| seg.clone())
+    }
+
+    fn discard(&self) {
+        let _ = self.io.remove(&self.from);
     }
 }
 
