@@ -1136,11 +1136,12 @@ fn a_roll_leaves_its_seal_and_the_new_segments_name_to_group_commit() {
 
 /// Crash points around a roll: before its barrier ran (the old segment is then the unsealed
 /// last one, full: sealed by the next append; the new one never got its name), and with the
-/// barrier failing at its seal fsync or at the new header's fsync (the log is poisoned).
+/// barrier failing at the new header's fsync or at its seal fsync (the log is poisoned).
 /// Every acknowledged record survives, and appends and rolls continue after the reopen.
 #[test]
 fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
-    // Syncs that succeed in the pump before the failing one: the group's, then the seal's.
+    // Syncs that succeed in the pump before the failing one: the group's, then the new
+    // header's (submitted before the seal; inline on the simulated disk).
     for succeed_first in [None, Some(1), Some(2)] {
         let disk = SimDisk::new(61);
         let opts = LogOptions {

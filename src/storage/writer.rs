@@ -552,14 +552,30 @@ struct RollWork {
 
 impl Barrier for RollWork {
     fn run(&self) -> std::io::Result<()> {
-        if let Some((seg, file_crc)) = &self.seal {
-            seal(seg, *file_crc, self.log_id)?;
-        }
         // A fresh header block (the header, then zeros) is durable *before* the file takes the
         // segment's name: a file under a segment name always has a valid header (a recycled
         // file's body is not zeros, so recovery could not take it for one never written).
+        // It is submitted first and overlaps the seal (io_uring completes it on the ring
+        // thread; synchronous backends run it inline): the file has no name yet, so the two
+        // are independent, and the roll's latency is one fsync shorter.
         debug_assert_eq!(self.header.len() as u64, HEADER_REGION_BYTES);
-        self.file.write_at_sync(&self.header, 0)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.file.submit_write(
+            vec![Bytes::copy_from_slice(&self.header)],
+            0,
+            true,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let sealed = match &self.seal {
+            Some((seg, file_crc)) => seal(seg, *file_crc, self.log_id),
+            None => Ok(()),
+        };
+        let headed = rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread stopped")));
+        sealed.and(headed)?;
         if self.from != self.to {
             self.io.rename(&self.from, &self.to)?;
         }
