@@ -432,14 +432,15 @@ impl Log {
 
     /// Appends without waiting for durability: the records get offsets and are readable at
     /// once; await [`Log::durable`] (or call [`Log::sync_to`]) for durability. This is the
-    /// building block of the async API: it never waits for an fsync, only (at a segment roll,
-    /// once per segment) for the previous segment's seal.
+    /// building block of the async API: it never waits for an fsync, not even at a segment
+    /// roll (the seal runs in group commit), except with retention configured, where a roll
+    /// waits for its seal and applies retention.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         self.write_records(&normal_records(payloads), false)
     }
 
     /// Appends and resolves once the records are durable, without blocking an async runtime's
-    /// thread on I/O (see [`Log::append_nowait`] for the one exception, the segment roll).
+    /// thread on I/O (see [`Log::append_nowait`] for the one exception, a roll with retention).
     pub async fn append_batch_async<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         let range = self.append_nowait(payloads)?;
         self.durable(range.end).await?;
