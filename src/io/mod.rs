@@ -230,13 +230,6 @@ pub trait File: Send + Sync + Debug {
     /// (zero-copy); callers use this only for immutable (sealed) files, because the view of a
     /// file that is later truncated in place is undefined.
     fn map(&self) -> io::Result<Bytes>;
-
-    /// Hints that `[offset, offset + len_bytes)` will be read soon, so the kernel starts reading
-    /// it into the page cache in the background: a sequential reader calls it ahead of itself,
-    /// so the disk streams large requests while the reader decodes (without it a memory map
-    /// faults in small synchronous reads). Best effort: nothing fails if the hint is ignored,
-    /// and a backend without a page cache ignores it.
-    fn will_need(&self, _offset: u64, _len_bytes: u64) {}
 }
 
 /// Reads up to `buf.len()` bytes at `offset`, stopping early only at the end of the file;

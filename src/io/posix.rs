@@ -154,22 +154,6 @@ impl File for PosixFile {
     fn map(&self) -> io::Result<Bytes> {
         map_file(&self.file)
     }
-
-    fn will_need(&self, offset: u64, len_bytes: u64) {
-        will_need(&self.file, offset, len_bytes);
-    }
-}
-
-/// `posix_fadvise(POSIX_FADV_WILLNEED)`: starts reading the range into the page cache without
-/// waiting for it (shared by the POSIX and io_uring backends). A hint: its result is ignored,
-/// because a reader that gets no read-ahead still reads correctly, only slower.
-pub(crate) fn will_need(file: &fs::File, offset: u64, len_bytes: u64) {
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len_bytes))
-    else {
-        return;
-    };
-    // SAFETY: an advisory call on a descriptor we own; no memory is passed.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
 }
 
 /// A read-only memmap2 view of a whole file, zero-copy (shared by the POSIX and io_uring

@@ -108,8 +108,4 @@ impl File for ReadOnlyFile {
     fn map(&self) -> io::Result<Bytes> {
         self.inner.map()
     }
-
-    fn will_need(&self, offset: u64, len_bytes: u64) {
-        self.inner.will_need(offset, len_bytes);
-    }
 }

@@ -658,10 +658,6 @@ impl File for UringFile {
     fn map(&self) -> io::Result<Bytes> {
         super::posix::map_file(&self.file)
     }
-
-    fn will_need(&self, offset: u64, len_bytes: u64) {
-        super::posix::will_need(&self.file, offset, len_bytes);
-    }
 }
 
 #[cfg(test)]

@@ -9,21 +9,10 @@ use std::time::Duration;
 
 /// Bytes an iterator reads at a time from an unsealed segment.
 const READ_CHUNK_BYTES: u64 = 1 << 20;
-/// How far ahead of its position an iterator keeps the kernel reading (`File::will_need`).
-/// A cold sequential read runs at disk speed only with many large requests in flight; the
-/// kernel's own read-ahead of a memory map is 128 KiB, synchronous at every fault.
-const READ_AHEAD_BYTES: u64 = 32 << 20;
-/// The iterator asks for more read-ahead once it is this far from the end of what it asked
-/// for: one hint per 8 MiB read keeps the system calls negligible.
-const READ_AHEAD_STEP_BYTES: u64 = 8 << 20;
-const _: () = assert!(READ_AHEAD_STEP_BYTES < READ_AHEAD_BYTES);
-const _: () = assert!(READ_CHUNK_BYTES <= READ_AHEAD_STEP_BYTES);
 
 /// Sequential reader over records from an offset to the log's end (as it grows).
 ///
 /// Sealed segments are walked in their memory map; the unsealed one is read in 1 MiB chunks.
-/// Either way the kernel is asked to read `READ_AHEAD_BYTES` ahead (`File::will_need`), so a
-/// cold read streams from the disk instead of faulting page by page.
 /// Every frame's checksum is verified; a failure ends the iteration with `Corruption`.
 #[derive(Debug)]
 pub struct Iter {
@@ -40,8 +29,6 @@ struct Cursor {
     /// Bytes starting at file position `window_pos`.
     window: Bytes,
     window_pos: u64,
-    /// The file position up to which read-ahead was requested.
-    advised_end: u64,
 }
 
 impl Iter {
@@ -75,14 +62,12 @@ impl Iter {
                 pos,
                 window: Bytes::new(),
                 window_pos: 0,
-                advised_end: pos,
             });
         }
         let Some(c) = self.cursor.as_mut() else {
             return Ok(None);
         };
         let (sealed, data_end) = c.seg.read_state(|s| (s.sealed, s.data_end));
-        c.read_ahead(data_end);
         let frame = if sealed {
             let map = c.seg.map()?;
             if c.pos > data_end || data_end > map.len() as u64 {
@@ -111,18 +96,6 @@ impl Iter {
 }
 
 impl Cursor {
-    /// Keeps read-ahead requested up to `READ_AHEAD_BYTES` past the position, within
-    /// `data_end`, asking again only every `READ_AHEAD_STEP_BYTES`.
-    fn read_ahead(&mut self, data_end: u64) {
-        let wanted_end = (self.pos + READ_AHEAD_BYTES).min(data_end);
-        let due = self.advised_end < self.pos + READ_AHEAD_BYTES - READ_AHEAD_STEP_BYTES;
-        if due && wanted_end > self.advised_end {
-            let from = self.advised_end.max(self.pos);
-            self.seg.file.will_need(from, wanted_end - from);
-            self.advised_end = wanted_end;
-        }
-    }
-
     /// Bytes from `pos` onward holding at least the whole frame at `pos` (as far as the
     /// frame's declared length can be trusted), refilling the window from the file if needed.
     fn window_for(&mut self, data_end: u64) -> Result<Bytes> {
