@@ -23,7 +23,7 @@ pub struct NetLimits {
     pub max_connections: usize,
     /// Budget of connections that have not completed their handshake. When it is full, the
     /// oldest such connection is closed to make room if it is at least
-    /// [`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`] old (a flood of silent connections only evicts
+    /// 250 ms (`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`) old (a flood of silent connections only evicts
     /// itself), else the newcomer is closed at once (a herd of honest clients does not evict
     /// each other; they connect again after a short backoff). Default 64.
     pub max_handshaking: usize,
@@ -132,7 +132,7 @@ impl KindBudgets {
 
 impl NetLimits {
     /// How old a connection in its handshake must be to be evicted for a newcomer:
-    /// [`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`], at most half the handshake timeout.
+    /// 250 ms (`MIN_HANDSHAKE_AGE_FOR_EVICTION_MS`), at most half the handshake timeout.
     pub fn min_handshake_age_for_eviction_ms(&self) -> u64 {
         MIN_HANDSHAKE_AGE_FOR_EVICTION_MS.min(self.handshake_timeout_ms / 2)
     }
