@@ -35,7 +35,10 @@ const FLOOD_PER_KIND: usize = 300;
 const HOLD: Duration = Duration::from_secs(4);
 
 fn spawn(id: u64, root: &Path, addrs: &BTreeMap<u64, String>, metrics: &str) -> Proc {
-    let extra = ["--metrics-listen", metrics, "--segment-bytes", "65536"];
+    // Small segments so the leader rolls several during the flood, but not so small that
+    // their descriptors (one per segment) alone push a 256-descriptor node into its reserve:
+    // with rolls off the append path (issue 16) a 64 KiB log rolled ~68 segments in 4 s.
+    let extra = ["--metrics-listen", metrics, "--segment-bytes", "131072"];
     spawn_node_configured(id, root, addrs, CLUSTER, &extra, true, |cmd| {
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
