@@ -391,15 +391,14 @@ impl TlsConfig {
     /// CA, and a client configuration that verifies servers with [`DialTarget`] names. The
     /// certificate must name `who` (a node certificate for another id is refused).
     pub fn load(dir: &TlsDir, who: Who) -> Result<Self> {
-        let roots = Arc::new(load_roots(&dir.ca_cert())?);
-        let cert_path = dir.cert(who);
-        let chain = load_chain(&cert_path)?;
-        let provider = crypto_provider();
-        let key = load_key(&provider, &dir.key(who))?;
-        let identity = TlsIdentity::from_cert(&chain[0])
-            .map_err(|e| tls_error(format!("{}: {e}", cert_path.display())))?;
-        check_names(&identity, who, &cert_path)?;
-        check_own_chain(&provider, &roots, &chain, &cert_path)?;
+        let OwnCert {
+            provider,
+            roots,
+            chain,
+            key,
+            identity,
+        } = OwnCert::load(dir, who)?;
+        let roots = Arc::new(roots);
         let server = match who {
             Who::Node(_) => Some(Arc::new(server_config(
                 &provider,
@@ -448,15 +447,12 @@ impl TlsConfig {
 /// client certificate asked for. TLS 1.3 only, no resumption.
 #[cfg_attr(not(any(feature = "cli", feature = "testing")), allow(dead_code))]
 pub fn server_config_without_client_auth(dir: &TlsDir, who: Who) -> Result<Arc<ServerConfig>> {
-    let roots = load_roots(&dir.ca_cert())?;
-    let cert_path = dir.cert(who);
-    let chain = load_chain(&cert_path)?;
-    let provider = crypto_provider();
-    let key = load_key(&provider, &dir.key(who))?;
-    let identity = TlsIdentity::from_cert(&chain[0])
-        .map_err(|e| tls_error(format!("{}: {e}", cert_path.display())))?;
-    check_names(&identity, who, &cert_path)?;
-    check_own_chain(&provider, &roots, &chain, &cert_path)?;
+    let OwnCert {
+        provider,
+        chain,
+        key,
+        ..
+    } = OwnCert::load(dir, who)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_error(format!("server configuration: {e}")))?
@@ -466,6 +462,37 @@ pub fn server_config_without_client_auth(dir: &TlsDir, who: Who) -> Result<Arc<S
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// `who`'s own certificate chain and key from a TLS directory, with the cluster CA, checked
+/// before use: the certificate names `who` and chains to the CA.
+struct OwnCert {
+    provider: Arc<CryptoProvider>,
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    identity: TlsIdentity,
+}
+
+impl OwnCert {
+    fn load(dir: &TlsDir, who: Who) -> Result<Self> {
+        let roots = load_roots(&dir.ca_cert())?;
+        let cert_path = dir.cert(who);
+        let chain = load_chain(&cert_path)?;
+        let provider = crypto_provider();
+        let key = load_key(&provider, &dir.key(who))?;
+        let identity = TlsIdentity::from_cert(&chain[0])
+            .map_err(|e| tls_error(format!("{}: {e}", cert_path.display())))?;
+        check_names(&identity, who, &cert_path)?;
+        check_own_chain(&provider, &roots, &chain, &cert_path)?;
+        Ok(OwnCert {
+            provider,
+            roots,
+            chain,
+            key,
+            identity,
+        })
+    }
 }
 
 /// The identity of the peer of an established connection (either side), from its verified
