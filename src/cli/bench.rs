@@ -345,7 +345,7 @@ fn plan(
     };
     let mut backends = Vec::new();
     for b in candidates {
-        let usable = b.io().resolve().and_then(|io| {
+        let usable = b.io().resolve(b.direct()).and_then(|io| {
             if b.direct() {
                 direct_probe(&*io, work_dir)
             } else {

@@ -129,7 +129,7 @@ impl Log {
         let _span = tracing::info_span!("log_open", dir = %dir.as_ref().display()).entered();
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let io = opts.io.resolve()?;
+        let io = opts.io.resolve(opts.direct_io)?;
         if opts.is_driven() && io.name() == "io_uring" {
             return Err(Error::InvalidArgument(
                 "a driven log needs a synchronous backend (posix or sim), not io_uring".into(),
