@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) background: Arc<Background>,
     pub(crate) written_end: AtomicU64,
     pub(crate) start_offset: AtomicU64,
+    /// Truncations begun since open: a reader holding a segment's bytes (a sealed map, a read
+    /// window) drops them when this changes, since the offsets past a cut get new records.
+    pub(crate) truncations: AtomicU64,
     /// The file system refused `O_DIRECT` once (said once in the log; writes stay buffered).
     pub(crate) direct_refused: AtomicBool,
     /// What retention must keep (see `pin.rs`).
@@ -174,6 +177,7 @@ impl Log {
             background: Background::new(),
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
+            truncations: AtomicU64::new(0),
             direct_refused: AtomicBool::new(false),
             pins: Arc::default(),
             recovery: rec.report,
