@@ -9,7 +9,7 @@
 //! leaves.
 
 use super::background::{self, Background, BackgroundJob, PrepareStats, SuperblockState};
-use super::group_commit::{DurableFuture, GroupCommit};
+use super::group_commit::{CommitStats, DurableFuture, GroupCommit};
 use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
 use super::record::{EntryKind, Record};
@@ -248,6 +248,13 @@ impl Log {
         })
     }
 
+    /// What group commit has done since open: device flushes, the records they carried
+    /// (`records_flushed / flushes` is the mean group size) and the rolls run off the append
+    /// path.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.gc.stats()
+    }
+
     /// How the log's segment files were prepared since open: zero-filled whole, or recycled
     /// from segments retention retired (see `LogOptions::preallocate`).
     pub fn prepare_stats(&self) -> PrepareStats {
@@ -258,11 +265,17 @@ impl Log {
     /// file system refuses `O_DIRECT` it says so once and leaves the segment to buffered
     /// writes, which are just as safe.
     pub(crate) fn attach_direct(&self, seg: &Segment) {
+        self.attach_direct_at(seg, &seg.path);
+    }
+
+    /// [`Log::attach_direct`] for a segment whose file still lies at `path` (a roll renames
+    /// it to the segment's name later).
+    pub(crate) fn attach_direct_at(&self, seg: &Segment, path: &Path) {
         let s = &self.shared;
         if !s.opts.direct_io || seg.direct_file().is_some() {
             return;
         }
-        match s.io.open_direct(&seg.path) {
+        match s.io.open_direct(path) {
             Ok(file) => seg.attach_direct(file),
             Err(e) => {
                 if !s.direct_refused.swap(true, Ordering::Relaxed) {
@@ -419,14 +432,15 @@ impl Log {
 
     /// Appends without waiting for durability: the records get offsets and are readable at
     /// once; await [`Log::durable`] (or call [`Log::sync_to`]) for durability. This is the
-    /// building block of the async API: it never waits for an fsync, only (at a segment roll,
-    /// once per segment) for the previous segment's seal.
+    /// building block of the async API: it never waits for an fsync, not even at a segment
+    /// roll (the seal runs in group commit), except with retention configured, where a roll
+    /// waits for its seal and applies retention.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         self.write_records(&normal_records(payloads), false)
     }
 
     /// Appends and resolves once the records are durable, without blocking an async runtime's
-    /// thread on I/O (see [`Log::append_nowait`] for the one exception, the segment roll).
+    /// thread on I/O (see [`Log::append_nowait`] for the one exception, a roll with retention).
     pub async fn append_batch_async<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         let range = self.append_nowait(payloads)?;
         self.durable(range.end).await?;
