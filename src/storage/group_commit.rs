@@ -39,6 +39,11 @@ use std::task::{Context, Poll, Waker};
 pub const MAX_GROUP_BYTES: usize = 8 << 20;
 /// Most chunks one group writes (one iovec each).
 pub const MAX_GROUP_CHUNKS: usize = crate::io::MAX_IOVECS;
+/// Longest a failed read waits for the groups in flight to retire (`GroupCommit::settle`):
+/// they are single writes and fsyncs, done in milliseconds; the bound only keeps a hung
+/// device from hanging a reader too.
+const SETTLE_TIMEOUT_MS: u64 = 10_000;
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(SETTLE_TIMEOUT_MS);
 
 /// Frames appended by one call, waiting to be written; or, with `barrier`, a segment roll's
 /// housekeeping (no bytes), run in queue order.
@@ -112,7 +117,7 @@ struct State {
     wakers: Vec<(u64, Waker)>,
     /// The flusher is blocked waiting for work (so an enqueue must wake it).
     flusher_waiting: bool,
-    /// Threads blocked in `wait_idle` (the only waiters on `progress`; a notify is a system
+    /// Threads blocked in `wait_idle` or `settle` (the only waiters on `progress`; a notify is a system
     /// call, so it is skipped when nobody waits).
     idle_waiters: usize,
     shutdown: bool,
@@ -468,6 +473,36 @@ impl GroupCommit {
             self.work.notify_one();
             st.idle_waiters += 1;
             st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle_waiters -= 1;
+        }
+    }
+
+    /// Blocks until every group in flight now (writes, fsyncs, roll barriers) has retired, or
+    /// `SETTLE_TIMEOUT_MS` passes: a failure among them has then been decided (the log
+    /// poisoned, or the failed tail recorded). Groups submitted meanwhile are not waited for,
+    /// so a steady stream of appends cannot keep the caller here.
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut st = lock(&self.state);
+        // Ids grow in submission order; every group in flight now has a smaller one.
+        let submitted_before = st.next_group_id;
+        while st
+            .in_flight
+            .front()
+            .is_some_and(|g| g.id < submitted_before)
+            && self.poison.get().is_none()
+        {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!("groups in flight did not retire within the settle timeout");
+                return;
+            }
+            st.idle_waiters += 1;
+            let (guard, _) = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
             st.idle_waiters -= 1;
         }
     }

@@ -538,7 +538,28 @@ impl Log {
     /// Reads the record at `offset`.
     pub fn read(&self, offset: u64) -> Result<Record> {
         let seg = self.segment_for(offset)?;
-        seg.read(offset)
+        seg.read(offset).map_err(|e| self.read_failure(offset, e))
+    }
+
+    /// The error a failed read of `offset` reports. A record not yet durable is read from the
+    /// page cache, and an fsync that fails may drop those pages (Linux may; the simulated
+    /// disk does): the read then fails (short read, or bytes that do not decode) *before*
+    /// the thread that ran the fsync has poisoned the log. A roll's seal is such an fsync,
+    /// running in group commit while appends and reads go on. So a failed read of a record
+    /// at or above the durable end waits for the groups in flight to retire and reports
+    /// `Poisoned` if one of them failed: the caller learns the log's verdict, not a bare I/O
+    /// error or a corruption that never was on the disk. Durable records lose no pages: their
+    /// errors are returned as they are.
+    pub(crate) fn read_failure(&self, offset: u64, e: Error) -> Error {
+        let maybe_dropped = matches!(e, Error::Io { .. } | Error::Corruption { .. });
+        if !maybe_dropped || offset < self.durable_end() {
+            return e;
+        }
+        self.shared.gc.settle();
+        match self.check_poison() {
+            Err(poisoned) => poisoned,
+            Ok(()) => e,
+        }
     }
 
     /// The segment holding `offset`, checking the readable range: below the start (deleted

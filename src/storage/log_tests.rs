@@ -1182,3 +1182,39 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
         assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 3, "{case}");
     }
 }
+
+/// A roll's seal runs in group commit while reads go on; when its fsync fails, the kernel may
+/// drop the old segment's unsynced pages (the simulated disk does). A record appended but not
+/// yet durable then reads back as the log's verdict, `Poisoned`, through `read` and `iter`
+/// alike, never as a bare I/O error (a short read) on a log that looks healthy; durable
+/// records stay readable.
+#[test]
+fn a_record_lost_with_a_failed_seal_reads_as_poisoned_not_as_an_io_error() {
+    let disk = SimDisk::new(62);
+    let opts = LogOptions {
+        driven: true,
+        sync: SyncMode::Manual,
+        ..sim_opts(&disk)
+    };
+    let log = Log::open("/sealfail", opts).unwrap();
+    log.append(b"durable").unwrap();
+    log.sync().unwrap();
+    let written = append_until_segments(&log, 2);
+    // The pump writes the old segment's frames through the page cache (manual mode: no
+    // fsync), then runs the roll's barrier: the new header's fsync succeeds, the seal's fails.
+    disk.set_faults(SimFaults {
+        fail_sync_after: Some(1),
+        ..disk.faults()
+    });
+    assert!(log.pump().is_err(), "the seal's fsync failed");
+    assert!(log.poisoned().is_some());
+    assert_eq!(log.durable_end(), 1);
+    assert_eq!(&log.read(0).unwrap().payload[..], b"durable");
+    let lost = log.read(1);
+    assert!(matches!(lost, Err(Error::Poisoned { .. })), "{lost:?}");
+    let mut iter = log.iter(0);
+    assert_eq!(&iter.next().unwrap().unwrap().payload[..], b"durable");
+    let lost = iter.next().unwrap();
+    assert!(matches!(lost, Err(Error::Poisoned { .. })), "{lost:?}");
+    assert!(written.len() > 1);
+}
