@@ -177,7 +177,7 @@ pub use node::{
 };
 pub use raft::health::Fault;
 pub use storage::{
-    DurableFuture, EntryKind, IoBackend, Iter, Log, LogOptions, NewRecord, Pin, PrepareStats,
-    PurgeOutcome, Record, RecoveryReport, SegmentInfo, SyncMode, TailReader, TornTail,
-    VerifyReport,
+    CommitStats, DurableFuture, EntryKind, IoBackend, Iter, Log, LogOptions, NewRecord, Pin,
+    PrepareStats, PurgeOutcome, Record, RecoveryReport, SegmentInfo, SyncMode, TailReader,
+    TornTail, VerifyReport,
 };

@@ -100,6 +100,13 @@ impl Harness {
     }
 
     fn apply(&mut self, op: Op) {
+        // A segment roll's seal runs in group commit, after the append that rolled returned:
+        // its failure (a failed fsync drops unsynced pages) poisons the log between two
+        // operations, and the model must know before it judges the next one (a truncation or
+        // purge refused as `Poisoned` did nothing).
+        if self.log.as_ref().is_some_and(|l| l.poisoned().is_some()) {
+            self.poisoned = true;
+        }
         match op {
             Op::Append(sizes) => self.append(sizes),
             Op::Sync => match self.log().sync() {
@@ -111,7 +118,18 @@ impl Harness {
             },
             Op::Read(h) if !self.poisoned && self.len() > self.start => {
                 let offset = self.start + (h as u64 % (self.len() - self.start));
-                let rec = self.log().read(offset).expect("readable");
+                let rec = match self.log().read(offset) {
+                    Ok(rec) => rec,
+                    // A roll's seal failed (in group commit) since the check in `apply`: the
+                    // failed fsync dropped unsynced pages. The read says so with the log's
+                    // verdict, never with a bare I/O error (`Log::read_failure`).
+                    Err(Error::Poisoned { .. }) => {
+                        assert!(offset >= self.acked, "a durable record became unreadable");
+                        self.poisoned = true;
+                        return;
+                    }
+                    Err(e) => panic!("readable: {e:?}"),
+                };
                 assert_eq!(
                     rec.payload.as_ref(),
                     &self.records[offset as usize][..],

@@ -78,6 +78,9 @@ fn wait_prepared_reports_the_prepared_next_segment() {
         log.append(&payload(next)).unwrap();
         next += 1;
     }
+    // The first record of the new segment is acknowledged after the roll's barrier renamed
+    // the prepared file.
+    log.append(&payload(next)).unwrap();
     assert!(log.wait_prepared(std::time::Duration::from_secs(30)));
     assert_eq!(prepared_files(), vec![segment_bytes]);
     log.close().unwrap();

@@ -593,11 +593,6 @@ pub(super) fn segment_files(dir: &Path) -> CliResult<Vec<PathBuf>> {
 /// one first in every other cell, so that neither always runs on a disk the other just
 /// used), then the stall runs.
 fn durable_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliResult<()> {
-    if !super::stats::install_flush_counter() {
-        results.notes.push(
-            "records per flush of sitelog not counted: a metrics recorder is installed".into(),
-        );
-    }
     for (i, &cell) in plan.cells.iter().enumerate() {
         let naive_first = i % 2 == 0;
         if naive_first {
@@ -641,11 +636,6 @@ fn durable_workload(plan: &Plan, work: &WorkDir, results: &mut Results) -> CliRe
 /// Single appends timed before a cell: at most 100, at most 16 MiB.
 fn warmup_appends(record_bytes: usize) -> usize {
     (WARMUP_BYTES / record_bytes).clamp(1, WARMUP_APPENDS)
-}
-
-/// Synced groups of sitelog since `before` (both from [`super::stats::sitelog_flushes`]).
-fn flushes_since(before: Option<u64>) -> Option<u64> {
-    Some(super::stats::sitelog_flushes()? - before?)
 }
 
 /// One durable cell of the naive group commit, set up as sitelog's: a new directory, the same
@@ -723,7 +713,7 @@ fn stall_run(
     sys::settle_disk();
     let log = Log::open(&dir, backend.options(segment_bytes))
         .context(|| format!("cannot open a log in {}", dir.display()))?;
-    let before = super::stats::sitelog_flushes();
+    let before = log.commit_stats().flushes;
     let (records, secs, lat, writers) = match kind {
         StallKind::Open => {
             let append = |p: &[u8]| log.append(p).map(|_| ()).map_err(CliError::from);
@@ -748,7 +738,7 @@ fn stall_run(
         secs,
         lat: Latency::from_nanos(lat),
         segments: log.segment_count() as u64,
-        flushes: flushes_since(before),
+        flushes: log.commit_stats().flushes - before,
     };
     log.close()?;
     if !plan.keep {
@@ -799,7 +789,7 @@ fn naive_stall_run(plan: &Plan, work: &WorkDir, kind: StallKind) -> CliResult<St
         secs,
         lat: Latency::from_nanos(lat),
         segments: stats.rolls + 1,
-        flushes: Some(stats.flushes),
+        flushes: stats.flushes,
     })
 }
 
@@ -833,7 +823,7 @@ fn durable_cell(
     let prepared = log.wait_prepared(PREPARE_TIMEOUT);
     sys::settle_disk();
     let max_bytes = plan.disk.log_payload_bytes(1);
-    let before = super::stats::sitelog_flushes();
+    let before = log.commit_stats().flushes;
     let (records, secs, lat) = if tasks {
         run_tasks(&log, &payload, writers, plan.duration, max_bytes)?
     } else {
@@ -849,7 +839,7 @@ fn durable_cell(
         lat: Latency::from_nanos(lat),
         next_segment_prepared: prepared,
         segments: log.segment_count(),
-        flushes: flushes_since(before),
+        flushes: log.commit_stats().flushes - before,
     };
     // Every task has ended (`run_tasks` drops its runtime), so this is the last handle.
     let log = Arc::into_inner(log)

@@ -57,8 +57,8 @@ pub struct DurableCell {
     pub next_segment_prepared: bool,
     /// Segment files at the end of the cell.
     pub segments: usize,
-    /// Groups written and fsynced while the cell was timed (`None`: not counted).
-    pub flushes: Option<u64>,
+    /// Groups written and fsynced while the cell was timed (`Log::commit_stats`).
+    pub flushes: u64,
 }
 
 /// The naive group commit (`src/cli/naive.rs`) in one durable cell, run back to back with
@@ -88,17 +88,15 @@ impl BaselineCell {
             ("flushes", self.flushes.into()),
             (
                 "records_per_flush",
-                per_flush(self.records, Some(self.flushes)).into(),
+                per_flush(self.records, self.flushes).into(),
             ),
         ])
     }
 }
 
-/// Records per fsynced group, rounded; `None` when not counted or nothing was flushed.
-fn per_flush(records: u64, flushes: Option<u64>) -> Option<f64> {
-    flushes
-        .filter(|&f| f > 0)
-        .map(|f| round(records as f64 / f as f64, 1))
+/// Records per fsynced group, rounded; `None` when nothing was flushed.
+fn per_flush(records: u64, flushes: u64) -> Option<f64> {
+    (flushes > 0).then(|| round(records as f64 / flushes as f64, 1))
 }
 
 /// Which stall a [`StallRun`] looks for.
@@ -132,7 +130,7 @@ pub struct StallRun {
     pub lat: Latency,
     /// Segment files (sitelog) or files (naive) at the end.
     pub segments: u64,
-    pub flushes: Option<u64>,
+    pub flushes: u64,
 }
 
 impl StallRun {
@@ -671,7 +669,7 @@ impl Results {
                 fmt_us(c.lat.max_us),
                 fmt_us(b.lat.max_us),
                 opt(per_flush(c.records, c.flushes)),
-                opt(per_flush(b.records, Some(b.flushes))),
+                opt(per_flush(b.records, b.flushes)),
                 marks,
             ]);
         }

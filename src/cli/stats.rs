@@ -1,9 +1,6 @@
 //! Latency percentiles and number formatting for the bench report.
 
 use super::json::Json;
-use metrics::SharedString;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Percentiles of a set of latencies, in microseconds.
@@ -198,56 +195,6 @@ impl Table {
         }
         out
     }
-}
-
-/// The histogram the group commit records once per written and fsynced group.
-const FSYNC_HISTOGRAM: &str = "sitelog_fsync_latency_seconds";
-
-/// Synced groups of every sitelog log in this process, counted by [`install_flush_counter`].
-static SITELOG_FLUSHES: AtomicU64 = AtomicU64::new(0);
-
-/// Counts samples of [`FSYNC_HISTOGRAM`]; every other metric is dropped.
-struct FlushCounter;
-
-impl metrics::HistogramFn for FlushCounter {
-    fn record(&self, _value: f64) {
-        SITELOG_FLUSHES.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl metrics::Recorder for FlushCounter {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::noop()
-    }
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        if key.name() == FSYNC_HISTOGRAM {
-            metrics::Histogram::from_arc(Arc::new(FlushCounter))
-        } else {
-            metrics::Histogram::noop()
-        }
-    }
-}
-
-/// Makes this process count sitelog's synced groups (the bench's records per flush). Returns
-/// false if another recorder is installed already: then [`sitelog_flushes`] stays `None`.
-pub fn install_flush_counter() -> bool {
-    static INSTALLED: OnceLock<bool> = OnceLock::new();
-    *INSTALLED.get_or_init(|| metrics::set_global_recorder(FlushCounter).is_ok())
-}
-
-/// Synced groups counted so far, if counting ([`install_flush_counter`]).
-pub fn sitelog_flushes() -> Option<u64> {
-    install_flush_counter().then(|| SITELOG_FLUSHES.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]

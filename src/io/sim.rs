@@ -37,6 +37,9 @@ pub struct SimFaults {
     pub fail_writes: u32,
     /// The next N `sync_data` calls fail with EIO and drop the file's unsynced data.
     pub fail_syncs: u32,
+    /// `Some(n)`: after n more successful `sync_data` calls, the next one fails as with
+    /// `fail_syncs` (a crash point inside a sequence of syncs); then back to `None`.
+    pub fail_sync_after: Option<u32>,
     /// The next N writes land one or more sectors away from where they were aimed.
     pub misdirect_writes: u32,
     /// Every `sync_data` sleeps this long before it takes effect (a slow disk); the disk is
@@ -515,7 +518,18 @@ impl File for SimFile {
             std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         }
         self.disk.with_inode(self.ino, self.epoch, |st, ino| {
-            let fail = st.faults.fail_syncs > 0;
+            let fail = match st.faults.fail_sync_after {
+                Some(0) => {
+                    st.faults.fail_sync_after = None;
+                    st.faults.fail_syncs += 1;
+                    true
+                }
+                Some(n) => {
+                    st.faults.fail_sync_after = Some(n - 1);
+                    st.faults.fail_syncs > 0
+                }
+                None => st.faults.fail_syncs > 0,
+            };
             if fail {
                 st.faults.fail_syncs -= 1;
             } else {

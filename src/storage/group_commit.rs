@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -38,14 +39,37 @@ use std::task::{Context, Poll, Waker};
 pub const MAX_GROUP_BYTES: usize = 8 << 20;
 /// Most chunks one group writes (one iovec each).
 pub const MAX_GROUP_CHUNKS: usize = crate::io::MAX_IOVECS;
+/// Longest a failed read waits for the groups in flight to retire (`GroupCommit::settle`):
+/// they are single writes and fsyncs, done in milliseconds; the bound only keeps a hung
+/// device from hanging a reader too.
+const SETTLE_TIMEOUT_MS: u64 = 10_000;
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(SETTLE_TIMEOUT_MS);
 
-/// Frames appended by one call, waiting to be written.
+/// Frames appended by one call, waiting to be written; or, with `barrier`, a segment roll's
+/// housekeeping (no bytes), run in queue order.
 pub(crate) struct Chunk {
     pub seg: Arc<Segment>,
     pub pos: u64,
     pub bytes: Bytes,
     pub first_offset: u64,
     pub end_offset: u64,
+    pub barrier: Option<Arc<dyn Barrier>>,
+}
+
+/// Housekeeping of a segment roll (seal the old segment, head, name and fsync the new one),
+/// which the pipeline runs in order: after every group of the old segment has completed and
+/// before any group of the new one is formed. The appender that rolled only queues it, so no
+/// append waits for it under the writer lock; waiters for offsets in the new segment are
+/// acknowledged only after it succeeded (it is retired in order like a synced group).
+pub(crate) trait Barrier: Send + Sync {
+    /// Does the work, blocking the calling thread (the flusher, or a waiter that submits).
+    fn run(&self) -> std::io::Result<()>;
+    /// What it does, for the poison reason.
+    fn what(&self) -> String;
+    /// The segment it seals, if any (ENOSPC: the writer undoes the roll, see `FailedTail`).
+    fn sealing(&self) -> Option<Arc<Segment>>;
+    /// Removes the new segment's file after a failure (best effort; recovery removes it too).
+    fn discard(&self);
 }
 
 struct Group {
@@ -58,6 +82,8 @@ struct Group {
     sync: bool,
     /// Written with O_DIRECT.
     direct: bool,
+    /// A roll's barrier (see `Barrier`).
+    barrier: Option<Arc<dyn Barrier>>,
     done: Option<std::io::Result<()>>,
     /// When it was submitted (for the write + fdatasync latency metric).
     submitted_at: std::time::Instant,
@@ -70,6 +96,10 @@ pub(crate) struct FailedTail {
     pub pos: u64,
     pub first_offset: u64,
     pub path: PathBuf,
+    /// A roll's barrier failed with ENOSPC: `seg` is the new segment, never named; the
+    /// writer forgets it and everything after it (and reactivates the old segment if its
+    /// seal did not complete).
+    pub roll: Option<Arc<dyn Barrier>>,
 }
 
 struct State {
@@ -87,13 +117,27 @@ struct State {
     wakers: Vec<(u64, Waker)>,
     /// The flusher is blocked waiting for work (so an enqueue must wake it).
     flusher_waiting: bool,
-    /// Threads blocked in `wait_idle` (the only waiters on `progress`; a notify is a system
+    /// Threads blocked in `wait_idle` or `settle` (the only waiters on `progress`; a notify is a system
     /// call, so it is skipped when nobody waits).
     idle_waiters: usize,
     shutdown: bool,
     /// Direct writes: the partly filled block the last group ended in, which the next group
     /// rewrites (kept so that it is not read back from the disk).
     tail: Option<TailBlock>,
+    stats: CommitStats,
+}
+
+/// What group commit has done since the log was opened (see [`crate::Log::commit_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Groups written and synced (one write + one fdatasync each, or one `RWF_DSYNC` write
+    /// with `direct_io`): the device flushes appends asked for. Roll barriers not counted.
+    pub flushes: u64,
+    /// Records those flushes made durable: `records_flushed / flushes` is the mean group size.
+    pub records_flushed: u64,
+    /// Segment rolls whose housekeeping (seal, new segment's header, name, directory fsync)
+    /// the pipeline ran off the append path.
+    pub roll_barriers: u64,
 }
 
 /// The bytes of a segment from a block boundary up to the end of the last group written.
@@ -111,6 +155,8 @@ pub(crate) struct GroupCommit {
     /// Wakes waiters for durability or idleness.
     progress: Condvar,
     poison: OnceLock<String>,
+    /// `State::durable_end`, stored under the lock whenever it changes.
+    durable_mirror: AtomicU64,
     sync_always: bool,
     max_in_flight: usize,
     /// No flusher thread: waiters and `Log::pump` do the work (deterministic simulation).
@@ -149,10 +195,12 @@ impl GroupCommit {
                 idle_waiters: 0,
                 shutdown: false,
                 tail: None,
+                stats: CommitStats::default(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
             poison: OnceLock::new(),
+            durable_mirror: AtomicU64::new(end_offset),
             sync_always,
             max_in_flight,
             driven,
@@ -214,8 +262,14 @@ impl GroupCommit {
         wakes.0.extend(st.wakers.drain(..).map(|(_, w)| w));
     }
 
+    /// Read without the state lock (every append reads it for its frames' durable hint; at
+    /// hundreds of writers the lock is the hot spot).
     pub fn durable_end(&self) -> u64 {
-        lock(&self.state).durable_end
+        self.durable_mirror.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        lock(&self.state).stats
     }
 
     /// Queues a chunk; the flusher writes it. `wake_flusher` false: the caller is about to
@@ -232,16 +286,6 @@ impl GroupCommit {
         if wake {
             self.work.notify_one();
         }
-    }
-
-    /// Raises the durable end outside the pipeline (a seal fsynced the segment) and wakes
-    /// waiters.
-    pub fn publish_durable(&self, end: u64) {
-        let mut wakes = Wakes::default();
-        let mut st = lock(&self.state);
-        st.written_end = st.written_end.max(end);
-        st.durable_end = st.durable_end.max(end);
-        self.wake_ready(&mut st, &mut wakes);
     }
 
     /// Moves the waiters whose offsets are durable into `wakes`, to be woken once the lock is
@@ -272,6 +316,7 @@ impl GroupCommit {
         st.queue.clear();
         st.written_end = end;
         st.durable_end = end;
+        self.durable_mirror.store(end, Ordering::Release);
         st.sync_requested = end;
         st.failed = None;
         st.last_seg = None;
@@ -352,6 +397,11 @@ impl GroupCommit {
             };
         }
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        // Whether this call's waker is registered. An entry leaves `wakers` only when it is
+        // woken for an outcome (durable, failed, poisoned) or on this call's own timeout, so a
+        // wake-up that finds no outcome leaves it in place: no rescan of hundreds of waiters
+        // under the hot lock per spurious wake-up.
+        let mut registered = false;
         loop {
             let mut own_group = None;
             let mut wakes = Wakes::default();
@@ -371,26 +421,19 @@ impl GroupCommit {
                 if sync && st.flusher_waiting {
                     own_group = self.next_group(&mut st);
                 }
+                // Registered in the critical section that found no outcome: a completion
+                // after it sees the entry, so no wake-up is lost (one lock round per append
+                // instead of two).
+                if own_group.is_none() && !registered {
+                    st.wakers.push((end, waker.clone()));
+                    registered = true;
+                }
             }
             // Before this thread submits or parks: the others' turn does not wait for it.
             wakes.flush();
             if let Some(sub) = own_group {
                 self.submit(sub);
                 continue;
-            }
-            {
-                let mut st = lock(&self.state);
-                if let Some(r) = self.outcome(&st, end) {
-                    return r.map(|()| true);
-                }
-                // Spurious unparks loop back here; register once.
-                if !st
-                    .wakers
-                    .iter()
-                    .any(|(t, w)| *t == end && w.will_wake(&waker))
-                {
-                    st.wakers.push((end, waker.clone()));
-                }
             }
             match deadline {
                 None => std::thread::park(),
@@ -430,6 +473,36 @@ impl GroupCommit {
             self.work.notify_one();
             st.idle_waiters += 1;
             st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle_waiters -= 1;
+        }
+    }
+
+    /// Blocks until every group in flight now (writes, fsyncs, roll barriers) has retired, or
+    /// `SETTLE_TIMEOUT_MS` passes: a failure among them has then been decided (the log
+    /// poisoned, or the failed tail recorded). Groups submitted meanwhile are not waited for,
+    /// so a steady stream of appends cannot keep the caller here.
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut st = lock(&self.state);
+        // Ids grow in submission order; every group in flight now has a smaller one.
+        let submitted_before = st.next_group_id;
+        while st
+            .in_flight
+            .front()
+            .is_some_and(|g| g.id < submitted_before)
+            && self.poison.get().is_none()
+        {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!("groups in flight did not retire within the settle timeout");
+                return;
+            }
+            st.idle_waiters += 1;
+            let (guard, _) = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
             st.idle_waiters -= 1;
         }
     }
@@ -496,11 +569,26 @@ impl GroupCommit {
                 continue;
             }
             match result {
+                Err(e) if g.barrier.is_some() && e.raw_os_error() != Some(libc::ENOSPC) => {
+                    let what = g.barrier.as_ref().map(|b| b.what()).unwrap_or_default();
+                    let reason = format!("{what} failed: {e}");
+                    if self.poison.set(reason.clone()).is_ok() {
+                        tracing::error!(%reason, "log poisoned");
+                    }
+                    st.queue.clear();
+                }
                 Ok(()) => {
                     g.seg.confirm_written(g.end_pos);
                     st.written_end = st.written_end.max(g.end_offset);
+                    if g.barrier.is_some() {
+                        st.stats.roll_barriers += 1;
+                    } else if g.sync && g.end_offset > g.first_offset {
+                        st.stats.flushes += 1;
+                        st.stats.records_flushed += g.end_offset - g.first_offset;
+                    }
                     if g.sync {
                         st.durable_end = st.durable_end.max(g.end_offset);
+                        self.durable_mirror.store(st.durable_end, Ordering::Release);
                         metrics::histogram!("sitelog_fsync_latency_seconds")
                             .record(g.submitted_at.elapsed().as_secs_f64());
                     }
@@ -511,6 +599,7 @@ impl GroupCommit {
                         pos: g.start_pos,
                         seg: g.seg.clone(),
                         first_offset: g.first_offset,
+                        roll: g.barrier.clone(),
                     });
                     st.queue.clear();
                 }
@@ -541,6 +630,13 @@ impl GroupCommit {
         let Some(first) = st.queue.front() else {
             return self.bare_sync(st);
         };
+        // Nothing overlaps a barrier: it follows every older group and precedes every newer.
+        if st.in_flight.iter().any(|g| g.barrier.is_some()) {
+            return None;
+        }
+        if first.barrier.is_some() {
+            return self.next_barrier(st);
+        }
         let seg = first.seg.clone();
         let start_pos = first.pos;
         let first_offset = first.first_offset;
@@ -561,7 +657,7 @@ impl GroupCommit {
         let (mut end_pos, mut end_offset, mut bytes) = (start_pos, first_offset, 0usize);
         let mut bufs = Vec::new();
         while let Some(c) = st.queue.front() {
-            let contiguous = Arc::ptr_eq(&c.seg, &seg) && c.pos == end_pos;
+            let contiguous = Arc::ptr_eq(&c.seg, &seg) && c.pos == end_pos && c.barrier.is_none();
             let fits = bufs.is_empty()
                 || (bytes + c.bytes.len() <= MAX_GROUP_BYTES && bufs.len() < MAX_GROUP_CHUNKS);
             if !contiguous || !fits {
@@ -590,6 +686,26 @@ impl GroupCommit {
             g.direct = direct.is_some();
         }
         sub.direct = direct;
+        Some(sub)
+    }
+
+    /// The barrier at the front of the queue, once every older group has completed. It counts
+    /// as a synced group ending at the roll's offset: the seal's fsync makes everything before
+    /// it durable (also what manual mode wrote without syncing).
+    fn next_barrier(&self, st: &mut State) -> Option<Submission> {
+        if !st.in_flight.is_empty() {
+            return None;
+        }
+        let c = st.queue.pop_front()?;
+        let barrier = c.barrier?;
+        let span = (c.pos, c.pos, c.first_offset, c.end_offset);
+        let mut sub = self.push_group(st, c.seg, span, true, Vec::new());
+        if let Some(g) = st.in_flight.back_mut() {
+            g.barrier = Some(barrier.clone());
+        }
+        // The next direct group writes another file (or a new first block).
+        st.tail = None;
+        sub.barrier = Some(barrier);
         Some(sub)
     }
 
@@ -623,6 +739,7 @@ impl GroupCommit {
             end_offset,
             sync,
             direct: false,
+            barrier: None,
             done: None,
             submitted_at: std::time::Instant::now(),
         });
@@ -633,6 +750,7 @@ impl GroupCommit {
             pos: start_pos,
             sync,
             direct: None,
+            barrier: None,
         }
     }
 
@@ -659,6 +777,9 @@ impl GroupCommit {
                 gc.work.notify_one();
             }
         });
+        if let Some(barrier) = &sub.barrier {
+            return done(barrier.run());
+        }
         match &sub.direct {
             None => sub.file.submit_write(sub.bufs, sub.pos, sub.sync, done),
             // Filled here, outside the state lock: a group may be megabytes.
@@ -680,6 +801,8 @@ struct Submission {
     sync: bool,
     /// Written with O_DIRECT instead, as one block-aligned buffer.
     direct: Option<DirectWrite>,
+    /// A roll's housekeeping instead of a write.
+    barrier: Option<Arc<dyn Barrier>>,
 }
 
 /// Most spare direct-write buffers a log keeps (one group is in flight at a time; one more

@@ -9,7 +9,7 @@
 //! leaves.
 
 use super::background::{self, Background, BackgroundJob, PrepareStats, SuperblockState};
-use super::group_commit::{DurableFuture, GroupCommit};
+use super::group_commit::{CommitStats, DurableFuture, GroupCommit};
 use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
 use super::record::{EntryKind, Record};
@@ -252,6 +252,13 @@ impl Log {
         })
     }
 
+    /// What group commit has done since open: device flushes, the records they carried
+    /// (`records_flushed / flushes` is the mean group size) and the rolls run off the append
+    /// path.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.shared.gc.stats()
+    }
+
     /// How the log's segment files were prepared since open: zero-filled whole, or recycled
     /// from segments retention retired (see `LogOptions::preallocate`).
     pub fn prepare_stats(&self) -> PrepareStats {
@@ -262,11 +269,17 @@ impl Log {
     /// file system refuses `O_DIRECT` it says so once and leaves the segment to buffered
     /// writes, which are just as safe.
     pub(crate) fn attach_direct(&self, seg: &Segment) {
+        self.attach_direct_at(seg, &seg.path);
+    }
+
+    /// [`Log::attach_direct`] for a segment whose file still lies at `path` (a roll renames
+    /// it to the segment's name later).
+    pub(crate) fn attach_direct_at(&self, seg: &Segment, path: &Path) {
         let s = &self.shared;
         if !s.opts.direct_io || seg.direct_file().is_some() {
             return;
         }
-        match s.io.open_direct(&seg.path) {
+        match s.io.open_direct(path) {
             Ok(file) => seg.attach_direct(file),
             Err(e) => {
                 if !s.direct_refused.swap(true, Ordering::Relaxed) {
@@ -423,14 +436,15 @@ impl Log {
 
     /// Appends without waiting for durability: the records get offsets and are readable at
     /// once; await [`Log::durable`] (or call [`Log::sync_to`]) for durability. This is the
-    /// building block of the async API: it never waits for an fsync, only (at a segment roll,
-    /// once per segment) for the previous segment's seal.
+    /// building block of the async API: it never waits for an fsync, not even at a segment
+    /// roll (the seal runs in group commit), except with retention configured, where a roll
+    /// waits for its seal and applies retention.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         self.write_records(&normal_records(payloads), false)
     }
 
     /// Appends and resolves once the records are durable, without blocking an async runtime's
-    /// thread on I/O (see [`Log::append_nowait`] for the one exception, the segment roll).
+    /// thread on I/O (see [`Log::append_nowait`] for the one exception, a roll with retention).
     pub async fn append_batch_async<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         let range = self.append_nowait(payloads)?;
         self.durable(range.end).await?;
@@ -528,7 +542,28 @@ impl Log {
     /// Reads the record at `offset`.
     pub fn read(&self, offset: u64) -> Result<Record> {
         let seg = self.segment_for(offset)?;
-        seg.read(offset)
+        seg.read(offset).map_err(|e| self.read_failure(offset, e))
+    }
+
+    /// The error a failed read of `offset` reports. A record not yet durable is read from the
+    /// page cache, and an fsync that fails may drop those pages (Linux may; the simulated
+    /// disk does): the read then fails (short read, or bytes that do not decode) *before*
+    /// the thread that ran the fsync has poisoned the log. A roll's seal is such an fsync,
+    /// running in group commit while appends and reads go on. So a failed read of a record
+    /// at or above the durable end waits for the groups in flight to retire and reports
+    /// `Poisoned` if one of them failed: the caller learns the log's verdict, not a bare I/O
+    /// error or a corruption that never was on the disk. Durable records lose no pages: their
+    /// errors are returned as they are.
+    pub(crate) fn read_failure(&self, offset: u64, e: Error) -> Error {
+        let maybe_dropped = matches!(e, Error::Io { .. } | Error::Corruption { .. });
+        if !maybe_dropped || offset < self.durable_end() {
+            return e;
+        }
+        self.shared.gc.settle();
+        match self.check_poison() {
+            Err(poisoned) => poisoned,
+            Ok(()) => e,
+        }
     }
 
     /// The segment holding `offset`, checking the readable range: below the start (deleted

@@ -518,6 +518,10 @@ fn sealed_segments_are_identical_across_replicas_and_adoptable_by_a_new_one() {
     let frames: Vec<Bytes> = a.iter(0).map(|r| r.unwrap().frame).collect();
     b.append_frames(&frames).unwrap();
     b.sync().unwrap();
+    // The last rolls' seals may still be queued in group commit.
+    for l in [&a, &b] {
+        l.shared.gc.wait_idle().unwrap();
+    }
     let manifest = a.sealed_segments(a.end_offset()).unwrap();
     assert!(manifest.len() >= 3, "{manifest:?}");
     assert_eq!(
@@ -643,6 +647,8 @@ fn driven_log_refuses_io_uring() {
 
 /// (base, end, size) of every sealed segment: where a log's segments begin and end.
 fn segment_bounds(l: &Log) -> Vec<(u64, u64, u64)> {
+    // The last roll's seal may still be queued in group commit.
+    l.shared.gc.wait_idle().unwrap();
     l.sealed_segments(u64::MAX)
         .unwrap()
         .iter()
@@ -747,10 +753,14 @@ fn a_truncated_record_leaves_no_timestamp_in_the_footer() {
     b.append_records(&[rec(1 << 50, b"from a deposed leader")])
         .unwrap();
     b.truncate_from(5).unwrap();
-    while a.sealed_segments(u64::MAX).unwrap().is_empty() {
+    // A roll adds the next segment at once; its seal follows in group commit.
+    while a.segment_count() < 2 {
         let i = a.end_offset();
         a.append_records(&[rec(i, body)]).unwrap();
         b.append_records(&[rec(i, body)]).unwrap();
+    }
+    for l in [&a, &b] {
+        l.shared.gc.wait_idle().unwrap();
     }
     let path = crate::storage::segment::Segment::path_in(Path::new("/l"), 0);
     assert_eq!(disk_a.peek(&path).unwrap(), disk_b.peek(&path).unwrap());
@@ -769,7 +779,8 @@ fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
         ..sim_opts(&disk_b)
     };
     let b = Log::open("/l", small_limit).unwrap();
-    while a.sealed_segments(u64::MAX).unwrap().is_empty() {
+    // A roll adds the next segment at once; its seal follows in group commit.
+    while a.segment_count() < 2 {
         let x = a.end_offset();
         a.append(&payload(x, 700)).unwrap();
         b.append(&payload(x, 700)).unwrap();
@@ -782,6 +793,9 @@ fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
         let x = b.end_offset();
         a.append(&payload(x, 700)).unwrap();
         b.append(&payload(x, 700)).unwrap();
+    }
+    for l in [&a, &b] {
+        l.shared.gc.wait_idle().unwrap();
     }
     assert_eq!(segment_bounds(&a), segment_bounds(&b));
 }
@@ -1086,4 +1100,151 @@ fn an_iterator_across_a_truncation_reads_the_records_that_replaced_the_cut_ones(
         assert_eq!(rec.payload.as_ref(), &p[..], "offset {}", rec.offset);
     }
     assert!(it.next().is_none());
+}
+
+/// Names of the segment files in `dir` on the simulated disk (durable or not).
+fn segment_names(disk: &SimDisk, dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = disk
+        .io()
+        .list(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| crate::storage::segment::parse_file_name(n).is_some())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Appends without waiting until the log holds `segments` segments (the last append rolled).
+fn append_until_segments(log: &Log, segments: usize) -> Vec<Vec<u8>> {
+    let mut written = Vec::new();
+    while log.segment_count() < segments {
+        let p = payload(log.end_offset(), 1000);
+        log.append_nowait(&[&p]).unwrap();
+        written.push(p);
+        assert!(written.len() < 1000, "no roll");
+    }
+    written
+}
+
+/// A roll is a pointer swap: appends across rolls issue no seal, header, rename or fsync on
+/// the append path; group commit runs that housekeeping in order when it runs (on a driven
+/// log: at the pump, so nothing runs behind the test's back).
+#[test]
+fn a_roll_leaves_its_seal_and_the_new_segments_name_to_group_commit() {
+    let disk = SimDisk::new(60);
+    let opts = LogOptions {
+        driven: true,
+        ..sim_opts(&disk)
+    };
+    let dir = Path::new("/roll");
+    let log = Log::open(dir, opts.clone()).unwrap();
+    log.append(b"first").unwrap();
+    assert_eq!(segment_names(&disk, dir).len(), 1);
+    assert_eq!(log.commit_stats().roll_barriers, 1, "the first segment's");
+    let syncs = disk.sync_count();
+    let written = append_until_segments(&log, 3);
+    assert_eq!(disk.sync_count(), syncs, "no fsync on the append path");
+    assert_eq!(segment_names(&disk, dir).len(), 1, "no new name yet");
+    assert!(log.sealed_segments(u64::MAX).unwrap().is_empty(), "no seal yet");
+    // Readable at once all the same.
+    assert_eq!(&log.read(1).unwrap().payload[..], &written[0][..]);
+    log.pump().unwrap();
+    assert_eq!(log.durable_end(), log.end_offset());
+    assert_eq!(segment_names(&disk, dir).len(), 3);
+    assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 2);
+    let stats = log.commit_stats();
+    assert_eq!(stats.roll_barriers, 3);
+    assert!(stats.flushes >= 2 && stats.records_flushed == log.end_offset());
+    drop(log);
+    disk.crash();
+    let log = Log::open(dir, opts).unwrap();
+    for (i, p) in written.iter().enumerate() {
+        assert_eq!(&log.read(i as u64 + 1).unwrap().payload[..], &p[..]);
+    }
+}
+
+/// Crash points around a roll: before its barrier ran (the old segment is then the unsealed
+/// last one, full: sealed by the next append; the new one never got its name), and with the
+/// barrier failing at the new header's fsync or at its seal fsync (the log is poisoned).
+/// Every acknowledged record survives, and appends and rolls continue after the reopen.
+#[test]
+fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
+    // Syncs that succeed in the pump before the failing one: the group's, then the new
+    // header's (submitted before the seal; inline on the simulated disk).
+    for succeed_first in [None, Some(1), Some(2)] {
+        let disk = SimDisk::new(61);
+        let opts = LogOptions {
+            driven: true,
+            ..sim_opts(&disk)
+        };
+        let dir = Path::new("/crashroll");
+        let log = Log::open(dir, opts.clone()).unwrap();
+        let mut acked = vec![b"first".to_vec()];
+        log.append(&acked[0]).unwrap();
+        acked.extend(append_until_segments(&log, 2));
+        // Everything acknowledged: the pump ran the first roll's barrier as well.
+        log.sync().unwrap();
+        append_until_segments(&log, 3);
+        if let Some(n) = succeed_first {
+            disk.set_faults(SimFaults {
+                fail_sync_after: Some(n),
+                ..disk.faults()
+            });
+            assert!(log.pump().is_err(), "a sync of the barrier failed");
+            assert!(log.poisoned().is_some());
+        }
+        drop(log);
+        disk.crash();
+        disk.set_faults(SimFaults::default());
+        let log = Log::open(dir, opts.clone()).unwrap();
+        let case = format!("succeed_first {succeed_first:?}");
+        assert!(log.end_offset() >= acked.len() as u64, "{case}");
+        assert_eq!(segment_names(&disk, dir).len(), 2, "{case}: third never named");
+        for (i, p) in acked.iter().enumerate() {
+            assert_eq!(&log.read(i as u64).unwrap().payload[..], &p[..], "{case}");
+        }
+        // Appends continue: a full segment is sealed first, and rolls work again.
+        let more = append_until_segments(&log, 4);
+        log.sync().unwrap();
+        let first_more = log.end_offset() - more.len() as u64;
+        assert_eq!(&log.read(first_more).unwrap().payload[..], &more[0][..], "{case}");
+        assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 3, "{case}");
+    }
+}
+
+/// A roll's seal runs in group commit while reads go on; when its fsync fails, the kernel may
+/// drop the old segment's unsynced pages (the simulated disk does). A record appended but not
+/// yet durable then reads back as the log's verdict, `Poisoned`, through `read` and `iter`
+/// alike, never as a bare I/O error (a short read) on a log that looks healthy; durable
+/// records stay readable.
+#[test]
+fn a_record_lost_with_a_failed_seal_reads_as_poisoned_not_as_an_io_error() {
+    let disk = SimDisk::new(62);
+    let opts = LogOptions {
+        driven: true,
+        sync: SyncMode::Manual,
+        ..sim_opts(&disk)
+    };
+    let log = Log::open("/sealfail", opts).unwrap();
+    log.append(b"durable").unwrap();
+    log.sync().unwrap();
+    let written = append_until_segments(&log, 2);
+    // The pump writes the old segment's frames through the page cache (manual mode: no
+    // fsync), then runs the roll's barrier: the new header's fsync succeeds, the seal's fails.
+    disk.set_faults(SimFaults {
+        fail_sync_after: Some(1),
+        ..disk.faults()
+    });
+    assert!(log.pump().is_err(), "the seal's fsync failed");
+    assert!(log.poisoned().is_some());
+    assert_eq!(log.durable_end(), 1);
+    assert_eq!(&log.read(0).unwrap().payload[..], b"durable");
+    let lost = log.read(1);
+    assert!(matches!(lost, Err(Error::Poisoned { .. })), "{lost:?}");
+    let mut iter = log.iter(0);
+    assert_eq!(&iter.next().unwrap().unwrap().payload[..], b"durable");
+    let lost = iter.next().unwrap();
+    assert!(matches!(lost, Err(Error::Poisoned { .. })), "{lost:?}");
+    assert!(written.len() > 1);
 }

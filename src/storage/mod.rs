@@ -25,6 +25,7 @@ mod writer;
 
 pub use self::log::{Log, NewRecord, PurgeOutcome};
 pub use background::PrepareStats;
+pub use group_commit::CommitStats;
 pub use group_commit::DurableFuture;
 pub use manifest::SegmentInfo;
 pub use options::{IoBackend, LogOptions, SyncMode};

@@ -191,7 +191,7 @@ impl Iterator for Iter {
             Ok(None) => None,
             Err(e) => {
                 self.done = true;
-                Some(Err(e))
+                Some(Err(self.log.read_failure(self.next, e)))
             }
         }
     }

@@ -3,19 +3,19 @@
 
 use super::background::{Prepared, PREPARED_PREFIX};
 use super::checksum::{checksum, checksum_append};
-use super::group_commit::Chunk;
+use super::group_commit::{Barrier, Chunk};
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
 use super::log::{lock, Active, NewRecord, Writer};
 use super::record::{self, RecordRef};
 use super::recovery::now_us;
 use super::segment::{self, Footer, Segment, SegmentState, FOOTER_BYTES, HEADER_REGION_BYTES};
-use crate::io::FileRef;
+use crate::io::{FileRef, IoRef};
 use crate::{Error, Log, Result};
 use bytes::Bytes;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Where each record of a chunk went: (offset, file position, timestamp).
 type Notes = Vec<(u64, u64, u64)>;
@@ -270,6 +270,7 @@ impl Log {
                 bytes,
                 first_offset,
                 end_offset,
+                barrier: None,
             },
             wake_flusher,
         );
@@ -283,8 +284,13 @@ impl Log {
         let Some(failed) = self.shared.gc.wait_idle()? else {
             return Ok(());
         };
+        if let Some(roll) = failed.roll.clone() {
+            return self.undo_failed_roll(w, failed, &*roll);
+        }
         let seg = failed.seg;
-        debug_assert!(w.active.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &seg)));
+        if !w.active.as_ref().is_some_and(|a| Arc::ptr_eq(&a.seg, &seg)) {
+            self.undo_rolls(w, &seg);
+        }
         let cut = seg
             .file
             .set_len(failed.pos)
@@ -317,97 +323,101 @@ impl Log {
         Err(Error::NoSpace { path: failed.path })
     }
 
-    /// Seals the active segment once everything queued for it is written, then opens the next.
+    /// A roll's barrier failed for lack of space: the new segment (never named) and every
+    /// record in it or after it are discarded; the old segment is active again, its partial
+    /// seal cut off, unless its seal completed. The next append retries the roll.
+    fn undo_failed_roll(
+        &self,
+        w: &mut Writer,
+        failed: super::group_commit::FailedTail,
+        roll: &dyn Barrier,
+    ) -> Result<()> {
+        let base = failed.first_offset;
+        debug_assert_eq!(base, failed.seg.base_offset);
+        self.undo_rolls(w, &failed.seg);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&base);
+        roll.discard();
+        w.active = None;
+        if let Some(old) = roll.sealing().filter(|s| !s.is_sealed()) {
+            let data_end = old.read_state(|s| s.data_end);
+            let cut = old
+                .file
+                .set_len(data_end)
+                .and_then(|_| old.file.sync_data())
+                .and_then(|_| segment::crc_of_prefix(&*old.file, data_end));
+            let file_crc = cut.map_err(|e| self.poison_with("cutting a failed seal", e))?;
+            old.update_state(|s| s.file_len = data_end);
+            w.active = Some(Active {
+                seg: old,
+                file_crc,
+            });
+        }
+        w.next_offset = base;
+        self.shared.written_end.store(base, Ordering::Release);
+        self.shared.gc.reset(base);
+        tracing::warn!(offset = base, "a segment roll failed for lack of space; undone");
+        Err(Error::NoSpace { path: failed.path })
+    }
+
+    /// A group of `failed` failed after the writer had rolled past it: the rolls' barriers
+    /// never ran (a failure clears the queue), so the segments after it were never named.
+    /// They are forgotten and `failed` is active again (its tail is cut next); their files,
+    /// still under temporary names, are left for the next open to remove.
+    fn undo_rolls(&self, w: &mut Writer, failed: &Arc<Segment>) {
+        let mut segs = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let later: Vec<u64> = segs
+            .range(failed.base_offset + 1..)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in later {
+            segs.remove(&base);
+        }
+        drop(segs);
+        w.active = Some(Active {
+            seg: failed.clone(),
+            // Recomputed from the file once the tail is cut.
+            file_crc: 0,
+        });
+    }
+
+    /// Rolls to the next segment: the active one is full and takes no more frames. The roll
+    /// itself is a pointer swap under the writer lock; the old segment's seal and the new
+    /// segment's header, name and directory entry are one barrier that group commit runs in
+    /// order (see `RollWork`), off the append path. With retention configured the roll then
+    /// waits for that barrier and applies retention inline (as before).
     fn roll(&self, w: &mut Writer) -> Result<()> {
-        self.quiesce(w)?;
         if w.active.is_none() {
             return Ok(());
         }
-        self.seal_locked(w)?;
-        self.create_segment(w)
-    }
-
-    /// Writes the index and footer of the active segment, cuts the file to its final size and
-    /// fsyncs it: the segment is then immutable and everything in it durable. The caller has
-    /// quiesced group commit.
-    pub(crate) fn seal_locked(&self, w: &mut Writer) -> Result<()> {
-        let Some(active) = w.active.as_ref() else {
-            return Ok(());
-        };
-        let seg = active.seg.clone();
-        let st = seg.state();
-        let index_bytes = st.index.encode();
-        let footer = Footer {
-            base_offset: seg.base_offset,
-            end_offset: st.end_offset,
-            data_end: st.data_end,
-            max_timestamp_us: st.max_timestamp_us,
-            index_entries: st.index.len() as u32,
-            index_crc: checksum(&index_bytes),
-            file_crc: 0,
-        };
-        let crc_before = checksum_append(active.file_crc, &index_bytes);
-        let mut tail = index_bytes;
-        tail.extend_from_slice(&footer.encode(self.shared.log_id, crc_before));
-        let file_len = st.data_end + tail.len() as u64;
-        let written = seg
-            .file
-            .write_at(&tail, st.data_end)
-            .and_then(|_| seg.file.set_len(file_len));
-        if let Err(e) = written {
-            return Err(self.failed_seal(&seg, st.data_end, e));
-        }
-        seg.file
-            .sync_data()
-            .map_err(|e| self.poison_with("segment seal fsync", e))?;
-        seg.update_state(|s| {
-            s.sealed = true;
-            s.file_len = file_len;
-        });
-        seg.detach_direct();
-        w.active = None;
-        self.shared.gc.publish_durable(st.end_offset);
-        let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
-        super::background::persist_watermark(
-            &self.shared.superblock,
-            &self.shared.gc,
-            true,
-            interval,
-        )?;
-        if self.shared.opts.retention_bytes.is_some() || self.shared.opts.retention_age_ms.is_some()
-        {
+        self.create_segment(w)?;
+        let opts = &self.shared.opts;
+        if opts.retention_bytes.is_some() || opts.retention_age_ms.is_some() {
+            self.quiesce(w)?;
             self.retention_locked(w)?;
         }
         Ok(())
     }
 
-    /// A failed seal write: ENOSPC leaves the segment active (the partial footer is cut off
-    /// durably); anything else poisons.
-    fn failed_seal(&self, seg: &Segment, data_end: u64, e: std::io::Error) -> Error {
-        match Error::io(&seg.path, e) {
-            err @ Error::NoSpace { .. } => {
-                match seg
-                    .file
-                    .set_len(data_end)
-                    .and_then(|_| seg.file.sync_data())
-                {
-                    Ok(()) => err,
-                    Err(e) => self.poison_with("cutting a failed seal", e),
-                }
-            }
-            Error::Io { source, .. } => self.poison_with("segment seal", source),
-            other => other,
-        }
-    }
-
-    /// Creates the segment starting at the next offset, from the prepared file if one is
-    /// ready: header written and fsynced, directory entry fsynced, before any record goes
-    /// into it.
+    /// Makes the segment starting at the next offset the active one, sealing the current
+    /// active segment if there is one. Only cheap steps run here, under the writer lock: take
+    /// the prepared file (or create a file under a temporary name), open it, and queue a
+    /// [`RollWork`] barrier. The barrier seals the old segment (index, footer, fsync), writes
+    /// and fsyncs the new header, renames the file to the segment's name and fsyncs the
+    /// directory, in that order, before group commit forms any group of the new segment:
+    /// no record in it is acknowledged before its name is durable, and no segment name
+    /// becomes durable before the segment before it is sealed (recovery's rule: only the
+    /// last segment may be unsealed).
     pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
-        debug_assert!(w.active.is_none());
         let base = w.next_offset;
         let path = Segment::path_in(&self.shared.dir, base);
-        let io = &self.shared.io;
         // A replicated log's segments carry no node-local creation time, so that replicas
         // that sealed a segment at the same offsets hold the same file.
         let created_us = if self.shared.opts.durable_hints {
@@ -416,37 +426,11 @@ impl Log {
             0
         };
         let header = segment::encode_header(self.shared.log_id, base, created_us);
-        let prepared = self
-            .shared
-            .opts
-            .preallocate
-            .then(|| self.shared.background.take_prepared())
-            .flatten();
-        let from_prepared = prepared
-            .as_ref()
-            .and_then(|p| self.head_prepared(p, base, &header, &path));
-        let (file, init) = match from_prepared {
-            Some(file) => (file, Ok(())),
-            None => {
-                let file: FileRef = io.open(&path, true).map_err(|e| Error::io(&path, e))?;
-                let init = file.set_len(0).and_then(|_| file.write_at_sync(&header, 0));
-                (file, init)
-            }
-        };
-        if let Err(e) = init {
-            // Never referenced by a durable directory entry yet; recovery also removes it.
-            let _ = io.remove(&path);
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                return Err(Error::NoSpace { path });
-            }
-            return Err(self.poison_with("segment create", e));
-        }
-        io.sync_dir(&self.shared.dir)
-            .map_err(|e| self.poison_with("directory fsync", e))?;
+        let (file, from) = self.segment_file(base, &path)?;
         if self.shared.opts.preallocate {
             self.shared.background.request_prepare();
         }
-        let file_len = file.len().map_err(|e| Error::io(&path, e))?;
+        let file_len = file.len().map_err(|e| Error::io(&from, e))?;
         let state = SegmentState {
             end_offset: base,
             data_end: HEADER_REGION_BYTES,
@@ -457,20 +441,43 @@ impl Log {
         };
         let opts = &self.shared.opts;
         let seg = Segment::new(
-            path,
-            file,
+            path.clone(),
+            file.clone(),
             self.shared.log_id,
             base,
             opts.max_record_bytes,
             state,
         );
         let seg = Arc::new(seg);
-        self.attach_direct(&seg);
+        // Opened under the name the file has now (the barrier renames it later).
+        self.attach_direct_at(&seg, &from);
+        let work = RollWork {
+            seal: w.active.take().map(|a| (a.seg, a.file_crc)),
+            log_id: self.shared.log_id,
+            file,
+            header: header.clone(),
+            from,
+            to: path,
+            io: self.shared.io.clone(),
+            dir: self.shared.dir.clone(),
+            background: self.shared.background.clone(),
+        };
         self.shared
             .segments
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(base, seg.clone());
+        self.shared.gc.enqueue(
+            Chunk {
+                seg: seg.clone(),
+                pos: HEADER_REGION_BYTES,
+                bytes: Bytes::new(),
+                first_offset: base,
+                end_offset: base,
+                barrier: Some(Arc::new(work)),
+            },
+            true,
+        );
         w.active = Some(Active {
             seg,
             file_crc: checksum(&header),
@@ -478,35 +485,148 @@ impl Log {
         Ok(())
     }
 
-    /// Makes the prepared file the segment at `base`: writes and fsyncs the fresh header
-    /// block (4 KiB: the header, then zeros, so the padding rule holds over a recycled file's
-    /// old header) *before* renaming it to the segment's name, so that a file under a segment
-    /// name always has a valid header (a recycled file's body is not zeros, so recovery could
-    /// not take it for one never written). `None` (and the prepared file removed) if any step
-    /// fails: the caller creates the segment afresh.
-    fn head_prepared(
-        &self,
-        prepared: &Prepared,
-        base: u64,
-        header: &[u8],
-        path: &std::path::Path,
-    ) -> Option<FileRef> {
+    /// The file of a new segment and the name it has until its roll barrier renames it: the
+    /// prepared file if one is ready, otherwise a new empty file under a temporary name
+    /// (recovery removes it if a crash comes first).
+    fn segment_file(&self, base: u64, path: &Path) -> Result<(FileRef, PathBuf)> {
+        let io = &self.shared.io;
+        let prepared = self
+            .shared
+            .opts
+            .preallocate
+            .then(|| self.shared.background.take_prepared())
+            .flatten();
+        if let Some(file) = prepared.as_ref().and_then(|p| self.open_prepared(p, base)) {
+            return Ok((file, prepared.map(|p| p.path).unwrap_or_default()));
+        }
+        let mut name = path.as_os_str().to_owned();
+        name.push(segment::TEMP_SUFFIX);
+        let tmp = PathBuf::from(name);
+        let file: FileRef = io.open(&tmp, true).map_err(|e| Error::io(&tmp, e))?;
+        if let Err(e) = file.set_len(0) {
+            let _ = io.remove(&tmp);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(Error::NoSpace { path: tmp });
+            }
+            return Err(self.poison_with("segment create", e));
+        }
+        Ok((file, tmp))
+    }
+
+    /// Opens the prepared file for the segment at `base`; `None` (and the file removed) if it
+    /// cannot be used: the caller creates the segment afresh.
+    fn open_prepared(&self, prepared: &Prepared, base: u64) -> Option<FileRef> {
         let io = &self.shared.io;
         debug_assert!(prepared.path.to_string_lossy().contains(PREPARED_PREFIX));
-        debug_assert_eq!(header.len() as u64, HEADER_REGION_BYTES);
         // Recovery's rule for stale bytes needs every frame a recycled file holds to lie below
         // the base it gets; retired segments end at or below the log start, which never
         // exceeds the next offset.
         let stale_ok = prepared.stale_below <= base;
         debug_assert!(stale_ok, "recycled file holds offsets at or above {base}");
-        let headed = stale_ok
+        let file = stale_ok
             .then(|| io.open(&prepared.path, false).ok())
-            .flatten()
-            .filter(|f| f.write_at_sync(header, 0).is_ok())
-            .filter(|_| io.rename(&prepared.path, path).is_ok());
-        if headed.is_none() {
+            .flatten();
+        if file.is_none() {
             let _ = io.remove(&prepared.path);
         }
-        headed
+        file
     }
+}
+
+/// A segment roll's housekeeping, run by group commit as a barrier (see
+/// `Log::create_segment`): everything a roll used to do inline under the writer lock.
+struct RollWork {
+    /// The segment to seal and the running CRC of its bytes (none for a log's first segment,
+    /// or after recovery found the last segment sealed).
+    seal: Option<(Arc<Segment>, u32)>,
+    log_id: u64,
+    /// The new segment's file, its header region, and its name now and to be.
+    file: FileRef,
+    header: Vec<u8>,
+    from: PathBuf,
+    to: PathBuf,
+    io: IoRef,
+    dir: PathBuf,
+    background: Arc<super::background::Background>,
+}
+
+impl Barrier for RollWork {
+    fn run(&self) -> std::io::Result<()> {
+        // A fresh header block (the header, then zeros) is durable *before* the file takes the
+        // segment's name: a file under a segment name always has a valid header (a recycled
+        // file's body is not zeros, so recovery could not take it for one never written).
+        // It is submitted first and overlaps the seal (io_uring completes it on the ring
+        // thread; synchronous backends run it inline): the file has no name yet, so the two
+        // are independent, and the roll's latency is one fsync shorter.
+        debug_assert_eq!(self.header.len() as u64, HEADER_REGION_BYTES);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.file.submit_write(
+            vec![Bytes::copy_from_slice(&self.header)],
+            0,
+            true,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let sealed = match &self.seal {
+            Some((seg, file_crc)) => seal(seg, *file_crc, self.log_id),
+            None => Ok(()),
+        };
+        let headed = rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread stopped")));
+        sealed.and(headed)?;
+        if self.from != self.to {
+            self.io.rename(&self.from, &self.to)?;
+        }
+        self.io.sync_dir(&self.dir)?;
+        // After a seal, as a seal always did; the watermark is a hint (recovery scans the
+        // active segment), so the background thread writes it, off the acknowledgement path.
+        if self.seal.is_some() {
+            self.background.request_persist();
+        }
+        Ok(())
+    }
+
+    fn what(&self) -> String {
+        format!("segment roll to {}", self.to.display())
+    }
+
+    fn sealing(&self) -> Option<Arc<Segment>> {
+        self.seal.as_ref().map(|(seg, _)| seg.clone())
+    }
+
+    fn discard(&self) {
+        let _ = self.io.remove(&self.from);
+    }
+}
+
+/// Writes the index and footer of a segment that takes no more frames and whose groups have
+/// all completed, cuts the file to its final size and fsyncs it: the segment is then
+/// immutable and everything in it durable.
+fn seal(seg: &Segment, file_crc: u32, log_id: u64) -> std::io::Result<()> {
+    let st = seg.state();
+    let index_bytes = st.index.encode();
+    let footer = Footer {
+        base_offset: seg.base_offset,
+        end_offset: st.end_offset,
+        data_end: st.data_end,
+        max_timestamp_us: st.max_timestamp_us,
+        index_entries: st.index.len() as u32,
+        index_crc: checksum(&index_bytes),
+        file_crc: 0,
+    };
+    let crc_before = checksum_append(file_crc, &index_bytes);
+    let mut tail = index_bytes;
+    tail.extend_from_slice(&footer.encode(log_id, crc_before));
+    let file_len = st.data_end + tail.len() as u64;
+    seg.file.write_at(&tail, st.data_end)?;
+    seg.file.set_len(file_len)?;
+    seg.file.sync_data()?;
+    seg.update_state(|s| {
+        s.sealed = true;
+        s.file_len = file_len;
+    });
+    seg.detach_direct();
+    Ok(())
 }
