@@ -23,6 +23,7 @@
 //! - **The state machine stores nothing again**: applying advances the committed offset that
 //!   readers may see and remembers the membership ([`state_machine`]).
 
+pub mod dedup;
 pub mod entry;
 pub(crate) mod errors;
 pub mod health;
