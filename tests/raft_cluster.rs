@@ -7,7 +7,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{EntryPayload, ServerState};
 use sitelog::raft::network::LocalRouter;
 use sitelog::raft::replica::{openraft_config, RaftTimers, Replica, SnapshotSettings};
-use sitelog::raft::{AppBytes, NodeInfo};
+use sitelog::raft::{AppData, NodeInfo};
 use sitelog::storage::LogOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -136,9 +136,9 @@ async fn write_among(c: &Cluster, ids: &[u64], payload: Vec<u8>) -> Option<u64> 
         let leader = c.leader_among(ids).await;
         let fut = c.nodes[&leader]
             .raft_handle()
-            .client_write(AppBytes(payload.clone().into()));
+            .client_write(AppData::normal(payload.clone().into()));
         match timeout(Duration::from_secs(2), fut).await {
-            Ok(Ok(resp)) => return Some(resp.data),
+            Ok(Ok(resp)) => return Some(resp.data.offset),
             Ok(Err(e)) if e.forward_to_leader().is_some() => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
@@ -193,7 +193,7 @@ async fn check(c: &Cluster, acked: &HashMap<u64, Vec<u8>>, upto: u64) {
             }
             let e = sitelog::raft::entry::from_record(rec.clone()).unwrap();
             if let EntryPayload::Normal(d) = e.payload {
-                if let Some(prev) = seen.insert(d.0.clone(), rec.offset) {
+                if let Some(prev) = seen.insert(d.bytes.clone(), rec.offset) {
                     panic!("node {id}: payload at {prev} again at {}", rec.offset);
                 }
             }
@@ -266,7 +266,7 @@ async fn partitioned_old_leader_acknowledges_nothing() {
     for i in 0..5 {
         let fut = c.nodes[&old]
             .raft_handle()
-            .client_write(AppBytes(format!("fenced {i}").into()));
+            .client_write(AppData::normal(format!("fenced {i}").into()));
         let got = timeout(Duration::from_millis(1500), fut).await;
         assert!(
             !matches!(got, Ok(Ok(_))),

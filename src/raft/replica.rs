@@ -9,7 +9,7 @@ use super::log_store::LogStore;
 use super::meta::MetaFile;
 use super::remote::{MessageRx, MessageTx};
 use super::state_machine::StateMachine;
-use super::{AppBytes, NodeInfo, Raft, TypeConfig, Vote};
+use super::{AppData, NodeInfo, Raft, TypeConfig, Vote};
 use crate::io::IoRef;
 use crate::storage::{Log, LogOptions};
 use crate::{Error, Result};
@@ -370,13 +370,13 @@ impl Replica {
         let n = payloads.len();
         let mut results = self
             .raft
-            .client_write_many(payloads.into_iter().map(AppBytes))
+            .client_write_many(payloads.into_iter().map(AppData::normal))
             .await
             .map_err(|e| errors::fatal(&e))?;
         let mut offsets = Vec::with_capacity(n);
         while let Some(r) = results.next().await {
             match r.map_err(|e| errors::fatal(&e))? {
-                Ok(w) => offsets.push(w.response),
+                Ok(w) => offsets.push(w.response.offset),
                 Err(e) => return Err(errors::client_write(e)),
             }
         }
@@ -710,6 +710,7 @@ mod incoming_tests {
             segment_terms: Vec::new(),
             app_state: None,
             retired: offered_retired.iter().copied().collect(),
+            producers: None,
         };
         IncomingSnapshot {
             vote: Vote::new_committed(2, 1),
