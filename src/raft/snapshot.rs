@@ -545,4 +545,85 @@ mod tests {
             "{err:?}"
         );
     }
+
+    fn table() -> ProducerTable {
+        use crate::raft::dedup::ProducerEntry;
+        let mut t = ProducerTable::new();
+        let reg = ProducerEntry::Register {
+            ts_ms: 5,
+            idle_expiry_ms: 1000,
+            max_producers: 8,
+        };
+        t.apply(3, &reg);
+        for (seq, off) in [(0, 4), (1, 5), (2, 9)] {
+            let p = ProducerEntry::Produce {
+                producer: 3,
+                seq,
+                ts_ms: 6,
+            };
+            t.apply(off, &p);
+        }
+        t.advance_as_of(12);
+        t
+    }
+
+    #[test]
+    fn the_producer_table_travels_in_version_3_and_versions_1_and_2_still_read() {
+        let (meta, v1) = sample();
+        let v1_bytes = encode(&meta, &v1).unwrap();
+        for retired in [BTreeSet::new(), BTreeSet::from([1, 3])] {
+            let v3 = SegmentManifest {
+                retired: retired.clone(),
+                producers: Some(table()),
+                ..v1.clone()
+            };
+            let v3_bytes = encode(&meta, &v3).unwrap();
+            // Version 3 only appends its trailer to a version-1 body.
+            assert_eq!(&v3_bytes[..v1_bytes.len()], &v1_bytes[..]);
+            let mut want = vec![3u8];
+            want.extend_from_slice(&(retired.len() as u32).to_le_bytes());
+            retired
+                .iter()
+                .for_each(|id| want.extend_from_slice(&id.to_le_bytes()));
+            let t = table().encode();
+            want.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            want.extend_from_slice(&t);
+            assert_eq!(&v3_bytes[v1_bytes.len()..], &want[..], "the v3 trailer");
+            assert_eq!(decode(&v3_bytes).unwrap(), (meta.clone(), v3));
+            for n in v1_bytes.len() + 1..v3_bytes.len() {
+                assert!(decode(&v3_bytes[..n]).is_err(), "prefix {n} accepted");
+            }
+            // A table length above the limit or the bytes left is refused before allocating.
+            let len_at = v1_bytes.len() + 5 + 8 * retired.len();
+            let mut b = v3_bytes.clone();
+            b[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(decode(&b).is_err());
+            // A damaged table inside is refused too (version byte of the table).
+            let mut b = v3_bytes.clone();
+            b[len_at + 4] = 9;
+            assert!(decode(&b).is_err());
+        }
+        // Without a table nothing changes: version 1, or 2 with retired ids.
+        assert_eq!(decode(&v1_bytes).unwrap().1.producers, None);
+        let v2 = SegmentManifest {
+            retired: BTreeSet::from([4]),
+            ..v1.clone()
+        };
+        let v2_bytes = encode(&meta, &v2).unwrap();
+        assert_eq!(v2_bytes[v1_bytes.len()], 2);
+        assert_eq!(decode(&v2_bytes).unwrap().1, v2);
+    }
+
+    #[test]
+    fn a_version_3_snapshot_survives_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let io: IoRef = crate::storage::IoBackend::Posix.resolve().unwrap();
+        let (meta, base) = sample();
+        let m = SegmentManifest {
+            producers: Some(table()),
+            ..base
+        };
+        save(&io, dir.path(), &meta, &m).unwrap();
+        assert_eq!(load(&io, dir.path()).unwrap(), Some((meta, m)));
+    }
 }

@@ -532,3 +532,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;
