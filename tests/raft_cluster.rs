@@ -305,3 +305,92 @@ async fn partitioned_old_leader_acknowledges_nothing() {
         }
     }
 }
+
+/// Issue 17: a produce retried on the new leader, after the leader that committed it was
+/// stopped, gets the original offsets and appends nothing; a retry that overlaps new seqs
+/// appends only the new ones; every message is in the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_produce_on_the_new_leader_returns_the_original_offsets() {
+    use bytes::Bytes;
+    use sitelog::raft::replica::{ProducerSettings, Role};
+    let mut c = Cluster::start().await;
+    let old = c.leader().await;
+    let info = c.nodes[&old]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap();
+    let msgs: Vec<Bytes> = (0..4).map(|i| Bytes::from(format!("msg {i}"))).collect();
+    let first = c.nodes[&old]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert!(first.iter().all(|p| !p.duplicate), "{first:?}");
+    let offsets: Vec<u64> = first.iter().map(|p| p.offset).collect();
+    // The same request again on the same leader: answered from the table.
+    let again = c.nodes[&old]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(again.iter().map(|p| p.offset).collect::<Vec<_>>(), offsets);
+
+    c.kill(old).await;
+    let new = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != new).unwrap();
+    let err = c.nodes[&follower]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sitelog::Error::NotLeader { .. }), "{err:?}");
+    // Once the new leader committed its own first entry, its log end only moves by appends.
+    let ready = c.nodes[&new]
+        .wait_for(10_000, |s| {
+            s.role == Role::Leader && s.commit_end == s.log_end
+        })
+        .await
+        .unwrap();
+    let retried = c.nodes[&new]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert!(retried.iter().all(|p| p.duplicate), "{retried:?}");
+    assert_eq!(
+        retried.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        offsets
+    );
+    assert_eq!(
+        c.nodes[&new].status().log_end,
+        ready.log_end,
+        "nothing appended"
+    );
+
+    // Seqs 1..=3: two retries and one new message.
+    let mixed = c.nodes[&new]
+        .produce(info.producer, 1, msgs[1..4].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed
+            .iter()
+            .map(|p| (p.offset, p.duplicate))
+            .collect::<Vec<_>>()[..2],
+        [(offsets[1], true), (offsets[2], true)]
+    );
+    assert!(!mixed[2].duplicate);
+    assert_eq!(c.nodes[&new].status().log_end, ready.log_end + 1);
+
+    // Every message once in the new leader's log, as readers see it.
+    let log = c.nodes[&new].store.log().clone();
+    let mut seen: HashMap<Bytes, u64> = HashMap::new();
+    for rec in log.iter(0) {
+        let rec = rec.unwrap();
+        if rec.offset >= log.end_offset() {
+            break;
+        }
+        if let Some(m) = sitelog::raft::entry::message_view(rec).unwrap() {
+            *seen.entry(m.payload).or_default() += 1;
+        }
+    }
+    for m in &msgs {
+        assert_eq!(seen.get(m), Some(&1), "{m:?}");
+    }
+}

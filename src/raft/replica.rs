@@ -140,7 +140,13 @@ pub struct Replica {
     /// The cluster id (the lineage snapshots must carry).
     pub cluster_id: u64,
     sm: std::sync::Arc<super::state_machine::SmShared>,
+    /// The idempotent producers' proposer lock and the leader's prediction (issue 17).
+    proposer: produce::Proposer,
 }
+
+#[path = "replica_produce.rs"]
+mod produce;
+pub use produce::{ProducerInfo, ProducerSettings, Produced, PRODUCE_GAP_WAIT_MS};
 
 /// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,
 /// or link the ones it holds) before [`Replica::install_snapshot`].
@@ -286,6 +292,7 @@ impl Replica {
             io,
             cluster_id,
             sm: sm_shared,
+            proposer: produce::Proposer::default(),
         })
     }
 }
