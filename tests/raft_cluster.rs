@@ -394,3 +394,61 @@ async fn a_retried_produce_on_the_new_leader_returns_the_original_offsets() {
         assert_eq!(seen.get(m), Some(&1), "{m:?}");
     }
 }
+
+/// Issue 17: right after an upgrade the active segment is still of format version 1 (an
+/// earlier release created it), which cannot hold producer entries. Registering is refused,
+/// typed, until the segment rolls; then producers work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_wait_for_an_active_segment_of_the_older_format_to_roll() {
+    use sitelog::raft::replica::ProducerSettings;
+    let mut c = Cluster::start().await;
+    write(&c, b"before the upgrade".to_vec()).await.unwrap();
+    for id in 1..=3 {
+        c.kill(id).await;
+    }
+    // What an earlier release would have left: the same segment with a version-1 header.
+    for id in 1..=3 {
+        let log_dir = node_dir(c.dir.path(), id).join("log");
+        for e in std::fs::read_dir(&log_dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "seg") {
+                let mut b = std::fs::read(&path).unwrap();
+                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+                let crc = sitelog::storage::checksum::checksum(&b[..60]);
+                b[60..64].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, &b).unwrap();
+            }
+        }
+    }
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    let leader = c.leader().await;
+    let err = c.nodes[&leader]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sitelog::Error::Unavailable { .. }), "{err:?}");
+    // 1 MiB segments: twenty 60 KiB records roll the old one.
+    for i in 0..20u8 {
+        write(&c, vec![i; 60 << 10]).await.unwrap();
+    }
+    let leader = c.leader().await;
+    let info = c.nodes[&leader]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap();
+    let got = c.nodes[&leader]
+        .produce(info.producer, 0, vec![bytes::Bytes::from_static(b"after")])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.nodes[&leader]
+            .store
+            .log()
+            .read(got[0].offset)
+            .unwrap()
+            .kind,
+        sitelog::storage::EntryKind::Produce
+    );
+}

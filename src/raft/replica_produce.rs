@@ -279,6 +279,7 @@ impl Replica {
             *spec = None;
         }
         if spec.is_none() {
+            self.refuse_old_active_segment()?;
             // Every entry in this leader's log now (older terms' included) applied: the
             // table reflects the whole prefix. Only this leader appends from here on, and its
             // producer entries go through the lock held by the caller.
@@ -300,6 +301,27 @@ impl Replica {
             });
         }
         spec.as_mut().ok_or(Error::Internal("the gate sets the prediction"))
+    }
+
+    /// Refuses producer entries while the log's active segment is of a format that cannot
+    /// hold them (created by an earlier release before the upgrade): written there, they
+    /// would be unreadable, and an older binary could cut them as a torn tail. Once it rolls,
+    /// every later segment is this binary's, so one check per term's prediction suffices.
+    fn refuse_old_active_segment(&self) -> Result<()> {
+        let segments = self.store.log().segments_snapshot();
+        let Some(active) = segments.last().filter(|s| !s.is_sealed()) else {
+            return Ok(());
+        };
+        let version = active.format_version()?;
+        if version < crate::storage::segment::PRODUCER_KINDS_VERSION {
+            return Err(Error::Unavailable {
+                reason: format!(
+                    "the active segment (from offset {}) is of format version {version},                      written before the upgrade: producers are served once it rolls",
+                    active.base_offset
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn not_leader(&self, leader: Option<u64>) -> Error {

@@ -315,7 +315,7 @@ impl Segment {
 
     /// The file's format version (its header was checked when the segment was opened or
     /// written when it was created; read once, when a producer frame first needs it).
-    fn format_version(&self) -> Result<u32> {
+    pub(crate) fn format_version(&self) -> Result<u32> {
         if let Some(v) = self.version.get() {
             return Ok(*v);
         }
