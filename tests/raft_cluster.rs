@@ -315,10 +315,21 @@ async fn a_retried_produce_on_the_new_leader_returns_the_original_offsets() {
     use sitelog::raft::replica::{ProducerSettings, Role};
     let mut c = Cluster::start().await;
     let old = c.leader().await;
+    // A virtual producer clock: the leader stamps entries with it, not the wall clock.
+    for r in c.nodes.values() {
+        r.set_producer_clock(std::sync::Arc::new(|| 5_000));
+    }
     let info = c.nodes[&old]
         .register_producer(ProducerSettings::default())
         .await
         .unwrap();
+    let reg = c.nodes[&old].store.log().read(info.producer).unwrap();
+    assert_eq!(reg.kind, sitelog::storage::EntryKind::Register);
+    assert_eq!(
+        reg.payload[1..9],
+        5_000u64.to_le_bytes(),
+        "ts_ms from the clock"
+    );
     let msgs: Vec<Bytes> = (0..4).map(|i| Bytes::from(format!("msg {i}"))).collect();
     let first = c.nodes[&old]
         .produce(info.producer, 0, msgs[..3].to_vec())
@@ -393,6 +404,7 @@ async fn a_retried_produce_on_the_new_leader_returns_the_original_offsets() {
     for m in &msgs {
         assert_eq!(seen.get(m), Some(&1), "{m:?}");
     }
+    assert_eq!(c.nodes[&new].dedup_mispredicted(), 0);
 }
 
 /// Issue 17: right after an upgrade the active segment is still of format version 1 (an

@@ -146,7 +146,7 @@ pub struct Replica {
 
 #[path = "replica_produce.rs"]
 mod produce;
-pub use produce::{ProducerInfo, ProducerSettings, Produced, PRODUCE_GAP_WAIT_MS};
+pub use produce::{ProducerClock, ProducerInfo, ProducerSettings, Produced, PRODUCE_GAP_WAIT_MS};
 
 /// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,
 /// or link the ones it holds) before [`Replica::install_snapshot`].

@@ -99,18 +99,40 @@ impl Spec {
 /// The proposer lock and the prediction it guards, shared by the replica's clones.
 pub(crate) type Proposer = std::sync::Arc<ProposerState>;
 
+/// The clock the leader stamps producer entries with (ms since the Unix epoch): the wall
+/// clock unless replaced ([`Replica::set_producer_clock`], for the simulation's virtual
+/// time). Only the leader reads it; apply uses the stamps in the entries.
+pub type ProducerClock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// What [`Proposer`] holds.
 #[derive(Default)]
 pub(crate) struct ProposerState {
     spec: Mutex<Option<Spec>>,
     /// Signalled when a producer's next seq advances in the prediction.
     advanced: Notify,
+    /// Times the state machine's outcome differed from the prediction (a bug if ever > 0).
+    mispredicted: std::sync::atomic::AtomicU64,
+    /// Replaces the wall clock, when set.
+    clock: std::sync::Mutex<Option<ProducerClock>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl ProposerState {
+    fn now_ms(&self) -> u64 {
+        // Replaced whole; a panic cannot leave it half-written.
+        let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match clock {
+            Some(c) => c(),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    fn mispredicted(&self, producer: u64, seq: u64) {
+        use std::sync::atomic::Ordering;
+        self.mispredicted.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(producer, seq, "dedup mispredicted the state machine's outcome");
+    }
 }
 
 fn refusal(producer: u64, seq: u64, why: ProduceRefusal) -> Error {
@@ -143,7 +165,7 @@ impl Replica {
         }
         let mut guard = self.proposer.spec.lock().await;
         let spec = self.gate(&mut guard).await?;
-        let ts_ms = now_ms().max(spec.table.clock_ms());
+        let ts_ms = self.proposer.now_ms().max(spec.table.clock_ms());
         let d = encode_register(ts_ms, settings.idle_expiry_ms, settings.max_producers);
         let rx = self.propose(spec.term, d).await?;
         let applied = match self.answer(rx).await {
@@ -227,7 +249,7 @@ impl Replica {
                 let _ = tokio::time::timeout_at(deadline, notified).await;
                 continue;
             }
-            let ts_ms = now_ms().max(spec.table.clock_ms());
+            let ts_ms = self.proposer.now_ms().max(spec.table.clock_ms());
             let mut pending = Vec::with_capacity(payloads.len());
             for (seq, message) in (first_seq..).zip(payloads) {
                 pending.push(self.propose_one(spec, producer, seq, ts_ms, message).await?);
@@ -360,16 +382,16 @@ impl Replica {
                 duplicate: false,
             }),
             ApplyOutcome::Duplicate { original } => {
+                self.proposer.mispredicted(producer, seq);
                 debug_assert!(false, "mispredicted: ({producer}, {seq}) was a duplicate");
-                tracing::error!(producer, seq, "dedup mispredicted a duplicate");
                 Ok(Produced {
                     offset: original,
                     duplicate: true,
                 })
             }
             ApplyOutcome::Refused(why) => {
+                self.proposer.mispredicted(producer, seq);
                 debug_assert!(false, "mispredicted: ({producer}, {seq}) refused");
-                tracing::error!(producer, seq, "dedup mispredicted a refusal");
                 Err(refusal(producer, seq, why))
             }
             ApplyOutcome::Registered => Err(Error::Internal("a produce applied as a register")),
@@ -399,6 +421,24 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// How many times the state machine's outcome of a produced message differed from the
+    /// leader's prediction (`sitelog_dedup_mispredicted_total`): a bug if ever above 0.
+    pub fn dedup_mispredicted(&self) -> u64 {
+        self.proposer
+            .mispredicted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the wall clock the leader stamps producer entries with (the simulation's
+    /// virtual time keeps seeded runs replayable).
+    pub fn set_producer_clock(&self, clock: ProducerClock) {
+        *self
+            .proposer
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(clock);
     }
 
     /// A digest of the state machine's producer table (the simulation compares replicas'
