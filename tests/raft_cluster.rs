@@ -464,3 +464,80 @@ async fn producers_wait_for_an_active_segment_of_the_older_format_to_roll() {
         sitelog::storage::EntryKind::Produce
     );
 }
+
+/// Issue 17: pipelined requests may arrive out of order, so a seq ahead of the next one waits
+/// (up to `PRODUCE_GAP_WAIT_MS`) for the missing one instead of being refused; a seq that
+/// stays ahead is refused as out of order; past the producer bound the oldest idle producer is
+/// evicted and gets `ProducerExpired`; a restarted replica rebuilds the same table from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_wait_for_a_gap_expire_past_the_bound_and_rebuild_on_restart() {
+    use bytes::Bytes;
+    use sitelog::raft::replica::{ProducerSettings, Role};
+    let mut c = Cluster::start().await;
+    let leader = c.leader().await;
+    let one = ProducerSettings {
+        max_producers: 1,
+        ..ProducerSettings::default()
+    };
+    let p = c.nodes[&leader].register_producer(one).await.unwrap();
+
+    let r = c.nodes[&leader].clone();
+    let mut late = tokio::spawn(async move {
+        r.produce(p.producer, 1, vec![Bytes::from_static(b"second")])
+            .await
+    });
+    // Seq 1 is held back while seq 0 is missing: neither refused nor appended yet.
+    assert!(timeout(Duration::from_millis(200), &mut late)
+        .await
+        .is_err());
+    let first = c.nodes[&leader]
+        .produce(p.producer, 0, vec![Bytes::from_static(b"first")])
+        .await
+        .unwrap();
+    let second = late.await.unwrap().unwrap();
+    assert!(second[0].offset > first[0].offset);
+    let err = c.nodes[&leader]
+        .produce(p.producer, 5, vec![Bytes::from_static(b"gap")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sitelog::Error::ProducerOutOfOrder {
+                expected_seq: 2,
+                got_seq: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A bound of one: the next registration evicts the first producer.
+    let q = c.nodes[&leader].register_producer(one).await.unwrap();
+    let err = c.nodes[&leader]
+        .produce(p.producer, 2, vec![Bytes::from_static(b"late")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sitelog::Error::ProducerExpired { producer } if producer == p.producer),
+        "{err:?}"
+    );
+    c.nodes[&leader]
+        .produce(q.producer, 0, vec![Bytes::from_static(b"q")])
+        .await
+        .unwrap();
+
+    // A follower restarted (no snapshots here) replays its log into the same table.
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(follower).await;
+    c.start_node(follower).await;
+    let end = c.nodes[&leader].status().commit_end;
+    c.nodes[&follower]
+        .wait_for(10_000, |s| s.commit_end >= end && s.role != Role::Shutdown)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.nodes[&follower].producer_table_digest(),
+        c.nodes[&leader].producer_table_digest()
+    );
+}
