@@ -213,3 +213,39 @@ fn bench_replicated_quick_json_reports_ratio_and_failover() {
         "{v}"
     );
 }
+
+#[test]
+fn bench_read_measures_cold_reads_by_record_size() {
+    // Cold reads drop the page cache, which needs root; without it the bench says why.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--quick", "--only", "read", "--reopen-gib", "0.01"])
+        .args(["--backend", "posix", "--json", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let cold = v["cold_reads"].as_array().unwrap();
+    if cold.is_empty() {
+        println!("SKIPPED: cold reads not permitted here (drop_caches needs root)");
+        return;
+    }
+    let sizes: Vec<u64> = cold
+        .iter()
+        .map(|c| c["record_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![100, 1000, 10_000]);
+    for c in cold {
+        let records = c["records"].as_u64().unwrap();
+        let size = c["record_bytes"].as_u64().unwrap();
+        assert!(records * size >= 10 << 20, "{c}");
+        // The files hold every payload, plus headers.
+        assert!(c["file_bytes"].as_u64().unwrap() > records * size, "{c}");
+        assert_eq!(c["rounds"].as_array().unwrap().len(), 3, "{c}");
+        assert!(c["ratio"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["mb_per_s"].as_f64().unwrap() > 0.0, "{c}");
+    }
+}

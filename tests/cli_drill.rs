@@ -30,6 +30,10 @@ fn quick_drill_loses_nothing_and_restores_redundancy() {
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert!(v["acknowledged"].as_u64().unwrap() > 100, "{v}");
     assert_eq!(v["rpo_lost"], 0, "{v}");
+    // Read back from every site: no message id at two offsets (the drill fails otherwise).
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert!(v["unknown"].is_u64(), "{v}");
+    assert!(v["retries"].is_u64(), "{v}");
     // Without --insecure the sites serve mutual TLS (certificates generated in the work dir,
     // the replacement's issued when it is spawned).
     assert_eq!(v["tls"], true, "{v}");

@@ -98,10 +98,12 @@ impl Mode {
             Mode::Manual => SyncMode::Manual,
         };
         // Both backends on the real kernel: io_uring (where the kernel allows it) for the
-        // durable-append loop, POSIX for the manual-sync loop.
+        // durable-append loops, buffered and direct, POSIX for the manual-sync loop. (`Auto`
+        // would pick POSIX for the direct loop: the default, which other tests cover.)
+        let uring = sitelog::io::UringIo::new().is_ok();
         opts.io = match self {
-            Mode::Always | Mode::Direct => IoBackend::Auto,
-            Mode::Manual => IoBackend::Posix,
+            Mode::Always | Mode::Direct if uring => IoBackend::IoUring,
+            Mode::Always | Mode::Direct | Mode::Manual => IoBackend::Posix,
         };
         opts.direct_io = self == Mode::Direct;
         opts

@@ -345,7 +345,7 @@ fn plan(
     };
     let mut backends = Vec::new();
     for b in candidates {
-        let usable = b.io().resolve().and_then(|io| {
+        let usable = b.io().resolve(b.direct()).and_then(|io| {
             if b.direct() {
                 direct_probe(&*io, work_dir)
             } else {
@@ -408,7 +408,7 @@ fn plan(
     })
 }
 
-fn progress(msg: &str) {
+pub(super) fn progress(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
@@ -501,6 +501,10 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             }
         }
     }
+    if plan.wants(Workload::Read) && results.meta.cold_reason.is_none() {
+        results.cold_reads =
+            super::coldread::measure(|n| work.sub(n), plan.reopen_bytes, plan.disk.segment_bytes)?;
+    }
     if plan.wants(Workload::Reopen) && !plan.backends.is_empty() {
         reopen_workload(&plan, &work, &mut results)?;
     }
@@ -575,7 +579,7 @@ fn raw_loops(plan: &Plan, work: &WorkDir) -> CliResult<Vec<RawLoop>> {
 }
 
 /// The segment files of a log directory, in offset order.
-fn segment_files(dir: &Path) -> CliResult<Vec<PathBuf>> {
+pub(super) fn segment_files(dir: &Path) -> CliResult<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

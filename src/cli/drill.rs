@@ -28,7 +28,7 @@ use bytes::Bytes;
 use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -128,6 +128,9 @@ pub(super) struct Acked {
 struct Ledger {
     acked: Vec<Acked>,
     unknown: u64,
+    /// Appends resent after an unknown outcome (none yet: a plain append is never resent,
+    /// because it could be stored twice; issue 17's producer sequences will allow it).
+    retries: u64,
     failed: u64,
     /// (sent since start, acked since start) of each acknowledged message, in ms.
     timeline: Vec<(f64, f64)>,
@@ -416,7 +419,8 @@ async fn drill(args: &DrillArgs) -> CliResult<()> {
         log_bytes,
         snapshot_bytes,
         redundancy_ms: ms(swapped) - ms(fire),
-        verified_nodes: verified,
+        verified_nodes: verified.nodes,
+        duplicates: verified.duplicates,
         report: args.report.clone(),
         tls: !args.insecure,
     };
@@ -521,9 +525,21 @@ async fn wait_first_ack_after(
 
 /// Reads every acknowledged message back from every live node; returns how many nodes were
 /// checked. Any difference is an error.
-async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
+/// What the read-back found: sites checked, and messages stored more than once.
+struct Verified {
+    nodes: usize,
+    duplicates: u64,
+}
+
+/// Reads every committed record back from each live site: every acknowledged message must be
+/// at its offset, byte-identical (RPO), and no message id may be stored at two offsets (a
+/// retried or resent message stored twice), acknowledged or not.
+async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<Verified> {
     let max = acked.iter().map(|a| a.offset).max().unwrap_or(0);
-    let mut checked = 0;
+    let mut found = Verified {
+        nodes: 0,
+        duplicates: 0,
+    };
     for id in cluster.live() {
         let addr = cluster.addrs[&id].clone();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -534,19 +550,31 @@ async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let client = cluster.client_of(vec![addr]);
-        let mut got: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
+        let mut scan = Scan::default();
         let mut next = 0;
-        while next <= max {
-            let (_, recs) = client
+        loop {
+            let (end, recs) = client
                 .read(next, 10_000)
                 .await
                 .map_err(|e| CliError(format!("read from site-{id}: {e}")))?;
             let Some(last) = recs.last() else { break };
             next = last.offset + 1;
             for r in recs {
-                got.insert(r.offset, (checksum(&r.payload), r.payload.len() as u32));
+                scan.add(r.offset, &r.payload);
+            }
+            if next >= end {
+                break;
             }
         }
+        if let Some((mid, first, second)) = scan.example {
+            return Err(CliError(format!(
+                "DUPLICATES: site-{id} holds {} messages more than once \
+                 (message {mid} at offsets {first} and {second})",
+                scan.duplicates
+            )));
+        }
+        let (got, duplicates) = (scan.got, scan.duplicates);
+        found.duplicates = found.duplicates.max(duplicates);
         for a in acked {
             match got.get(&a.offset) {
                 Some(&(crc, len)) if crc == a.crc && len == a.len => {}
@@ -558,9 +586,48 @@ async fn verify(cluster: &LocalCluster, acked: &[Acked]) -> CliResult<usize> {
                 }
             }
         }
-        checked += 1;
+        found.nodes += 1;
     }
-    Ok(checked)
+    Ok(found)
+}
+
+/// One site's records as read back: checksum and length per offset, and message ids found at
+/// more than one offset.
+#[derive(Default)]
+struct Scan {
+    got: BTreeMap<u64, (u32, u32)>,
+    /// Message id -> the first offset it was found at.
+    ids: HashMap<u64, u64>,
+    duplicates: u64,
+    /// The first duplicate: (message id, first offset, second offset).
+    example: Option<(u64, u64, u64)>,
+}
+
+impl Scan {
+    fn add(&mut self, offset: u64, payload: &[u8]) {
+        if let Some(mid) = message_id(payload) {
+            if let Some(first) = self.ids.insert(mid, offset) {
+                self.duplicates += 1;
+                self.example.get_or_insert((mid, first, offset));
+            }
+        }
+        self.got
+            .insert(offset, (checksum(payload), payload.len() as u32));
+    }
+}
+
+/// The `"id"` a drill message carries (see [`message`]), if the payload is one.
+fn message_id(payload: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"id\":";
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = payload[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 struct Summary<'a> {
@@ -574,6 +641,8 @@ struct Summary<'a> {
     snapshot_bytes: u64,
     redundancy_ms: f64,
     verified_nodes: usize,
+    /// Messages stored more than once (the drill fails on any: always 0 in a report).
+    duplicates: u64,
     report: PathBuf,
     tls: bool,
 }
@@ -607,6 +676,8 @@ impl Summary<'_> {
                 ("replacement_node", self.replacement.into()),
                 ("acknowledged", l.acked.len().into()),
                 ("unknown", l.unknown.into()),
+                ("duplicates", self.duplicates.into()),
+                ("retries", l.retries.into()),
                 ("failed", l.failed.into()),
                 ("rpo_lost", 0u64.into()),
                 ("verified_nodes", self.verified_nodes.into()),
@@ -634,10 +705,15 @@ impl Summary<'_> {
             self.replacement
         );
         println!(
-            "  messages acknowledged  {} (unknown outcome {}, refused {})",
+            "  messages acknowledged  {} (unknown outcome {}, refused {}, retried {})",
             l.acked.len(),
             l.unknown,
-            l.failed
+            l.failed,
+            l.retries
+        );
+        println!(
+            "  duplicates             {}: no message id stored at two offsets on any site",
+            self.duplicates
         );
         println!(
             "  RPO                    0: every acknowledged message read back byte-identical from {} sites",
@@ -664,5 +740,32 @@ impl Summary<'_> {
             self.redundancy_ms / 1e3
         );
         println!("  timeline               {}", self.report.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_messages_id_is_read_back_from_its_payload() {
+        for id in [0, 7, 123_456_789, u64::MAX] {
+            assert_eq!(message_id(&message(id, 10)), Some(id));
+        }
+        assert_eq!(message_id(b"{\"conv\":1}"), None);
+        assert_eq!(message_id(b"\"id\":"), None);
+        assert_eq!(message_id(b"\"id\":99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn a_message_stored_twice_is_counted_with_both_offsets() {
+        let mut scan = Scan::default();
+        for (offset, id) in [(0, 1), (1, 2), (2, 1), (3, 3), (4, 2)] {
+            scan.add(offset, &message(id, 10));
+        }
+        scan.add(5, b"not a drill message");
+        assert_eq!(scan.duplicates, 2);
+        assert_eq!(scan.example, Some((1, 0, 2)));
+        assert_eq!(scan.got.len(), 6);
     }
 }

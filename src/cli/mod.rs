@@ -7,6 +7,7 @@ mod catchup_bench;
 mod certs;
 mod client_cmds;
 mod cluster;
+mod coldread;
 mod drill;
 mod drill_report;
 mod json;

@@ -29,7 +29,8 @@ pub enum Timers {
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoArg {
-    /// io_uring if the kernel allows it, else POSIX.
+    /// POSIX with direct I/O (the default; measured faster), else io_uring if the kernel
+    /// allows it, else POSIX.
     Auto,
     /// io_uring.
     #[value(name = "io_uring", alias = "io-uring")]

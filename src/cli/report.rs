@@ -323,6 +323,8 @@ pub struct Results {
     pub buffered_raw: Option<BufferedTimes>,
     pub buffered: Vec<BufferedRun>,
     pub read: Vec<ReadRun>,
+    /// Cold sequential reads by record size against a plain read of the same files.
+    pub cold_reads: Vec<super::coldread::ColdRead>,
     pub reopen_build: Option<BufferedRun>,
     pub reopen: Vec<ReopenRun>,
 }
@@ -896,6 +898,18 @@ impl Results {
                 out.push_str(&format!(" cold: not permitted ({reason})\n"));
             }
         }
+        if !self.cold_reads.is_empty() {
+            out.push_str(&format!(
+                "\nCold sequential read by record size (page cache dropped before each read; \
+                 Log::iter over every record after Log::open, against 1 MiB reads of the same \
+                 segment files; {} rounds, the plain read first in every other; ratio = plain \
+                 time ÷ sitelog time; target ≥ 0.90×)\n",
+                super::coldread::ROUNDS
+            ));
+            for c in &self.cold_reads {
+                out.push_str(&c.text_line());
+            }
+        }
         if !self.reopen.is_empty() {
             let size = self
                 .reopen_build
@@ -1188,6 +1202,10 @@ impl Results {
             ("buffered_raw", buffered_raw.into()),
             ("buffered", Json::Arr(buffered)),
             ("read", Json::Arr(read)),
+            (
+                "cold_reads",
+                Json::Arr(self.cold_reads.iter().map(|c| c.json()).collect()),
+            ),
             ("reopen", Json::Arr(reopen)),
             ("targets", Json::Arr(targets)),
             (

@@ -73,7 +73,7 @@ async fn try_repair(
     if !in_log_dir || tried.len() >= MAX_START_REPAIRS || !tried.insert(base) {
         return Ok(None);
     }
-    let io = cfg.log.io.resolve()?;
+    let io = cfg.log.io.resolve(cfg.log.direct_io)?;
     let Some(end) = next_base(&io, &log_dir, base)? else {
         return Err(Error::InvalidArgument(format!(
             "segment {base} is the active segment: only sealed segments are repaired"

@@ -472,7 +472,7 @@ mod tests {
                 io: IoBackend::Posix,
                 ..LogOptions::default()
             };
-            let io: IoRef = opts.io.resolve().unwrap();
+            let io: IoRef = opts.io.resolve(opts.direct_io).unwrap();
             let meta = MetaFile::open(&io, dir.path(), 1).unwrap();
             let log = Log::open(dir.path().join("log"), opts).unwrap();
             let store = LogStore::new(log, meta);

@@ -265,7 +265,7 @@ impl Replica {
             return Err(Error::InvalidArgument("cluster id 0 is reserved".into()));
         }
         let log_opts = replica_log_options(cluster_id, log_opts);
-        let io: IoRef = log_opts.io.resolve()?;
+        let io: IoRef = log_opts.io.resolve(log_opts.direct_io)?;
         io.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         // Before anything else: a directory of another node or cluster is refused untouched.
         super::identity::establish(&io, dir, id, cluster_id)?;

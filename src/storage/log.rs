@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) background: Arc<Background>,
     pub(crate) written_end: AtomicU64,
     pub(crate) start_offset: AtomicU64,
+    /// Truncations begun since open: a reader holding a segment's bytes (a sealed map, a read
+    /// window) drops them when this changes, since the offsets past a cut get new records.
+    pub(crate) truncations: AtomicU64,
     /// The file system refused `O_DIRECT` once (said once in the log; writes stay buffered).
     pub(crate) direct_refused: AtomicBool,
     /// What retention must keep (see `pin.rs`).
@@ -129,7 +132,7 @@ impl Log {
         let _span = tracing::info_span!("log_open", dir = %dir.as_ref().display()).entered();
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let io = opts.io.resolve()?;
+        let io = opts.io.resolve(opts.direct_io)?;
         if opts.is_driven() && io.name() == "io_uring" {
             return Err(Error::InvalidArgument(
                 "a driven log needs a synchronous backend (posix or sim), not io_uring".into(),
@@ -174,6 +177,7 @@ impl Log {
             background: Background::new(),
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
+            truncations: AtomicU64::new(0),
             direct_refused: AtomicBool::new(false),
             pins: Arc::default(),
             recovery: rec.report,

@@ -1057,3 +1057,33 @@ fn retention_stops_at_pins_and_readers_below_the_floor_get_a_typed_error() {
         "a finished transfer still holds retention"
     );
 }
+
+#[test]
+fn an_iterator_across_a_truncation_reads_the_records_that_replaced_the_cut_ones() {
+    // A follower's reader may be inside a sealed segment when a conflicting suffix is cut and
+    // replaced: it must return the new records at the reused offsets, never the old ones its
+    // segment map still holds.
+    let disk = SimDisk::new(11);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    fill(&log, 200, 500);
+    let mut it = log.iter(0);
+    for expected in 0..20 {
+        assert_eq!(it.next().unwrap().unwrap().offset, expected);
+    }
+    assert!(log.segments_snapshot()[0].is_sealed(), "the reader is in a sealed segment");
+    log.truncate_from(25).unwrap();
+    let fresh: Vec<Vec<u8>> = (0..50).map(|i| format!("new {i}").into_bytes()).collect();
+    for p in &fresh {
+        log.append(p).unwrap();
+    }
+    for expected in 20..25 {
+        let rec = it.next().unwrap().unwrap();
+        assert_eq!(rec.payload.as_ref(), &payload(expected, 500)[..]);
+    }
+    for (i, p) in fresh.iter().enumerate() {
+        let rec = it.next().unwrap().unwrap();
+        assert_eq!(rec.offset, 25 + i as u64);
+        assert_eq!(rec.payload.as_ref(), &p[..], "offset {}", rec.offset);
+    }
+    assert!(it.next().is_none());
+}

@@ -4,6 +4,7 @@ use super::record::{self, Record};
 use super::segment::Segment;
 use crate::{Error, Log, Result};
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,12 @@ struct Cursor {
     /// Bytes starting at file position `window_pos`.
     window: Bytes,
     window_pos: u64,
+    /// Once the segment is sealed: its frames (the map up to `data_end`) and its end offset,
+    /// taken once, so that each record costs no lock (a sealed segment never changes; a
+    /// truncation into it makes a new file, which `truncations` catches).
+    sealed: Option<(Bytes, u64)>,
+    /// `Shared::truncations` when the cursor was made.
+    truncations: u64,
 }
 
 impl Iter {
@@ -50,10 +57,14 @@ impl Iter {
         if self.next >= self.log.end_offset() {
             return Ok(None);
         }
-        let stale = self
-            .cursor
-            .as_ref()
-            .is_none_or(|c| self.next >= c.seg.end_offset());
+        // Read after the end: a truncation that began since made the cursor stale (offsets
+        // past the cut get new records), and one that began after this load is later than
+        // this read.
+        let truncations = self.log.shared.truncations.load(Ordering::SeqCst);
+        let stale = self.cursor.as_ref().is_none_or(|c| {
+            c.truncations != truncations
+                || self.next >= c.sealed.as_ref().map_or_else(|| c.seg.end_offset(), |s| s.1)
+        });
         if stale {
             let seg = self.log.segment_for(self.next)?;
             let pos = seg.locate(self.next)?;
@@ -62,40 +73,47 @@ impl Iter {
                 pos,
                 window: Bytes::new(),
                 window_pos: 0,
+                sealed: None,
+                truncations,
             });
         }
         let Some(c) = self.cursor.as_mut() else {
             return Ok(None);
         };
-        let (sealed, data_end) = c.seg.read_state(|s| (s.sealed, s.data_end));
-        let frame = if sealed {
+        if c.sealed.is_none() {
+            let (sealed, data_end, end) = c.seg.read_state(|s| (s.sealed, s.data_end, s.end_offset));
+            if !sealed {
+                let frame = c.window_for(data_end)?;
+                let rec = decode(&c.seg, &frame, 0, c.pos, &self.log, self.next)?;
+                return Ok(c.advance(rec, &mut self.next));
+            }
             let map = c.seg.map()?;
-            if c.pos > data_end || data_end > map.len() as u64 {
-                let detail = "frame position outside the sealed segment".to_string();
+            if data_end > map.len() as u64 {
+                let detail = "sealed file shorter than its frames".to_string();
                 return Err(c.seg.corruption(c.pos, Some(self.next), detail));
             }
-            map.slice(c.pos as usize..data_end as usize)
-        } else {
-            c.window_for(data_end)?
-        };
-        let rec = record::decode_record(
-            &frame,
-            self.log.log_id(),
-            Some(self.next),
-            self.log.max_record_bytes(),
-        );
-        match rec {
-            Ok(r) => {
-                c.pos += record::frame_len(r.payload.len()) as u64;
-                self.next += 1;
-                Ok(Some(r))
-            }
-            Err(e) => Err(c.seg.corruption(c.pos, Some(self.next), e.to_string())),
+            c.sealed = Some((map.slice(..data_end as usize), end));
         }
+        let Some((frames, _)) = c.sealed.as_ref() else {
+            return Ok(None);
+        };
+        if c.pos > frames.len() as u64 {
+            let detail = "frame position outside the sealed segment".to_string();
+            return Err(c.seg.corruption(c.pos, Some(self.next), detail));
+        }
+        let rec = decode(&c.seg, frames, c.pos as usize, c.pos, &self.log, self.next)?;
+        Ok(c.advance(rec, &mut self.next))
     }
 }
 
 impl Cursor {
+    /// Moves past `rec`, the record at `*next`.
+    fn advance(&mut self, rec: Record, next: &mut u64) -> Option<Record> {
+        self.pos += record::frame_len(rec.payload.len()) as u64;
+        *next += 1;
+        Some(rec)
+    }
+
     /// Bytes from `pos` onward holding at least the whole frame at `pos` (as far as the
     /// frame's declared length can be trusted), refilling the window from the file if needed.
     fn window_for(&mut self, data_end: u64) -> Result<Bytes> {
@@ -137,6 +155,19 @@ impl Cursor {
         self.window_pos = self.pos;
         Ok(self.window.clone())
     }
+}
+
+/// Decodes the frame at `at` in `region` (at file position `pos`) as the record at `next`.
+fn decode(
+    seg: &Segment,
+    region: &Bytes,
+    at: usize,
+    pos: u64,
+    log: &Log,
+    next: u64,
+) -> Result<Record> {
+    record::decode_record_at(region, at, log.log_id(), Some(next), log.max_record_bytes())
+        .map_err(|e| seg.corruption(pos, Some(next), e.to_string()))
 }
 
 /// The frame length a header declares (bounded by the format's hard limit), unverified.

@@ -316,15 +316,30 @@ pub fn decode_record(
     expected_offset: Option<u64>,
     max_payload_bytes: u32,
 ) -> Result<Record, FrameError> {
-    let h = decode_header(frame, log_id, expected_offset, max_payload_bytes)?;
-    let payload = frame.slice(HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + h.payload_len as usize);
+    decode_record_at(frame, 0, log_id, expected_offset, max_payload_bytes)
+}
+
+/// [`decode_record`] of the frame at `pos` in `region` (a sealed segment's frames): the
+/// record's payload and frame are slices of `region`, so a sequential reader makes no
+/// intermediate slice per record.
+pub fn decode_record_at(
+    region: &Bytes,
+    pos: usize,
+    log_id: u64,
+    expected_offset: Option<u64>,
+    max_payload_bytes: u32,
+) -> Result<Record, FrameError> {
+    let buf = region.get(pos..).ok_or(FrameError::Truncated)?;
+    let h = decode_header(buf, log_id, expected_offset, max_payload_bytes)?;
+    let body = pos + HEADER_SIZE_BYTES;
+    let payload = region.slice(body..body + h.payload_len as usize);
     Ok(Record {
         offset: h.offset,
         term: h.term,
         timestamp_us: h.timestamp_us,
         kind: h.kind,
         payload,
-        frame: frame.slice(..h.frame_len().min(frame.len())),
+        frame: region.slice(pos..pos + h.frame_len().min(buf.len())),
     })
 }
 
