@@ -22,6 +22,7 @@
 //! | `sitelog_segment_repair_failures_total` | counter, label `node` | repair attempts that failed |
 //! | `sitelog_producers_registered_total` | counter | idempotent producers registered on this node as leader |
 //! | `sitelog_produce_deduplicated_total` | counter | produced messages answered with an earlier commit's offset (a retry; nothing appended) |
+//! | `sitelog_dedup_mispredicted_total` | counter | produced messages whose committed outcome differed from the leader's prediction (a bug if ever above 0; counted since the replica last opened) |
 //! | `sitelog_produce_refused_total` | counter, label `why` | produces the producer table refused (`expired`, `out_of_order`, `below_window`) |
 
 use super::status::Role;
@@ -90,12 +91,13 @@ pub(super) async fn watch_replica(cell: Arc<ReplicaCell>) {
     health(&cell.health());
     loop {
         tick.tick().await;
-        let Some(s) = cell
+        let Some((s, mispredicted)) = cell
             .get()
-            .map(|r| super::status::NodeStatus::from(r.status()))
+            .map(|r| (super::status::NodeStatus::from(r.status()), r.dedup_mispredicted()))
         else {
             continue;
         };
+        metrics::counter!("sitelog_dedup_mispredicted_total").absolute(mispredicted);
         metrics::gauge!("sitelog_commit_offset").set(s.commit_end as f64);
         metrics::gauge!("sitelog_term").set(s.term as f64);
         metrics::gauge!("sitelog_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });

@@ -177,6 +177,7 @@ impl Default for ProducerTable {
 
 impl ProducerTable {
     /// An empty table (no producer entry applied yet).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn new() -> Self {
         Self::default()
     }
@@ -205,26 +206,31 @@ impl ProducerTable {
     }
 
     /// The idle expiry of the latest Register entry.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn idle_expiry_ms(&self) -> u64 {
         self.idle_expiry_ms
     }
 
     /// The producer bound of the latest Register entry.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn max_producers(&self) -> u32 {
         self.max_producers
     }
 
     /// How many producers the table holds.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
     /// Whether the table holds no producer.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
 
     /// Whether `producer` is known.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn contains(&self, producer: u64) -> bool {
         self.producers.contains_key(&producer)
     }

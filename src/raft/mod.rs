@@ -87,7 +87,8 @@ impl AppData {
     }
 
     /// The message a reader sees: the bytes past the producer header of a produced message,
-    /// all of a plain one, nothing of a registration.
+    /// all of a plain one, nothing of a registration. (Used by tests and the simulation.)
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn message(&self) -> Bytes {
         match self.kind {
             AppKind::Normal => self.bytes.clone(),

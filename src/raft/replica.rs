@@ -146,6 +146,9 @@ pub struct Replica {
 
 #[path = "replica_produce.rs"]
 mod produce;
+// The clock, `Produced` and the gap wait are for the simulation and the raft-level tests
+// (the `testing` feature); the node uses the rest.
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub use produce::{ProducerClock, ProducerInfo, ProducerSettings, Produced, PRODUCE_GAP_WAIT_MS};
 
 /// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,

@@ -433,6 +433,7 @@ impl Replica {
 
     /// Replaces the wall clock the leader stamps producer entries with (the simulation's
     /// virtual time keeps seeded runs replayable).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn set_producer_clock(&self, clock: ProducerClock) {
         *self
             .proposer
@@ -443,6 +444,7 @@ impl Replica {
 
     /// A digest of the state machine's producer table (the simulation compares replicas'
     /// at the same applied index).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn producer_table_digest(&self) -> u64 {
         self.sm.producer_table().digest()
     }
