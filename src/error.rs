@@ -310,6 +310,39 @@ pub enum Error {
         /// The offset waited for.
         offset: u64,
     },
+
+    /// The producer is unknown: never registered, idle past its expiry, or evicted past the
+    /// producer bound. Nothing of this request was stored twice, but whether earlier
+    /// unanswered messages were stored is unknown; register a new producer.
+    #[error("producer {producer} expired (unknown, idle too long, or evicted)")]
+    ProducerExpired {
+        /// The producer id.
+        producer: u64,
+    },
+
+    /// A sequence number after the next one the producer must send: an earlier one is
+    /// missing. Nothing was appended; resend from `expected_seq`.
+    #[error("producer {producer}: seq {got_seq} out of order, expected {expected_seq}")]
+    ProducerOutOfOrder {
+        /// The producer id.
+        producer: u64,
+        /// The seq the producer must send next.
+        expected_seq: u64,
+        /// The seq it sent.
+        got_seq: u64,
+    },
+
+    /// A sequence number committed long ago, below the producer's window: it is stored, but
+    /// its offset is no longer known. Nothing was appended.
+    #[error("producer {producer}: seq {seq} is below the window (last committed {last_seq})")]
+    ProducerSeqBelowWindow {
+        /// The producer id.
+        producer: u64,
+        /// The seq sent.
+        seq: u64,
+        /// The producer's last committed seq.
+        last_seq: u64,
+    },
 }
 
 impl Error {

@@ -166,14 +166,16 @@ pub use net::limits::KindBudgets;
 pub use net::tls::{ClientRole, Operation, Security, TlsDir};
 pub use net::NetLimits;
 pub use node::catchup::CatchUpOptions;
-pub use node::client::{AppendOutcome, Client};
+pub use node::client::{
+    AppendOutcome, Client, ProduceReport, Producer, DEFAULT_PRODUCE_RETRY_DEADLINE_MS,
+};
 pub use node::follow::{ClientSubscription, FollowOptions};
 pub use node::protocol::WireRecord;
 pub use node::repair::{RepairOptions, RepairStats};
 pub use node::{
     FollowerProgress, HealOptions, Health, Node, NodeConfig, NodeStatus, Peer, Placement,
-    ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream, Role,
-    SnapshotSettings, Subscription, Timers,
+    ProduceAck, ProducerInfo, ProducerSettings, ReplaceEvent, ReplaceOptions, ReplacePhase,
+    ReplaceProgress, ReplaceStream, Role, SnapshotSettings, Subscription, Timers,
 };
 pub use raft::health::Fault;
 pub use storage::{

@@ -14,6 +14,10 @@ pub use crate::net::handshake::MAX_HANDSHAKE_BYTES;
 pub use crate::net::limits::{MIN_KIND_BUDGET, MIN_PEER_BUDGET};
 pub use crate::net::tls::{MAX_CHAIN_CERTS, MAX_PEM_FILE_BYTES};
 pub use crate::node::protocol::{MAX_APPEND_PAYLOADS, MAX_READ_BYTES};
+pub use crate::raft::dedup::{
+    DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_IDLE_EXPIRY_MS, MAX_PRODUCERS,
+    MAX_PRODUCER_TABLE_BYTES, PRODUCER_WINDOW_RUNS,
+};
 pub use crate::raft::log_store::{MAX_PENDING_FLUSHES, MAX_READ_BATCH_BYTES};
 pub use crate::raft::remote::MAX_APPENDS_IN_FLIGHT;
 pub use crate::raft::replica::MAX_PAYLOAD_ENTRIES;
@@ -137,3 +141,7 @@ const _: () = assert!(1 + 8 + 2 < MAX_HANDSHAKE_BYTES);
 const _: () = assert!(MAX_PIPELINED_BYTES >= DEFAULT_MAX_FRAME_BYTES);
 const _: () = assert!(MAX_PIPELINED_BYTES <= u32::MAX as usize);
 const _: () = assert!(MAX_PIPELINED_REQUESTS >= 1 && MAX_PIPELINED_REQUESTS <= u32::MAX as usize);
+// A retry of any request a client has pipelined is inside its producer's window (one run per
+// request at least), so it gets its original offsets, never a below-window refusal.
+const _: () = assert!(PRODUCER_WINDOW_RUNS >= MAX_PIPELINED_REQUESTS);
+const _: () = assert!(DEFAULT_MAX_PRODUCERS <= MAX_PRODUCERS);

@@ -101,6 +101,8 @@ fn append_ledger_read_and_status_agree() {
     let ok = text.lines().filter(|l| l.contains(" OK ")).count();
     assert_eq!(text.lines().count(), 200);
     assert_eq!(ok, 200, "{text}");
+    // Appends go through an idempotent producer: each line says how often it was resent.
+    assert!(text.lines().all(|l| l.contains(" retries=")), "{text}");
 
     let out = sitelog(&["read", "--check-ledger", ledger_s], &nodes);
     assert_eq!(

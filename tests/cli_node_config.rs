@@ -1,6 +1,7 @@
 //! `sitelog node --config FILE` (TOML) with `metrics_listen`: the node joins its peers, and a
 //! plain HTTP GET on the metrics address returns the Prometheus text with sitelog's metrics.
 //! The node writes its log with O_DIRECT (`direct_io = true`) beside two that do not.
+//! Producer limits out of range are refused before the node starts.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,7 +23,8 @@ fn node_from_toml_serves_prometheus_metrics() {
         .collect();
     let toml = format!(
         "id = 1\nsite = \"site-1\"\ndata = \"{}\"\nlisten = \"{}\"\ncluster_id = {CLUSTER}\n\
-         insecure = true\nmetrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\ndirect_io = true\nscrub_mb_per_s = 50\nmembers = [{}]\n",
+         insecure = true\nmetrics_listen = \"127.0.0.1:0\"\ntimers = \"lan\"\ndirect_io = true\nscrub_mb_per_s = 50\n\
+         max_producers = 100\nproducer_idle_expiry_ms = 60000\nmembers = [{}]\n",
         dir.path().join("n1").display(),
         addrs[&1],
         members.join(", ")
@@ -130,5 +132,30 @@ fn node_writes_direct_by_default_and_no_direct_io_turns_it_off() {
             assert!(Instant::now() < deadline, "no sitelog_direct_io:\n{body}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+#[test]
+fn producer_limits_out_of_range_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    for (flag, value) in [
+        ("--max-producers", "0"),
+        ("--max-producers", "65537"),
+        ("--producer-idle-expiry-ms", "9999"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+            .args(["node", "--id", "1", "--site", "site-1", "--insecure"])
+            .arg("--data")
+            .arg(dir.path().join("n1"))
+            .args(["--listen", &addr, "--cluster-id", &CLUSTER.to_string()])
+            .args(["--member", &format!("1=site-1@{addr}")])
+            .args(["--exit-after-secs", "5", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let name = flag.trim_start_matches("--").replace('-', "_");
+        assert!(stderr.contains(&name), "{flag} {value}: {stderr}");
     }
 }

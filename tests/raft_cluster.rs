@@ -7,7 +7,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{EntryPayload, ServerState};
 use sitelog::raft::network::LocalRouter;
 use sitelog::raft::replica::{openraft_config, RaftTimers, Replica, SnapshotSettings};
-use sitelog::raft::{AppBytes, NodeInfo};
+use sitelog::raft::{AppData, NodeInfo};
 use sitelog::storage::LogOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -136,9 +136,9 @@ async fn write_among(c: &Cluster, ids: &[u64], payload: Vec<u8>) -> Option<u64> 
         let leader = c.leader_among(ids).await;
         let fut = c.nodes[&leader]
             .raft_handle()
-            .client_write(AppBytes(payload.clone().into()));
+            .client_write(AppData::normal(payload.clone().into()));
         match timeout(Duration::from_secs(2), fut).await {
-            Ok(Ok(resp)) => return Some(resp.data),
+            Ok(Ok(resp)) => return Some(resp.data.offset),
             Ok(Err(e)) if e.forward_to_leader().is_some() => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
@@ -193,7 +193,7 @@ async fn check(c: &Cluster, acked: &HashMap<u64, Vec<u8>>, upto: u64) {
             }
             let e = sitelog::raft::entry::from_record(rec.clone()).unwrap();
             if let EntryPayload::Normal(d) = e.payload {
-                if let Some(prev) = seen.insert(d.0.clone(), rec.offset) {
+                if let Some(prev) = seen.insert(d.bytes.clone(), rec.offset) {
                     panic!("node {id}: payload at {prev} again at {}", rec.offset);
                 }
             }
@@ -266,7 +266,7 @@ async fn partitioned_old_leader_acknowledges_nothing() {
     for i in 0..5 {
         let fut = c.nodes[&old]
             .raft_handle()
-            .client_write(AppBytes(format!("fenced {i}").into()));
+            .client_write(AppData::normal(format!("fenced {i}").into()));
         let got = timeout(Duration::from_millis(1500), fut).await;
         assert!(
             !matches!(got, Ok(Ok(_))),
@@ -304,4 +304,240 @@ async fn partitioned_old_leader_acknowledges_nothing() {
             );
         }
     }
+}
+
+/// Issue 17: a produce retried on the new leader, after the leader that committed it was
+/// stopped, gets the original offsets and appends nothing; a retry that overlaps new seqs
+/// appends only the new ones; every message is in the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_produce_on_the_new_leader_returns_the_original_offsets() {
+    use bytes::Bytes;
+    use sitelog::raft::replica::{ProducerSettings, Role};
+    let mut c = Cluster::start().await;
+    let old = c.leader().await;
+    // A virtual producer clock: the leader stamps entries with it, not the wall clock.
+    for r in c.nodes.values() {
+        r.set_producer_clock(std::sync::Arc::new(|| 5_000));
+    }
+    let info = c.nodes[&old]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap();
+    let reg = c.nodes[&old].store.log().read(info.producer).unwrap();
+    assert_eq!(reg.kind, sitelog::storage::EntryKind::Register);
+    assert_eq!(
+        reg.payload[1..9],
+        5_000u64.to_le_bytes(),
+        "ts_ms from the clock"
+    );
+    let msgs: Vec<Bytes> = (0..4).map(|i| Bytes::from(format!("msg {i}"))).collect();
+    let first = c.nodes[&old]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert!(first.iter().all(|p| !p.duplicate), "{first:?}");
+    let offsets: Vec<u64> = first.iter().map(|p| p.offset).collect();
+    // The same request again on the same leader: answered from the table.
+    let again = c.nodes[&old]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(again.iter().map(|p| p.offset).collect::<Vec<_>>(), offsets);
+
+    c.kill(old).await;
+    let new = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != new).unwrap();
+    let err = c.nodes[&follower]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sitelog::Error::NotLeader { .. }), "{err:?}");
+    // Once the new leader committed its own first entry, its log end only moves by appends.
+    let ready = c.nodes[&new]
+        .wait_for(10_000, |s| {
+            s.role == Role::Leader && s.commit_end == s.log_end
+        })
+        .await
+        .unwrap();
+    let retried = c.nodes[&new]
+        .produce(info.producer, 0, msgs[..3].to_vec())
+        .await
+        .unwrap();
+    assert!(retried.iter().all(|p| p.duplicate), "{retried:?}");
+    assert_eq!(
+        retried.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        offsets
+    );
+    assert_eq!(
+        c.nodes[&new].status().log_end,
+        ready.log_end,
+        "nothing appended"
+    );
+
+    // Seqs 1..=3: two retries and one new message.
+    let mixed = c.nodes[&new]
+        .produce(info.producer, 1, msgs[1..4].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed
+            .iter()
+            .map(|p| (p.offset, p.duplicate))
+            .collect::<Vec<_>>()[..2],
+        [(offsets[1], true), (offsets[2], true)]
+    );
+    assert!(!mixed[2].duplicate);
+    assert_eq!(c.nodes[&new].status().log_end, ready.log_end + 1);
+
+    // Every message once in the new leader's log, as readers see it.
+    let log = c.nodes[&new].store.log().clone();
+    let mut seen: HashMap<Bytes, u64> = HashMap::new();
+    for rec in log.iter(0) {
+        let rec = rec.unwrap();
+        if rec.offset >= log.end_offset() {
+            break;
+        }
+        if let Some(m) = sitelog::raft::entry::message_view(rec).unwrap() {
+            *seen.entry(m.payload).or_default() += 1;
+        }
+    }
+    for m in &msgs {
+        assert_eq!(seen.get(m), Some(&1), "{m:?}");
+    }
+    assert_eq!(c.nodes[&new].dedup_mispredicted(), 0);
+}
+
+/// Issue 17: right after an upgrade the active segment is still of format version 1 (an
+/// earlier release created it), which cannot hold producer entries. Registering is refused,
+/// typed, until the segment rolls; then producers work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_wait_for_an_active_segment_of_the_older_format_to_roll() {
+    use sitelog::raft::replica::ProducerSettings;
+    let mut c = Cluster::start().await;
+    write(&c, b"before the upgrade".to_vec()).await.unwrap();
+    for id in 1..=3 {
+        c.kill(id).await;
+    }
+    // What an earlier release would have left: the same segment with a version-1 header.
+    for id in 1..=3 {
+        let log_dir = node_dir(c.dir.path(), id).join("log");
+        for e in std::fs::read_dir(&log_dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "seg") {
+                let mut b = std::fs::read(&path).unwrap();
+                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+                let crc = sitelog::storage::checksum::checksum(&b[..60]);
+                b[60..64].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, &b).unwrap();
+            }
+        }
+    }
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    let leader = c.leader().await;
+    let err = c.nodes[&leader]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sitelog::Error::Unavailable { .. }), "{err:?}");
+    // 1 MiB segments: twenty 60 KiB records roll the old one.
+    for i in 0..20u8 {
+        write(&c, vec![i; 60 << 10]).await.unwrap();
+    }
+    let leader = c.leader().await;
+    let info = c.nodes[&leader]
+        .register_producer(ProducerSettings::default())
+        .await
+        .unwrap();
+    let got = c.nodes[&leader]
+        .produce(info.producer, 0, vec![bytes::Bytes::from_static(b"after")])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.nodes[&leader]
+            .store
+            .log()
+            .read(got[0].offset)
+            .unwrap()
+            .kind,
+        sitelog::storage::EntryKind::Produce
+    );
+}
+
+/// Issue 17: pipelined requests may arrive out of order, so a seq ahead of the next one waits
+/// (up to `PRODUCE_GAP_WAIT_MS`) for the missing one instead of being refused; a seq that
+/// stays ahead is refused as out of order; past the producer bound the oldest idle producer is
+/// evicted and gets `ProducerExpired`; a restarted replica rebuilds the same table from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_wait_for_a_gap_expire_past_the_bound_and_rebuild_on_restart() {
+    use bytes::Bytes;
+    use sitelog::raft::replica::{ProducerSettings, Role};
+    let mut c = Cluster::start().await;
+    let leader = c.leader().await;
+    let one = ProducerSettings {
+        max_producers: 1,
+        ..ProducerSettings::default()
+    };
+    let p = c.nodes[&leader].register_producer(one).await.unwrap();
+
+    let r = c.nodes[&leader].clone();
+    let mut late = tokio::spawn(async move {
+        r.produce(p.producer, 1, vec![Bytes::from_static(b"second")])
+            .await
+    });
+    // Seq 1 is held back while seq 0 is missing: neither refused nor appended yet.
+    assert!(timeout(Duration::from_millis(200), &mut late)
+        .await
+        .is_err());
+    let first = c.nodes[&leader]
+        .produce(p.producer, 0, vec![Bytes::from_static(b"first")])
+        .await
+        .unwrap();
+    let second = late.await.unwrap().unwrap();
+    assert!(second[0].offset > first[0].offset);
+    let err = c.nodes[&leader]
+        .produce(p.producer, 5, vec![Bytes::from_static(b"gap")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sitelog::Error::ProducerOutOfOrder {
+                expected_seq: 2,
+                got_seq: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A bound of one: the next registration evicts the first producer.
+    let q = c.nodes[&leader].register_producer(one).await.unwrap();
+    let err = c.nodes[&leader]
+        .produce(p.producer, 2, vec![Bytes::from_static(b"late")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sitelog::Error::ProducerExpired { producer } if producer == p.producer),
+        "{err:?}"
+    );
+    c.nodes[&leader]
+        .produce(q.producer, 0, vec![Bytes::from_static(b"q")])
+        .await
+        .unwrap();
+
+    // A follower restarted (no snapshots here) replays its log into the same table.
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    c.kill(follower).await;
+    c.start_node(follower).await;
+    let end = c.nodes[&leader].status().commit_end;
+    c.nodes[&follower]
+        .wait_for(10_000, |s| s.commit_end >= end && s.role != Role::Shutdown)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.nodes[&follower].producer_table_digest(),
+        c.nodes[&leader].producer_table_digest()
+    );
 }

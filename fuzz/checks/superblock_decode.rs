@@ -190,8 +190,15 @@ fn check_segment_header(b: &[u8], mode: u8, log_id: u64, base: u64) {
         "header of another segment accepted"
     );
     let created_us = u64_at(b, 32).unwrap_or(0);
-    let enc = segment::encode_header(log_id, base, created_us);
+    // Format versions OLDEST_VERSION..=VERSION are read; this binary writes VERSION, so an
+    // older accepted header re-encodes with its own version put back (checksum redone).
+    let version = u32_at(b, 8).unwrap_or(0);
+    assert!((segment::OLDEST_VERSION..=segment::VERSION).contains(&version));
+    let mut enc = segment::encode_header(log_id, base, created_us);
     assert!(segment::check_header(&enc, log_id, base).is_ok());
+    enc[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = checksum(&enc[..60]);
+    enc[60..64].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(enc[..40], b[..40], "segment header fields");
     // Reserved bytes 40..60 must be zero: what checks out re-encodes byte for byte.
     assert_eq!(

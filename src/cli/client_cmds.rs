@@ -1,9 +1,11 @@
 //! Cluster client commands:
 //! - `sitelog append`: a verifiable producer. Sends N generated messages, or stdin lines, one
-//!   append each; with `--ledger FILE` writes one line per message:
-//!   `<id> <crc32 hex> <size> OK <offset>` | `FAIL` | `UNKNOWN` (sent, no answer: it may or may
-//!   not be committed), so anyone can check later that nothing acknowledged was lost. An
-//!   existing ledger is appended to, ids continuing after its highest.
+//!   append each, through one idempotent producer (a lost answer is resent with the same seq
+//!   until it resolves, never stored twice); with `--ledger FILE` writes one line per message:
+//!   `<id> <crc32 hex> <size> OK <offset> retries=<k>` | `FAIL` | `UNKNOWN` (sent, no answer
+//!   within the retry deadline: it may or may not be committed), so anyone can check later
+//!   that nothing acknowledged was lost. An existing ledger is appended to, ids continuing
+//!   after its highest (ledgers without `retries=` still check).
 //! - `sitelog read`: a verifiable consumer: committed records as JSON lines (offset, term,
 //!   timestamp, size, crc32, optionally the payload); `--check-ledger FILE` verifies every
 //!   `OK` line of a ledger against what the cluster returns (exit 2 on a mismatch).
@@ -12,7 +14,7 @@
 use super::json::Json;
 use super::{CliError, CliResult, Context};
 use crate::net::tls::{ClientRole, Security};
-use crate::node::client::Client;
+use crate::node::client::{AppendOutcome, Client};
 use crate::node::protocol::WireRecord;
 use crate::node::Role;
 use crate::storage::checksum::checksum;
@@ -254,27 +256,27 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
                 .map(|l| l.map(String::into_bytes).context(|| "reading stdin".into())),
         ),
     };
-    let (mut ok, mut unknown, mut failed) = (0u64, 0u64, 0u64);
-    // A refusal by role refuses every message alike: stop at the first and say why.
-    let mut refused = None;
+    // A refusal by role refuses every message alike: registering is refused first.
+    let producer = rt
+        .block_on(client.producer())
+        .map_err(|e| CliError(format!("append: {e}")))?;
+    let (mut ok, mut unknown, mut failed, mut retries) = (0u64, 0u64, 0u64, 0u64);
     for (id, m) in (first_id..).zip(messages) {
         let m = m?;
         let (crc, size) = (checksum(&m), m.len());
-        let outcome = rt.block_on(client.try_append(vec![Bytes::from(m)]));
-        let status = match outcome {
-            Ok(o) => {
+        let report = rt.block_on(producer.append_report(vec![Bytes::from(m)]));
+        retries += u64::from(report.retries);
+        let status = match report.outcome {
+            AppendOutcome::Ok(o) => {
                 ok += 1;
-                format!("OK {}", o[0])
+                format!("OK {} retries={}", o[0], report.retries)
             }
-            Err(Error::OutcomeUnknown { .. }) => {
+            AppendOutcome::Unknown(_) => {
                 unknown += 1;
                 "UNKNOWN".into()
             }
-            Err(e) => {
+            AppendOutcome::Failed(_) => {
                 failed += 1;
-                if matches!(e, Error::NotAllowed { .. }) {
-                    refused = Some(e);
-                }
                 "FAIL".into()
             }
         };
@@ -282,17 +284,11 @@ pub fn append(args: &AppendArgs) -> CliResult<()> {
             writeln!(l, "{id} {crc:08x} {size} {status}")
                 .context(|| "writing the ledger".into())?;
         }
-        if refused.is_some() {
-            break;
-        }
     }
     if let Some(mut l) = ledger {
         l.flush().context(|| "writing the ledger".into())?;
     }
-    eprintln!("{ok} acknowledged, {unknown} unknown, {failed} failed");
-    if let Some(e) = refused {
-        return Err(CliError(format!("append: {e}")));
-    }
+    eprintln!("{ok} acknowledged, {unknown} unknown, {failed} failed, {retries} retries");
     if ok == 0 && (unknown + failed) > 0 {
         return Err(CliError("no message was acknowledged".into()));
     }
@@ -482,7 +478,8 @@ async fn check_ledger(client: &Client, path: &PathBuf) -> CliResult<ExitCode> {
     let mut want: BTreeMap<u64, (String, u32, usize)> = BTreeMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let [id, crc, size, "OK", off] = f[..] {
+        // `retries=<k>` and any later field are for people; older ledgers end at the offset.
+        if let [id, crc, size, "OK", off, ..] = f[..] {
             let crc = u32::from_str_radix(crc, 16)
                 .map_err(|_| CliError(format!("bad ledger line {line:?}")))?;
             let size = size

@@ -128,9 +128,11 @@ pub(super) struct Acked {
 struct Ledger {
     acked: Vec<Acked>,
     unknown: u64,
-    /// Appends resent after an unknown outcome (none yet: a plain append is never resent,
-    /// because it could be stored twice; issue 17's producer sequences will allow it).
+    /// Appends resent (with the same producer seq) after an unknown outcome.
     retries: u64,
+    /// Messages a resend found already committed: answered with their first offset, not
+    /// stored again.
+    deduplicated: u64,
     failed: u64,
     /// (sent since start, acked since start) of each acknowledged message, in ms.
     timeline: Vec<(f64, f64)>,
@@ -460,6 +462,16 @@ fn spawn_writers(
             client.leader_wait_ms = 30_000;
             let conversations = args.conversations;
             tokio::spawn(async move {
+                // Each writer is one idempotent producer: a lost answer (the burned leader)
+                // is resent with the same seq and resolves to the original offset.
+                let producer = match client.producer().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "drill writer could not register a producer");
+                        ledger.lock().unwrap_or_else(|p| p.into_inner()).failed += 1;
+                        return;
+                    }
+                };
                 let mut due = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     // Bursts: one second in five at three times the rate.
@@ -477,10 +489,12 @@ fn spawn_writers(
                     let m = message(id, conversations);
                     let (crc, len) = (checksum(&m), m.len() as u32);
                     let sent = start.elapsed().as_secs_f64() * 1e3;
-                    let outcome = client.append(vec![Bytes::from(m)]).await;
+                    let report = producer.append_report(vec![Bytes::from(m)]).await;
                     let acked_at = start.elapsed().as_secs_f64() * 1e3;
                     let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-                    match outcome {
+                    l.retries += u64::from(report.retries);
+                    l.deduplicated += u64::from(report.deduplicated);
+                    match report.outcome {
                         AppendOutcome::Ok(o) => {
                             l.acked.push(Acked {
                                 offset: o[0],
@@ -678,6 +692,7 @@ impl Summary<'_> {
                 ("unknown", l.unknown.into()),
                 ("duplicates", self.duplicates.into()),
                 ("retries", l.retries.into()),
+                ("deduplicated", l.deduplicated.into()),
                 ("failed", l.failed.into()),
                 ("rpo_lost", 0u64.into()),
                 ("verified_nodes", self.verified_nodes.into()),
@@ -705,11 +720,13 @@ impl Summary<'_> {
             self.replacement
         );
         println!(
-            "  messages acknowledged  {} (unknown outcome {}, refused {}, retried {})",
+            "  messages acknowledged  {} (unknown outcome {}, refused {}, retried {}, \
+             deduplicated {})",
             l.acked.len(),
             l.unknown,
             l.failed,
-            l.retries
+            l.retries,
+            l.deduplicated
         );
         println!(
             "  duplicates             {}: no message id stored at two offsets on any site",

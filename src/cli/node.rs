@@ -121,6 +121,15 @@ pub struct NodeArgs {
     /// peer [default: 10].
     #[arg(long)]
     pub scrub_mb_per_s: Option<u64>,
+    /// Most idempotent producers the cluster keeps (1..=65536); past it, registering one
+    /// expires the oldest idle one. Carried by each registration this node makes as leader
+    /// [default: 4096].
+    #[arg(long)]
+    pub max_producers: Option<u32>,
+    /// Entry time an idempotent producer may stay idle before it expires (10000..=604800000;
+    /// clients retry for at most half of it) [default: 900000, 15 min].
+    #[arg(long)]
+    pub producer_idle_expiry_ms: Option<u64>,
     /// I/O backend of the log [default: auto].
     #[arg(long, value_enum)]
     pub io: Option<IoArg>,
@@ -189,6 +198,8 @@ struct FileConfig {
     retention_age_secs: Option<u64>,
     fetch_mb_per_s: Option<u64>,
     scrub_mb_per_s: Option<u64>,
+    max_producers: Option<u32>,
+    producer_idle_expiry_ms: Option<u64>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -291,6 +302,16 @@ fn settings(args: &NodeArgs) -> CliResult<Settings> {
     }
     if let Some(mb) = args.scrub_mb_per_s.or(file.scrub_mb_per_s) {
         cfg.repair.scrub_mb_per_s = mb;
+    }
+    // Checked, with the rest of the configuration, by `NodeConfig::validate` at start.
+    if let Some(n) = args.max_producers.or(file.max_producers) {
+        cfg.producers.max_producers = n;
+    }
+    if let Some(ms) = args
+        .producer_idle_expiry_ms
+        .or(file.producer_idle_expiry_ms)
+    {
+        cfg.producers.idle_expiry_ms = ms;
     }
     if args.allow_unsafe_placement || file.allow_unsafe_placement == Some(true) {
         cfg.placement = Placement::Warn;

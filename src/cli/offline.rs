@@ -249,6 +249,8 @@ fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::Normal => "normal",
         EntryKind::Blank => "blank",
         EntryKind::Membership => "membership",
+        EntryKind::Produce => "produce",
+        EntryKind::Register => "register",
     }
 }
 

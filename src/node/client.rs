@@ -7,9 +7,16 @@
 //! `client_conn`). Appends one task awaits in turn are ordered; concurrent appends have no
 //! order among themselves.
 //!
-//! An append that fails after it was sent (connection lost, timeout) is *unknown*, not
-//! failed: it may have been committed. The client never retries such an append by itself
-//! (that could store it twice); it returns [`AppendOutcome::Unknown`] and the caller decides.
+//! A plain [`Client::append`] that fails after it was sent (connection lost, timeout) is
+//! *unknown*, not failed: it may have been committed. The client never retries such an
+//! append by itself (that could store it twice); it returns [`AppendOutcome::Unknown`] and
+//! the caller decides.
+//!
+//! A [`Producer`] ([`Client::producer`]) does retry: its messages carry a producer id and
+//! sequence numbers, and the leader answers a seq committed before with its original offset,
+//! appending nothing. So [`Producer::append`] resends an unknown outcome with the same seqs,
+//! with backoff, until its retry deadline, through leader changes: it resolves to
+//! [`AppendOutcome::Ok`] or [`AppendOutcome::Failed`], and is `Unknown` only past the deadline.
 //!
 //! Security: [`Client::new`] speaks plaintext; [`Client::new_tls`] connects with mutual TLS,
 //! presenting the client certificate of one role (`client-<role>.pem` of the directory), and
@@ -32,6 +39,11 @@ use tokio::time::Instant;
 
 #[path = "client_conn.rs"]
 mod conn;
+#[path = "client_producer.rs"]
+mod producer;
+
+pub use producer::{ProduceReport, Producer, DEFAULT_PRODUCE_RETRY_DEADLINE_MS};
+use producer::SeqHold;
 
 /// Most node connections a client and its clones keep (one per node address asked).
 pub const MAX_CLIENT_CONNECTIONS: usize = MAX_MEMBERS;
@@ -206,13 +218,19 @@ impl Client {
 
     /// One request to `addr` within `request_timeout_ms`.
     async fn ask(&self, addr: &str, req: Bytes) -> Answer {
+        self.ask_holding(addr, req, None).await
+    }
+
+    /// [`Client::ask`] dropping `hold` once the request is queued on its connection (or
+    /// could not be).
+    async fn ask_holding(&self, addr: &str, req: Bytes, hold: Option<SeqHold>) -> Answer {
         let deadline = Instant::now() + Duration::from_millis(self.request_timeout_ms);
         let conn = match tokio::time::timeout_at(deadline, self.conn(addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(Failure::NotSent(e)),
             Err(_) => return Err(Failure::NotSent(Error::Timeout { offset: 0 })),
         };
-        let bytes = conn.request(req, deadline).await?;
+        let bytes = conn.request(req, deadline, hold).await?;
         // An undecodable reply came from a node that may have done the request.
         Reply::decode(&bytes).map_err(Failure::Unknown)
     }
@@ -307,6 +325,18 @@ impl Client {
     /// again); gives up after `leader_wait_ms` with `NotSent`.
     async fn send_to_leader(&self, req: Bytes) -> Answer {
         let deadline = Instant::now() + Duration::from_millis(self.leader_wait_ms);
+        self.send_to_leader_holding(req, None, deadline).await
+    }
+
+    /// [`Client::send_to_leader`] until `deadline`, dropping `hold` once the first attempt is
+    /// queued on its connection (a producer's seq lock: later attempts are resends, which the
+    /// leader orders by waiting out a gap).
+    async fn send_to_leader_holding(
+        &self,
+        req: Bytes,
+        mut hold: Option<SeqHold>,
+        deadline: Instant,
+    ) -> Answer {
         let mut candidates: Vec<String> = self.addrs.to_vec();
         let mut next = 0usize;
         // The leader last seen by this client or a clone: asked first.
@@ -342,7 +372,7 @@ impl Client {
                     a
                 }
             };
-            match self.ask(&addr, req.clone()).await {
+            match self.ask_holding(&addr, req.clone(), hold.take()).await {
                 Ok(Reply::NotLeader { addr: hint, .. }) => {
                     self.pool.not_leader(&addr);
                     match hint.filter(|a| !down.contains(a)) {

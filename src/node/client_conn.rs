@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-/// Why a request got no reply.
+/// Why a request got no reply. A plain append or admin request that failed `Unknown` is never
+/// sent again (it could be done twice); a produce is, with the same seqs (the producer table
+/// answers a committed seq with its original offset).
 #[derive(Debug)]
 pub(super) enum Failure {
     /// It was never written to the connection: nothing was done, it may be sent again.
@@ -135,14 +137,19 @@ impl Conn {
     }
 
     /// Sends `msg` and waits for its reply until `deadline`. A timeout fails this request
-    /// only: its late reply is still read, in order, and dropped.
-    pub(super) async fn request(
+    /// only: its late reply is still read, in order, and dropped. `hold` is dropped once the
+    /// request is queued (or could not be): a producer holds its seq lock until then, so that
+    /// its requests are written in seq order.
+    pub(super) async fn request<H>(
         &self,
         msg: Bytes,
         deadline: Instant,
+        hold: H,
     ) -> std::result::Result<Bytes, Failure> {
         let (reply, answer) = oneshot::channel();
-        match tokio::time::timeout_at(deadline, self.queue.send(Queued { msg, reply })).await {
+        let queued = tokio::time::timeout_at(deadline, self.queue.send(Queued { msg, reply })).await;
+        drop(hold);
+        match queued {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Failure::NotSent(self.shared.lost_err("writer stopped"))),
             Err(_) => return Err(Failure::NotSent(Error::Timeout { offset: 0 })),

@@ -11,7 +11,9 @@ use super::protocol::Reply;
 use super::status::{NodeStatus, Role};
 use super::supervisor::ReplicaCell;
 use super::{change_membership_checked, Peer, Placement};
-use crate::raft::replica::Replica;
+use crate::raft::dedup::ProduceRefusal;
+use crate::raft::entry::message_view;
+use crate::raft::replica::{ProducerInfo, ProducerSettings, Replica};
 use crate::raft::NodeInfo;
 use crate::storage::{EntryKind, Record};
 use crate::{Error, Result};
@@ -28,6 +30,17 @@ pub(super) struct NodeCore {
     /// The replica, replaced when the node heals its storage.
     pub(super) cell: Arc<ReplicaCell>,
     pub(super) catch_up: Arc<CatchUpState>,
+    /// The parameters new producers are registered with.
+    pub(super) producers: ProducerSettings,
+}
+
+/// The offsets of a produce and how many of them an earlier attempt had committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// One offset per message, in order.
+    pub offsets: Vec<u64>,
+    /// How many were committed by an earlier attempt (nothing was appended for them now).
+    pub deduplicated: u32,
 }
 
 /// Committed normal records read from one offset, with the commit end they were read under.
@@ -64,8 +77,47 @@ impl NodeCore {
         Ok(offsets)
     }
 
+    /// Registers an idempotent producer with the node's producer settings (on the leader).
+    pub(super) async fn register_producer(&self) -> Result<ProducerInfo> {
+        let info = self.replica()?.register_producer(self.producers).await?;
+        metrics::producer_registered();
+        Ok(info)
+    }
+
+    /// Appends `payloads` as seqs `first_seq..` of `producer`, exactly once (on the leader):
+    /// a seq committed before resolves to its original offset. Refusals are typed
+    /// (`Error::Producer*`); nothing of a refused request was appended.
+    pub(super) async fn produce(
+        &self,
+        producer: u64,
+        first_seq: u64,
+        payloads: Vec<Bytes>,
+    ) -> Result<ProduceAck> {
+        let start = Instant::now();
+        let bytes: usize = payloads.iter().map(|p| p.len()).sum();
+        let produced = match self.replica()?.produce(producer, first_seq, payloads).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(why) = refusal_of(&e) {
+                    metrics::produce_refused(why);
+                }
+                return Err(e);
+            }
+        };
+        let deduplicated = produced.iter().filter(|p| p.duplicate).count();
+        metrics::appended(produced.len() - deduplicated, bytes, start.elapsed());
+        metrics::deduplicated(deduplicated);
+        Ok(ProduceAck {
+            offsets: produced.iter().map(|p| p.offset).collect(),
+            // At most MAX_APPEND_PAYLOADS (checked by the replica).
+            deduplicated: deduplicated as u32,
+        })
+    }
+
     /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet,
-    /// [`Error::BelowFloor`] if retention deleted it). A read error reaches the repairer.
+    /// [`Error::BelowFloor`] if retention deleted it). A produced message reads as a normal
+    /// record of its message (the producer header is the log's business, not the reader's);
+    /// other kinds read as they are. A read error reaches the repairer.
     pub(super) fn read(&self, offset: u64) -> Result<Record> {
         let replica = self.open_replica()?;
         let commit_end = *replica.committed_end.borrow();
@@ -77,7 +129,8 @@ impl NodeCore {
                 end: commit_end,
             });
         }
-        log.read(offset).inspect_err(|e| self.read_failed(e))
+        let rec = log.read(offset).inspect_err(|e| self.read_failed(e))?;
+        reader_view(rec)
     }
 
     /// Committed normal records from `offset`: at most `max_records` and `max_bytes` of
@@ -191,9 +244,10 @@ fn collect(
         if rec.offset >= commit_end || out.len() >= max_records as usize {
             break;
         }
-        if rec.kind != EntryKind::Normal {
+        // Messages only: a produced one without its header; Raft's and registrations skipped.
+        let Some(rec) = message_view(rec)? else {
             continue;
-        }
+        };
         bytes += rec.payload.len();
         if !out.is_empty() && bytes > max_bytes {
             break;
@@ -201,6 +255,34 @@ fn collect(
         out.push(rec);
     }
     Ok(())
+}
+
+/// What a reader of one record sees: a produced message as a normal record of its message,
+/// any other kind as it is (readers skip kinds they do not know).
+pub(super) fn reader_view(rec: Record) -> Result<Record> {
+    if rec.kind != EntryKind::Produce {
+        return Ok(rec);
+    }
+    let offset = rec.offset;
+    message_view(rec)?.ok_or_else(|| {
+        Error::Protocol(format!("invariant: produced record at {offset} has a message view"))
+    })
+}
+
+/// The refusal a typed producer error stands for, if it is one.
+fn refusal_of(e: &Error) -> Option<(u64, ProduceRefusal)> {
+    Some(match *e {
+        Error::ProducerExpired { producer } => (producer, ProduceRefusal::Expired),
+        Error::ProducerOutOfOrder {
+            producer,
+            expected_seq,
+            ..
+        } => (producer, ProduceRefusal::OutOfOrder { expected_seq }),
+        Error::ProducerSeqBelowWindow {
+            producer, last_seq, ..
+        } => (producer, ProduceRefusal::BelowWindow { last_seq }),
+        _ => return None,
+    })
 }
 
 /// A status for a node whose replica is not open (it is reopening its storage).
@@ -223,6 +305,9 @@ pub(super) fn closed_status(node_id: u64, commit_end: u64) -> NodeStatus {
 /// a follower names the leader, a node that does not serve says so (the client tries another
 /// node), a read below the floor names the first offset held; anything else is its text.
 pub(super) fn reply_to(e: Error) -> Reply {
+    if let Some((producer, why)) = refusal_of(&e) {
+        return Reply::ProduceRefused { producer, why };
+    }
     match e {
         Error::NotLeader { leader, addr } => Reply::NotLeader { leader, addr },
         e @ Error::Unavailable { .. } => Reply::Unavailable(e.to_string()),

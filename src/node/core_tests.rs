@@ -86,3 +86,32 @@ fn a_closed_replica_reports_shutdown_at_its_last_commit_end() {
     );
     assert!(s.voters.is_empty() && s.learners.is_empty() && s.followers.is_empty());
 }
+
+#[test]
+fn producer_refusals_become_typed_replies_not_text() {
+    let cases = [
+        (
+            Error::ProducerExpired { producer: 7 },
+            ProduceRefusal::Expired,
+        ),
+        (
+            Error::ProducerOutOfOrder {
+                producer: 7,
+                expected_seq: 3,
+                got_seq: 5,
+            },
+            ProduceRefusal::OutOfOrder { expected_seq: 3 },
+        ),
+        (
+            Error::ProducerSeqBelowWindow {
+                producer: 7,
+                seq: 1,
+                last_seq: 900,
+            },
+            ProduceRefusal::BelowWindow { last_seq: 900 },
+        ),
+    ];
+    for (e, why) in cases {
+        assert_eq!(reply_to(e), Reply::ProduceRefused { producer: 7, why });
+    }
+}

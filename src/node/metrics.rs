@@ -20,12 +20,39 @@
 //! | `sitelog_scrub_segments_total` | counter, label `node` | sealed segments the scrub checked |
 //! | `sitelog_segments_repaired_total` | counter, label `node` | damaged sealed segments replaced by a peer's copy |
 //! | `sitelog_segment_repair_failures_total` | counter, label `node` | repair attempts that failed |
+//! | `sitelog_producers_registered_total` | counter | idempotent producers registered on this node as leader |
+//! | `sitelog_produce_deduplicated_total` | counter | produced messages answered with an earlier commit's offset (a retry; nothing appended) |
+//! | `sitelog_dedup_mispredicted_total` | counter | produced messages whose committed outcome differed from the leader's prediction (a bug if ever above 0; counted since the replica last opened) |
+//! | `sitelog_produce_refused_total` | counter, label `why` | produces the producer table refused (`expired`, `out_of_order`, `below_window`) |
 
 use super::status::Role;
 use super::supervisor::{Health, ReplicaCell};
 use crate::raft::health::Fault;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Records a producer registration.
+pub(super) fn producer_registered() {
+    metrics::counter!("sitelog_producers_registered_total").increment(1);
+}
+
+/// Records produced messages resolved to an earlier commit (dedup hits).
+pub(super) fn deduplicated(n: usize) {
+    if n > 0 {
+        metrics::counter!("sitelog_produce_deduplicated_total").increment(n as u64);
+    }
+}
+
+/// Records a produce the producer table refused.
+pub(super) fn produce_refused((_, why): (u64, crate::raft::dedup::ProduceRefusal)) {
+    use crate::raft::dedup::ProduceRefusal;
+    let why = match why {
+        ProduceRefusal::Expired => "expired",
+        ProduceRefusal::OutOfOrder { .. } => "out_of_order",
+        ProduceRefusal::BelowWindow { .. } => "below_window",
+    };
+    metrics::counter!("sitelog_produce_refused_total", "why" => why).increment(1);
+}
 
 /// Records an acknowledged append.
 pub fn appended(records: usize, bytes: usize, latency: Duration) {
@@ -64,12 +91,13 @@ pub(super) async fn watch_replica(cell: Arc<ReplicaCell>) {
     health(&cell.health());
     loop {
         tick.tick().await;
-        let Some(s) = cell
+        let Some((s, mispredicted)) = cell
             .get()
-            .map(|r| super::status::NodeStatus::from(r.status()))
+            .map(|r| (super::status::NodeStatus::from(r.status()), r.dedup_mispredicted()))
         else {
             continue;
         };
+        metrics::counter!("sitelog_dedup_mispredicted_total").absolute(mispredicted);
         metrics::gauge!("sitelog_commit_offset").set(s.commit_end as f64);
         metrics::gauge!("sitelog_term").set(s.term as f64);
         metrics::gauge!("sitelog_is_leader").set(if s.role == Role::Leader { 1.0 } else { 0.0 });

@@ -28,6 +28,8 @@ pub mod timers;
 
 /// When manifest snapshots are taken (the consensus layer's settings, plain numbers).
 pub use crate::raft::replica::SnapshotSettings;
+pub use crate::raft::replica::{ProducerInfo, ProducerSettings};
+pub use core::ProduceAck;
 pub use replace::{ReplaceEvent, ReplaceOptions, ReplacePhase, ReplaceProgress, ReplaceStream};
 pub use status::{FollowerProgress, NodeStatus, Role};
 pub use supervisor::{HealOptions, Health};
@@ -116,6 +118,10 @@ pub struct NodeConfig {
     /// certificate (`node-<id>.pem` of the directory), or plaintext. Default
     /// [`Security::Insecure`] (logged as a warning at start).
     pub security: Security,
+    /// The parameters idempotent producers are registered with while this node leads
+    /// (bound and idle expiry; each registration carries them, so every replica applies the
+    /// same ones). Default: [`ProducerSettings::default`] (4096 producers, 15 min).
+    pub producers: ProducerSettings,
 }
 
 impl NodeConfig {
@@ -147,6 +153,7 @@ impl NodeConfig {
             heal: HealOptions::default(),
             repair: repair::RepairOptions::default(),
             security: Security::Insecure,
+            producers: ProducerSettings::default(),
         }
     }
 
@@ -158,6 +165,7 @@ impl NodeConfig {
     /// full batch of large records).
     pub fn validate(&self) -> Result<()> {
         self.net.validate(self.timers.election_timeout_max_ms)?;
+        validate_producers(&self.producers)?;
         let max = crate::limits::max_record_bytes_for_frame(self.net.max_frame_bytes);
         if u64::from(self.log.max_record_bytes) > max {
             return Err(Error::TooLong {
@@ -173,6 +181,32 @@ impl NodeConfig {
         );
         Ok(())
     }
+}
+
+/// Shortest producer idle expiry a node accepts: the client's retry deadline is half of it,
+/// and a deadline under this would turn a leader election into unknown outcomes.
+pub const MIN_PRODUCER_IDLE_EXPIRY_MS: u64 = 10_000;
+/// Longest producer idle expiry a node accepts (7 days): an idle producer holds its table row
+/// that long.
+pub const MAX_PRODUCER_IDLE_EXPIRY_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Checks the producer settings against their limits ([`Error::InvalidArgument`]).
+fn validate_producers(p: &ProducerSettings) -> Result<()> {
+    use crate::raft::dedup::MAX_PRODUCERS;
+    if p.max_producers == 0 || p.max_producers > MAX_PRODUCERS {
+        return Err(Error::InvalidArgument(format!(
+            "max_producers {} is not in 1..={MAX_PRODUCERS}",
+            p.max_producers
+        )));
+    }
+    let range = MIN_PRODUCER_IDLE_EXPIRY_MS..=MAX_PRODUCER_IDLE_EXPIRY_MS;
+    if !range.contains(&p.idle_expiry_ms) {
+        return Err(Error::InvalidArgument(format!(
+            "producer_idle_expiry_ms {} is not in {MIN_PRODUCER_IDLE_EXPIRY_MS}..={MAX_PRODUCER_IDLE_EXPIRY_MS}",
+            p.idle_expiry_ms
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that losing any one site leaves a majority of `voters` (see [`Placement`]).
@@ -349,6 +383,7 @@ impl Node {
             placement: cfg.placement,
             cell: cell.clone(),
             catch_up: Arc::new(catchup::CatchUpState::new(budget)),
+            producers: cfg.producers,
         });
         let service = Arc::new(service::NodeService {
             core: core.clone(),
@@ -479,8 +514,31 @@ impl Node {
         self.inner.core.append(payloads).await
     }
 
+    /// Registers an idempotent producer (on the leader; a follower answers
+    /// [`Error::NotLeader`]). Registering is a log entry: the id is its offset, and every
+    /// replica, a restarted or rebuilt one included, knows the producer.
+    pub async fn register_producer(&self) -> Result<ProducerInfo> {
+        self.inner.core.register_producer().await
+    }
+
+    /// Appends `payloads` as seqs `first_seq..` of `producer`, exactly once: a seq committed
+    /// before (by an attempt whose answer was lost, on this leader or an earlier one) resolves
+    /// to its original offset and appends nothing. Refusals are typed and append nothing:
+    /// [`Error::ProducerExpired`], [`Error::ProducerOutOfOrder`],
+    /// [`Error::ProducerSeqBelowWindow`]; on a follower [`Error::NotLeader`]. Resending the
+    /// same seqs after any error is safe.
+    pub async fn produce(
+        &self,
+        producer: u64,
+        first_seq: u64,
+        payloads: Vec<Bytes>,
+    ) -> Result<ProduceAck> {
+        self.inner.core.produce(producer, first_seq, payloads).await
+    }
+
     /// The committed record at `offset` ([`Error::OutOfRange`] if not committed yet,
-    /// [`Error::BelowFloor`] naming the first offset held if retention deleted it).
+    /// [`Error::BelowFloor`] naming the first offset held if retention deleted it). A produced
+    /// message reads as a normal record of its message.
     pub fn read(&self, offset: u64) -> Result<Record> {
         self.inner.core.read(offset)
     }
@@ -502,8 +560,9 @@ impl Node {
     }
 
     /// Committed records from `from`, in order, waiting for new ones: a [`Stream`] (use
-    /// `futures_util::StreamExt::next`). Raft's own entries (blank and membership) are
-    /// included as records of their kind; most readers skip them. A subscription that asks
+    /// `futures_util::StreamExt::next`). Raft's own entries (blank and membership) and
+    /// producer registrations are included as records of their kind; most readers skip them.
+    /// A produced message comes as a normal record of its message. A subscription that asks
     /// for, or falls below, the first offset held (retention deleted it) gets
     /// [`Error::BelowFloor`] naming it, never a silent skip; see [`Subscription`] for when the
     /// stream ends.

@@ -27,12 +27,21 @@
 //! NOT_ALLOWED = 0x69, u8 role (0 produce, 1 consume, 2 admin), u8 operation (0 append,
 //!               1 read, 2 subscribe, 3 status, 4 membership, 5 replace-node, 6 snapshot)
 //!               (the client certificate's role does not allow the request; nothing was done)
+//! REGISTER_PRODUCER = 0x47                          → PRODUCER | NOT_LEADER | ERROR
+//! PRODUCE     = 0x48, u64 producer, u64 first_seq, u32 n, n × (u32 len, bytes)
+//!                                     → PRODUCED | PRODUCE_REFUSED | NOT_LEADER | ERROR
+//! PRODUCER    = 0x6A, u64 producer, u64 idle_expiry_ms, u32 max_producers
+//! PRODUCED    = 0x6B, u32 n, n × u64 offset, u32 deduplicated (how many were earlier commits)
+//! PRODUCE_REFUSED = 0x6C, u8 why (0 expired, 1 out_of_order, 2 below_window), u64 producer,
+//!               u64 expected_seq (out_of_order) / last_seq (below_window) / 0 (expired)
+//!               (nothing of the request was appended)
 //! ```
 
 use super::status::{FollowerProgress, NodeStatus, Role};
 use crate::codec::{DecodeError, DecodeResult, Reader, Writer};
 use crate::limits::{MAX_CLIENT_STRING_BYTES, MAX_MEMBERS};
 use crate::net::tls::{ClientRole, Operation};
+use crate::raft::dedup::ProduceRefusal;
 use crate::{Error, Result};
 use bytes::Bytes;
 
@@ -50,6 +59,10 @@ pub mod tag {
     pub const MEMBERSHIP: u8 = 0x45;
     /// Swap one voter for another (on the leader).
     pub const REPLACE: u8 = 0x46;
+    /// Register an idempotent producer (on the leader).
+    pub const REGISTER_PRODUCER: u8 = 0x47;
+    /// Append through a producer, with sequence numbers (on the leader).
+    pub const PRODUCE: u8 = 0x48;
     /// Offsets of an append.
     pub const OFFSETS: u8 = 0x61;
     /// Not the leader.
@@ -68,6 +81,12 @@ pub mod tag {
     pub const BELOW_FLOOR: u8 = 0x68;
     /// The client's role does not allow the request; nothing was done.
     pub const NOT_ALLOWED: u8 = 0x69;
+    /// A registered producer.
+    pub const PRODUCER: u8 = 0x6A;
+    /// The offsets of a produce.
+    pub const PRODUCED: u8 = 0x6B;
+    /// A produce the producer table refused; nothing was appended.
+    pub const PRODUCE_REFUSED: u8 = 0x6C;
 }
 
 const ROLES: [ClientRole; 3] = [ClientRole::Produce, ClientRole::Consume, ClientRole::Admin];
@@ -120,6 +139,17 @@ pub enum Request {
         dead: u64,
         /// The node to make a voter.
         new: u64,
+    },
+    /// Register an idempotent producer.
+    RegisterProducer,
+    /// Append `payloads` as seqs `first_seq..` of `producer`, exactly once.
+    Produce {
+        /// The producer id (from [`Reply::Producer`]).
+        producer: u64,
+        /// The seq of the first payload; the others follow it by one.
+        first_seq: u64,
+        /// The messages.
+        payloads: Vec<Bytes>,
     },
 }
 
@@ -178,6 +208,29 @@ pub enum Reply {
         /// The refused kind of request.
         op: Operation,
     },
+    /// A registered producer and the parameters it was registered with.
+    Producer {
+        /// Its id.
+        producer: u64,
+        /// Entry time it may stay idle before it expires.
+        idle_expiry_ms: u64,
+        /// The producer bound it was registered under.
+        max_producers: u32,
+    },
+    /// The offsets of a produce (committed now or, for a retried seq, before).
+    Produced {
+        /// One offset per message, in order.
+        offsets: Vec<u64>,
+        /// How many of them were committed by an earlier attempt (nothing appended now).
+        deduplicated: u32,
+    },
+    /// The producer table refused the produce; nothing of it was appended.
+    ProduceRefused {
+        /// The producer id.
+        producer: u64,
+        /// Why.
+        why: ProduceRefusal,
+    },
 }
 
 fn malformed(what: &str, e: DecodeError) -> Error {
@@ -195,6 +248,35 @@ fn slice_u32(c: &mut Reader<'_>, whole: &Bytes) -> DecodeResult<Bytes> {
     let at = c.position();
     c.take(len)?;
     Ok(whole.slice(at..at + len))
+}
+
+/// Reads `u32 n, n × (u32 len, bytes)`, `n` at most [`MAX_APPEND_PAYLOADS`], as zero-copy
+/// slices of `whole`.
+fn payloads(c: &mut Reader<'_>, whole: &Bytes) -> DecodeResult<Vec<Bytes>> {
+    let n = c.count_u32(MAX_APPEND_PAYLOADS, 4)?;
+    let mut ps = Vec::with_capacity(n);
+    for _ in 0..n {
+        ps.push(slice_u32(c, whole)?);
+    }
+    Ok(ps)
+}
+
+/// The wire code of a refusal and the seq it carries.
+fn refusal_code(why: &ProduceRefusal) -> (u8, u64) {
+    match *why {
+        ProduceRefusal::Expired => (0, 0),
+        ProduceRefusal::OutOfOrder { expected_seq } => (1, expected_seq),
+        ProduceRefusal::BelowWindow { last_seq } => (2, last_seq),
+    }
+}
+
+fn refusal_from(code: u8, seq: u64) -> Option<ProduceRefusal> {
+    Some(match code {
+        0 => ProduceRefusal::Expired,
+        1 => ProduceRefusal::OutOfOrder { expected_seq: seq },
+        2 => ProduceRefusal::BelowWindow { last_seq: seq },
+        _ => return None,
+    })
 }
 
 impl Request {
@@ -237,6 +319,20 @@ impl Request {
                 w.len_u16("membership change voter ids", ids.len(), MAX_MEMBERS)?;
                 ids.iter().for_each(|&i| w.u64(i));
             }
+            Request::RegisterProducer => w.u8(tag::REGISTER_PRODUCER),
+            Request::Produce {
+                producer,
+                first_seq,
+                payloads,
+            } => {
+                w.u8(tag::PRODUCE);
+                w.u64(*producer);
+                w.u64(*first_seq);
+                w.len_u32("produce payloads", payloads.len(), MAX_APPEND_PAYLOADS)?;
+                for p in payloads {
+                    w.bytes_u32("produce payload", p, u32::MAX as usize)?;
+                }
+            }
         }
         Ok(o.into())
     }
@@ -249,14 +345,13 @@ impl Request {
     fn decode_from(buf: &Bytes) -> DecodeResult<Request> {
         let mut c = Reader::new(buf, "client request");
         let r = match c.u8()? {
-            tag::APPEND => {
-                let n = c.count_u32(MAX_APPEND_PAYLOADS, 4)?;
-                let mut ps = Vec::with_capacity(n);
-                for _ in 0..n {
-                    ps.push(slice_u32(&mut c, buf)?);
-                }
-                Request::Append(ps)
-            }
+            tag::APPEND => Request::Append(payloads(&mut c, buf)?),
+            tag::REGISTER_PRODUCER => Request::RegisterProducer,
+            tag::PRODUCE => Request::Produce {
+                producer: c.u64()?,
+                first_seq: c.u64()?,
+                payloads: payloads(&mut c, buf)?,
+            },
             tag::READ => Request::Read {
                 offset: c.u64()?,
                 max_records: c.u32()?,
@@ -363,6 +458,32 @@ impl Reply {
                 w.u8(code_of(&ROLES, role));
                 w.u8(code_of(&OPERATIONS, op));
             }
+            Reply::Producer {
+                producer,
+                idle_expiry_ms,
+                max_producers,
+            } => {
+                w.u8(tag::PRODUCER);
+                w.u64(*producer);
+                w.u64(*idle_expiry_ms);
+                w.u32(*max_producers);
+            }
+            Reply::Produced {
+                offsets,
+                deduplicated,
+            } => {
+                w.u8(tag::PRODUCED);
+                w.len_u32("produced offsets", offsets.len(), MAX_APPEND_PAYLOADS)?;
+                offsets.iter().for_each(|&x| w.u64(x));
+                w.u32(*deduplicated);
+            }
+            Reply::ProduceRefused { producer, why } => {
+                let (code, seq) = refusal_code(why);
+                w.u8(tag::PRODUCE_REFUSED);
+                w.u8(code);
+                w.u64(*producer);
+                w.u64(seq);
+            }
         }
         Ok(o.into())
     }
@@ -423,6 +544,30 @@ impl Reply {
                     (Some(role), Some(op)) => Reply::NotAllowed { role, op },
                     _ => return Err(c.invalid()),
                 }
+            }
+            tag::PRODUCER => Reply::Producer {
+                producer: c.u64()?,
+                idle_expiry_ms: c.u64()?,
+                max_producers: c.u32()?,
+            },
+            tag::PRODUCED => {
+                let n = c.count_u32(MAX_APPEND_PAYLOADS, 8)?;
+                let offsets = (0..n).map(|_| c.u64()).collect::<DecodeResult<Vec<_>>>()?;
+                let deduplicated = c.u32()?;
+                if deduplicated as usize > n {
+                    return Err(c.invalid());
+                }
+                Reply::Produced {
+                    offsets,
+                    deduplicated,
+                }
+            }
+            tag::PRODUCE_REFUSED => {
+                let code = c.u8()?;
+                let producer = c.u64()?;
+                let seq = c.u64()?;
+                let why = refusal_from(code, seq).ok_or_else(|| c.invalid())?;
+                Reply::ProduceRefused { producer, why }
             }
             _ => return Err(c.invalid()),
         };
@@ -526,6 +671,12 @@ mod tests {
             },
             Request::ChangeMembership(vec![2, 3, 4]),
             Request::ReplaceVoter { dead: 1, new: 4 },
+            Request::RegisterProducer,
+            Request::Produce {
+                producer: 9,
+                first_seq: 3,
+                payloads: vec![Bytes::from_static(b"m"), Bytes::from_static(b"no")],
+            },
         ];
         for r in reqs {
             let enc = r.encode().unwrap();
@@ -560,6 +711,27 @@ mod tests {
             },
             Reply::Done,
             Reply::Unavailable("disk full".into()),
+            Reply::Producer {
+                producer: 17,
+                idle_expiry_ms: 900_000,
+                max_producers: 4096,
+            },
+            Reply::Produced {
+                offsets: vec![5, 6],
+                deduplicated: 1,
+            },
+            Reply::ProduceRefused {
+                producer: 17,
+                why: ProduceRefusal::Expired,
+            },
+            Reply::ProduceRefused {
+                producer: 17,
+                why: ProduceRefusal::OutOfOrder { expected_seq: 4 },
+            },
+            Reply::ProduceRefused {
+                producer: 17,
+                why: ProduceRefusal::BelowWindow { last_seq: 99 },
+            },
             Reply::NotAllowed {
                 role: ClientRole::Consume,
                 op: Operation::Append,
@@ -660,6 +832,69 @@ mod tests {
         assert_eq!(&enc[..], want);
         let enc = Request::ChangeMembership(vec![7]).encode().unwrap();
         assert_eq!(&enc[..], &[0x45, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+        // Plain appends keep their encoding beside the producer tags.
+        let enc = Request::Append(vec![Bytes::from_static(b"z")]).encode().unwrap();
+        assert_eq!(&enc[..], &[0x41, 1, 0, 0, 0, 1, 0, 0, 0, b'z']);
+    }
+
+    #[test]
+    fn the_producer_encoding_is_unchanged() {
+        // Bytes as the module docs (issue 17 design §1) spell them.
+        assert_eq!(&Request::RegisterProducer.encode().unwrap()[..], &[0x47]);
+        let enc = Request::Produce {
+            producer: 2,
+            first_seq: 0x0103,
+            payloads: vec![Bytes::from_static(b"ab")],
+        }
+        .encode()
+        .unwrap();
+        let want: &[u8] = &[
+            0x48, 2, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a',
+            b'b',
+        ];
+        assert_eq!(&enc[..], want);
+        let enc = Reply::Producer {
+            producer: 5,
+            idle_expiry_ms: 0x0200,
+            max_producers: 3,
+        }
+        .encode()
+        .unwrap();
+        let want: &[u8] = &[
+            0x6A, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0,
+        ];
+        assert_eq!(&enc[..], want);
+        let enc = Reply::Produced {
+            offsets: vec![7],
+            deduplicated: 1,
+        }
+        .encode()
+        .unwrap();
+        assert_eq!(&enc[..], &[0x6B, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        let enc = Reply::ProduceRefused {
+            producer: 4,
+            why: ProduceRefusal::OutOfOrder { expected_seq: 6 },
+        }
+        .encode()
+        .unwrap();
+        let want: &[u8] = &[0x6C, 1, 4, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&enc[..], want);
+    }
+
+    #[test]
+    fn bad_producer_replies_are_refused() {
+        // An unknown refusal code, and more deduplicated than offsets.
+        let bad: &[&[u8]] = &[
+            &[0x6C, 3, 4, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0],
+            &[0x6B, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0],
+        ];
+        for b in bad {
+            assert!(Reply::decode(&Bytes::copy_from_slice(b)).is_err(), "{b:?}");
+        }
+        let mut b = vec![tag::PRODUCE];
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Request::decode(&Bytes::from(b)).is_err());
     }
 
     #[test]

@@ -121,7 +121,10 @@ impl NodeService {
 /// The kind of a request, as the role check sees it.
 fn operation(request: &Request) -> Operation {
     match request {
-        Request::Append(_) => Operation::Append,
+        // Registering and producing are appends: the produce role makes them.
+        Request::Append(_) | Request::RegisterProducer | Request::Produce { .. } => {
+            Operation::Append
+        }
         Request::Read { .. } => Operation::Read,
         Request::Status => Operation::Status,
         Request::AddLearner { .. } | Request::ChangeMembership(_) => Operation::Membership,
@@ -138,6 +141,25 @@ const NOT_OPEN: &str = "node not serving: reopening its storage";
 async fn answer(core: &NodeCore, request: Request) -> Result<Reply> {
     Ok(match request {
         Request::Append(payloads) => Reply::Offsets(core.append(payloads).await?),
+        Request::RegisterProducer => {
+            let p = core.register_producer().await?;
+            Reply::Producer {
+                producer: p.producer,
+                idle_expiry_ms: p.idle_expiry_ms,
+                max_producers: p.max_producers,
+            }
+        }
+        Request::Produce {
+            producer,
+            first_seq,
+            payloads,
+        } => {
+            let ack = core.produce(producer, first_seq, payloads).await?;
+            Reply::Produced {
+                offsets: ack.offsets,
+                deduplicated: ack.deduplicated,
+            }
+        }
         Request::Read {
             offset,
             max_records,

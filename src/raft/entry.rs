@@ -1,10 +1,11 @@
 //! Raft entries ↔ log records, and the membership payload encoding.
 //!
 //! A Raft entry is stored as one record frame (`storage::record`): `offset` = Raft index,
-//! `term` = the entry's term, `kind` = normal / blank / membership. Normal payloads are the
-//! application bytes as they are; blank entries have an empty payload; membership entries
-//! carry this encoding (all integers little-endian, every count and length bounded before
-//! anything is allocated):
+//! `term` = the entry's term, `kind` = normal / blank / membership / produce / register.
+//! Normal payloads are the application bytes as they are; blank entries have an empty payload;
+//! produce and register entries carry the producer headers below (issue 17); membership
+//! entries carry this encoding (all integers little-endian, every count and length bounded
+//! before anything is allocated):
 //!
 //! ```text
 //! u8   version (1)
@@ -13,8 +14,20 @@
 //! u16  node count m
 //! m × { u64 id; u8 site_len; site (UTF-8); u8 addr_len; addr (UTF-8) }
 //! ```
+//!
+//! Producer payloads (the dedup clock `ts_ms` is chosen by the leader; the record's own
+//! timestamp is stamped by the log, after the decision):
+//!
+//! ```text
+//! produce  = u8 version (1), u64 producer, u64 seq, u64 ts_ms, message   (25 header bytes)
+//! register = u8 version (1), u64 ts_ms, u64 idle_expiry_ms, u32 max_producers  (21 bytes)
+//! ```
+//!
+//! A producer's id is the offset of its Register entry. Readers see messages, not headers:
+//! [`message_view`].
 
-use super::{log_id, AppBytes, Entry, LogId, Membership, NodeInfo};
+use super::dedup::ProducerEntry;
+use super::{log_id, AppData, AppKind, Entry, LogId, Membership, NodeInfo};
 use crate::codec::{DecodeResult, Reader, Writer};
 use crate::limits::{MAX_ADDR_BYTES, MAX_SITE_BYTES};
 use crate::storage::{EntryKind, NewRecord, Record};
@@ -27,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The payload of a sitelog Raft entry.
-pub type Payload = EntryPayload<AppBytes, u64, NodeInfo>;
+pub type Payload = EntryPayload<AppData, u64, NodeInfo>;
 
 /// sitelog's Raft entry: openraft's log id and payload, plus the stored record frame once the
 /// entry has been written (read back from a log, or received from a peer). Replication ships
@@ -105,7 +118,7 @@ use crate::limits::MAX_MEMBERSHIP_CONFIGS as MAX_CONFIGS;
 
 /// The payload of a record for `entry`, borrowed where possible.
 pub enum StoredPayload<'a> {
-    /// The bytes as they are (normal and blank entries).
+    /// The bytes as they are (normal, produce, register and blank entries).
     Borrowed(&'a [u8]),
     /// An encoded membership.
     Owned(Vec<u8>),
@@ -125,7 +138,7 @@ impl StoredPayload<'_> {
 pub fn to_payload(entry: &Entry) -> Result<(EntryKind, StoredPayload<'_>)> {
     Ok(match &entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, StoredPayload::Borrowed(&[])),
-        EntryPayload::Normal(d) => (EntryKind::Normal, StoredPayload::Borrowed(&d.0)),
+        EntryPayload::Normal(d) => (d.kind.entry_kind(), StoredPayload::Borrowed(&d.bytes)),
         EntryPayload::Membership(m) => (
             EntryKind::Membership,
             StoredPayload::Owned(encode_membership(m)?),
@@ -148,32 +161,144 @@ pub fn to_records<'a>(
             // Raft's own entries carry no time: every founding member writes the initial
             // membership entry itself, and its frame must be the same bytes on all of them
             // (so that their sealed segments are identical files any replica can serve).
-            timestamp_us: (*kind != EntryKind::Normal).then_some(0),
+            // Application entries (plain and producer ones) are stamped by the log.
+            timestamp_us: matches!(kind, EntryKind::Blank | EntryKind::Membership).then_some(0),
             payload: p.bytes(),
         })
         .collect()
 }
 
-/// The Raft entry a record stores. Fails with [`Error::Corruption`] on a membership payload
-/// that does not decode (its frame checksum passed, so this is a bug or a foreign log).
+/// A [`Error::Corruption`] for a payload at `offset` that does not decode.
+fn bad_payload(offset: u64, what: &str, e: crate::codec::DecodeError) -> Error {
+    Error::Corruption {
+        segment: "raft log".into(),
+        file_offset: 0,
+        record_offset: Some(offset),
+        detail: format!("{what} payload does not decode: {e}"),
+    }
+}
+
+/// The Raft entry a record stores. Fails with [`Error::Corruption`] on a membership or
+/// producer payload that does not decode (its frame checksum passed, so this is a bug or a
+/// foreign log).
 pub fn from_record(rec: Record) -> Result<Entry> {
     let id = log_id(rec.term, rec.offset);
     let frame = (!rec.frame.is_empty()).then(|| rec.frame.clone());
     let mut entry = match rec.kind {
-        EntryKind::Normal => Entry::new_normal(id, AppBytes(rec.payload)),
+        EntryKind::Normal => Entry::new_normal(id, AppData::normal(rec.payload)),
         EntryKind::Blank => Entry::new_blank(id),
         EntryKind::Membership => {
-            let m = decode_membership(&rec.payload).map_err(|e| Error::Corruption {
-                segment: "raft log".into(),
-                file_offset: 0,
-                record_offset: Some(rec.offset),
-                detail: format!("membership payload does not decode: {e}"),
-            })?;
+            let m = decode_membership(&rec.payload)
+                .map_err(|e| bad_payload(rec.offset, "membership", e))?;
             Entry::new_membership(id, m)
+        }
+        EntryKind::Produce | EntryKind::Register => {
+            let kind = match rec.kind {
+                EntryKind::Produce => AppKind::Produce,
+                _ => AppKind::Register,
+            };
+            let d = AppData {
+                kind,
+                bytes: rec.payload,
+            };
+            producer_entry(&d).map_err(|e| bad_payload(rec.offset, "producer", e))?;
+            Entry::new_normal(id, d)
         }
     };
     entry.frame = frame;
     Ok(entry)
+}
+
+/// Bytes of the header before a produced message.
+pub const PRODUCE_HEADER_BYTES: usize = 1 + 8 + 8 + 8;
+/// Bytes of a register payload.
+pub const REGISTER_BYTES: usize = 1 + 8 + 8 + 4;
+const PRODUCER_PAYLOAD_VERSION: u8 = 1;
+
+/// The payload of a produced message: its header, then the message (copied once).
+pub fn encode_produce(producer: u64, seq: u64, ts_ms: u64, message: &[u8]) -> AppData {
+    let mut out = Vec::with_capacity(PRODUCE_HEADER_BYTES + message.len());
+    let mut w = Writer::new(&mut out);
+    w.u8(PRODUCER_PAYLOAD_VERSION);
+    w.u64(producer);
+    w.u64(seq);
+    w.u64(ts_ms);
+    w.raw(message);
+    AppData {
+        kind: AppKind::Produce,
+        bytes: out.into(),
+    }
+}
+
+/// The payload of a producer registration.
+pub fn encode_register(ts_ms: u64, idle_expiry_ms: u64, max_producers: u32) -> AppData {
+    let mut out = Vec::with_capacity(REGISTER_BYTES);
+    let mut w = Writer::new(&mut out);
+    w.u8(PRODUCER_PAYLOAD_VERSION);
+    w.u64(ts_ms);
+    w.u64(idle_expiry_ms);
+    w.u32(max_producers);
+    AppData {
+        kind: AppKind::Register,
+        bytes: out.into(),
+    }
+}
+
+/// `(producer, seq, ts_ms)` of a produce payload, and the message after the header.
+pub fn decode_produce_header(payload: &[u8]) -> DecodeResult<(u64, u64, u64, &[u8])> {
+    let mut c = Reader::new(payload, "produce header");
+    if c.u8()? != PRODUCER_PAYLOAD_VERSION {
+        return Err(c.invalid());
+    }
+    let (producer, seq, ts_ms) = (c.u64()?, c.u64()?, c.u64()?);
+    Ok((producer, seq, ts_ms, c.rest()))
+}
+
+fn decode_register(payload: &[u8]) -> DecodeResult<ProducerEntry> {
+    let mut c = Reader::new(payload, "register");
+    if c.u8()? != PRODUCER_PAYLOAD_VERSION {
+        return Err(c.invalid());
+    }
+    let e = ProducerEntry::Register {
+        ts_ms: c.u64()?,
+        idle_expiry_ms: c.u64()?,
+        max_producers: c.u32()?,
+    };
+    c.finish(e)
+}
+
+/// The producer table's view of an application entry: `None` for a plain message.
+pub fn producer_entry(d: &AppData) -> DecodeResult<Option<ProducerEntry>> {
+    Ok(match d.kind {
+        AppKind::Normal => None,
+        AppKind::Produce => {
+            let (producer, seq, ts_ms, _) = decode_produce_header(&d.bytes)?;
+            Some(ProducerEntry::Produce {
+                producer,
+                seq,
+                ts_ms,
+            })
+        }
+        AppKind::Register => Some(decode_register(&d.bytes)?),
+    })
+}
+
+/// The record a reader sees for `rec`: a plain message as it is, a produced one as a normal
+/// record of its message (the header cut off; the frame stays the stored one), and `None` for
+/// Raft's own entries and registrations (they carry no message). A produce header that does
+/// not decode is [`Error::Corruption`], never skipped.
+pub fn message_view(mut rec: Record) -> Result<Option<Record>> {
+    match rec.kind {
+        EntryKind::Normal => Ok(Some(rec)),
+        EntryKind::Blank | EntryKind::Membership | EntryKind::Register => Ok(None),
+        EntryKind::Produce => {
+            decode_produce_header(&rec.payload)
+                .map_err(|e| bad_payload(rec.offset, "producer", e))?;
+            rec.payload = rec.payload.slice(PRODUCE_HEADER_BYTES..);
+            rec.kind = EntryKind::Normal;
+            Ok(Some(rec))
+        }
+    }
 }
 
 /// Encodes a membership (see the module docs). Refuses ([`Error::TooLong`]), never cuts, a
@@ -333,7 +458,9 @@ mod tests {
         let entries = vec![
             Entry::new_blank(log_id(1, 0)),
             Entry::new_membership(log_id(1, 1), m),
-            Entry::new_normal(log_id(2, 2), AppBytes(bytes::Bytes::from_static(b"hi"))),
+            Entry::new_normal(log_id(2, 2), AppData::normal(Bytes::from_static(b"hi"))),
+            Entry::new_normal(log_id(2, 3), encode_produce(9, 4, 77, b"msg")),
+            Entry::new_normal(log_id(2, 4), encode_register(77, 1000, 16)),
         ];
         let payloads: Vec<_> = entries.iter().map(|e| to_payload(e).unwrap()).collect();
         let recs = to_records(&entries, &payloads);
@@ -348,5 +475,130 @@ mod tests {
             };
             assert_eq!(&from_record(rec).unwrap(), e);
         }
+    }
+
+    fn record(kind: EntryKind, payload: Bytes) -> Record {
+        Record {
+            offset: 5,
+            term: 2,
+            timestamp_us: 9,
+            kind,
+            payload,
+            frame: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn producer_payloads_round_trip_and_refuse_prefixes() {
+        let p = encode_produce(9, 4, 77, b"msg");
+        assert_eq!(p.bytes.len(), PRODUCE_HEADER_BYTES + 3);
+        assert_eq!(&p.message()[..], b"msg");
+        assert_eq!(
+            producer_entry(&p),
+            Ok(Some(ProducerEntry::Produce {
+                producer: 9,
+                seq: 4,
+                ts_ms: 77
+            }))
+        );
+        let r = encode_register(77, 1000, 16);
+        assert_eq!(r.bytes.len(), REGISTER_BYTES);
+        assert!(r.message().is_empty());
+        assert_eq!(
+            producer_entry(&r),
+            Ok(Some(ProducerEntry::Register {
+                ts_ms: 77,
+                idle_expiry_ms: 1000,
+                max_producers: 16
+            }))
+        );
+        // Any prefix of a header, a register with a byte more, or another version: refused,
+        // and a record holding one is corruption, never an entry.
+        for d in [&p, &r] {
+            let header = match d.kind {
+                AppKind::Produce => PRODUCE_HEADER_BYTES,
+                _ => REGISTER_BYTES,
+            };
+            for n in 0..header {
+                let cut = AppData {
+                    kind: d.kind,
+                    bytes: d.bytes.slice(..n),
+                };
+                assert!(producer_entry(&cut).is_err(), "prefix {n}");
+                let err = from_record(record(d.kind.entry_kind(), cut.bytes)).unwrap_err();
+                assert!(matches!(err, Error::Corruption { .. }), "{err:?}");
+            }
+            let mut other = d.bytes.to_vec();
+            other[0] = 2;
+            let other = AppData {
+                kind: d.kind,
+                bytes: other.into(),
+            };
+            assert!(producer_entry(&other).is_err());
+        }
+        let mut longer = r.bytes.to_vec();
+        longer.push(0);
+        let longer = AppData {
+            kind: AppKind::Register,
+            bytes: longer.into(),
+        };
+        assert!(producer_entry(&longer).is_err());
+        assert_eq!(producer_entry(&AppData::normal(Bytes::new())), Ok(None));
+    }
+
+    #[test]
+    fn the_producer_payload_encodings_are_unchanged() {
+        let mut want = vec![1u8];
+        for v in [9u64, 4, 77] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(b"msg");
+        assert_eq!(&encode_produce(9, 4, 77, b"msg").bytes[..], &want[..]);
+        let mut want = vec![1u8];
+        for v in [77u64, 1000] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(&16u32.to_le_bytes());
+        assert_eq!(&encode_register(77, 1000, 16).bytes[..], &want[..]);
+    }
+
+    #[test]
+    fn readers_see_messages_not_headers() {
+        let plain = record(EntryKind::Normal, Bytes::from_static(b"plain"));
+        assert_eq!(message_view(plain.clone()).unwrap(), Some(plain));
+        let produced = record(EntryKind::Produce, encode_produce(1, 2, 3, b"msg").bytes);
+        let seen = message_view(produced).unwrap().unwrap();
+        assert_eq!((seen.kind, &seen.payload[..]), (EntryKind::Normal, &b"msg"[..]));
+        assert_eq!((seen.offset, seen.term, seen.timestamp_us), (5, 2, 9));
+        let reg = record(EntryKind::Register, encode_register(1, 2, 3).bytes);
+        assert_eq!(message_view(reg).unwrap(), None);
+        assert_eq!(message_view(record(EntryKind::Blank, Bytes::new())).unwrap(), None);
+        let short = record(EntryKind::Produce, Bytes::from_static(&[1, 2]));
+        assert!(matches!(
+            message_view(short),
+            Err(Error::Corruption { record_offset: Some(5), .. })
+        ));
+    }
+
+    #[test]
+    fn producer_entries_are_stamped_by_the_log_raft_entries_are_not() {
+        let entries = vec![
+            Entry::new_blank(log_id(1, 0)),
+            Entry::new_normal(log_id(1, 1), encode_produce(0, 0, 1, b"m")),
+            Entry::new_normal(log_id(1, 2), encode_register(1, 2, 3)),
+        ];
+        let payloads: Vec<_> = entries.iter().map(|e| to_payload(e).unwrap()).collect();
+        let stamps: Vec<_> = to_records(&entries, &payloads)
+            .iter()
+            .map(|r| (r.kind, r.timestamp_us))
+            .collect();
+        assert_eq!(
+            stamps,
+            [
+                (EntryKind::Blank, Some(0)),
+                (EntryKind::Produce, None),
+                (EntryKind::Register, None)
+            ]
+        );
     }
 }

@@ -23,6 +23,7 @@
 //! - **The state machine stores nothing again**: applying advances the committed offset that
 //!   readers may see and remembers the membership ([`state_machine`]).
 
+pub mod dedup;
 pub mod entry;
 pub(crate) mod errors;
 pub mod health;
@@ -43,20 +44,82 @@ pub mod wire;
 use bytes::Bytes;
 use std::fmt;
 
-/// An application message as Raft carries it: the record payload, zero-copy.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct AppBytes(pub Bytes);
+/// What kind of application entry an [`AppData`] is (the record kind it is stored as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppKind {
+    /// A plain message.
+    #[default]
+    Normal,
+    /// A message of an idempotent producer: its bytes start with the producer header.
+    Produce,
+    /// A producer registration.
+    Register,
+}
 
-impl fmt::Debug for AppBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AppBytes({} bytes)", self.0.len())
+impl AppKind {
+    /// The record kind that stores it.
+    pub fn entry_kind(self) -> crate::storage::EntryKind {
+        match self {
+            AppKind::Normal => crate::storage::EntryKind::Normal,
+            AppKind::Produce => crate::storage::EntryKind::Produce,
+            AppKind::Register => crate::storage::EntryKind::Register,
+        }
     }
 }
 
-impl fmt::Display for AppBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} bytes", self.0.len())
+/// An application entry as Raft carries it: `bytes` is exactly the record payload (the
+/// producer header included), zero-copy.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct AppData {
+    /// What the entry is.
+    pub kind: AppKind,
+    /// The stored payload.
+    pub bytes: Bytes,
+}
+
+impl AppData {
+    /// A plain message.
+    pub fn normal(bytes: Bytes) -> Self {
+        AppData {
+            kind: AppKind::Normal,
+            bytes,
+        }
     }
+
+    /// The message a reader sees: the bytes past the producer header of a produced message,
+    /// all of a plain one, nothing of a registration. (Used by tests and the simulation.)
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn message(&self) -> Bytes {
+        match self.kind {
+            AppKind::Normal => self.bytes.clone(),
+            AppKind::Produce => self
+                .bytes
+                .slice(entry::PRODUCE_HEADER_BYTES.min(self.bytes.len())..),
+            AppKind::Register => Bytes::new(),
+        }
+    }
+}
+
+impl fmt::Debug for AppData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AppData({:?}, {} bytes)", self.kind, self.bytes.len())
+    }
+}
+
+impl fmt::Display for AppData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {} bytes", self.kind, self.bytes.len())
+    }
+}
+
+/// What applying an entry gave its proposer: where it is stored and what the producer table
+/// made of it (plain entries: [`dedup::ApplyOutcome::Appended`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The entry's offset (for a registration: the producer id).
+    pub offset: u64,
+    /// What the state machine decided.
+    pub outcome: dedup::ApplyOutcome,
 }
 
 /// What the cluster knows of a node: the site (datacenter) it stands in and its address.
@@ -70,10 +133,11 @@ pub struct NodeInfo {
 
 openraft::declare_raft_types!(
     /// sitelog's openraft configuration: u64 node ids, standard Raft leader ids (term only
-    /// in log ids), payloads as zero-copy bytes, responses are the applied entry's offset.
+    /// in log ids), payloads as zero-copy bytes with their kind, responses are the applied
+    /// entry's offset and the producer table's outcome.
     pub TypeConfig:
-        D = AppBytes,
-        R = u64,
+        D = AppData,
+        R = Applied,
         NodeId = u64,
         Node = NodeInfo,
         Term = u64,

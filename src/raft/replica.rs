@@ -9,7 +9,7 @@ use super::log_store::LogStore;
 use super::meta::MetaFile;
 use super::remote::{MessageRx, MessageTx};
 use super::state_machine::StateMachine;
-use super::{AppBytes, NodeInfo, Raft, TypeConfig, Vote};
+use super::{AppData, NodeInfo, Raft, TypeConfig, Vote};
 use crate::io::IoRef;
 use crate::storage::{Log, LogOptions};
 use crate::{Error, Result};
@@ -140,7 +140,16 @@ pub struct Replica {
     /// The cluster id (the lineage snapshots must carry).
     pub cluster_id: u64,
     sm: std::sync::Arc<super::state_machine::SmShared>,
+    /// The idempotent producers' proposer lock and the leader's prediction (issue 17).
+    proposer: produce::Proposer,
 }
+
+#[path = "replica_produce.rs"]
+mod produce;
+// The clock, `Produced` and the gap wait are for the simulation and the raft-level tests
+// (the `testing` feature); the node uses the rest.
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
+pub use produce::{ProducerClock, ProducerInfo, ProducerSettings, Produced, PRODUCE_GAP_WAIT_MS};
 
 /// A snapshot the leader offers: a manifest whose segments the receiver must stage (fetch,
 /// or link the ones it holds) before [`Replica::install_snapshot`].
@@ -286,6 +295,7 @@ impl Replica {
             io,
             cluster_id,
             sm: sm_shared,
+            proposer: produce::Proposer::default(),
         })
     }
 }
@@ -370,13 +380,13 @@ impl Replica {
         let n = payloads.len();
         let mut results = self
             .raft
-            .client_write_many(payloads.into_iter().map(AppBytes))
+            .client_write_many(payloads.into_iter().map(AppData::normal))
             .await
             .map_err(|e| errors::fatal(&e))?;
         let mut offsets = Vec::with_capacity(n);
         while let Some(r) = results.next().await {
             match r.map_err(|e| errors::fatal(&e))? {
-                Ok(w) => offsets.push(w.response),
+                Ok(w) => offsets.push(w.response.offset),
                 Err(e) => return Err(errors::client_write(e)),
             }
         }
@@ -710,6 +720,7 @@ mod incoming_tests {
             segment_terms: Vec::new(),
             app_state: None,
             retired: offered_retired.iter().copied().collect(),
+            producers: None,
         };
         IncomingSnapshot {
             vote: Vote::new_committed(2, 1),

@@ -9,20 +9,28 @@
 //!             opt_log_id last_log_id, opt_log_id membership_log_id, u32 len, membership,
 //!             u32 n, n × segment,
 //!             u8 has_app_state [, u64 offset, u32 raw_len, u32 len, zstd bytes]
-//!             [, u8 version (2), u32 k, k × u64 retired id (strictly ascending)]
+//!             [, trailer]
+//! trailer   = u8 version (2), u32 k, k × u64 retired id (strictly ascending)
+//!           | u8 version (3), u32 k, k × u64 retired id (strictly ascending),
+//!             u32 table_len, producer table (`raft::dedup`, at most MAX_PRODUCER_TABLE_BYTES)
 //! segment   = u64 base, u64 end, u64 size, u32 file_crc,
 //!             u16 k, k × (u64 term, u64 first offset)   (the terms that start in it)
 //! ```
 //!
 //! Version 1 ends after the application state; version 2 adds the retired node ids (removed
 //! from the membership, never to join again) and is written only when there are any, so a
-//! cluster that never removed a node keeps writing version 1. Both are read.
+//! cluster that never removed a node keeps writing version 1. Version 3 adds the producer table
+//! (issue 17) as of the state machine's last applied entry (its `as_of`, which may be past the
+//! manifest's last log id: replayed entries up to it are skipped), and is written only once a
+//! producer entry was applied. All three are read; an older binary refuses version 3 (its
+//! decoder finds trailing bytes) rather than install a snapshot without the dedup state.
 //!
 //! The file `snapshot` in a node's data directory holds the current one (written to a
 //! temporary name, fsynced, renamed, directory fsynced), so a restarted node can serve it and
 //! restore its state machine from it.
 
 use super::entry::{decode_membership, encode_membership};
+use super::dedup::{ProducerTable, MAX_PRODUCER_TABLE_BYTES};
 use super::{LogId, StoredMembership, TypeConfig};
 use crate::codec::{DecodeResult, Reader, Writer};
 use crate::io::IoRef;
@@ -45,6 +53,8 @@ pub const MAX_APP_STATE_BYTES: usize = 32 << 20;
 pub const MAX_RETIRED_IDS: usize = 1 << 16;
 /// The encoding version that adds the retired ids.
 const VERSION_RETIRED: u8 = 2;
+/// The encoding version that adds the producer table.
+const VERSION_PRODUCERS: u8 = 3;
 
 /// State the embedding application attached at an offset (for example a materialized view
 /// of the messages up to it), zstd-compressed; shipped with the manifest so that a new
@@ -73,6 +83,9 @@ pub struct SegmentManifest {
     pub app_state: Option<AppState>,
     /// Node ids removed from the membership up to the snapshot: they never join again.
     pub retired: BTreeSet<u64>,
+    /// The producer table as of its own `as_of` (at or past the last log id), once any
+    /// producer entry was applied.
+    pub producers: Option<ProducerTable>,
 }
 
 /// A sitelog snapshot: openraft's metadata and the manifest.
@@ -130,22 +143,41 @@ pub fn encode(meta: &SnapshotMeta, m: &SegmentManifest) -> Result<Vec<u8>> {
             w.bytes_u32("application state", &a.zstd, MAX_APP_STATE_BYTES)?;
         }
     }
-    if !m.retired.is_empty() {
-        w.u8(VERSION_RETIRED);
-        w.len_u32("retired ids", m.retired.len(), MAX_RETIRED_IDS)?;
-        m.retired.iter().for_each(|&id| w.u64(id));
+    if m.retired.is_empty() && m.producers.is_none() {
+        return Ok(out);
+    }
+    let version = match m.producers {
+        None => VERSION_RETIRED,
+        Some(_) => VERSION_PRODUCERS,
+    };
+    w.u8(version);
+    w.len_u32("retired ids", m.retired.len(), MAX_RETIRED_IDS)?;
+    m.retired.iter().for_each(|&id| w.u64(id));
+    if let Some(t) = &m.producers {
+        w.bytes_u32("producer table", &t.encode(), MAX_PRODUCER_TABLE_BYTES)?;
     }
     Ok(out)
 }
 
-/// The version-2 trailer (retired ids) if the snapshot has one. `decode_from` decodes a
-/// snapshot inside a larger message, so the trailer is told apart by its version byte; a
-/// version-1 snapshot simply ends before it.
-fn get_retired(c: &mut Reader<'_>) -> DecodeResult<BTreeSet<u64>> {
-    if c.rest().first() != Some(&VERSION_RETIRED) {
-        return Ok(BTreeSet::new());
+/// The trailer, if the snapshot has one: version 2 (retired ids) or 3 (retired ids and the
+/// producer table). `decode_from` decodes a snapshot inside a larger message, so the trailer
+/// is told apart by its version byte; a version-1 snapshot simply ends before it.
+fn get_trailer(c: &mut Reader<'_>) -> DecodeResult<(BTreeSet<u64>, Option<ProducerTable>)> {
+    let version = c.rest().first().copied();
+    if version != Some(VERSION_RETIRED) && version != Some(VERSION_PRODUCERS) {
+        return Ok((BTreeSet::new(), None));
     }
     c.u8()?;
+    let retired = get_retired(c)?;
+    if version != Some(VERSION_PRODUCERS) {
+        return Ok((retired, None));
+    }
+    let table = ProducerTable::decode(c.bytes_u32(MAX_PRODUCER_TABLE_BYTES)?)?;
+    Ok((retired, Some(table)))
+}
+
+/// `u32 k, k × u64 id`, strictly ascending.
+fn get_retired(c: &mut Reader<'_>) -> DecodeResult<BTreeSet<u64>> {
     let k = c.count_u32(MAX_RETIRED_IDS, 8)?;
     let mut ids = BTreeSet::new();
     let mut last = None;
@@ -213,7 +245,7 @@ pub(crate) fn decode_from(c: &mut Reader<'_>) -> DecodeResult<(SnapshotMeta, Seg
         segment_terms.push(terms);
     }
     let app_state = get_app_state(c)?;
-    let retired = get_retired(c)?;
+    let (retired, producers) = get_trailer(c)?;
     let contiguous = segments
         .windows(2)
         .all(|w| w[0].end_offset == w[1].base_offset);
@@ -230,6 +262,7 @@ pub(crate) fn decode_from(c: &mut Reader<'_>) -> DecodeResult<(SnapshotMeta, Seg
         segment_terms,
         app_state,
         retired,
+        producers,
     };
     Ok((meta, manifest))
 }
@@ -305,7 +338,9 @@ fn load_file(io: &IoRef, dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
         record_offset: None,
         detail: format!("{name} does not verify"),
     };
-    if !(4..=MAX_APP_STATE_BYTES * 2).contains(&len) {
+    // The largest snapshot: the application state (and the manifest beside it) and a full
+    // producer table.
+    if !(4..=MAX_APP_STATE_BYTES * 2 + MAX_PRODUCER_TABLE_BYTES).contains(&len) {
         return Err(bad());
     }
     let mut b = vec![0u8; len];
@@ -400,6 +435,7 @@ mod tests {
             segment_terms: vec![vec![(1, 0), (2, 40)], vec![(3, 50)]],
             app_state: Some(AppState::compress(77, b"materialized view").unwrap()),
             retired: BTreeSet::new(),
+            producers: None,
         };
         let enc = encode(&meta, &manifest).unwrap();
         let (m2, man2) = decode(&enc).unwrap();
@@ -439,6 +475,7 @@ mod tests {
             segment_terms: vec![vec![(1, 0)]],
             app_state: None,
             retired: BTreeSet::new(),
+            producers: None,
         };
         (meta, manifest)
     }
@@ -507,5 +544,86 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    fn table() -> ProducerTable {
+        use crate::raft::dedup::ProducerEntry;
+        let mut t = ProducerTable::new();
+        let reg = ProducerEntry::Register {
+            ts_ms: 5,
+            idle_expiry_ms: 1000,
+            max_producers: 8,
+        };
+        t.apply(3, &reg);
+        for (seq, off) in [(0, 4), (1, 5), (2, 9)] {
+            let p = ProducerEntry::Produce {
+                producer: 3,
+                seq,
+                ts_ms: 6,
+            };
+            t.apply(off, &p);
+        }
+        t.advance_as_of(12);
+        t
+    }
+
+    #[test]
+    fn the_producer_table_travels_in_version_3_and_versions_1_and_2_still_read() {
+        let (meta, v1) = sample();
+        let v1_bytes = encode(&meta, &v1).unwrap();
+        for retired in [BTreeSet::new(), BTreeSet::from([1, 3])] {
+            let v3 = SegmentManifest {
+                retired: retired.clone(),
+                producers: Some(table()),
+                ..v1.clone()
+            };
+            let v3_bytes = encode(&meta, &v3).unwrap();
+            // Version 3 only appends its trailer to a version-1 body.
+            assert_eq!(&v3_bytes[..v1_bytes.len()], &v1_bytes[..]);
+            let mut want = vec![3u8];
+            want.extend_from_slice(&(retired.len() as u32).to_le_bytes());
+            retired
+                .iter()
+                .for_each(|id| want.extend_from_slice(&id.to_le_bytes()));
+            let t = table().encode();
+            want.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            want.extend_from_slice(&t);
+            assert_eq!(&v3_bytes[v1_bytes.len()..], &want[..], "the v3 trailer");
+            assert_eq!(decode(&v3_bytes).unwrap(), (meta.clone(), v3));
+            for n in v1_bytes.len() + 1..v3_bytes.len() {
+                assert!(decode(&v3_bytes[..n]).is_err(), "prefix {n} accepted");
+            }
+            // A table length above the limit or the bytes left is refused before allocating.
+            let len_at = v1_bytes.len() + 5 + 8 * retired.len();
+            let mut b = v3_bytes.clone();
+            b[len_at..len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(decode(&b).is_err());
+            // A damaged table inside is refused too (version byte of the table).
+            let mut b = v3_bytes.clone();
+            b[len_at + 4] = 9;
+            assert!(decode(&b).is_err());
+        }
+        // Without a table nothing changes: version 1, or 2 with retired ids.
+        assert_eq!(decode(&v1_bytes).unwrap().1.producers, None);
+        let v2 = SegmentManifest {
+            retired: BTreeSet::from([4]),
+            ..v1.clone()
+        };
+        let v2_bytes = encode(&meta, &v2).unwrap();
+        assert_eq!(v2_bytes[v1_bytes.len()], 2);
+        assert_eq!(decode(&v2_bytes).unwrap().1, v2);
+    }
+
+    #[test]
+    fn a_version_3_snapshot_survives_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let io: IoRef = crate::storage::IoBackend::Posix.resolve(false).unwrap();
+        let (meta, base) = sample();
+        let m = SegmentManifest {
+            producers: Some(table()),
+            ..base
+        };
+        save(&io, dir.path(), &meta, &m).unwrap();
+        assert_eq!(load(&io, dir.path()).unwrap(), Some((meta, m)));
     }
 }

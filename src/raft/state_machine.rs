@@ -23,7 +23,8 @@
 
 use super::log_store::LogStore;
 use super::snapshot::{self, AppState, SegmentManifest, Snapshot, SnapshotMeta};
-use super::{log_id, LogId, StoredMembership, TypeConfig};
+use super::dedup::{ApplyOutcome, ProducerEntry, ProducerTable};
+use super::{log_id, AppData, Applied, LogId, StoredMembership, TypeConfig};
 use crate::io::IoRef;
 use futures_util::StreamExt;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -58,6 +59,8 @@ pub struct SmShared {
     applied_ids: Mutex<(BTreeSet<u64>, BTreeSet<u64>)>,
     /// What the current snapshot and the attached application state need kept.
     floor_pin: Mutex<crate::storage::Pin>,
+    /// The producer table as of the last applied producer entry (issue 17).
+    producers: Mutex<ProducerTable>,
 }
 
 impl SmShared {
@@ -113,6 +116,40 @@ impl SmShared {
             .clone()
     }
 
+    fn producers(&self) -> MutexGuard<'_, ProducerTable> {
+        // Every update is one `ProducerTable::apply`, which only panics on a broken invariant.
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the producer table as of the last applied producer entry (the leader's gate
+    /// starts its prediction from it).
+    pub(crate) fn producer_table(&self) -> ProducerTable {
+        self.producers().clone()
+    }
+
+    /// Applies a producer entry to the table; a plain message is [`ApplyOutcome::Appended`].
+    /// An entry the table already reflects (replayed after a snapshot or restart) changes
+    /// nothing and is reported as what it was, appended or registered.
+    fn apply_producer(&self, offset: u64, d: &AppData) -> io::Result<ApplyOutcome> {
+        // Entries were checked when they were decoded from a record or a message, or built by
+        // this replica: one that does not decode here is a bug, and stopping is the only
+        // answer that keeps replicas equal.
+        let entry = super::entry::producer_entry(d).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("producer entry at {offset}: {e}"),
+            )
+        })?;
+        let Some(entry) = entry else {
+            return Ok(ApplyOutcome::Appended);
+        };
+        let applied = self.producers().apply(offset, &entry);
+        Ok(applied.unwrap_or(match entry {
+            ProducerEntry::Register { .. } => ApplyOutcome::Registered,
+            ProducerEntry::Produce { .. } => ApplyOutcome::Appended,
+        }))
+    }
+
     fn set_applied_ids(&self, m: &StoredMembership, retired: &BTreeSet<u64>) {
         let nodes = m.nodes().map(|(id, _)| *id).collect();
         *self.applied_ids.lock().unwrap_or_else(|p| p.into_inner()) = (retired.clone(), nodes);
@@ -159,6 +196,12 @@ impl StateMachine {
             .as_ref()
             .map(|(_, m)| m.retired.clone())
             .unwrap_or_default();
+        // Without a snapshot the table starts empty and the replay from the log start
+        // rebuilds it (retention never passes the snapshot, so the entries are there).
+        let producers = current
+            .as_ref()
+            .and_then(|(_, m)| m.producers.clone())
+            .unwrap_or_default();
         let (tx, rx) = watch::channel(0);
         let floor_pin = Mutex::new(store.log().pin(0));
         let shared = Arc::new(SmShared {
@@ -170,6 +213,7 @@ impl StateMachine {
             current: Mutex::new(current),
             app_state: Mutex::new(app_state),
             applied_ids: Mutex::new((retired, BTreeSet::new())),
+            producers: Mutex::new(producers),
         });
         shared.refresh_floor_pin();
         let sm = StateMachine {
@@ -280,7 +324,18 @@ impl StateMachine {
             },
             segments,
             retired,
+            producers: self.producers_as_of(applied.index),
         }))
+    }
+
+    /// The producer table as of `applied` (the last applied entry, usually past the
+    /// snapshot's last log id: the sealed segments end below it), `None` while no producer
+    /// entry was applied. Every producer entry up to `applied` is in the table, so marking it
+    /// as of `applied` is exact; entries up to it are skipped when replayed after an install.
+    fn producers_as_of(&self, applied: u64) -> Option<ProducerTable> {
+        let mut t = self.shared.producer_table();
+        t.advance_as_of(applied);
+        (!t.is_pristine()).then_some(t)
     }
 }
 
@@ -303,6 +358,7 @@ pub struct ManifestBuilder {
     meta: SnapshotMeta,
     segments: Vec<crate::storage::SegmentInfo>,
     retired: BTreeSet<u64>,
+    producers: Option<ProducerTable>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
@@ -315,6 +371,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ManifestBuilder {
             segment_terms: self.segment_terms.clone(),
             app_state: self.shared.app_state().clone(),
             retired: self.retired.clone(),
+            producers: self.producers.clone(),
         };
         snapshot::save(&self.shared.io, &self.shared.dir, &self.meta, &manifest).map_err(io_err)?;
         *self.shared.current() = Some((self.meta.clone(), manifest.clone()));
@@ -345,13 +402,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             debug_assert!(self
                 .last_applied
                 .is_none_or(|l| l.index < entry.log_id.index));
-            if let EntryPayload::Membership(m) = &entry.payload {
-                self.remember(StoredMembership::new(Some(entry.log_id), m.clone()));
-            }
+            let outcome = match &entry.payload {
+                EntryPayload::Membership(m) => {
+                    self.remember(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    ApplyOutcome::Appended
+                }
+                EntryPayload::Normal(d) => self.shared.apply_producer(entry.log_id.index, d)?,
+                EntryPayload::Blank => ApplyOutcome::Appended,
+            };
             self.last_applied = Some(entry.log_id);
             self.committed_end.send_replace(entry.log_id.index + 1);
             if let Some(r) = responder {
-                r.send(entry.log_id.index);
+                r.send(Applied {
+                    offset: entry.log_id.index,
+                    outcome,
+                });
             }
         }
         Ok(())
@@ -373,6 +438,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     },
                     segments: Vec::new(),
                     retired,
+                    producers: self
+                        .last_applied
+                        .and_then(|l| self.producers_as_of(l.index)),
                 }
             }
         }
@@ -397,6 +465,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(io::Error::other(format!(
                 "snapshot of cluster {:#x} refused by cluster {:#x}",
                 manifest.lineage, self.shared.cluster_id
+            )));
+        }
+        // The table only moves forward: a snapshot whose table is older than this node's
+        // would make it forget committed seqs (openraft installs only newer snapshots).
+        let incoming = manifest.producers.clone().unwrap_or_default();
+        let current_as_of = self.shared.producers().as_of();
+        if current_as_of > incoming.as_of() {
+            return Err(io::Error::other(format!(
+                "snapshot with a producer table as of {:?} refused: this node's is as of {:?}",
+                incoming.as_of(),
+                current_as_of
             )));
         }
         let log = self.shared.store.log();
@@ -431,6 +510,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut retired = self.shared.applied_ids().0;
         retired.extend(manifest.retired.iter().copied());
         *self.shared.current() = Some((meta.clone(), manifest));
+        *self.shared.producers() = incoming;
         self.shared.refresh_floor_pin();
         self.last_applied = meta.last_log_id;
         self.memberships.clear();
@@ -452,3 +532,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;

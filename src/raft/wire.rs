@@ -25,7 +25,7 @@
 //! ```
 
 use super::entry::{decode_membership, encode_membership};
-use super::{log_id, AppBytes, Entry, LogId, TypeConfig, Vote};
+use super::{log_id, AppData, AppKind, Entry, LogId, TypeConfig, Vote};
 use crate::codec::{clip_utf8, DecodeError, DecodeResult, Reader, Writer};
 use crate::limits::MAX_ERROR_TEXT_BYTES;
 use crate::Result;
@@ -174,6 +174,19 @@ pub fn encode_error(text: &str) -> Bytes {
     })
 }
 
+/// The entry kinds of an entry sent without its stored frame: 0 normal, 1 blank, 2
+/// membership, (3 is a stored frame), 4 produce, 5 register.
+const PRODUCE_WIRE_KIND: u8 = 4;
+const REGISTER_WIRE_KIND: u8 = 5;
+
+fn app_wire_kind(k: AppKind) -> u8 {
+    match k {
+        AppKind::Normal => 0,
+        AppKind::Produce => PRODUCE_WIRE_KIND,
+        AppKind::Register => REGISTER_WIRE_KIND,
+    }
+}
+
 fn put_entry(w: &mut Writer<'_>, e: &Entry) -> Result<()> {
     w.u64(e.log_id.index);
     w.u64(e.log_id.leader_id.term);
@@ -182,7 +195,7 @@ fn put_entry(w: &mut Writer<'_>, e: &Entry) -> Result<()> {
         return w.bytes_u32("stored frame", frame, u32::MAX as usize);
     }
     let (kind, payload): (u8, std::borrow::Cow<'_, [u8]>) = match &e.payload {
-        EntryPayload::Normal(d) => (0, (&d.0[..]).into()),
+        EntryPayload::Normal(d) => (app_wire_kind(d.kind), (&d.bytes[..]).into()),
         EntryPayload::Blank => (1, (&[][..]).into()),
         EntryPayload::Membership(m) => (2, encode_membership(m)?.into()),
     };
@@ -200,7 +213,19 @@ fn get_entry(c: &mut Reader<'_>, whole: &Bytes) -> DecodeResult<Entry> {
     let payload = c.take(len)?;
     let id = log_id(term, index);
     Ok(match kind {
-        0 => Entry::new_normal(id, AppBytes(whole.slice(at..at + len))),
+        0 => Entry::new_normal(id, AppData::normal(whole.slice(at..at + len))),
+        PRODUCE_WIRE_KIND | REGISTER_WIRE_KIND => {
+            let kind = match kind {
+                PRODUCE_WIRE_KIND => AppKind::Produce,
+                _ => AppKind::Register,
+            };
+            let d = AppData {
+                kind,
+                bytes: whole.slice(at..at + len),
+            };
+            super::entry::producer_entry(&d)?;
+            Entry::new_normal(id, d)
+        }
         1 if len == 0 => Entry::new_blank(id),
         2 => Entry::new_membership(id, decode_membership(payload)?),
         3 => return entry_from_frame(whole.slice(at..at + len), index, term),
@@ -235,7 +260,7 @@ pub fn encode_append(req: &AppendEntriesRequest<TypeConfig>) -> Result<Bytes> {
         .entries
         .iter()
         .map(|e| match &e.payload {
-            EntryPayload::Normal(d) => d.0.len(),
+            EntryPayload::Normal(d) => d.bytes.len(),
             _ => 64,
         })
         .sum();
@@ -476,7 +501,13 @@ mod tests {
             entries: vec![
                 Entry::new_blank(log_id(4, 10)),
                 Entry::new_membership(log_id(4, 11), m),
-                Entry::new_normal(log_id(4, 12), AppBytes(Bytes::from_static(b"payload"))),
+                Entry::new_normal(log_id(4, 12), AppData::normal(Bytes::from_static(b"payload"))),
+                // Producer entries without their stored frame (wire kinds 4 and 5).
+                Entry::new_normal(
+                    log_id(4, 13),
+                    crate::raft::entry::encode_produce(1, 0, 5, b"m"),
+                ),
+                Entry::new_normal(log_id(4, 14), crate::raft::entry::encode_register(5, 9, 3)),
             ],
             leader_commit: Some(log_id(3, 9)),
         }
@@ -637,7 +668,7 @@ mod frame_tests {
     #[test]
     fn stored_frames_travel_verbatim_and_are_verified() {
         let frame = stored_frame(7, 2, b"hello");
-        let mut e = Entry::new_normal(log_id(2, 7), AppBytes(Bytes::from_static(b"hello")));
+        let mut e = Entry::new_normal(log_id(2, 7), AppData::normal(Bytes::from_static(b"hello")));
         e.frame = Some(frame.clone());
         let got = decode_append(&encode_append(&request(e.clone())).unwrap()).unwrap();
         assert_eq!(got.entries[0], e);

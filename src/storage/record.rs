@@ -9,7 +9,8 @@
 //!   16     8  log_id         identity of the log (random at creation, kept by replicas)
 //!   24     8  term           Raft term (0 for a local log)
 //!   32     8  timestamp_us   microseconds since the Unix epoch, set by the appender
-//!   40     1  kind           0 normal, 1 blank, 2 membership
+//!   40     1  kind           0 normal, 1 blank, 2 membership, 3 produce, 4 register
+//!                             (3 and 4 only inside segments of format version 2)
 //!   41     1  flags          must be 0 (reserved: compression)
 //!   42     2  reserved       must be 0
 //!   44     4  durable_lag    1 + offset - durable_end at write time; 0 = unknown
@@ -48,6 +49,12 @@ pub enum EntryKind {
     Blank = 1,
     /// A Raft membership-change entry.
     Membership = 2,
+    /// A message of an idempotent producer: the payload starts with its producer header
+    /// (`raft::entry`). Only inside segments of format version 2 or later.
+    Produce = 3,
+    /// A producer registration (its id is the entry's offset). Only inside segments of
+    /// format version 2 or later.
+    Register = 4,
 }
 
 impl EntryKind {
@@ -56,8 +63,16 @@ impl EntryKind {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::Blank),
             2 => Some(EntryKind::Membership),
+            3 => Some(EntryKind::Produce),
+            4 => Some(EntryKind::Register),
             _ => None,
         }
+    }
+
+    /// Whether this kind is one of the producer kinds, which an older binary cannot read and
+    /// which therefore may only appear in segments of format version 2 or later.
+    pub fn is_producer(self) -> bool {
+        matches!(self, EntryKind::Produce | EntryKind::Register)
     }
 }
 

@@ -10,9 +10,15 @@
 //! [index_end, index_end+64)  footer; always the last 64 bytes of a sealed file
 //! ```
 //!
-//! Header (64 bytes, little-endian): magic "SLSEGMNT" (8), format version u32 (1), header
+//! Header (64 bytes, little-endian): magic "SLSEGMNT" (8), format version u32 (2), header
 //! region size u32 (4096), log_id u64, base_offset u64, created_us u64, 20 reserved zero bytes,
 //! CRC-32 of bytes 0..60 (u32).
+//!
+//! Format versions: new segments are written as version 2; version 1 segments (earlier
+//! releases) are still read. The two differ only in the frame kinds they may hold: the
+//! producer kinds (3 produce, 4 register) only in version 2. An older binary refuses a
+//! version-2 header before it reads a frame, so it can never take a producer frame for a torn
+//! tail and cut it.
 //!
 //! Footer (64 bytes): magic "SLFOOTER" (8), log_id u64, base_offset u64, end_offset u64
 //! (exclusive), data_end u64, max_timestamp_us u64, index entry count u32, CRC-32 of the index
@@ -42,13 +48,21 @@ pub const HEADER_BYTES: usize = 64;
 pub const FOOTER_BYTES: usize = 64;
 const HEADER_MAGIC: &[u8; 8] = b"SLSEGMNT";
 const FOOTER_MAGIC: &[u8; 8] = b"SLFOOTER";
-const VERSION: u32 = 1;
+/// The format version of the segments this binary writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version this binary reads.
+pub const OLDEST_VERSION: u32 = 1;
+/// The first format version whose frames may be of the producer kinds (3 and 4).
+pub const PRODUCER_KINDS_VERSION: u32 = 2;
+/// Byte position of the format version in the header.
+const VERSION_AT: usize = 8;
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of files being written before a rename (cleaned up by recovery).
 pub const TEMP_SUFFIX: &str = ".tmp";
 
 const _: () = assert!(HEADER_BYTES as u64 <= HEADER_REGION_BYTES);
+const _: () = assert!(OLDEST_VERSION <= PRODUCER_KINDS_VERSION && PRODUCER_KINDS_VERSION <= VERSION);
 const _: () = assert!(HEADER_REGION_BYTES % 4096 == 0);
 const _: () = assert!(FOOTER_BYTES % record::FRAME_ALIGN_BYTES == 0);
 
@@ -70,7 +84,7 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 pub fn encode_header(log_id: u64, base_offset: u64, created_us: u64) -> Vec<u8> {
     let mut b = vec![0u8; HEADER_REGION_BYTES as usize];
     b[0..8].copy_from_slice(HEADER_MAGIC);
-    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[VERSION_AT..VERSION_AT + 4].copy_from_slice(&VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&(HEADER_REGION_BYTES as u32).to_le_bytes());
     b[16..24].copy_from_slice(&log_id.to_le_bytes());
     b[24..32].copy_from_slice(&base_offset.to_le_bytes());
@@ -80,8 +94,20 @@ pub fn encode_header(log_id: u64, base_offset: u64, created_us: u64) -> Vec<u8> 
     b
 }
 
-/// Checks a header against the expected identity; returns a reason on mismatch.
+/// Checks a header against the expected identity; returns a reason on mismatch. Accepts the
+/// format versions [`OLDEST_VERSION`] to [`VERSION`].
 pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Result<(), String> {
+    check_header_upto(b, log_id, base_offset, VERSION)
+}
+
+/// [`check_header`] of a binary that reads format versions up to `newest` (an older binary
+/// is `newest = 1`: the downgrade check).
+fn check_header_upto(
+    b: &[u8],
+    log_id: u64,
+    base_offset: u64,
+    newest: u32,
+) -> std::result::Result<(), String> {
     if b.len() < HEADER_BYTES {
         return Err("segment shorter than its header".into());
     }
@@ -91,7 +117,10 @@ pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Res
     if crate::storage::checksum::checksum(&b[..60]) != u32_at(b, 60) {
         return Err("segment header checksum mismatch".into());
     }
-    if u32_at(b, 8) != VERSION || u64::from(u32_at(b, 12)) != HEADER_REGION_BYTES {
+    let version = u32_at(b, VERSION_AT);
+    if !(OLDEST_VERSION..=newest).contains(&version)
+        || u64::from(u32_at(b, 12)) != HEADER_REGION_BYTES
+    {
         return Err("unsupported segment format version".into());
     }
     if u64_at(b, 16) != log_id {
@@ -241,6 +270,8 @@ pub struct Segment {
     /// payload sliced from it): while any of them lives, the count is above one, and the file
     /// must not be recycled (its bytes would change under a reader).
     map_users: Arc<()>,
+    /// The file's format version, read from its header when a frame first needs it.
+    version: OnceLock<u32>,
 }
 
 /// The owner of a segment's map: the mapped bytes, and a clone of the segment's `map_users`.
@@ -278,7 +309,40 @@ impl Segment {
             unwritten: Mutex::new(VecDeque::new()),
             direct: Mutex::new(None),
             map_users: Arc::new(()),
+            version: OnceLock::new(),
         }
+    }
+
+    /// The file's format version (its header was checked when the segment was opened or
+    /// written when it was created; read once, when a producer frame first needs it).
+    pub(crate) fn format_version(&self) -> Result<u32> {
+        if let Some(v) = self.version.get() {
+            return Ok(*v);
+        }
+        let mut b = [0u8; 4];
+        read_exact_at(&*self.file, &mut b, VERSION_AT as u64)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(*self.version.get_or_init(|| u32::from_le_bytes(b)))
+    }
+
+    /// Refuses a frame of a producer kind inside a segment whose format cannot hold one: it
+    /// is damage (or a foreign writer), never a record to serve.
+    fn check_kind(&self, h: &FrameHeader, pos: u64) -> Result<()> {
+        if !h.kind.is_producer() {
+            return Ok(());
+        }
+        let version = self.format_version()?;
+        if version < PRODUCER_KINDS_VERSION {
+            return Err(self.corruption(
+                pos,
+                Some(h.offset),
+                format!(
+                    "entry kind {} inside a segment of format version {version}",
+                    h.kind as u8
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Takes a segment that nobody else references apart: its path and open file, if no map
@@ -402,6 +466,7 @@ impl Segment {
         };
         match record::decode_header(&bytes, self.log_id, Some(offset), self.max_payload_bytes) {
             Ok(h) => {
+                self.check_kind(&h, pos)?;
                 let len = h.frame_len().min(bytes.len());
                 Ok((h, bytes.slice(..len)))
             }
@@ -614,5 +679,77 @@ mod tests {
         assert_eq!(back.end_offset, 110);
         assert!(Footer::decode(&bytes, 7, 100, len + 8).is_none());
         assert!(Footer::decode(&bytes, 6, 100, len).is_none());
+    }
+
+    #[test]
+    fn version_2_is_written_version_1_read_and_an_older_binary_refuses_version_2() {
+        let h = encode_header(7, 100, 5);
+        assert_eq!(u32_at(&h, VERSION_AT), 2);
+        assert!(check_header(&h, 7, 100).is_ok());
+        // An older binary (reading version 1 only) refuses the header before any frame.
+        assert_eq!(
+            check_header_upto(&h, 7, 100, 1),
+            Err("unsupported segment format version".into())
+        );
+        for (version, ok) in [(0u32, false), (1, true), (3, false)] {
+            let b = with_version(&h, version);
+            assert_eq!(check_header(&b, 7, 100).is_ok(), ok, "version {version}");
+        }
+    }
+
+    /// `header` with another format version (checksum recomputed).
+    fn with_version(header: &[u8], version: u32) -> Vec<u8> {
+        let mut b = header.to_vec();
+        b[VERSION_AT..VERSION_AT + 4].copy_from_slice(&version.to_le_bytes());
+        let crc = crate::storage::checksum::checksum(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_version_1_segment_still_reads_and_refuses_producer_kinds() {
+        use crate::storage::{EntryKind, Log, LogOptions, NewRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions::default();
+        let rec = |kind, payload| NewRecord {
+            term: 1,
+            kind,
+            timestamp_us: Some(0),
+            payload,
+        };
+        let log = Log::open(dir.path(), opts.clone()).unwrap();
+        let recs = [
+            rec(EntryKind::Normal, b"plain".as_slice()),
+            rec(EntryKind::Produce, b"produced"),
+            rec(EntryKind::Register, b"registered"),
+        ];
+        log.append_records(&recs).unwrap();
+        log.sync().unwrap();
+        log.close().unwrap();
+        // Version 2 (as written): every kind reads.
+        let log = Log::open(dir.path(), opts.clone()).unwrap();
+        let kinds: Vec<_> = (0..3).map(|o| log.read(o).unwrap().kind).collect();
+        assert_eq!(
+            kinds,
+            [EntryKind::Normal, EntryKind::Produce, EntryKind::Register]
+        );
+        log.close().unwrap();
+        // The same file as version 1 (what an earlier release wrote, had it held these
+        // frames): the plain record reads, the producer kinds are corruption, never served.
+        let path = Segment::path_in(dir.path(), 0);
+        let mut file = std::fs::read(&path).unwrap();
+        let head = with_version(&file[..HEADER_BYTES], 1);
+        file[..HEADER_BYTES].copy_from_slice(&head);
+        std::fs::write(&path, &file).unwrap();
+        let log = Log::open(dir.path(), opts).unwrap();
+        assert_eq!(log.read(0).unwrap().payload.as_ref(), b"plain");
+        // (Reading 2 walks over 1 from the index entry, so it may report 1.)
+        for offset in [1, 2] {
+            let err = log.read(offset).unwrap_err();
+            assert!(
+                matches!(err, Error::Corruption { record_offset: Some(o), .. } if o == 1 || o == offset),
+                "{err:?}"
+            );
+        }
     }
 }
