@@ -617,7 +617,7 @@ mod tests {
     #[test]
     fn a_version_3_snapshot_survives_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let io: IoRef = crate::storage::IoBackend::Posix.resolve().unwrap();
+        let io: IoRef = crate::storage::IoBackend::Posix.resolve(false).unwrap();
         let (meta, base) = sample();
         let m = SegmentManifest {
             producers: Some(table()),

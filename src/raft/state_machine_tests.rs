@@ -28,7 +28,7 @@ fn fixture() -> Fixture {
         io: IoBackend::Posix,
         ..LogOptions::default()
     };
-    let io: IoRef = opts.io.resolve().unwrap();
+    let io: IoRef = opts.io.resolve(opts.direct_io).unwrap();
     let meta = MetaFile::open(&io, dir.path(), 1).unwrap();
     let log = Log::open(dir.path().join("log"), opts).unwrap();
     let root = dir.path().to_path_buf();
