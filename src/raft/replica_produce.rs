@@ -267,7 +267,8 @@ impl Replica {
         ts_ms: u64,
         message: &Bytes,
     ) -> Result<Pending> {
-        match spec.table.decide(producer, seq) {
+        // At the entry's stamp: apply sweeps idle producers before it decides.
+        match spec.table.decide_at(ts_ms, producer, seq) {
             Decision::Refused(why) => Err(refusal(producer, seq, why)),
             Decision::Duplicate { .. } => {
                 // Its real offset is in the state machine's table once it is applied.

@@ -933,6 +933,30 @@ async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     }
 }
 
+/// What the producers' messages came to in a run.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    /// Acknowledged after more than one attempt (resent with the same seq).
+    pub retried_acked: u64,
+    /// Refused as expired (evicted by a registration, or idle past the expiry).
+    pub expired: u64,
+    /// Unknown past the retry deadline.
+    pub unknown: u64,
+}
+
+impl ProducerStats {
+    pub fn of(history: &History) -> ProducerStats {
+        let mut p = ProducerStats::default();
+        for o in history.ops.iter().filter(|o| o.producer_seq.is_some()) {
+            let acked = matches!(o.outcome, Some(Outcome::Acked(_)));
+            p.retried_acked += u64::from(o.attempts > 1 && acked);
+            p.expired += u64::from(o.outcome == Some(Outcome::Refused(Refusal::Expired)));
+            p.unknown += u64::from(o.outcome == Some(Outcome::Unknown));
+        }
+        p
+    }
+}
+
 /// Records `r`'s producer table with its applied end (once per node and applied end), where
 /// the table is exactly the applied prefix's, and its leader's mispredictions so far.
 /// `sampled`: the applied end last sampled per node.
@@ -1063,23 +1087,19 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         .iter()
         .filter(|o| matches!(o.outcome, Some(Outcome::Acked(_))))
         .count();
-    let produced = history.ops.iter().filter(|o| o.producer_seq.is_some());
-    let (mut retried, mut expired, mut unknown) = (0, 0, 0);
-    for o in produced {
-        retried += u32::from(o.attempts > 1 && matches!(o.outcome, Some(Outcome::Acked(_))));
-        expired += u32::from(o.outcome == Some(Outcome::Refused(Refusal::Expired)));
-        unknown += u32::from(o.outcome == Some(Outcome::Unknown));
-    }
+    let p = ProducerStats::of(&history);
     let summary = format!(
-        "seed {}: {} ops, {} acked, {} producers registered, {} produced acked after a retry, {} deduplicated, {} expired, {} unknown, {} producer table samples, {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
+        "seed {}: {} ops, {} acked, {} producers registered (bound {}, idle expiry {} ms), {} produced acked after a retry, {} deduplicated, {} expired, {} unknown, {} producer table samples, {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
         cfg.seed,
         history.ops.len(),
         acked,
         history.registrations.len(),
-        retried,
+        cfg.max_producers,
+        cfg.idle_expiry_ms,
+        p.retried_acked,
         history.deduplicated,
-        expired,
-        unknown,
+        p.expired,
+        p.unknown,
         history.table_samples.len(),
         history.consumed.len(),
         history.events.len(),
