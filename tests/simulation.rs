@@ -1,6 +1,9 @@
 //! Deterministic whole-cluster simulation (see `tests/sim/mod.rs` for the model).
 //!
 //! - `fixed_seeds`: the seeds CI runs every time, regression seeds included.
+//! - `retention_seeds`: seeds with retention by size on every node.
+//! - `producers_through_failover`: idempotent producers under every fault, with a small
+//!   producer bound and a short idle expiry (issue 17).
 //! - `a_seed_replays_exactly`: the same seed twice gives the same history, to the byte.
 //! - `random_seeds` (ignored): `SITELOG_SIM_SECONDS=600 cargo test --release --test simulation
 //!   -- --ignored random_seeds --nocapture` runs random seeds for that long and prints any
@@ -103,6 +106,9 @@ fn retention_seeds() {
         let report = check_with(SimConfig {
             retention_bytes: Some(48 << 10),
             grey_faults: false,
+            // One producer: enough plain traffic (sent without retry waits) that retention
+            // has whole segments to delete, and a producer table to carry through them.
+            producer_clients: 1,
             ..config(seed)
         });
         let floors: Vec<(u64, u64)> = report
