@@ -345,6 +345,16 @@ impl History {
         }
     }
 
+    /// How many applied ends have table samples from two nodes or more (what
+    /// `tables_agree` compared).
+    pub fn tables_compared(&self) -> usize {
+        let mut nodes: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        for s in &self.table_samples {
+            nodes.entry(s.applied_end).or_default().insert(s.node);
+        }
+        nodes.values().filter(|n| n.len() > 1).count()
+    }
+
     /// The leader's prediction never differed from the state machine's outcome.
     fn nothing_mispredicted(&self, v: &mut Vec<String>) {
         for (node, n) in self.mispredicted.iter().filter(|(_, n)| **n > 0) {

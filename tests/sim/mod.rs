@@ -1089,7 +1089,7 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         .count();
     let p = ProducerStats::of(&history);
     let summary = format!(
-        "seed {}: {} ops, {} acked, {} producers registered (bound {}, idle expiry {} ms), {} produced acked after a retry, {} deduplicated, {} expired, {} unknown, {} producer table samples, {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
+        "seed {}: {} ops, {} acked, {} producers registered (bound {}, idle expiry {} ms), {} produced acked after a retry, {} deduplicated, {} expired, {} unknown, {} producer table samples ({} applied ends compared), {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
         cfg.seed,
         history.ops.len(),
         acked,
@@ -1101,6 +1101,7 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         p.expired,
         p.unknown,
         history.table_samples.len(),
+        history.tables_compared(),
         history.consumed.len(),
         history.events.len(),
         history.snapshot_installs,
