@@ -1,6 +1,9 @@
 //! Deterministic whole-cluster simulation (see `tests/sim/mod.rs` for the model).
 //!
-//! - `fixed_seeds`: the seeds CI runs every time, regression seeds included.
+//! - `fixed_seeds` and `regression_seeds`: the seeds CI runs every time.
+//! - `retention_seeds`: seeds with retention by size on every node.
+//! - `producers_through_failover`: idempotent producers under every fault, with a small
+//!   producer bound and a short idle expiry (issue 17).
 //! - `a_seed_replays_exactly`: the same seed twice gives the same history, to the byte.
 //! - `random_seeds` (ignored): `SITELOG_SIM_SECONDS=600 cargo test --release --test simulation
 //!   -- --ignored random_seeds --nocapture` runs random seeds for that long and prints any
@@ -75,14 +78,22 @@ fn check_with(cfg: SimConfig) -> sim::RunReport {
     report
 }
 
+/// The regression seeds (a test of their own: beside `fixed_seeds`, the two use both of
+/// CI's cores).
 #[test]
-fn fixed_seeds() {
+fn regression_seeds() {
     for &(seed, media_faults) in REGRESSION_SEEDS {
+        // Plain clients only: found before producers existed, they replay as they did.
         check_with(SimConfig {
             media_faults,
+            producer_clients: 0,
             ..SimConfig::new(seed)
         });
     }
+}
+
+#[test]
+fn fixed_seeds() {
     for seed in 1..=FIXED_SEEDS {
         check(seed);
     }
@@ -101,6 +112,9 @@ fn retention_seeds() {
         let report = check_with(SimConfig {
             retention_bytes: Some(48 << 10),
             grey_faults: false,
+            // One producer: enough plain traffic (sent without retry waits) that retention
+            // has whole segments to delete, and a producer table to carry through them.
+            producer_clients: 1,
             ..config(seed)
         });
         let floors: Vec<(u64, u64)> = report
@@ -118,6 +132,49 @@ fn retention_seeds() {
             "seed {seed}: retention did not delete on every replica: {floors:?}"
         );
     }
+}
+
+/// The seed of `producers_through_failover` (chosen because its run has all it checks for).
+const PRODUCER_SEED: u64 = 1;
+
+/// Issue 17: idempotent producers through failovers, duplicated and stale messages, crashes,
+/// restarts and site replacement. Three producer clients share a bound of two producers with
+/// a 2 s idle expiry, so registrations evict and idle producers expire. Besides the checker's
+/// assertions (each (producer, seq) committed at most once, every acknowledged one exactly
+/// once at its offset, replicas' tables equal, no misprediction, ...), the run must have done
+/// what it is about: a message acknowledged after being resent, a resend answered with the
+/// original's offset (nothing appended), and a late produce refused as expired.
+#[test]
+fn producers_through_failover() {
+    let seed: u64 = std::env::var("SITELOG_SIM_PRODUCER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PRODUCER_SEED);
+    let report = check_with(SimConfig {
+        producer_clients: 3,
+        max_producers: 2,
+        idle_expiry_ms: 2_000,
+        ..config(seed)
+    });
+    let p = sim::ProducerStats::of(&report.history);
+    let h = &report.history;
+    println!("{p:?}, {} deduplicated", h.deduplicated);
+    assert!(
+        p.retried_acked > 0,
+        "seed {seed}: no message was acknowledged after a resend"
+    );
+    assert!(
+        h.deduplicated > 0,
+        "seed {seed}: no resend found its original"
+    );
+    assert!(
+        p.expired > 0,
+        "seed {seed}: no producer was refused as expired"
+    );
+    assert!(
+        h.registrations.len() > 3,
+        "seed {seed}: no producer registered again after expiring"
+    );
 }
 
 #[test]

@@ -268,6 +268,22 @@ impl ProducerTable {
         }
     }
 
+    /// What apply will decide for `seq` of `producer` in an entry stamped `ts_ms`: apply
+    /// first moves the clock to the entry's stamp and drops the producers idle past the
+    /// expiry by then, so a producer that [`Self::decide`] still knows may be expired. The
+    /// leader predicts with this one: a prediction without the sweep proposed entries that
+    /// apply then refused (found by the simulation, a short idle expiry).
+    pub fn decide_at(&self, ts_ms: u64, producer: u64, seq: u64) -> Decision {
+        let clock_ms = self.clock_ms.max(ts_ms);
+        let idle = self.producers.get(&producer).is_some_and(|p| {
+            p.last_active_ms.saturating_add(self.idle_expiry_ms) < clock_ms
+        });
+        if idle {
+            return Decision::Refused(ProduceRefusal::Expired);
+        }
+        self.decide(producer, seq)
+    }
+
     /// Applies the committed `entry` at `offset`. `None` when the table already reflects it
     /// (`offset <= as_of`: a replay after a snapshot or restart), which changes nothing.
     pub fn apply(&mut self, offset: u64, entry: &ProducerEntry) -> Option<ApplyOutcome> {

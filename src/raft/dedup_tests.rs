@@ -100,6 +100,13 @@ fn idle_producers_expire_by_entry_time_only() {
     assert!(!t.contains(0));
     assert_eq!(t.decide(0, 0), Decision::Refused(ProduceRefusal::Expired));
     assert!(t.contains(1));
+    // Predicted at an entry's stamp, a producer idle past the expiry by then is expired:
+    // apply sweeps before it decides.
+    assert_eq!(t.decide_at(2001, 1, 2), Decision::Append);
+    assert_eq!(
+        t.decide_at(2002, 1, 2),
+        Decision::Refused(ProduceRefusal::Expired)
+    );
     // An entry with an older timestamp never moves the clock back.
     t.apply(4, &produce(1, 2, 5)).unwrap();
     assert_eq!(t.clock_ms(), 1001);
@@ -248,7 +255,22 @@ proptest! {
     fn equal_streams_give_equal_tables_and_encodings_round_trip(es in entries(), cut in 0usize..300) {
         let (mut a, mut b) = (ProducerTable::new(), ProducerTable::new());
         for (off, e) in &es {
-            prop_assert_eq!(a.apply(*off, e), b.apply(*off, e));
+            // The leader's prediction (`decide_at` the entry's stamp) is apply's outcome.
+            let predicted = match *e {
+                ProducerEntry::Produce { producer, seq, ts_ms } if a.as_of() < Some(*off) => {
+                    Some(match a.decide_at(ts_ms, producer, seq) {
+                        Decision::Append => ApplyOutcome::Appended,
+                        Decision::Duplicate { offset } => ApplyOutcome::Duplicate { original: offset },
+                        Decision::Refused(why) => ApplyOutcome::Refused(why),
+                    })
+                }
+                _ => None,
+            };
+            let applied = a.apply(*off, e);
+            if predicted.is_some() {
+                prop_assert_eq!(predicted, applied);
+            }
+            prop_assert_eq!(applied, b.apply(*off, e));
             prop_assert!(a.len() <= a.max_producers() as usize);
         }
         prop_assert_eq!(a.encode(), b.encode());

@@ -22,6 +22,17 @@ pub enum Outcome {
     Failed,
     /// Timed out or the node failed after proposing: may or may not appear (once at most).
     Unknown,
+    /// A produced message refused by the producer table (final: the client gave the
+    /// producer up). Committed only if an earlier attempt of the op may have appended it.
+    Refused(Refusal),
+}
+
+/// Why a produced message was refused (`Error::Producer*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Expired,
+    OutOfOrder,
+    BelowWindow,
 }
 
 /// One client operation.
@@ -32,14 +43,54 @@ pub struct Op {
     pub node: u64,
     pub invoked_ms: u64,
     pub outcome: Option<Outcome>,
+    /// `(producer, seq)` of a produced message; `None` for a plain append.
+    pub producer_seq: Option<(u64, u64)>,
+    /// How many times it was sent (a produced message is resent with the same seq).
+    pub attempts: u32,
+    /// Whether some attempt may have appended it (any answer but a producer refusal).
+    pub maybe_sent: bool,
 }
+
+impl Op {
+    /// A plain append (sent once).
+    pub fn plain(client: u32, payload: Bytes, node: u64, invoked_ms: u64) -> Op {
+        Op {
+            client,
+            payload,
+            node,
+            invoked_ms,
+            outcome: None,
+            producer_seq: None,
+            attempts: 1,
+            maybe_sent: true,
+        }
+    }
+}
+
+/// Kinds of [`FinalRecord::kind`].
+pub const KIND_NORMAL: u8 = 0;
+/// Raft's own entries (blank, membership).
+pub const KIND_RAFT: u8 = 1;
+pub const KIND_PRODUCE: u8 = 3;
+pub const KIND_REGISTER: u8 = 4;
 
 /// One record of a replica's final log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinalRecord {
     pub term: u64,
+    /// [`KIND_NORMAL`], [`KIND_RAFT`], [`KIND_PRODUCE`] or [`KIND_REGISTER`].
     pub kind: u8,
+    /// The message (a produced one without its header); a Register entry's raw payload.
     pub payload: Bytes,
+    /// `(producer, seq)` of a Produce entry.
+    pub producer_seq: Option<(u64, u64)>,
+}
+
+impl FinalRecord {
+    /// Whether it carries an application message (plain or produced).
+    pub fn is_message(&self) -> bool {
+        self.kind == KIND_NORMAL || self.kind == KIND_PRODUCE
+    }
 }
 
 /// A replica's final state.
@@ -73,6 +124,37 @@ pub struct History {
     /// Where the consumer skipped ahead because every live node had deleted the offset it
     /// wanted: (offset wanted, offset it went on from).
     pub floor_skips: Vec<(u64, u64)>,
+    /// Each node's producer table, sampled with its applied end (only where the table is
+    /// exactly the applied prefix's: see `Replica::producer_table_probe`).
+    pub table_samples: Vec<TableSample>,
+    /// The most produce decisions each node's leader mispredicted (sampled while it ran).
+    pub mispredicted: BTreeMap<u64, u64>,
+    /// Producers registered: (client, producer id).
+    pub registrations: Vec<(u32, u64)>,
+    /// Produced messages acknowledged as duplicates (a retry answered with the original's
+    /// offset, nothing appended).
+    pub deduplicated: u64,
+}
+
+/// One node's producer table at one applied end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSample {
+    pub node: u64,
+    /// One past the last applied entry.
+    pub applied_end: u64,
+    /// The table's contents (`as_of` left out).
+    pub digest: u64,
+}
+
+impl Op {
+    /// Whether the log may hold it: not if every attempt was refused before appending.
+    fn may_be_committed(&self) -> bool {
+        match self.outcome {
+            Some(Outcome::Failed) => false,
+            Some(Outcome::Refused(_)) => self.maybe_sent,
+            _ => true,
+        }
+    }
 }
 
 impl History {
@@ -82,6 +164,9 @@ impl History {
         let canonical = self.agreement(&mut v);
         self.acked_present(&canonical, &mut v);
         self.no_duplicates_or_phantoms(&canonical, &mut v);
+        self.producers_exactly_once(&canonical, &mut v);
+        self.tables_agree(&mut v);
+        self.nothing_mispredicted(&mut v);
         self.consumer_consistent(&canonical, &mut v);
         self.sealed_identical(&mut v);
         self.floors_respected(&mut v);
@@ -121,7 +206,10 @@ impl History {
             if let Some(Outcome::Acked(off)) = op.outcome {
                 match canon.get(&off) {
                     None if off < floor => {} // deleted by retention on every replica
-                    Some(r) if r.payload == op.payload && r.kind == 0 => {}
+                    Some(r)
+                        if r.payload == op.payload
+                            && r.is_message()
+                            && r.producer_seq == op.producer_seq => {}
                     Some(r) => v.push(format!(
                         "acknowledged {:?} at {off} (by node {} for an append invoked at {} ms), but the log holds {:?} there",
                         op.payload, op.node, op.invoked_ms, r
@@ -141,15 +229,15 @@ impl History {
             sent.insert(&op.payload, op);
         }
         let mut seen = BTreeSet::new();
-        for (off, r) in canon.iter().filter(|(_, r)| r.kind == 0) {
+        for (off, r) in canon.iter().filter(|(_, r)| r.is_message()) {
             if !seen.insert(&r.payload) {
                 v.push(format!("{:?} appears twice (again at {off})", r.payload));
             }
             match sent.get(&r.payload) {
                 None => v.push(format!("offset {off} holds {:?}, never sent", r.payload)),
-                Some(op) if op.outcome == Some(Outcome::Failed) => v.push(format!(
-                    "offset {off} holds {:?}, whose append was refused",
-                    r.payload
+                Some(op) if !op.may_be_committed() => v.push(format!(
+                    "offset {off} holds {:?}, whose append was refused ({:?}, no attempt could append it)",
+                    r.payload, op.outcome
                 )),
                 Some(_) => {}
             }
@@ -187,13 +275,92 @@ impl History {
                 }
                 continue;
             };
-            let expect = (r.kind == 0).then(|| r.payload.clone());
+            let expect = r.is_message().then(|| r.payload.clone());
             if *p != expect {
                 v.push(format!(
                     "consumer read {p:?} at {off}; the committed log holds {:?}",
                     r
                 ));
             }
+        }
+    }
+
+    /// Issue 17 in the agreed log: each (producer, seq) at most once; per producer, seqs
+    /// 0, 1, 2, ... in log order (from 0 where its registration is still held); each
+    /// Produce names a Register entry below it.
+    fn producers_exactly_once(&self, canon: &BTreeMap<u64, FinalRecord>, v: &mut Vec<String>) {
+        let floor = self.lowest_floor();
+        let mut at: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        let mut last_seq: BTreeMap<u64, u64> = BTreeMap::new();
+        for (off, r) in canon.iter().filter(|(_, r)| r.kind == KIND_PRODUCE) {
+            let Some((producer, seq)) = r.producer_seq else {
+                v.push(format!("offset {off}: a Produce entry without its header"));
+                continue;
+            };
+            if let Some(first) = at.insert((producer, seq), *off) {
+                v.push(format!(
+                    "producer {producer} seq {seq} committed twice: at {first} and {off}"
+                ));
+            }
+            let registration = canon.get(&producer);
+            match last_seq.insert(producer, seq) {
+                Some(prev) if seq != prev + 1 => v.push(format!(
+                    "producer {producer}: seq {seq} at {off} follows seq {prev}"
+                )),
+                None if seq != 0 && registration.is_some() => v.push(format!(
+                    "producer {producer}: its first committed seq is {seq} (at {off}), not 0"
+                )),
+                _ => {}
+            }
+            match registration {
+                _ if producer >= *off => v.push(format!(
+                    "offset {off}: a Produce names producer {producer}, registered at a higher offset"
+                )),
+                Some(reg) if reg.kind != KIND_REGISTER => v.push(format!(
+                    "offset {off}: a Produce names producer {producer}, but offset {producer} holds no registration"
+                )),
+                None if producer >= floor => v.push(format!(
+                    "offset {off}: a Produce names producer {producer}, never registered"
+                )),
+                _ => {}
+            }
+        }
+    }
+
+    /// Replica determinism: the producer tables of any two nodes at the same applied end
+    /// are the same.
+    fn tables_agree(&self, v: &mut Vec<String>) {
+        let mut first: BTreeMap<u64, TableSample> = BTreeMap::new();
+        for s in &self.table_samples {
+            match first.get(&s.applied_end) {
+                None => {
+                    first.insert(s.applied_end, *s);
+                }
+                Some(f) if f.digest != s.digest => v.push(format!(
+                    "producer tables differ at applied end {}: node {} has {:#x}, node {} has {:#x}",
+                    s.applied_end, f.node, f.digest, s.node, s.digest
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// How many applied ends have table samples from two nodes or more (what
+    /// `tables_agree` compared).
+    pub fn tables_compared(&self) -> usize {
+        let mut nodes: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        for s in &self.table_samples {
+            nodes.entry(s.applied_end).or_default().insert(s.node);
+        }
+        nodes.values().filter(|n| n.len() > 1).count()
+    }
+
+    /// The leader's prediction never differed from the state machine's outcome.
+    fn nothing_mispredicted(&self, v: &mut Vec<String>) {
+        for (node, n) in self.mispredicted.iter().filter(|(_, n)| **n > 0) {
+            v.push(format!(
+                "node {node}: {n} produce decisions mispredicted (a duplicate or refusal reached the log)"
+            ));
         }
     }
 
@@ -261,8 +428,14 @@ impl History {
         for op in &self.ops {
             h.update(
                 format!(
-                    "{} {:?} {} {} {:?}\n",
-                    op.client, op.payload, op.node, op.invoked_ms, op.outcome
+                    "{} {:?} {} {} {:?} {:?} {}\n",
+                    op.client,
+                    op.payload,
+                    op.node,
+                    op.invoked_ms,
+                    op.outcome,
+                    op.producer_seq,
+                    op.attempts
                 )
                 .as_bytes(),
             );
@@ -279,6 +452,15 @@ impl History {
         for (id, n) in &self.finals {
             h.update(format!("{id} {} {} {}\n", n.start, n.commit_end, n.records.len()).as_bytes());
         }
+        for (c, p) in &self.registrations {
+            h.update(format!("registered {c} {p}\n").as_bytes());
+        }
+        for (c, p) in &self.registrations {
+            h.update(format!("registered {c} {p}\n").as_bytes());
+        }
+        for s in &self.table_samples {
+            h.update(format!("{} {} {:x}\n", s.node, s.applied_end, s.digest).as_bytes());
+        }
         h.finalize()
     }
 }
@@ -289,20 +471,164 @@ mod tests {
 
     fn op(p: &'static [u8], outcome: Outcome) -> Op {
         Op {
-            client: 0,
-            payload: Bytes::from_static(p),
-            node: 1,
-            invoked_ms: 0,
             outcome: Some(outcome),
+            ..Op::plain(0, Bytes::from_static(p), 1, 0)
         }
     }
 
     fn rec(p: &'static [u8]) -> FinalRecord {
         FinalRecord {
             term: 1,
-            kind: 0,
+            kind: KIND_NORMAL,
             payload: Bytes::from_static(p),
+            producer_seq: None,
         }
+    }
+
+    /// A produced message `p` as (producer, seq), sent once.
+    fn pop(p: &'static [u8], producer_seq: (u64, u64), outcome: Outcome) -> Op {
+        Op {
+            producer_seq: Some(producer_seq),
+            ..op(p, outcome)
+        }
+    }
+
+    fn prec(p: &'static [u8], producer_seq: (u64, u64)) -> FinalRecord {
+        FinalRecord {
+            kind: KIND_PRODUCE,
+            producer_seq: Some(producer_seq),
+            ..rec(p)
+        }
+    }
+
+    fn register() -> FinalRecord {
+        FinalRecord {
+            kind: KIND_REGISTER,
+            ..rec(b"\x01register")
+        }
+    }
+
+    /// A correct history with a producer (id 1: its Register entry is at offset 1): "p0"
+    /// acknowledged at 2, "p1" unknown and committed at 3, "p2" refused before any send.
+    fn good_producer() -> History {
+        let mut h = History {
+            ops: vec![
+                op(b"a", Outcome::Acked(0)),
+                pop(b"p0", (1, 0), Outcome::Acked(2)),
+                pop(b"p1", (1, 1), Outcome::Unknown),
+                Op {
+                    maybe_sent: false,
+                    ..pop(b"p2", (1, 2), Outcome::Refused(Refusal::Expired))
+                },
+            ],
+            ..History::default()
+        };
+        let log = [
+            rec(b"a"),
+            register(),
+            prec(b"p0", (1, 0)),
+            prec(b"p1", (1, 1)),
+        ];
+        for id in 1..=3 {
+            h.finals.insert(id, node(&log));
+            h.table_samples.push(TableSample {
+                node: id,
+                applied_end: 4,
+                digest: 7,
+            });
+            h.mispredicted.insert(id, 0);
+        }
+        h.table_samples.push(TableSample {
+            node: 2,
+            applied_end: 3,
+            digest: 5,
+        });
+        h
+    }
+
+    /// Puts `r` at `off` on every node.
+    fn put(h: &mut History, off: u64, r: FinalRecord) {
+        for n in h.finals.values_mut() {
+            n.records.insert(off, r.clone());
+            n.commit_end = n.commit_end.max(off + 1);
+        }
+    }
+
+    fn caught(h: &History, what: &str) {
+        let v = h.check();
+        assert!(v.iter().any(|e| e.contains(what)), "{what:?} not in {v:?}");
+    }
+
+    /// Issue 17's assertions, each broken once.
+    #[test]
+    fn the_checker_catches_each_producer_violation() {
+        let good = good_producer;
+        assert!(good().check().is_empty(), "{:?}", good().check());
+
+        // 1. A (producer, seq) stored twice (a retry that was appended again).
+        let mut twice = good();
+        twice.ops.push(pop(b"p1x", (1, 1), Outcome::Unknown));
+        put(&mut twice, 4, prec(b"p1x", (1, 1)));
+        caught(&twice, "producer 1 seq 1 committed twice: at 3 and 4");
+
+        // 2. An acknowledged produce whose offset holds another (producer, seq).
+        let mut moved = good();
+        moved.ops[1].producer_seq = Some((1, 5));
+        caught(&moved, "acknowledged");
+        let mut lost = good();
+        put(&mut lost, 2, prec(b"p9", (1, 0)));
+        caught(&lost, "acknowledged");
+
+        // 3. Seqs not increasing by one, or not starting at 0.
+        let mut gap = good();
+        put(&mut gap, 3, prec(b"p1", (1, 2)));
+        caught(&gap, "producer 1: seq 2 at 3 follows seq 0");
+        let mut late_start = good();
+        late_start.ops[1].outcome = Some(Outcome::Unknown);
+        put(&mut late_start, 2, rec(b"x"));
+        late_start.ops.push(op(b"x", Outcome::Unknown));
+        caught(&late_start, "first committed seq is 1");
+
+        // 4. A Produce naming an offset that holds no registration, or one above it.
+        let mut unregistered = good();
+        put(&mut unregistered, 1, rec(b"r"));
+        unregistered.ops.push(op(b"r", Outcome::Unknown));
+        caught(&unregistered, "offset 1 holds no registration");
+        let mut ahead = good();
+        ahead.ops[2].producer_seq = Some((7, 0));
+        put(&mut ahead, 3, prec(b"p1", (7, 0)));
+        caught(&ahead, "registered at a higher offset");
+
+        // 5. A seq refused before any attempt could append it, committed all the same.
+        let mut refused = good();
+        refused.ops[2].outcome = Some(Outcome::Refused(Refusal::OutOfOrder));
+        refused.ops[2].maybe_sent = false;
+        caught(&refused, "whose append was refused");
+        // ... which is fine when an earlier attempt may have appended it.
+        refused.ops[2].maybe_sent = true;
+        refused.ops[2].attempts = 2;
+        assert!(refused.check().is_empty(), "{:?}", refused.check());
+
+        // 6. Two replicas' tables differ at the same applied end.
+        let mut diverged = good();
+        diverged.table_samples[1].digest = 8;
+        caught(&diverged, "producer tables differ at applied end 4");
+
+        // 7. A leader's prediction differed from apply's outcome.
+        let mut mispredicted = good();
+        mispredicted.mispredicted.insert(2, 1);
+        caught(&mispredicted, "node 2: 1 produce decisions mispredicted");
+
+        // A consumer sees a produced message as its message.
+        let mut consumed = good();
+        consumed.consumed = vec![
+            (0, Some(Bytes::from_static(b"a"))),
+            (1, None),
+            (2, Some(Bytes::from_static(b"p0"))),
+        ];
+        assert!(consumed.check().is_empty(), "{:?}", consumed.check());
+        consumed.consumed[2].1 = None;
+        caught(&consumed, "consumer read None at 2");
     }
 
     fn node(recs: &[FinalRecord]) -> FinalNode {

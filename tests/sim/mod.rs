@@ -17,11 +17,14 @@ pub mod checker;
 pub mod net;
 
 use bytes::Bytes;
-use checker::{FinalNode, FinalRecord, History, Op, Outcome};
+use checker::{FinalNode, FinalRecord, History, Op, Outcome, Refusal, TableSample};
 use net::{Accept, NetFaults, SimNet};
 use sitelog::io::{SimDisk, SimFaults};
+use sitelog::raft::dedup::{DEFAULT_MAX_PRODUCERS, DEFAULT_PRODUCER_IDLE_EXPIRY_MS};
 use sitelog::raft::remote::{ConnPurpose, MessageRx, MessageTx, RemoteNetworkFactory};
-use sitelog::raft::replica::{openraft_config, RaftTimers, Replica, SnapshotSettings};
+use sitelog::raft::replica::{
+    openraft_config, ProducerSettings, RaftTimers, Replica, SnapshotSettings,
+};
 use sitelog::raft::{runtime, wire, NodeInfo};
 use sitelog::storage::LogOptions;
 use sitelog::{EntryKind, Error};
@@ -59,6 +62,15 @@ pub struct SimConfig {
     /// a real node's retention task does). The checker then learns each node's floor.
     /// `None` (the default) runs as before retention existed.
     pub retention_bytes: Option<u64>,
+    /// How many of the clients are idempotent producers (issue 17); the others append
+    /// plainly. 0 runs as before producers existed (the regression seeds found before).
+    pub producer_clients: u32,
+    /// The producer bound registrations carry: small in some seeds, so that registering
+    /// evicts the oldest idle producer and its next produce is refused as expired.
+    pub max_producers: u32,
+    /// The idle expiry registrations carry (entry time): short in some seeds, where
+    /// producers pause now and then for longer and expire.
+    pub idle_expiry_ms: u64,
 }
 
 /// After the leader's storage failed (in a cluster otherwise whole, network calm), another
@@ -70,6 +82,18 @@ const LEADER_FAULT_WAIT_MS: u64 = 2_000;
 
 impl SimConfig {
     pub fn new(seed: u64) -> Self {
+        // Its own stream: the run's other draws stay what they were.
+        let mut draw = fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
+        let max_producers = if draw.u32(0..3) == 0 {
+            draw.u32(1..=2)
+        } else {
+            DEFAULT_MAX_PRODUCERS
+        };
+        let idle_expiry_ms = if draw.u32(0..3) == 0 {
+            draw.u64(1_000..=3_000)
+        } else {
+            DEFAULT_PRODUCER_IDLE_EXPIRY_MS
+        };
         SimConfig {
             seed,
             fault_ms: 8_000,
@@ -78,6 +102,9 @@ impl SimConfig {
             media_faults: true,
             grey_faults: true,
             retention_bytes: None,
+            producer_clients: 2,
+            max_producers,
+            idle_expiry_ms,
         }
     }
 }
@@ -192,6 +219,9 @@ impl Sim {
             ),
         )
         .await?;
+        // Producer entries are stamped with virtual time, so a seed replays exactly.
+        let t0 = self.start;
+        r.set_producer_clock(Arc::new(move || t0.elapsed().as_millis() as u64));
         let (live, history) = (self.live.clone(), self.history.clone());
         let accept_r = r.clone();
         let accept_tasks = tasks.clone();
@@ -511,6 +541,24 @@ fn read_file(io: &sitelog::io::IoRef, path: &Path) -> sitelog::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The node to send to: the hinted leader if it is live, else a random live one.
+fn pick_node(live: &Live, hint: Option<u64>, rng: &mut fastrand::Rng) -> Option<(u64, Replica)> {
+    let live = live.lock().unwrap();
+    let ids: Vec<u64> = live.keys().copied().collect();
+    let id = hint
+        .filter(|h| live.contains_key(h))
+        .or_else(|| (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())]));
+    id.and_then(|id| live.get(&id).map(|r| (id, r.clone())))
+}
+
+/// The payload of a client's `n`th message: unique, with some padding.
+fn message(c: u32, n: u64, rng: &mut fastrand::Rng) -> Bytes {
+    let pad = rng.usize(0..600);
+    let mut p = format!("c{c}-{n}-").into_bytes();
+    p.extend(std::iter::repeat_n(b'a' + (n % 26) as u8, pad));
+    Bytes::from(p)
+}
+
 /// One client: appends unique payloads through whichever node it believes leads.
 async fn client(c: u32, seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Instant) {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -518,32 +566,16 @@ async fn client(c: u32, seed: u64, live: Live, history: Arc<Mutex<History>>, sto
     let mut hint: Option<u64> = None;
     let mut seq = 0u64;
     while Instant::now() < stop {
-        let target = {
-            let live = live.lock().unwrap();
-            let ids: Vec<u64> = live.keys().copied().collect();
-            let id = hint
-                .filter(|h| live.contains_key(h))
-                .or_else(|| (!ids.is_empty()).then(|| ids[rng.usize(..ids.len())]));
-            id.and_then(|id| live.get(&id).map(|r| (id, r.clone())))
-        };
-        let Some((node, r)) = target else {
+        let Some((node, r)) = pick_node(&live, hint, &mut rng) else {
             sleep(Duration::from_millis(50)).await;
             continue;
         };
         seq += 1;
-        let pad = rng.usize(0..600);
-        let mut p = format!("c{c}-{seq}-").into_bytes();
-        p.extend(std::iter::repeat_n(b'a' + (seq % 26) as u8, pad));
-        let payload = Bytes::from(p);
+        let payload = message(c, seq, &mut rng);
         let i = {
             let mut h = history.lock().unwrap();
-            h.ops.push(Op {
-                client: c,
-                payload: payload.clone(),
-                node,
-                invoked_ms: start.elapsed().as_millis() as u64,
-                outcome: None,
-            });
+            let invoked_ms = start.elapsed().as_millis() as u64;
+            h.ops.push(Op::plain(c, payload.clone(), node, invoked_ms));
             h.ops.len() - 1
         };
         let res = timeout(Duration::from_secs(2), r.append(vec![payload])).await;
@@ -562,6 +594,228 @@ async fn client(c: u32, seed: u64, live: Live, history: Arc<Mutex<History>>, sto
         history.lock().unwrap().ops[i].outcome = Some(outcome);
         sleep(Duration::from_millis(rng.u64(0..15))).await;
     }
+}
+
+/// How long one attempt (a register or a produce on one node) may take.
+const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
+/// How long a producer resends a batch whose outcome is unknown (as the real client does,
+/// clamped to half the idle expiry, so that a retrying producer does not expire).
+const PRODUCE_RETRY_DEADLINE_MS: u64 = 6_000;
+/// The most messages one produce carries here.
+const MAX_PRODUCE_BATCH: u64 = 3;
+/// Backoff between attempts: from the first, doubling up to the last.
+const BACKOFF_FIRST_MS: u64 = 20;
+const BACKOFF_MAX_MS: u64 = 500;
+
+/// How a batch ended for its producer.
+enum Batch {
+    /// Acknowledged: the producer goes on with the next seqs.
+    Done,
+    /// Refused for good or unknown past the deadline: a later seq could never follow it, so
+    /// the client registers a new producer (as a Kafka producer bumps its epoch).
+    GiveUp,
+}
+
+/// One producer client (issue 17): registers a producer, retrying until it gets an id, then
+/// produces batches of unique messages with consecutive seqs; a batch whose outcome is
+/// unknown is resent with the same seqs to any live node until a virtual deadline.
+async fn producer_client(
+    c: u32,
+    seed: u64,
+    live: Live,
+    history: Arc<Mutex<History>>,
+    stop: Instant,
+    settings: ProducerSettings,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let start = Instant::now();
+    let mut hint: Option<u64> = None;
+    let mut n = 0u64;
+    let retry_ms = PRODUCE_RETRY_DEADLINE_MS.min(settings.idle_expiry_ms / 2);
+    while let Some(producer) =
+        register(c, &mut rng, &live, &mut hint, &history, stop, settings).await
+    {
+        let mut next_seq = 0u64;
+        while Instant::now() < stop {
+            // Now and then idle for a while: where the expiry is short, the producer expires.
+            if rng.u32(0..40) == 0 {
+                sleep(Duration::from_millis(rng.u64(500..3_000))).await;
+            }
+            let count = rng.u64(1..=MAX_PRODUCE_BATCH);
+            let payloads: Vec<Bytes> = (0..count)
+                .map(|_| {
+                    n += 1;
+                    message(c, n, &mut rng)
+                })
+                .collect();
+            let first = {
+                let mut h = history.lock().unwrap();
+                let invoked_ms = start.elapsed().as_millis() as u64;
+                for (seq, p) in (next_seq..).zip(&payloads) {
+                    h.ops.push(Op {
+                        producer_seq: Some((producer, seq)),
+                        attempts: 0,
+                        maybe_sent: false,
+                        ..Op::plain(c, p.clone(), 0, invoked_ms)
+                    });
+                }
+                h.ops.len() - payloads.len()
+            };
+            let sent = Sent {
+                producer,
+                first_seq: next_seq,
+                payloads,
+                ops: first,
+            };
+            let deadline = Instant::now() + Duration::from_millis(retry_ms);
+            match produce_batch(&sent, &mut rng, &live, &mut hint, &history, deadline).await {
+                Batch::Done => next_seq += count,
+                Batch::GiveUp => break,
+            }
+            sleep(Duration::from_millis(rng.u64(0..15))).await;
+        }
+    }
+}
+
+/// A produce request and where its ops are in the history.
+struct Sent {
+    producer: u64,
+    first_seq: u64,
+    payloads: Vec<Bytes>,
+    /// Index of its first op (one per message, consecutive).
+    ops: usize,
+}
+
+impl Sent {
+    fn update(&self, history: &Mutex<History>, f: impl Fn(usize, &mut Op)) {
+        let mut h = history.lock().unwrap();
+        for i in 0..self.payloads.len() {
+            f(i, &mut h.ops[self.ops + i]);
+        }
+    }
+}
+
+/// Registers a producer through whichever node leads, until one answers with an id (or the
+/// clients stop: `None`). A registration whose answer was lost leaves an unused producer in
+/// the table, which expires or is evicted like any idle one.
+async fn register(
+    c: u32,
+    rng: &mut fastrand::Rng,
+    live: &Live,
+    hint: &mut Option<u64>,
+    history: &Mutex<History>,
+    stop: Instant,
+    settings: ProducerSettings,
+) -> Option<u64> {
+    let mut backoff_ms = BACKOFF_FIRST_MS;
+    while Instant::now() < stop {
+        if let Some((_, r)) = pick_node(live, *hint, rng) {
+            let attempt = Duration::from_millis(ATTEMPT_TIMEOUT_MS);
+            match timeout(attempt, r.register_producer(settings)).await {
+                Ok(Ok(info)) => {
+                    history
+                        .lock()
+                        .unwrap()
+                        .registrations
+                        .push((c, info.producer));
+                    return Some(info.producer);
+                }
+                Ok(Err(Error::NotLeader { leader, .. })) => *hint = leader,
+                Ok(Err(_)) | Err(_) => *hint = None,
+            }
+        }
+        sleep(Duration::from_millis(backoff_ms)).await;
+        backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+    }
+    None
+}
+
+/// Sends `sent` until it is acknowledged or refused for good, resending the same seqs after
+/// any other answer until `deadline`.
+async fn produce_batch(
+    sent: &Sent,
+    rng: &mut fastrand::Rng,
+    live: &Live,
+    hint: &mut Option<u64>,
+    history: &Mutex<History>,
+    deadline: Instant,
+) -> Batch {
+    let mut backoff_ms = BACKOFF_FIRST_MS;
+    let mut maybe_sent = false;
+    let mut out_of_order = false;
+    while Instant::now() < deadline {
+        let Some((node, r)) = pick_node(live, *hint, rng) else {
+            sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        sent.update(history, |_, op| {
+            op.attempts += 1;
+            op.node = node;
+        });
+        let attempt = Duration::from_millis(ATTEMPT_TIMEOUT_MS)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let res = timeout(
+            attempt,
+            r.produce(sent.producer, sent.first_seq, sent.payloads.clone()),
+        )
+        .await;
+        drop(r);
+        let mut redirected = false;
+        let refused = match res {
+            Ok(Ok(produced)) => {
+                let dups = produced.iter().filter(|p| p.duplicate).count() as u64;
+                sent.update(history, |i, op| {
+                    op.outcome = Some(Outcome::Acked(produced[i].offset));
+                    op.maybe_sent = true;
+                });
+                history.lock().unwrap().deduplicated += dups;
+                return Batch::Done;
+            }
+            Ok(Err(Error::ProducerExpired { .. })) => Some(Refusal::Expired),
+            Ok(Err(Error::ProducerSeqBelowWindow { .. })) => Some(Refusal::BelowWindow),
+            Ok(Err(Error::ProducerOutOfOrder { .. })) => {
+                // An earlier seq is unresolved on that node: wait and resend.
+                out_of_order = true;
+                None
+            }
+            Ok(Err(Error::NotLeader { leader, .. })) => {
+                // Maybe after it was appended (leadership moved before the commit).
+                maybe_sent = true;
+                redirected = leader.is_some_and(|l| l != node);
+                *hint = leader;
+                None
+            }
+            Ok(Err(_)) | Err(_) => {
+                maybe_sent = true;
+                *hint = None;
+                None
+            }
+        };
+        if let Some(why) = refused {
+            sent.update(history, |_, op| {
+                op.outcome = Some(Outcome::Refused(why));
+                op.maybe_sent = maybe_sent;
+            });
+            return Batch::GiveUp;
+        }
+        // Told where the leader is: go there next (as the real client follows a redirect),
+        // which also reaches a new leader early in its term, before it has applied the old
+        // term's entries (the gate's case). A millisecond all the same: two nodes with stale
+        // views could redirect to each other without virtual time moving.
+        let wait_ms = if redirected { 1 } else { backoff_ms };
+        sleep(Duration::from_millis(wait_ms)).await;
+        backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+    }
+    let outcome = match (maybe_sent, out_of_order) {
+        (true, _) => Outcome::Unknown,
+        (false, true) => Outcome::Refused(Refusal::OutOfOrder),
+        (false, false) => Outcome::Failed,
+    };
+    sent.update(history, |_, op| {
+        op.outcome = Some(outcome.clone());
+        op.maybe_sent = maybe_sent;
+    });
+    Batch::GiveUp
 }
 
 /// A consumer: reads committed records in order from some live node, switching nodes when
@@ -592,9 +846,10 @@ async fn consumer(seed: u64, live: Live, history: Arc<Mutex<History>>, stop: Ins
                 continue;
             }
             let log = r.store.log();
-            match log.read(next) {
+            // What a reader is served: produced messages without their header.
+            match log.read(next).and_then(sitelog::raft::entry::message_view) {
                 Ok(rec) => {
-                    let p = (rec.kind == EntryKind::Normal).then_some(rec.payload);
+                    let p = rec.map(|r| r.payload);
                     history.lock().unwrap().consumed.push((next, p));
                     next += 1;
                 }
@@ -658,6 +913,7 @@ async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
         .ok()
         .and_then(|s| s.parse().ok());
     let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    let mut sampled: BTreeMap<u64, u64> = BTreeMap::new();
     let t0 = Instant::now();
     while Instant::now() < stop {
         for (id, r) in live_replicas(&live) {
@@ -678,9 +934,61 @@ async fn monitor(live: Live, history: Arc<Mutex<History>>, stop: Instant) {
                 }
             }
             last.insert(id, (r.committed_end.clone(), ce));
+            sample_producers(&history, id, &r, &mut sampled);
         }
         sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// What the producers' messages came to in a run.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    /// Acknowledged after more than one attempt (resent with the same seq).
+    pub retried_acked: u64,
+    /// Refused as expired (evicted by a registration, or idle past the expiry).
+    pub expired: u64,
+    /// Unknown past the retry deadline.
+    pub unknown: u64,
+}
+
+impl ProducerStats {
+    pub fn of(history: &History) -> ProducerStats {
+        let mut p = ProducerStats::default();
+        for o in history.ops.iter().filter(|o| o.producer_seq.is_some()) {
+            let acked = matches!(o.outcome, Some(Outcome::Acked(_)));
+            p.retried_acked += u64::from(o.attempts > 1 && acked);
+            p.expired += u64::from(o.outcome == Some(Outcome::Refused(Refusal::Expired)));
+            p.unknown += u64::from(o.outcome == Some(Outcome::Unknown));
+        }
+        p
+    }
+}
+
+/// Records `r`'s producer table with its applied end (once per node and applied end), where
+/// the table is exactly the applied prefix's, and its leader's mispredictions so far.
+/// `sampled`: the applied end last sampled per node.
+fn sample_producers(
+    history: &Mutex<History>,
+    id: u64,
+    r: &Replica,
+    sampled: &mut BTreeMap<u64, u64>,
+) {
+    // Read together, with no await between: apply moves both at once on this thread.
+    let applied_end = *r.committed_end.borrow();
+    let (as_of, digest) = r.producer_table_probe();
+    let mispredicted = r.dedup_mispredicted();
+    let mut h = history.lock().unwrap();
+    let worst = h.mispredicted.entry(id).or_default();
+    *worst = (*worst).max(mispredicted);
+    if as_of.is_some_and(|a| a >= applied_end) || sampled.get(&id) == Some(&applied_end) {
+        return;
+    }
+    sampled.insert(id, applied_end);
+    h.table_samples.push(TableSample {
+        node: id,
+        applied_end,
+        digest,
+    });
 }
 
 /// Runs one simulated cluster from `cfg.seed` and checks its history.
@@ -728,15 +1036,20 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
 
     let stop_clients = sim.start + Duration::from_millis(cfg.fault_ms + 1_000);
     let mut workers = Vec::new();
+    let settings = ProducerSettings {
+        idle_expiry_ms: cfg.idle_expiry_ms,
+        max_producers: cfg.max_producers,
+    };
     for c in 0..cfg.clients {
         let (live, h) = (sim.live.clone(), sim.history.clone());
-        workers.push(runtime::spawn(client(
-            c,
-            rng.u64(..),
-            live,
-            h,
-            stop_clients,
-        )));
+        let seed = rng.u64(..);
+        // The plain clients come first: with no producers, a run is what it was before them.
+        let w = if c < cfg.clients - cfg.producer_clients.min(cfg.clients) {
+            runtime::spawn(client(c, seed, live, h, stop_clients))
+        } else {
+            runtime::spawn(producer_client(c, seed, live, h, stop_clients, settings))
+        };
+        workers.push(w);
     }
     let (live, h) = (sim.live.clone(), sim.history.clone());
     let consumer_stop = stop_clients + Duration::from_millis(cfg.converge_ms);
@@ -747,7 +1060,15 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
     nemesis(&mut sim).await;
     let converged = converge(&mut sim, stop_clients).await;
     for w in workers {
-        let _ = w.await;
+        // A panic in a client (a debug assertion inside the replica it called, say) is a
+        // violation, never swallowed.
+        if let Err(e) = w.await {
+            sim.history
+                .lock()
+                .unwrap()
+                .live_violations
+                .push(format!("a client or the monitor failed: {e}"));
+        }
     }
     // Let the consumer finish reading what is committed (bounded by its own stop time).
     let _ = consumer_task.await;
@@ -773,11 +1094,21 @@ async fn run_inner(cfg: SimConfig) -> RunReport {
         .iter()
         .filter(|o| matches!(o.outcome, Some(Outcome::Acked(_))))
         .count();
+    let p = ProducerStats::of(&history);
     let summary = format!(
-        "seed {}: {} ops, {} acked, {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
+        "seed {}: {} ops, {} acked, {} producers registered (bound {}, idle expiry {} ms), {} produced acked after a retry, {} deduplicated, {} expired, {} unknown, {} producer table samples ({} applied ends compared), {} consumed, {} faults, {} snapshot installs, {} messages delivered, {} connection resets, {} stale duplicates, nodes {:?}",
         cfg.seed,
         history.ops.len(),
         acked,
+        history.registrations.len(),
+        cfg.max_producers,
+        cfg.idle_expiry_ms,
+        p.retried_acked,
+        history.deduplicated,
+        p.expired,
+        p.unknown,
+        history.table_samples.len(),
+        history.tables_compared(),
         history.consumed.len(),
         history.events.len(),
         history.snapshot_installs,
@@ -1123,13 +1454,8 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
             let payload = Bytes::from(format!("final-{}", sim.now_ms()));
             let i = {
                 let mut h = sim.history.lock().unwrap();
-                h.ops.push(Op {
-                    client: u32::MAX,
-                    payload: payload.clone(),
-                    node: l,
-                    invoked_ms: sim.now_ms(),
-                    outcome: None,
-                });
+                h.ops
+                    .push(Op::plain(u32::MAX, payload.clone(), l, sim.now_ms()));
                 h.ops.len() - 1
             };
             let w = timeout(Duration::from_secs(2), r.append(vec![payload])).await;
@@ -1172,11 +1498,37 @@ async fn converge(sim: &mut Sim, clients_stop: Instant) -> Result<(), String> {
     }
 }
 
-/// Reads every live replica's final log and sealed segments.
+/// A record as the checker sees it: a produced message as its message, with its
+/// (producer, seq).
+fn final_record(rec: &sitelog::storage::Record) -> Result<FinalRecord, String> {
+    use checker::{KIND_NORMAL, KIND_PRODUCE, KIND_RAFT, KIND_REGISTER};
+    let (kind, payload, producer_seq) = match rec.kind {
+        EntryKind::Normal => (KIND_NORMAL, rec.payload.clone(), None),
+        EntryKind::Produce => {
+            let (producer, seq, _, message) =
+                sitelog::raft::entry::decode_produce_header(&rec.payload)
+                    .map_err(|e| format!("a produce header: {e}"))?;
+            let at = rec.payload.len() - message.len();
+            (KIND_PRODUCE, rec.payload.slice(at..), Some((producer, seq)))
+        }
+        EntryKind::Register => (KIND_REGISTER, rec.payload.clone(), None),
+        EntryKind::Blank | EntryKind::Membership => (KIND_RAFT, rec.payload.clone(), None),
+    };
+    Ok(FinalRecord {
+        term: rec.term,
+        kind,
+        payload,
+        producer_seq,
+    })
+}
+
+/// Reads every live replica's final log and sealed segments (and a last sample of its
+/// producer table).
 async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
     let mut out = BTreeMap::new();
     for id in sim.live_ids() {
         let r = sim.replica(id).unwrap();
+        sample_producers(&sim.history, id, &r, &mut BTreeMap::new());
         let log = r.store.log();
         let mut n = FinalNode {
             start: log.start_offset(),
@@ -1195,20 +1547,15 @@ async fn collect_finals(sim: &Sim) -> BTreeMap<u64, FinalNode> {
         }
         for off in n.start..log.end_offset() {
             match log.read(off) {
-                Ok(rec) => {
-                    let kind = match rec.kind {
-                        EntryKind::Normal => 0,
-                        _ => 1,
-                    };
-                    n.records.insert(
-                        off,
-                        FinalRecord {
-                            term: rec.term,
-                            kind,
-                            payload: rec.payload,
-                        },
-                    );
-                }
+                Ok(rec) => match final_record(&rec) {
+                    Ok(f) => {
+                        n.records.insert(off, f);
+                    }
+                    Err(e) => {
+                        n.read_error = Some(format!("offset {off}: {e}"));
+                        break;
+                    }
+                },
                 Err(e) => {
                     n.read_error = Some(format!("offset {off}: {e}"));
                     break;
