@@ -249,3 +249,25 @@ fn bench_read_measures_cold_reads_by_record_size() {
         assert!(c["mb_per_s"].as_f64().unwrap() > 0.0, "{c}");
     }
 }
+
+#[test]
+fn bench_replicated_with_producers_appends_through_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sitelog"))
+        .args(["bench", "--replicated", "--producers", "--quick"])
+        .args(["--seconds", "0.5", "--writers", "8", "--kills", "1"])
+        .args(["--insecure", "--json", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench --replicated --producers failed: {stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["producers"], true, "{v}");
+    assert!(v["replicated"]["records"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["failover_ms"]["kills"], 1, "{v}");
+}

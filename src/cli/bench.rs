@@ -243,6 +243,11 @@ pub struct BenchArgs {
     /// directory]. Logs get smaller segments, and loops stop early, to stay within it.
     #[arg(long, value_name = "MIB")]
     pub max_disk_mib: Option<u64>,
+    /// `--replicated`: every writer appends through its own idempotent producer
+    /// (`Client::producer`: a producer id and sequence per message, deduplicated by the
+    /// cluster) instead of plain appends; for the cost of exactly-once appends.
+    #[arg(long)]
+    pub producers: bool,
     /// `--replicated` / `--catch-up`: run the nodes in plaintext. Without it they serve mutual
     /// TLS with a CA and certificates generated into the work directory.
     #[arg(long)]

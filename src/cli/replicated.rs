@@ -15,7 +15,7 @@ use super::json::Json;
 use super::stats::{fmt_rate, fmt_us, nanos, round, Latency, Table};
 use super::sys::{self, DiskBudget, WorkDir};
 use super::{CliError, CliResult, Context};
-use crate::node::client::{AppendOutcome, Client};
+use crate::node::client::{AppendOutcome, Client, Producer};
 use crate::{IoBackend, Log, LogOptions};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,7 +108,15 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         )?;
         cluster.leader(Duration::from_secs(20)).await?;
         let max_bytes = disk.log_payload_bytes(NODES);
-        let t = replicated_throughput(&cluster, &payload, writers, duration, max_bytes).await?;
+        let t = replicated_throughput(
+            &cluster,
+            &payload,
+            writers,
+            args.producers,
+            duration,
+            max_bytes,
+        )
+        .await?;
         let f = failover(&mut cluster, kills).await?;
         Ok::<_, CliError>((t, f))
     })?;
@@ -123,51 +131,77 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// One client per writer, each with its connections open (one untimed append): the timed run
-/// measures steady appends, not connection setup (a TLS handshake each). All at once: a
-/// leader whose handshake budget is full of young handshakes refuses the rest, and they
-/// connect again after a short backoff (`TcpConnector::open`).
-async fn connected_clients(
+/// How one writer appends: plainly, or through its idempotent producer (`--producers`).
+enum Writer {
+    Plain(Client),
+    Producer(Producer),
+}
+
+impl Writer {
+    async fn append(&self, payloads: Vec<Bytes>) -> AppendOutcome {
+        match self {
+            Writer::Plain(c) => c.append(payloads).await,
+            Writer::Producer(p) => p.append(payloads).await,
+        }
+    }
+}
+
+/// One client per writer, each with its connections open (one untimed append) and, with
+/// `producers`, its producer registered: the timed run measures steady appends, not connection
+/// setup (a TLS handshake each). All at once: a leader whose handshake budget is full of young
+/// handshakes refuses the rest, and they connect again after a short backoff
+/// (`TcpConnector::open`).
+async fn connected_writers(
     cluster: &LocalCluster,
     payload: &Bytes,
     writers: usize,
-) -> CliResult<Vec<Client>> {
+    producers: bool,
+) -> CliResult<Vec<Writer>> {
     let warmups: Vec<_> = (0..writers)
         .map(|_| {
             let (client, payload) = (cluster.client(), payload.clone());
             tokio::spawn(async move {
-                let outcome = client.append(vec![payload]).await;
-                (client, outcome)
+                let writer = if producers {
+                    match client.producer().await {
+                        Ok(p) => Writer::Producer(p),
+                        Err(e) => return Err(format!("producer registration: {e}")),
+                    }
+                } else {
+                    Writer::Plain(client)
+                };
+                match writer.append(vec![payload]).await {
+                    AppendOutcome::Ok(_) => Ok(writer),
+                    other => Err(format!("{other:?}")),
+                }
             })
         })
         .collect();
-    let mut clients = Vec::with_capacity(writers);
+    let mut out = Vec::with_capacity(writers);
     for w in warmups {
         match w.await {
-            Ok((client, AppendOutcome::Ok(_))) => clients.push(client),
-            Ok((_, other)) => {
-                return Err(CliError(format!("replicated warm-up append: {other:?}")))
-            }
+            Ok(Ok(writer)) => out.push(writer),
+            Ok(Err(e)) => return Err(CliError(format!("replicated warm-up append: {e}"))),
             Err(e) => return Err(CliError(format!("replicated warm-up append: {e}"))),
         }
     }
-    Ok(clients)
+    Ok(out)
 }
 
 async fn replicated_throughput(
     cluster: &LocalCluster,
     payload: &[u8],
     writers: usize,
+    producers: bool,
     duration: Duration,
     max_payload_bytes: u64,
 ) -> CliResult<Throughput> {
     let payload = Bytes::copy_from_slice(payload);
     let budget = Arc::new(ByteBudget::new(max_payload_bytes));
-    let clients = connected_clients(cluster, &payload, writers).await?;
+    let all_writers = connected_writers(cluster, &payload, writers, producers).await?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
-    for client in clients {
+    for writer in all_writers {
         let payload = payload.clone();
         let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
@@ -175,7 +209,7 @@ async fn replicated_throughput(
             // Until the deadline, or until the disk budget is spent.
             while Instant::now() < deadline && budget.take(payload.len()) {
                 let t0 = Instant::now();
-                match client.append(vec![payload.clone()]).await {
+                match writer.append(vec![payload.clone()]).await {
                     AppendOutcome::Ok(_) => lat.push(nanos(t0.elapsed())),
                     other => return Err(CliError(format!("replicated append: {other:?}"))),
                 }
@@ -315,6 +349,7 @@ fn report(
         let out = Json::obj([
             ("writers", writers.into()),
             ("record_bytes", record_bytes.into()),
+            ("producers", args.producers.into()),
             ("single_node", single.json()),
             ("replicated", repl.json()),
             ("throughput_ratio", round(ratio, 3).into()),
@@ -347,7 +382,12 @@ fn report(
         ]
     };
     t.row(row("single-node durable", single, "1.00".into()));
-    t.row(row("replicated (3 processes)", repl, format!("{ratio:.2}")));
+    let name = if args.producers {
+        "replicated (3 processes, producers)"
+    } else {
+        "replicated (3 processes)"
+    };
+    t.row(row(name, repl, format!("{ratio:.2}")));
     println!(
         "{writers} writers, {record_bytes}-byte records\n{}",
         t.render()

@@ -313,8 +313,16 @@ impl Segment {
         }
     }
 
-    /// The file's format version (its header was checked when the segment was opened or
-    /// written when it was created; read once, when a producer frame first needs it).
+    /// Records the format version of a segment this binary creates: its header is written
+    /// later, by the roll's barrier in group commit, so reading it from the file before then
+    /// would find zeros (and refuse the producer frames at its start as damage).
+    pub(crate) fn set_created_version(&self) {
+        let _ = self.version.set(VERSION);
+    }
+
+    /// The file's format version (its header was checked when the segment was opened, or the
+    /// segment was created by this binary; read from an opened file once, when a producer frame
+    /// first needs it).
     pub(crate) fn format_version(&self) -> Result<u32> {
         if let Some(v) = self.version.get() {
             return Ok(*v);

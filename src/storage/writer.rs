@@ -448,6 +448,7 @@ impl Log {
             opts.max_record_bytes,
             state,
         );
+        seg.set_created_version();
         let seg = Arc::new(seg);
         // Opened under the name the file has now (the barrier renames it later).
         self.attach_direct_at(&seg, &from);
