@@ -150,7 +150,7 @@ fn producers_through_failover() {
     // Which events a seed's history holds moves with any change to the code's timing; so
     // seeds are tried in turn (each one fully checked) until each event has happened in one of
     // them, and a fixed number of seeds that never shows one fails.
-    const MAX_SEEDS: u64 = 4;
+    const MAX_SEEDS: u64 = 8;
     let first: u64 = std::env::var("SITELOG_SIM_PRODUCER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
