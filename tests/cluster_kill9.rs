@@ -6,7 +6,6 @@
 
 use bytes::Bytes;
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::Role;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,20 +23,7 @@ fn spawn(id: u64, root: &Path, addrs: &BTreeMap<u64, String>) -> Proc {
 }
 
 async fn leader(addrs: &BTreeMap<u64, String>, live: &BTreeMap<u64, Proc>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for id in live.keys() {
-            let mut c = Client::new(vec![], CLUSTER);
-            c.request_timeout_ms = 500;
-            if let Ok(s) = c.status_of(&addrs[id]).await {
-                if s.role == Role::Leader {
-                    return *id;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::leader_of(addrs, live, CLUSTER).await
 }
 
 async fn read_all(addr: &str, commit_end: u64) -> BTreeMap<u64, Bytes> {

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::{free_port, spawn_node, Proc};
 use sitelog::node::client::{AppendOutcome, Client};
-use sitelog::node::{Node, NodeConfig, Role, Timers};
+use sitelog::node::{Node, NodeConfig, Timers};
 use sitelog::Error;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -115,20 +115,7 @@ async fn a_resent_seq_returns_its_offset_and_refusals_are_typed() {
 }
 
 async fn process_leader(addrs: &BTreeMap<u64, String>, live: &BTreeMap<u64, Proc>) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for id in live.keys() {
-            let mut c = Client::new(vec![], CLUSTER);
-            c.request_timeout_ms = 500;
-            if let Ok(s) = c.status_of(&addrs[id]).await {
-                if s.role == Role::Leader {
-                    return *id;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::leader_of(addrs, live, CLUSTER).await
 }
 
 /// What the writers saw.

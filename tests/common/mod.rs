@@ -239,3 +239,25 @@ pub async fn found_cluster(
     }
     (members, nodes)
 }
+
+/// The id of the live node that says it leads `cluster`, asked of each in turn (20 s at most).
+pub async fn leader_of(
+    addrs: &BTreeMap<u64, String>,
+    live: &BTreeMap<u64, Proc>,
+    cluster: u64,
+) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        for id in live.keys() {
+            let mut c = sitelog::node::client::Client::new(vec![], cluster);
+            c.request_timeout_ms = 500;
+            if let Ok(s) = c.status_of(&addrs[id]).await {
+                if s.role == sitelog::node::Role::Leader {
+                    return *id;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
