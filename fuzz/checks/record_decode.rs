@@ -227,7 +227,8 @@ fn check_error_reason(buf: &[u8], log_id: u64, expected: Option<u64>, max: u32, 
         assert_eq!(e, FrameError::TooLong);
         return;
     }
-    if buf[40] > 2 || buf[41..44] != [0, 0, 0] {
+    // Kinds 0..=4: normal, blank, membership, produce, register (issue 17).
+    if buf[40] > 4 || buf[41..44] != [0, 0, 0] {
         assert_eq!(e, FrameError::BadHeader);
         return;
     }
