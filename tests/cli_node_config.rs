@@ -4,7 +4,7 @@
 //! Producer limits out of range are refused before the node starts.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,11 +73,7 @@ fn node_from_toml_serves_prometheus_metrics() {
     // The gauges are sampled periodically: scrape until node 1 reports a commit offset.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
+        let body = common::scrape_metrics(&metrics_addr);
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
         if body.contains("sitelog_commit_offset") && body.contains("sitelog_fsync_latency_seconds")
         {
@@ -120,11 +116,7 @@ fn node_writes_direct_by_default_and_no_direct_io_turns_it_off() {
         let _node = spawn_node_with(id, dir.path(), &addrs, CLUSTER, &args, true);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
+            let body = common::scrape_metrics(&metrics_addr);
             if body.contains("sitelog_direct_io ") {
                 assert!(body.lines().any(|l| l == want), "{want}:\n{body}");
                 break;

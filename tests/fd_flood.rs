@@ -17,7 +17,6 @@ use sitelog::net::NetLimits;
 use sitelog::node::client::{AppendOutcome, Client};
 use sitelog::node::{NodeStatus, Role};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,16 +147,6 @@ async fn flood(node: &str, id: u64, metrics: &str) -> Vec<Box<dyn Send>> {
     held
 }
 
-fn scrape(metrics: &str) -> String {
-    let mut s = std::net::TcpStream::connect(metrics).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connection_floods_on_every_port_leave_consensus_running() {
     // This process holds the flood's client ends.
@@ -247,7 +236,7 @@ async fn idle_connection_floods_on_every_port_leave_consensus_running() {
         let s = status(&addrs[&id]).await.expect("a new client is served");
         assert_ne!(s.role, Role::Shutdown);
         assert!(
-            scrape(&metrics[&id]).contains("sitelog_"),
+            common::scrape_metrics(&metrics[&id]).contains("sitelog_"),
             "node {id} serves metrics"
         );
     }

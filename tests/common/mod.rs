@@ -261,3 +261,17 @@ pub async fn leader_of(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The body (with status line and headers) of one `GET /metrics` from a node's metrics
+/// endpoint at `addr` (plain HTTP; 5 s read timeout).
+pub fn scrape_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
