@@ -119,16 +119,13 @@ pub fn measure(
         };
         for round in 0..ROUNDS {
             let raw_first = round % 2 == 0;
-            let mut raw = None;
-            if raw_first {
-                raw = Some(plain_read(&files)?);
-            }
-            sys::drop_page_cache().map_err(CliError)?;
-            let log_secs = iterate(&dir, opts.clone(), records, size)?;
-            if !raw_first {
-                raw = Some(plain_read(&files)?);
-            }
-            let (bytes, raw_secs) = raw.unwrap_or_default();
+            let ((bytes, raw_secs), log_secs) = if raw_first {
+                let raw = plain_read(&files)?;
+                (raw, iterate(&dir, opts.clone(), records, size)?)
+            } else {
+                let log_secs = iterate(&dir, opts.clone(), records, size)?;
+                (plain_read(&files)?, log_secs)
+            };
             run.file_bytes = bytes;
             run.rounds.push((raw_secs, log_secs));
         }
@@ -166,9 +163,10 @@ fn write(dir: &Path, opts: LogOptions, size: usize, log_bytes: u64) -> CliResult
     Ok(records)
 }
 
-/// Opens the log and iterates over every record (checksums verified by the log, offsets and
-/// sizes checked here); the iteration's seconds.
+/// Drops the page cache, opens the log and iterates over every record (checksums verified by
+/// the log, offsets and sizes checked here); the iteration's seconds.
 fn iterate(dir: &Path, opts: LogOptions, records: u64, size: usize) -> CliResult<f64> {
+    sys::drop_page_cache().map_err(CliError)?;
     let log = Log::open(dir, opts).context(|| format!("cannot reopen {}", dir.display()))?;
     let started = Instant::now();
     let mut expected = log.start_offset();
