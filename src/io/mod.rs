@@ -101,20 +101,21 @@ pub trait Io: Send + Sync + Debug + 'static {
 /// logical block size (512 B or 4 KiB), so no per-device query is needed.
 pub const DIRECT_ALIGN_BYTES: usize = 4096;
 
-/// A zero-filled heap buffer aligned to [`DIRECT_ALIGN_BYTES`], for direct writes; wrap it in
+/// A zero-filled buffer aligned to [`DIRECT_ALIGN_BYTES`], for direct writes; wrap it in
 /// [`Bytes::from_owner`] to hand it to [`File::submit_write`].
 pub struct AlignedBuf {
+    /// A private anonymous mapping of `len_bytes` (page-aligned, hence block-aligned).
     ptr: std::ptr::NonNull<u8>,
     len_bytes: usize,
-    /// The allocation `ptr` lies in (freed on drop).
-    base: std::ptr::NonNull<u8>,
 }
 
-// SAFETY: AlignedBuf owns its allocation exclusively (like a Vec<u8>); shared references only
+// SAFETY: AlignedBuf owns its mapping exclusively (like a Vec<u8>); shared references only
 // read it.
 unsafe impl Send for AlignedBuf {}
 // SAFETY: as above: &AlignedBuf gives read-only access.
 unsafe impl Sync for AlignedBuf {}
+
+const _: () = assert!(DIRECT_ALIGN_BYTES == 4096, "mappings are aligned to 4 KiB pages");
 
 impl AlignedBuf {
     /// A zeroed buffer of `len_bytes`, which must be a positive multiple of
@@ -128,45 +129,56 @@ impl AlignedBuf {
                 ),
             ));
         }
-        let oom = || io::Error::new(io::ErrorKind::OutOfMemory, "direct buffer");
-        let total = len_bytes.checked_add(DIRECT_ALIGN_BYTES).ok_or_else(oom)?;
-        // calloc, not `alloc_zeroed`: for an alignment above 16 bytes the std allocator
-        // memsets the whole buffer, and the group commit's 8 MiB direct buffer then cost the
-        // first durable append after `Log::open` 7-25 ms of page faults and memset (measured:
-        // the stall the issue names). A large calloc is a fresh mapping whose pages the kernel
-        // zeroes only when first touched, so a group touches only the pages it fills.
-        // SAFETY: plain allocation of `total` > 0 bytes; checked for null below.
-        let raw = unsafe { libc::calloc(1, total) }.cast::<u8>();
-        let base = std::ptr::NonNull::new(raw).ok_or_else(oom)?;
-        let skip = raw.align_offset(DIRECT_ALIGN_BYTES);
-        assert!(skip < DIRECT_ALIGN_BYTES, "an u8 pointer can always be aligned");
-        // SAFETY: skip < DIRECT_ALIGN_BYTES, so ptr..ptr+len_bytes lies inside the allocation.
-        let ptr = unsafe { base.add(skip) };
-        Ok(AlignedBuf {
-            ptr,
-            len_bytes,
-            base,
-        })
+        // A fresh anonymous mapping, not the allocator: its pages read as zeros and are
+        // zeroed by the kernel only when first touched, so a group touches only the pages it
+        // fills. The allocator's `alloc_zeroed` memsets a buffer this aligned, and even
+        // calloc memsets one it serves from memory freed earlier: the group commit's 8 MiB
+        // direct buffer then cost the first durable append after `Log::open` 2-25 ms
+        // (measured: the stall issue 16 names, and again after calloc, in a process that had
+        // freed such a buffer before).
+        // SAFETY: a new private anonymous mapping; no existing memory is touched.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "direct buffer"))?;
+        assert!(
+            (ptr.as_ptr() as usize) % DIRECT_ALIGN_BYTES == 0,
+            "mmap returns page-aligned memory"
+        );
+        Ok(AlignedBuf { ptr, len_bytes })
     }
 
     /// The buffer, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: ptr is a live allocation of len_bytes owned by self; &mut self is unique.
+        // SAFETY: ptr is a live mapping of len_bytes owned by self; &mut self is unique.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len_bytes) }
     }
 }
 
 impl AsRef<[u8]> for AlignedBuf {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: ptr is a live, initialised (zeroed) allocation of len_bytes owned by self.
+        // SAFETY: ptr is a live, initialised (zero-filled by the kernel) mapping of
+        // len_bytes owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len_bytes) }
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated by calloc, freed once.
-        unsafe { libc::free(self.base.as_ptr().cast()) }
+        // SAFETY: mapped by mmap with this length, unmapped once. A failure would leave the
+        // mapping in place (a leak, nothing unsafe); munmap of a valid mapping cannot fail.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes) };
     }
 }
 
