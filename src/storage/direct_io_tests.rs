@@ -71,7 +71,10 @@ fn the_simulated_disk_refuses_misaligned_direct_writes() {
 fn direct_group_writes_survive_a_crash_and_a_reopen() {
     let disk = SimDisk::new(2);
     let log = Log::open("/l", direct_opts(&disk)).unwrap();
-    assert!(!log.writes_direct(), "no segment before the first append");
+    assert!(
+        log.writes_direct(),
+        "a new log opens with its first segment, written direct"
+    );
     let mut expected = Vec::new();
     for i in 0..120u64 {
         let p = payload(i, 0);
