@@ -162,3 +162,24 @@ fn recycling_bandwidth() {
     assert!(recycled_stats.recycled > 0);
     assert!(recycled_stats.zero_bytes_written < plain_stats.zero_bytes_written);
 }
+
+/// The next segment's zeros are written at the pace of the durable appends (at most two bytes
+/// per byte made durable, plus one step), not at full speed in front of their flushes: on
+/// this disk 300 single appends take tens of milliseconds, in which an unpaced preparation
+/// wrote tens of MiB of its 64 MiB.
+#[test]
+fn a_preparation_beside_durable_appends_keeps_to_their_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let payload = vec![7u8; 1000];
+    for _ in 0..300 {
+        log.append(&payload).unwrap();
+    }
+    let zeros = log.prepare_stats().zero_bytes_written;
+    // 300 frames of ~1 KiB, rewritten blocks included, are well under 1 MiB of groups.
+    assert!(
+        zeros <= 3 << 20,
+        "{zeros} bytes of zeros written beside 300 appends"
+    );
+    log.close().unwrap();
+}

@@ -125,6 +125,10 @@ struct State {
     /// rewrites (kept so that it is not read back from the disk).
     tail: Option<TailBlock>,
     stats: CommitStats,
+    /// Bytes of the synced groups retired so far, and when the last synced group was formed:
+    /// what the segment preparer paces itself by (`GroupCommit::append_activity`).
+    flushed_bytes: u64,
+    last_sync_at: std::time::Instant,
 }
 
 /// What group commit has done since the log was opened (see [`crate::Log::commit_stats`]).
@@ -196,6 +200,9 @@ impl GroupCommit {
                 shutdown: false,
                 tail: None,
                 stats: CommitStats::default(),
+                flushed_bytes: 0,
+                // A new log counts as busy: appends usually follow its open at once.
+                last_sync_at: std::time::Instant::now(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -270,6 +277,13 @@ impl GroupCommit {
 
     pub fn stats(&self) -> CommitStats {
         lock(&self.state).stats
+    }
+
+    /// Bytes that synced groups made durable so far, and how long ago the last synced group
+    /// was formed (the segment preparer's pace, see `background::Pacer`).
+    pub fn append_activity(&self) -> (u64, std::time::Duration) {
+        let st = lock(&self.state);
+        (st.flushed_bytes, st.last_sync_at.elapsed())
     }
 
     /// Queues a chunk; the flusher writes it. `wake_flusher` false: the caller is about to
@@ -585,6 +599,7 @@ impl GroupCommit {
                     } else if g.sync && g.end_offset > g.first_offset {
                         st.stats.flushes += 1;
                         st.stats.records_flushed += g.end_offset - g.first_offset;
+                        st.flushed_bytes += g.end_pos - g.start_pos;
                     }
                     if g.sync {
                         st.durable_end = st.durable_end.max(g.end_offset);
@@ -730,6 +745,9 @@ impl GroupCommit {
         let id = st.next_group_id;
         st.next_group_id += 1;
         st.last_seg = Some(seg.clone());
+        if sync {
+            st.last_sync_at = std::time::Instant::now();
+        }
         st.in_flight.push_back(Group {
             id,
             seg: seg.clone(),
