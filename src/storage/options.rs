@@ -109,7 +109,10 @@ pub struct LogOptions {
     /// extends the file). A full segment that retention retires is recycled instead of
     /// deleted when nothing reads it any more: renamed, its gap to the segment size
     /// zero-filled, and given a fresh header when it becomes the next segment, so its blocks
-    /// are not written twice ([`crate::Log::prepare_stats`] counts both). Default true.
+    /// are not written twice ([`crate::Log::prepare_stats`] counts both). While durable appends
+    /// run, the zeros are written at their pace (at most two bytes per byte they made durable,
+    /// in 64 KiB steps), so that a preparation never fills the device queue in front of their
+    /// flushes; idle, at full speed. Default true.
     pub preallocate: bool,
     /// Group commit writes the active segment with `O_DIRECT`: each durable group becomes one
     /// 4 KiB-aligned write (the partly filled block it starts in is rewritten from a copy kept
