@@ -57,19 +57,23 @@ const _: () = {
 
 /// When a preparation may write its next step of zeros: at full speed while appends are
 /// idle; while they run, within a credit of `PACE_ZERO_BYTES_PER_DURABLE_BYTE` per byte they
-/// made durable since the preparation began, plus one paced step to start with.
+/// made durable since the preparation began, plus one paced step to start with. Zeros
+/// written while the appends were idle are not charged: appends resuming after a long idle
+/// stretch would otherwise find the preparation waiting to earn back what it wrote meanwhile
+/// (and the next roll might come before it is done).
 #[derive(Debug, Clone, Copy)]
 struct Pacer {
     /// `GroupCommit::append_activity`'s bytes when the preparation began.
     flushed_at_start: u64,
-    /// Zeros this preparation has written.
+    /// Zeros charged to the credit: the paced steps taken.
     zeros_written: u64,
 }
 
 impl Pacer {
-    /// Bytes the next step may write now (0: wait), given the appends' durable bytes so far
-    /// and the time since their last synced group.
-    fn step_bytes(&self, flushed_bytes: u64, since_last_sync: Duration) -> usize {
+    /// Takes the next step: the bytes it may write now (0: wait), given the appends' durable
+    /// bytes so far and the time since their last synced group. A paced step is charged to
+    /// the credit whole (the last step of a range may write less).
+    fn take_step(&mut self, flushed_bytes: u64, since_last_sync: Duration) -> usize {
         if since_last_sync >= APPENDS_IDLE {
             return PREPARE_STEP_BYTES;
         }
@@ -78,6 +82,7 @@ impl Pacer {
             .saturating_mul(PACE_ZERO_BYTES_PER_DURABLE_BYTE)
             .saturating_add(PACED_STEP_BYTES as u64);
         if self.zeros_written.saturating_add(PACED_STEP_BYTES as u64) <= credit {
+            self.zeros_written += PACED_STEP_BYTES as u64;
             PACED_STEP_BYTES
         } else {
             0
@@ -527,17 +532,16 @@ impl BackgroundJob {
             let n = (end - pos).min(step.min(zeros.len()) as u64) as usize;
             file.write_at(&zeros[..n], pos)?;
             pos += n as u64;
-            pacer.zeros_written += n as u64;
             self.bg.lock().stats.zero_bytes_written += n as u64;
         }
         Ok(true)
     }
 
     /// Waits until `pacer` allows a step; its size, or None on shutdown.
-    fn wait_for_step(&self, pacer: &Pacer) -> Option<usize> {
+    fn wait_for_step(&self, pacer: &mut Pacer) -> Option<usize> {
         loop {
             let (flushed_bytes, since_last_sync) = self.gc.append_activity();
-            let step = pacer.step_bytes(flushed_bytes, since_last_sync);
+            let step = pacer.take_step(flushed_bytes, since_last_sync);
             let st = self.bg.lock();
             if st.shutdown {
                 return None;
@@ -558,30 +562,49 @@ mod tests {
     const BUSY: Duration = Duration::from_millis(1);
     const STEP: u64 = PACED_STEP_BYTES as u64;
 
+    fn pacer_from(flushed_bytes: u64) -> Pacer {
+        Pacer {
+            flushed_at_start: flushed_bytes,
+            zeros_written: 0,
+        }
+    }
+
     #[test]
     fn idle_appends_let_a_preparation_run_at_full_speed() {
-        let pacer = Pacer {
-            flushed_at_start: 0,
-            zeros_written: 1 << 30,
-        };
-        assert_eq!(pacer.step_bytes(0, APPENDS_IDLE), PREPARE_STEP_BYTES);
-        assert_eq!(pacer.step_bytes(0, APPENDS_IDLE - BUSY), 0);
+        let mut pacer = pacer_from(0);
+        assert_eq!(pacer.take_step(0, BUSY), PACED_STEP_BYTES);
+        assert_eq!(pacer.take_step(0, APPENDS_IDLE - BUSY), 0);
+        for _ in 0..100 {
+            assert_eq!(pacer.take_step(0, APPENDS_IDLE), PREPARE_STEP_BYTES);
+        }
     }
 
     #[test]
     fn busy_appends_get_one_step_then_credit_by_their_durable_bytes() {
-        let mut pacer = Pacer {
-            flushed_at_start: 1000,
-            zeros_written: 0,
-        };
-        assert_eq!(pacer.step_bytes(1000, BUSY), PACED_STEP_BYTES);
-        pacer.zeros_written = STEP;
-        assert_eq!(pacer.step_bytes(1000, BUSY), 0, "no durable bytes: no credit");
+        let mut pacer = pacer_from(1000);
+        assert_eq!(pacer.take_step(1000, BUSY), PACED_STEP_BYTES);
+        assert_eq!(pacer.take_step(1000, BUSY), 0, "no durable bytes: no credit");
         let half_step = STEP / PACE_ZERO_BYTES_PER_DURABLE_BYTE;
-        assert_eq!(pacer.step_bytes(1000 + half_step - 1, BUSY), 0);
-        assert_eq!(pacer.step_bytes(1000 + half_step, BUSY), PACED_STEP_BYTES);
+        assert_eq!(pacer.take_step(1000 + half_step - 1, BUSY), 0);
+        assert_eq!(pacer.take_step(1000 + half_step, BUSY), PACED_STEP_BYTES);
+        assert_eq!(pacer.take_step(1000 + half_step, BUSY), 0, "the credit was spent");
         // Bytes made durable before the preparation began buy nothing.
-        assert_eq!(pacer.step_bytes(500, BUSY), 0);
+        assert_eq!(pacer_from(1000).take_step(500, BUSY), PACED_STEP_BYTES);
+    }
+
+    /// Zeros written at full speed while appends were idle are not charged to the appends
+    /// that resume: half a step of theirs buys the next step, as if the idle stretch had not
+    /// been.
+    #[test]
+    fn zeros_written_while_appends_are_idle_are_not_charged() {
+        let mut pacer = pacer_from(0);
+        assert_eq!(pacer.take_step(0, BUSY), PACED_STEP_BYTES);
+        for _ in 0..100 {
+            assert_eq!(pacer.take_step(0, APPENDS_IDLE), PREPARE_STEP_BYTES);
+        }
+        assert_eq!(pacer.take_step(0, BUSY), 0);
+        let half_step = STEP / PACE_ZERO_BYTES_PER_DURABLE_BYTE;
+        assert_eq!(pacer.take_step(half_step, BUSY), PACED_STEP_BYTES);
     }
 
     /// Appends of 1 KiB groups, the preparation writing whenever allowed: it never gets
@@ -590,20 +613,17 @@ mod tests {
     #[test]
     fn a_paced_preparation_keeps_to_its_credit_and_finishes_by_half_a_segment() {
         let segment_bytes: u64 = 64 << 20;
-        let mut pacer = Pacer {
-            flushed_at_start: 0,
-            zeros_written: 0,
-        };
-        let mut durable = 0u64;
-        while pacer.zeros_written < segment_bytes {
+        let mut pacer = pacer_from(0);
+        let (mut durable, mut zeros) = (0u64, 0u64);
+        while zeros < segment_bytes {
             durable += 1024;
-            while pacer.zeros_written < segment_bytes {
-                let step = pacer.step_bytes(durable, BUSY) as u64;
+            while zeros < segment_bytes {
+                let step = pacer.take_step(durable, BUSY) as u64;
                 if step == 0 {
                     break;
                 }
-                pacer.zeros_written += step;
-                assert!(pacer.zeros_written <= durable * PACE_ZERO_BYTES_PER_DURABLE_BYTE + STEP);
+                zeros += step;
+                assert!(zeros <= durable * PACE_ZERO_BYTES_PER_DURABLE_BYTE + STEP);
             }
         }
         assert!(durable <= segment_bytes / 2, "prepared after {durable} durable bytes");
