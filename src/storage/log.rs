@@ -314,8 +314,8 @@ impl Log {
         }
     }
 
-    /// Whether the active segment is written with `O_DIRECT` (false before the first append
-    /// creates a segment, or where the file system refused it).
+    /// Whether the active segment is written with `O_DIRECT` (false without an active segment,
+    /// as a driven log has before its first append, or where the file system refused it).
     #[cfg(test)]
     pub(crate) fn writes_direct(&self) -> bool {
         lock(&self.shared.writer)

@@ -366,8 +366,8 @@ fn concurrent_durable_appenders_share_fsyncs() {
         ..sim_opts(&disk)
     };
     let log = Log::open("/l", opts).unwrap();
-    // The first append creates the segment (its header and directory entry are synced too):
-    // only the appends' own fsyncs are counted below.
+    // Open created the segment (its header and directory entry synced); one append first, so
+    // that only the appends' own fsyncs are counted below.
     assert_eq!(log.append(b"first").unwrap(), 0);
     let before = disk.sync_count();
     let threads: Vec<_> = (0..8)
