@@ -313,6 +313,35 @@ fn enospc_fails_cleanly_and_recovers_when_space_returns() {
     log.verify().unwrap();
 }
 
+/// A log without an active segment (here: its first segment's name never became durable)
+/// on a full disk still opens, for its readers; the segment `open` could not create comes with
+/// the first append once there is space.
+#[test]
+fn a_log_opens_on_a_full_disk_without_its_next_segment() {
+    let disk = SimDisk::new(12);
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    let first = Path::new("/l/00000000000000000000.seg");
+    assert!(disk.peek(first).is_ok(), "open made the first segment");
+    drop(log);
+    disk.io().remove(first).unwrap();
+    disk.io().sync_dir(Path::new("/l")).unwrap();
+    disk.set_faults(SimFaults {
+        capacity_bytes: Some(disk.used_bytes()),
+        ..Default::default()
+    });
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.end_offset(), 0);
+    assert!(matches!(log.append(b"no room"), Err(Error::NoSpace { .. })));
+    assert!(log.poisoned().is_none());
+    disk.set_faults(SimFaults::default());
+    assert_eq!(log.append(b"room again").unwrap(), 0);
+    drop(log);
+    disk.crash();
+    let log = Log::open("/l", sim_opts(&disk)).unwrap();
+    assert_eq!(log.read(0).unwrap().payload.as_ref(), b"room again");
+    log.verify().unwrap();
+}
+
 #[test]
 fn tail_reader_waits_for_durable_records() {
     let disk = SimDisk::new(10);

@@ -503,7 +503,12 @@ impl Log {
         let mut name = path.as_os_str().to_owned();
         name.push(segment::TEMP_SUFFIX);
         let tmp = PathBuf::from(name);
-        let file: FileRef = io.open(&tmp, true).map_err(|e| Error::io(&tmp, e))?;
+        let file: FileRef = io.open(&tmp, true).map_err(|e| match e.raw_os_error() {
+            // A file system out of space can refuse the file itself (no inode, no room for
+            // its directory entry): the same outcome as a full disk at its first write.
+            Some(libc::ENOSPC) => Error::NoSpace { path: tmp.clone() },
+            _ => Error::io(&tmp, e),
+        })?;
         if let Err(e) = file.set_len(0) {
             let _ = io.remove(&tmp);
             if e.raw_os_error() == Some(libc::ENOSPC) {
