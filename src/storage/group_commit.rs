@@ -745,8 +745,9 @@ impl GroupCommit {
         let id = st.next_group_id;
         st.next_group_id += 1;
         st.last_seg = Some(seg.clone());
+        let submitted_at = std::time::Instant::now();
         if sync {
-            st.last_sync_at = std::time::Instant::now();
+            st.last_sync_at = submitted_at;
         }
         st.in_flight.push_back(Group {
             id,
@@ -759,7 +760,7 @@ impl GroupCommit {
             direct: false,
             barrier: None,
             done: None,
-            submitted_at: std::time::Instant::now(),
+            submitted_at,
         });
         Submission {
             id,

@@ -17,6 +17,14 @@ fn sim_opts(disk: &SimDisk) -> LogOptions {
     }
 }
 
+/// `sim_opts` in driven mode: no threads; `pump` or a blocking wait does the disk work.
+fn driven_opts(disk: &SimDisk) -> LogOptions {
+    LogOptions {
+        driven: true,
+        ..sim_opts(disk)
+    }
+}
+
 fn payload(offset: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
 }
@@ -630,10 +638,7 @@ fn term_starts_are_found_by_binary_search() {
 #[test]
 fn driven_log_writes_only_when_pumped() {
     let disk = SimDisk::new(40);
-    let opts = LogOptions {
-        driven: true,
-        ..sim_opts(&disk)
-    };
+    let opts = driven_opts(&disk);
     let dir = Path::new("/driven");
     let log = Log::open(dir, opts.clone()).unwrap();
     // A blocking append does the flusher's work itself.
@@ -724,14 +729,8 @@ fn a_truncated_frame_leaves_no_mark_on_segment_boundaries() {
 fn a_lost_unsynced_frame_leaves_no_mark_on_segment_boundaries() {
     // One disk each: b's crashes must not touch a.
     let (disk_a, disk) = (SimDisk::new(42), SimDisk::new(43));
-    let opts = LogOptions {
-        driven: true,
-        ..sim_opts(&disk)
-    };
-    let a_opts = LogOptions {
-        driven: true,
-        ..sim_opts(&disk_a)
-    };
+    let opts = driven_opts(&disk);
+    let a_opts = driven_opts(&disk_a);
     let a = Log::open("/a", a_opts).unwrap();
     let mut b = Log::open("/b", opts.clone()).unwrap();
     let big = vec![7u8; 4 << 10];
@@ -1162,10 +1161,7 @@ fn append_until_segments(log: &Log, segments: usize) -> Vec<Vec<u8>> {
 #[test]
 fn a_roll_leaves_its_seal_and_the_new_segments_name_to_group_commit() {
     let disk = SimDisk::new(60);
-    let opts = LogOptions {
-        driven: true,
-        ..sim_opts(&disk)
-    };
+    let opts = driven_opts(&disk);
     let dir = Path::new("/roll");
     let log = Log::open(dir, opts.clone()).unwrap();
     log.append(b"first").unwrap();
@@ -1203,10 +1199,7 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
     // header's (submitted before the seal; inline on the simulated disk).
     for succeed_first in [None, Some(1), Some(2)] {
         let disk = SimDisk::new(61);
-        let opts = LogOptions {
-            driven: true,
-            ..sim_opts(&disk)
-        };
+        let opts = driven_opts(&disk);
         let dir = Path::new("/crashroll");
         let log = Log::open(dir, opts.clone()).unwrap();
         let mut acked = vec![b"first".to_vec()];
@@ -1251,9 +1244,8 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
 fn a_record_lost_with_a_failed_seal_reads_as_poisoned_not_as_an_io_error() {
     let disk = SimDisk::new(62);
     let opts = LogOptions {
-        driven: true,
         sync: SyncMode::Manual,
-        ..sim_opts(&disk)
+        ..driven_opts(&disk)
     };
     let log = Log::open("/sealfail", opts).unwrap();
     log.append(b"durable").unwrap();
@@ -1285,10 +1277,7 @@ fn a_producer_frame_at_the_start_of_a_segment_reads_before_the_rolls_barrier_ran
     // what this binary wrote, not from the file (a drill on TLS found the first frame of a new
     // segment, a produce, refused as corruption: "kind 3 inside a segment of format version 0").
     let disk = SimDisk::new(41);
-    let opts = LogOptions {
-        driven: true,
-        ..sim_opts(&disk)
-    };
+    let opts = driven_opts(&disk);
     let log = Log::open("/roll", opts).unwrap();
     let produce = |payload| NewRecord {
         term: 1,
