@@ -185,6 +185,13 @@ fn pending_notes(p: &PendingRecovery) -> Vec<String> {
             path.display()
         ));
     }
+    if let Some(path) = &p.interrupted_seal {
+        lines.push(format!(
+            "note: segment whose seal a crash interrupted, every record present (the next open \
+             seals it): {}",
+            path.display()
+        ));
+    }
     for path in p.temp_files.iter().chain(&p.released_segments) {
         lines.push(format!(
             "note: leftover file (the next open removes it): {}",

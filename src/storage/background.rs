@@ -1,5 +1,5 @@
-//! The background thread of a log: prepares the next segment file (off the append path),
-//! persists the durable watermark to the superblock every `superblock_interval_ms`, off the
+//! The background thread of a log: seals the segment a roll left (`sealer.rs`), prepares the
+//! next segment file (off the append path), persists the durable watermark to the superblock every `superblock_interval_ms`, off the
 //! acknowledgement path, and applies retention by age every `retention_check_interval_ms`
 //! (an idle log, whose segments are never sealed, still ages out).
 //!
@@ -11,6 +11,7 @@
 //! segment's name. Otherwise the file is zero-filled whole.
 
 use super::group_commit::GroupCommit;
+use super::sealer::Sealer;
 use super::segment::Segment;
 use super::superblock::{Superblock, SuperblockWriter, NO_TRUNCATION};
 use crate::io::{AlignedBuf, IoRef, DIRECT_ALIGN_BYTES};
@@ -188,8 +189,8 @@ struct State {
     /// Number of preparations started, for unique names.
     generation: u64,
     want_prepare: bool,
-    /// A roll asked for the watermark to be written now (not at the next interval).
-    want_persist: bool,
+    /// A roll left a segment to seal (`Sealer`).
+    want_seal: bool,
     shutdown: bool,
 }
 
@@ -214,6 +215,7 @@ pub(crate) struct BackgroundJob {
     pub preallocate: bool,
     pub superblock: Arc<Mutex<SuperblockState>>,
     pub gc: Arc<GroupCommit>,
+    pub sealer: Arc<Sealer>,
     pub interval: Duration,
     /// `Some` when `retention_age_ms` is set.
     pub retention: Option<RetentionTimer>,
@@ -229,7 +231,7 @@ impl Background {
                 stats: PrepareStats::default(),
                 generation: 0,
                 want_prepare: false,
-                want_persist: false,
+                want_seal: false,
                 shutdown: false,
             }),
             cv: Condvar::new(),
@@ -277,10 +279,9 @@ impl Background {
         }
     }
 
-    /// Asks for the durable watermark to be written soon (a roll's barrier: off the
-    /// acknowledgement path).
-    pub fn request_persist(&self) {
-        self.lock().want_persist = true;
+    /// Asks for the segment a roll left to be sealed (between two steps of a preparation).
+    pub fn request_seal(&self) {
+        self.lock().want_seal = true;
         self.cv.notify_all();
     }
 
@@ -329,9 +330,12 @@ impl BackgroundJob {
         self.bg.lock().accepting_spares = self.preallocate;
         let mut next_retention = self.retention.as_ref().map(|r| Instant::now() + r.interval);
         loop {
-            let (prepare, persist) = {
+            if !self.seal_owed() {
+                return;
+            }
+            let prepare = {
                 let mut st = self.bg.lock();
-                if !st.shutdown && !st.want_prepare && !st.want_persist {
+                if !st.shutdown && !st.want_prepare && !st.want_seal {
                     let wait = next_retention
                         .map_or(self.interval, |at| {
                             at.saturating_duration_since(Instant::now())
@@ -347,16 +351,14 @@ impl BackgroundJob {
                 if st.shutdown {
                     return;
                 }
+                if st.want_seal {
+                    continue;
+                }
                 let prepare = st.want_prepare && st.prepared.is_none() && self.preallocate;
                 st.want_prepare = false;
-                let persist = std::mem::take(&mut st.want_persist);
                 st.generation += 1;
-                (prepare.then(|| (st.generation, st.spare.take())), persist)
+                prepare.then(|| (st.generation, st.spare.take()))
             };
-            if persist && persist_watermark(&self.superblock, &self.gc, true, self.interval).is_err()
-            {
-                return;
-            }
             if let Some((generation, spare)) = prepare {
                 if !self.prepare_next(generation, spare) {
                     return;
@@ -375,6 +377,30 @@ impl BackgroundJob {
             }
             if persist_watermark(&self.superblock, &self.gc, false, self.interval).is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Seals the segment a roll left, if asked to; false once the log is poisoned (a failed
+    /// fsync). A full disk leaves the seal owed: the next roll, `Log::flush` or the next open
+    /// completes it.
+    fn seal_owed(&self) -> bool {
+        if !std::mem::take(&mut self.bg.lock().want_seal) {
+            return true;
+        }
+        match self.sealer.run_pending() {
+            Ok(sealed) => {
+                // After a seal, as a seal always did; the watermark is a hint (recovery scans
+                // the unsealed segments), written here, off the acknowledgement path.
+                !sealed || persist_watermark(&self.superblock, &self.gc, true, self.interval).is_ok()
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                tracing::warn!("no space to seal a segment; sealed later");
+                true
+            }
+            Err(e) => {
+                self.gc.poison(format!("segment seal failed: {e}"));
+                false
             }
         }
     }
@@ -540,6 +566,10 @@ impl BackgroundJob {
     /// Waits until `pacer` allows a step; its size, or None on shutdown.
     fn wait_for_step(&self, pacer: &mut Pacer) -> Option<usize> {
         loop {
+            // A seal goes first: the preparation waits one step at most.
+            if !self.seal_owed() {
+                return None;
+            }
             let (flushed_bytes, since_last_sync) = self.gc.append_activity();
             let step = pacer.take_step(flushed_bytes, since_last_sync);
             let st = self.bg.lock();

@@ -56,18 +56,21 @@ pub(crate) struct Chunk {
     pub barrier: Option<Arc<dyn Barrier>>,
 }
 
-/// Housekeeping of a segment roll (seal the old segment, head, name and fsync the new one),
-/// which the pipeline runs in order: after every group of the old segment has completed and
-/// before any group of the new one is formed. The appender that rolled only queues it, so no
-/// append waits for it under the writer lock; waiters for offsets in the new segment are
-/// acknowledged only after it succeeded (it is retired in order like a synced group).
+/// Housekeeping of a segment roll (head, name and fsync the new segment), which the pipeline
+/// runs in order: after every group of the old segment has completed and before any group of
+/// the new one is formed. The appender that rolled only queues it, so no append waits for it
+/// under the writer lock; waiters for offsets in the new segment are acknowledged only after
+/// it succeeded (it is retired in order like a synced group).
 pub(crate) trait Barrier: Send + Sync {
     /// Does the work, blocking the calling thread (the flusher, or a waiter that submits).
-    fn run(&self) -> std::io::Result<()>;
+    /// `sync_previous`: the old segment holds frames written without an fsync (manual mode),
+    /// which the barrier makes durable first.
+    fn run(&self, sync_previous: bool) -> std::io::Result<()>;
     /// What it does, for the poison reason.
     fn what(&self) -> String;
-    /// The segment it seals, if any (ENOSPC: the writer undoes the roll, see `FailedTail`).
-    fn sealing(&self) -> Option<Arc<Segment>>;
+    /// The segment the roll left and its running CRC (ENOSPC: the writer makes it active
+    /// again, see `FailedTail`).
+    fn previous(&self) -> Option<(Arc<Segment>, u32)>;
     /// Removes the new segment's file after a failure (best effort; recovery removes it too).
     fn discard(&self);
 }
@@ -97,8 +100,7 @@ pub(crate) struct FailedTail {
     pub first_offset: u64,
     pub path: PathBuf,
     /// A roll's barrier failed with ENOSPC: `seg` is the new segment, never named; the
-    /// writer forgets it and everything after it (and reactivates the old segment if its
-    /// seal did not complete).
+    /// writer forgets it and everything after it, and reactivates the old segment.
     pub roll: Option<Arc<dyn Barrier>>,
 }
 
@@ -705,14 +707,15 @@ impl GroupCommit {
     }
 
     /// The barrier at the front of the queue, once every older group has completed. It counts
-    /// as a synced group ending at the roll's offset: the seal's fsync makes everything before
-    /// it durable (also what manual mode wrote without syncing).
+    /// as a synced group ending at the roll's offset: everything before it is durable when it
+    /// completes (what manual mode wrote without syncing, the barrier syncs).
     fn next_barrier(&self, st: &mut State) -> Option<Submission> {
         if !st.in_flight.is_empty() {
             return None;
         }
         let c = st.queue.pop_front()?;
         let barrier = c.barrier?;
+        let sync_previous = st.durable_end < c.first_offset;
         let span = (c.pos, c.pos, c.first_offset, c.end_offset);
         let mut sub = self.push_group(st, c.seg, span, true, Vec::new());
         if let Some(g) = st.in_flight.back_mut() {
@@ -720,7 +723,7 @@ impl GroupCommit {
         }
         // The next direct group writes another file (or a new first block).
         st.tail = None;
-        sub.barrier = Some(barrier);
+        sub.barrier = Some((barrier, sync_previous));
         Some(sub)
     }
 
@@ -796,8 +799,8 @@ impl GroupCommit {
                 gc.work.notify_one();
             }
         });
-        if let Some(barrier) = &sub.barrier {
-            return done(barrier.run());
+        if let Some((barrier, sync_previous)) = &sub.barrier {
+            return done(barrier.run(*sync_previous));
         }
         match &sub.direct {
             None => sub.file.submit_write(sub.bufs, sub.pos, sub.sync, done),
@@ -820,8 +823,8 @@ struct Submission {
     sync: bool,
     /// Written with O_DIRECT instead, as one block-aligned buffer.
     direct: Option<DirectWrite>,
-    /// A roll's housekeeping instead of a write.
-    barrier: Option<Arc<dyn Barrier>>,
+    /// A roll's housekeeping instead of a write, and whether the old segment needs a sync.
+    barrier: Option<(Arc<dyn Barrier>, bool)>,
 }
 
 /// Most spare direct-write buffers a log keeps (one group is in flight at a time; one more

@@ -14,6 +14,7 @@ use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
 use super::record::{EntryKind, Record};
 use super::recovery::{self, now_us, RecoveryReport};
+use super::sealer::Sealer;
 use super::segment::Segment;
 use super::superblock::{Superblock, NO_TRUNCATION};
 use crate::io::{IoRef, LockGuard};
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) superblock: Arc<Mutex<SuperblockState>>,
     pub(crate) gc: Arc<GroupCommit>,
     pub(crate) background: Arc<Background>,
+    /// The seal owed for the segment a roll left (see `sealer.rs`).
+    pub(crate) sealer: Arc<Sealer>,
     pub(crate) written_end: AtomicU64,
     pub(crate) start_offset: AtomicU64,
     /// Truncations begun since open: a reader holding a segment's bytes (a sealed map, a read
@@ -175,6 +178,7 @@ impl Log {
             superblock,
             gc,
             background: Background::new(),
+            sealer: Arc::default(),
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
             truncations: AtomicU64::new(0),
@@ -238,6 +242,7 @@ impl Log {
             preallocate: s.opts.preallocate,
             superblock: s.superblock.clone(),
             gc: s.gc.clone(),
+            sealer: s.sealer.clone(),
             interval: Duration::from_millis(s.opts.superblock_interval_ms.max(1)),
             retention: self.retention_timer(),
         };
@@ -367,6 +372,8 @@ impl Log {
         }
         s.gc.pump();
         s.gc.check_poison()?;
+        // What the background thread does on its own: the seal a roll left.
+        self.finish_seal()?;
         let interval = Duration::from_millis(s.opts.superblock_interval_ms);
         background::persist_watermark(&s.superblock, &s.gc, true, interval)
     }
@@ -461,8 +468,9 @@ impl Log {
     /// Appends without waiting for durability: the records get offsets and are readable at
     /// once; await [`Log::durable`] (or call [`Log::sync_to`]) for durability. This is the
     /// building block of the async API: it never waits for an fsync, not even at a segment
-    /// roll (the seal runs in group commit), except with retention configured, where a roll
-    /// waits for its seal and applies retention.
+    /// roll (its barrier runs in group commit, the seal after it), except with retention
+    /// configured, where a roll
+    /// waits for its barrier and seal and applies retention.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         self.write_records(&normal_records(payloads), false)
     }
@@ -500,10 +508,14 @@ impl Log {
         self.wait_durable_or_discard(offset + 1)
     }
 
-    /// Makes everything durable and persists the watermark; the handle stays usable.
+    /// Makes everything durable, completes the seal of a segment the log rolled past (it
+    /// normally runs in the background) and persists the watermark; the handle stays usable.
     pub fn flush(&self) -> Result<()> {
         self.check_poison()?;
         self.sync()?;
+        // A roll's barrier may still be queued (the records before it were durable already),
+        // and its seal follows it: both done here, so that every full segment is sealed.
+        self.quiesce(&mut lock(&self.shared.writer))?;
         let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
         background::persist_watermark(&self.shared.superblock, &self.shared.gc, true, interval)
     }

@@ -555,9 +555,9 @@ fn sealed_segments_are_identical_across_replicas_and_adoptable_by_a_new_one() {
     let frames: Vec<Bytes> = a.iter(0).map(|r| r.unwrap().frame).collect();
     b.append_frames(&frames).unwrap();
     b.sync().unwrap();
-    // The last rolls' seals may still be queued in group commit.
+    // The last roll's seal may still be owed (`flush` completes it).
     for l in [&a, &b] {
-        l.shared.gc.wait_idle().unwrap();
+        l.flush().unwrap();
     }
     let manifest = a.sealed_segments(a.end_offset()).unwrap();
     assert!(manifest.len() >= 3, "{manifest:?}");
@@ -681,8 +681,8 @@ fn driven_log_refuses_io_uring() {
 
 /// (base, end, size) of every sealed segment: where a log's segments begin and end.
 fn segment_bounds(l: &Log) -> Vec<(u64, u64, u64)> {
-    // The last roll's seal may still be queued in group commit.
-    l.shared.gc.wait_idle().unwrap();
+    // The last roll's seal may still be owed (`flush` completes it).
+    l.flush().unwrap();
     l.sealed_segments(u64::MAX)
         .unwrap()
         .iter()
@@ -781,17 +781,20 @@ fn a_truncated_record_leaves_no_timestamp_in_the_footer() {
     b.append_records(&[rec(1 << 50, b"from a deposed leader")])
         .unwrap();
     b.truncate_from(5).unwrap();
-    // A roll adds the next segment at once; its seal follows in group commit.
+    // A roll adds the next segment at once; its seal follows (the background thread).
     while a.segment_count() < 2 {
         let i = a.end_offset();
         a.append_records(&[rec(i, body)]).unwrap();
         b.append_records(&[rec(i, body)]).unwrap();
     }
     for l in [&a, &b] {
-        l.shared.gc.wait_idle().unwrap();
+        // The roll's seal may still be owed (`flush` completes it).
+        l.flush().unwrap();
     }
     let path = crate::storage::segment::Segment::path_in(Path::new("/l"), 0);
-    assert_eq!(disk_a.peek(&path).unwrap(), disk_b.peek(&path).unwrap());
+    let (fa, fb) = (disk_a.peek(&path).unwrap(), disk_b.peek(&path).unwrap());
+    let first_diff = fa.iter().zip(&fb).position(|(x, y)| x != y);
+    assert!(fa == fb, "lengths {} {}, first difference at {first_diff:?}", fa.len(), fb.len());
 }
 
 /// An active segment that is already full when appends resume (its seal failed, or the
@@ -807,7 +810,7 @@ fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
         ..sim_opts(&disk_b)
     };
     let b = Log::open("/l", small_limit).unwrap();
-    // A roll adds the next segment at once; its seal follows in group commit.
+    // A roll adds the next segment at once; its seal follows (the background thread).
     while a.segment_count() < 2 {
         let x = a.end_offset();
         a.append(&payload(x, 700)).unwrap();
@@ -821,9 +824,6 @@ fn an_active_segment_found_full_is_sealed_before_the_next_frame() {
         let x = b.end_offset();
         a.append(&payload(x, 700)).unwrap();
         b.append(&payload(x, 700)).unwrap();
-    }
-    for l in [&a, &b] {
-        l.shared.gc.wait_idle().unwrap();
     }
     assert_eq!(segment_bounds(&a), segment_bounds(&b));
 }
@@ -1190,14 +1190,19 @@ fn a_roll_leaves_its_seal_and_the_new_segments_name_to_group_commit() {
 }
 
 /// Crash points around a roll: before its barrier ran (the old segment is then the unsealed
-/// last one, full: sealed by the next append; the new one never got its name), and with the
-/// barrier failing at the new header's fsync or at its seal fsync (the log is poisoned).
-/// Every acknowledged record survives, and appends and rolls continue after the reopen.
+/// last one, full: sealed by the next append; the new one never got its name), with the
+/// barrier failing at the new header's fsync or at the seal it owes the segment before (the
+/// log is poisoned; the new segment unnamed), and with the seal that follows the barrier
+/// failing (poisoned; the new segment named, the one before it unsealed: recovery finds all
+/// its records and completes its seal). Every acknowledged record survives, and appends and
+/// rolls continue after the reopen.
 #[test]
 fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
-    // Syncs that succeed in the pump before the failing one: the group's, then the new
-    // header's (submitted before the seal; inline on the simulated disk).
-    for succeed_first in [None, Some(1), Some(2)] {
+    // Syncs that succeed in the pump before the failing one: the old segment's last group,
+    // the new header's (submitted first; inline on the simulated disk), the seal of the
+    // segment before (owed since the first roll: `sync` does not run seals on a driven log),
+    // then, after the barrier, the seal of the segment it left.
+    for (succeed_first, names) in [(None, 2), (Some(1), 2), (Some(2), 2), (Some(3), 3)] {
         let disk = SimDisk::new(61);
         let opts = driven_opts(&disk);
         let dir = Path::new("/crashroll");
@@ -1205,7 +1210,7 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
         let mut acked = vec![b"first".to_vec()];
         log.append(&acked[0]).unwrap();
         acked.extend(append_until_segments(&log, 2));
-        // Everything acknowledged: the pump ran the first roll's barrier as well.
+        // Everything acknowledged: the first roll's barrier ran as well.
         log.sync().unwrap();
         append_until_segments(&log, 3);
         if let Some(n) = succeed_first {
@@ -1213,7 +1218,7 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
                 fail_sync_after: Some(n),
                 ..disk.faults()
             });
-            assert!(log.pump().is_err(), "a sync of the barrier failed");
+            assert!(log.pump().is_err(), "a sync of the barrier or seal failed");
             assert!(log.poisoned().is_some());
         }
         drop(log);
@@ -1222,21 +1227,24 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
         let log = Log::open(dir, opts.clone()).unwrap();
         let case = format!("succeed_first {succeed_first:?}");
         assert!(log.end_offset() >= acked.len() as u64, "{case}");
-        assert_eq!(segment_names(&disk, dir).len(), 2, "{case}: third never named");
+        assert_eq!(segment_names(&disk, dir).len(), names, "{case}: names");
         for (i, p) in acked.iter().enumerate() {
             assert_eq!(&log.read(i as u64).unwrap().payload[..], &p[..], "{case}");
         }
+        // Every segment before the last is sealed: recovery completed what a crash left.
+        assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), names - 1, "{case}");
         // Appends continue: a full segment is sealed first, and rolls work again.
-        let more = append_until_segments(&log, 4);
-        log.sync().unwrap();
+        let more = append_until_segments(&log, names + 1);
+        log.flush().unwrap();
         let first_more = log.end_offset() - more.len() as u64;
         assert_eq!(&log.read(first_more).unwrap().payload[..], &more[0][..], "{case}");
-        assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 3, "{case}");
+        assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), names, "{case}");
     }
 }
 
-/// A roll's seal runs in group commit while reads go on; when its fsync fails, the kernel may
-/// drop the old segment's unsynced pages (the simulated disk does). A record appended but not
+/// In manual mode a roll's barrier fsyncs the old segment's frames while reads go on; when
+/// that fsync fails, the kernel may drop the old segment's unsynced pages (the simulated disk
+/// does). A record appended but not
 /// yet durable then reads back as the log's verdict, `Poisoned`, through `read` and `iter`
 /// alike, never as a bare I/O error (a short read) on a log that looks healthy; durable
 /// records stay readable.
@@ -1252,12 +1260,13 @@ fn a_record_lost_with_a_failed_seal_reads_as_poisoned_not_as_an_io_error() {
     log.sync().unwrap();
     let written = append_until_segments(&log, 2);
     // The pump writes the old segment's frames through the page cache (manual mode: no
-    // fsync), then runs the roll's barrier: the new header's fsync succeeds, the seal's fails.
+    // fsync), then runs the roll's barrier: the new header's fsync succeeds, the old
+    // segment's fails.
     disk.set_faults(SimFaults {
         fail_sync_after: Some(1),
         ..disk.faults()
     });
-    assert!(log.pump().is_err(), "the seal's fsync failed");
+    assert!(log.pump().is_err(), "the old segment's fsync failed");
     assert!(log.poisoned().is_some());
     assert_eq!(log.durable_end(), 1);
     assert_eq!(&log.read(0).unwrap().payload[..], b"durable");

@@ -77,6 +77,9 @@ impl Log {
     /// holding `from` (or the log's start, if later): what a snapshot lists when retention
     /// will drop the older ones.
     pub(crate) fn sealed_segments_from(&self, from: u64, below: u64) -> Result<Vec<SegmentInfo>> {
+        // The segment the last roll left is normally sealed in the background by now; if its
+        // seal is still owed, it is completed first, so the list ends at the last full segment.
+        self.finish_seal()?;
         let start = self.start_offset().max(from);
         let mut out = Vec::new();
         for seg in self.segments_snapshot() {

@@ -17,6 +17,9 @@ pub mod recovery;
 #[cfg(test)]
 mod recycle_tests;
 pub mod repair;
+mod sealer;
+#[cfg(test)]
+mod seal_tests;
 pub mod segment;
 pub mod superblock;
 mod truncate;

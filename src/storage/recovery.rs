@@ -1,8 +1,12 @@
 //! Opening a log directory: identity, sealed segments, and the unsealed tail.
 //!
 //! Recovery reads, per sealed segment, only its header, footer and stored index (a few
-//! hundred KiB per GiB), and scans frames only in the last, unsealed segment. Decision table for
-//! the first frame of the tail that fails to decode, at offset `o`:
+//! hundred KiB per GiB), and scans frames only in the unsealed segments: the last one, and the
+//! one before it when a crash came between a roll and the seal of the segment it left
+//! (`sealer.rs`). That one must hold every record up to the last segment's base (they were
+//! durable before the last was named; fewer is `Error::Corruption`), and its seal is
+//! completed. Decision table for the first frame of the last segment that fails to decode, at
+//! offset `o`:
 //!
 //! | condition                                                     | outcome                  |
 //! |---------------------------------------------------------------|--------------------------|
@@ -62,6 +66,8 @@ pub struct RecoveryReport {
     pub torn_bytes_truncated: u64,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
+    /// Seals of segments before the last that a crash interrupted, completed.
+    pub seals_completed: usize,
 }
 
 /// A torn, never-acknowledged tail that recovery would cut (found read-only).
@@ -89,6 +95,9 @@ pub struct PendingRecovery {
     pub temp_files: Vec<PathBuf>,
     /// A last segment created but never written (header missing, all zeros) to remove.
     pub unused_segment: Option<PathBuf>,
+    /// A segment before the last whose seal a crash interrupted (its records are all there),
+    /// to seal.
+    pub interrupted_seal: Option<PathBuf>,
     /// Segments a purge had released (all below the start) to remove.
     pub released_segments: Vec<PathBuf>,
     /// A truncation in progress to complete: records from this offset on go.
@@ -252,6 +261,9 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
     }
     let mut segments = BTreeMap::new();
     let mut active = None;
+    // The segment before the last may be unsealed too: a roll names the next segment before
+    // the one it left is sealed (`sealer.rs`).
+    let mut unsealed_before_last = None;
     for (i, &base) in bases.iter().enumerate() {
         let path = Segment::path_in(dir, base);
         let file = ctx.open(&path).map_err(ctx.io_err(&path))?;
@@ -268,13 +280,30 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
                     active = Some((seg, crc));
                 }
             }
+            None if i + 2 == bases.len() => unsealed_before_last = Some((path, file, base)),
             None => {
                 return Err(Ctx::corrupt(
                     &path,
                     0,
                     None,
-                    "segment before the last is not sealed",
+                    "a segment before the last two is not sealed",
                 ));
+            }
+        }
+    }
+    if let Some((path, file, base)) = unsealed_before_last {
+        match segments.keys().next_back().copied().filter(|&b| b > base) {
+            Some(next) => {
+                let seg = complete_seal(ctx, &path, file, &sb, base, next, &mut report)?;
+                segments.insert(base, Arc::new(seg));
+            }
+            // The last segment was never written and is gone: this one is the tail.
+            None => {
+                if let Some((seg, crc)) = scan_tail(ctx, &path, file, &sb, base, &mut report)? {
+                    let seg = Arc::new(seg);
+                    segments.insert(base, seg.clone());
+                    active = Some((seg, crc));
+                }
             }
         }
     }
@@ -476,6 +505,124 @@ fn load_sealed(
     }))
 }
 
+/// What scanning a segment's frames from its header region on found.
+struct Scan {
+    /// Where the frames end: the first that does not decode, or the end of the file.
+    pos: u64,
+    /// The offset the next frame would hold.
+    offset: u64,
+    /// Running CRC-32 of the file's bytes up to `pos`.
+    crc: u32,
+    index: SparseIndex,
+    max_ts: u64,
+    /// Why the frame at `pos` does not decode (`None` at the end of the file).
+    failure: Option<record::FrameError>,
+}
+
+/// Decodes the frames of an unsealed segment in order, from its header region on.
+fn scan_frames(
+    path: &Path,
+    map: &[u8],
+    log_id: u64,
+    base: u64,
+    opts: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<Scan> {
+    let len = map.len() as u64;
+    let mut crc = crate::storage::checksum::checksum(&map[..HEADER_REGION_BYTES as usize]);
+    let mut index = SparseIndex::new(opts.index_interval_bytes);
+    let (mut pos, mut offset, mut max_ts) = (HEADER_REGION_BYTES, base, 0u64);
+    let max = opts.max_record_bytes;
+    let failure = loop {
+        if pos == len {
+            break None;
+        }
+        match record::decode_header(&map[pos as usize..], log_id, Some(offset), max) {
+            Ok(h) if pos + h.frame_len() as u64 <= len => {
+                let rel = u32::try_from(offset - base)
+                    .map_err(|_| Ctx::corrupt(path, pos, Some(offset), "too many records"))?;
+                index.observe(rel, pos as u32);
+                let end = pos as usize + h.frame_len();
+                crc = crate::storage::checksum::checksum_append(crc, &map[pos as usize..end]);
+                max_ts = max_ts.max(h.timestamp_us);
+                report.tail_records_scanned += 1;
+                pos = end as u64;
+                offset += 1;
+            }
+            Ok(_) => break Some(record::FrameError::Truncated),
+            Err(e) => break Some(e),
+        }
+    };
+    Ok(Scan {
+        pos,
+        offset,
+        crc,
+        index,
+        max_ts,
+        failure,
+    })
+}
+
+/// An unsealed segment before the last: a crash came after a roll named the next segment and
+/// before the seal of this one completed (`sealer.rs`). Every frame of it was durable before
+/// the next segment was named, so its frames must run up to `next`, the next segment's base;
+/// fewer is damage ([`Error::Corruption`], nothing cut). What follows them (an interrupted
+/// seal, zeros, a recycled file's stale bytes) is replaced by the seal, completed here (in an
+/// inspection, noted instead).
+fn complete_seal(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    file: FileRef,
+    sb: &Superblock,
+    base: u64,
+    next: u64,
+    report: &mut RecoveryReport,
+) -> Result<Segment> {
+    let io_err = ctx.io_err(path);
+    let map = file.map().map_err(&io_err)?;
+    if (map.len() as u64) < HEADER_REGION_BYTES {
+        return Err(Ctx::corrupt(path, 0, Some(base), "segment shorter than its header region"));
+    }
+    segment::check_header(&map, sb.log_id, base)
+        .map_err(|d| Ctx::corrupt(path, 0, Some(base), d))?;
+    let scan = scan_frames(path, &map, sb.log_id, base, ctx.opts, report)?;
+    let file_len = map.len() as u64;
+    drop(map);
+    if scan.offset != next {
+        let why = scan
+            .failure
+            .map_or_else(|| "the file ends".to_string(), |e| e.to_string());
+        let detail = format!(
+            "unsealed segment before the last ends at offset {} ({why}), but the next segment \
+             begins at {next}: its records were durable before the next was named",
+            scan.offset
+        );
+        return Err(Ctx::corrupt(path, scan.pos, Some(scan.offset), detail));
+    }
+    let state = SegmentState {
+        end_offset: scan.offset,
+        data_end: scan.pos,
+        index: scan.index,
+        max_timestamp_us: scan.max_ts,
+        sealed: false,
+        file_len,
+    };
+    let seg = Segment::new(
+        path.to_path_buf(),
+        file,
+        sb.log_id,
+        base,
+        ctx.opts.max_record_bytes,
+        state,
+    );
+    if !ctx.note(|p| p.interrupted_seal = Some(path.to_path_buf())) {
+        tracing::info!(segment = %path.display(), "completing the seal a crash interrupted");
+        seg.seal(scan.crc).map_err(&io_err)?;
+        report.seals_completed += 1;
+    }
+    Ok(seg)
+}
+
 /// Scans the unsealed last segment, cutting a torn tail; `None` if the file was never
 /// initialised (a crash while creating it) and has been removed.
 fn scan_tail(
@@ -510,30 +657,15 @@ fn scan_tail(
         return Err(Ctx::corrupt(path, 0, Some(base), detail));
     }
     let len = map.len() as u64;
-    let mut crc = crate::storage::checksum::checksum(&map[..HEADER_REGION_BYTES as usize]);
-    let mut index = SparseIndex::new(ctx.opts.index_interval_bytes);
-    let (mut pos, mut offset, mut max_ts) = (HEADER_REGION_BYTES, base, 0u64);
+    let Scan {
+        pos,
+        offset,
+        crc,
+        index,
+        max_ts,
+        failure,
+    } = scan_frames(path, &map, sb.log_id, base, ctx.opts, report)?;
     let max = ctx.opts.max_record_bytes;
-    let failure = loop {
-        if pos == len {
-            break None;
-        }
-        match record::decode_header(&map[pos as usize..], sb.log_id, Some(offset), max) {
-            Ok(h) if pos + h.frame_len() as u64 <= len => {
-                let rel = u32::try_from(offset - base)
-                    .map_err(|_| Ctx::corrupt(path, pos, Some(offset), "too many records"))?;
-                index.observe(rel, pos as u32);
-                let end = pos as usize + h.frame_len();
-                crc = crate::storage::checksum::checksum_append(crc, &map[pos as usize..end]);
-                max_ts = max_ts.max(h.timestamp_us);
-                report.tail_records_scanned += 1;
-                pos = end as u64;
-                offset += 1;
-            }
-            Ok(_) => break Some(record::FrameError::Truncated),
-            Err(e) => break Some(e),
-        }
-    };
     if let Some(err) = failure {
         let durable_floor = sb.durable_end.min(sb.truncate_from);
         if offset < durable_floor {

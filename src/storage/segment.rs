@@ -31,6 +31,7 @@
 //! overwritten as a new segment: `background.rs`). The header region is 4 KiB
 //! so frames start sector- and page-aligned (room for O_DIRECT writers).
 
+use super::checksum::{checksum, checksum_append};
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
 use super::record::{self, u32_at, u64_at, FrameError, FrameHeader, Record, HEADER_SIZE_BYTES};
 use crate::io::{read_exact_at, FileRef};
@@ -387,6 +388,40 @@ impl Segment {
     /// Closes the direct-write handle (the segment was sealed).
     pub(crate) fn detach_direct(&self) {
         self.direct().take();
+    }
+
+    /// Writes the index and footer of a segment that takes no more frames and whose frames
+    /// are all written, cuts the file to its final size and fsyncs it: the segment is then
+    /// immutable and everything in it durable. `file_crc` is the running CRC-32 of every byte
+    /// of the file before the index. Run off the acknowledgement path (`sealer.rs`) or by
+    /// recovery, which completes a seal a crash interrupted; running it again after a failure
+    /// rewrites the same bytes.
+    pub(crate) fn seal(&self, file_crc: u32) -> std::io::Result<()> {
+        let st = self.state();
+        debug_assert!(!st.sealed, "sealed twice");
+        let index_bytes = st.index.encode();
+        let footer = Footer {
+            base_offset: self.base_offset,
+            end_offset: st.end_offset,
+            data_end: st.data_end,
+            max_timestamp_us: st.max_timestamp_us,
+            index_entries: st.index.len() as u32,
+            index_crc: checksum(&index_bytes),
+            file_crc: 0,
+        };
+        let crc_before = checksum_append(file_crc, &index_bytes);
+        let mut tail = index_bytes;
+        tail.extend_from_slice(&footer.encode(self.log_id, crc_before));
+        let file_len = st.data_end + tail.len() as u64;
+        self.file.write_at(&tail, st.data_end)?;
+        self.file.set_len(file_len)?;
+        self.file.sync_data()?;
+        self.update_state(|s| {
+            s.sealed = true;
+            s.file_len = file_len;
+        });
+        self.detach_direct();
+        Ok(())
     }
 
     /// The direct-write handle, if one is attached.

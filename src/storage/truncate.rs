@@ -40,6 +40,8 @@ impl Log {
     /// 4. superblock (both copies): no truncation in progress.
     pub(crate) fn truncate_locked(&self, w: &mut Writer, cut: u64) -> Result<()> {
         self.quiesce(w)?;
+        // A seal a full disk left owed for a segment this cuts or deletes is not owed any more.
+        self.shared.sealer.forget_above(cut);
         // Before anything changes: a reader that sees the old count read before the cut.
         self.shared.truncations.fetch_add(1, Ordering::SeqCst);
         let mut sbs = lock_sb(&self.shared.superblock);

@@ -1,5 +1,6 @@
 //! The append path: encode frames into a chunk, publish it to readers, queue it for group
-//! commit; roll, seal and create segments; discard a tail that failed for lack of space.
+//! commit; roll and create segments (the seal follows: `sealer.rs`); discard a tail that failed
+//! for lack of space.
 
 use super::background::{Prepared, PREPARED_PREFIX};
 use super::checksum::{checksum, checksum_append};
@@ -8,7 +9,8 @@ use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
 use super::log::{lock, Active, NewRecord, Writer};
 use super::record::{self, RecordRef};
 use super::recovery::now_us;
-use super::segment::{self, Footer, Segment, SegmentState, FOOTER_BYTES, HEADER_REGION_BYTES};
+use super::sealer::Sealer;
+use super::segment::{self, Segment, SegmentState, FOOTER_BYTES, HEADER_REGION_BYTES};
 use crate::io::{FileRef, IoRef};
 use crate::{Error, Log, Result};
 use bytes::Bytes;
@@ -282,7 +284,9 @@ impl Log {
     /// did not happen, and the records it may have seen are gone.
     pub(crate) fn quiesce(&self, w: &mut Writer) -> Result<()> {
         let Some(failed) = self.shared.gc.wait_idle()? else {
-            return Ok(());
+            // Idle includes the seal a roll left: what follows (retention, truncation, a
+            // snapshot's list of sealed segments) sees every full segment sealed.
+            return self.finish_seal();
         };
         if let Some(roll) = failed.roll.clone() {
             return self.undo_failed_roll(w, failed, &*roll);
@@ -323,9 +327,23 @@ impl Log {
         Err(Error::NoSpace { path: failed.path })
     }
 
+    /// Completes the seal a roll left, on this thread if the background thread has not begun
+    /// it (see `sealer.rs`). A full disk leaves it owed: nothing acknowledged depends on it,
+    /// and the next roll, flush or open completes it. Any other failure poisons the log.
+    pub(crate) fn finish_seal(&self) -> Result<()> {
+        match self.shared.sealer.finish() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                tracing::debug!("no space to seal a segment; sealed later");
+                Ok(())
+            }
+            Err(e) => Err(self.poison_with("segment seal", e)),
+        }
+    }
+
     /// A roll's barrier failed for lack of space: the new segment (never named) and every
-    /// record in it or after it are discarded; the old segment is active again, its partial
-    /// seal cut off, unless its seal completed. The next append retries the roll.
+    /// record in it or after it are discarded; the old segment is active again (the barrier
+    /// does not write to it). The next append retries the roll.
     fn undo_failed_roll(
         &self,
         w: &mut Writer,
@@ -341,21 +359,10 @@ impl Log {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&base);
         roll.discard();
-        w.active = None;
-        if let Some(old) = roll.sealing().filter(|s| !s.is_sealed()) {
-            let data_end = old.read_state(|s| s.data_end);
-            let cut = old
-                .file
-                .set_len(data_end)
-                .and_then(|_| old.file.sync_data())
-                .and_then(|_| segment::crc_of_prefix(&*old.file, data_end));
-            let file_crc = cut.map_err(|e| self.poison_with("cutting a failed seal", e))?;
-            old.update_state(|s| s.file_len = data_end);
-            w.active = Some(Active {
-                seg: old,
-                file_crc,
-            });
-        }
+        w.active = roll.previous().map(|(seg, file_crc)| {
+            debug_assert!(!seg.is_sealed());
+            Active { seg, file_crc }
+        });
         w.next_offset = base;
         self.shared.written_end.store(base, Ordering::Release);
         self.shared.gc.reset(base);
@@ -389,10 +396,10 @@ impl Log {
     }
 
     /// Rolls to the next segment: the active one is full and takes no more frames. The roll
-    /// itself is a pointer swap under the writer lock; the old segment's seal and the new
-    /// segment's header, name and directory entry are one barrier that group commit runs in
-    /// order (see `RollWork`), off the append path. With retention configured the roll then
-    /// waits for that barrier and applies retention inline (as before).
+    /// itself is a pointer swap under the writer lock; the new segment's header, name and
+    /// directory entry are one barrier that group commit runs in order (see `RollWork`), off
+    /// the append path, and the old segment is sealed after it (`sealer.rs`). With retention
+    /// configured the roll then waits for both and applies retention inline (as before).
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if w.active.is_none() {
             return Ok(());
@@ -406,15 +413,14 @@ impl Log {
         Ok(())
     }
 
-    /// Makes the segment starting at the next offset the active one, sealing the current
-    /// active segment if there is one. Only cheap steps run here, under the writer lock: take
-    /// the prepared file (or create a file under a temporary name), open it, and queue a
-    /// [`RollWork`] barrier. The barrier seals the old segment (index, footer, fsync), writes
-    /// and fsyncs the new header, renames the file to the segment's name and fsyncs the
-    /// directory, in that order, before group commit forms any group of the new segment:
-    /// no record in it is acknowledged before its name is durable, and no segment name
-    /// becomes durable before the segment before it is sealed (recovery's rule: only the
-    /// last segment may be unsealed).
+    /// Makes the segment starting at the next offset the active one. Only cheap steps run
+    /// here, under the writer lock: take the prepared file (or create a file under a temporary
+    /// name), open it, and queue a [`RollWork`] barrier. The barrier writes and fsyncs the new
+    /// header, renames the file to the segment's name and fsyncs the directory, in that order,
+    /// before group commit forms any group of the new segment: no record in it is
+    /// acknowledged before its name is durable. The old active segment, whose frames are all
+    /// durable by then, is sealed after the barrier (`sealer.rs`); recovery's rule: only the
+    /// last two segments may be unsealed.
     pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
         let base = w.next_offset;
         let path = Segment::path_in(&self.shared.dir, base);
@@ -453,14 +459,14 @@ impl Log {
         // Opened under the name the file has now (the barrier renames it later).
         self.attach_direct_at(&seg, &from);
         let work = RollWork {
-            seal: w.active.take().map(|a| (a.seg, a.file_crc)),
-            log_id: self.shared.log_id,
+            previous: w.active.take().map(|a| (a.seg, a.file_crc)),
             file,
             header: header.clone(),
             from,
             to: path,
             io: self.shared.io.clone(),
             dir: self.shared.dir.clone(),
+            sealer: self.shared.sealer.clone(),
             background: self.shared.background.clone(),
         };
         self.shared
@@ -540,12 +546,12 @@ impl Log {
 }
 
 /// A segment roll's housekeeping, run by group commit as a barrier (see
-/// `Log::create_segment`): everything a roll used to do inline under the writer lock.
+/// `Log::create_segment`): what must be durable before a record of the new segment is
+/// acknowledged. The old segment's seal is not part of it (`sealer.rs`).
 struct RollWork {
-    /// The segment to seal and the running CRC of its bytes (none for a log's first segment,
-    /// or after recovery found the last segment sealed).
-    seal: Option<(Arc<Segment>, u32)>,
-    log_id: u64,
+    /// The segment the roll left and the running CRC of its bytes (none for a log's first
+    /// segment, or after recovery found the last segment sealed): sealed after the barrier.
+    previous: Option<(Arc<Segment>, u32)>,
     /// The new segment's file, its header region, and its name now and to be.
     file: FileRef,
     header: Vec<u8>,
@@ -553,17 +559,18 @@ struct RollWork {
     to: PathBuf,
     io: IoRef,
     dir: PathBuf,
+    sealer: Arc<Sealer>,
     background: Arc<super::background::Background>,
 }
 
 impl Barrier for RollWork {
-    fn run(&self) -> std::io::Result<()> {
+    fn run(&self, sync_previous: bool) -> std::io::Result<()> {
         // A fresh header block (the header, then zeros) is durable *before* the file takes the
         // segment's name: a file under a segment name always has a valid header (a recycled
         // file's body is not zeros, so recovery could not take it for one never written).
-        // It is submitted first and overlaps the seal (io_uring completes it on the ring
-        // thread; synchronous backends run it inline): the file has no name yet, so the two
-        // are independent, and the roll's latency is one fsync shorter.
+        // It is submitted first and overlaps the rest (io_uring completes it on the ring
+        // thread; synchronous backends run it inline): the file has no name yet, so they are
+        // independent.
         debug_assert_eq!(self.header.len() as u64, HEADER_REGION_BYTES);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.file.submit_write(
@@ -574,22 +581,28 @@ impl Barrier for RollWork {
                 let _ = tx.send(r);
             }),
         );
-        let sealed = match &self.seal {
-            Some((seg, file_crc)) => seal(seg, *file_crc, self.log_id),
-            None => Ok(()),
+        // Recovery allows two unsealed segments, the last two: the one before the segment
+        // this roll leaves must be sealed before another name appears. Its seal was owed since
+        // the previous roll and is normally long done.
+        let earlier = self.sealer.finish();
+        // Manual mode: frames of the old segment written without an fsync become durable
+        // before the next segment is named (recovery finds every frame of an unsealed segment
+        // before the last up to the next one's base).
+        let synced = match (&self.previous, sync_previous) {
+            (Some((seg, _)), true) => seg.file.sync_data(),
+            _ => Ok(()),
         };
         let headed = rx
             .recv()
             .unwrap_or_else(|_| Err(std::io::Error::other("the I/O thread stopped")));
-        sealed.and(headed)?;
+        earlier.and(synced).and(headed)?;
         if self.from != self.to {
             self.io.rename(&self.from, &self.to)?;
         }
         self.io.sync_dir(&self.dir)?;
-        // After a seal, as a seal always did; the watermark is a hint (recovery scans the
-        // active segment), so the background thread writes it, off the acknowledgement path.
-        if self.seal.is_some() {
-            self.background.request_persist();
+        if let Some((seg, file_crc)) = &self.previous {
+            self.sealer.submit(seg.clone(), *file_crc);
+            self.background.request_seal();
         }
         Ok(())
     }
@@ -598,41 +611,11 @@ impl Barrier for RollWork {
         format!("segment roll to {}", self.to.display())
     }
 
-    fn sealing(&self) -> Option<Arc<Segment>> {
-        self.seal.as_ref().map(|(seg, _)| seg.clone())
+    fn previous(&self) -> Option<(Arc<Segment>, u32)> {
+        self.previous.clone()
     }
 
     fn discard(&self) {
         let _ = self.io.remove(&self.from);
     }
-}
-
-/// Writes the index and footer of a segment that takes no more frames and whose groups have
-/// all completed, cuts the file to its final size and fsyncs it: the segment is then
-/// immutable and everything in it durable.
-fn seal(seg: &Segment, file_crc: u32, log_id: u64) -> std::io::Result<()> {
-    let st = seg.state();
-    let index_bytes = st.index.encode();
-    let footer = Footer {
-        base_offset: seg.base_offset,
-        end_offset: st.end_offset,
-        data_end: st.data_end,
-        max_timestamp_us: st.max_timestamp_us,
-        index_entries: st.index.len() as u32,
-        index_crc: checksum(&index_bytes),
-        file_crc: 0,
-    };
-    let crc_before = checksum_append(file_crc, &index_bytes);
-    let mut tail = index_bytes;
-    tail.extend_from_slice(&footer.encode(log_id, crc_before));
-    let file_len = st.data_end + tail.len() as u64;
-    seg.file.write_at(&tail, st.data_end)?;
-    seg.file.set_len(file_len)?;
-    seg.file.sync_data()?;
-    seg.update_state(|s| {
-        s.sealed = true;
-        s.file_len = file_len;
-    });
-    seg.detach_direct();
-    Ok(())
 }
