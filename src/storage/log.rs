@@ -469,8 +469,7 @@ impl Log {
     /// once; await [`Log::durable`] (or call [`Log::sync_to`]) for durability. This is the
     /// building block of the async API: it never waits for an fsync, not even at a segment
     /// roll (its barrier runs in group commit, the seal after it), except with retention
-    /// configured, where a roll
-    /// waits for its barrier and seal and applies retention.
+    /// configured, where a roll waits for its barrier and seal and applies retention.
     pub fn append_nowait<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
         self.write_records(&normal_records(payloads), false)
     }
