@@ -618,6 +618,9 @@ struct Totals {
     acked_records: u64,
     unacked_survivors: u64,
     torn_bytes: u64,
+    /// Seals of a segment before the last that a kill interrupted (between a roll and the
+    /// background seal of the segment it left), completed by the reopen.
+    seals_completed: usize,
     torn_ack_lines: usize,
     killed_before_start: u32,
     records: u64,
@@ -685,6 +688,7 @@ fn verify_round(ctx: &RoundCtx<'_>, out: &ChildOutput, model: &mut Model, totals
     assert!(log.poisoned().is_none(), "{what}: reopened log is poisoned");
     let report = log.recovery_report().clone();
     totals.torn_bytes += report.torn_bytes_truncated;
+    totals.seals_completed += report.seals_completed;
     totals.segments = report.segments;
     let (start, end) = (log.start_offset(), log.end_offset());
     assert_eq!(start, 0, "{what}: nothing was purged but the start moved");
@@ -912,8 +916,8 @@ fn kill9_rounds(mode: Mode, rounds: u32, delay_ms: Range<u64>) {
     }
     eprintln!(
         "kill9 {}: {rounds} rounds in {:.1?}: {} records ({} segments), {} acknowledged in the \
-         rounds' windows, {} unacked survivors, {} torn tail bytes cut, {} torn ACK lines, {} \
-         kills before the log was open",
+         rounds' windows, {} unacked survivors, {} torn tail bytes cut, {} interrupted seals \
+         completed, {} torn ACK lines, {} kills before the log was open",
         mode.name(),
         began.elapsed(),
         totals.records,
@@ -921,6 +925,7 @@ fn kill9_rounds(mode: Mode, rounds: u32, delay_ms: Range<u64>) {
         totals.acked_records,
         totals.unacked_survivors,
         totals.torn_bytes,
+        totals.seals_completed,
         totals.torn_ack_lines,
         totals.killed_before_start
     );
