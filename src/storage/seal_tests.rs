@@ -51,6 +51,15 @@ fn roll_without_seal(log: &Log) -> Vec<Vec<u8>> {
     written
 }
 
+/// `opts` with buffered writes: a file grows by exactly what is written (direct writes grow
+/// it by whole blocks, where a seal usually fits without growing it), so a seal needs space.
+fn buffered_opts(disk: &SimDisk) -> LogOptions {
+    LogOptions {
+        direct_io: false,
+        ..opts(disk)
+    }
+}
+
 fn first_segment() -> std::path::PathBuf {
     Segment::path_in(Path::new(DIR), 0)
 }
@@ -164,3 +173,84 @@ fn damage_to_an_unsealed_segment_before_the_last_is_corruption_and_nothing_is_cu
     }
 }
 
+
+#[test]
+fn a_seal_without_space_stays_owed_and_the_next_roll_waits_for_room() {
+    let disk = SimDisk::new(75);
+    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    let mut written = roll_without_seal(&log);
+    // Not a byte more: the seal's index and footer do not fit.
+    disk.set_faults(crate::io::SimFaults {
+        capacity_bytes: Some(disk.used_bytes()),
+        ..disk.faults()
+    });
+    log.pump().unwrap();
+    assert!(log.poisoned().is_none(), "a full disk does not poison");
+    assert!(!log.segments_snapshot()[0].is_sealed(), "still owed");
+    log.flush().unwrap();
+    // Appends into the second segment fail for lack of space, and lose nothing.
+    let refused = log.append(&[1u8; BODY_BYTES]);
+    assert!(matches!(refused, Err(Error::NoSpace { .. })), "{refused:?}");
+    assert_reads(&log, &written);
+    // With room again, the seal completes (here at the pump) and appends go on across the
+    // next roll.
+    disk.set_faults(crate::io::SimFaults::default());
+    log.pump().unwrap();
+    assert!(log.segments_snapshot()[0].is_sealed());
+    while log.segment_count() < 3 {
+        let n = log.end_offset();
+        written.push(vec![n as u8; BODY_BYTES]);
+        log.append(written.last().unwrap()).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 2);
+    assert_eq!(disk.peek(&first_segment()).unwrap(), sealed_in_time());
+    drop(log);
+    disk.crash();
+    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    assert_reads(&log, &written);
+}
+
+#[test]
+fn a_roll_whose_owed_seal_finds_no_space_is_undone_and_retried() {
+    let disk = SimDisk::new(76);
+    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    let mut written = roll_without_seal(&log);
+    // Fill the second segment up to its roll, with the first one's seal still owed.
+    let second = log.segments_snapshot()[1].base_offset;
+    while log.segment_count() < 3 {
+        let n = log.end_offset();
+        written.push(vec![n as u8; BODY_BYTES]);
+        log.append_nowait(&[written.last().unwrap()]).unwrap();
+    }
+    let third = log.end_offset();
+    // Room for the second segment's frames not yet written and the third's header block,
+    // not for the first one's seal (its index and footer).
+    let seg = log.segments_snapshot()[1].clone();
+    assert_eq!(seg.base_offset, second);
+    let unwritten = seg.read_state(|s| s.data_end) - disk.peek(&seg.path).unwrap().len() as u64;
+    disk.set_faults(crate::io::SimFaults {
+        capacity_bytes: Some(disk.used_bytes() + unwritten + super::segment::HEADER_REGION_BYTES),
+        ..disk.faults()
+    });
+    // The barrier fails; the next call that takes the writer lock undoes the roll and says so.
+    log.pump().unwrap();
+    let refused = log.append(&[2u8; BODY_BYTES]);
+    assert!(matches!(refused, Err(Error::NoSpace { .. })), "{refused:?}");
+    assert!(log.poisoned().is_none());
+    // The roll is undone: the second segment is active again, its records all there.
+    assert_eq!(log.end_offset(), third);
+    assert_eq!(log.segment_count(), 2);
+    assert_reads(&log, &written);
+    disk.set_faults(crate::io::SimFaults::default());
+    let n = log.end_offset();
+    written.push(vec![n as u8; BODY_BYTES]);
+    log.append(written.last().unwrap()).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 2);
+    drop(log);
+    disk.crash();
+    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    assert_reads(&log, &written);
+}
