@@ -519,6 +519,32 @@ struct Scan {
     failure: Option<record::FrameError>,
 }
 
+impl Scan {
+    /// The unsealed segment the frames make, ending where they end, and the running CRC of
+    /// its bytes.
+    fn into_segment(
+        self,
+        ctx: &Ctx<'_>,
+        path: &Path,
+        file: FileRef,
+        log_id: u64,
+        base: u64,
+        file_len: u64,
+    ) -> (Segment, u32) {
+        let state = SegmentState {
+            end_offset: self.offset,
+            data_end: self.pos,
+            index: self.index,
+            max_timestamp_us: self.max_ts,
+            sealed: false,
+            file_len,
+        };
+        let max = ctx.opts.max_record_bytes;
+        let seg = Segment::new(path.to_path_buf(), file, log_id, base, max, state);
+        (seg, self.crc)
+    }
+}
+
 /// Decodes the frames of an unsealed segment in order, from its header region on.
 fn scan_frames(
     path: &Path,
@@ -599,25 +625,10 @@ fn complete_seal(
         );
         return Err(Ctx::corrupt(path, scan.pos, Some(scan.offset), detail));
     }
-    let state = SegmentState {
-        end_offset: scan.offset,
-        data_end: scan.pos,
-        index: scan.index,
-        max_timestamp_us: scan.max_ts,
-        sealed: false,
-        file_len,
-    };
-    let seg = Segment::new(
-        path.to_path_buf(),
-        file,
-        sb.log_id,
-        base,
-        ctx.opts.max_record_bytes,
-        state,
-    );
+    let (seg, crc) = scan.into_segment(ctx, path, file, sb.log_id, base, file_len);
     if !ctx.note(|p| p.interrupted_seal = Some(path.to_path_buf())) {
         tracing::info!(segment = %path.display(), "completing the seal a crash interrupted");
-        seg.seal(scan.crc).map_err(&io_err)?;
+        seg.seal(crc).map_err(&io_err)?;
         report.seals_completed += 1;
     }
     Ok(seg)
@@ -657,16 +668,10 @@ fn scan_tail(
         return Err(Ctx::corrupt(path, 0, Some(base), detail));
     }
     let len = map.len() as u64;
-    let Scan {
-        pos,
-        offset,
-        crc,
-        index,
-        max_ts,
-        failure,
-    } = scan_frames(path, &map, sb.log_id, base, ctx.opts, report)?;
+    let scan = scan_frames(path, &map, sb.log_id, base, ctx.opts, report)?;
+    let (pos, offset) = (scan.pos, scan.offset);
     let max = ctx.opts.max_record_bytes;
-    if let Some(err) = failure {
+    if let Some(err) = &scan.failure {
         let durable_floor = sb.durable_end.min(sb.truncate_from);
         if offset < durable_floor {
             let detail = format!("{err}; offsets below {durable_floor} were durable");
@@ -704,23 +709,8 @@ fn scan_tail(
     if ctx.pending.is_none() {
         file.sync_data().map_err(&io_err)?;
     }
-    let state = SegmentState {
-        end_offset: offset,
-        data_end: pos,
-        index,
-        max_timestamp_us: max_ts,
-        sealed: false,
-        file_len: file.len().map_err(&io_err)?,
-    };
-    let seg = Segment::new(
-        path.to_path_buf(),
-        file,
-        sb.log_id,
-        base,
-        ctx.opts.max_record_bytes,
-        state,
-    );
-    Ok(Some((seg, crc)))
+    let file_len = file.len().map_err(&io_err)?;
+    Ok(Some(scan.into_segment(ctx, path, file, sb.log_id, base, file_len)))
 }
 
 /// True when every byte is zero (word at a time: this runs over the preallocated rest of the
