@@ -4,7 +4,9 @@
 //! before Raft starts, then opens the log again.
 //!
 //! What to ask for: the damaged file's base comes from the error; its end is the next
-//! segment's base (a segment before the last is sealed and the segments are contiguous).
+//! segment's base (the segments are contiguous). The segment before the last may be unsealed
+//! (a crash between a roll and its seal) and damaged: recovery refuses it the same way, and
+//! the peers' sealed copy replaces it.
 //! The whole-file CRC comes from the last snapshot's manifest when it lists the segment, else
 //! from the peers (`IDENTIFY`). Peers are the configured members (`initial_members`, which
 //! the CLI passes on every start) and the members of the last snapshot. Only a segment wholly
