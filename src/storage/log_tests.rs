@@ -1203,6 +1203,7 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
     // segment before (owed since the first roll: `sync` does not run seals on a driven log),
     // then, after the barrier, the seal of the segment it left.
     for (succeed_first, names) in [(None, 2), (Some(1), 2), (Some(2), 2), (Some(3), 3)] {
+        let case = format!("succeed_first {succeed_first:?}");
         let disk = SimDisk::new(61);
         let opts = driven_opts(&disk);
         let dir = Path::new("/crashroll");
@@ -1220,12 +1221,17 @@ fn a_crash_before_or_inside_a_rolls_barrier_keeps_every_acknowledged_record() {
             });
             assert!(log.pump().is_err(), "a sync of the barrier or seal failed");
             assert!(log.poisoned().is_some());
+            // A failed seal is never retried (a second fsync could report success for pages
+            // the kernel dropped): not by a flush, nor by a snapshot's list of segments.
+            assert!(log.flush().is_err());
+            assert!(log.sealed_segments(u64::MAX).is_err());
+            let unsealed = log.segments_snapshot().iter().filter(|s| !s.is_sealed()).count();
+            assert!(unsealed >= 2, "{case}: {unsealed}");
         }
         drop(log);
         disk.crash();
         disk.set_faults(SimFaults::default());
         let log = Log::open(dir, opts.clone()).unwrap();
-        let case = format!("succeed_first {succeed_first:?}");
         assert!(log.end_offset() >= acked.len() as u64, "{case}");
         assert_eq!(segment_names(&disk, dir).len(), names, "{case}: names");
         for (i, p) in acked.iter().enumerate() {

@@ -60,7 +60,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct RecoveryReport {
     /// Segment files in use after recovery.
     pub segments: usize,
-    /// Frames scanned in the unsealed tail.
+    /// Frames scanned in unsealed segments (the tail, and a segment before it whose seal a
+    /// crash interrupted).
     pub tail_records_scanned: u64,
     /// Bytes of torn, never-acknowledged tail that were cut.
     pub torn_bytes_truncated: u64,

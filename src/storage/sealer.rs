@@ -47,8 +47,10 @@ impl Sealer {
     }
 
     /// Seals the pending segment on this thread, unless there is none or another thread runs
-    /// it; `Ok(true)` if this call sealed one. After a failure the seal stays owed (a full
-    /// disk may have room later; any other failure poisons the log, by the caller).
+    /// it; `Ok(true)` if this call sealed one. After a failure for lack of space the seal
+    /// stays owed (the disk may have room later). Any other failure is final: the caller
+    /// poisons the log, and the seal is never tried again (an fsync retried after a failure
+    /// can report success for data the kernel already dropped).
     pub fn run_pending(&self) -> std::io::Result<bool> {
         let mut st = self.lock();
         if st.running {
@@ -62,7 +64,10 @@ impl Sealer {
         let sealed = seg.seal(file_crc);
         let mut st = self.lock();
         st.running = false;
-        if sealed.is_err() {
+        if sealed
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
+        {
             st.pending = Some((seg, file_crc));
         }
         drop(st);

@@ -331,6 +331,8 @@ impl Log {
     /// it (see `sealer.rs`). A full disk leaves it owed: nothing acknowledged depends on it,
     /// and the next roll, flush or open completes it. Any other failure poisons the log.
     pub(crate) fn finish_seal(&self) -> Result<()> {
+        // A poisoned log's seal stays undone (recovery completes it from what is durable).
+        self.check_poison()?;
         match self.shared.sealer.finish() {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
