@@ -254,3 +254,27 @@ fn a_roll_whose_owed_seal_finds_no_space_is_undone_and_retried() {
     let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
     assert_reads(&log, &written);
 }
+
+#[test]
+fn after_a_failed_seal_no_later_roll_may_name_a_segment() {
+    let disk = SimDisk::new(77);
+    let log = Log::open(DIR, opts(&disk)).unwrap();
+    let written = roll_without_seal(&log);
+    disk.set_faults(crate::io::SimFaults {
+        fail_syncs: 1,
+        ..disk.faults()
+    });
+    assert!(log.pump().is_err(), "the seal's fsync failed");
+    assert!(log.poisoned().is_some());
+    // What the next roll's barrier asks before it names another segment: never yes again
+    // (a third unsealed segment would make recovery refuse the log).
+    assert!(log.shared.sealer.finish().is_err());
+    assert!(log.shared.sealer.finish().is_err());
+    assert!(!log.segments_snapshot()[0].is_sealed());
+    drop(log);
+    disk.crash();
+    disk.set_faults(crate::io::SimFaults::default());
+    let log = Log::open(DIR, opts(&disk)).unwrap();
+    assert_eq!(log.recovery_report().seals_completed, 1);
+    assert_reads(&log, &written);
+}

@@ -30,6 +30,9 @@ struct State {
     pending: Option<(Arc<Segment>, u32)>,
     /// A thread is sealing the segment taken from `pending` now.
     running: bool,
+    /// A seal failed other than for lack of space: no segment may be named after it (there
+    /// would be three unsealed segments on disk), so every later `finish` fails too.
+    failed: bool,
 }
 
 impl Sealer {
@@ -64,11 +67,10 @@ impl Sealer {
         let sealed = seg.seal(file_crc);
         let mut st = self.lock();
         st.running = false;
-        if sealed
-            .as_ref()
-            .is_err_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
-        {
-            st.pending = Some((seg, file_crc));
+        match &sealed {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => st.pending = Some((seg, file_crc)),
+            Err(_) => st.failed = true,
+            Ok(()) => {}
         }
         drop(st);
         self.done.notify_all();
@@ -76,12 +78,16 @@ impl Sealer {
     }
 
     /// Returns once no seal is owed: waits for one another thread runs, runs a pending one
-    /// here. Its error, if it fails here.
+    /// here. Its error, if it fails here; an error too once any seal failed (other than for
+    /// lack of space).
     pub fn finish(&self) -> std::io::Result<()> {
         loop {
             let mut st = self.lock();
             while st.running {
                 st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if st.failed {
+                return Err(std::io::Error::other("the seal of an earlier segment failed"));
             }
             if st.pending.is_none() {
                 return Ok(());
