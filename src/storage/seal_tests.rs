@@ -74,6 +74,25 @@ fn sealed_in_time() -> Vec<u8> {
     disk.peek(&first_segment()).unwrap()
 }
 
+/// Appends one more record (durable on return with `durable`) and keeps its payload.
+fn append_one(log: &Log, written: &mut Vec<Vec<u8>>, durable: bool) {
+    let n = log.end_offset();
+    written.push(vec![n as u8; BODY_BYTES]);
+    let payload = &written[written.len() - 1];
+    if durable {
+        log.append(payload).unwrap();
+    } else {
+        log.append_nowait(&[payload]).unwrap();
+    }
+}
+
+/// Drops `log`, crashes the disk (unsynced writes lost) and opens the log again.
+fn reopen_after_crash(disk: &SimDisk, log: Log, opts: LogOptions) -> Log {
+    drop(log);
+    disk.crash();
+    Log::open(DIR, opts).unwrap()
+}
+
 fn assert_reads(log: &Log, written: &[Vec<u8>]) {
     assert!(log.end_offset() >= written.len() as u64);
     for (i, p) in written.iter().enumerate() {
@@ -117,9 +136,7 @@ fn a_crash_before_the_seal_is_completed_by_recovery_with_the_same_bytes() {
     assert_reads(&log, &written);
     assert_eq!(disk.peek(&first_segment()).unwrap(), sealed_in_time());
     // Durable: a crash right after the open keeps the seal.
-    drop(log);
-    disk.crash();
-    let log = Log::open(DIR, opts(&disk)).unwrap();
+    let log = reopen_after_crash(&disk, log, opts(&disk));
     assert_eq!(log.recovery_report().seals_completed, 0);
     assert_reads(&log, &written);
 }
@@ -198,16 +215,12 @@ fn a_seal_without_space_stays_owed_and_the_next_roll_waits_for_room() {
     log.pump().unwrap();
     assert!(log.segments_snapshot()[0].is_sealed());
     while log.segment_count() < 3 {
-        let n = log.end_offset();
-        written.push(vec![n as u8; BODY_BYTES]);
-        log.append(written.last().unwrap()).unwrap();
+        append_one(&log, &mut written, true);
     }
     log.flush().unwrap();
     assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 2);
     assert_eq!(disk.peek(&first_segment()).unwrap(), sealed_in_time());
-    drop(log);
-    disk.crash();
-    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    let log = reopen_after_crash(&disk, log, buffered_opts(&disk));
     assert_reads(&log, &written);
 }
 
@@ -219,9 +232,7 @@ fn a_roll_whose_owed_seal_finds_no_space_is_undone_and_retried() {
     // Fill the second segment up to its roll, with the first one's seal still owed.
     let second = log.segments_snapshot()[1].base_offset;
     while log.segment_count() < 3 {
-        let n = log.end_offset();
-        written.push(vec![n as u8; BODY_BYTES]);
-        log.append_nowait(&[written.last().unwrap()]).unwrap();
+        append_one(&log, &mut written, false);
     }
     let third = log.end_offset();
     // Room for the second segment's frames not yet written and the third's header block,
@@ -243,15 +254,11 @@ fn a_roll_whose_owed_seal_finds_no_space_is_undone_and_retried() {
     assert_eq!(log.segment_count(), 2);
     assert_reads(&log, &written);
     disk.set_faults(crate::io::SimFaults::default());
-    let n = log.end_offset();
-    written.push(vec![n as u8; BODY_BYTES]);
-    log.append(written.last().unwrap()).unwrap();
+    append_one(&log, &mut written, true);
     log.flush().unwrap();
     assert_eq!(log.segment_count(), 3);
     assert_eq!(log.sealed_segments(u64::MAX).unwrap().len(), 2);
-    drop(log);
-    disk.crash();
-    let log = Log::open(DIR, buffered_opts(&disk)).unwrap();
+    let log = reopen_after_crash(&disk, log, buffered_opts(&disk));
     assert_reads(&log, &written);
 }
 
