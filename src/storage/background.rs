@@ -389,20 +389,12 @@ impl BackgroundJob {
         if !std::mem::take(&mut self.bg.lock().want_seal) {
             return true;
         }
-        match self.sealer.run_pending() {
-            Ok(sealed) => {
-                // After a seal, as a seal always did; the watermark is a hint (recovery scans
-                // the unsealed segments), written here, off the acknowledgement path.
-                !sealed || persist_watermark(&self.superblock, &self.gc, true, self.interval).is_ok()
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                tracing::warn!("no space to seal a segment; sealed later");
-                true
-            }
-            Err(e) => {
-                self.gc.poison(format!("segment seal failed: {e}"));
-                false
-            }
+        match super::sealer::judge(self.sealer.run_pending(), &self.gc) {
+            // After a seal, as a seal always did; the watermark is a hint (recovery scans the
+            // unsealed segments), written here, off the acknowledgement path.
+            Ok(true) => persist_watermark(&self.superblock, &self.gc, true, self.interval).is_ok(),
+            Ok(false) => true,
+            Err(_) => false,
         }
     }
 

@@ -14,8 +14,25 @@
 //! (`recovery::recover_in`). At most one seal is pending: the next roll's barrier finishes it
 //! (waits for it, or runs it on its own thread) before it names another segment.
 
+use super::group_commit::GroupCommit;
 use super::segment::Segment;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// What a seal's outcome means for the log, the one policy for every caller: done; a full
+/// disk (the seal stays owed, nothing acknowledged depends on it: `Ok(false)`); anything
+/// else poisons the log (a failed fsync).
+pub(crate) fn judge(outcome: std::io::Result<bool>, gc: &GroupCommit) -> crate::Result<bool> {
+    match outcome {
+        Ok(sealed) => Ok(sealed),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            // Not a warning: `flush` may ask again and again while the disk stays full, and
+            // the appends that need the space say so themselves.
+            tracing::debug!("no space to seal a segment; sealed later");
+            Ok(false)
+        }
+        Err(e) => Err(gc.poison(format!("segment seal failed: {e}"))),
+    }
+}
 
 /// The seal owed for the segment before the active one, if any.
 #[derive(Default)]

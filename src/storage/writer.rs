@@ -333,14 +333,8 @@ impl Log {
     pub(crate) fn finish_seal(&self) -> Result<()> {
         // A poisoned log's seal stays undone (recovery completes it from what is durable).
         self.check_poison()?;
-        match self.shared.sealer.finish() {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                tracing::debug!("no space to seal a segment; sealed later");
-                Ok(())
-            }
-            Err(e) => Err(self.poison_with("segment seal", e)),
-        }
+        let outcome = self.shared.sealer.finish().map(|()| true);
+        super::sealer::judge(outcome, &self.shared.gc).map(drop)
     }
 
     /// A roll's barrier failed for lack of space: the new segment (never named) and every
