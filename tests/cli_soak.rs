@@ -29,10 +29,13 @@ fn short_soak_keeps_its_bounds_and_loses_nothing() {
         // A debug build on two shared cores, 5-second minutes of 1,500 messages (the p99 is
         // the 15th slowest: one scheduling hiccup moves it): 2x flaked here under other
         // builds' load (28 -> 57 ms), and 3x once in three runs on a quiet machine (29 ->
-        // 130 ms). The test allows 10x: it still fails on a cluster that stalls for seconds,
-        // and checks the bound's mechanics; the 2x is the release soak's (60-second
-        // minutes, README).
-        .args(["--soak-p99-factor", "10"])
+        // 130 ms), and in CI 10x once, in the steady minute after a fire and rolling restart
+        // that both ended in minute 3 (14.1 -> 146 ms: one ~0.2 s hiccup among 1,500 messages;
+        // not seen in 13 runs here, 5 of them beside a busy core). The test allows 30x: with
+        // the ~15 ms base of a quiet machine it still fails on a cluster that stalls for half
+        // a second or more in a minute, and checks the bound's mechanics; the 2x is
+        // the release soak's (60-second minutes, README).
+        .args(["--soak-p99-factor", "30"])
         .arg("--dir")
         .arg(tmp.path())
         .arg("--report")
