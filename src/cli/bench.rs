@@ -820,12 +820,16 @@ fn durable_cell(
         Log::open(&dir, opts).context(|| format!("cannot open a log in {}", dir.display()))?,
     );
     let payload = raw::pattern(size);
+    // Steady state: a long-running log appends into a preallocated segment, and has its next
+    // one prepared long before it is needed. A new log's first segment is created at open
+    // as an empty file (every flush into it extends the file); this wait swaps in the first
+    // prepared file while the segment is still empty (`Log::wait_prepared`), and the one
+    // after warming up lets the next file's zeros be written before timing starts.
+    let adopted = log.wait_prepared(PREPARE_TIMEOUT);
     for _ in 0..warmup_appends(size) {
         log.append(&payload)?;
     }
-    // Steady state: a long-running log has its next segment prepared long before it is
-    // needed; a new one is still writing its zeros. Timing starts once they are written.
-    let prepared = log.wait_prepared(PREPARE_TIMEOUT);
+    let prepared = adopted && log.wait_prepared(PREPARE_TIMEOUT);
     sys::settle_disk();
     let max_bytes = plan.disk.log_payload_bytes(1);
     let before = log.commit_stats().flushes;

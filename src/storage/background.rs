@@ -166,6 +166,9 @@ pub struct PrepareStats {
     pub taken: u64,
     /// Spares deleted instead of recycled because something still read them.
     pub spares_still_read: u64,
+    /// Prepared files that replaced an empty segment created without one (a new log's
+    /// first segment, see `Log::wait_prepared`).
+    pub adopted: u64,
 }
 
 /// A retired segment renamed to a prepared name, waiting to be prepared.
@@ -249,6 +252,16 @@ impl Background {
         let taken = st.prepared.take();
         st.stats.taken += u64::from(taken.is_some());
         taken
+    }
+
+    /// Whether a prepared file is ready.
+    pub fn has_prepared(&self) -> bool {
+        self.lock().prepared.is_some()
+    }
+
+    /// Counts a prepared file that replaced an empty segment.
+    pub fn count_adopted(&self) {
+        self.lock().stats.adopted += 1;
     }
 
     /// What preparing has done so far.

@@ -69,6 +69,10 @@ pub(crate) struct Active {
 pub(crate) struct Writer {
     pub active: Option<Active>,
     pub next_offset: u64,
+    /// The active segment may be one a prepared file can replace (`Log::adopt_prepared`):
+    /// set when a segment is created without one, cleared by its first frame. A hint only;
+    /// the segment's state is checked before anything is replaced.
+    pub adoptable: bool,
 }
 
 pub(crate) struct Shared {
@@ -174,6 +178,7 @@ impl Log {
             writer: Mutex::new(Writer {
                 active,
                 next_offset: rec.end_offset,
+                adoptable: true,
             }),
             superblock,
             gc,
@@ -706,9 +711,36 @@ impl Log {
     /// their fdatasync compete with appends for the disk. Latency-sensitive embedders and
     /// benchmarks that just opened a log can wait here first. Always `false` without
     /// `preallocate` or on a driven log (nothing is prepared).
+    ///
+    /// A segment created without a prepared file (a new log's first segment, made at `open`
+    /// before any file was prepared) that still holds no record is replaced by the prepared
+    /// file here, and the wait goes on for the next one: the log is then in the state a
+    /// long-running log is in, its active segment preallocated (its flushes commit data
+    /// only; in the first segment each one also extended the file).
     pub fn wait_prepared(&self, timeout: Duration) -> bool {
         let s = &self.shared;
-        s.opts.preallocate && !s.opts.is_driven() && s.background.wait_prepared(timeout)
+        if !s.opts.preallocate || s.opts.is_driven() {
+            return false;
+        }
+        let deadline = Instant::now() + timeout;
+        if !s.background.wait_prepared(timeout) {
+            return false;
+        }
+        let adopted = {
+            let mut w = lock(&s.writer);
+            self.adopt_prepared(&mut w)
+        };
+        match adopted {
+            Ok(false) => true,
+            Ok(true) => s
+                .background
+                .wait_prepared(deadline.saturating_duration_since(Instant::now())),
+            Err(e) => {
+                // The appends that need the segment report it themselves.
+                tracing::debug!(error = %e, "an empty segment kept its file");
+                false
+            }
+        }
     }
 
     /// Number of segment files.

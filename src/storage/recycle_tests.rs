@@ -1,5 +1,6 @@
-//! Recycled segments (retention renames a retired segment into the next prepared file) and
-//! retention applied on demand and by the background timer.
+//! Recycled segments (retention renames a retired segment into the next prepared file),
+//! retention applied on demand and by the background timer, and a new log's empty first
+//! segment replaced by the first prepared file.
 
 use super::segment::{self, HEADER_REGION_BYTES};
 use super::*;
@@ -391,4 +392,85 @@ fn retention_check_interval_is_bounded() {
         };
         assert!(matches!(opts.validate(), Err(Error::InvalidArgument(_))));
     }
+}
+
+/// A new log's first segment is created at open, before any file is prepared; `wait_prepared`
+/// replaces it (still empty) by the first prepared file and waits for the next one. A reader
+/// made before the swap serves the records appended after it; a crash after the swap keeps
+/// the preallocated, named first segment and every acknowledged record.
+#[test]
+fn a_new_logs_empty_first_segment_takes_the_first_prepared_file() {
+    let disk = SimDisk::new(11);
+    let opts = LogOptions {
+        retention_bytes: None,
+        ..recycling_opts(disk.io().into())
+    };
+    let dir = Path::new("/adopt");
+    let log = Log::open(dir, opts.clone()).unwrap();
+    let first = log.segments_snapshot()[0].path.clone();
+    assert!(disk.peek(&first).unwrap().len() < SEGMENT_BYTES as usize, "not preallocated");
+    let mut early = log.iter(0);
+    assert!(early.next().is_none());
+    assert!(log.wait_prepared(WAIT));
+    assert_eq!(log.prepare_stats().adopted, 1);
+    let segs = log.segments_snapshot();
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].path, first);
+    assert_eq!(disk.peek(&first).unwrap().len(), SEGMENT_BYTES as usize, "preallocated");
+    let names = disk.io().list(dir).unwrap();
+    assert_eq!(prepared_files(&names), 1, "the next one: {names:?}");
+    let end = append_rolling(&log, 120);
+    assert!(log.segments_snapshot().len() > 2);
+    assert_eq!(early.next().unwrap().unwrap().payload.as_ref(), &payload(0)[..]);
+    check_records(&log);
+    // Only an empty segment made without a prepared file is replaced.
+    assert!(log.wait_prepared(WAIT));
+    assert_eq!(log.prepare_stats().adopted, 1);
+    drop(log);
+    disk.crash();
+    let log = Log::open(dir, opts.clone()).unwrap();
+    assert_eq!(log.end_offset(), end);
+    check_records(&log);
+    log.verify().unwrap();
+    drop(log);
+
+    // Crashed right after the swap (its barrier durable), before any append.
+    let disk = SimDisk::new(12);
+    let opts = LogOptions {
+        retention_bytes: None,
+        ..recycling_opts(disk.io().into())
+    };
+    let log = Log::open(dir, opts.clone()).unwrap();
+    assert!(log.wait_prepared(WAIT));
+    drop(log);
+    disk.crash();
+    assert_eq!(disk.peek(&first).unwrap().len(), SEGMENT_BYTES as usize);
+    let log = Log::open(dir, opts).unwrap();
+    assert_eq!(log.end_offset(), 0);
+    assert_eq!(append_rolling(&log, 60), 60);
+    check_records(&log);
+    log.verify().unwrap();
+}
+
+/// Appends that find the prepared file ready while the first segment is still empty swap it
+/// in themselves (the first append pays the swap's barrier, like a roll); once the segment
+/// holds a record nothing is swapped.
+#[test]
+fn the_first_append_after_the_preparation_swaps_an_empty_first_segment() {
+    let disk = SimDisk::new(13);
+    let opts = LogOptions {
+        retention_bytes: None,
+        ..recycling_opts(disk.io().into())
+    };
+    let log = Log::open(Path::new("/first"), opts).unwrap();
+    let first = log.segments_snapshot()[0].path.clone();
+    assert!(log.shared.background.wait_prepared(WAIT));
+    assert_eq!(log.append(&payload(0)).unwrap(), 0);
+    assert_eq!(log.prepare_stats().adopted, 1);
+    assert_eq!(disk.peek(&first).unwrap().len(), SEGMENT_BYTES as usize);
+    assert_eq!(log.read(0).unwrap().payload.as_ref(), &payload(0)[..]);
+    assert!(log.shared.background.wait_prepared(WAIT));
+    assert_eq!(log.append(&payload(1)).unwrap(), 1);
+    assert_eq!(log.prepare_stats().adopted, 1, "a segment with a record is kept");
+    check_records(&log);
 }
