@@ -439,6 +439,10 @@ impl Log {
             return Err(e);
         }
         self.shared.background.count_adopted();
+        // The swap is done when its barrier has run (for `wait_prepared`'s caller; an
+        // appender's first group would wait behind it anyway). Without space for it, it is
+        // undone: the segment is created again by the next append.
+        self.quiesce(w)?;
         Ok(true)
     }
 
