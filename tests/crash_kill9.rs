@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
 
+mod common;
+
 const ENV_DIR: &str = "SITELOG_KILL9_CHILD_DIR";
 const ENV_SEED: &str = "SITELOG_KILL9_CHILD_SEED";
 const ENV_ROUND: &str = "SITELOG_KILL9_CHILD_ROUND";
@@ -516,13 +518,7 @@ fn run_child(
     mode: Mode,
     at: KillAt,
 ) -> ChildOutput {
-    // `/proc/self/exe` still execs this binary if a concurrent build has replaced the file.
-    let proc_exe = Path::new("/proc/self/exe");
-    let exe = if proc_exe.exists() {
-        proc_exe.to_path_buf()
-    } else {
-        std::env::current_exe().expect("current_exe")
-    };
+    let exe = common::this_test_binary();
     let guard = no_fork_while_open();
     let mut child = Command::new(exe)
         .args([

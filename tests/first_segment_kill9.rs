@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
 
+mod common;
+
 const ENV_DIR: &str = "SITELOG_FIRST_SEGMENT_CHILD_DIR";
 const SEGMENT_BYTES: u64 = 1 << 20;
 const RECORD_BYTES: usize = 1000;
@@ -76,19 +78,10 @@ fn first_segment_child() {
     }
 }
 
-fn child_exe() -> std::path::PathBuf {
-    let proc_exe = Path::new("/proc/self/exe");
-    if proc_exe.exists() {
-        proc_exe.to_path_buf()
-    } else {
-        std::env::current_exe().unwrap()
-    }
-}
-
 /// Runs the child on `dir`, kills it as `kill` says, and returns the highest end offset it
 /// acknowledged (0 if none).
 fn run_and_kill(dir: &Path, kill: Kill) -> u64 {
-    let mut child = Command::new(child_exe())
+    let mut child = Command::new(common::this_test_binary())
         .args(["--ignored", "--exact", "first_segment_child", "--nocapture"])
         .env(ENV_DIR, dir)
         .stdout(Stdio::piped())

@@ -10,10 +10,11 @@
 //! input until the parent kills it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
+
+mod common;
 
 const ENV_DIR: &str = "SITELOG_SEAL_CHILD_DIR";
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -59,12 +60,7 @@ fn seal_child() {
 #[test]
 fn a_kill_between_a_roll_and_its_seal_loses_nothing_and_the_next_open_seals() {
     let dir = tempfile::tempdir().unwrap();
-    let proc_exe = Path::new("/proc/self/exe");
-    let exe = if proc_exe.exists() {
-        proc_exe.to_path_buf()
-    } else {
-        std::env::current_exe().unwrap()
-    };
+    let exe = common::this_test_binary();
     let mut child = Command::new(exe)
         .args(["--ignored", "--exact", "seal_child", "--nocapture"])
         .env(ENV_DIR, dir.path())

@@ -7,6 +7,17 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// This test binary, to re-invoke as a child process on one of its own ignored tests:
+/// `/proc/self/exe` still execs this binary if a concurrent build has replaced the file.
+pub fn this_test_binary() -> std::path::PathBuf {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().expect("current_exe")
+    }
+}
+
 /// A free loopback address (the port is released for the node to bind).
 pub fn free_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
