@@ -438,11 +438,11 @@ impl Log {
             w.active = empty;
             return Err(e);
         }
-        self.shared.background.count_adopted();
         // The swap is done when its barrier has run (for `wait_prepared`'s caller; an
         // appender's first group would wait behind it anyway). Without space for it, it is
         // undone: the segment is created again by the next append.
         self.quiesce(w)?;
+        self.shared.background.count_adopted();
         Ok(true)
     }
 
@@ -481,8 +481,7 @@ impl Log {
             0
         };
         let header = segment::encode_header(self.shared.log_id, base, created_us);
-        let (file, from) = self.segment_file(base, &path)?;
-        let prepared = from.to_string_lossy().contains(PREPARED_PREFIX);
+        let (file, from, prepared) = self.segment_file(base, &path)?;
         if self.shared.opts.preallocate {
             self.shared.background.request_prepare();
         }
@@ -543,10 +542,10 @@ impl Log {
         Ok(())
     }
 
-    /// The file of a new segment and the name it has until its roll barrier renames it: the
-    /// prepared file if one is ready, otherwise a new empty file under a temporary name
-    /// (recovery removes it if a crash comes first).
-    fn segment_file(&self, base: u64, path: &Path) -> Result<(FileRef, PathBuf)> {
+    /// The file of a new segment, the name it has until its roll barrier renames it, and
+    /// whether it is a prepared file: the prepared file if one is ready, otherwise a new empty
+    /// file under a temporary name (recovery removes it if a crash comes first).
+    fn segment_file(&self, base: u64, path: &Path) -> Result<(FileRef, PathBuf, bool)> {
         let io = &self.shared.io;
         let prepared = self
             .shared
@@ -555,7 +554,7 @@ impl Log {
             .then(|| self.shared.background.take_prepared())
             .flatten();
         if let Some(file) = prepared.as_ref().and_then(|p| self.open_prepared(p, base)) {
-            return Ok((file, prepared.map(|p| p.path).unwrap_or_default()));
+            return Ok((file, prepared.map(|p| p.path).unwrap_or_default(), true));
         }
         let mut name = path.as_os_str().to_owned();
         name.push(segment::TEMP_SUFFIX);
@@ -573,7 +572,7 @@ impl Log {
             }
             return Err(self.poison_with("segment create", e));
         }
-        Ok((file, tmp))
+        Ok((file, tmp, false))
     }
 
     /// Opens the prepared file for the segment at `base`; `None` (and the file removed) if it
