@@ -69,7 +69,14 @@ fn short_soak_keeps_its_bounds_and_loses_nothing() {
     assert!(minutes.iter().any(|m| m["disrupted"] == true), "{v}");
     for m in minutes {
         assert!(m["acked_per_s"].as_f64().unwrap() > 0.0, "{m}");
-        assert!(m["p99_ms"].as_f64().unwrap() > 0.0, "{m}");
+        let p99_ms = m["p99_ms"].as_f64().unwrap();
+        assert!(p99_ms > 0.0, "{m}");
+        // The slowest message of the minute, sent within it (the last minute also files what
+        // a writer sent as the soak was stopping).
+        assert!(m["slowest_ms"].as_f64().unwrap() >= p99_ms, "{m}");
+        let (start_s, secs) = (m["start_s"].as_f64().unwrap(), m["secs"].as_f64().unwrap());
+        let sent_s = m["slowest_sent_at_s"].as_f64().unwrap();
+        assert!(sent_s >= start_s && sent_s <= start_s + secs + 1.0, "{m}");
         let sites = m["sites"].as_array().unwrap();
         assert_eq!(sites.len(), 3, "{m}");
         for s in sites {

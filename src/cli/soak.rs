@@ -388,8 +388,11 @@ fn print_minute(shared: &Shared, i: usize) {
         .values()
         .map(|f| format!("{:.0}", f.rss_bytes as f64 / 1e6))
         .collect();
+    let slowest = b.slowest.map_or(String::new(), |(ms, at_s)| {
+        format!("; slowest {ms:.1} ms, sent at {at_s:.1} s")
+    });
     eprintln!(
-        "minute {i}: {:.0} msg/s, p99 {:.1} ms, disk MB [{}], RSS MB [{}]{}",
+        "minute {i}: {:.0} msg/s, p99 {:.1} ms, disk MB [{}], RSS MB [{}]{}{slowest}",
         b.lat_ms.len() as f64 / shared.minute.as_secs_f64(),
         b.p99_ms(),
         disk.join(" "),
@@ -559,7 +562,8 @@ fn record(shared: &Shared, outcome: AppendOutcome, mut a: Acked, sent: Instant) 
             let lat_ms = (acked_at - sent).as_secs_f64() * 1e3;
             // Filed under the minute it was sent in: a message stuck in a fire counts in the
             // fire's (disrupted) minute, not in the steady one after it.
-            shared.with_bucket(sent, |b| b.lat_ms.push(lat_ms as f32));
+            let sent_s = sent.duration_since(shared.start).as_secs_f64();
+            shared.with_bucket(sent, |b| b.add(lat_ms as f32, sent_s));
             let mut t = locked(&shared.tally);
             t.acked.push(a);
             t.acknowledged += 1;
@@ -902,6 +906,15 @@ impl Summary {
             ("secs", round(secs, 3).into()),
             ("acked_per_s", round(b.lat_ms.len() as f64 / secs, 1).into()),
             ("p99_ms", round(b.p99_ms(), 2).into()),
+            (
+                "slowest_ms",
+                b.slowest
+                    .map_or(Json::Null, |(ms, _)| round(f64::from(ms), 2).into()),
+            ),
+            (
+                "slowest_sent_at_s",
+                b.slowest.map_or(Json::Null, |(_, s)| round(s, 3).into()),
+            ),
             ("disrupted", b.disrupted.into()),
             (
                 "events",

@@ -70,9 +70,20 @@ pub struct Bucket {
     pub events: Vec<String>,
     /// A fire, rebuild or rolling restart overlapped this bucket.
     pub disrupted: bool,
+    /// The slowest message sent in this bucket: its commit latency (ms) and when it was sent
+    /// (seconds since the soak began), to place a hiccup within the minute.
+    pub slowest: Option<(f32, f64)>,
 }
 
 impl Bucket {
+    /// Files one acknowledged message's commit latency, sent `sent_s` into the soak.
+    pub fn add(&mut self, lat_ms: f32, sent_s: f64) {
+        self.lat_ms.push(lat_ms);
+        if self.slowest.is_none_or(|(ms, _)| lat_ms > ms) {
+            self.slowest = Some((lat_ms, sent_s));
+        }
+    }
+
     /// Nearest-rank p99 of the bucket's commit latencies in ms (0 without any).
     pub fn p99_ms(&self) -> f64 {
         let mut l = self.lat_ms.clone();

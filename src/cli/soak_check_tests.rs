@@ -22,6 +22,17 @@ fn bucket(lat: &[f32], sites: &[(usize, SiteFigures)]) -> Bucket {
 }
 
 #[test]
+fn a_bucket_remembers_its_slowest_message_and_when_it_was_sent() {
+    let mut b = Bucket::default();
+    assert_eq!(b.slowest, None);
+    for (ms, at_s) in [(3.0, 20.1), (146.0, 21.3), (9.0, 22.0), (146.0, 23.0)] {
+        b.add(ms, at_s);
+    }
+    assert_eq!(b.lat_ms.len(), 4);
+    assert_eq!(b.slowest, Some((146.0, 21.3)), "the first of equals");
+}
+
+#[test]
 fn p99_is_nearest_rank() {
     let lat: Vec<f32> = (1..=100).map(|x| x as f32).collect();
     assert_eq!(bucket(&lat, &[]).p99_ms(), 99.0);
