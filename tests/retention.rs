@@ -190,10 +190,18 @@ async fn a_follower_below_the_floor_catches_up_by_snapshot_and_readers_are_told_
                 Err(Error::BelowFloor { first_available, .. }) if first_available >= floor
             ));
         }
-        // Only whole segments go: the first file starts exactly at the floor.
-        let (files, _) = segment_files(&root.join(format!("n{id}")));
-        let first = files.keys().next().unwrap();
-        assert_eq!(first, &format!("{floor:020}.seg"), "node {id}");
+        // Only whole segments go: the first file starts exactly at the floor. Retention may
+        // run between reading the floor and listing the files (it raises the floor, then
+        // deletes): the two are compared until they agree, within a bound.
+        let dir = root.join(format!("n{id}"));
+        let first_file = || segment_files(&dir).0.keys().next().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut floor, mut first) = (floor_of(n), first_file());
+        while first != format!("{floor:020}.seg") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (floor, first) = (floor_of(n), first_file());
+        }
+        assert_eq!(first, format!("{floor:020}.seg"), "node {id}");
     }
 
     // Sealed segments still held by several nodes are the same bytes on each.
