@@ -50,6 +50,9 @@ pub struct SimFaults {
     /// The next N `open` / `open_direct` calls fail with EMFILE, as in a process out of file
     /// descriptors.
     pub fail_opens: u32,
+    /// The next N `rename` calls fail with ENOSPC (renaming nothing), as on a full file
+    /// system that cannot grow the directory.
+    pub fail_renames_nospace: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +396,10 @@ impl Io for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock_state();
+        if st.faults.fail_renames_nospace > 0 {
+            st.faults.fail_renames_nospace -= 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
         if !st.dirs.contains_key(&to_dir) {

@@ -71,6 +71,9 @@ pub(crate) trait Barrier: Send + Sync {
     /// The segment the roll left and its running CRC (ENOSPC: the writer makes it active
     /// again, see `FailedTail`).
     fn previous(&self) -> Option<(Arc<Segment>, u32)>;
+    /// A swap's empty segment, which the new file replaces under the same name (see
+    /// `Log::adopt_prepared`), and whether the rename was done (the name holds the new file).
+    fn replaces(&self) -> (Option<(Arc<Segment>, u32)>, bool);
     /// Removes the new segment's file after a failure (best effort; recovery removes it too).
     fn discard(&self);
 }

@@ -4,7 +4,7 @@
 
 use super::segment::{self, HEADER_REGION_BYTES};
 use super::*;
-use crate::io::SimDisk;
+use crate::io::{SimDisk, SimFaults};
 use crate::Error;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -452,8 +452,8 @@ fn a_new_logs_empty_first_segment_takes_the_first_prepared_file() {
     log.verify().unwrap();
 }
 
-/// Appends that find the prepared file ready while the first segment is still empty swap it
-/// in themselves (the first append pays the swap's barrier, like a roll); once the segment
+/// Durable appends that find the prepared file ready while the first segment is still empty
+/// swap it in themselves (the first append pays the swap's barrier, like a roll); once the segment
 /// holds a record nothing is swapped.
 #[test]
 fn the_first_append_after_the_preparation_swaps_an_empty_first_segment() {
@@ -473,4 +473,39 @@ fn the_first_append_after_the_preparation_swaps_an_empty_first_segment() {
     assert_eq!(log.append(&payload(1)).unwrap(), 1);
     assert_eq!(log.prepare_stats().adopted, 1, "a segment with a record is kept");
     check_records(&log);
+}
+
+/// A swap whose barrier fails for lack of space before its rename is undone: the empty
+/// segment, which kept its name, is the log's first segment again, the prepared file is
+/// gone, and appends, reads and a crash and reopen go on as if no swap had been tried.
+#[test]
+fn a_swap_that_finds_no_space_before_its_rename_keeps_the_empty_segment() {
+    let disk = SimDisk::new(14);
+    let opts = LogOptions {
+        retention_bytes: None,
+        ..recycling_opts(disk.io().into())
+    };
+    let dir = Path::new("/nospace-swap");
+    let log = Log::open(dir, opts.clone()).unwrap();
+    let empty = log.segments_snapshot()[0].clone();
+    assert!(log.shared.background.wait_prepared(WAIT));
+    disk.set_faults(SimFaults {
+        fail_renames_nospace: 1,
+        ..disk.faults()
+    });
+    assert!(!log.wait_prepared(WAIT), "the swap failed");
+    assert_eq!(disk.faults().fail_renames_nospace, 0, "the barrier renamed");
+    assert!(log.poisoned().is_none());
+    assert_eq!(log.prepare_stats().adopted, 0);
+    let segs = log.segments_snapshot();
+    assert_eq!(segs.len(), 1);
+    assert!(std::sync::Arc::ptr_eq(&segs[0], &empty), "the empty segment is back");
+    let end = append_rolling(&log, 80);
+    check_records(&log);
+    drop((segs, empty, log));
+    disk.crash();
+    let log = Log::open(dir, opts).unwrap();
+    assert_eq!(log.end_offset(), end);
+    check_records(&log);
+    log.verify().unwrap();
 }

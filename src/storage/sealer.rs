@@ -114,6 +114,12 @@ impl Sealer {
         }
     }
 
+    /// Whether a seal is owed, running, or failed.
+    pub fn owed(&self) -> bool {
+        let st = self.lock();
+        st.pending.is_some() || st.running || st.failed
+    }
+
     /// Forgets an owed seal of a segment that ends above `cut` (a truncation cuts into it or
     /// deletes it: it becomes the active segment again, or goes). Waits for a seal another
     /// thread runs first.

@@ -16,7 +16,7 @@ use crate::{Error, Log, Result};
 use bytes::Bytes;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Where each record of a chunk went: (offset, file position, timestamp).
@@ -117,7 +117,10 @@ impl Log {
             // now, and this call says so instead of silently reusing their offsets.
             self.quiesce(&mut w)?;
         }
-        if w.adoptable && self.shared.background.has_prepared() {
+        // Only a caller that waits for durability right after swaps here (the wait for the
+        // swap's barrier costs it about what the wait for its own group would): the
+        // no-wait appends (the async API, replication) never wait for an fsync.
+        if will_wait && w.adoptable && self.shared.background.has_prepared() {
             self.adopt_prepared(&mut w)?;
         }
         let first = w.next_offset;
@@ -352,14 +355,31 @@ impl Log {
     ) -> Result<()> {
         let base = failed.first_offset;
         debug_assert_eq!(base, failed.seg.base_offset);
+        let (replaced, renamed) = roll.replaces();
+        if replaced.is_some() && renamed {
+            // A swap failed after its rename: the name holds the new file, and the replaced
+            // segment's file has lost it. Neither can be written on safely; a reopen finds a
+            // valid empty segment under the name either way.
+            return Err(self.shared.gc.poison(format!(
+                "{} failed for lack of space after its rename",
+                roll.what()
+            )));
+        }
         self.undo_rolls(w, &failed.seg);
-        self.shared
+        let mut segments = self
+            .shared
             .segments
             .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&base);
+            .unwrap_or_else(|p| p.into_inner());
+        segments.remove(&base);
+        // A swap that failed before its rename: the empty segment still has its name, and
+        // is the log's segment at `base` again.
+        if let Some((seg, _)) = &replaced {
+            segments.insert(base, seg.clone());
+        }
+        drop(segments);
         roll.discard();
-        w.active = roll.previous().map(|(seg, file_crc)| {
+        w.active = roll.previous().or(replaced).map(|(seg, file_crc)| {
             debug_assert!(!seg.is_sealed());
             Active { seg, file_crc }
         });
@@ -429,12 +449,17 @@ impl Log {
         // The empty segment's own roll barrier runs first (nothing else can be queued: it
         // holds no frame).
         self.quiesce(w)?;
+        if self.shared.sealer.owed() {
+            // A seal left owed by a full disk: the swap's barrier would need it done first,
+            // and would fail the same way. Tried again later.
+            return Ok(false);
+        }
         if !self.holds_only_an_unprepared_empty_segment(w) {
             w.adoptable = false;
             return Ok(false);
         }
-        let empty = w.active.take();
-        if let Err(e) = self.create_segment(w) {
+        let mut empty = w.active.take();
+        if let Err(e) = self.create_segment_replacing(w, &mut empty) {
             w.active = empty;
             return Err(e);
         }
@@ -471,6 +496,12 @@ impl Log {
     /// durable by then, is sealed after the barrier (`sealer.rs`); recovery's rule: only the
     /// last two segments may be unsealed.
     pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
+        self.create_segment_replacing(w, &mut None)
+    }
+
+    /// `create_segment`, for a swap: the new file replaces `replaces` (an empty segment at
+    /// the same base, taken from it once nothing can fail any more) under its name.
+    fn create_segment_replacing(&self, w: &mut Writer, replaces: &mut Option<Active>) -> Result<()> {
         let base = w.next_offset;
         let path = Segment::path_in(&self.shared.dir, base);
         // A replicated log's segments carry no node-local creation time, so that replicas
@@ -509,6 +540,8 @@ impl Log {
         self.attach_direct_at(&seg, &from);
         let work = RollWork {
             previous: w.active.take().map(|a| (a.seg, a.file_crc)),
+            replaces: replaces.take().map(|a| (a.seg, a.file_crc)),
+            renamed: AtomicBool::new(false),
             file,
             header: header.clone(),
             from,
@@ -602,6 +635,10 @@ struct RollWork {
     /// The segment the roll left and the running CRC of its bytes (none for a log's first
     /// segment, or after recovery found the last segment sealed): sealed after the barrier.
     previous: Option<(Arc<Segment>, u32)>,
+    /// A swap's empty segment at the same base, which the new file replaces under its name
+    /// (`Log::adopt_prepared`), and whether the rename was done.
+    replaces: Option<(Arc<Segment>, u32)>,
+    renamed: AtomicBool,
     /// The new segment's file, its header region, and its name now and to be.
     file: FileRef,
     header: Vec<u8>,
@@ -648,6 +685,7 @@ impl Barrier for RollWork {
         earlier.and(synced).and(headed)?;
         if self.from != self.to {
             self.io.rename(&self.from, &self.to)?;
+            self.renamed.store(true, Ordering::Release);
         }
         self.io.sync_dir(&self.dir)?;
         if let Some((seg, file_crc)) = &self.previous {
@@ -663,6 +701,10 @@ impl Barrier for RollWork {
 
     fn previous(&self) -> Option<(Arc<Segment>, u32)> {
         self.previous.clone()
+    }
+
+    fn replaces(&self) -> (Option<(Arc<Segment>, u32)>, bool) {
+        (self.replaces.clone(), self.renamed.load(Ordering::Acquire))
     }
 
     fn discard(&self) {
