@@ -394,17 +394,23 @@ fn retention_check_interval_is_bounded() {
     }
 }
 
+/// A simulated disk and preallocating options without retention, for the swap tests.
+fn swap_disk(seed: u64) -> (SimDisk, LogOptions) {
+    let disk = SimDisk::new(seed);
+    let opts = LogOptions {
+        retention_bytes: None,
+        ..recycling_opts(disk.io().into())
+    };
+    (disk, opts)
+}
+
 /// A new log's first segment is created at open, before any file is prepared; `wait_prepared`
 /// replaces it (still empty) by the first prepared file and waits for the next one. A reader
 /// made before the swap serves the records appended after it; a crash after the swap keeps
 /// the preallocated, named first segment and every acknowledged record.
 #[test]
 fn a_new_logs_empty_first_segment_takes_the_first_prepared_file() {
-    let disk = SimDisk::new(11);
-    let opts = LogOptions {
-        retention_bytes: None,
-        ..recycling_opts(disk.io().into())
-    };
+    let (disk, opts) = swap_disk(11);
     let dir = Path::new("/adopt");
     let log = Log::open(dir, opts.clone()).unwrap();
     let first = log.segments_snapshot()[0].path.clone();
@@ -435,11 +441,7 @@ fn a_new_logs_empty_first_segment_takes_the_first_prepared_file() {
     drop(log);
 
     // Crashed right after the swap (its barrier durable), before any append.
-    let disk = SimDisk::new(12);
-    let opts = LogOptions {
-        retention_bytes: None,
-        ..recycling_opts(disk.io().into())
-    };
+    let (disk, opts) = swap_disk(12);
     let log = Log::open(dir, opts.clone()).unwrap();
     assert!(log.wait_prepared(WAIT));
     drop(log);
@@ -457,11 +459,7 @@ fn a_new_logs_empty_first_segment_takes_the_first_prepared_file() {
 /// holds a record nothing is swapped.
 #[test]
 fn the_first_append_after_the_preparation_swaps_an_empty_first_segment() {
-    let disk = SimDisk::new(13);
-    let opts = LogOptions {
-        retention_bytes: None,
-        ..recycling_opts(disk.io().into())
-    };
+    let (disk, opts) = swap_disk(13);
     let log = Log::open(Path::new("/first"), opts).unwrap();
     let first = log.segments_snapshot()[0].path.clone();
     assert!(log.shared.background.wait_prepared(WAIT));
@@ -480,11 +478,7 @@ fn the_first_append_after_the_preparation_swaps_an_empty_first_segment() {
 /// gone, and appends, reads and a crash and reopen go on as if no swap had been tried.
 #[test]
 fn a_swap_that_finds_no_space_before_its_rename_keeps_the_empty_segment() {
-    let disk = SimDisk::new(14);
-    let opts = LogOptions {
-        retention_bytes: None,
-        ..recycling_opts(disk.io().into())
-    };
+    let (disk, opts) = swap_disk(14);
     let dir = Path::new("/nospace-swap");
     let log = Log::open(dir, opts.clone()).unwrap();
     let empty = log.segments_snapshot()[0].clone();
