@@ -446,6 +446,12 @@ impl Log {
         if !self.shared.opts.preallocate || !self.shared.background.has_prepared() {
             return Ok(false);
         }
+        // Checked before and after the wait below: a segment with a frame (the common case
+        // of `wait_prepared`) costs no wait for group commit.
+        if !self.holds_only_an_unprepared_empty_segment(w) {
+            w.adoptable = false;
+            return Ok(false);
+        }
         // The empty segment's own roll barrier runs first (nothing else can be queued: it
         // holds no frame).
         self.quiesce(w)?;
