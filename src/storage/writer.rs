@@ -471,7 +471,8 @@ impl Log {
         }
         // The swap is done when its barrier has run (for `wait_prepared`'s caller; an
         // appender's first group would wait behind it anyway). Without space for it, it is
-        // undone: the segment is created again by the next append.
+        // undone (`undo_failed_roll`): before its rename the empty segment is the active one
+        // again; after it the log is poisoned.
         self.quiesce(w)?;
         self.shared.background.count_adopted();
         Ok(true)
