@@ -178,7 +178,7 @@ impl Log {
             writer: Mutex::new(Writer {
                 active,
                 next_offset: rec.end_offset,
-                adoptable: true,
+                adoptable: opts.preallocate,
             }),
             superblock,
             gc,

@@ -120,7 +120,7 @@ impl Log {
         // Only a caller that waits for durability right after swaps here (the wait for the
         // swap's barrier costs it about what the wait for its own group would): the
         // no-wait appends (the async API, replication) never wait for an fsync.
-        if will_wait && w.adoptable && self.shared.background.has_prepared() {
+        if will_wait && w.adoptable {
             self.adopt_prepared(&mut w)?;
         }
         let first = w.next_offset;
