@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) direct_refused: AtomicBool,
     /// What retention must keep (see `pin.rs`).
     pub(crate) pins: Arc<super::pin::Pins>,
+    /// Read-ahead helpers running for this log's readers (at most `opts.read_ahead_threads`).
+    pub(crate) read_ahead_running: Arc<AtomicUsize>,
     recovery: RecoveryReport,
     threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: Box<dyn LockGuard>,
@@ -189,6 +191,7 @@ impl Log {
             truncations: AtomicU64::new(0),
             direct_refused: AtomicBool::new(false),
             pins: Arc::default(),
+            read_ahead_running: Arc::default(),
             recovery: rec.report,
             threads: Mutex::new(Vec::new()),
             opts,

@@ -11,6 +11,9 @@ pub mod log;
 pub mod manifest;
 pub mod options;
 pub mod pin;
+pub mod read_ahead;
+#[cfg(test)]
+mod read_ahead_tests;
 pub mod reader;
 pub mod record;
 pub mod recovery;

@@ -130,6 +130,15 @@ pub struct LogOptions {
     /// asynchronously (io_uring): the next group is written while earlier fdatasyncs run.
     /// Default 2; range 1..=16.
     pub max_groups_in_flight: usize,
+    /// Most helper threads this log's sequential readers ([`crate::Log::iter`] and the
+    /// readers built on it) run at once. A reader that has read 256 KiB of a sealed segment
+    /// with at least 1 MiB more ahead starts one, which verifies the segment's frame checksums
+    /// ahead of it (and so reads its pages from disk), up to 16 MiB ahead; the reader then
+    /// skips the checksums of frames already verified. A cold iteration of small records is
+    /// bound by the checksum and the wait for the disk on the reader's own core; this moves
+    /// both to another. A reader that finds no free slot verifies every frame itself. 0: no
+    /// helper. Default 2; at most 64. A driven log never starts one.
+    pub read_ahead_threads: usize,
     /// The I/O backend. Default [`IoBackend::Auto`].
     pub io: IoBackend,
     /// The log's identity (the `log_id` in every frame): `None` picks a random one at creation
@@ -151,6 +160,9 @@ pub struct LogOptions {
     #[doc(hidden)]
     pub driven: bool,
 }
+
+/// Most read-ahead helper threads a log may allow (see `LogOptions::read_ahead_threads`).
+pub const MAX_READ_AHEAD_THREADS: usize = 64;
 
 impl LogOptions {
     /// Whether the log is driven (see the `driven` field, which only the `testing` feature has).
@@ -181,6 +193,7 @@ impl Default for LogOptions {
             preallocate: true,
             direct_io: true,
             max_groups_in_flight: 2,
+            read_ahead_threads: 2,
             io: IoBackend::Auto,
             log_id: None,
             durable_hints: true,
@@ -212,6 +225,9 @@ impl LogOptions {
         }
         if !(1..=16).contains(&self.max_groups_in_flight) {
             return bad("max_groups_in_flight must be in 1..=16".into());
+        }
+        if self.read_ahead_threads > MAX_READ_AHEAD_THREADS {
+            return bad(format!("read_ahead_threads above {MAX_READ_AHEAD_THREADS}"));
         }
         if self.log_id == Some(0) {
             return bad("log_id must not be 0".into());

@@ -1,5 +1,6 @@
 //! Readers: a sequential iterator and a tailing reader that waits for durable records.
 
+use super::read_ahead::{self, ReadAhead};
 use super::record::{self, Record};
 use super::segment::Segment;
 use crate::{Error, Log, Result};
@@ -36,6 +37,11 @@ struct Cursor {
     sealed: Option<(Bytes, u64)>,
     /// `Shared::truncations` when the cursor was made.
     truncations: u64,
+    /// Where the sealed walk began, and the helper verifying frames ahead of it, once this
+    /// cursor has read enough of the segment to start one (see `read_ahead.rs`).
+    sealed_from: u64,
+    ahead: Option<ReadAhead>,
+    ahead_tried: bool,
 }
 
 impl Iter {
@@ -75,6 +81,9 @@ impl Iter {
                 window_pos: 0,
                 sealed: None,
                 truncations,
+                sealed_from: pos,
+                ahead: None,
+                ahead_tried: false,
             });
         }
         let Some(c) = self.cursor.as_mut() else {
@@ -93,7 +102,9 @@ impl Iter {
                 return Err(c.seg.corruption(c.pos, Some(self.next), detail));
             }
             c.sealed = Some((map.slice(..data_end as usize), end));
+            c.sealed_from = c.pos;
         }
+        let verified_end = c.read_ahead(&self.log, self.next);
         let Some((frames, _)) = c.sealed.as_ref() else {
             return Ok(None);
         };
@@ -101,12 +112,62 @@ impl Iter {
             let detail = "frame position outside the sealed segment".to_string();
             return Err(c.seg.corruption(c.pos, Some(self.next), detail));
         }
-        let rec = decode(&c.seg, frames, c.pos as usize, c.pos, &self.log, self.next)?;
+        let rec = record::decode_record_trusting(
+            frames,
+            c.pos as usize,
+            self.log.log_id(),
+            Some(self.next),
+            self.log.max_record_bytes(),
+            verified_end as usize,
+        )
+        .map_err(|e| c.seg.corruption(c.pos, Some(self.next), e.to_string()))?;
         Ok(c.advance(rec, &mut self.next))
+    }
+
+    /// Waits until the read-ahead helper of the current segment (if any) stopped; true if
+    /// there was one. Tests only: the reader then skips every checksum the helper verified.
+    #[cfg(test)]
+    pub(crate) fn wait_read_ahead(&mut self) -> bool {
+        self.cursor
+            .as_mut()
+            .and_then(|c| c.ahead.as_mut())
+            .map(|a| a.wait_done())
+            .is_some()
     }
 }
 
 impl Cursor {
+    /// The end of the frames of this sealed segment that a read-ahead helper verified (0 if
+    /// none), starting the helper once this cursor has read `START_AFTER_BYTES` with at least
+    /// `MIN_AHEAD_BYTES` still ahead. `next` is the offset of the frame at `pos`.
+    fn read_ahead(&mut self, log: &Log, next: u64) -> u64 {
+        if let Some(a) = self.ahead.as_mut() {
+            return a.verified_end(self.pos);
+        }
+        if self.ahead_tried || self.pos < self.sealed_from + read_ahead::START_AFTER_BYTES {
+            return 0;
+        }
+        self.ahead_tried = true;
+        let Some((frames, _)) = self.sealed.as_ref() else {
+            return 0;
+        };
+        let limit = log.shared.opts.read_ahead_threads;
+        let ahead_bytes = (frames.len() as u64).saturating_sub(self.pos);
+        if limit == 0 || log.shared.opts.is_driven() || ahead_bytes < read_ahead::MIN_AHEAD_BYTES
+        {
+            return 0;
+        }
+        let job = read_ahead::Job {
+            frames: frames.clone(),
+            pos: self.pos,
+            offset: next,
+            log_id: log.log_id(),
+            max_payload_bytes: log.max_record_bytes(),
+        };
+        self.ahead = ReadAhead::start(job, &log.shared.read_ahead_running, limit);
+        self.ahead.as_mut().map_or(0, |a| a.verified_end(self.pos))
+    }
+
     /// Moves past `rec`, the record at `*next`.
     fn advance(&mut self, rec: Record, next: &mut u64) -> Option<Record> {
         self.pos += record::frame_len(rec.payload.len()) as u64;
