@@ -196,7 +196,7 @@ impl LogStore {
         }
         let mut out = Vec::with_capacity((end.saturating_sub(start)).min(4096) as usize);
         let mut bytes = 0usize;
-        for rec in self.log.iter(start) {
+        for rec in self.log.iter(start).bounded(end, limit_bytes as u64) {
             let rec = rec?;
             if rec.offset >= end {
                 break;

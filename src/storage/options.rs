@@ -132,12 +132,14 @@ pub struct LogOptions {
     pub max_groups_in_flight: usize,
     /// Most helper threads this log's sequential readers ([`crate::Log::iter`] and the
     /// readers built on it) run at once. A reader that has read 256 KiB of a sealed segment
-    /// with at least 1 MiB more ahead starts one, which verifies the segment's frame checksums
-    /// ahead of it (and so reads its pages from disk), up to 16 MiB ahead; the reader then
-    /// skips the checksums of frames already verified. A cold iteration of small records is
-    /// bound by the checksum and the wait for the disk on the reader's own core; this moves
-    /// both to another. A reader that finds no free slot verifies every frame itself. 0: no
-    /// helper. Default 2; at most 64. A driven log never starts one.
+    /// with at least 1 MiB more ahead (within its bound) starts one, which verifies the
+    /// segment's frame checksums ahead of it (and so reads its pages from disk), at most about
+    /// 16 MiB ahead; the reader then skips the checksums of frames already verified, as long
+    /// as it keeps moving (a reader idle for a second loses its helper and verifies the rest
+    /// itself). A cold iteration of small records is bound by the checksum and the wait for
+    /// the disk on the reader's own core; this moves both to another. A reader that finds no
+    /// free slot verifies every frame itself. 0: no helper. Default 2; at most 64. A driven
+    /// log never starts one. See the README, "How a sequential read runs".
     pub read_ahead_threads: usize,
     /// The I/O backend. Default [`IoBackend::Auto`].
     pub io: IoBackend,

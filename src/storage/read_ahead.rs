@@ -1,32 +1,43 @@
 //! Read-ahead of a sealed segment for a sequential reader: a helper thread walks the frames
 //! ahead of the reader, verifying each frame's checksum exactly as the reader would, and so
-//! also faulting the segment's pages in from disk. The reader's own thread then decodes the
-//! headers of frames already verified and skips their checksums: the checksum and the wait for
-//! the disk, most of a cold read of small records, move to a second core.
+//! also faulting the segment's pages in from disk, with `MADV_WILLNEED` hints keeping reads
+//! queued ahead of it. The reader's own thread then decodes the headers of frames already
+//! verified and skips their checksums: the checksum and the wait for the disk, most of a cold
+//! read of small records, move to a second core.
 //!
-//! Why a thread and not a kernel hint: the mapped segment is already read ahead by the kernel
-//! (`madvise` and `posix_fadvise` hints changed nothing measurable, see the README); what
-//! bounded a cold iteration of 100-byte records was the reader's CPU time per frame.
+//! Why a thread and not only a kernel hint: hints given on the reader's own thread (a
+//! `posix_fadvise` window, `madvise` of each map, software prefetch) changed nothing
+//! measurable or blocked the reader (see the README); what bounded a cold iteration of
+//! 100-byte records was the reader's CPU time per frame.
 //!
 //! Trust: the helper verifies the frames of an immutable sealed map (a sealed file never
 //! changes; a truncation into it writes a new file), starting at the frame the reader starts
 //! at and stepping by each frame's length as the reader does, so the frame starts it vouches
 //! for are the reader's. It publishes the end of the last frame it verified; a frame the
 //! reader reaches beyond it, or one that failed in the helper, the reader verifies itself
-//! (and reports the damage as it always did). A helper that cannot start (thread limit, no
-//! thread from the system) changes nothing but the speed.
+//! (and reports the damage as it always did). Trust is bounded in time as well as in bytes:
+//! a verified page the reader reaches much later could have been evicted and read again from
+//! the device, unverified. So the helper stays until its reader has caught up (parked), and
+//! if the reader makes no progress for `IDLE_EXIT_MS` it revokes everything it vouched for
+//! and exits; the reader then verifies every frame itself. A helper that cannot start (thread
+//! limit, no thread from the system) changes nothing but the speed.
+//!
+//! Exposure: the helper touches pages up to `MAX_LEAD_BYTES` ahead of the reader (never past
+//! the reader's own bound, see `Job`); an unreadable page there raises SIGBUS in the process,
+//! as it would in the reader (every reader of a mapped file shares this).
 
 use super::record;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// A reader starts a helper only after this many bytes of one sealed segment, so that a short
-/// read (a few raft entries, one fetch) never pays for a thread.
+/// read (a few raft entries) never pays for a thread.
 pub const START_AFTER_BYTES: u64 = 256 << 10;
-/// A reader starts a helper only while at least this many bytes of frames lie ahead.
+/// A reader starts a helper only while at least this many bytes of frames lie ahead (within
+/// its bound).
 pub const MIN_AHEAD_BYTES: u64 = 1 << 20;
 /// The helper publishes its verified end, and the reader its position, once per this many
 /// bytes: each publication touches a cache line the other core reads.
@@ -35,27 +46,24 @@ pub const PUBLISH_STEP_BYTES: u64 = 256 << 10;
 /// in the page cache when the reader gets there, and a reader that stops must not make it
 /// read the whole segment).
 pub const MAX_LEAD_BYTES: u64 = 16 << 20;
-/// The helper asks the kernel to read the segment this far ahead of itself, in steps of
-/// `ADVISE_STEP_BYTES` (`madvise(MADV_WILLNEED)`: it queues the reads and returns), so that
-/// the disk always has reads queued in front of both threads; a page fault alone reads a
-/// window around the faulting page and leaves the disk idle between windows.
+/// The helper asks the kernel to read the segment up to this far ahead of itself (plus one
+/// step), in steps of `ADVISE_STEP_BYTES` (`madvise(MADV_WILLNEED)`: it queues the reads and
+/// returns), so that the disk always has reads queued in front of both threads; a page fault
+/// alone reads a window around the faulting page and leaves the disk idle between windows.
 pub const ADVISE_AHEAD_BYTES: u64 = 16 << 20;
 pub const ADVISE_STEP_BYTES: u64 = 4 << 20;
-/// How often a helper that is far enough ahead looks for the reader's progress.
+/// How often a waiting helper looks for the reader's progress (the reader also wakes it).
 const LEAD_POLL_MS: u64 = 10;
-/// A helper whose reader made no progress for this long exits (the reader verifies the rest
-/// itself, should it come back).
+/// A waiting helper whose reader reported no progress for this long revokes its trust and
+/// exits (the reader verifies the rest itself). The reader reports every
+/// `PUBLISH_STEP_BYTES`, so a reader slower than that per `IDLE_EXIT_MS` loses its helper for
+/// the rest of the segment (it hardly needs one).
 pub const IDLE_EXIT_MS: u64 = 1000;
 
 const _: () = assert!(PUBLISH_STEP_BYTES < MAX_LEAD_BYTES);
 const _: () = assert!(START_AFTER_BYTES < MIN_AHEAD_BYTES);
 const _: () = assert!(LEAD_POLL_MS < IDLE_EXIT_MS);
 const _: () = assert!(ADVISE_STEP_BYTES <= ADVISE_AHEAD_BYTES);
-const _: () = assert!(ADVISE_STEP_BYTES % PAGE_BYTES as u64 == 0);
-
-/// The page size `madvise` ranges are aligned to (4 KiB on every platform sitelog runs on;
-/// a larger page only makes the advice cover more).
-const PAGE_BYTES: usize = 4096;
 
 /// What the two threads share.
 #[derive(Debug)]
@@ -66,6 +74,11 @@ struct Progress {
     reader_pos: AtomicU64,
     /// Set when the reader no longer wants the helper.
     stop: AtomicBool,
+    /// Set by a helper whose reader went idle: nothing it verified may be trusted any more.
+    revoked: AtomicBool,
+    /// Set when the walk ended (tests wait for it).
+    #[cfg(test)]
+    walked: AtomicBool,
 }
 
 /// The frames a helper verifies: a sealed segment's map up to its last frame.
@@ -78,6 +91,12 @@ pub struct Job {
     pub offset: u64,
     pub log_id: u64,
     pub max_payload_bytes: u32,
+    /// The reader's bound: no frame at or past this offset, nor starting at or past this
+    /// position, is verified (a bounded read must not make the helper read beyond it).
+    pub end_offset: u64,
+    pub end_pos: u64,
+    /// `IDLE_EXIT_MS`, except in tests.
+    pub idle_exit_ms: u64,
 }
 
 /// The reader's handle on its helper; dropping it stops the helper.
@@ -85,6 +104,8 @@ pub struct Job {
 pub struct ReadAhead {
     progress: Arc<Progress>,
     helper: Thread,
+    #[cfg(test)]
+    join: Option<JoinHandle<()>>,
     /// The verified end as last loaded (a load per frame would pull the helper's cache line).
     known_end: u64,
     /// The reader reports its position when it passes this.
@@ -100,31 +121,40 @@ impl ReadAhead {
             verified_end: AtomicU64::new(job.pos),
             reader_pos: AtomicU64::new(job.pos),
             stop: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
+            #[cfg(test)]
+            walked: AtomicBool::new(false),
         });
         let shared = progress.clone();
         let first = job.pos;
-        let handle = std::thread::Builder::new()
+        // A refused thread drops the closure, and with it the slot.
+        let handle: JoinHandle<()> = std::thread::Builder::new()
             .name("sitelog-readahead".into())
             .spawn(move || {
                 let _slot = slot;
-                verify(&job, &shared);
+                run(&job, &shared);
             })
             .ok()?;
         Some(ReadAhead {
             progress,
             helper: handle.thread().clone(),
+            #[cfg(test)]
+            join: Some(handle),
             known_end: first,
             next_report: first + PUBLISH_STEP_BYTES,
         })
     }
 
     /// The end of the frames verified so far, as the reader at `pos` may use it: frames that
-    /// end at or before it need no checksum.
+    /// end at or before it need no checksum. 0 once the helper revoked its trust.
     pub fn verified_end(&mut self, pos: u64) -> u64 {
         if pos >= self.next_report {
             self.progress.reader_pos.store(pos, Ordering::Relaxed);
             self.next_report = pos + PUBLISH_STEP_BYTES;
             self.helper.unpark();
+        }
+        if self.progress.revoked.load(Ordering::Acquire) {
+            return 0;
         }
         if pos >= self.known_end {
             self.known_end = self.progress.verified_end.load(Ordering::Acquire);
@@ -132,13 +162,11 @@ impl ReadAhead {
         self.known_end
     }
 
-    /// Waits until the helper stopped; its verified end then. Tests only: it makes the reader
-    /// trust every frame the helper verified.
+    /// Waits (at most 30 s) until the helper's walk ended; its verified end then. Tests only:
+    /// the reader then trusts every frame the helper verified.
     #[cfg(test)]
-    pub fn wait_done(&mut self) -> u64 {
-        while !self.helper_done() {
-            std::thread::yield_now();
-        }
+    pub fn wait_walked(&mut self) -> u64 {
+        testing::within_30s(|| self.progress.walked.load(Ordering::Acquire));
         self.known_end = self.progress.verified_end.load(Ordering::Acquire);
         self.known_end
     }
@@ -149,10 +177,12 @@ impl ReadAhead {
         self.progress.verified_end.load(Ordering::Acquire)
     }
 
+    /// Waits for the helper thread to end (it must end by itself). Tests only.
     #[cfg(test)]
-    fn helper_done(&self) -> bool {
-        // The helper holds one reference while it runs.
-        Arc::strong_count(&self.progress) == 1
+    fn join(&mut self) {
+        if let Some(j) = self.join.take() {
+            j.join().expect("the helper does not panic");
+        }
     }
 }
 
@@ -181,17 +211,36 @@ impl Drop for Slot {
     }
 }
 
-/// The helper: verifies frame after frame until the region ends, a frame fails (the reader
-/// will find it), the reader stops it or leaves it idle.
-fn verify(job: &Job, progress: &Progress) {
+/// The helper: verifies the frames, then stays until its reader caught up.
+fn run(job: &Job, progress: &Progress) {
+    let Some(verified) = walk(job, progress) else {
+        return;
+    };
+    #[cfg(test)]
+    progress.walked.store(true, Ordering::Release);
+    // Trust lasts while the reader moves: wait until it reaches the last publication step
+    // before the end of what was verified (past it, it does not report again).
+    let caught_up = |reader: u64| reader + PUBLISH_STEP_BYTES >= verified;
+    wait_for_reader(job, progress, caught_up);
+}
+
+/// Verifies frame after frame until the region or the reader's bound ends, or a frame fails
+/// (the reader will find it); publishes as it goes. The verified end, or `None` if the reader
+/// stopped the helper or went idle (then trust is revoked).
+fn walk(job: &Job, progress: &Progress) -> Option<u64> {
     let frames = &job.frames[..];
+    let end = frames.len().min(usize::try_from(job.end_pos).unwrap_or(usize::MAX));
     let mut pos = job.pos as usize;
     let mut offset = job.offset;
     let mut published = pos;
-    let mut advised = pos - pos % PAGE_BYTES;
-    while pos < frames.len() {
-        if advised < frames.len() && advised < pos + ADVISE_AHEAD_BYTES as usize {
-            advise_will_need(frames, advised, ADVISE_STEP_BYTES as usize);
+    let page_bytes = page_size_bytes();
+    let mut advised = pos - pos % page_bytes;
+    while pos < end && offset < job.end_offset {
+        if progress.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        if advised < end && advised < pos + ADVISE_AHEAD_BYTES as usize {
+            advise_will_need(frames, advised, (ADVISE_STEP_BYTES as usize).min(end - advised));
             advised += ADVISE_STEP_BYTES as usize;
         }
         let Some(buf) = frames.get(pos..) else { break };
@@ -206,20 +255,29 @@ fn verify(job: &Job, progress: &Progress) {
         if pos - published >= PUBLISH_STEP_BYTES as usize {
             progress.verified_end.store(pos as u64, Ordering::Release);
             published = pos;
-            if !wait_for_reader(pos as u64, progress) {
-                return;
+            let within_lead = |reader: u64| (pos as u64).saturating_sub(reader) <= MAX_LEAD_BYTES;
+            if !wait_for_reader(job, progress, within_lead) {
+                return None;
             }
         }
     }
     progress.verified_end.store(pos as u64, Ordering::Release);
+    Some(pos as u64)
 }
 
-/// Asks the kernel to start reading `len` bytes of `region` from `at` (page-aligned) into the
-/// page cache. Only a region that starts on a page boundary (a file map does; a simulated
-/// disk's heap copy may not) is advised; a refusal only loses the hint.
+/// The system's page size (`madvise` ranges start on a page).
+fn page_size_bytes() -> usize {
+    // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// Asks the kernel to start reading `len` bytes of `region` from `at` into the page cache.
+/// Only a range that starts on a page boundary (a file map's do: the map is page-aligned and
+/// `at` is a multiple of the page size) is advised; a refusal only loses the hint.
 fn advise_will_need(region: &[u8], at: usize, len: usize) {
     let base = region.as_ptr();
-    if base as usize % PAGE_BYTES != 0 || at >= region.len() {
+    if (base as usize + at) % page_size_bytes() != 0 || at >= region.len() {
         return;
     }
     let len = len.min(region.len() - at);
@@ -231,9 +289,9 @@ fn advise_will_need(region: &[u8], at: usize, len: usize) {
     }
 }
 
-/// Waits while the helper at `pos` is more than `MAX_LEAD_BYTES` ahead of the reader; false
-/// if the reader stopped it or made no progress for `IDLE_EXIT_MS`.
-fn wait_for_reader(pos: u64, progress: &Progress) -> bool {
+/// Waits while `done` is false of the reader's reported position; false if the reader
+/// stopped the helper, or made no progress for `job.idle_exit_ms` (trust is then revoked).
+fn wait_for_reader(job: &Job, progress: &Progress, done: impl Fn(u64) -> bool) -> bool {
     let mut last_seen = progress.reader_pos.load(Ordering::Relaxed);
     let mut since = Instant::now();
     loop {
@@ -241,28 +299,48 @@ fn wait_for_reader(pos: u64, progress: &Progress) -> bool {
             return false;
         }
         let reader = progress.reader_pos.load(Ordering::Relaxed);
-        if pos.saturating_sub(reader) <= MAX_LEAD_BYTES {
+        if done(reader) {
             return true;
         }
         if reader != last_seen {
             last_seen = reader;
             since = Instant::now();
-        } else if since.elapsed() >= Duration::from_millis(IDLE_EXIT_MS) {
+        } else if since.elapsed() >= Duration::from_millis(job.idle_exit_ms) {
+            progress.revoked.store(true, Ordering::Release);
             return false;
         }
         std::thread::park_timeout(Duration::from_millis(LEAD_POLL_MS));
     }
 }
 
+/// Test helpers shared with the reader's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    /// Polls `cond` every millisecond until it holds; panics after 30 s (a test fails, it does
+    /// not hang). Polling, not spinning: a spinning test starves the other tests' threads on a
+    /// 2-core machine.
+    pub fn within_30s(mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "not within 30 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::within_30s;
     use super::*;
     use crate::storage::record::{encode_with_lag, RecordRef};
     use crate::EntryKind;
 
     const LOG_ID: u64 = 0x51;
+    const HOUR_MS: u64 = 3_600_000;
 
-    fn frames(n: u64, payload_bytes: usize) -> Vec<u8> {
+    fn frames(n: u64, payload_bytes: usize) -> Bytes {
         let mut out = Vec::new();
         for offset in 0..n {
             let payload = vec![offset as u8; payload_bytes];
@@ -275,16 +353,19 @@ mod tests {
             };
             encode_with_lag(&mut out, LOG_ID, r, 0);
         }
-        out
+        Bytes::from(out)
     }
 
-    fn job(bytes: Vec<u8>) -> Job {
+    fn job(frames: &Bytes, idle_exit_ms: u64) -> Job {
         Job {
-            frames: Bytes::from(bytes),
+            frames: frames.clone(),
             pos: 0,
             offset: 0,
             log_id: LOG_ID,
             max_payload_bytes: 1 << 20,
+            end_offset: u64::MAX,
+            end_pos: u64::MAX,
+            idle_exit_ms,
         }
     }
 
@@ -292,53 +373,75 @@ mod tests {
     fn the_helper_verifies_every_frame_and_stops_at_damage() {
         let running = Arc::new(AtomicUsize::new(0));
         let whole = frames(20_000, 100);
-        let mut ra = ReadAhead::start(job(whole.clone()), &running, 1).unwrap();
-        assert_eq!(ra.wait_done(), whole.len() as u64, "every frame verified");
-        assert_eq!(running.load(Ordering::Acquire), 0, "slot given back");
+        let mut ra = ReadAhead::start(job(&whole, HOUR_MS), &running, 1).unwrap();
+        assert_eq!(ra.wait_walked(), whole.len() as u64, "every frame verified");
 
         // A flipped payload byte in frame 7000: the helper stops at that frame's start.
         let frame_bytes = record::frame_len(100);
-        let mut bad = whole;
+        let mut bad = whole.to_vec();
         bad[7000 * frame_bytes + record::HEADER_SIZE_BYTES + 3] ^= 1;
-        let mut ra = ReadAhead::start(job(bad), &running, 1).unwrap();
-        assert_eq!(ra.wait_done(), (7000 * frame_bytes) as u64);
+        let mut ra = ReadAhead::start(job(&Bytes::from(bad), HOUR_MS), &running, 2).unwrap();
+        assert_eq!(ra.wait_walked(), (7000 * frame_bytes) as u64);
     }
 
     #[test]
-    fn no_helper_beyond_the_limit() {
+    fn the_helper_stops_at_the_readers_bound() {
         let running = Arc::new(AtomicUsize::new(0));
-        let whole = frames(100_000, 1000);
-        let first = ReadAhead::start(job(whole.clone()), &running, 1);
-        assert!(first.is_some());
-        // The first is held at MAX_LEAD_BYTES (its reader never moves), so its slot is taken.
-        assert!(ReadAhead::start(job(whole.clone()), &running, 1).is_none());
-        assert!(ReadAhead::start(job(whole), &running, 0).is_none());
+        let whole = frames(20_000, 100);
+        let frame_bytes = record::frame_len(100) as u64;
+        let mut by_offset = job(&whole, HOUR_MS);
+        by_offset.end_offset = 5000;
+        let mut ra = ReadAhead::start(by_offset, &running, 1).unwrap();
+        assert_eq!(ra.wait_walked(), 5000 * frame_bytes);
+        let mut by_pos = job(&whole, HOUR_MS);
+        by_pos.end_pos = 3000 * frame_bytes + 1;
+        let mut ra = ReadAhead::start(by_pos, &running, 2).unwrap();
+        assert_eq!(ra.wait_walked(), 3001 * frame_bytes, "the frame starting before it");
     }
 
     #[test]
-    fn the_helper_keeps_within_its_lead_and_stops_when_dropped() {
+    fn no_helper_beyond_the_limit_and_the_slot_comes_back() {
         let running = Arc::new(AtomicUsize::new(0));
-        let whole = frames(100_000, 1000);
-        let total = whole.len() as u64;
-        assert!(total > 4 * MAX_LEAD_BYTES);
-        let mut ra = ReadAhead::start(job(whole), &running, 1).unwrap();
-        // The reader stays at 0: the helper stops at its lead (plus one publication step).
-        while ra.published() < MAX_LEAD_BYTES {
-            std::thread::yield_now();
-        }
-        // Long enough for a helper that ignored its lead to go on by megabytes.
-        std::thread::sleep(Duration::from_millis(50));
+        let whole = frames(20_000, 100);
+        let mut first = ReadAhead::start(job(&whole, HOUR_MS), &running, 1).unwrap();
+        // The first holds the one slot until its thread ends (it waits for its reader).
+        assert!(ReadAhead::start(job(&whole, HOUR_MS), &running, 1).is_none());
+        assert!(ReadAhead::start(job(&whole, HOUR_MS), &running, 0).is_none());
+        first.wait_walked();
+        // Its reader catches up: the helper ends and gives the slot back.
+        assert_eq!(first.verified_end(whole.len() as u64), whole.len() as u64);
+        first.join();
+        assert_eq!(running.load(Ordering::Acquire), 0);
+        assert!(ReadAhead::start(job(&whole, HOUR_MS), &running, 1).is_some());
+    }
+
+    #[test]
+    fn a_helper_keeps_within_its_lead_and_revokes_its_trust_when_the_reader_idles() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let whole = frames(40_000, 1000);
+        assert!(whole.len() as u64 > 2 * MAX_LEAD_BYTES);
+        // The reader never moves: the helper stops at its lead, then gives up on the reader.
+        let mut ra = ReadAhead::start(job(&whole, 100), &running, 1).unwrap();
+        ra.join();
         let held = ra.published();
+        assert!(held >= MAX_LEAD_BYTES, "{held}");
         assert!(held <= MAX_LEAD_BYTES + PUBLISH_STEP_BYTES + 2048, "{held}");
-        // The reader moves on: so does the helper.
-        let pos = 2 * MAX_LEAD_BYTES;
+        assert_eq!(ra.verified_end(0), 0, "nothing trusted after an idle exit");
+        assert_eq!(running.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_helper_follows_its_reader_and_stops_when_dropped() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let whole = frames(60_000, 1000);
+        // Idle exit an hour away: only the reader's drop can end this helper.
+        let mut ra = ReadAhead::start(job(&whole, HOUR_MS), &running, 1).unwrap();
+        within_30s(|| ra.published() >= MAX_LEAD_BYTES);
+        let pos = MAX_LEAD_BYTES + MAX_LEAD_BYTES / 2;
         ra.verified_end(pos);
-        while ra.published() < pos + MAX_LEAD_BYTES / 2 {
-            std::thread::yield_now();
-        }
+        within_30s(|| ra.published() >= pos + MAX_LEAD_BYTES / 2);
+        assert!(ra.published() < whole.len() as u64, "still held by its lead");
         drop(ra);
-        while running.load(Ordering::Acquire) != 0 {
-            std::thread::yield_now();
-        }
+        within_30s(|| running.load(Ordering::Acquire) == 0);
     }
 }

@@ -22,6 +22,16 @@ pub struct Iter {
     next: u64,
     cursor: Option<Cursor>,
     done: bool,
+    /// How far the caller will read, if it said so ([`Iter::bounded`]): read-ahead never goes
+    /// beyond it. Frame bytes served so far count against `max_bytes`.
+    bound: Bound,
+    served_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    end_offset: u64,
+    max_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -51,7 +61,23 @@ impl Iter {
             next: from,
             cursor: None,
             done: false,
+            bound: Bound {
+                end_offset: u64::MAX,
+                max_bytes: u64::MAX,
+            },
+            served_bytes: 0,
         }
+    }
+
+    /// Tells the iterator that its caller reads no record at or past `end_offset` and at most
+    /// about `max_bytes` (of frames): read-ahead stays within that (a bounded Raft read must
+    /// not make a helper read, or start, beyond it).
+    pub(crate) fn bounded(mut self, end_offset: u64, max_bytes: u64) -> Self {
+        self.bound = Bound {
+            end_offset,
+            max_bytes,
+        };
+        self
     }
 
     /// The offset the next call will return.
@@ -104,7 +130,8 @@ impl Iter {
             c.sealed = Some((map.slice(..data_end as usize), end));
             c.sealed_from = c.pos;
         }
-        let verified_end = c.read_ahead(&self.log, self.next);
+        let bytes_left = self.bound.max_bytes.saturating_sub(self.served_bytes);
+        let verified_end = c.read_ahead(&self.log, self.next, self.bound.end_offset, bytes_left);
         let Some((frames, _)) = c.sealed.as_ref() else {
             return Ok(None);
         };
@@ -131,7 +158,7 @@ impl Iter {
         self.cursor
             .as_mut()
             .and_then(|c| c.ahead.as_mut())
-            .map(|a| a.wait_done())
+            .map(|a| a.wait_walked())
             .is_some()
     }
 }
@@ -140,7 +167,7 @@ impl Cursor {
     /// The end of the frames of this sealed segment that a read-ahead helper verified (0 if
     /// none), starting the helper once this cursor has read `START_AFTER_BYTES` with at least
     /// `MIN_AHEAD_BYTES` still ahead. `next` is the offset of the frame at `pos`.
-    fn read_ahead(&mut self, log: &Log, next: u64) -> u64 {
+    fn read_ahead(&mut self, log: &Log, next: u64, end_offset: u64, bytes_left: u64) -> u64 {
         if let Some(a) = self.ahead.as_mut() {
             return a.verified_end(self.pos);
         }
@@ -152,8 +179,12 @@ impl Cursor {
             return 0;
         };
         let limit = log.shared.opts.read_ahead_threads;
-        let ahead_bytes = (frames.len() as u64).saturating_sub(self.pos);
-        if limit == 0 || log.shared.opts.is_driven() || ahead_bytes < read_ahead::MIN_AHEAD_BYTES
+        let end_pos = self.pos.saturating_add(bytes_left).min(frames.len() as u64);
+        let ahead_bytes = end_pos.saturating_sub(self.pos);
+        if limit == 0
+            || log.shared.opts.is_driven()
+            || ahead_bytes < read_ahead::MIN_AHEAD_BYTES
+            || end_offset <= next
         {
             return 0;
         }
@@ -163,6 +194,9 @@ impl Cursor {
             offset: next,
             log_id: log.log_id(),
             max_payload_bytes: log.max_record_bytes(),
+            end_offset,
+            end_pos,
+            idle_exit_ms: read_ahead::IDLE_EXIT_MS,
         };
         self.ahead = ReadAhead::start(job, &log.shared.read_ahead_running, limit);
         self.ahead.as_mut().map_or(0, |a| a.verified_end(self.pos))
@@ -248,7 +282,10 @@ impl Iterator for Iter {
             return None;
         }
         match self.step() {
-            Ok(Some(r)) => Some(Ok(r)),
+            Ok(Some(r)) => {
+                self.served_bytes += r.frame.len() as u64;
+                Some(Ok(r))
+            }
             Ok(None) => None,
             Err(e) => {
                 self.done = true;
