@@ -151,8 +151,8 @@ impl Iter {
         Ok(c.advance(rec, &mut self.next))
     }
 
-    /// Waits until the read-ahead helper of the current segment (if any) stopped; true if
-    /// there was one. Tests only: the reader then skips every checksum the helper verified.
+    /// Waits until the read-ahead helper of the current segment (if any) ended its walk; true
+    /// if there was one. Tests only: the reader then skips every checksum the helper verified.
     #[cfg(test)]
     pub(crate) fn wait_read_ahead(&mut self) -> bool {
         self.cursor
