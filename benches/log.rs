@@ -406,6 +406,17 @@ fn last_segment_base(dir: &Path) -> u64 {
         .expect("a segment")
 }
 
+/// Copies a closed log's files (a second log to open beside the first, with other options).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's dir");
+    for e in std::fs::read_dir(from).expect("list log dir") {
+        let e = e.expect("dir entry");
+        if e.file_type().expect("file type").is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy a log file");
+        }
+    }
+}
+
 fn check(rec: &sitelog::Record) {
     assert_eq!(
         u64::from_le_bytes(rec.payload[..8].try_into().expect("8 bytes")),
@@ -448,6 +459,25 @@ fn read(c: &mut Criterion) {
     };
     group.throughput(Throughput::Bytes(records * RECORD_BYTES as u64));
     group.bench_function("iter_all_64MiB", |b| seq(b, (0, records)));
+    // The same walk with no read-ahead helper (every checksum on the reader's thread): the
+    // baseline of the line above, in the same run.
+    {
+        let mut opts = LogOptions::default();
+        opts.read_ahead_threads = 0;
+        let dir2 = tmp.path().join("log-no-read-ahead");
+        copy_dir(&dir, &dir2);
+        let plain = Log::open(&dir2, opts).expect("open the copy");
+        group.bench_function("iter_all_64MiB_no_read_ahead", |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for rec in plain.iter(0) {
+                    check(&rec.expect("read"));
+                    n += 1;
+                }
+                assert_eq!(n, records);
+            })
+        });
+    }
     group.throughput(Throughput::Bytes(
         (records - tail_base) * RECORD_BYTES as u64,
     ));
