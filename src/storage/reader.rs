@@ -119,7 +119,7 @@ impl Iter {
             let (sealed, data_end, end) = c.seg.read_state(|s| (s.sealed, s.data_end, s.end_offset));
             if !sealed {
                 let frame = c.window_for(data_end)?;
-                let rec = decode(&c.seg, &frame, 0, c.pos, &self.log, self.next)?;
+                let rec = decode(&c.seg, &frame, 0, c.pos, 0, &self.log, self.next)?;
                 return Ok(c.advance(rec, &mut self.next));
             }
             let map = c.seg.map()?;
@@ -139,15 +139,8 @@ impl Iter {
             let detail = "frame position outside the sealed segment".to_string();
             return Err(c.seg.corruption(c.pos, Some(self.next), detail));
         }
-        let rec = record::decode_record_trusting(
-            frames,
-            c.pos as usize,
-            self.log.log_id(),
-            Some(self.next),
-            self.log.max_record_bytes(),
-            verified_end as usize,
-        )
-        .map_err(|e| c.seg.corruption(c.pos, Some(self.next), e.to_string()))?;
+        let (at, verified) = (c.pos as usize, verified_end as usize);
+        let rec = decode(&c.seg, frames, at, c.pos, verified, &self.log, self.next)?;
         Ok(c.advance(rec, &mut self.next))
     }
 
@@ -252,16 +245,20 @@ impl Cursor {
     }
 }
 
-/// Decodes the frame at `at` in `region` (at file position `pos`) as the record at `next`.
+/// Decodes the frame at `at` in `region` (at file position `pos`) as the record at `next`,
+/// skipping its checksum if it ends within `region`'s first `verified_end` bytes (frames a
+/// read-ahead helper verified; 0: none).
 fn decode(
     seg: &Segment,
     region: &Bytes,
     at: usize,
     pos: u64,
+    verified_end: usize,
     log: &Log,
     next: u64,
 ) -> Result<Record> {
-    record::decode_record_at(region, at, log.log_id(), Some(next), log.max_record_bytes())
+    let (id, max) = (log.log_id(), log.max_record_bytes());
+    record::decode_record_trusting(region, at, id, Some(next), max, verified_end)
         .map_err(|e| seg.corruption(pos, Some(next), e.to_string()))
 }
 
