@@ -185,6 +185,13 @@ fn pending_notes(p: &PendingRecovery) -> Vec<String> {
             path.display()
         ));
     }
+    if let Some(path) = &p.unnamed_segment {
+        lines.push(format!(
+            "note: last segment still under its prepared name, a crash came before its rename \
+             (the next open renames it): {}",
+            path.display()
+        ));
+    }
     if let Some(path) = &p.interrupted_seal {
         lines.push(format!(
             "note: segment whose seal a crash interrupted, every record present (the next open \

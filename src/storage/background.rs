@@ -12,6 +12,7 @@
 //! segment's name. Otherwise the file is zero-filled whole.
 
 use super::group_commit::GroupCommit;
+use super::namer::Namer;
 use super::sealer::Sealer;
 use super::segment::Segment;
 use super::superblock::{Superblock, SuperblockWriter, NO_TRUNCATION};
@@ -195,6 +196,8 @@ struct State {
     want_prepare: bool,
     /// A roll left a segment to seal (`Sealer`).
     want_seal: bool,
+    /// A segment's header region was written: it can be named (`Namer`).
+    want_name: bool,
     shutdown: bool,
 }
 
@@ -220,6 +223,7 @@ pub(crate) struct BackgroundJob {
     pub superblock: Arc<Mutex<SuperblockState>>,
     pub gc: Arc<GroupCommit>,
     pub sealer: Arc<Sealer>,
+    pub namer: Arc<Namer>,
     pub interval: Duration,
     /// `Some` when `retention_age_ms` is set.
     pub retention: Option<RetentionTimer>,
@@ -236,6 +240,7 @@ impl Background {
                 generation: 0,
                 want_prepare: false,
                 want_seal: false,
+                want_name: false,
                 shutdown: false,
             }),
             cv: Condvar::new(),
@@ -299,6 +304,12 @@ impl Background {
         self.cv.notify_all();
     }
 
+    /// What group commit wakes when a segment's header region was written: asks for the
+    /// segment to be named (between two steps of a preparation).
+    pub fn name_waker(self: &Arc<Self>) -> std::task::Waker {
+        std::task::Waker::from(Arc::new(NameWaker(self.clone())))
+    }
+
     /// Asks for the next segment file to be prepared.
     pub fn request_prepare(&self) {
         self.lock().want_prepare = true;
@@ -337,6 +348,20 @@ impl Background {
     }
 }
 
+/// Wakes the background thread to name a segment (see `Background::name_waker`).
+struct NameWaker(Arc<Background>);
+
+impl std::task::Wake for NameWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.lock().want_name = true;
+        self.0.cv.notify_all();
+    }
+}
+
 impl BackgroundJob {
     /// The thread's body.
     pub fn run(self) {
@@ -344,12 +369,12 @@ impl BackgroundJob {
         self.bg.lock().accepting_spares = self.preallocate;
         let mut next_retention = self.retention.as_ref().map(|r| Instant::now() + r.interval);
         loop {
-            if !self.seal_owed() {
+            if !self.name_owed() || !self.seal_owed() {
                 return;
             }
             let prepare = {
                 let mut st = self.bg.lock();
-                if !st.shutdown && !st.want_prepare && !st.want_seal {
+                if !st.shutdown && !st.want_prepare && !st.want_seal && !st.want_name {
                     let wait = next_retention
                         .map_or(self.interval, |at| {
                             at.saturating_duration_since(Instant::now())
@@ -365,7 +390,7 @@ impl BackgroundJob {
                 if st.shutdown {
                     return;
                 }
-                if st.want_seal {
+                if st.want_seal || st.want_name {
                     continue;
                 }
                 let prepare = st.want_prepare && st.prepared.is_none() && self.preallocate;
@@ -393,6 +418,16 @@ impl BackgroundJob {
                 return;
             }
         }
+    }
+
+    /// Names the segment a pointer-swap roll made, if asked to (its header region was
+    /// written); false once the log is poisoned. A full disk leaves it unnamed: the next
+    /// roll, `Log::flush` or the next open names it.
+    fn name_owed(&self) -> bool {
+        if !std::mem::take(&mut self.bg.lock().want_name) {
+            return true;
+        }
+        super::namer::judge(self.namer.name_ready(), &self.gc).is_ok()
     }
 
     /// Seals the segment a roll left, if asked to; false once the log is poisoned (a failed
@@ -492,11 +527,18 @@ impl BackgroundJob {
         remove_leftovers(&self.io, &self.dir);
     }
 
-    /// Writes the zero-filled file; `Ok(false)` if interrupted by shutdown.
+    /// Writes the zero-filled file and makes its name durable; `Ok(false)` if interrupted by
+    /// shutdown. The name must be durable before a roll takes the file: a pointer-swap roll
+    /// acknowledges records in it before it has its segment name (`namer.rs`). A recycled
+    /// file's prepared name was made durable when it was retired (`Log::purge_locked`).
     fn prepare(&self, path: &Path) -> std::io::Result<bool> {
         let file = self.io.open(path, true)?;
         file.set_len(0)?;
-        self.write_zeros(path, &*file, 0)
+        if !self.write_zeros(path, &*file, 0)? {
+            return Ok(false);
+        }
+        self.io.sync_dir(&self.dir)?;
+        Ok(true)
     }
 
     /// Completes a retired segment of `len_bytes` (at most the segment size) as a prepared
@@ -572,8 +614,8 @@ impl BackgroundJob {
     /// Waits until `pacer` allows a step; its size, or None on shutdown.
     fn wait_for_step(&self, pacer: &mut Pacer) -> Option<usize> {
         loop {
-            // A seal goes first: the preparation waits one step at most.
-            if !self.seal_owed() {
+            // A name and a seal go first: the preparation waits one step at most.
+            if !self.name_owed() || !self.seal_owed() {
                 return None;
             }
             let (flushed_bytes, since_last_sync) = self.gc.append_activity();

@@ -23,7 +23,7 @@
 //! first offset get `NoSpace`, and the writer discards that never-acknowledged tail before the
 //! next append (see `Log::discard_failed_tail`). Any other error poisons the log.
 
-use super::segment::Segment;
+use super::segment::{Segment, HEADER_REGION_BYTES};
 use crate::io::{read_exact_at, AlignedBuf, FileRef, DIRECT_ALIGN_BYTES};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -90,6 +90,9 @@ struct Group {
     direct: bool,
     /// A roll's barrier (see `Barrier`).
     barrier: Option<Arc<dyn Barrier>>,
+    /// Writes the segment's header region before its frames (the first group of a segment a
+    /// pointer-swap roll made, see `namer.rs`).
+    heads: bool,
     done: Option<std::io::Result<()>>,
     /// When it was submitted (for the write + fdatasync latency metric).
     submitted_at: std::time::Instant,
@@ -172,6 +175,9 @@ pub(crate) struct GroupCommit {
     driven: bool,
     /// Spare buffers for direct writes.
     direct_pool: DirectPool,
+    /// Woken when a group that wrote a segment's header region completed: the segment can
+    /// be named now (`namer.rs`; set by the log when it starts its background thread).
+    headed: OnceLock<Waker>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -217,7 +223,13 @@ impl GroupCommit {
             max_in_flight,
             driven,
             direct_pool: DirectPool::default(),
+            headed: OnceLock::new(),
         })
+    }
+
+    /// Sets what is woken when a segment's header region was written (see `headed`).
+    pub fn on_headed(&self, waker: Waker) {
+        let _ = self.headed.set(waker);
     }
 
     /// Driven mode: writes (and fsyncs, as asked) everything queued, on the calling thread,
@@ -597,6 +609,10 @@ impl GroupCommit {
                     st.queue.clear();
                 }
                 Ok(()) => {
+                    if g.heads {
+                        g.seg.header_written(g.sync);
+                        wakes.0.extend(self.headed.get().cloned());
+                    }
                     g.seg.confirm_written(g.end_pos);
                     st.written_end = st.written_end.max(g.end_offset);
                     if g.barrier.is_some() {
@@ -674,12 +690,18 @@ impl GroupCommit {
         if busy {
             return None;
         }
+        // The first group of a segment a pointer-swap roll made writes its header region too,
+        // in the same write (frames start right after it).
+        let header = (start_pos == HEADER_REGION_BYTES)
+            .then(|| seg.pending_header())
+            .flatten();
+        let max_chunks = MAX_GROUP_CHUNKS - usize::from(header.is_some());
         let (mut end_pos, mut end_offset, mut bytes) = (start_pos, first_offset, 0usize);
         let mut bufs = Vec::new();
         while let Some(c) = st.queue.front() {
             let contiguous = Arc::ptr_eq(&c.seg, &seg) && c.pos == end_pos && c.barrier.is_none();
             let fits = bufs.is_empty()
-                || (bytes + c.bytes.len() <= MAX_GROUP_BYTES && bufs.len() < MAX_GROUP_CHUNKS);
+                || (bytes + c.bytes.len() <= MAX_GROUP_BYTES && bufs.len() < max_chunks);
             if !contiguous || !fits {
                 break;
             }
@@ -690,21 +712,30 @@ impl GroupCommit {
             bufs.push(c.bytes);
         }
         let span = (start_pos, end_pos, first_offset, end_offset);
+        let heads = header.is_some();
+        // Where the write starts: the header region's start when it leads.
+        let write_pos = if heads { 0 } else { start_pos };
+        if let Some(h) = header {
+            debug_assert_eq!(h.len() as u64, HEADER_REGION_BYTES);
+            bufs.insert(0, h);
+        }
         if direct.is_none() {
             // The next direct group reads its first block back (from the page cache).
             st.tail = None;
         }
         let direct = direct.map(|file| DirectWrite {
-            head: direct_head(st, &seg, start_pos, end_pos, &bufs),
+            head: direct_head(st, &seg, write_pos, end_pos, &bufs),
             file,
             seg: seg.clone(),
-            start_pos,
+            start_pos: write_pos,
             pool: self.direct_pool.clone(),
         });
         let mut sub = self.push_group(st, seg, span, sync, bufs);
         if let Some(g) = st.in_flight.back_mut() {
             g.direct = direct.is_some();
+            g.heads = heads;
         }
+        sub.pos = write_pos;
         sub.direct = direct;
         Some(sub)
     }
@@ -765,6 +796,7 @@ impl GroupCommit {
             sync,
             direct: false,
             barrier: None,
+            heads: false,
             done: None,
             submitted_at,
         });

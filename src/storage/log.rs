@@ -14,6 +14,7 @@ use super::options::{LogOptions, SyncMode};
 use super::reader::{Iter, TailReader};
 use super::record::{EntryKind, Record};
 use super::recovery::{self, now_us, RecoveryReport};
+use super::namer::Namer;
 use super::sealer::Sealer;
 use super::segment::Segment;
 use super::superblock::{Superblock, NO_TRUNCATION};
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) background: Arc<Background>,
     /// The seal owed for the segment a roll left (see `sealer.rs`).
     pub(crate) sealer: Arc<Sealer>,
+    /// The segment a pointer-swap roll made, until it has its name (see `namer.rs`).
+    pub(crate) namer: Arc<Namer>,
     pub(crate) written_end: AtomicU64,
     pub(crate) start_offset: AtomicU64,
     /// Truncations begun since open: a reader holding a segment's bytes (a sealed map, a read
@@ -172,6 +175,7 @@ impl Log {
             writer: rec.superblock,
             written_at: Instant::now(),
         }));
+        let namer = Arc::new(Namer::new(io.clone(), dir.clone()));
         let shared = Arc::new(Shared {
             dir,
             io,
@@ -186,6 +190,7 @@ impl Log {
             gc,
             background: Background::new(),
             sealer: Arc::default(),
+            namer,
             written_end: AtomicU64::new(rec.end_offset),
             start_offset: AtomicU64::new(start),
             truncations: AtomicU64::new(0),
@@ -251,6 +256,7 @@ impl Log {
             superblock: s.superblock.clone(),
             gc: s.gc.clone(),
             sealer: s.sealer.clone(),
+            namer: s.namer.clone(),
             interval: Duration::from_millis(s.opts.superblock_interval_ms.max(1)),
             retention: self.retention_timer(),
         };
@@ -259,6 +265,7 @@ impl Log {
             .spawn(move || job.run())
             .map_err(|e| Error::io(&s.dir, e))?;
         lock(&s.threads).extend([flusher, background]);
+        s.gc.on_headed(s.background.name_waker());
         if s.opts.preallocate {
             s.background.request_prepare();
         }
@@ -360,6 +367,15 @@ impl Log {
                 .map_err(|e| self.poison_with("superblock write", e))?;
         }
         Ok(())
+    }
+
+    /// Holds back the rename of the segment a pointer-swap roll makes (see `namer.rs`) until
+    /// the returned guard drops: the background thread leaves it to the next roll, `flush`
+    /// and `close`, which still name it. A test hook (crash tests of the unnamed window): only with the `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn pause_naming(&self) -> impl Drop {
+        self.shared.namer.pause()
     }
 
     /// Driven mode ([`LogOptions::driven`]): writes and fsyncs everything appended so far and
@@ -523,6 +539,7 @@ impl Log {
         // A roll's barrier may still be queued (the records before it were durable already),
         // and its seal follows it: both done here, so that every full segment is sealed.
         self.quiesce(&mut lock(&self.shared.writer))?;
+        self.finish_naming()?;
         let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
         background::persist_watermark(&self.shared.superblock, &self.shared.gc, true, interval)
     }

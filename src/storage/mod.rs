@@ -9,6 +9,9 @@ pub mod group_commit;
 pub mod index;
 pub mod log;
 pub mod manifest;
+mod namer;
+#[cfg(test)]
+mod namer_tests;
 pub mod options;
 pub mod pin;
 pub mod read_ahead;

@@ -69,6 +69,9 @@ pub struct RecoveryReport {
     pub temp_files_removed: usize,
     /// Seals of segments before the last that a crash interrupted, completed.
     pub seals_completed: usize,
+    /// Last segments found under a prepared name (a crash came before a pointer-swap roll's
+    /// rename) and renamed.
+    pub segments_named: usize,
 }
 
 /// A torn, never-acknowledged tail that recovery would cut (found read-only).
@@ -96,6 +99,9 @@ pub struct PendingRecovery {
     pub temp_files: Vec<PathBuf>,
     /// A last segment created but never written (header missing, all zeros) to remove.
     pub unused_segment: Option<PathBuf>,
+    /// A last segment still under its prepared name (a crash came before a pointer-swap
+    /// roll's rename, see `namer.rs`), to rename.
+    pub unnamed_segment: Option<PathBuf>,
     /// A segment before the last whose seal a crash interrupted (its records are all there),
     /// to seal.
     pub interrupted_seal: Option<PathBuf>,
@@ -226,7 +232,7 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
         io.remove(&dir.join(name)).map_err(ctx.io_err(dir))?;
         report.temp_files_removed += 1;
     }
-    let bases: Vec<u64> = names
+    let mut bases: Vec<u64> = names
         .iter()
         .filter_map(|n| segment::parse_file_name(n))
         .collect();
@@ -260,13 +266,30 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
             sb.log_id
         )));
     }
+    // An inspection reads the unnamed last segment under its prepared name.
+    let mut unnamed_at = None;
+    if let Some((from, base)) = find_unnamed(ctx, &names, &sb, &bases)? {
+        if ctx.note(|p| p.unnamed_segment = Some(from.clone())) {
+            unnamed_at = Some((base, from));
+        } else {
+            let to = Segment::path_in(dir, base);
+            tracing::info!(from = %from.display(), to = %to.display(), "naming the last segment a crash left under its prepared name");
+            io.rename(&from, &to).map_err(ctx.io_err(&from))?;
+            io.sync_dir(dir).map_err(ctx.io_err(dir))?;
+            report.segments_named += 1;
+        }
+        bases.push(base);
+    }
     let mut segments = BTreeMap::new();
     let mut active = None;
     // The segment before the last may be unsealed too: a roll names the next segment before
     // the one it left is sealed (`sealer.rs`).
     let mut unsealed_before_last = None;
     for (i, &base) in bases.iter().enumerate() {
-        let path = Segment::path_in(dir, base);
+        let path = match &unnamed_at {
+            Some((b, from)) if *b == base => from.clone(),
+            _ => Segment::path_in(dir, base),
+        };
         let file = ctx.open(&path).map_err(ctx.io_err(&path))?;
         let is_last = i + 1 == bases.len();
         match load_sealed(ctx, &path, &file, sb.log_id, base)? {
@@ -312,6 +335,47 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
         io.sync_dir(dir).map_err(ctx.io_err(dir))?;
     }
     finish(ctx, sb_file, sb, segments, active, report)
+}
+
+/// The prepared file a pointer-swap roll headed before a crash came before its rename
+/// (`namer.rs`), and its base: a prepared file whose header region is a valid header of this
+/// log at a base above every named segment, at or above the start. Anything else under a
+/// prepared name is left to the background thread: zeros, or a recycled file's old header,
+/// whose base lies below the start (it was purged). Two such files are damage: a roll names
+/// the segment before it first.
+fn find_unnamed(
+    ctx: &Ctx<'_>,
+    names: &[String],
+    sb: &Superblock,
+    bases: &[u64],
+) -> Result<Option<(PathBuf, u64)>> {
+    let floor = bases.last().map_or(0, |&b| b + 1).max(sb.start_offset);
+    let mut found: Option<(PathBuf, u64)> = None;
+    let prepared = names
+        .iter()
+        .filter(|n| n.starts_with(super::background::PREPARED_PREFIX));
+    for name in prepared {
+        let path = ctx.dir.join(name);
+        let file = ctx.open(&path).map_err(ctx.io_err(&path))?;
+        let mut head = vec![0u8; HEADER_REGION_BYTES as usize];
+        match read_exact_at(&*file, &mut head, 0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        let Some(base) = segment::header_base(&head, sb.log_id).filter(|&b| b >= floor) else {
+            continue;
+        };
+        if let Some((other, _)) = &found {
+            let detail = format!(
+                "two files under prepared names hold segment headers ({} too)",
+                other.display()
+            );
+            return Err(Ctx::corrupt(&path, 0, Some(base), detail));
+        }
+        found = Some((path, base));
+    }
+    Ok(found)
 }
 
 fn create(ctx: &Ctx<'_>, sb_path: &Path, report: RecoveryReport) -> Result<Recovered> {

@@ -95,6 +95,17 @@ pub fn encode_header(log_id: u64, base_offset: u64, created_us: u64) -> Vec<u8> 
     b
 }
 
+/// The base offset in a header region that is a valid header of `log_id`, if it is one
+/// (recovery's test for a prepared file that a roll headed before its rename, see
+/// `namer.rs`).
+pub fn header_base(b: &[u8], log_id: u64) -> Option<u64> {
+    if b.len() < HEADER_BYTES {
+        return None;
+    }
+    let base = u64_at(b, 24);
+    check_header(b, log_id, base).ok().map(|()| base)
+}
+
 /// Checks a header against the expected identity; returns a reason on mismatch. Accepts the
 /// format versions [`OLDEST_VERSION`] to [`VERSION`].
 pub fn check_header(b: &[u8], log_id: u64, base_offset: u64) -> std::result::Result<(), String> {
@@ -273,6 +284,29 @@ pub struct Segment {
     map_users: Arc<()>,
     /// The file's format version, read from its header when a frame first needs it.
     version: OnceLock<u32>,
+    /// Set while the file is not yet under `path` (a pointer-swap roll, see `namer.rs`).
+    unnamed: Mutex<Option<Unnamed>>,
+}
+
+/// A segment whose file still has its prepared name: a roll took a prepared file and queued
+/// no barrier. Its first group writes `header` with its frames; the namer renames the file
+/// once that group is durable.
+#[derive(Debug)]
+struct Unnamed {
+    /// The name the file has now.
+    at: PathBuf,
+    header: HeaderState,
+}
+
+/// Where an unnamed segment's header region stands.
+#[derive(Debug, Clone)]
+pub(crate) enum HeaderState {
+    /// Not written yet: the segment's first group writes it.
+    Pending(Bytes),
+    /// Written by a group nobody waited on (manual mode): not durable yet.
+    Written,
+    /// Written and fsynced.
+    Durable,
 }
 
 /// The owner of a segment's map: the mapped bytes, and a clone of the segment's `map_users`.
@@ -311,7 +345,62 @@ impl Segment {
             direct: Mutex::new(None),
             map_users: Arc::new(()),
             version: OnceLock::new(),
+            unnamed: Mutex::new(None),
         }
+    }
+
+    fn lock_unnamed(&self) -> MutexGuard<'_, Option<Unnamed>> {
+        // Single assignments: consistent after a panic.
+        self.unnamed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a new segment whose file lies at `at` (a prepared name) and whose header region,
+    /// `header`, is not written yet (see `namer.rs`).
+    pub(crate) fn set_unnamed(&self, at: PathBuf, header: Bytes) {
+        debug_assert_eq!(header.len() as u64, HEADER_REGION_BYTES);
+        *self.lock_unnamed() = Some(Unnamed {
+            at,
+            header: HeaderState::Pending(header),
+        });
+    }
+
+    /// The header region the segment's next group must write first, if none has yet.
+    pub(crate) fn pending_header(&self) -> Option<Bytes> {
+        match self.lock_unnamed().as_ref().map(|u| &u.header) {
+            Some(HeaderState::Pending(h)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records that the header region was written (`durable`: and fsynced). A header already
+    /// durable stays so.
+    pub(crate) fn header_written(&self, durable: bool) {
+        if let Some(u) = self.lock_unnamed().as_mut() {
+            if durable {
+                u.header = HeaderState::Durable;
+            } else if matches!(u.header, HeaderState::Pending(_)) {
+                u.header = HeaderState::Written;
+            }
+        }
+    }
+
+    /// The file's prepared name and its header's state while it is not under `path`.
+    pub(crate) fn unnamed(&self) -> Option<(PathBuf, HeaderState)> {
+        self.lock_unnamed()
+            .as_ref()
+            .map(|u| (u.at.clone(), u.header.clone()))
+    }
+
+    /// The name the file has now: `path`, or its prepared name while unnamed.
+    pub(crate) fn disk_path(&self) -> PathBuf {
+        self.lock_unnamed()
+            .as_ref()
+            .map_or_else(|| self.path.clone(), |u| u.at.clone())
+    }
+
+    /// The file is under `path` now.
+    pub(crate) fn set_named(&self) {
+        *self.lock_unnamed() = None;
     }
 
     /// Records the format version of a segment this binary creates: its header is written

@@ -42,6 +42,9 @@ impl Log {
         self.quiesce(w)?;
         // A seal a full disk left owed for a segment this cuts or deletes is not owed any more.
         self.shared.sealer.forget_above(cut);
+        // Nor a name (a segment left unnamed by a full disk is deleted by its prepared name).
+        self.finish_naming()?;
+        self.shared.namer.forget_from(cut);
         // Before anything changes: a reader that sees the old count read before the cut.
         self.shared.truncations.fetch_add(1, Ordering::SeqCst);
         let mut sbs = lock_sb(&self.shared.superblock);
@@ -68,7 +71,7 @@ impl Log {
         for seg in &doomed {
             self.shared
                 .io
-                .remove(&seg.path)
+                .remove(&seg.disk_path())
                 .map_err(|e| self.poison_with("segment delete", e))?;
             self.shared
                 .segments
@@ -305,6 +308,8 @@ impl Log {
         self.sync()?;
         let mut w = lock(&self.shared.writer);
         self.quiesce(&mut w)?;
+        self.finish_naming()?;
+        self.shared.namer.forget_from(0);
         {
             let mut sbs = lock_sb(&self.shared.superblock);
             let next = super::superblock::Superblock {
@@ -328,7 +333,7 @@ impl Log {
         for seg in &all {
             self.shared
                 .io
-                .remove(&seg.path)
+                .remove(&seg.disk_path())
                 .map_err(|e| self.poison_with("segment delete", e))?;
         }
         self.shared

@@ -3,6 +3,7 @@
 //! for lack of space.
 
 use super::background::{Prepared, PREPARED_PREFIX};
+use super::namer::Namer;
 use super::checksum::{checksum, checksum_append};
 use super::group_commit::{Barrier, Chunk};
 use super::index::{SparseIndex, INDEX_ENTRY_SIZE_BYTES};
@@ -315,8 +316,16 @@ impl Log {
             s.data_end = failed.pos;
             s.file_len = failed.pos;
         });
-        let crc = segment::crc_of_prefix(&*seg.file, failed.pos)
-            .map_err(|e| self.poison_with("segment read", e))?;
+        // A pointer-swap roll's segment whose first group failed: its header region is still
+        // to be written (the next group writes it), and the running CRC starts from it.
+        let pending_header = seg
+            .pending_header()
+            .filter(|_| failed.pos == HEADER_REGION_BYTES);
+        let crc = match pending_header {
+            Some(header) => Ok(checksum(&header)),
+            None => segment::crc_of_prefix(&*seg.file, failed.pos),
+        }
+        .map_err(|e| self.poison_with("segment read", e))?;
         let max_ts = seg.max_timestamp_below(failed.pos)?;
         seg.update_state(|s| s.max_timestamp_us = max_ts);
         if let Some(active) = w.active.as_mut() {
@@ -342,6 +351,16 @@ impl Log {
         self.check_poison()?;
         let outcome = self.shared.sealer.finish().map(|()| true);
         super::sealer::judge(outcome, &self.shared.gc).map(drop)
+    }
+
+    /// Names the segment a pointer-swap roll made, on this thread if the background thread
+    /// has not (see `namer.rs`); the caller holds the writer lock with group commit idle. A
+    /// full disk leaves it unnamed (recovery finds it by its header); any other failure
+    /// poisons the log.
+    pub(crate) fn finish_naming(&self) -> Result<()> {
+        self.check_poison()?;
+        let outcome = self.shared.namer.finish().map(|()| true);
+        super::namer::judge(outcome, &self.shared.gc).map(drop)
     }
 
     /// A roll's barrier failed for lack of space: the new segment (never named) and every
@@ -542,6 +561,12 @@ impl Log {
             state,
         );
         seg.set_created_version();
+        // A pointer-swap roll (`namer.rs`): a prepared file, whose name is durable already,
+        // needs no barrier work of its own; its first group writes the header.
+        let swap = prepared && replaces.is_none();
+        if swap {
+            seg.set_unnamed(from.clone(), Bytes::copy_from_slice(&header));
+        }
         let seg = Arc::new(seg);
         // Opened under the name the file has now (the barrier renames it later).
         self.attach_direct_at(&seg, &from);
@@ -557,6 +582,8 @@ impl Log {
             dir: self.shared.dir.clone(),
             sealer: self.shared.sealer.clone(),
             background: self.shared.background.clone(),
+            namer: self.shared.namer.clone(),
+            unnamed: swap.then(|| seg.clone()),
         };
         self.shared
             .segments
@@ -655,10 +682,38 @@ struct RollWork {
     dir: PathBuf,
     sealer: Arc<Sealer>,
     background: Arc<super::background::Background>,
+    namer: Arc<Namer>,
+    /// A pointer-swap roll's new segment (`namer.rs`): nothing of it is written here.
+    unnamed: Option<Arc<Segment>>,
+}
+
+impl RollWork {
+    /// A pointer-swap roll's barrier: only what must precede the new segment's header (its
+    /// first group writes it, see `namer.rs`): the seal owed before, and in manual mode the
+    /// old segment's frames made durable (recovery finds every frame of the segment before
+    /// the last up to the last one's base).
+    fn run_swap(&self, seg: &Arc<Segment>, sync_previous: bool) -> std::io::Result<()> {
+        self.sealer.finish()?;
+        if let (Some((previous, _)), true) = (&self.previous, sync_previous) {
+            previous.file.sync_data()?;
+        }
+        self.namer.submit(seg.clone());
+        if let Some((previous, file_crc)) = &self.previous {
+            self.sealer.submit(previous.clone(), *file_crc);
+            self.background.request_seal();
+        }
+        Ok(())
+    }
 }
 
 impl Barrier for RollWork {
     fn run(&self, sync_previous: bool) -> std::io::Result<()> {
+        // The segment before (made by a pointer-swap roll) gets its name first: at most one
+        // segment is unnamed, and none is sealed under a prepared name.
+        self.namer.finish()?;
+        if let Some(seg) = &self.unnamed {
+            return self.run_swap(seg, sync_previous);
+        }
         // A fresh header block (the header, then zeros) is durable *before* the file takes the
         // segment's name: a file under a segment name always has a valid header (a recycled
         // file's body is not zeros, so recovery could not take it for one never written).
