@@ -56,8 +56,8 @@ pub(crate) struct Chunk {
     pub barrier: Option<Arc<dyn Barrier>>,
 }
 
-/// Housekeeping of a segment roll (head, name and fsync the new segment), which the pipeline
-/// runs in order: after every group of the old segment has completed and before any group of
+/// Housekeeping of a segment roll (what must precede the new segment's first group: see
+/// `writer.rs`, `RollWork`), which the pipeline runs in order: after every group of the old segment has completed and before any group of
 /// the new one is formed. The appender that rolled only queues it, so no append waits for it
 /// under the writer lock; waiters for offsets in the new segment are acknowledged only after
 /// it succeeded (it is retired in order like a synced group).

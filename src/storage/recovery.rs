@@ -36,6 +36,11 @@
 //! watermark) is `Error::Corruption` too. After a torn tail is cut, the tail file is fsynced:
 //! after a kill -9 the surviving bytes may still be only in the page cache.
 //!
+//! A roll into a prepared file acknowledges records in it before it has its segment name
+//! (`namer.rs`): a prepared file whose header region is a valid header of this log, at a base
+//! above every named segment and at or above the start, is the last segment, renamed before
+//! the scan (`find_unnamed`). Two such files are `Error::Corruption`.
+//!
 //! `inspect` runs the same checks read-only (for `sitelog verify`): files opened read-only,
 //! and what an open would change (cut, remove) returned as [`PendingRecovery`] instead.
 

@@ -1,8 +1,10 @@
 //! The seal of a segment the log rolled past, off the acknowledgement path.
 //!
-//! A roll's barrier in group commit makes the next segment's header, name and directory entry
-//! durable (and, in manual mode, the old segment's frames), and the records of the new segment
-//! are acknowledged as soon as that is done. The segment it left is sealed afterwards (index,
+//! A roll's barrier in group commit runs before the next segment's first group (in manual
+//! mode it makes the old segment's frames durable; into a file not prepared ahead it writes
+//! the new header, the name and the directory entry; a prepared file's first group writes its
+//! header and the namer names it later, `namer.rs`), and the records of the new segment are
+//! acknowledged as soon as their group is durable. The segment it left is sealed afterwards (index,
 //! footer, fsync: `Segment::seal`), by the background thread, or by `Log::pump` on a driven
 //! log. Before this, a roll's first appends waited for the seal's fsync, which commits the
 //! file system's journal (the file's size changes): the slowest appends across rolls
@@ -12,7 +14,8 @@
 //! all durable before the next segment was named, so recovery finds them all, up to the next
 //! segment's base, followed at most by an interrupted seal, which it completes
 //! (`recovery::recover_in`). At most one seal is pending: the next roll's barrier finishes it
-//! (waits for it, or runs it on its own thread) before it names another segment.
+//! (waits for it, or runs it on its own thread) before another segment can be headed or
+//! named.
 
 use super::group_commit::GroupCommit;
 use super::segment::Segment;

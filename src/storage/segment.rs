@@ -404,7 +404,7 @@ impl Segment {
     }
 
     /// Records the format version of a segment this binary creates: its header is written
-    /// later, by the roll's barrier in group commit, so reading it from the file before then
+    /// later, by the roll's barrier or the segment's first group in group commit, so reading it from the file before then
     /// would find zeros (and refuse the producer frames at its start as damage).
     pub(crate) fn set_created_version(&self) {
         let _ = self.version.set(VERSION);

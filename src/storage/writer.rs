@@ -435,21 +435,30 @@ impl Log {
     }
 
     /// Rolls to the next segment: the active one is full and takes no more frames. The roll
-    /// itself is a pointer swap under the writer lock; the new segment's header, name and
-    /// directory entry are one barrier that group commit runs in order (see `RollWork`), off
-    /// the append path, and the old segment is sealed after it (`sealer.rs`). With retention
-    /// configured the roll then waits for both and applies retention inline (as before).
+    /// itself is a pointer swap under the writer lock, and so is its barrier when it takes a
+    /// prepared file (the new segment's first group writes its header, the namer renames it
+    /// afterwards: `namer.rs`); otherwise the new segment's header, name and directory entry
+    /// are the barrier that group commit runs in order (see `RollWork`), off the append path.
+    /// The old segment is sealed after it (`sealer.rs`). With retention configured the roll
+    /// then waits for both and applies retention inline (as before).
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if w.active.is_none() {
             return Ok(());
         }
-        self.create_segment(w)?;
         let opts = &self.shared.opts;
-        if opts.retention_bytes.is_some() || opts.retention_age_ms.is_some() {
-            self.quiesce(w)?;
-            self.retention_locked(w)?;
+        if opts.retention_bytes.is_none() && opts.retention_age_ms.is_none() {
+            return self.create_segment(w);
         }
-        Ok(())
+        // The next file is asked for only after retention: a segment it retires then becomes
+        // that file (recycled) instead of racing a new file's zero-fill.
+        let rolled = self.create_segment_replacing(w, &mut None, false);
+        let retained = rolled
+            .and_then(|()| self.quiesce(w))
+            .and_then(|()| self.retention_locked(w).map(drop));
+        if opts.preallocate {
+            self.shared.background.request_prepare();
+        }
+        retained
     }
 
     /// Replaces an active segment that was created without a prepared file and holds no
@@ -484,7 +493,7 @@ impl Log {
             return Ok(false);
         }
         let mut empty = w.active.take();
-        if let Err(e) = self.create_segment_replacing(w, &mut empty) {
+        if let Err(e) = self.create_segment_replacing(w, &mut empty, true) {
             w.active = empty;
             return Err(e);
         }
@@ -515,19 +524,29 @@ impl Log {
 
     /// Makes the segment starting at the next offset the active one. Only cheap steps run
     /// here, under the writer lock: take the prepared file (or create a file under a temporary
-    /// name), open it, and queue a [`RollWork`] barrier. The barrier writes and fsyncs the new
-    /// header, renames the file to the segment's name and fsyncs the directory, in that order,
-    /// before group commit forms any group of the new segment: no record in it is
-    /// acknowledged before its name is durable. The old active segment, whose frames are all
+    /// name), open it, and queue a [`RollWork`] barrier, which group commit runs before it
+    /// forms any group of the new segment. Into a prepared file (a pointer swap, `namer.rs`)
+    /// the barrier writes nothing: the segment's first group writes its header, and the namer
+    /// renames it once that is durable (recovery finds it by its header before). Otherwise
+    /// the barrier writes and fsyncs the new header, renames the file to the segment's name
+    /// and fsyncs the directory, in that order: no record in it is acknowledged before its
+    /// name is durable. A swap (`replaces`) always takes that path: its rename replaces the
+    /// empty segment under the same name. The old active segment, whose frames are all
     /// durable by then, is sealed after the barrier (`sealer.rs`); recovery's rule: only the
     /// last two segments may be unsealed.
     pub(crate) fn create_segment(&self, w: &mut Writer) -> Result<()> {
-        self.create_segment_replacing(w, &mut None)
+        self.create_segment_replacing(w, &mut None, true)
     }
 
     /// `create_segment`, for a swap: the new file replaces `replaces` (an empty segment at
     /// the same base, taken from it once nothing can fail any more) under its name.
-    fn create_segment_replacing(&self, w: &mut Writer, replaces: &mut Option<Active>) -> Result<()> {
+    /// `prepare_next`: ask for the next file now (the caller asks later otherwise).
+    fn create_segment_replacing(
+        &self,
+        w: &mut Writer,
+        replaces: &mut Option<Active>,
+        prepare_next: bool,
+    ) -> Result<()> {
         let base = w.next_offset;
         let path = Segment::path_in(&self.shared.dir, base);
         // A replicated log's segments carry no node-local creation time, so that replicas
@@ -539,7 +558,7 @@ impl Log {
         };
         let header = segment::encode_header(self.shared.log_id, base, created_us);
         let (file, from, prepared) = self.segment_file(base, &path)?;
-        if self.shared.opts.preallocate {
+        if self.shared.opts.preallocate && prepare_next {
             self.shared.background.request_prepare();
         }
         let file_len = file.len().map_err(|e| Error::io(&from, e))?;
