@@ -148,6 +148,34 @@ fn sealed_names(root: &Path, id: u64) -> Vec<String> {
     names
 }
 
+/// Whether node `id`'s newest segment still has its prepared name: a roll into a prepared
+/// file names it only after its first records are durable (`src/storage/namer.rs`), so the
+/// highest segment name is not the active segment until then. Such a file's header (magic,
+/// then the base at byte 24) lies above every named segment; a recycled spare's old header
+/// lies below.
+fn newest_segment_unnamed(root: &Path, id: u64) -> bool {
+    let dir = root.join(format!("n{id}")).join("log");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let newest_named = names
+        .iter()
+        .filter(|n| n.ends_with(".seg"))
+        .map(|n| base_of(n))
+        .max()
+        .unwrap_or(0);
+    names
+        .iter()
+        .filter(|n| n.starts_with("prepared-"))
+        .any(|n| {
+            let head = std::fs::read(dir.join(n)).unwrap_or_default();
+            head.len() >= 32
+                && &head[..8] == b"SLSEGMNT"
+                && u64::from_le_bytes(head[24..32].try_into().unwrap()) > newest_named
+        })
+}
+
 /// Flips one bit inside the frames of a segment file, behind the log's back (a bad sector).
 fn flip_bit(path: &Path, at: u64) {
     let f = std::fs::OpenOptions::new()
@@ -280,6 +308,10 @@ async fn a_read_that_meets_damage_starts_a_repair() {
     // partial one from memory.
     let (active, active_base) = loop {
         let leader = fill(&nodes, 10).await;
+        poll("the newest segment's name", Duration::from_secs(20), || {
+            (!newest_segment_unnamed(root, f)).then_some(())
+        })
+        .await;
         let active = std::fs::read_dir(root.join(format!("n{f}")).join("log"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -1,5 +1,6 @@
-//! The background thread of a log: seals the segment a roll left (`sealer.rs`), prepares the
-//! next segment file (off the append path), persists the durable watermark to the superblock
+//! The background thread of a log: names the segment a pointer-swap roll made once its header
+//! is written (`namer.rs`), seals the segment a roll left (`sealer.rs`), prepares the
+//! next segment file (off the append path, its name made durable before it is handed over), persists the durable watermark to the superblock
 //! every `superblock_interval_ms`, off the acknowledgement path, and applies retention by age
 //! every `retention_check_interval_ms` (an idle log, whose segments are never sealed, still
 //! ages out).
@@ -8,8 +9,8 @@
 //! retention retired, renamed to a prepared name instead of deleted (`Log::purge_locked`).
 //! Only the gap between its size and the segment size is written with zeros; its old frames
 //! stay in it until the new ones overwrite them (recovery tells them apart: see
-//! `recovery::scan_tail`), and the roll gives it a fresh header block before it takes the
-//! segment's name. Otherwise the file is zero-filled whole.
+//! `recovery::scan_tail`), and the new segment's first group writes a fresh header block
+//! before the file takes the segment's name. Otherwise the file is zero-filled whole.
 
 use super::group_commit::GroupCommit;
 use super::namer::Namer;
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 /// Prefix of prepared segment files, `prepared-{n}.seg.tmp`. Every preparation uses a new
 /// name: once a prepared file is handed over and renamed into a segment, nothing can ever open
 /// its old name again and write zeros into a live segment. Leftovers from an earlier process
-/// are removed by the background thread when it starts, off the open path.
+/// are removed by the background thread when it starts, off the open path (after recovery
+/// named the one that held the last segment, if any: `recovery::find_unnamed`).
 pub const PREPARED_PREFIX: &str = "prepared-";
 /// Bytes of zeros written per step while preparing (the thread checks for shutdown between).
 /// Small, and written with `O_DIRECT`: a durable append queued behind one step waits well
@@ -163,7 +165,7 @@ pub struct PrepareStats {
     pub zero_bytes_written: u64,
     /// Retired segments renamed to spares instead of deleted.
     pub retired_kept: u64,
-    /// Prepared segment files a roll took (renamed into a segment).
+    /// Prepared segment files a roll took (to become a segment).
     pub taken: u64,
     /// Spares deleted instead of recycled because something still read them.
     pub spares_still_read: u64,

@@ -232,3 +232,39 @@ fn concurrent_appenders_with_direct_writes_keep_every_record() {
         log.verify().unwrap();
     }
 }
+
+/// A direct write is durable on its own range only (io_uring's `RWF_DSYNC`, a FUA write): in
+/// manual mode, a sync asked for while earlier groups went through the page cache unsynced is
+/// a buffered write and a whole-file fdatasync instead, so that those become durable too.
+/// With nothing unsynced before it, a synced group is written direct.
+#[test]
+fn a_sync_after_unsynced_groups_is_not_a_direct_write() {
+    let disk = SimDisk::new(9);
+    // Driven: the groups are formed when the test says (`pump`, or the wait of `sync`).
+    let manual = LogOptions {
+        sync: SyncMode::Manual,
+        driven: true,
+        ..direct_opts(&disk)
+    };
+    let log = Log::open("/m", manual.clone()).unwrap();
+    let gc = log.shared.gc.clone();
+    let mut expected = Vec::new();
+    let mut append = |log: &Log, i: u64| {
+        let p = payload(i + 1, 3);
+        log.append_batch(std::slice::from_ref(&p)).unwrap();
+        expected.push(p);
+    };
+    append(&log, 0);
+    log.sync().unwrap();
+    assert_eq!(gc.direct_groups(), 1, "nothing unsynced before: direct");
+    append(&log, 1);
+    append(&log, 2);
+    log.pump().unwrap();
+    assert_eq!(gc.direct_groups(), 1, "groups nobody waits for go through the page cache");
+    append(&log, 3);
+    log.sync().unwrap();
+    assert_eq!(gc.direct_groups(), 1, "unsynced groups before: not direct");
+    drop(log);
+    disk.crash();
+    check(&Log::open("/m", manual).unwrap(), &expected);
+}

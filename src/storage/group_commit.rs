@@ -137,6 +137,9 @@ struct State {
     /// what the segment preparer paces itself by (`GroupCommit::append_activity`).
     flushed_bytes: u64,
     last_sync_at: std::time::Instant,
+    /// Groups written direct (tests).
+    #[cfg(test)]
+    direct_groups: u64,
 }
 
 /// What group commit has done since the log was opened (see [`crate::Log::commit_stats`]).
@@ -147,7 +150,8 @@ pub struct CommitStats {
     pub flushes: u64,
     /// Records those flushes made durable: `records_flushed / flushes` is the mean group size.
     pub records_flushed: u64,
-    /// Segment rolls whose housekeeping (seal, new segment's header, name, directory fsync)
+    /// Segment rolls whose housekeeping (the owed seal and name, and for a file not prepared
+    /// ahead the new segment's header, name and directory fsync)
     /// the pipeline ran off the append path.
     pub roll_barriers: u64,
 }
@@ -214,6 +218,8 @@ impl GroupCommit {
                 flushed_bytes: 0,
                 // A new log counts as busy: appends usually follow its open at once.
                 last_sync_at: std::time::Instant::now(),
+                #[cfg(test)]
+                direct_groups: 0,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -290,6 +296,12 @@ impl GroupCommit {
     /// hundreds of writers the lock is the hot spot).
     pub fn durable_end(&self) -> u64 {
         self.durable_mirror.load(Ordering::Acquire)
+    }
+
+    /// Groups written direct so far (tests).
+    #[cfg(test)]
+    pub fn direct_groups(&self) -> u64 {
+        lock(&self.state).direct_groups
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -678,8 +690,19 @@ impl GroupCommit {
         let first_offset = first.first_offset;
         let sync = self.sync_always || st.sync_requested > st.durable_end.max(first_offset);
         // Only groups someone waits on are written direct; the others go through the page
-        // cache at memory speed (manual mode).
-        let direct = seg.direct_file().filter(|_| sync);
+        // cache at memory speed (manual mode). A direct write is durable on its own (io_uring
+        // writes it `RWF_DSYNC`, which syncs only its own range, or with FUA only itself): so
+        // while bytes before it were written through the page cache and not yet synced (a
+        // sync asked for in manual mode), the group is a buffered write and a whole-file
+        // fdatasync instead, which makes them durable too.
+        let earlier_unsynced = st.durable_end < first_offset;
+        let direct = seg
+            .direct_file()
+            .filter(|_| sync && !earlier_unsynced);
+        #[cfg(test)]
+        {
+            st.direct_groups += u64::from(direct.is_some());
+        }
         // Two writes of the same partly filled block must not race when one is direct: the
         // older one could land last and erase the newer one's bytes. Page-cache writes among
         // themselves are ordered by the page cache.

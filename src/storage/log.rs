@@ -313,7 +313,7 @@ impl Log {
     /// file system refuses `O_DIRECT` it says so once and leaves the segment to buffered
     /// writes, which are just as safe.
     pub(crate) fn attach_direct(&self, seg: &Segment) {
-        self.attach_direct_at(seg, &seg.path);
+        self.attach_direct_at(seg, &seg.disk_path());
     }
 
     /// [`Log::attach_direct`] for a segment whose file still lies at `path` (a roll renames
@@ -537,9 +537,12 @@ impl Log {
         self.check_poison()?;
         self.sync()?;
         // A roll's barrier may still be queued (the records before it were durable already),
-        // and its seal follows it: both done here, so that every full segment is sealed.
-        self.quiesce(&mut lock(&self.shared.writer))?;
+        // and its seal follows it: both done here, so that every full segment is sealed; and
+        // the name of a segment a pointer-swap roll made, under the same lock (`namer.rs`).
+        let mut w = lock(&self.shared.writer);
+        self.quiesce(&mut w)?;
         self.finish_naming()?;
+        drop(w);
         let interval = Duration::from_millis(self.shared.opts.superblock_interval_ms);
         background::persist_watermark(&self.shared.superblock, &self.shared.gc, true, interval)
     }

@@ -20,8 +20,10 @@
 //! for the namer, or names it on its own thread), just as it finishes the seal owed before
 //! it, and the segment's own seal is queued after that. So recovery adopts at most one
 //! prepared file, and sealed segments always have their names (catch-up, repair and
-//! verification open them by name). `Log::flush` (and so `close`), truncation and
-//! `restart_at` name it first too.
+//! verification open them by name). `Log::flush` (and so `close`) and a truncation that
+//! keeps it name it first too, and `purge_before` names it before moving the log's start past
+//! its base (recovery adopts it only at or above the start): while a full disk keeps it
+//! unnamed, the start stops at its base.
 
 use super::segment::{HeaderState, Segment};
 use crate::io::IoRef;
@@ -137,6 +139,11 @@ impl Namer {
     pub fn pause(self: &Arc<Self>) -> impl Drop {
         self.lock().paused = true;
         Pause(self.clone())
+    }
+
+    /// The base of the unnamed segment, if any.
+    pub fn pending_base(&self) -> Option<u64> {
+        self.lock().pending.as_ref().map(|s| s.base_offset)
     }
 
     /// Forgets the unnamed segment if it starts at or after `cut` (a truncation deletes it,

@@ -5,7 +5,7 @@
 
 use super::segment::{self, HEADER_REGION_BYTES};
 use super::*;
-use crate::io::SimDisk;
+use crate::io::{SimDisk, SimFaults};
 use crate::Error;
 use std::path::Path;
 use std::time::Duration;
@@ -147,4 +147,103 @@ fn two_headed_prepared_files_are_damage() {
     let err = Log::open(DIR, opts(&disk)).unwrap_err();
     assert!(matches!(err, Error::Corruption { .. }), "{err}");
     assert_eq!(prepared_names(&disk), before, "nothing renamed");
+}
+
+/// Opens a log whose next roll takes a prepared file, then makes every rename fail with
+/// ENOSPC (a full directory) and appends across the roll: the new segment stays unnamed
+/// (`flush` leaves it so). Returns the log, the acknowledged end and the new segment's base.
+fn roll_while_renames_fail(disk: &SimDisk) -> (Log, u64, u64) {
+    let log = Log::open(DIR, opts(disk)).unwrap();
+    assert!(log.wait_prepared(WAIT));
+    assert!(log.shared.background.wait_prepared(WAIT));
+    disk.set_faults(SimFaults {
+        fail_renames_nospace: u32::MAX,
+        ..Default::default()
+    });
+    while log.segment_count() < 2 {
+        log.append(&payload(log.end_offset())).unwrap();
+    }
+    for _ in 0..3 {
+        log.append(&payload(log.end_offset())).unwrap();
+    }
+    log.flush().unwrap();
+    let base = log.segments_snapshot()[1].base_offset;
+    assert_eq!(log.shared.namer.pending_base(), Some(base), "still unnamed");
+    let end = log.end_offset();
+    (log, end, base)
+}
+
+/// `purge_before` into the unnamed segment names it first: recovery adopts an unnamed
+/// segment only at or above the start, and the start is about to pass its base.
+#[test]
+fn a_purge_into_an_unnamed_segment_names_it_first() {
+    let disk = SimDisk::new(41);
+    let log = Log::open(DIR, opts(&disk)).unwrap();
+    assert!(log.wait_prepared(WAIT));
+    assert!(log.shared.background.wait_prepared(WAIT));
+    let pause = log.pause_naming();
+    while log.segment_count() < 2 {
+        log.append(&payload(log.end_offset())).unwrap();
+    }
+    log.append(&payload(log.end_offset())).unwrap();
+    let base = log.segments_snapshot()[1].base_offset;
+    let end = log.end_offset();
+    log.purge_before(base + 1).unwrap();
+    assert_eq!(log.shared.namer.pending_base(), None, "named by the purge");
+    disk.crash();
+    let crashed = (log, pause);
+    let log = Log::open(DIR, opts(&disk)).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (base + 1, end));
+    assert_eq!(log.recovery_report().segments_named, 0);
+    for offset in base + 1..end {
+        assert_eq!(log.read(offset).unwrap().payload.as_ref(), &payload(offset)[..]);
+    }
+    drop(crashed);
+}
+
+/// While a full disk keeps the segment unnamed, `purge_before` moves the start only up to its
+/// base; after a crash the next open names it (once there is room) and keeps every record
+/// from the start on.
+#[test]
+fn a_purge_stops_at_a_segment_a_full_disk_left_unnamed() {
+    let disk = SimDisk::new(42);
+    let (log, end, base) = roll_while_renames_fail(&disk);
+    log.purge_before(base + 2).unwrap();
+    assert_eq!(log.start_offset(), base, "the start stops at the unnamed segment");
+    disk.crash();
+    disk.set_faults(SimFaults::default());
+    let log2 = Log::open(DIR, opts(&disk)).unwrap();
+    assert_eq!(log2.recovery_report().segments_named, 1);
+    assert_eq!((log2.start_offset(), log2.end_offset()), (base, end));
+    for offset in base..end {
+        assert_eq!(log2.read(offset).unwrap().payload.as_ref(), &payload(offset)[..]);
+    }
+    log2.verify().unwrap();
+    drop(log2);
+    drop(log);
+}
+
+/// A truncation below a segment a full disk left unnamed deletes it by its prepared name and
+/// forgets it: appends go on in the segment before, and after a crash nothing of the deleted
+/// segment comes back.
+#[test]
+fn a_truncation_deletes_an_unnamed_segment_by_its_prepared_name() {
+    let disk = SimDisk::new(43);
+    let (log, _, base) = roll_while_renames_fail(&disk);
+    let prepared = prepared_names(&disk).len();
+    // Renames work again (the cut of the sealed segment before is a copy and a rename).
+    disk.set_faults(SimFaults::default());
+    log.truncate_from(base - 2).unwrap();
+    assert_eq!(log.shared.namer.pending_base(), None);
+    assert!(prepared_names(&disk).len() < prepared, "the unnamed file is gone");
+    log.append(&payload(base - 2)).unwrap();
+    let end = log.end_offset();
+    assert_eq!(end, base - 1);
+    disk.crash();
+    let log2 = Log::open(DIR, opts(&disk)).unwrap();
+    assert_eq!(log2.recovery_report().segments_named, 0);
+    check_records(&log2, end);
+    log2.verify().unwrap();
+    drop(log2);
+    drop(log);
 }

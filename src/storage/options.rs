@@ -9,8 +9,8 @@ use std::sync::Once;
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// `append` returns only after its records (and any new segment's directory entry) are
-    /// fsynced. Concurrent appenders share one fsync (group commit). The default.
+    /// `append` returns only after its records (and what finds a new segment after a crash:
+    /// its name, or its header in a prepared file whose name is durable) are fsynced. Concurrent appenders share one fsync (group commit). The default.
     Always,
     /// `append` returns once the records are written to the file (readable, not durable);
     /// call [`crate::Log::sync`] or [`crate::Log::sync_to`] to make them durable.
@@ -120,7 +120,9 @@ pub struct LogOptions {
     /// an io-wq worker; a linked fdatasync on POSIX), with no page-cache copy. Only one group
     /// is in flight at a time (two writes of the same partly filled block must not race), so
     /// `max_groups_in_flight` does not apply. Groups nobody waits for (`SyncMode::Manual`)
-    /// still go through the page cache. Where the file system refuses `O_DIRECT` (tmpfs), the
+    /// still go through the page cache, and so does a synced group written while such groups
+    /// are not yet durable: a direct write is made durable on its own range only (`RWF_DSYNC`,
+    /// or a FUA write), so that group's whole-file fdatasync covers them. Where the file system refuses `O_DIRECT` (tmpfs), the
     /// log says so once and writes through the page cache. Readers of records written direct
     /// read them from the disk, not the page cache. Default true: 1 KiB durable appends on
     /// io_uring were 1.25–2.1× faster with it here; buffered appends and 1 MiB records moved

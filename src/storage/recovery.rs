@@ -4,7 +4,7 @@
 //! hundred KiB per GiB), and scans frames only in the unsealed segments: the last one, and the
 //! one before it when a crash came between a roll and the seal of the segment it left
 //! (`sealer.rs`). That one must hold every record up to the last segment's base (they were
-//! durable before the last was named; fewer is `Error::Corruption`), and its seal is
+//! durable before the last was headed or named; fewer is `Error::Corruption`), and its seal is
 //! completed. Decision table for the first frame of the last segment that fails to decode, at
 //! offset `o`:
 //!
@@ -287,7 +287,7 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
     }
     let mut segments = BTreeMap::new();
     let mut active = None;
-    // The segment before the last may be unsealed too: a roll names the next segment before
+    // The segment before the last may be unsealed too: a roll heads or names the next segment before
     // the one it left is sealed (`sealer.rs`).
     let mut unsealed_before_last = None;
     for (i, &base) in bases.iter().enumerate() {

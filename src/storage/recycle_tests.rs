@@ -108,6 +108,8 @@ fn recycles_on(backend: IoBackend) {
         .collect();
     assert!(prepared_files(&names) <= 2, "{names:?}");
     log.verify().unwrap();
+    // Named (a pointer-swap roll's file may still have its prepared name, `namer.rs`).
+    log.flush().unwrap();
     let active = log.segments_snapshot().last().unwrap().path.clone();
     assert!(active_is_recycled(&log, &std::fs::read(&active).unwrap()));
     // A clean reopen of a recycled active segment: nothing torn, nothing pending.
@@ -176,6 +178,8 @@ fn stale_bytes_are_kept_and_a_frame_of_the_segment_after_the_tail_is_cut() {
     let mut end = append_rolling(&log, 260);
     // Until the active segment is a recycled file.
     let active = loop {
+        // Named (a pointer-swap roll's file may still have its prepared name, `namer.rs`).
+        log.flush().unwrap();
         let seg = log.segments_snapshot().last().unwrap().clone();
         if log.prepare_stats().recycled > 0
             && active_is_recycled(&log, &disk.peek(&seg.path).unwrap())

@@ -60,7 +60,7 @@ impl Sealer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Owes the seal of `seg` (a roll named the segment after it). The roll's barrier has
+    /// Owes the seal of `seg` (a roll made the segment after it). The roll's barrier has
     /// finished the previous seal first, so none is pending.
     pub fn submit(&self, seg: Arc<Segment>, file_crc: u32) {
         let mut st = self.lock();

@@ -42,9 +42,10 @@ impl Log {
         self.quiesce(w)?;
         // A seal a full disk left owed for a segment this cuts or deletes is not owed any more.
         self.shared.sealer.forget_above(cut);
-        // Nor a name (a segment left unnamed by a full disk is deleted by its prepared name).
-        self.finish_naming()?;
+        // Nor the name of a segment it deletes (by the name its file has); one it keeps is
+        // named first (a segment left unnamed by a full disk stays so).
         self.shared.namer.forget_from(cut);
+        self.finish_naming()?;
         // Before anything changes: a reader that sees the old count read before the cut.
         self.shared.truncations.fetch_add(1, Ordering::SeqCst);
         let mut sbs = lock_sb(&self.shared.superblock);
@@ -189,7 +190,16 @@ impl Log {
     }
 
     fn purge_locked(&self, w: &mut Writer, offset: u64) -> Result<PurgeOutcome> {
-        let new_start = offset.min(w.next_offset).min(self.durable_end());
+        let mut new_start = offset.min(w.next_offset).min(self.durable_end());
+        // Recovery finds a segment still under its prepared name only at or above the start
+        // (`namer.rs`): one the start would pass is named first, or, while it cannot be (a
+        // full disk), the start stops at its base.
+        if self.shared.namer.pending_base().is_some_and(|b| b < new_start) {
+            self.finish_naming()?;
+            if let Some(base) = self.shared.namer.pending_base() {
+                new_start = new_start.min(base);
+            }
+        }
         if new_start > self.start_offset() {
             let mut sbs = lock_sb(&self.shared.superblock);
             let next = super::superblock::Superblock {
@@ -308,7 +318,7 @@ impl Log {
         self.sync()?;
         let mut w = lock(&self.shared.writer);
         self.quiesce(&mut w)?;
-        self.finish_naming()?;
+        // Every segment goes, by the name its file has.
         self.shared.namer.forget_from(0);
         {
             let mut sbs = lock_sb(&self.shared.superblock);

@@ -412,7 +412,8 @@ impl Log {
     /// A group of `failed` failed after the writer had rolled past it: the rolls' barriers
     /// never ran (a failure clears the queue), so the segments after it were never named.
     /// They are forgotten and `failed` is active again (its tail is cut next); their files,
-    /// still under temporary names, are left for the next open to remove.
+    /// still under temporary or prepared names, are left for the next open to remove (none
+    /// was headed: their barriers never ran).
     fn undo_rolls(&self, w: &mut Writer, failed: &Arc<Segment>) {
         let mut segs = self
             .shared
@@ -587,7 +588,7 @@ impl Log {
             seg.set_unnamed(from.clone(), Bytes::copy_from_slice(&header));
         }
         let seg = Arc::new(seg);
-        // Opened under the name the file has now (the barrier renames it later).
+        // Opened under the name the file has now (the barrier or the namer renames it later).
         self.attach_direct_at(&seg, &from);
         let work = RollWork {
             previous: w.active.take().map(|a| (a.seg, a.file_crc)),
@@ -628,7 +629,7 @@ impl Log {
         Ok(())
     }
 
-    /// The file of a new segment, the name it has until its roll barrier renames it, and
+    /// The file of a new segment, the name it has until its roll barrier (or the namer) renames it, and
     /// whether it is a prepared file: the prepared file if one is ready, otherwise a new empty
     /// file under a temporary name (recovery removes it if a crash comes first).
     fn segment_file(&self, base: u64, path: &Path) -> Result<(FileRef, PathBuf, bool)> {
@@ -682,8 +683,8 @@ impl Log {
 }
 
 /// A segment roll's housekeeping, run by group commit as a barrier (see
-/// `Log::create_segment`): what must be durable before a record of the new segment is
-/// acknowledged. The old segment's seal is not part of it (`sealer.rs`).
+/// `Log::create_segment`): what must be done before the new segment's first group is
+/// formed. The old segment's seal is not part of it (`sealer.rs`).
 struct RollWork {
     /// The segment the roll left and the running CRC of its bytes (none for a log's first
     /// segment, or after recovery found the last segment sealed): sealed after the barrier.
