@@ -9,9 +9,6 @@
 //! `Log::flush` seal), appends across one roll, prints `ACKED <n>` and blocks on its standard
 //! input until the parent kills it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
 
 mod common;
@@ -49,35 +46,15 @@ fn seal_child() {
         log.append(&payload(log.end_offset())).expect("append");
     }
     log.append(&payload(log.end_offset())).expect("append");
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "\nACKED {}", log.end_offset()).expect("stdout");
-    out.flush().expect("stdout");
-    drop(out);
-    // Blocks until the parent kills this process.
-    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    common::say_and_wait_for_kill(&format!("ACKED {}", log.end_offset()));
 }
 
 #[test]
 fn a_kill_between_a_roll_and_its_seal_loses_nothing_and_the_next_open_seals() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = common::this_test_binary();
-    let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "seal_child", "--nocapture"])
-        .env(ENV_DIR, dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut acked = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(n) = line.strip_prefix("ACKED ") {
-            acked = Some(n.trim().parse::<u64>().unwrap());
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let envs = [(ENV_DIR, dir.path().to_str().unwrap())];
+    let acked = common::kill_child_after("seal_child", &envs, "ACKED ")
+        .map(|n| n.trim().parse::<u64>().unwrap());
     let acked = acked.expect("the child acknowledged its appends");
 
     let log = Log::open(dir.path(), options(false)).unwrap();

@@ -12,8 +12,6 @@
 //! (`Log::pause_naming`, a test hook), appends durably across the roll, prints
 //! `ACKED <end>` and blocks on its standard input until the parent kills it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sitelog::{IoBackend, Log, LogOptions, SyncMode};
@@ -61,35 +59,16 @@ fn unnamed_child() {
     for _ in 0..3 {
         log.append(&payload(log.end_offset())).expect("append");
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "\nACKED {}", log.end_offset()).expect("stdout");
-    out.flush().expect("stdout");
-    drop(out);
-    // Blocks until the parent kills this process.
-    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    common::say_and_wait_for_kill(&format!("ACKED {}", log.end_offset()));
 }
 
 /// Runs the child and kills it; returns the acknowledged end.
 fn run_child(dir: &std::path::Path, direct: bool) -> u64 {
-    let mut child = Command::new(common::this_test_binary())
-        .args(["--ignored", "--exact", "unnamed_child", "--nocapture"])
-        .env(ENV_DIR, dir)
-        .env(ENV_DIRECT, if direct { "1" } else { "0" })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut acked = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(end) = line.strip_prefix("ACKED ") {
-            acked = Some(end.trim().parse::<u64>().unwrap());
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    acked.expect("the child acknowledged its appends")
+    let dir = dir.to_str().unwrap();
+    let envs = [(ENV_DIR, dir), (ENV_DIRECT, if direct { "1" } else { "0" })];
+    let acked = common::kill_child_after("unnamed_child", &envs, "ACKED ");
+    let acked = acked.expect("the child acknowledged its appends");
+    acked.trim().parse().unwrap()
 }
 
 #[test]

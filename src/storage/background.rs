@@ -429,7 +429,7 @@ impl BackgroundJob {
         if !std::mem::take(&mut self.bg.lock().want_name) {
             return true;
         }
-        super::namer::judge(self.namer.name_ready(), &self.gc).is_ok()
+        super::sealer::judge(self.namer.name_ready(), &self.gc, "segment rename").is_ok()
     }
 
     /// Seals the segment a roll left, if asked to; false once the log is poisoned (a failed
@@ -439,7 +439,7 @@ impl BackgroundJob {
         if !std::mem::take(&mut self.bg.lock().want_seal) {
             return true;
         }
-        match super::sealer::judge(self.sealer.run_pending(), &self.gc) {
+        match super::sealer::judge(self.sealer.run_pending(), &self.gc, "segment seal") {
             // After a seal, as a seal always did; the watermark is a hint (recovery scans the
             // unsealed segments), written here, off the acknowledgement path.
             Ok(true) => persist_watermark(&self.superblock, &self.gc, true, self.interval).is_ok(),

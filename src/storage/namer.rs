@@ -30,23 +30,6 @@ use crate::io::IoRef;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What a naming's outcome means for the log: done, or nothing to do (`Ok(false)`); a full
-/// disk (the segment stays unnamed, recovery would find it: `Ok(false)`); anything else
-/// poisons the log (a failed fsync).
-pub(crate) fn judge(
-    outcome: std::io::Result<bool>,
-    gc: &super::group_commit::GroupCommit,
-) -> crate::Result<bool> {
-    match outcome {
-        Ok(named) => Ok(named),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-            tracing::debug!("no space to name a segment; named later");
-            Ok(false)
-        }
-        Err(e) => Err(gc.poison(format!("segment rename failed: {e}"))),
-    }
-}
-
 /// The unnamed segment of a log, if any.
 pub(crate) struct Namer {
     io: IoRef,

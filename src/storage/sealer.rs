@@ -21,19 +21,24 @@ use super::group_commit::GroupCommit;
 use super::segment::Segment;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// What a seal's outcome means for the log, the one policy for every caller: done; a full
-/// disk (the seal stays owed, nothing acknowledged depends on it: `Ok(false)`); anything
-/// else poisons the log (a failed fsync).
-pub(crate) fn judge(outcome: std::io::Result<bool>, gc: &GroupCommit) -> crate::Result<bool> {
+/// What the outcome of owed housekeeping (`what`: a segment's seal here, its name in
+/// `namer.rs`) means for the log, the one policy for every caller: done; a full disk (it
+/// stays owed, nothing acknowledged depends on it: `Ok(false)`); anything else poisons the
+/// log (a failed fsync).
+pub(crate) fn judge(
+    outcome: std::io::Result<bool>,
+    gc: &GroupCommit,
+    what: &str,
+) -> crate::Result<bool> {
     match outcome {
-        Ok(sealed) => Ok(sealed),
+        Ok(done) => Ok(done),
         Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
             // Not a warning: `flush` may ask again and again while the disk stays full, and
             // the appends that need the space say so themselves.
-            tracing::debug!("no space to seal a segment; sealed later");
+            tracing::debug!("no space for a {what}; done later");
             Ok(false)
         }
-        Err(e) => Err(gc.poison(format!("segment seal failed: {e}"))),
+        Err(e) => Err(gc.poison(format!("{what} failed: {e}"))),
     }
 }
 

@@ -350,7 +350,7 @@ impl Log {
         // A poisoned log's seal stays undone (recovery completes it from what is durable).
         self.check_poison()?;
         let outcome = self.shared.sealer.finish().map(|()| true);
-        super::sealer::judge(outcome, &self.shared.gc).map(drop)
+        super::sealer::judge(outcome, &self.shared.gc, "segment seal").map(drop)
     }
 
     /// Names the segment a pointer-swap roll made, on this thread if the background thread
@@ -360,7 +360,7 @@ impl Log {
     pub(crate) fn finish_naming(&self) -> Result<()> {
         self.check_poison()?;
         let outcome = self.shared.namer.finish().map(|()| true);
-        super::namer::judge(outcome, &self.shared.gc).map(drop)
+        super::sealer::judge(outcome, &self.shared.gc, "segment rename").map(drop)
     }
 
     /// A roll's barrier failed for lack of space: the new segment (never named) and every

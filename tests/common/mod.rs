@@ -18,6 +18,39 @@ pub fn this_test_binary() -> std::path::PathBuf {
     }
 }
 
+/// For a child process (see `kill_child_after`): prints `line` on a line of its own and
+/// blocks on standard input until the parent kills this process.
+pub fn say_and_wait_for_kill(line: &str) {
+    use std::io::{Read, Write};
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{line}").expect("stdout");
+    out.flush().expect("stdout");
+    drop(out);
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+}
+
+/// Runs this test binary on its ignored test `child` with `envs`, reads its standard output
+/// until a line starting with `prefix`, then kills it (SIGKILL) and reaps it; returns the rest
+/// of that line (`None` if the child ended without printing one). The child blocks on its
+/// standard input (a pipe kept open) until it is killed.
+pub fn kill_child_after(child: &str, envs: &[(&str, &str)], prefix: &str) -> Option<String> {
+    let mut proc = Command::new(this_test_binary())
+        .args(["--ignored", "--exact", child, "--nocapture"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(proc.stdout.take().unwrap());
+    let found = stdout
+        .lines()
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix(prefix).map(str::to_string));
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    found
+}
+
 /// A free loopback address (the port is released for the node to bind).
 pub fn free_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
