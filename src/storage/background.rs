@@ -1,9 +1,9 @@
-//! The background thread of a log: names the segment a pointer-swap roll made once its header
-//! is written (`namer.rs`), seals the segment a roll left (`sealer.rs`), prepares the
-//! next segment file (off the append path, its name made durable before it is handed over), persists the durable watermark to the superblock
-//! every `superblock_interval_ms`, off the acknowledgement path, and applies retention by age
-//! every `retention_check_interval_ms` (an idle log, whose segments are never sealed, still
-//! ages out).
+//! The background thread of a log: names the segment a pointer-swap roll made once its header is
+//! written (`namer.rs`), seals the segment a roll left (`sealer.rs`), prepares the next segment
+//! file (off the append path, its name made durable before it is handed over), persists the durable
+//! watermark to the superblock every `superblock_interval_ms`, off the acknowledgement path, and
+//! applies retention by age every `retention_check_interval_ms` (an idle log, whose segments are
+//! never sealed, still ages out).
 //!
 //! The next segment file is prepared from a *spare* when there is one: a segment that
 //! retention retired, renamed to a prepared name instead of deleted (`Log::purge_locked`).

@@ -57,10 +57,10 @@ pub(crate) struct Chunk {
 }
 
 /// Housekeeping of a segment roll (what must precede the new segment's first group: see
-/// `writer.rs`, `RollWork`), which the pipeline runs in order: after every group of the old segment has completed and before any group of
-/// the new one is formed. The appender that rolled only queues it, so no append waits for it
-/// under the writer lock; waiters for offsets in the new segment are acknowledged only after
-/// it succeeded (it is retired in order like a synced group).
+/// `writer.rs`, `RollWork`), which the pipeline runs in order: after every group of the old segment
+/// has completed and before any group of the new one is formed. The appender that rolled only
+/// queues it, so no append waits for it under the writer lock; waiters for offsets in the new
+/// segment are acknowledged only after it succeeded (it is retired in order like a synced group).
 pub(crate) trait Barrier: Send + Sync {
     /// Does the work, blocking the calling thread (the flusher, or a waiter that submits).
     /// `sync_previous`: the old segment holds frames written without an fsync (manual mode),
@@ -699,10 +699,6 @@ impl GroupCommit {
         let direct = seg
             .direct_file()
             .filter(|_| sync && !earlier_unsynced);
-        #[cfg(test)]
-        {
-            st.direct_groups += u64::from(direct.is_some());
-        }
         // Two writes of the same partly filled block must not race when one is direct: the
         // older one could land last and erase the newer one's bytes. Page-cache writes among
         // themselves are ordered by the page cache.
@@ -757,6 +753,10 @@ impl GroupCommit {
         if let Some(g) = st.in_flight.back_mut() {
             g.direct = direct.is_some();
             g.heads = heads;
+        }
+        #[cfg(test)]
+        {
+            st.direct_groups += u64::from(direct.is_some());
         }
         sub.pos = write_pos;
         sub.direct = direct;

@@ -369,9 +369,10 @@ impl Log {
         Ok(())
     }
 
-    /// Holds back the rename of the segment a pointer-swap roll makes (see `namer.rs`) until
-    /// the returned guard drops: the background thread leaves it to the next roll, `flush`
-    /// and `close`, which still name it. A test hook (crash tests of the unnamed window): only with the `testing` feature.
+    /// Holds back the rename of the segment a pointer-swap roll makes (see `namer.rs`) until the
+    /// returned guard drops: the background thread leaves it to the next roll, `flush` and `close`,
+    /// which still name it. A test hook (crash tests of the unnamed window): only with the
+    /// `testing` feature.
     #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
     pub fn pause_naming(&self) -> impl Drop {

@@ -9,8 +9,9 @@ use std::sync::Once;
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// `append` returns only after its records (and what finds a new segment after a crash:
-    /// its name, or its header in a prepared file whose name is durable) are fsynced. Concurrent appenders share one fsync (group commit). The default.
+    /// `append` returns only after its records (and what finds a new segment after a crash: its
+    /// name, or its header in a prepared file whose name is durable) are fsynced. Concurrent
+    /// appenders share one fsync (group commit). The default.
     Always,
     /// `append` returns once the records are written to the file (readable, not durable);
     /// call [`crate::Log::sync`] or [`crate::Log::sync_to`] to make them durable.
@@ -115,18 +116,18 @@ pub struct LogOptions {
     /// flushes; idle, at full speed. Default true.
     pub preallocate: bool,
     /// Group commit writes the active segment with `O_DIRECT`: each durable group becomes one
-    /// 4 KiB-aligned write (the partly filled block it starts in is rewritten from a copy kept
-    /// in memory), durable on completion (`RWF_DSYNC` on io_uring, which completes it without
-    /// an io-wq worker; a linked fdatasync on POSIX), with no page-cache copy. Only one group
-    /// is in flight at a time (two writes of the same partly filled block must not race), so
-    /// `max_groups_in_flight` does not apply. Groups nobody waits for (`SyncMode::Manual`)
-    /// still go through the page cache, and so does a synced group written while such groups
-    /// are not yet durable: a direct write is made durable on its own range only (`RWF_DSYNC`,
-    /// or a FUA write), so that group's whole-file fdatasync covers them. Where the file system refuses `O_DIRECT` (tmpfs), the
-    /// log says so once and writes through the page cache. Readers of records written direct
-    /// read them from the disk, not the page cache. Default true: 1 KiB durable appends on
-    /// io_uring were 1.25–2.1× faster with it here; buffered appends and 1 MiB records moved
-    /// within noise (figures in the README's performance section).
+    /// 4 KiB-aligned write (the partly filled block it starts in is rewritten from a copy kept in
+    /// memory), durable on completion (`RWF_DSYNC` on io_uring, which completes it without an io-wq
+    /// worker; a linked fdatasync on POSIX), with no page-cache copy. Only one group is in flight
+    /// at a time (two writes of the same partly filled block must not race), so
+    /// `max_groups_in_flight` does not apply. Groups nobody waits for (`SyncMode::Manual`) still go
+    /// through the page cache, and so does a synced group written while such groups are not yet
+    /// durable: a direct write is made durable on its own range only (`RWF_DSYNC`, or a FUA write),
+    /// so that group's whole-file fdatasync covers them. Where the file system refuses `O_DIRECT`
+    /// (tmpfs), the log says so once and writes through the page cache. Readers of records written
+    /// direct read them from the disk, not the page cache. Default true: 1 KiB durable appends on
+    /// io_uring were 1.25–2.1× faster with it here; buffered appends and 1 MiB records moved within
+    /// noise (figures in the README's performance section).
     pub direct_io: bool,
     /// How many group-commit groups may be in flight at once on a backend that completes
     /// asynchronously (io_uring): the next group is written while earlier fdatasyncs run.

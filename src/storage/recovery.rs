@@ -278,7 +278,11 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
             unnamed_at = Some((base, from));
         } else {
             let to = Segment::path_in(dir, base);
-            tracing::info!(from = %from.display(), to = %to.display(), "naming the last segment a crash left under its prepared name");
+            tracing::info!(
+                from = %from.display(),
+                to = %to.display(),
+                "naming the last segment a crash left under its prepared name"
+            );
             io.rename(&from, &to).map_err(ctx.io_err(&from))?;
             io.sync_dir(dir).map_err(ctx.io_err(dir))?;
             report.segments_named += 1;
@@ -287,8 +291,8 @@ fn recover_in(ctx: &Ctx<'_>) -> Result<Recovered> {
     }
     let mut segments = BTreeMap::new();
     let mut active = None;
-    // The segment before the last may be unsealed too: a roll heads or names the next segment before
-    // the one it left is sealed (`sealer.rs`).
+    // The segment before the last may be unsealed too: a roll heads or names the next segment
+    // before the one it left is sealed (`sealer.rs`).
     let mut unsealed_before_last = None;
     for (i, &base) in bases.iter().enumerate() {
         let path = match &unnamed_at {

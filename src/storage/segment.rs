@@ -403,9 +403,9 @@ impl Segment {
         *self.lock_unnamed() = None;
     }
 
-    /// Records the format version of a segment this binary creates: its header is written
-    /// later, by the roll's barrier or the segment's first group in group commit, so reading it from the file before then
-    /// would find zeros (and refuse the producer frames at its start as damage).
+    /// Records the format version of a segment this binary creates: its header is written later, by
+    /// the roll's barrier or the segment's first group in group commit, so reading it from the file
+    /// before then would find zeros (and refuse the producer frames at its start as damage).
     pub(crate) fn set_created_version(&self) {
         let _ = self.version.set(VERSION);
     }

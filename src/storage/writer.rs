@@ -629,8 +629,8 @@ impl Log {
         Ok(())
     }
 
-    /// The file of a new segment, the name it has until its roll barrier (or the namer) renames it, and
-    /// whether it is a prepared file: the prepared file if one is ready, otherwise a new empty
+    /// The file of a new segment, the name it has until its roll barrier (or the namer) renames it,
+    /// and whether it is a prepared file: the prepared file if one is ready, otherwise a new empty
     /// file under a temporary name (recovery removes it if a crash comes first).
     fn segment_file(&self, base: u64, path: &Path) -> Result<(FileRef, PathBuf, bool)> {
         let io = &self.shared.io;
