@@ -87,15 +87,12 @@ impl Namer {
     /// thread, when group commit says so); `Ok(true)` if this call named it.
     pub fn name_ready(&self) -> std::io::Result<bool> {
         let mut st = self.lock();
-        let ready = st.pending.as_ref().is_some_and(|seg| {
-            seg.unnamed()
-                .is_some_and(|(_, h)| !matches!(h, HeaderState::Pending(_)))
-        });
         #[cfg(any(test, feature = "testing"))]
         if st.paused {
             return Ok(false);
         }
-        if !ready || st.failed {
+        let headed = st.pending.as_ref().is_some_and(|s| s.pending_header().is_none());
+        if !headed || st.failed {
             return Ok(false);
         }
         self.name_pending(&mut st).map(|()| true)
@@ -167,10 +164,8 @@ impl Namer {
         }
         // A failed fsync is final whatever it reports (never retried: the kernel may have
         // dropped the data), and so is anything after the rename (it cannot be run again).
-        let fatal = |what: &str| {
-            let what = what.to_string();
-            move |e: std::io::Error| std::io::Error::other(format!("{what}: {e}"))
-        };
+        let fatal =
+            |what: &'static str| move |e| std::io::Error::other(format!("{what}: {e}"));
         if !matches!(header, HeaderState::Durable) {
             seg.file.sync_data().map_err(fatal("segment header fsync"))?;
             seg.header_written(true);
