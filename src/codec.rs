@@ -151,6 +151,7 @@ pub fn clip_utf8(s: &str, max_bytes: usize) -> &str {
 
 /// Little-endian u32 at `at`; the caller has checked the bounds (fixed
 /// layouts: record headers, superblock and metadata slots).
+#[inline]
 pub fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
@@ -159,6 +160,7 @@ pub fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// Little-endian u64 at `at`; the caller has checked the bounds (fixed
 /// layouts: record headers, superblock and metadata slots).
+#[inline]
 pub fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);

@@ -310,21 +310,15 @@ struct RawHeader {
 fn read_header(buf: &[u8]) -> Option<RawHeader> {
     // One bounds check for the whole header (a sequential reader decodes millions a second).
     let h: &[u8; HEADER_SIZE_BYTES] = buf.get(..HEADER_SIZE_BYTES)?.try_into().ok()?;
-    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    let u64_at = |at: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&h[at..at + 8]);
-        u64::from_le_bytes(a)
-    };
     Some(RawHeader {
-        checksum: u32_at(0),
-        payload_len: u32_at(4),
-        offset: u64_at(8),
-        log_id: u64_at(16),
-        term: u64_at(24),
-        timestamp_us: u64_at(32),
+        checksum: u32_at(h, 0),
+        payload_len: u32_at(h, 4),
+        offset: u64_at(h, 8),
+        log_id: u64_at(h, 16),
+        term: u64_at(h, 24),
+        timestamp_us: u64_at(h, 32),
         kind: [h[40], h[41], h[42], h[43]],
-        durable_lag: u32_at(44),
+        durable_lag: u32_at(h, 44),
     })
 }
 
